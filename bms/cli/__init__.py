@@ -1,0 +1,1 @@
+"""The `bms-emu` command line."""

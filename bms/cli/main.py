@@ -1,0 +1,39 @@
+"""`bms-emu`: one console script, one subcommand per task."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bms import __version__
+from bms.cli import chemistries_cmd, plot_cmd, run_cmd
+from bms.validation import InputError
+
+SUBCOMMANDS = (run_cmd, chemistries_cmd, plot_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bms-emu",
+        description="Sodium-ion battery management system firmware emulator. "
+        "Units are SI (V, A, °C, s, Ah, Wh); current is positive when charging.",
+    )
+    parser.add_argument("--version", action="version", version=f"bms-emu {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except InputError as exc:
+        print(f"bms-emu {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

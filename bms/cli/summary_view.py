@@ -1,0 +1,42 @@
+"""The end-of-run summary as a table a person reads at a glance."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _duration(seconds: float) -> str:
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{int(h)}h{int(m):02d}m{s:04.1f}s"
+
+
+def print_summary(d: dict) -> None:
+    f, x = d["final"], d["extremes_true"]
+    table = Table(title=f"bms-emu run: {d['series']}S{d['parallel']}P {d['chemistry']}",
+                  show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    rows = [
+        ("simulated time", _duration(d["sim_s"])),
+        ("wall time", f"{d['wall_s']:.2f} s"),
+        ("real-time factor", f"{d['rtf']:,.0f}x"),
+        ("final state", f"{f['state']}, contactors {f['contactors']}"),
+        ("SoC estimated / true", f"{f['soc_pct']:.1f} % / {f['soc_true_pct']:.1f} %"),
+        ("pack", f"{f['pack_v']:.2f} V, {f['current_a']:+.2f} A"),
+        ("cell voltage min / max", f"{f['cell_v_min']:.3f} / {f['cell_v_max']:.3f} V "
+         f"(over the run: {x['cell_v_min']:.3f} / {x['cell_v_max']:.3f} V)"),
+        ("temperature min / max", f"{f['temp_c_min']:.1f} / {f['temp_c_max']:.1f} °C "
+         f"(hottest cell over the run: {x['temp_c_max']:.1f} °C)"),
+        ("energy in / out", f"{d['energy_in_wh']:.1f} / {d['energy_out_wh']:.1f} Wh"),
+        ("balancing energy", f"{d['balancing_wh']:.3f} Wh"),
+        ("fault events", str(len(d["events"]))),
+    ]
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    console.print(table)
+    for e in d["events"]:
+        where = "" if e["index"] is None else f" at index {e['index']} ({e['value']})"
+        console.print(f"  t={e['t_s']:.1f} s  {e['name']} {e['level']} {e['action']}{where}")

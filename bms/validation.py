@@ -1,0 +1,44 @@
+"""One way to report bad input: collect every problem, then refuse the whole input.
+
+Loaders (cell profiles, configuration, CSV files) call `Problems.add` for each bad
+field and `Problems.raise_if_any` at the end, so the user sees every mistake at
+once and nothing is half-applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class InputError(ValueError):
+    """Bad user input; the message names each bad field, its value and what is allowed."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+@dataclass
+class Problems:
+    """Accumulates problems found in one input (a file, a command-line value)."""
+
+    source: str
+    items: list[str] = field(default_factory=list)
+
+    def add(self, where: str, value: object, allowed: str) -> None:
+        self.items.append(f"{where} = {value!r}: {allowed}")
+
+    def check_range(
+        self, where: str, value: float, low: float | None = None, high: float | None = None
+    ) -> None:
+        """Adds a problem when `value` is outside [low, high] (either bound optional)."""
+        if (low is not None and value < low) or (high is not None and value > high):
+            lo = "-inf" if low is None else f"{low:g}"
+            hi = "inf" if high is None else f"{high:g}"
+            self.add(where, value, f"must be within [{lo}, {hi}]")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise InputError(self.source, self.items)

@@ -1,0 +1,1 @@
+"""What drives the firmware: the simulated sodium-ion pack, loads, injections, runner, plots."""

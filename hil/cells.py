@@ -1,0 +1,156 @@
+"""Electrical model of the cells: 2-RC equivalent circuit plus one-state hysteresis.
+
+State is held per cell as (n_series, n_parallel) arrays. A parallel group shares one
+terminal voltage; the group current splits between its cells by their source voltages
+and resistances, so a weak cell in a group carries less current.
+
+Integration is exact for a current held constant over the tick (zero-order hold):
+v_rc' = a * v_rc + R * (1 - a) * i with a = exp(-dt / tau).
+
+This runs on every tick of every simulated pack, so a tick does as few numpy calls as
+it can, and what moves slowly is done in `slow_step`, about once a simulated second:
+  - ECM parameters follow SoC and temperature (every tenth slow step);
+  - the hysteresis state h (+1 on the charge branch, -1 on the discharge branch) moves
+    with the SoC change since the last slow step, dSoC, as
+    h' = s + (h - s) * exp(-gamma * |dSoC|), s = sign(dSoC): exact while the current
+    keeps its direction over the interval;
+  - self-discharge and an injected internal short take their charge;
+  - the OCV (with hysteresis and temperature) is evaluated exactly from the chemistry
+    and linearised along the direction of travel, so a tick reads it as c0 + slope * SoC
+    (exact at each slow step; between them off only by the curvature of the table);
+  - the heat of the interval is settled: R0 times the mean square current, plus the RC
+    resistors' dissipation v^2 / R at the slow instant (their time constants are seconds
+    or more, so sampling them once a second is close).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bms.chemistry import BELOW_EMPTY_SOC, Chemistry
+
+OCV_SLOPE_STEP = 2e-3  # SoC step of the secant that linearises the OCV between slow steps
+# ECM parameters are re-read every this many slow steps: resistance moves by about 1 %
+# per % of SoC and 3 % per kelvin, and neither moves that far in ten seconds.
+ECM_REFRESH_SLOW_STEPS = 10
+
+
+class CellArray:
+    """The cells' electrochemical state and its time step (no thermal, no sensors)."""
+
+    def __init__(
+        self,
+        chemistry: Chemistry,
+        soc: np.ndarray,
+        capacity_ah: np.ndarray,
+        r_factor: np.ndarray,
+        self_discharge_per_s: np.ndarray,
+        dt_s: float,
+    ):
+        self.chem = chemistry
+        self.dt_s = dt_s
+        self.parallel = soc.shape[1]
+        self.soc = np.array(soc, dtype=float)
+        self.soc_at_slow = self.soc.copy()
+        self.hysteresis = np.zeros_like(self.soc)
+        self.v_rc = np.zeros((2, *self.soc.shape))  # the two RC voltages, V
+        self.current_a: np.ndarray | float = 0.0
+        self.current_sq_sum: np.ndarray | float = 0.0  # sum of i^2 over ticks since slow step
+        self.ticks_since_slow = 0
+        self.capacity_as = capacity_ah * 3600.0
+        self.r_factor = r_factor
+        self.soc_per_as = dt_s / self.capacity_as  # SoC change per ampere over one tick
+        self.self_discharge_per_s = self_discharge_per_s
+        # Conductance of an injected internal short across each cell (0 = none).
+        self.short_conductance_s = np.zeros_like(self.soc)
+        self.slow_steps = 0
+        self.slow_step(np.full_like(self.soc, 25.0), 0.0)
+        self._e_v = self.ocv_v()
+
+    def slow_step(self, temperature_c: np.ndarray, elapsed_s: float) -> np.ndarray:
+        """Hysteresis, leakage, parameters and OCV linearisation, `elapsed_s` after the last
+        slow step. Returns the mean heat released in each cell over that interval, W."""
+        heat_w = self._interval_heat_w()
+        d_soc = self.soc - self.soc_at_slow
+        direction = np.sign(d_soc)
+        self.hysteresis = direction + (self.hysteresis - direction) * np.exp(
+            -self.chem.ocv.hysteresis_rate * np.abs(d_soc)
+        )
+        ocv = self.chem.ocv
+        if self.short_conductance_s.any():
+            ocv_now = ocv.voltage_v(self.soc, self.hysteresis, temperature_c)
+            short_a = self.short_conductance_s * np.maximum(ocv_now, 0.0)
+            heat_w = heat_w + short_a * ocv_now
+            self.soc -= short_a * elapsed_s / self.capacity_as
+        self.soc -= self.self_discharge_per_s * elapsed_s
+        np.maximum(self.soc, -BELOW_EMPTY_SOC, out=self.soc)
+        self.soc_at_slow = self.soc.copy()
+
+        self.slow_steps += 1
+        if self.slow_steps % ECM_REFRESH_SLOW_STEPS == 1:
+            self._refresh_ecm(temperature_c)
+
+        step = OCV_SLOPE_STEP * np.where(direction < 0, -1.0, 1.0)
+        here_v, ahead_v = ocv.voltage_v(
+            np.stack([self.soc, self.soc + step]), self.hysteresis, temperature_c
+        )
+        self.ocv_slope_v = (ahead_v - here_v) / step
+        self.ocv_offset_v = here_v - self.ocv_slope_v * self.soc
+        return heat_w
+
+    def _refresh_ecm(self, temperature_c: np.ndarray) -> None:
+        params = self.chem.ecm.lookup(self.soc, temperature_c)  # r0, r1, tau1, r2, tau2
+        self.r0_ohm = params[0] * self.r_factor
+        self.r_rc_ohm = params[[1, 3]] * self.r_factor
+        self.a_rc = np.exp(-self.dt_s / params[[2, 4]])
+        self.b_rc = self.r_rc_ohm * (1.0 - self.a_rc)
+        self.r_step_ohm = self.r0_ohm + self.b_rc[0] + self.b_rc[1]
+        self.g_step_s = 1.0 / self.r_step_ohm
+        self.group_r_ohm = 1.0 / self.g_step_s.sum(axis=1)
+        self.pack_r_ohm = float(self.group_r_ohm.sum())
+
+    def _interval_heat_w(self) -> np.ndarray:
+        if self.ticks_since_slow == 0:
+            return np.zeros_like(self.soc)
+        mean_sq_a2 = self.current_sq_sum / self.ticks_since_slow
+        self.current_sq_sum = 0.0
+        self.ticks_since_slow = 0
+        r1_v, r2_v = self.v_rc
+        return self.r0_ohm * mean_sq_a2 + r1_v * r1_v / self.r_rc_ohm[0] + r2_v * r2_v / (
+            self.r_rc_ohm[1]
+        )
+
+    def ocv_v(self) -> np.ndarray:
+        return self.ocv_slope_v * self.soc + self.ocv_offset_v
+
+    def prepare(self) -> tuple[float, float]:
+        """Computes each cell's source voltage for the coming tick.
+
+        Returns the pack's Thevenin equivalent (EMF in V, resistance in ohm) seen at the
+        terminals for this tick, which the charger and the precharge circuit need.
+        """
+        self.v_rc *= self.a_rc  # the RC voltages' free decay over the tick
+        e = self.ocv_v()
+        e += self.v_rc[0]
+        e += self.v_rc[1]
+        self._e_v = e
+        if self.parallel == 1:
+            return float(e.sum()), self.pack_r_ohm
+        self._group_norton_a = (e * self.g_step_s).sum(axis=1)
+        return float((self._group_norton_a * self.group_r_ohm).sum()), self.pack_r_ohm
+
+    def advance(self, group_current_a: np.ndarray | float) -> np.ndarray:
+        """Steps the cells with each series group's current (a number when all groups carry
+        the same); returns the groups' terminal voltages."""
+        if self.parallel == 1:
+            i = group_current_a if np.isscalar(group_current_a) else group_current_a[:, None]
+            v = self._e_v + self.r_step_ohm * i
+        else:
+            v = ((group_current_a + self._group_norton_a) * self.group_r_ohm)[:, None]
+            i = (v - self._e_v) * self.g_step_s
+        self.current_a = i
+        self.current_sq_sum += i * i
+        self.ticks_since_slow += 1
+        self.v_rc += self.b_rc * i
+        self.soc += self.soc_per_as * i
+        return v[:, 0]

@@ -1,0 +1,149 @@
+"""Load and charger profiles, and how the pack current follows from them.
+
+A profile gives a signed demand at each time: a current (A) or a power (W); positive
+asks to charge, negative to discharge. Charging always goes through a charger that
+does CC-CV toward the pack charge voltage and never exceeds the charge current limit
+the firmware publishes; discharging never exceeds the published discharge limit.
+"""
+
+from __future__ import annotations
+
+import bisect
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from bms.validation import InputError, Problems
+
+DAY_S = 86400.0
+
+# The built-in `datacenter` day, as (start hour, power as a fraction of the pack's nominal
+# energy per hour: 1.0 = a power that would empty the pack in one hour). Positive = charge.
+# A UPS string floats at full charge, rides through a 10-minute utility outage at high
+# power, recharges, floats, and shaves the evening peak before recharging overnight.
+DATACENTER_DAY: tuple[tuple[float, float], ...] = (
+    (0.0, 0.05),  # float: the charger holds the pack at its charge voltage
+    (9.0, -2.0),  # utility outage: ride-through at 2 P/E (a 30-minute rate)
+    (9.0 + 10 / 60, 0.5),  # recharge
+    (12.0, 0.05),  # float
+    (17.0, -0.2),  # peak shaving, two hours
+    (19.0, 0.3),  # recharge
+    (22.0, 0.05),  # float
+)
+
+
+@dataclass(frozen=True)
+class Demand:
+    value: float  # signed, positive = charge
+    unit: str  # "a" or "w"
+
+
+@dataclass(frozen=True, eq=False)
+class StepProfile:
+    """Piecewise-constant demand: each value holds from its time until the next.
+
+    Before the first time the first value applies; after the last, the last value holds,
+    unless `period_s` is set, in which case the profile repeats with that period.
+    """
+
+    times_s: tuple[float, ...]
+    values: tuple[float, ...]
+    unit: str
+    period_s: float | None = None
+
+    def demand(self, t_s: float) -> Demand:
+        if self.period_s:
+            t_s = t_s % self.period_s
+        i = max(bisect.bisect_right(self.times_s, t_s) - 1, 0)
+        return Demand(self.values[i], self.unit)
+
+
+def constant(value: float, unit: str) -> StepProfile:
+    return StepProfile((0.0,), (value,), unit)
+
+
+def datacenter(pack_energy_wh: float) -> StepProfile:
+    """The built-in data-centre day for a pack of the given nominal energy."""
+    return StepProfile(
+        tuple(h * 3600.0 for h, _ in DATACENTER_DAY),
+        tuple(f * pack_energy_wh for _, f in DATACENTER_DAY),
+        "w",
+        period_s=DAY_S,
+    )
+
+
+def load_csv_profile(path: str | Path) -> StepProfile:
+    """Reads `time_s,current_a` or `time_s,power_w`; errors name the line and the value."""
+    path = Path(path)
+    problems = Problems(str(path))
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    header = [h.strip() for h in rows[0]] if rows else []
+    if len(header) != 2 or header[0] != "time_s" or header[1] not in ("current_a", "power_w"):
+        problems.add("line 1 (header)", ",".join(header),
+                     "must be 'time_s,current_a' or 'time_s,power_w'")
+        problems.raise_if_any()
+    times: list[float] = []
+    values: list[float] = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 2:
+            problems.add(f"line {line_no}", ",".join(row), "must have exactly 2 columns")
+            continue
+        try:
+            t_s, value = float(row[0]), float(row[1])
+        except ValueError:
+            problems.add(f"line {line_no}", ",".join(row), "both columns must be numbers")
+            continue
+        if times and t_s <= times[-1]:
+            problems.add(f"line {line_no} time_s", t_s,
+                         f"must be greater than the previous time ({times[-1]:g})")
+            continue
+        times.append(t_s)
+        values.append(value)
+    if not times and not problems.items:
+        problems.add("rows", 0, "the profile needs at least one data row")
+    problems.raise_if_any()
+    return StepProfile(tuple(times), tuple(values), "a" if header[1] == "current_a" else "w")
+
+
+def resolve_profile(spec: str, pack_energy_wh: float) -> StepProfile:
+    """`datacenter`, `rest`, `current:A`, `power:W` or a CSV file path."""
+    if spec == "datacenter":
+        return datacenter(pack_energy_wh)
+    if spec == "rest":
+        return constant(0.0, "a")
+    kind, _, number = spec.partition(":")
+    if kind in ("current", "power") and number:
+        try:
+            return constant(float(number), "a" if kind == "current" else "w")
+        except ValueError:
+            pass
+    if spec.endswith(".csv") or Path(spec).exists():
+        return load_csv_profile(spec)
+    raise InputError("--profile", [
+        f"{spec!r}: use datacenter, rest, current:A (for example current:-10), "
+        "power:W (for example power:-500) or a CSV file with time_s,current_a or time_s,power_w"
+    ])
+
+
+def pack_current_a(
+    demand: Demand,
+    terminal_v: float,
+    pack_emf_v: float,
+    pack_r_ohm: float,
+    charge_voltage_v: float,
+    charge_limit_a: float,
+    discharge_limit_a: float,
+) -> float:
+    """The current the load or charger draws this step, within the firmware's limits."""
+    wanted_a = demand.value if demand.unit == "a" else demand.value / max(terminal_v, 1.0)
+    if wanted_a > 0.0:
+        # Constant voltage: the current that puts the terminals exactly at charge voltage.
+        cv_a = (charge_voltage_v - pack_emf_v) / pack_r_ohm
+        return max(0.0, min(wanted_a, charge_limit_a, cv_a))
+    return max(wanted_a, -discharge_limit_a)

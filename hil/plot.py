@@ -1,0 +1,125 @@
+"""A multi-panel figure of a recorded run (`bms-emu run --record` CSV)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bms.faults import names_in  # noqa: E402
+from bms.signals import STATES  # noqa: E402
+from bms.validation import InputError  # noqa: E402
+from hil.recorder import SUMMARY_COLUMNS  # noqa: E402
+
+MAX_CELL_LINES = 32  # draw each cell's voltage when there are at most this many
+TEXT_COLUMNS = ("state", "contactors")
+
+
+def read_run(path: str | Path) -> dict[str, np.ndarray]:
+    """Columns of a recorded run; InputError names a missing column or a bad line."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    if not rows:
+        raise InputError(str(path), ["the file is empty"])
+    header = rows[0]
+    missing = [c for c in SUMMARY_COLUMNS if c not in header]
+    if missing:
+        raise InputError(str(path), [f"missing column {c!r} (is this a `bms-emu run --record` "
+                                     "file?)" for c in missing])
+    if len(rows) < 2:
+        raise InputError(str(path), ["no data rows"])
+    data = {}
+    for j, name in enumerate(header):
+        column = [r[j] if j < len(r) else "" for r in rows[1:]]
+        if name in TEXT_COLUMNS:
+            data[name] = np.array(column)
+            continue
+        try:
+            data[name] = np.array(column, dtype=float)
+        except ValueError:
+            bad = next(i for i, v in enumerate(column) if not _is_number(v))
+            raise InputError(str(path), [f"line {bad + 2}, column {name!r}: {column[bad]!r} is "
+                                         "not a number"]) from None
+    return data
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def plot_run(csv_path: str | Path, png_path: str | Path) -> None:
+    d = read_run(csv_path)
+    t = d["time_s"]
+    hours = t[-1] > 2 * 3600
+    x = t / (3600.0 if hours else 60.0)
+    xlabel = "time (h)" if hours else "time (min)"
+    cells = sorted((k for k in d if k[0] == "v" and k[1:].isdigit()), key=lambda k: int(k[1:]))
+    temps = sorted((k for k in d if k[0] == "t" and k[1:].isdigit()), key=lambda k: int(k[1:]))
+
+    fig, ax = plt.subplots(5, 1, figsize=(12, 14), sharex=True, constrained_layout=True)
+    fig.suptitle(f"{Path(csv_path).name}: {len(cells)} cells in series")
+
+    ax[0].plot(x, d["pack_v"], color="tab:blue", label="pack voltage")
+    ax[0].set_ylabel("pack (V)")
+    right = ax[0].twinx()
+    right.plot(x, d["current_a"], color="tab:red", lw=0.8, label="current (+ = charge)")
+    right.plot(x, d["charge_limit_a"], color="tab:green", lw=0.8, ls="--", label="charge limit")
+    right.plot(x, -d["discharge_limit_a"], color="tab:purple", lw=0.8, ls="--",
+               label="discharge limit")
+    right.set_ylabel("current (A)")
+    right.legend(loc="upper right", fontsize=8)
+    ax[0].legend(loc="upper left", fontsize=8)
+
+    ax[1].plot(x, d["soc_true_pct"], color="black", label="true")
+    ax[1].plot(x, d["soc_pct"], color="tab:orange", ls="--", label="estimated")
+    ax[1].set_ylabel("SoC (%)")
+    ax[1].set_ylim(-5, 105)
+    ax[1].legend(loc="upper right", fontsize=8)
+
+    if len(cells) <= MAX_CELL_LINES:
+        for k in cells:
+            ax[2].plot(x, d[k], lw=0.5, alpha=0.6)
+    ax[2].plot(x, d["cell_v_max"], color="tab:red", lw=1.2, label="max")
+    ax[2].plot(x, d["cell_v_mean"], color="black", lw=1.0, label="mean")
+    ax[2].plot(x, d["cell_v_min"], color="tab:blue", lw=1.2, label="min")
+    ax[2].set_ylabel("cell (V)")
+    ax[2].legend(loc="upper right", fontsize=8)
+
+    for k in temps:
+        ax[3].plot(x, d[k], lw=0.8, label=k)
+    ax[3].set_ylabel("temperature (°C)")
+    if len(temps) <= 8:
+        ax[3].legend(loc="upper right", fontsize=8, ncol=4)
+
+    state_index = np.array([STATES.index(s) if s in STATES else -1 for s in d["state"]])
+    ax[4].step(x, state_index, where="post", color="black", label="state")
+    ax[4].set_yticks(range(len(STATES)), STATES)
+    ax[4].set_ylabel("state")
+    balancing = ax[4].twinx()
+    balancing.fill_between(x, d["balancing_n"], step="post", alpha=0.3, color="tab:green")
+    balancing.set_ylabel("cells balancing")
+    faults = d["faults"].astype(np.int64)
+    changes = np.flatnonzero(np.diff(faults, prepend=0))
+    for i in changes:
+        label = ", ".join(names_in(int(faults[i]))) or "cleared"
+        ax[4].axvline(x[i], color="tab:red", lw=0.8)
+        ax[4].annotate(label, (x[i], len(STATES) - 1), fontsize=7, rotation=90, va="top",
+                       color="tab:red")
+    ax[4].set_xlabel(xlabel)
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,54 @@
+"""CSV time series of a run: one row every `every_s` of simulated time.
+
+The measured columns (`time_s`, `current_a`, `v1`..`vN`, `t1`..`tM`) are what the
+firmware saw, so a recording can be replayed through the firmware; the `*_true`
+columns are the plant's truth. Numbers are written with fixed precision so the same
+seed gives the same file byte for byte.
+"""
+
+from __future__ import annotations
+
+import csv
+from typing import TextIO
+
+import numpy as np
+
+from bms.signals import Actuation, Measurement
+from hil.pack import SimulatedPack
+
+SUMMARY_COLUMNS = (
+    "time_s", "pack_v", "current_a", "current_true_a", "soc_pct", "soc_true_pct",
+    "cell_v_min", "cell_v_max", "cell_v_mean", "temp_c_min", "temp_c_max", "state",
+    "contactors", "faults", "balancing_n", "charge_limit_a", "discharge_limit_a", "bus_v",
+)
+
+
+def columns(n_series: int, n_temp: int) -> list[str]:
+    return (
+        list(SUMMARY_COLUMNS)
+        + [f"v{i + 1}" for i in range(n_series)]
+        + [f"t{i + 1}" for i in range(n_temp)]
+        + [f"soc{i + 1}_true_pct" for i in range(n_series)]
+    )
+
+
+class Recorder:
+    def __init__(self, stream: TextIO, n_series: int, n_temp: int):
+        self.writer = csv.writer(stream, lineterminator="\n")
+        self.writer.writerow(columns(n_series, n_temp))
+
+    def write(self, t_s: float, m: Measurement, act: Actuation, pack: SimulatedPack) -> None:
+        v = m.cell_voltage_v
+        t = m.temperature_c
+        row = [
+            f"{t_s:.3f}", f"{pack.pack_voltage_v:.4f}", f"{m.current_a:.4f}",
+            f"{pack.current_a:.4f}", f"{act.soc * 100:.3f}", f"{pack.true_pack_soc * 100:.3f}",
+            f"{v.min():.4f}", f"{v.max():.4f}", f"{v.mean():.4f}", f"{t.min():.2f}",
+            f"{t.max():.2f}", act.state, act.contactors.describe(), str(act.fault_bitmap),
+            str(int(np.count_nonzero(act.balance_mask))), f"{act.charge_limit_a:.3f}",
+            f"{act.discharge_limit_a:.3f}", f"{pack.power_path.bus_v:.3f}",
+        ]
+        row += [f"{x:.4f}" for x in v.tolist()]
+        row += [f"{x:.2f}" for x in t.tolist()]
+        row += [f"{x * 100:.3f}" for x in pack.true_soc.tolist()]
+        self.writer.writerow(row)

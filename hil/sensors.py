@@ -1,0 +1,134 @@
+"""Sensors as a real BMS sees them, and the faults that can be injected into them.
+
+Cell voltages: Gaussian noise and ADC quantisation; bleeding a cell drops its own
+reading by the bleed current times twice the sense-wire resistance and lifts each
+neighbour by once that drop (the shared wires carry the bleed current).
+Current: a fixed offset, a gain error and noise. Temperatures: one sensor per group of
+cells, reading the group's mean with noise and quantisation. The true values stay in
+the plant; only these readings reach the firmware.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NOISE_BLOCK_TICKS = 512  # noise is drawn in blocks: one RNG call per 512 ticks
+
+
+@dataclass(frozen=True)
+class SensorSpec:
+    cell_noise_v: float = 1e-3  # rms
+    cell_lsb_v: float = 1e-3  # quantisation step
+    sense_wire_ohm: float = 0.5  # per wire; bleed current through it shifts readings
+    current_offset_c: float = 1e-3  # |offset| as a fraction of the 1C current; sign from seed
+    current_gain_error: float = 2e-3  # standard deviation of the relative gain error
+    current_noise_c: float = 5e-4  # rms, as a fraction of the 1C current
+    temp_noise_c: float = 0.1  # rms
+    temp_lsb_c: float = 0.1
+    cells_per_temp_sensor: int = 4
+
+
+class NoiseStream:
+    """Gaussian rows of a fixed width and standard deviation, drawn a block at a time."""
+
+    def __init__(self, rng: np.random.Generator, width: int, sigma: float):
+        self.rng = rng
+        self.width = width
+        self.sigma = sigma
+        self.block = np.empty((0, width))
+        self.row = 0
+
+    def next(self) -> np.ndarray:
+        if self.row == self.block.shape[0]:
+            self.block = self.rng.standard_normal((NOISE_BLOCK_TICKS, self.width))
+            self.block *= self.sigma
+            self.row = 0
+        self.row += 1
+        return self.block[self.row - 1]
+
+
+class Sensors:
+    def __init__(self, spec: SensorSpec, n_series: int, one_c_a: float,
+                 rngs: list[np.random.Generator]):
+        self.spec = spec
+        self.n_series = n_series
+        self.group_starts = np.arange(0, n_series, spec.cells_per_temp_sensor)
+        self.group_sizes = np.diff(np.append(self.group_starts, n_series))
+        self.n_temp = self.group_starts.size
+        voltage_rng, current_rng, temp_rng, bias_rng = rngs
+        self.voltage_noise = NoiseStream(voltage_rng, n_series, spec.cell_noise_v)
+        self.current_noise = NoiseStream(current_rng, 1, spec.current_noise_c * one_c_a)
+        self.temp_noise = NoiseStream(temp_rng, self.n_temp, spec.temp_noise_c)
+        sign = 1.0 if bias_rng.random() < 0.5 else -1.0
+        self.current_offset_a = sign * spec.current_offset_c * one_c_a
+        self.current_gain = 1.0 + spec.current_gain_error * float(bias_rng.standard_normal())
+        # Injected faults (see hil.injections); all inactive by default.
+        self.voltage_offset_v = np.zeros(n_series)
+        self.voltage_stuck = np.zeros(n_series, dtype=bool)
+        self.voltage_stuck_v = np.zeros(n_series)
+        self.open_wires: list[OpenWire] = []
+        self.temp_offset_c = np.zeros(self.n_temp)
+        self.temp_forced = np.zeros(self.n_temp, dtype=bool)
+        self.temp_forced_c = np.zeros(self.n_temp)
+        self.extra_current_offset_a = 0.0
+        self.voltage_faults = False
+        self.temp_faults = False
+        self.last_voltage_v = np.zeros(n_series)
+
+    def read_voltages(self, true_v: np.ndarray, bleed_a: np.ndarray | None,
+                      dt_s: float) -> np.ndarray:
+        v = true_v + self.voltage_noise.next()
+        if bleed_a is not None:
+            drop_v = bleed_a * self.spec.sense_wire_ohm
+            v -= 2.0 * drop_v
+            v[1:] += drop_v[:-1]
+            v[:-1] += drop_v[1:]
+        if self.voltage_faults:
+            for wire in self.open_wires:
+                wire.apply(v, dt_s)
+            v = np.where(self.voltage_stuck, self.voltage_stuck_v, v + self.voltage_offset_v)
+        v *= 1.0 / self.spec.cell_lsb_v
+        np.rint(v, out=v)
+        v *= self.spec.cell_lsb_v
+        self.last_voltage_v = v
+        return v
+
+    def read_current(self, true_a: float) -> float:
+        noise_a = float(self.current_noise.next()[0])
+        offset_a = self.current_offset_a + self.extra_current_offset_a
+        return true_a * self.current_gain + offset_a + noise_a
+
+    def read_temperatures(self, cell_temp_c: np.ndarray) -> np.ndarray:
+        mean_c = np.add.reduceat(cell_temp_c, self.group_starts) / self.group_sizes
+        t = mean_c + self.temp_noise.next()
+        if self.temp_faults:
+            t = np.where(self.temp_forced, self.temp_forced_c, t + self.temp_offset_c)
+        lsb = self.spec.temp_lsb_c
+        return np.round(t / lsb) * lsb
+
+
+@dataclass
+class OpenWire:
+    """A sense wire shared by cells `cell` and `pair` (0-based) has come loose.
+
+    The floating tap is held by the AFE's filter capacitor and drifts with time constant
+    `tau_s` toward a point `bias_v` above the middle of the two cells, so `cell` reads high,
+    `pair` reads low, their sum stays right, and neither reading follows the load.
+    """
+
+    cell: int
+    pair: int
+    bias_v: float
+    tau_s: float
+    reading_v: float | None = None
+
+    def apply(self, v: np.ndarray, dt_s: float) -> None:
+        total_v = v[self.cell] + v[self.pair]
+        target_v = 0.5 * total_v + self.bias_v
+        if self.reading_v is None:
+            self.reading_v = float(v[self.cell])
+        self.reading_v += (target_v - self.reading_v) * (1.0 - np.exp(-dt_s / self.tau_s))
+        v[self.cell] = self.reading_v
+        v[self.pair] = total_v - self.reading_v
