@@ -99,7 +99,7 @@ def plot_run(csv_path: str | Path, png_path: str | Path) -> None:
     ax[2].legend(loc="upper right", fontsize=8)
 
     for k in temps:
-        ax[3].plot(x, d[k], lw=0.8, label=k)
+        ax[3].plot(x, d[k], lw=0.5, label=k)
     ax[3].set_ylabel("temperature (°C)")
     if len(temps) <= 8:
         ax[3].legend(loc="upper right", fontsize=8, ncol=4)
@@ -110,6 +110,7 @@ def plot_run(csv_path: str | Path, png_path: str | Path) -> None:
     ax[4].set_ylabel("state")
     balancing = ax[4].twinx()
     balancing.fill_between(x, d["balancing_n"], step="post", alpha=0.3, color="tab:green")
+    balancing.set_ylim(0, max(1.0, float(d["balancing_n"].max())))
     balancing.set_ylabel("cells balancing")
     faults = d["faults"].astype(np.int64)
     changes = np.flatnonzero(np.diff(faults, prepend=0))
