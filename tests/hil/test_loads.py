@@ -1,0 +1,217 @@
+"""Load and charger profiles and the current they draw (hil.loads)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bms.validation import InputError
+from hil.loads import (
+    Demand,
+    StepProfile,
+    datacenter,
+    load_csv_profile,
+    pack_current_a,
+    resolve_profile,
+)
+
+# --- StepProfile -------------------------------------------------------------------
+
+
+def test_step_profile_holds_each_value_until_the_next_time():
+    """Each value holds from its own time (inclusive) until the next; before the first
+    time the first value applies; after the last the last value holds for ever."""
+    p = StepProfile((5.0, 10.0, 20.0), (1.0, 2.0, 3.0), "a")
+    cases = {-3.0: 1.0, 0.0: 1.0, 5.0: 1.0, 9.999: 1.0, 10.0: 2.0, 19.9: 2.0, 20.0: 3.0,
+             1e6: 3.0}
+    for t_s, value in cases.items():
+        assert p.demand(t_s) == Demand(value, "a"), t_s
+
+
+def test_step_profile_repeats_with_its_period():
+    """With period_s the profile repeats: t and t + k * period give the same demand."""
+    p = StepProfile((0.0, 10.0, 20.0), (1.0, -2.0, 3.0), "w", period_s=30.0)
+    for t_s in (0.0, 4.0, 10.0, 15.0, 25.0, 29.9):
+        for k in (1, 2, 100):
+            assert p.demand(t_s + k * 30.0) == p.demand(t_s)
+    assert p.demand(31.0) == Demand(1.0, "w")
+    assert p.demand(45.0) == Demand(-2.0, "w")
+
+
+# --- the data-centre day -----------------------------------------------------------
+
+# (hour inside the segment, power as a fraction of the pack energy per hour), from the
+# documented day: float, 10-minute outage at 2 P/E, recharge, float, peak shave, recharge.
+DAY = [(4.0, 0.05), (9.05, -2.0), (10.0, 0.5), (14.0, 0.05), (18.0, -0.2), (20.0, 0.3),
+       (23.5, 0.05)]
+
+
+@pytest.mark.parametrize("energy_wh", [1000.0, 48_000.0])
+def test_datacenter_day_scales_with_pack_energy_and_repeats_daily(energy_wh):
+    """Power = fraction x pack energy (W per Wh), in watts, the same every day."""
+    p = datacenter(energy_wh)
+    for hour, fraction in DAY:
+        for day in (0, 1, 6):
+            d = p.demand(day * 86400.0 + hour * 3600.0)
+            assert d.unit == "w"
+            assert d.value == pytest.approx(fraction * energy_wh, rel=1e-12), (hour, day)
+
+
+def test_datacenter_outage_lasts_ten_minutes():
+    """The 2 P/E ride-through starts at 09:00 and ends at 09:10."""
+    p = datacenter(1000.0)
+    assert p.demand(9 * 3600.0 - 1.0).value == pytest.approx(50.0)
+    assert p.demand(9 * 3600.0).value == pytest.approx(-2000.0)
+    assert p.demand(9 * 3600.0 + 599.0).value == pytest.approx(-2000.0)
+    assert p.demand(9 * 3600.0 + 601.0).value == pytest.approx(500.0)
+
+
+def test_resolve_profile_named_forms():
+    """`rest`, `current:A` and `power:W` become constant demands; junk names the choices."""
+    assert resolve_profile("rest", 1.0).demand(123.0) == Demand(0.0, "a")
+    assert resolve_profile("current:-10", 1.0).demand(5.0) == Demand(-10.0, "a")
+    assert resolve_profile("power:250", 1.0).demand(5.0) == Demand(250.0, "w")
+    with pytest.raises(InputError) as exc:
+        resolve_profile("current:lots", 1.0)
+    assert "current:lots" in str(exc.value)
+
+
+# --- CSV profiles ------------------------------------------------------------------
+
+
+def write(tmp_path, text: str):
+    path = tmp_path / "profile.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_csv_profile_good_file(tmp_path):
+    """A well-formed file gives its steps; blank lines and spaces are tolerated."""
+    path = write(tmp_path, "time_s, current_a\n0,-5\n\n60, 2.5\n120,0\n")
+    p = load_csv_profile(path)
+    assert p.times_s == (0.0, 60.0, 120.0)
+    assert p.values == (-5.0, 2.5, 0.0)
+    assert p.unit == "a"
+    assert p.demand(90.0) == Demand(2.5, "a")
+
+
+def test_csv_power_profile_has_watts(tmp_path):
+    p = load_csv_profile(write(tmp_path, "time_s,power_w\n0,-500\n10,300\n"))
+    assert p.unit == "w"
+    assert p.demand(11.0) == Demand(300.0, "w")
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "value"),
+    [
+        ("time,current_a\n0,1\n", "line 1 (header)", "time,current_a"),
+        ("time_s,voltage_v\n0,1\n", "line 1 (header)", "time_s,voltage_v"),
+        ("time_s,current_a\n0,1\n10,abc\n", "line 3", "10,abc"),
+        ("time_s,current_a\n0,1\n\n10,2\n10,3\n", "line 5 time_s", "10.0"),
+        ("time_s,current_a\n0,1\n20,2\n5,3\n", "line 4 time_s", "5.0"),
+        ("time_s,current_a\n0,1,2\n", "line 2", "0,1,2"),
+        ("time_s,current_a\n0,1\n7\n", "line 3", "7"),
+    ],
+    ids=["header-name", "header-unit", "non-numeric", "repeated-time", "time-goes-back",
+         "three-columns", "one-column"],
+)
+def test_csv_bad_input_names_the_line(tmp_path, text, where, value):
+    """Each bad line raises InputError naming the file, the line number and the value."""
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        load_csv_profile(path)
+    message = str(exc.value)
+    assert str(path) in message
+    assert any(p.startswith(where) and value in p for p in exc.value.problems), message
+
+
+def test_csv_reports_every_bad_line_at_once(tmp_path):
+    """All problems are listed together, each with its own line number."""
+    path = write(tmp_path, "time_s,current_a\n0,1\nx,2\n5\n3,1\n")
+    with pytest.raises(InputError) as exc:
+        load_csv_profile(path)
+    wheres = [p.split(" = ")[0] for p in exc.value.problems]
+    assert wheres == ["line 3", "line 4", "line 5 time_s"]
+
+
+@pytest.mark.parametrize("text", ["", "time_s,current_a\n", "time_s,current_a\n\n\n"])
+def test_csv_without_data_rows_is_refused(tmp_path, text):
+    with pytest.raises(InputError):
+        load_csv_profile(write(tmp_path, text))
+
+
+def test_csv_missing_file_is_an_input_error(tmp_path):
+    with pytest.raises(InputError) as exc:
+        load_csv_profile(tmp_path / "nope.csv")
+    assert "nope.csv" in str(exc.value)
+
+
+# --- pack_current_a ----------------------------------------------------------------
+
+# A 16-cell pack near the top: EMF 60 V, 0.5 ohm, charging toward 64 V.
+KW = {"terminal_v": 60.0, "pack_emf_v": 60.0, "pack_r_ohm": 0.5, "charge_voltage_v": 64.0}
+
+
+def test_charge_current_is_capped_by_the_charge_limit():
+    assert pack_current_a(Demand(100.0, "a"), **KW, charge_limit_a=3.0,
+                          discharge_limit_a=50.0) == 3.0
+
+
+def test_discharge_current_is_capped_by_the_discharge_limit():
+    assert pack_current_a(Demand(-100.0, "a"), **KW, charge_limit_a=3.0,
+                          discharge_limit_a=20.0) == -20.0
+
+
+def test_demand_inside_the_limits_passes_unchanged():
+    assert pack_current_a(Demand(-7.5, "a"), **KW, charge_limit_a=10.0,
+                          discharge_limit_a=20.0) == -7.5
+    assert pack_current_a(Demand(2.5, "a"), **KW, charge_limit_a=10.0,
+                          discharge_limit_a=20.0) == 2.5
+
+
+def test_charger_follows_constant_voltage():
+    """When (Vcv - E) / R is the smallest, the charger gives exactly that: the current
+    that puts the terminals at the charge voltage."""
+    kw = dict(KW, pack_emf_v=63.0)
+    i = pack_current_a(Demand(10.0, "a"), **kw, charge_limit_a=5.0, discharge_limit_a=5.0)
+    assert i == pytest.approx((64.0 - 63.0) / 0.5)
+    assert 63.0 + 0.5 * i == pytest.approx(64.0)
+
+
+def test_charger_never_discharges_above_charge_voltage():
+    """An EMF above the charge voltage gives no charge current (and no discharge)."""
+    kw = dict(KW, pack_emf_v=64.5)
+    assert pack_current_a(Demand(10.0, "a"), **kw, charge_limit_a=5.0,
+                          discharge_limit_a=5.0) == 0.0
+
+
+def test_power_demand_converts_through_terminal_voltage():
+    """I = P / V_terminal: -1200 W at 48 V is -25 A; +480 W at 48 V is +10 A."""
+    kw = dict(KW, terminal_v=48.0, pack_emf_v=48.0)
+    assert pack_current_a(Demand(-1200.0, "w"), **kw, charge_limit_a=100.0,
+                          discharge_limit_a=100.0) == pytest.approx(-25.0)
+    assert pack_current_a(Demand(480.0, "w"), **kw, charge_limit_a=100.0,
+                          discharge_limit_a=100.0) == pytest.approx(10.0)
+    assert pack_current_a(Demand(-1200.0, "w"), **kw, charge_limit_a=100.0,
+                          discharge_limit_a=12.0) == -12.0
+
+
+def test_zero_limits_give_zero_current():
+    for value in (-50.0, 50.0):
+        assert pack_current_a(Demand(value, "a"), **KW, charge_limit_a=0.0,
+                              discharge_limit_a=0.0) == 0.0
+
+
+def test_current_never_exceeds_the_limits_for_any_inputs():
+    """Over many random demands, voltages and limits: -discharge <= I <= charge."""
+    rng = np.random.default_rng(1)
+    for _ in range(5000):
+        unit = "a" if rng.random() < 0.5 else "w"
+        demand = Demand(float(rng.normal(0.0, 200.0 if unit == "a" else 10_000.0)), unit)
+        charge, discharge = (float(x) for x in rng.uniform(0.0, 100.0, 2))
+        i = pack_current_a(demand, terminal_v=float(rng.uniform(0.0, 80.0)),
+                           pack_emf_v=float(rng.uniform(40.0, 70.0)),
+                           pack_r_ohm=float(rng.uniform(0.01, 1.0)), charge_voltage_v=64.0,
+                           charge_limit_a=charge, discharge_limit_a=discharge)
+        assert -discharge <= i <= charge
+        assert i * demand.value >= 0.0  # never the opposite direction from the demand
