@@ -66,6 +66,10 @@ class FaultEvent:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Actuation:
+    """The firmware's decisions for one step. Its arrays are never modified after the step
+    returns them (a firmware hands out a new array when a value changes), so a consumer may
+    tell "unchanged" by identity."""
+
     state: str
     contactors: Contactors
     balance_mask: np.ndarray  # (n_series,) bool: bleed resistor on

@@ -33,8 +33,12 @@ class Problems:
     def check_range(
         self, where: str, value: float, low: float | None = None, high: float | None = None
     ) -> None:
-        """Adds a problem when `value` is outside [low, high] (either bound optional)."""
-        if (low is not None and value < low) or (high is not None and value > high):
+        """Adds a problem when `value` is outside [low, high] (either bound optional) or NaN."""
+        if (
+            value != value
+            or (low is not None and value < low)
+            or (high is not None and value > high)
+        ):
             lo = "-inf" if low is None else f"{low:g}"
             hi = "inf" if high is None else f"{high:g}"
             self.add(where, value, f"must be within [{lo}, {hi}]")

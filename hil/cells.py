@@ -10,14 +10,17 @@ v_rc' = a * v_rc + R * (1 - a) * i with a = exp(-dt / tau).
 This runs on every tick of every simulated pack, so a tick does as few numpy calls as
 it can, and what moves slowly is done in `slow_step`, about once a simulated second:
   - ECM parameters follow SoC and temperature (every tenth slow step);
+  - self-discharge and an injected internal short take their charge;
   - the hysteresis state h (+1 on the charge branch, -1 on the discharge branch) moves
-    with the SoC change since the last slow step, dSoC, as
+    with the SoC change since the last slow step, dSoC (leakage included), as
     h' = s + (h - s) * exp(-gamma * |dSoC|), s = sign(dSoC): exact while the current
     keeps its direction over the interval;
-  - self-discharge and an injected internal short take their charge;
   - the OCV (with hysteresis and temperature) is evaluated exactly from the chemistry
-    and linearised along the direction of travel, so a tick reads it as c0 + slope * SoC
+    and linearised along the direction of travel, so a tick reads it as
+    OCV_slow + dOCV/dSoC * dSoC, with dSoC from the current summed since the slow step
     (exact at each slow step; between them off only by the curvature of the table);
+  - SoC itself is kept as the value at the slow step plus that summed current, so a tick
+    adds one number per cell instead of updating SoC and OCV separately;
   - the heat of the interval is settled: R0 times the mean square current, plus the RC
     resistors' dissipation v^2 / R at the slow instant (their time constants are seconds
     or more, so sampling them once a second is close).
@@ -46,14 +49,17 @@ class CellArray:
         r_factor: np.ndarray,
         self_discharge_per_s: np.ndarray,
         dt_s: float,
+        temperature_c: np.ndarray,
     ):
         self.chem = chemistry
         self.dt_s = dt_s
         self.parallel = soc.shape[1]
-        self.soc = np.array(soc, dtype=float)
-        self.soc_at_slow = self.soc.copy()
-        self.hysteresis = np.zeros_like(self.soc)
-        self.v_rc = np.zeros((2, *self.soc.shape))  # the two RC voltages, V
+        self.soc_at_slow = np.array(soc, dtype=float)
+        # Sum over the ticks since the last slow step of each cell's current, A; a number
+        # while every cell carries the same current.
+        self.current_sum_a: np.ndarray | float = 0.0
+        self.hysteresis = np.zeros_like(self.soc_at_slow)
+        self.v_rc = np.zeros((2, *self.soc_at_slow.shape))  # the two RC voltages, V
         self.current_a: np.ndarray | float = 0.0
         self.current_sq_sum: np.ndarray | float = 0.0  # sum of i^2 over ticks since slow step
         self.ticks_since_slow = 0
@@ -62,29 +68,31 @@ class CellArray:
         self.soc_per_as = dt_s / self.capacity_as  # SoC change per ampere over one tick
         self.self_discharge_per_s = self_discharge_per_s
         # Conductance of an injected internal short across each cell (0 = none).
-        self.short_conductance_s = np.zeros_like(self.soc)
+        self.short_conductance_s = np.zeros_like(self.soc_at_slow)
         self.slow_steps = 0
-        self.slow_step(np.full_like(self.soc, 25.0), 0.0)
+        self.slow_step(temperature_c, 0.0)
         self._e_v = self.ocv_v()
 
     def slow_step(self, temperature_c: np.ndarray, elapsed_s: float) -> np.ndarray:
         """Hysteresis, leakage, parameters and OCV linearisation, `elapsed_s` after the last
         slow step. Returns the mean heat released in each cell over that interval, W."""
         heat_w = self._interval_heat_w()
-        d_soc = self.soc - self.soc_at_slow
-        direction = np.sign(d_soc)
-        self.hysteresis = direction + (self.hysteresis - direction) * np.exp(
-            -self.chem.ocv.hysteresis_rate * np.abs(d_soc)
-        )
+        soc = self.soc
         ocv = self.chem.ocv
         if self.short_conductance_s.any():
-            ocv_now = ocv.voltage_v(self.soc, self.hysteresis, temperature_c)
+            ocv_now = ocv.voltage_v(soc, self.hysteresis, temperature_c)
             short_a = self.short_conductance_s * np.maximum(ocv_now, 0.0)
             heat_w = heat_w + short_a * ocv_now
-            self.soc -= short_a * elapsed_s / self.capacity_as
-        self.soc -= self.self_discharge_per_s * elapsed_s
-        np.maximum(self.soc, -BELOW_EMPTY_SOC, out=self.soc)
-        self.soc_at_slow = self.soc.copy()
+            soc -= short_a * elapsed_s / self.capacity_as
+        soc -= self.self_discharge_per_s * elapsed_s
+        soc = np.maximum(soc, -BELOW_EMPTY_SOC)
+        # Leakage is a discharge too: it moves the hysteresis state like any other.
+        d_soc = soc - self.soc_at_slow
+        direction = np.sign(d_soc)
+        self.hysteresis = direction + (self.hysteresis - direction) * np.exp(
+            -ocv.hysteresis_rate * np.abs(d_soc)
+        )
+        self.soc = soc
 
         self.slow_steps += 1
         if self.slow_steps % ECM_REFRESH_SLOW_STEPS == 1:
@@ -94,9 +102,19 @@ class CellArray:
         here_v, ahead_v = ocv.voltage_v(
             np.stack([self.soc, self.soc + step]), self.hysteresis, temperature_c
         )
-        self.ocv_slope_v = (ahead_v - here_v) / step
-        self.ocv_offset_v = here_v - self.ocv_slope_v * self.soc
+        self.ocv_at_slow_v = here_v
+        self.ocv_per_a = (ahead_v - here_v) / step * self.soc_per_as
         return heat_w
+
+    @property
+    def soc(self) -> np.ndarray:
+        """Each cell's state of charge, fraction (below 0 toward 0 V)."""
+        return self.soc_at_slow + self.soc_per_as * self.current_sum_a
+
+    @soc.setter
+    def soc(self, value: np.ndarray) -> None:
+        self.soc_at_slow = np.array(value, dtype=float)
+        self.current_sum_a = 0.0
 
     def _refresh_ecm(self, temperature_c: np.ndarray) -> None:
         params = self.chem.ecm.lookup(self.soc, temperature_c)  # r0, r1, tau1, r2, tau2
@@ -121,7 +139,7 @@ class CellArray:
         )
 
     def ocv_v(self) -> np.ndarray:
-        return self.ocv_slope_v * self.soc + self.ocv_offset_v
+        return self.ocv_at_slow_v + self.ocv_per_a * self.current_sum_a
 
     def prepare(self) -> tuple[float, float]:
         """Computes each cell's source voltage for the coming tick.
@@ -152,5 +170,5 @@ class CellArray:
         self.current_sq_sum += i * i
         self.ticks_since_slow += 1
         self.v_rc += self.b_rc * i
-        self.soc += self.soc_per_as * i
+        self.current_sum_a += i
         return v[:, 0]

@@ -38,7 +38,7 @@ KINDS: dict[str, dict[str, Param]] = {
     "sense-open": {"cell": _CELL, "bias_v": Param("float", 0.5, -5.0, 5.0, unit="V"),
                    "tau_s": Param("float", 2.0, 1e-3, 1e4, unit="s")},
     "sensor-offset": {"cell": _CELL, "offset_v": Param("float", None, -5.0, 5.0, unit="V")},
-    "sensor-stuck": {"cell": _CELL, "value_v": Param("float", "present reading", 0.0, 10.0,
+    "sensor-stuck": {"cell": _CELL, "value_v": Param("float", "present voltage", 0.0, 10.0,
                                                      unit="V")},
     "temp-sensor-open": {"sensor": _SENSOR, "value_c": Param("float", -60.0, -100.0, 200.0,
                                                              unit="°C")},
@@ -87,6 +87,8 @@ def parse_injection(text: str, n_series: int, n_temp_sensors: int) -> Injection:
         if not eq or key not in spec:
             problems.add(item, value or None,
                          f"{kind} takes {', '.join(spec) or 'no parameters'} as key=value")
+        elif key in given:
+            problems.add(key, value, f"is given twice (first {given[key]!r})")
         else:
             given[key] = value
     params: dict[str, object] = {}
@@ -137,7 +139,7 @@ def apply_injection(pack: SimulatedPack, inj: Injection) -> None:
             s.voltage_faults = True
         case "sensor-stuck":
             s.voltage_stuck[cell] = True
-            s.voltage_stuck_v[cell] = p.get("value_v", float(s.last_voltage_v[cell]))
+            s.voltage_stuck_v[cell] = p.get("value_v", float(pack.group_v[cell]))
             s.voltage_faults = True
         case "temp-sensor-open" | "temp-sensor-short":
             s.temp_forced[sensor] = True

@@ -73,11 +73,11 @@ class SimulatedPack:
             sp.self_discharge_rel * spread_rng.standard_normal(shape)
         )
         temp_c = spec.ambient_c + sp.temperature_c * spread_rng.standard_normal(shape)
-        self.cells = CellArray(self.chem, soc, capacity, r_factor, sd_per_s, dt_s)
         self.slow_every = max(1, round(SLOW_PERIOD_S / dt_s))
         self.thermal = ThermalModel(self.chem.thermal, temp_c, spec.ambient_c,
                                     self.slow_every * dt_s)
-        self.cells.slow_step(self.thermal.temperature_c, 0.0)
+        self.cells = CellArray(self.chem, soc, capacity, r_factor, sd_per_s, dt_s,
+                               self.thermal.temperature_c)
         self.sensors = Sensors(spec.sensors, spec.n_series, self.capacity_ah,
                                [np.random.default_rng(s) for s in seeds[1:]])
         self.power_path = PowerPath(spec.power_path)

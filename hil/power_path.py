@@ -50,7 +50,8 @@ class PowerPath:
         )
 
     def weld(self, which: str) -> None:
-        """The named contactor ('negative', 'precharge', 'positive') welds when next closed."""
+        """The named contactor ('negative', 'precharge', 'positive') welds shut: at once if it
+        is closed now, else the next time it closes."""
         self.weld_pending = replace(self.weld_pending, **{which: True})
         commanded, self.commanded = self.commanded, None
         self.command(commanded)

@@ -49,18 +49,17 @@ def flat_chemistry(r0, r1, tau1, r2, tau2, ocv=None, base="na-nfm"):
 FAST_RC = {"r0": 0.03, "r1": 0.001, "tau1": 0.02, "r2": 0.001, "tau2": 0.05}
 
 
-def make_cells(chem, soc, capacity_ah=CAPACITY_AH, r_factor=1.0, self_discharge_per_s=0.0):
+def make_cells(chem, soc, capacity_ah=CAPACITY_AH, r_factor=1.0, self_discharge_per_s=0.0,
+               temperature_c=25.0):
     """CellArray with `soc` of shape (n_series, n_parallel) (a number means one cell)."""
     soc = np.atleast_2d(np.asarray(soc, dtype=float))
     shape = soc.shape
-    return CellArray(
-        chem,
-        soc.copy(),
-        np.broadcast_to(np.asarray(capacity_ah, dtype=float), shape).copy(),
-        np.broadcast_to(np.asarray(r_factor, dtype=float), shape).copy(),
-        np.broadcast_to(np.asarray(self_discharge_per_s, dtype=float), shape).copy(),
-        DT_S,
-    )
+
+    def full(x):
+        return np.broadcast_to(np.asarray(x, dtype=float), shape).copy()
+
+    return CellArray(chem, soc.copy(), full(capacity_ah), full(r_factor),
+                     full(self_discharge_per_s), DT_S, full(temperature_c))
 
 
 class Bench:

@@ -127,7 +127,7 @@ def test_csv_bad_input_names_the_line(tmp_path, text, where, value):
 
 def test_csv_reports_every_bad_line_at_once(tmp_path):
     """All problems are listed together, each with its own line number."""
-    path = write(tmp_path, "time_s,current_a\n0,1\nx,2\n5\n3,1\n")
+    path = write(tmp_path, "time_s,current_a\n4,1\nx,2\n5\n3,1\n")
     with pytest.raises(InputError) as exc:
         load_csv_profile(path)
     wheres = [p.split(" = ")[0] for p in exc.value.problems]
