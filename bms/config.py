@@ -18,8 +18,13 @@ LEVELS = ("WARNING", "ALARM", "FAULT")
 QUANTITIES = (
     "cell_v_max", "cell_v_min", "pack_v", "charge_temp_max", "charge_temp_min",
     "discharge_temp_max", "discharge_temp_min", "charge_a", "discharge_a", "cell_v_spread",
-    "temp_spread",
+    "temp_spread", "open_wire_v", "temp_reading_max", "temp_reading_min", "idle_current_a",
 )
+
+# Readings outside these cannot come from a working sensor (an NTC open or shorted reads
+# far outside them; a cell reading past its absolute limit by this margin is a sensor).
+TEMP_PLAUSIBLE_C = (-55.0, 125.0)
+CELL_V_IMPLAUSIBLE_MARGIN = 0.3
 
 
 @dataclass(frozen=True)
@@ -49,7 +54,7 @@ class PrechargeConfig:
 
 @dataclass(frozen=True)
 class ContactorConfig:
-    weld_check_s: float = 1.0  # after an open command, current / bus must be gone by then
+    weld_check_s: float = 3.0  # after an open command, current / bus must be gone by then
     weld_current_a: float = 1.0  # current still flowing above this means welded
     weld_bus_fraction: float = 0.5  # bus still above this fraction of pack voltage: welded
 
@@ -141,6 +146,19 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
         ProtectionRow("CELL_IMBALANCE", "WARNING", "cell_v_spread", True, 0.1, 0.05, 10.0, 10.0),
         ProtectionRow("CELL_IMBALANCE", "ALARM", "cell_v_spread", True, 0.3, 0.1, 10.0, 10.0),
         ProtectionRow("TEMP_SPREAD", "WARNING", "temp_spread", True, 10.0, 7.0, 10.0, 10.0),
+        # Plausibility: readings no working sensor gives.
+        ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_max", True,
+                      lim.v_max + CELL_V_IMPLAUSIBLE_MARGIN, lim.v_max, 0.5, 1.0),
+        ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_min", False, -0.1, 0.0, 0.5, 1.0),
+        ProtectionRow("TEMP_SENSOR_FAULT", "FAULT", "temp_reading_max", True,
+                      TEMP_PLAUSIBLE_C[1], TEMP_PLAUSIBLE_C[1] - 5.0, 1.0, 1.0),
+        ProtectionRow("TEMP_SENSOR_FAULT", "FAULT", "temp_reading_min", False,
+                      TEMP_PLAUSIBLE_C[0], TEMP_PLAUSIBLE_C[0] + 5.0, 1.0, 1.0),
+        # An open sense wire: one cell reads high and its neighbour as much low.
+        ProtectionRow("OPEN_WIRE", "FAULT", "open_wire_v", True, 0.08, 0.02, 0.5, 1.0),
+        # Current measured while both main contactors are open: the sensor has an offset.
+        ProtectionRow("CURRENT_SENSOR_FAULT", "ALARM", "idle_current_a", True,
+                      0.05 * pack_capacity_ah, 0.02 * pack_capacity_ah, 5.0, 5.0),
     ]
     return FirmwareConfig(
         protection=tuple(rows),

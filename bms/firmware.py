@@ -1,127 +1,382 @@
-"""PLACEHOLDER firmware, replaced by the firmware-core issue (protection table, debouncer,
-full state machine, derating, balancing, fault log).
+"""The BMS firmware: protection, state machine and contactors, current limits, balancing
+and the fault log, composed by one step function.
 
-It is only the minimal logic that keeps the headless loop honest: it closes the
-contactors through a precharge, publishes current limits that taper near the voltage
-window's ends, opens everything on a cell beyond the chemistry's absolute limits, and
-counts coulombs for a rough SoC. It does not debounce, balance or estimate.
+`Firmware.step(measurement, now_s)` is pure in the sense that matters: it never reads a
+clock, never sleeps and does no I/O; the same inputs give the same outputs. A runtime
+calls it every tick with the newest measurement, or with `None` when none has arrived
+(a silent rig), so that the measurement timeout can act.
+
+State of charge here is a PLACEHOLDER until the state-estimation issue: coulomb counting
+from the rest voltage at start-up.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from bms.balancing import Balancer
 from bms.chemistry import Chemistry
-from bms.faults import FAULT_CODES, Level, bitmap
-from bms.signals import OPEN, Actuation, Contactors, FaultEvent, Measurement
+from bms.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
+from bms.fault_log import FaultLog
+from bms.faults import FAULT_CODES
+from bms.protection import Protection
+from bms.signals import HOST_REQUESTS, OPEN, Actuation, Contactors, FaultEvent, Measurement
 
-PRECHARGE_DONE_FRACTION = 0.95  # bus within 5 % of the pack voltage
-PRECHARGE_TIMEOUT_S = 5.0
-TAPER_V = 0.1  # limits fall to zero over the last 100 mV before a voltage threshold
-
-
-class PlaceholderFirmware:
-    """PLACEHOLDER: see the module docstring."""
-
-    def __init__(self, chemistry: Chemistry, n_series: int, pack_capacity_ah: float):
-        self.chem = chemistry
-        self.n_series = n_series
-        self.capacity_as = pack_capacity_ah * 3600.0
-        self.max_charge_a = chemistry.limits.max_charge_c * pack_capacity_ah
-        self.max_discharge_a = chemistry.limits.max_discharge_c * pack_capacity_ah
-        self.state = "INIT"
-        self.requested = "run"
-        self.active: set[str] = set()
-        self.soc = 0.0  # pack SoC by coulomb counting, fraction
-        self.v_min = self.v_max = 0.0
-        self.t_min = self.t_max = 0.0
-        self.last_temperature_c: np.ndarray | None = None
-        self.precharge_since_s = 0.0
-        self.last_s: float | None = None
-        self.no_balancing = np.zeros(n_series, dtype=bool)
-
-    def request(self, name: str) -> None:
-        """Host request: `run`, `standby`, `storage` or `clear-faults`."""
-        if name == "clear-faults":
-            self.active.clear()
-            if self.state == "FAULT":
-                self.state = "STANDBY"
-        else:
-            self.requested = name
-
-    def step(self, m: Measurement, now_s: float) -> Actuation:
-        dt_s = 0.0 if self.last_s is None else now_s - self.last_s
-        self.last_s = now_s
-        events: list[FaultEvent] = []
-        self._protect(m, now_s, events)
-        if self.state == "INIT":
-            cells_soc = self.chem.ocv.soc_at_rest(m.cell_voltage_v, m.temperature_c.mean())
-            self.soc = float(cells_soc.mean())
-            self.state = "STANDBY"
-        else:
-            self.soc += m.current_a * dt_s / self.capacity_as
-        contactors = self._sequence(m, now_s, events)
-        thr = self.chem.thresholds
-        charge = discharge = 0.0
-        if self.state == "RUN":
-            charge = self.max_charge_a * _ramp((thr.charge_v - self.v_max) / TAPER_V)
-            discharge = self.max_discharge_a * _ramp((self.v_min - thr.undervoltage_v) / TAPER_V)
-        return Actuation(
-            state=self.state,
-            contactors=contactors,
-            balance_mask=self.no_balancing,
-            charge_limit_a=charge,
-            discharge_limit_a=discharge,
-            fault_bitmap=bitmap(self.active),
-            soc=min(max(self.soc, 0.0), 1.0),
-            events=tuple(events),
-        )
-
-    def _raise(self, events: list[FaultEvent], now_s: float, name: str,
-               index: int | None = None, value: float | None = None) -> None:
-        self.active.add(name)
-        self.state = "FAULT"
-        events.append(FaultEvent(now_s, name, FAULT_CODES[name], Level.FAULT.name, "raised",
-                                 index, value))
-
-    def _protect(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
-        lim = self.chem.limits
-        v = m.cell_voltage_v
-        t = m.temperature_c
-        self.v_min, self.v_max = float(v.min()), float(v.max())
-        if t is not self.last_temperature_c:  # sensors are sampled slower than the tick
-            self.last_temperature_c = t
-            self.t_min, self.t_max = float(t.min()), float(t.max())
-        t_min, t_max = self.t_min, self.t_max
-        checks = (
-            ("CELL_OVERVOLTAGE", self.v_max > lim.v_max, v, np.argmax),
-            ("CELL_UNDERVOLTAGE", self.v_min < lim.v_min, v, np.argmin),
-            ("DISCHARGE_OVERTEMP", t_max > lim.discharge_temp_max_c, t, np.argmax),
-            ("DISCHARGE_UNDERTEMP", t_min < lim.discharge_temp_min_c, t, np.argmin),
-        )
-        for name, tripped, values, worst in checks:
-            if tripped and name not in self.active:
-                index = int(worst(values))
-                self._raise(events, now_s, name, index, float(values[index]))
-
-    def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> Contactors:
-        if self.state == "STANDBY" and self.requested == "run":
-            self.state = "PRECHARGE"
-            self.precharge_since_s = now_s
-        if self.state == "PRECHARGE":
-            pack_v = float(np.sum(m.cell_voltage_v))
-            if m.bus_voltage_v >= PRECHARGE_DONE_FRACTION * pack_v:
-                self.state = "RUN"
-            elif now_s - self.precharge_since_s > PRECHARGE_TIMEOUT_S:
-                self._raise(events, now_s, "PRECHARGE_FAILED", None, m.bus_voltage_v)
-                return OPEN
-            else:
-                return Contactors(negative=True, precharge=True, positive=False)
-        if self.state == "RUN":
-            return Contactors(negative=True, precharge=False, positive=True)
-        return OPEN
+NEGATIVE = Contactors(negative=True)
+PRECHARGING = Contactors(negative=True, precharge=True)
+CLOSING = Contactors(negative=True, precharge=True, positive=True)
+CLOSED = Contactors(negative=True, positive=True)
+STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
+UNDERVOLTAGE_FAULTS = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE"}
 
 
 def _ramp(x: float) -> float:
-    """x clipped to [0, 1]: the share of a limit left as a voltage nears its threshold."""
+    """x clipped to [0, 1]: the share of a limit left as a quantity nears its threshold."""
     return min(max(x, 0.0), 1.0)
+
+
+class Firmware:
+    def __init__(self, chemistry: Chemistry, n_series: int, pack_capacity_ah: float,
+                 config: FirmwareConfig | None = None):
+        self.chem = chemistry
+        self.n_series = n_series
+        self.capacity_as = pack_capacity_ah * 3600.0
+        self.cfg = config or default_config(chemistry, n_series, pack_capacity_ah)
+        self.protection = Protection(self.cfg.protection)
+        self.balancer = Balancer(self.cfg.balancing, n_series, pack_capacity_ah)
+        self.log = FaultLog(self.cfg.fault_log_size)
+        self.state = "INIT"
+        self.requested = "run"
+        self.clear_requested = False
+        self.soc = 0.0
+        self.last_s: float | None = None
+        self.last_measurement_s: float | None = None
+        self.last: Measurement | None = None
+        self.contactors = OPEN
+        self.phase_since_s = 0.0
+        self.precharge_attempt = 0
+        self.opened_at_s: float | None = None  # when the main contactors were last opened
+        self.charge_limit_a = 0.0
+        self.discharge_limit_a = 0.0
+        self.no_balancing = np.zeros(n_series, dtype=bool)
+        self._mask = self.no_balancing
+        self._bleeding = False
+        self._open_wire_hold_v = 0.0
+        # An open wire moves two cells apart by twice its score: a smaller spread rules it
+        # out without looking closer.
+        self._open_wire_spread_v = 2.0 * min(
+            (r.threshold for r in self.cfg.protection if r.quantity == "open_wire_v"),
+            default=np.inf)
+        self.counters = {"contactor_cycles": 0, "opened_under_load": 0,
+                         "last_open_current_a": 0.0}
+        self.event_faults: set[str] = set()  # latched faults raised outside the table
+        self.quantities = np.zeros(len(QUANTITIES))
+        self._temps: np.ndarray | None = None
+        lim = chemistry.limits
+        self._charge_temp_neutral_c = 0.5 * (lim.charge_temp_min_c + lim.charge_temp_max_c)
+
+    # --- host interface ------------------------------------------------------------
+
+    def request(self, name: str) -> None:
+        """Host request: `run`, `standby`, `storage` or `clear-faults`."""
+        if name not in HOST_REQUESTS:
+            raise ValueError(f"unknown request {name!r}; allowed: {', '.join(HOST_REQUESTS)}")
+        if name == "clear-faults":
+            self.clear_requested = True
+        else:
+            self.requested = name
+
+    @property
+    def fault_active(self) -> bool:
+        return bool(self.event_faults) or self.protection.any_active("FAULT")
+
+    # --- the step ------------------------------------------------------------------
+
+    def step(self, m: Measurement | None, now_s: float) -> Actuation:
+        """One firmware cycle. Any exception inside ends in INTERNAL_ERROR, contactors open."""
+        try:
+            return self._step(m, now_s)
+        except Exception as exc:  # noqa: BLE001 - fail safe whatever went wrong
+            events: list[FaultEvent] = []
+            self._raise_event_fault(events, now_s, "INTERNAL_ERROR", None, None,
+                                    note=f"{type(exc).__name__}: {exc}")
+            self._open(events, now_s)
+            self.state = "FAULT"
+            return self._actuation(events, self.no_balancing)
+
+    def _step(self, m: Measurement | None, now_s: float) -> Actuation:
+        dt_s = 0.0 if self.last_s is None else now_s - self.last_s
+        self.last_s = now_s
+        events: list[FaultEvent] = []
+        if m is None:
+            if (self.last_measurement_s is not None
+                    and now_s - self.last_measurement_s > self.cfg.measurement_timeout_s
+                    and "MEASUREMENT_TIMEOUT" not in self.event_faults):
+                self._raise_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", None,
+                                        now_s - self.last_measurement_s)
+                self._open(events, now_s)
+            return self._actuation(events, self.no_balancing)
+        self.last_measurement_s = now_s
+        self.last = m
+        if "MEASUREMENT_TIMEOUT" in self.event_faults and self.clear_requested:
+            self._clear_event_fault(events, now_s, "MEASUREMENT_TIMEOUT")
+
+        q = self._quantities(m)
+        for change in self.protection.evaluate(q, now_s, self.clear_requested):
+            row = self.protection.rows[change.row]
+            self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
+                                         change.action, self._offender(row.quantity, m),
+                                         self.protection.last_value(change.row)))
+        for name in list(self.event_faults - {"MEASUREMENT_TIMEOUT"}):
+            if self.clear_requested:
+                self._clear_event_fault(events, now_s, name)
+        self._estimate_soc(m, dt_s)
+        self._sequence(m, now_s, events)
+        self._check_weld(m, now_s, events)
+        self._limits(m, dt_s)
+        mask = self.balancer.step(
+            m.cell_voltage_v, None, q[5], m.current_a, self.cfg.rest_current_a,
+            allowed=self.state in ("STANDBY", "RUN") and not self.fault_active, now_s=now_s)
+        if mask is not self._mask:
+            self._mask = mask
+            self._bleeding = bool(mask.any())
+        self.clear_requested = False
+        return self._actuation(events, mask)
+
+    # --- pieces ----------------------------------------------------------------------
+
+    def _quantities(self, m: Measurement) -> np.ndarray:
+        """The numbers the protection table watches, in `bms.config.QUANTITIES` order."""
+        v = m.cell_voltage_v
+        v_max, v_min = float(v.max()), float(v.min())
+        if m.temperature_c is not self._temps:  # sensors are sampled slower than the tick
+            self._temps = t = m.temperature_c
+            self._t_reading = (float(t.max()), float(t.min()))
+            lo, hi = TEMP_PLAUSIBLE_C
+            valid = t[(t > lo) & (t < hi)]  # a faulty sensor is not trusted
+            self._t_valid = (float(valid.max()), float(valid.min())) if valid.size else (
+                self._charge_temp_neutral_c, self._charge_temp_neutral_c)
+        t_max, t_min = self._t_valid
+        i_a = m.current_a
+        neutral = self._charge_temp_neutral_c
+        charge_t = (t_max, t_min) if i_a > self.cfg.rest_current_a else (neutral, neutral)
+        idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
+        # Bleeding shifts the readings of a cell and its neighbours in opposite directions,
+        # like an open wire: look for one only in readings taken with no cell bleeding.
+        # Between clean readings the last clean figure holds.
+        if not self._bleeding:
+            self._open_wire_hold_v = (
+                self._open_wire_v(v) if v_max - v_min > self._open_wire_spread_v else 0.0)
+        open_wire_v = self._open_wire_hold_v
+        q = self.quantities
+        q[:] = (  # in bms.config.QUANTITIES order
+            v_max, v_min, float(v.sum()), *charge_t, t_max, t_min, i_a, -i_a,
+            v_max - v_min, t_max - t_min, open_wire_v, *self._t_reading, idle_a,
+        )
+        return q
+
+    @staticmethod
+    def _open_wire_v(v: np.ndarray) -> float:
+        """How far two neighbouring cells deviate in opposite directions from the mean:
+        an open sense wire moves one up and the next down by the same amount, leaving
+        the mean unchanged."""
+        d = v - v.sum() / v.size
+        opposite = d[:-1] * d[1:] < 0.0
+        both = np.minimum(np.abs(d[:-1]), np.abs(d[1:]))
+        return float(np.max(both * opposite, initial=0.0))
+
+    def _offender(self, quantity: str, m: Measurement) -> int | None:
+        """The cell or sensor (0-based) behind a quantity, located only when a row changes."""
+        v, t = m.cell_voltage_v, m.temperature_c
+        if quantity in ("cell_v_max", "cell_v_spread"):
+            return int(np.argmax(v))
+        if quantity == "cell_v_min":
+            return int(np.argmin(v))
+        if quantity == "open_wire_v":
+            return int(np.argmax(np.abs(v - v.mean())))
+        if quantity.endswith("temp_max") or quantity in ("temp_reading_max", "temp_spread"):
+            return int(np.argmax(t))
+        if quantity.endswith("temp_min") or quantity == "temp_reading_min":
+            return int(np.argmin(t))
+        return None
+
+    def _estimate_soc(self, m: Measurement, dt_s: float) -> None:
+        """PLACEHOLDER estimator (state-estimation issue): rest voltage, then coulombs."""
+        if self.state == "INIT":
+            self.soc = float(np.mean(self.chem.ocv.soc_at_rest(m.cell_voltage_v)))
+        else:
+            self.soc += m.current_a * dt_s / self.capacity_as
+
+    def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
+        """The state machine and the contactor order."""
+        if self.fault_active:
+            if self.state != "FAULT":
+                self._open(events, now_s)
+                self.state = "FAULT"
+            return
+        cfg = self.cfg.precharge
+        state, req = self.state, self.requested
+        if state in ("INIT", "FAULT"):  # FAULT here means every fault has been cleared
+            self._enter("STANDBY", now_s)
+        elif state == "STORAGE":
+            if req != "storage" and self._self_check(m):
+                self.protection.set_enabled(UNDERVOLTAGE_FAULTS, True)
+                self._enter("STANDBY", now_s)
+        elif state == "STANDBY":
+            if req == "run":
+                self.precharge_attempt = 1
+                self.contactors = NEGATIVE
+                self._enter("PRECHARGE", now_s)
+            elif req == "storage":
+                self.protection.set_enabled(UNDERVOLTAGE_FAULTS, False)
+                self._enter("STORAGE", now_s)
+        elif state == "PRECHARGE":
+            self._precharge(m, now_s, events, cfg)
+        elif state == "RUN" and req != "run" and (
+                abs(m.current_a) < self.cfg.rest_current_a
+                or now_s - self.phase_since_s >= STANDBY_OPEN_WAIT_S):
+            self._open(events, now_s)
+            self._enter("STANDBY", now_s)
+        if self.state == "RUN" and req == "run":
+            self.phase_since_s = now_s  # restart the standby wait whenever run is held
+
+    def _precharge(self, m: Measurement, now_s: float, events: list[FaultEvent], cfg) -> None:
+        if self.requested != "run":
+            self._open(events, now_s)
+            self._enter("STANDBY", now_s)
+            return
+        elapsed_s = now_s - self.phase_since_s
+        if self.contactors == OPEN:  # waiting to retry
+            if elapsed_s >= cfg.retry_wait_s:
+                self.contactors = NEGATIVE
+                self.phase_since_s = now_s
+            return
+        if self.contactors == NEGATIVE:
+            self.contactors = PRECHARGING
+            return
+        if self.contactors == CLOSING:
+            self.contactors = CLOSED
+            self.counters["contactor_cycles"] += 1
+            self._enter("RUN", now_s)
+            return
+        pack_v = float(m.cell_voltage_v.sum())
+        if (m.bus_voltage_v >= cfg.done_fraction * pack_v
+                and abs(m.current_a) < cfg.done_current_a):
+            self.contactors = CLOSING
+        elif elapsed_s >= cfg.timeout_s:
+            self.contactors = OPEN
+            self.phase_since_s = now_s
+            if self.precharge_attempt > cfg.retries:
+                self._raise_event_fault(events, now_s, "PRECHARGE_FAILED", None,
+                                        m.bus_voltage_v)
+                self.state = "FAULT"
+            else:
+                self.precharge_attempt += 1
+
+    def _self_check(self, m: Measurement) -> bool:
+        """Leaving storage: every reading plausible and no fault of any level pending."""
+        v, t = m.cell_voltage_v, m.temperature_c
+        lo, hi = TEMP_PLAUSIBLE_C
+        return bool(v.min() >= 0.0 and v.max() <= self.chem.limits.v_max
+                    and t.min() > lo and t.max() < hi and not self.protection.active.any())
+
+    def _enter(self, state: str, now_s: float) -> None:
+        self.state = state
+        self.phase_since_s = now_s
+
+    def _open(self, events: list[FaultEvent], now_s: float) -> None:
+        """Opens every contactor in this very step; counts an opening under load."""
+        was_closed = self.contactors.main_closed
+        self.contactors = OPEN
+        if was_closed:
+            self.opened_at_s = now_s
+            current_a = self.last.current_a if self.last is not None else 0.0
+            if abs(current_a) >= self.cfg.rest_current_a:
+                self.counters["opened_under_load"] += 1
+                self.counters["last_open_current_a"] = current_a
+
+    def _check_weld(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
+        """Commanded open, yet current flows, the bus stays up or the feedback says closed."""
+        cfg = self.cfg.contactors
+        if (self.opened_at_s is None or self.contactors.main_closed
+                or now_s - self.opened_at_s < cfg.weld_check_s):
+            return
+        self.opened_at_s = None
+        pack_v = float(m.cell_voltage_v.sum())
+        if (abs(m.current_a) > cfg.weld_current_a or m.contactors.main_closed
+                or m.bus_voltage_v > cfg.weld_bus_fraction * pack_v):
+            self._raise_event_fault(events, now_s, "CONTACTOR_WELDED", None, m.bus_voltage_v)
+            self.state = "FAULT"
+
+    def _limits(self, m: Measurement, dt_s: float) -> None:
+        """Charge and discharge limits, derated and ramped; zero unless running cleanly."""
+        lc, thr, lim = self.cfg.limits, self.chem.thresholds, self.chem.limits
+        charge = discharge = 0.0
+        if self.state == "RUN" and not self.fault_active:
+            q = self.quantities
+            t_max, t_min = q[5], q[6]
+            cold = _ramp((t_min - lim.charge_temp_min_c)
+                         / max(thr.cold_charge_derate_below_c - lim.charge_temp_min_c, 1e-9))
+            cold = lc.cold_charge_min_fraction + (1.0 - lc.cold_charge_min_fraction) * cold
+            charge = lc.max_charge_a * min(
+                cold,
+                _ramp((lim.charge_temp_max_c - t_max) / 5.0),
+                _ramp((1.0 - self.soc) / lc.soc_taper),
+                _ramp((thr.charge_v - q[0]) / lc.charge_taper_v),
+            )
+            discharge = lc.max_discharge_a * min(
+                _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
+                _ramp((t_min - lim.discharge_temp_min_c) / 5.0),
+                _ramp(self.soc / lc.soc_taper + 0.2),
+                _ramp((q[1] - thr.undervoltage_v) / lc.discharge_taper_v),
+            )
+            if self.protection.any_active("ALARM"):
+                charge *= lc.alarm_fraction
+                discharge *= lc.alarm_fraction
+        rise_a = lc.ramp_a_per_s * dt_s
+        self.charge_limit_a = min(charge, self.charge_limit_a + rise_a)
+        self.discharge_limit_a = min(discharge, self.discharge_limit_a + rise_a)
+
+    # --- faults outside the table and the log -----------------------------------------
+
+    def _raise_event_fault(self, events, now_s, name, index, value, note: str = "") -> None:
+        if name in self.event_faults:
+            return
+        self.event_faults.add(name)
+        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], "FAULT", "raised",
+                                     index, value), note)
+
+    def _clear_event_fault(self, events, now_s, name) -> None:
+        self.event_faults.discard(name)
+        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], "FAULT", "cleared"))
+
+    def _log(self, events: list[FaultEvent], event: FaultEvent, note: str = "") -> None:
+        events.append(event)
+        m = self.last
+        snapshot = {"state": self.state, "soc_pct": round(self.soc * 100.0, 2)}
+        try:
+            snapshot.update(pack_v=round(float(m.cell_voltage_v.sum()), 3),
+                            current_a=round(m.current_a, 3),
+                            cell_v_min=round(float(m.cell_voltage_v.min()), 4),
+                            cell_v_max=round(float(m.cell_voltage_v.max()), 4),
+                            temp_c_max=round(float(m.temperature_c.max()), 2))
+        except (AttributeError, TypeError, ValueError):  # no measurement, or a broken one
+            snapshot["measurement"] = "unavailable"
+        if note:
+            snapshot["note"] = note
+        self.log.record(event, snapshot)
+
+    def _actuation(self, events: list[FaultEvent], mask: np.ndarray) -> Actuation:
+        bitmap = self.protection.active_bitmap()
+        for name in self.event_faults:
+            bitmap |= 1 << FAULT_CODES[name]
+        return Actuation(
+            state=self.state,
+            contactors=self.contactors,
+            balance_mask=mask,
+            charge_limit_a=self.charge_limit_a,
+            discharge_limit_a=self.discharge_limit_a,
+            fault_bitmap=bitmap,
+            soc=min(max(self.soc, 0.0), 1.0),
+            events=tuple(events),
+        )

@@ -47,7 +47,7 @@ class PackSpec:
     seed: int = 0
     spread: SpreadSpec = field(default_factory=SpreadSpec)
     sensors: SensorSpec = field(default_factory=SensorSpec)
-    power_path: PowerPathSpec = field(default_factory=PowerPathSpec)
+    power_path: PowerPathSpec | None = None  # None: sized for the pack (PowerPathSpec.for_pack)
     balance_resistor_ohm: float = 33.0
     balance_heat_to_cell: float = 0.5  # share of bleed heat that reaches the cell
 
@@ -80,7 +80,8 @@ class SimulatedPack:
                                self.thermal.temperature_c)
         self.sensors = Sensors(spec.sensors, spec.n_series, self.capacity_ah,
                                [np.random.default_rng(s) for s in seeds[1:]])
-        self.power_path = PowerPath(spec.power_path)
+        self.power_path = PowerPath(spec.power_path or PowerPathSpec.for_pack(
+            self.chem.nominal_v * spec.n_series, self.capacity_ah))
         self.ticks = 0
         self.bleed_heat_sum_w = np.zeros(spec.n_series)  # summed over ticks since slow step
         self.current_a = 0.0

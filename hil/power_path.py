@@ -21,6 +21,13 @@ class PowerPathSpec:
     bus_capacitance_f: float = 4.7e-3  # tau ~0.22 s with 47 ohm: precharge in about 1 s
     bus_bleed_tau_s: float = 2.0
 
+    @classmethod
+    def for_pack(cls, pack_nominal_v: float, one_c_a: float) -> PowerPathSpec:
+        """Sized like a real design: precharge current at most 0.2C, done in about 1 s
+        (time constant 0.22 s)."""
+        resistor_ohm = pack_nominal_v / (0.2 * one_c_a)
+        return cls(precharge_resistor_ohm=resistor_ohm, bus_capacitance_f=0.22 / resistor_ohm)
+
 
 class PowerPath:
     def __init__(self, spec: PowerPathSpec):

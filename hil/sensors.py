@@ -21,7 +21,7 @@ NOISE_BLOCK_TICKS = 512  # noise is drawn in blocks: one RNG call per 512 ticks
 class SensorSpec:
     cell_noise_v: float = 1e-3  # rms
     cell_lsb_v: float = 1e-3  # quantisation step
-    sense_wire_ohm: float = 0.5  # per wire; bleed current through it shifts readings
+    sense_wire_ohm: float = 0.1  # per wire; bleed current through it shifts readings
     current_offset_c: float = 1e-3  # |offset| as a fraction of the 1C current; sign from seed
     current_gain_error: float = 2e-3  # standard deviation of the relative gain error
     current_noise_c: float = 5e-4  # rms, as a fraction of the 1C current

@@ -10,8 +10,9 @@ from contextlib import ExitStack
 from dataclasses import replace
 
 from bms.chemistry import resolve_chemistry
+from bms.config_toml import load_config
 from bms.durations import parse_duration_s
-from bms.firmware import PlaceholderFirmware
+from bms.firmware import Firmware
 from bms.presets import DEFAULT_PRESET
 from bms.validation import InputError, Problems
 from hil.injections import injection_help, parse_injection
@@ -36,6 +37,9 @@ def add_parser(sub) -> None:
                    help="cells in parallel per series group")
     p.add_argument("--capacity-ah", type=float, default=None, metavar="AH",
                    help="capacity of one cell, Ah (default: the chemistry's)")
+    p.add_argument("--config", metavar="FILE.toml",
+                   help="firmware configuration overriding any subset of the defaults "
+                   "(see `bms-emu config --defaults`)")
     p.add_argument("--profile", default="datacenter", metavar="NAME|PATH",
                    help="load: datacenter, rest, current:A, power:W (negative = discharge) "
                    "or a CSV file with time_s,current_a or time_s,power_w")
@@ -99,7 +103,7 @@ def _options(args, problems: Problems) -> tuple[float, float | None, float]:
     return duration_s, speed, record_every_s
 
 
-def build(args) -> tuple[SimulatedPack, PlaceholderFirmware, object, RunOptions]:
+def build(args) -> tuple[SimulatedPack, Firmware, object, RunOptions]:
     """Everything a run needs, from the parsed arguments; InputError lists every bad one."""
     problems = Problems("bms-emu run")
     duration_s, speed, record_every_s = _options(args, problems)
@@ -115,6 +119,8 @@ def build(args) -> tuple[SimulatedPack, PlaceholderFirmware, object, RunOptions]
         sensors=replace(SensorSpec(), cells_per_temp_sensor=args.cells_per_temp_sensor),
     )
     pack = SimulatedPack(chemistry, spec, args.tick)
+    config = (load_config(args.config, pack.chem, pack.n_series, pack.capacity_ah)
+              if args.config else None)
     injections = []
     errors = []
     for text in args.inject:
@@ -125,7 +131,7 @@ def build(args) -> tuple[SimulatedPack, PlaceholderFirmware, object, RunOptions]
     if errors:
         raise InputError("--inject", errors)
     profile = resolve_profile(args.profile, pack.energy_wh)
-    firmware = PlaceholderFirmware(pack.chem, pack.n_series, pack.capacity_ah)
+    firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah, config)
     options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
                          record_every_s=record_every_s, injections=tuple(injections))
     return pack, firmware, profile, options

@@ -1,0 +1,235 @@
+"""The firmware against the simulated pack: states, contactors, precharge, welds,
+timeouts, storage, limits and fail-safe behaviour, in simulated time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bms.firmware import Firmware
+from bms.presets import PRESETS
+from bms.signals import Measurement
+from hil.injections import apply_injection, parse_injection
+from hil.loads import Demand
+from hil.pack import PackSpec, SimulatedPack
+
+TICK_S = 0.1
+
+
+class Bench:
+    """A firmware driving a small simulated pack, one tick at a time."""
+
+    def __init__(self, n_series=4, initial_soc=0.6, **spec):
+        self.pack = SimulatedPack(PRESETS["na-nfm"],
+                                  PackSpec(n_series=n_series, initial_soc=initial_soc, **spec),
+                                  TICK_S)
+        self.fw = Firmware(self.pack.chem, n_series, self.pack.capacity_ah)
+        self.k = 0
+        self.events = []
+        self.history = []
+
+    @property
+    def now_s(self) -> float:
+        return self.k * TICK_S
+
+    def inject(self, text: str) -> None:
+        apply_injection(self.pack, parse_injection(text, self.pack.n_series,
+                                                   self.pack.sensors.n_temp))
+
+    def tick(self, demand_a: float = 0.0, measurement: bool = True):
+        m = self.pack.measure() if measurement else None
+        act = self.fw.step(m, self.now_s)
+        self.events.extend(act.events)
+        self.history.append((self.now_s, act))
+        self.pack.actuate(act)
+        self.pack.advance(Demand(demand_a, "a"))
+        self.k += 1
+        return act
+
+    def run(self, seconds: float, demand_a: float = 0.0):
+        act = None
+        for _ in range(round(seconds / TICK_S)):
+            act = self.tick(demand_a)
+        return act
+
+    def names(self, action="raised"):
+        return [e.name for e in self.events if e.action == action]
+
+
+def test_closing_order_negative_then_precharge_then_positive():
+    bench = Bench()
+    seen = []
+    for _ in range(40):
+        act = bench.tick()
+        c = act.contactors
+        key = (c.negative, c.precharge, c.positive)
+        if not seen or seen[-1][1] != key:
+            seen.append((act.state, key))
+    assert [k for _, k in seen] == [
+        (False, False, False),  # INIT / STANDBY
+        (True, False, False),  # negative first
+        (True, True, False),  # then precharge
+        (True, True, True),  # positive once the bus is up
+        (True, False, True),  # then precharge opens
+    ]
+    assert bench.fw.state == "RUN" and bench.names() == []
+    assert bench.fw.counters["contactor_cycles"] == 1
+
+
+def test_positive_closes_only_once_the_bus_is_within_the_fraction():
+    bench = Bench()
+    for _ in range(40):
+        m_bus = bench.pack.power_path.bus_v
+        pack_v = bench.pack.pack_voltage_v
+        act = bench.tick()
+        if act.contactors.positive:
+            assert m_bus >= 0.95 * pack_v - 0.05
+            break
+    else:
+        pytest.fail("the positive contactor never closed")
+
+
+def test_precharge_failure_retries_then_faults():
+    bench = Bench()
+    bench.inject("0:precharge-open")
+    cfg = bench.fw.cfg.precharge
+    closes = 0
+    was_closed = False
+    for _ in range(round((cfg.retries + 1) * (cfg.timeout_s + cfg.retry_wait_s) / TICK_S) + 50):
+        act = bench.tick()
+        if act.contactors.precharge and not was_closed:
+            closes += 1
+        was_closed = act.contactors.precharge
+    assert closes == cfg.retries + 1
+    assert bench.names() == ["PRECHARGE_FAILED"]
+    assert act.state == "FAULT" and not act.contactors.negative
+
+
+def test_precharge_succeeds_on_retry_when_the_fault_goes_away():
+    bench = Bench()
+    bench.pack.power_path.precharge_open = True
+    bench.run(bench.fw.cfg.precharge.timeout_s + 1.0)
+    bench.pack.power_path.precharge_open = False
+    bench.run(bench.fw.cfg.precharge.retry_wait_s + 3.0)
+    assert bench.fw.state == "RUN" and bench.names() == []
+
+
+def test_fault_opens_contactors_in_the_same_step_and_zeroes_limits():
+    bench = Bench()
+    bench.run(10.0)
+    bench.inject("0:sensor-offset:cell=2,offset_v=1.5")
+    for _ in range(100):
+        act = bench.tick()
+        if act.events and any(e.level == "FAULT" for e in act.events):
+            break
+    assert act.state == "FAULT"
+    assert not (act.contactors.negative or act.contactors.positive)
+    assert act.charge_limit_a == 0.0 and act.discharge_limit_a == 0.0
+    assert act.fault_bitmap != 0
+
+
+def test_latched_fault_needs_condition_gone_and_clear_request():
+    bench = Bench()
+    bench.run(10.0)
+    bench.inject("0:sensor-offset:cell=2,offset_v=1.5")
+    bench.run(5.0)
+    assert bench.fw.state == "FAULT"
+    bench.fw.request("clear-faults")
+    bench.run(1.0)
+    assert bench.fw.state == "FAULT"  # the reading is still implausible
+    bench.pack.sensors.voltage_offset_v[:] = 0.0
+    bench.run(3.0)
+    assert bench.fw.state == "FAULT"  # gone, but no request yet
+    bench.fw.request("clear-faults")
+    bench.run(10.0)
+    assert bench.fw.state == "RUN"
+    assert "VOLTAGE_SENSOR_FAULT" in bench.names("cleared")
+
+
+def test_welded_contactor_is_detected_after_an_open_command():
+    bench = Bench()
+    bench.run(10.0, demand_a=-0.5)
+    bench.inject("0:contactor-weld:contactor=positive")
+    bench.inject("0:contactor-weld:contactor=negative")
+    bench.fw.request("standby")
+    bench.run(bench.fw.cfg.contactors.weld_check_s + 6.0, demand_a=-0.5)
+    assert "CONTACTOR_WELDED" in bench.names()
+    assert bench.fw.state == "FAULT"
+
+
+def test_no_weld_is_reported_on_a_clean_open():
+    bench = Bench()
+    bench.run(10.0)
+    bench.fw.request("standby")
+    bench.run(10.0)
+    assert bench.fw.state == "STANDBY" and bench.names() == []
+
+
+def test_silent_rig_trips_measurement_timeout_and_opens():
+    bench = Bench()
+    bench.run(10.0)
+    timeout_s = bench.fw.cfg.measurement_timeout_s
+    acts = [bench.tick(measurement=False) for _ in range(round(timeout_s / TICK_S) + 3)]
+    assert acts[round(timeout_s / TICK_S) - 1].contactors.main_closed  # not yet
+    assert not acts[-1].contactors.main_closed
+    assert bench.names() == ["MEASUREMENT_TIMEOUT"]
+
+
+def test_exception_in_the_step_is_internal_error_with_contactors_open():
+    bench = Bench()
+    bench.run(10.0)
+    broken = Measurement("not an array", None, 0.0, 0.0,  # type: ignore[arg-type]
+                         bench.pack.power_path.actual)
+    act = bench.fw.step(broken, bench.now_s)
+    assert act.state == "FAULT" and not act.contactors.main_closed
+    assert [e.name for e in act.events] == ["INTERNAL_ERROR"]
+    assert "note" in bench.fw.log.entries[-1].snapshot
+
+
+def test_storage_suspends_undervoltage_and_leaves_through_a_self_check():
+    bench = Bench(initial_soc=0.0)
+    bench.fw.request("storage")
+    bench.run(1.0)
+    assert bench.fw.state == "STORAGE"
+    # drain the cells toward 0 V with an internal short on each (storage may go to 0 V)
+    for cell in range(1, 5):
+        bench.inject(f"0:internal-short:cell={cell},resistance_ohm=0.5")
+    bench.run(120.0)
+    assert float(bench.pack.group_v.max()) < 1.5
+    assert "CELL_UNDERVOLTAGE" not in bench.names()
+    assert not bench.history[-1][1].contactors.negative
+
+
+def test_leaving_storage_with_healthy_cells_returns_to_standby():
+    bench = Bench(initial_soc=0.5)
+    bench.fw.request("storage")
+    bench.run(2.0)
+    bench.fw.request("standby")
+    bench.run(2.0)
+    assert bench.fw.state == "STANDBY"
+
+
+def test_limits_ramp_up_and_respect_the_maximum():
+    bench = Bench()
+    limits = [act.discharge_limit_a for act in (bench.tick() for _ in range(300))]
+    cfg = bench.fw.cfg.limits
+    rises = np.diff(limits)
+    assert max(limits) <= cfg.max_discharge_a + 1e-9
+    assert rises.max() <= cfg.ramp_a_per_s * TICK_S + 1e-9
+    assert limits[-1] > 0.5 * cfg.max_discharge_a
+
+
+def test_charge_limit_tapers_to_zero_near_the_charge_voltage():
+    bench = Bench(initial_soc=0.99)
+    bench.run(30.0)
+    act = bench.run(1.0)
+    assert act.state == "RUN"
+    assert act.charge_limit_a < 0.5 * bench.fw.cfg.limits.max_charge_a
+
+
+def test_open_wire_is_reported():
+    bench = Bench(n_series=8)
+    bench.run(5.0)
+    bench.inject("0:sense-open:cell=3")
+    bench.run(20.0)
+    assert "OPEN_WIRE" in bench.names()
