@@ -20,6 +20,7 @@ from bms.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_con
 from bms.fault_log import FaultLog
 from bms.faults import FAULT_CODES
 from bms.protection import Protection
+from bms.rest_drift import RestDrift
 from bms.signals import HOST_REQUESTS, OPEN, Actuation, Contactors, FaultEvent, Measurement
 
 NEGATIVE = Contactors(negative=True)
@@ -45,6 +46,7 @@ class Firmware:
         self.protection = Protection(self.cfg.protection)
         self.balancer = Balancer(self.cfg.balancing, n_series, pack_capacity_ah)
         self.log = FaultLog(self.cfg.fault_log_size)
+        self.rest_drift = RestDrift(n_series, self.cfg.rest_current_a)
         self.state = "INIT"
         self.requested = "run"
         self.clear_requested = False
@@ -168,10 +170,12 @@ class Firmware:
             self._open_wire_hold_v = (
                 self._open_wire_v(v) if v_max - v_min > self._open_wire_spread_v else 0.0)
         open_wire_v = self._open_wire_hold_v
+        rest_drift_v = self.rest_drift.update(
+            v, i_a, not self._bleeding, self._mask if self._bleeding else None, self.last_s)
         q = self.quantities
         q[:] = (  # in bms.config.QUANTITIES order
             v_max, v_min, float(v.sum()), *charge_t, t_max, t_min, i_a, -i_a,
-            v_max - v_min, t_max - t_min, open_wire_v, *self._t_reading, idle_a,
+            v_max - v_min, t_max - t_min, open_wire_v, *self._t_reading, idle_a, rest_drift_v,
         )
         return q
 
@@ -194,6 +198,8 @@ class Firmware:
             return int(np.argmin(v))
         if quantity == "open_wire_v":
             return int(np.argmax(np.abs(v - v.mean())))
+        if quantity == "rest_drift_v":
+            return self.rest_drift.worst_cell(v)
         if quantity.endswith("temp_max") or quantity in ("temp_reading_max", "temp_spread"):
             return int(np.argmax(t))
         if quantity.endswith("temp_min") or quantity == "temp_reading_min":

@@ -233,3 +233,19 @@ def test_open_wire_is_reported():
     bench.inject("0:sense-open:cell=3")
     bench.run(20.0)
     assert "OPEN_WIRE" in bench.names()
+
+
+def test_internal_short_shows_as_self_discharge_at_rest():
+    bench = Bench(n_series=8, initial_soc=0.6)
+    bench.run(5.0)
+    bench.inject("0:internal-short:cell=3,resistance_ohm=20")
+    bench.run(25 * 60.0)
+    raised = [e for e in bench.events if e.name == "CELL_SELF_DISCHARGE" and e.action == "raised"]
+    assert raised and raised[0].index == 2
+    assert raised[0].t_s >= 600.0  # not before the rest has settled
+
+
+def test_a_healthy_pack_at_rest_shows_no_self_discharge():
+    bench = Bench(n_series=8, initial_soc=0.6)
+    bench.run(30 * 60.0)
+    assert "CELL_SELF_DISCHARGE" not in bench.names()
