@@ -19,7 +19,7 @@ QUANTITIES = (
     "cell_v_max", "cell_v_min", "pack_v", "charge_temp_max", "charge_temp_min",
     "discharge_temp_max", "discharge_temp_min", "charge_a", "discharge_a", "cell_v_spread",
     "temp_spread", "open_wire_v", "temp_reading_max", "temp_reading_min", "idle_current_a",
-    "rest_drift_v",
+    "rest_drift_v", "reading_stuck_s",
 )
 
 # Readings outside these cannot come from a working sensor (an NTC open or shorted reads
@@ -151,6 +151,10 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
         ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_max", True,
                       lim.v_max + CELL_V_IMPLAUSIBLE_MARGIN, lim.v_max, 0.5, 1.0),
         ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_min", False, -0.1, 0.0, 0.5, 1.0),
+        # A working converter's noise moves every reading; one that repeats to the bit
+        # for this long is stuck.
+        ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "reading_stuck_s", True, 10.0, 1.0,
+                      0.0, 1.0),
         ProtectionRow("TEMP_SENSOR_FAULT", "FAULT", "temp_reading_max", True,
                       TEMP_PLAUSIBLE_C[1], TEMP_PLAUSIBLE_C[1] - 5.0, 1.0, 1.0),
         ProtectionRow("TEMP_SENSOR_FAULT", "FAULT", "temp_reading_min", False,

@@ -64,6 +64,8 @@ class Firmware:
         self._mask = self.no_balancing
         self._bleeding = False
         self._open_wire_hold_v = 0.0
+        self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
+        self._changed_at_s = np.zeros(n_series)  # when each reading last changed
         # An open wire moves two cells apart by twice its score: a smaller spread rules it
         # out without looking closer.
         self._open_wire_spread_v = 2.0 * min(
@@ -170,12 +172,20 @@ class Firmware:
             self._open_wire_hold_v = (
                 self._open_wire_v(v) if v_max - v_min > self._open_wire_spread_v else 0.0)
         open_wire_v = self._open_wire_hold_v
+        if self._last_v is None or self._last_v.shape != v.shape:
+            self._last_v = v
+            self._changed_at_s = np.full(v.shape, self.last_s)
+        else:
+            self._changed_at_s = np.where(v != self._last_v, self.last_s, self._changed_at_s)
+            self._last_v = v
+        stuck_s = self.last_s - float(self._changed_at_s.min())
         rest_drift_v = self.rest_drift.update(
             v, i_a, not self._bleeding, self._mask if self._bleeding else None, self.last_s)
         q = self.quantities
         q[:] = (  # in bms.config.QUANTITIES order
             v_max, v_min, float(v.sum()), *charge_t, t_max, t_min, i_a, -i_a,
             v_max - v_min, t_max - t_min, open_wire_v, *self._t_reading, idle_a, rest_drift_v,
+            stuck_s,
         )
         return q
 
@@ -198,6 +208,8 @@ class Firmware:
             return int(np.argmin(v))
         if quantity == "open_wire_v":
             return int(np.argmax(np.abs(v - v.mean())))
+        if quantity == "reading_stuck_s":
+            return int(np.argmin(self._changed_at_s))
         if quantity == "rest_drift_v":
             return self.rest_drift.worst_cell(v)
         if quantity.endswith("temp_max") or quantity in ("temp_reading_max", "temp_spread"):

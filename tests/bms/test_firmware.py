@@ -249,3 +249,15 @@ def test_a_healthy_pack_at_rest_shows_no_self_discharge():
     bench = Bench(n_series=8, initial_soc=0.6)
     bench.run(30 * 60.0)
     assert "CELL_SELF_DISCHARGE" not in bench.names()
+
+
+def test_stuck_cell_reading_is_a_voltage_sensor_fault():
+    bench = Bench()
+    bench.run(5.0)
+    bench.inject("0:sensor-stuck:cell=2")
+    bench.run(9.0)
+    assert "VOLTAGE_SENSOR_FAULT" not in bench.names()
+    bench.run(2.0)
+    raised = [e for e in bench.events if e.name == "VOLTAGE_SENSOR_FAULT"]
+    assert raised and raised[0].index == 1
+    assert bench.fw.state == "FAULT"
