@@ -19,7 +19,7 @@ QUANTITIES = (
     "cell_v_max", "cell_v_min", "pack_v", "charge_temp_max", "charge_temp_min",
     "discharge_temp_max", "discharge_temp_min", "charge_a", "discharge_a", "cell_v_spread",
     "temp_spread", "open_wire_v", "temp_reading_max", "temp_reading_min", "idle_current_a",
-    "rest_drift_v", "reading_stuck_s",
+    "rest_drift_v", "reading_stuck_s", "current_step_mismatch_a",
 )
 
 # Readings outside these cannot come from a working sensor (an NTC open or shorted reads
@@ -161,6 +161,9 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
                       TEMP_PLAUSIBLE_C[0], TEMP_PLAUSIBLE_C[0] + 5.0, 1.0, 1.0),
         # An open sense wire: one cell reads high and its neighbour as much low.
         ProtectionRow("OPEN_WIRE", "FAULT", "open_wire_v", True, 0.08, 0.02, 0.5, 1.0),
+        # A current step the pack voltage does not follow came from the sensor.
+        ProtectionRow("CURRENT_SENSOR_FAULT", "ALARM", "current_step_mismatch_a", True,
+                      0.1 * pack_capacity_ah, 0.05 * pack_capacity_ah, 0.0, 1.0),
         # A cell whose rest voltage falls against the others: an internal short.
         ProtectionRow("CELL_SELF_DISCHARGE", "WARNING", "rest_drift_v", True, 0.01, 0.005,
                       0.0, 60.0),

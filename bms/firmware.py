@@ -17,6 +17,7 @@ import numpy as np
 from bms.balancing import Balancer
 from bms.chemistry import Chemistry
 from bms.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
+from bms.current_check import CurrentCheck
 from bms.fault_log import FaultLog
 from bms.faults import FAULT_CODES
 from bms.protection import Protection
@@ -47,6 +48,11 @@ class Firmware:
         self.balancer = Balancer(self.cfg.balancing, n_series, pack_capacity_ah)
         self.log = FaultLog(self.cfg.fault_log_size)
         self.rest_drift = RestDrift(n_series, self.cfg.rest_current_a)
+        # The pack's ohmic resistance at 25 °C, mid SoC, for the current plausibility check.
+        cell_r0_ohm = float(chemistry.ecm.lookup(np.array([0.5]), np.array([25.0]))[0, 0])
+        self.current_check = CurrentCheck(
+            cell_r0_ohm * chemistry.capacity_ah / pack_capacity_ah * n_series,
+            min_step_a=0.1 * pack_capacity_ah)
         self.state = "INIT"
         self.requested = "run"
         self.clear_requested = False
@@ -181,11 +187,13 @@ class Firmware:
         stuck_s = self.last_s - float(self._changed_at_s.min())
         rest_drift_v = self.rest_drift.update(
             v, i_a, not self._bleeding, self._mask if self._bleeding else None, self.last_s)
+        pack_v = float(v.sum())
+        mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
         q = self.quantities
         q[:] = (  # in bms.config.QUANTITIES order
-            v_max, v_min, float(v.sum()), *charge_t, t_max, t_min, i_a, -i_a,
+            v_max, v_min, pack_v, *charge_t, t_max, t_min, i_a, -i_a,
             v_max - v_min, t_max - t_min, open_wire_v, *self._t_reading, idle_a, rest_drift_v,
-            stuck_s,
+            stuck_s, mismatch_a,
         )
         return q
 
@@ -345,6 +353,8 @@ class Firmware:
             discharge = lc.max_discharge_a * min(
                 _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
                 _ramp((t_min - lim.discharge_temp_min_c) / 5.0),
+                # SoC only trims the discharge limit to a fifth: the voltage taper below is
+                # what ends a discharge, since SoC is still a coulomb count.
                 _ramp(self.soc / lc.soc_taper + 0.2),
                 _ramp((q[1] - thr.undervoltage_v) / lc.discharge_taper_v),
             )

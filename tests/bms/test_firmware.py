@@ -261,3 +261,20 @@ def test_stuck_cell_reading_is_a_voltage_sensor_fault():
     raised = [e for e in bench.events if e.name == "VOLTAGE_SENSOR_FAULT"]
     assert raised and raised[0].index == 1
     assert bench.fw.state == "FAULT"
+
+
+def test_current_step_the_voltage_does_not_follow_is_a_sensor_alarm():
+    bench = Bench()
+    bench.run(20.0, demand_a=-0.5)
+    bench.inject("0:current-offset:offset_a=0.8")
+    bench.run(1.0, demand_a=-0.5)
+    raised = [e for e in bench.events if e.name == "CURRENT_SENSOR_FAULT"]
+    assert raised and raised[0].level == "ALARM"
+
+
+def test_real_load_steps_are_not_sensor_alarms():
+    bench = Bench()
+    bench.run(20.0)
+    for demand_a in (-1.0, -3.0, 0.0, -2.0, 1.0, 0.0):
+        bench.run(10.0, demand_a=demand_a)
+    assert "CURRENT_SENSOR_FAULT" not in bench.names()
