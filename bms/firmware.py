@@ -199,13 +199,17 @@ class Firmware:
 
     @staticmethod
     def _open_wire_v(v: np.ndarray) -> float:
-        """How far two neighbouring cells deviate in opposite directions from the mean:
-        an open sense wire moves one up and the next down by the same amount, leaving
-        the mean unchanged."""
+        """How far two neighbouring cells have moved apart in equal and opposite directions.
+
+        An open sense wire moves one reading up and its neighbour down by the same amount
+        (their sum stays right). For neighbours a and b (deviations from the mean) the score
+        min(|a|, |b|) - |a + b| is that amount for such a pair, and zero or less for one
+        cell off on its own or two moving the same way.
+        """
         d = v - v.sum() / v.size
-        opposite = d[:-1] * d[1:] < 0.0
-        both = np.minimum(np.abs(d[:-1]), np.abs(d[1:]))
-        return float(np.max(both * opposite, initial=0.0))
+        a, b = d[:-1], d[1:]
+        score = np.minimum(np.abs(a), np.abs(b)) - np.abs(a + b)
+        return float(score.max(initial=0.0))
 
     def _offender(self, quantity: str, m: Measurement) -> int | None:
         """The cell or sensor (0-based) behind a quantity, located only when a row changes."""
@@ -329,7 +333,9 @@ class Firmware:
             return
         self.opened_at_s = None
         pack_v = float(m.cell_voltage_v.sum())
-        if (abs(m.current_a) > cfg.weld_current_a or m.contactors.main_closed
+        feedback = m.contactors
+        if (abs(m.current_a) > cfg.weld_current_a
+                or feedback.negative or feedback.positive or feedback.precharge
                 or m.bus_voltage_v > cfg.weld_bus_fraction * pack_v):
             self._raise_event_fault(events, now_s, "CONTACTOR_WELDED", None, m.bus_voltage_v)
             self.state = "FAULT"
