@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bms.validation import InputError, Problems
+from bms.validation import InputError, Problems, read_toml
 
 # Below the 0 % point of the OCV table a sodium-ion cell may still be discharged
 # (to 0 V for storage and transport); the curve falls to 0 V over this much charge.
@@ -441,14 +440,7 @@ def _parse_ecm(problems: Problems, ecm: dict, capacity_ah: float) -> EcmTable:
 
 def load_profile(path: str | Path) -> Chemistry:
     """Reads a user cell profile; raises InputError naming the file and every bad field."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), [f"not valid TOML: {exc}"]) from exc
-    return parse_profile(data, str(path))
+    return parse_profile(read_toml(path), str(path))
 
 
 def resolve_chemistry(name_or_path: str) -> Chemistry:

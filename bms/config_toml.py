@@ -33,7 +33,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -41,7 +40,7 @@ from typing import NamedTuple
 
 from bms.chemistry import Chemistry
 from bms.config import FirmwareConfig, ProtectionRow, default_config
-from bms.validation import InputError, Problems
+from bms.validation import Problems, read_toml
 
 # --- what every key means ----------------------------------------------------------
 
@@ -543,11 +542,4 @@ def load_config(path: str | Path, chem: Chemistry, n_series: int,
                 pack_capacity_ah: float) -> FirmwareConfig:
     """Reads a firmware configuration file; raises InputError naming the file and every
     bad key."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), [f"not valid TOML: {exc}"]) from exc
-    return parse_config(data, str(path), chem, n_series, pack_capacity_ah)
+    return parse_config(read_toml(path), str(path), chem, n_series, pack_capacity_ah)

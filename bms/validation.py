@@ -7,7 +7,9 @@ once and nothing is half-applied.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class InputError(ValueError):
@@ -46,3 +48,14 @@ class Problems:
     def raise_if_any(self) -> None:
         if self.items:
             raise InputError(self.source, self.items)
+
+
+def read_toml(path: str | Path) -> dict:
+    """A TOML file's contents; InputError naming the file when it cannot be read or parsed."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(str(path), [f"not valid TOML: {exc}"]) from exc
