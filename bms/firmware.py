@@ -12,6 +12,8 @@ from the rest voltage at start-up.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bms.balancing import Balancer
@@ -158,16 +160,26 @@ class Firmware:
     def _quantities(self, m: Measurement) -> np.ndarray:
         """The numbers the protection table watches, in `bms.config.QUANTITIES` order."""
         v = m.cell_voltage_v
+        i_a = m.current_a
+        if v.shape != (self.n_series,) or not math.isfinite(i_a):
+            raise ValueError(f"measurement has {v.shape} cell voltages for {self.n_series} "
+                             f"cells and current {i_a!r}")
         v_max, v_min = float(v.max()), float(v.min())
+        unreadable = not (math.isfinite(v_max) and math.isfinite(v_min))
+        if unreadable:  # a NaN or infinite cell reading: a sensor fault, never a value
+            finite = v[np.isfinite(v)]
+            v_max, v_min = (float(finite.max()), float(finite.min())) if finite.size else (
+                0.0, 0.0)
         if m.temperature_c is not self._temps:  # sensors are sampled slower than the tick
             self._temps = t = m.temperature_c
             self._t_reading = (float(t.max()), float(t.min()))
+            if not all(map(math.isfinite, self._t_reading)):  # NaN: the sensor is faulty
+                self._t_reading = (math.inf, -math.inf)
             lo, hi = TEMP_PLAUSIBLE_C
             valid = t[(t > lo) & (t < hi)]  # a faulty sensor is not trusted
             self._t_valid = (float(valid.max()), float(valid.min())) if valid.size else (
                 self._charge_temp_neutral_c, self._charge_temp_neutral_c)
         t_max, t_min = self._t_valid
-        i_a = m.current_a
         neutral = self._charge_temp_neutral_c
         charge_t = (t_max, t_min) if i_a > self.cfg.rest_current_a else (neutral, neutral)
         idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
@@ -184,10 +196,10 @@ class Firmware:
         else:
             self._changed_at_s = np.where(v != self._last_v, self.last_s, self._changed_at_s)
             self._last_v = v
-        stuck_s = self.last_s - float(self._changed_at_s.min())
+        stuck_s = math.inf if unreadable else self.last_s - float(self._changed_at_s.min())
         rest_drift_v = self.rest_drift.update(
             v, i_a, not self._bleeding, self._mask if self._bleeding else None, self.last_s)
-        pack_v = float(v.sum())
+        pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
         mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
         q = self.quantities
         q[:] = (  # in bms.config.QUANTITIES order

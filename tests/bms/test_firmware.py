@@ -278,3 +278,22 @@ def test_real_load_steps_are_not_sensor_alarms():
     for demand_a in (-1.0, -3.0, 0.0, -2.0, 1.0, 0.0):
         bench.run(10.0, demand_a=demand_a)
     assert "CURRENT_SENSOR_FAULT" not in bench.names()
+
+
+@pytest.mark.parametrize(("cells", "temps", "current", "fault"), [
+    ([3.5, np.nan, 3.5, 3.5], [25.0], 0.0, "VOLTAGE_SENSOR_FAULT"),
+    ([3.5, np.inf, 3.5, 3.5], [25.0], 0.0, "VOLTAGE_SENSOR_FAULT"),
+    ([3.5, 3.5, 3.5, 3.5], [np.nan], 0.0, "TEMP_SENSOR_FAULT"),
+    ([3.5, 3.5, 3.5, 3.5], [25.0], np.nan, "INTERNAL_ERROR"),
+    ([3.5, 3.5, 3.5], [25.0], 0.0, "INTERNAL_ERROR"),
+])
+def test_unreadable_measurements_end_in_a_fault_with_contactors_open(cells, temps, current,
+                                                                     fault):
+    bench = Bench()
+    bench.run(10.0)
+    assert bench.fw.state == "RUN"
+    m = Measurement(np.array(cells), np.array(temps), current, bench.pack.power_path.bus_v,
+                    bench.pack.power_path.actual)
+    acts = [bench.fw.step(m, bench.now_s + k * TICK_S) for k in range(15)]
+    assert fault in [e.name for a in acts for e in a.events]
+    assert acts[-1].state == "FAULT" and not acts[-1].contactors.main_closed
