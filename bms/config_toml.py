@@ -169,7 +169,7 @@ FRACTION = Bound(0.0, 1.0)
 
 
 def _v_window(p: _Pack, why: str = "the chemistry's voltage window") -> Bound:
-    return Bound(0.0, p.chem.limits.v_max - p.chem.limits.v_min, why=why)
+    return Bound(0.0, p.chem.limits.v_max - p.chem.limits.v_min, low_open=True, why=why)
 
 
 def _any_temp(p: _Pack) -> Bound:
@@ -195,7 +195,7 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("limits", "ramp_a_per_s"): lambda p: POSITIVE,
     ("limits", "charge_taper_v"): _v_window,
     ("limits", "discharge_taper_v"): _v_window,
-    ("limits", "soc_taper"): lambda p: FRACTION,
+    ("limits", "soc_taper"): lambda p: Bound(0.0, 1.0, low_open=True),
     ("limits", "cold_charge_min_fraction"): lambda p: FRACTION,
     ("limits", "alarm_fraction"): lambda p: FRACTION,
     ("precharge", "done_fraction"): lambda p: Bound(0.0, 1.0, low_open=True),
@@ -453,6 +453,11 @@ def _read_row(problems: Problems, where: str, table: dict, row: ProtectionRow,
         if key in values and not _check_rule(problems, f"{where}.{key}", values[key],
                                              NON_NEGATIVE):
             del values[key]
+    # A FAULT row may act sooner, never later: a long debounce would switch it off.
+    if row.level == "FAULT" and values.get("debounce_s", 0.0) > row.debounce_s:
+        problems.add(f"{where}.debounce_s", values.pop("debounce_s"),
+                     f"must be at most the default {_num(row.debounce_s)} (a FAULT may be "
+                     "made faster, not slower)")
     bound = absolute_bound(row.fault, pack)
     if bound is None and row.quantity in MAGNITUDES:
         threshold_bound, release_bound = POSITIVE, NON_NEGATIVE

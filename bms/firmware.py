@@ -31,7 +31,9 @@ PRECHARGING = Contactors(negative=True, precharge=True)
 CLOSING = Contactors(negative=True, precharge=True, positive=True)
 CLOSED = Contactors(negative=True, positive=True)
 STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
-UNDERVOLTAGE_FAULTS = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE"}
+# Suspended in STORAGE, where cells may be taken to 0 V: there their voltages say nothing
+# of under-voltage, imbalance or sense wires.
+STORAGE_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
 
 
 def _ramp(x: float) -> float:
@@ -82,8 +84,8 @@ class Firmware:
         self.counters = {"contactor_cycles": 0, "opened_under_load": 0,
                          "last_open_current_a": 0.0}
         self.event_faults: set[str] = set()  # latched faults raised outside the table
+        self._undervoltage_suspended = False
         self.quantities = np.zeros(len(QUANTITIES))
-        self._temps: np.ndarray | None = None
         lim = chemistry.limits
         self._charge_temp_neutral_c = 0.5 * (lim.charge_temp_min_c + lim.charge_temp_max_c)
 
@@ -109,11 +111,17 @@ class Firmware:
         try:
             return self._step(m, now_s)
         except Exception as exc:  # noqa: BLE001 - fail safe whatever went wrong
-            events: list[FaultEvent] = []
-            self._raise_event_fault(events, now_s, "INTERNAL_ERROR", None, None,
-                                    note=f"{type(exc).__name__}: {exc}")
-            self._open(events, now_s)
+            # Safe state first, bookkeeping after: nothing below may stop the opening.
+            if self.contactors.main_closed:
+                self.opened_at_s = now_s
+            self.contactors = OPEN
             self.state = "FAULT"
+            events: list[FaultEvent] = []
+            try:
+                self._raise_event_fault(events, now_s, "INTERNAL_ERROR", None, None,
+                                        note=f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the log is secondary to opening
+                self.event_faults.add("INTERNAL_ERROR")
             return self._actuation(events, self.no_balancing)
 
     def _step(self, m: Measurement | None, now_s: float) -> Actuation:
@@ -127,6 +135,7 @@ class Firmware:
                 self._raise_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", None,
                                         now_s - self.last_measurement_s)
                 self._open(events, now_s)
+                self.state = "FAULT"
             return self._actuation(events, self.no_balancing)
         self.last_measurement_s = now_s
         self.last = m
@@ -146,6 +155,7 @@ class Firmware:
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
         self._limits(m, dt_s)
+        self._suspend_undervoltage_in_storage(events, now_s)
         mask = self.balancer.step(
             m.cell_voltage_v, None, q[5], m.current_a, self.cfg.rest_current_a,
             allowed=self.state in ("STANDBY", "RUN") and not self.fault_active, now_s=now_s)
@@ -170,15 +180,18 @@ class Firmware:
             finite = v[np.isfinite(v)]
             v_max, v_min = (float(finite.max()), float(finite.min())) if finite.size else (
                 0.0, 0.0)
-        if m.temperature_c is not self._temps:  # sensors are sampled slower than the tick
-            self._temps = t = m.temperature_c
-            self._t_reading = (float(t.max()), float(t.min()))
-            if not all(map(math.isfinite, self._t_reading)):  # NaN: the sensor is faulty
-                self._t_reading = (math.inf, -math.inf)
-            lo, hi = TEMP_PLAUSIBLE_C
-            valid = t[(t > lo) & (t < hi)]  # a faulty sensor is not trusted
+        t = m.temperature_c
+        t_reading = (float(t.max()), float(t.min()))
+        lo, hi = TEMP_PLAUSIBLE_C
+        if not all(map(math.isfinite, t_reading)):  # NaN: a faulty sensor
+            t_reading = (math.inf, -math.inf)
+        if lo < t_reading[1] and t_reading[0] < hi:
+            self._t_valid = t_reading
+        else:  # a faulty sensor is not trusted: the others decide
+            valid = t[(t > lo) & (t < hi)]
             self._t_valid = (float(valid.max()), float(valid.min())) if valid.size else (
                 self._charge_temp_neutral_c, self._charge_temp_neutral_c)
+        self._t_reading = t_reading
         t_max, t_min = self._t_valid
         neutral = self._charge_temp_neutral_c
         charge_t = (t_max, t_min) if i_a > self.cfg.rest_current_a else (neutral, neutral)
@@ -262,15 +275,13 @@ class Firmware:
             self._enter("STANDBY", now_s)
         elif state == "STORAGE":
             if req != "storage" and self._self_check(m):
-                self.protection.set_enabled(UNDERVOLTAGE_FAULTS, True)
                 self._enter("STANDBY", now_s)
         elif state == "STANDBY":
-            if req == "run":
+            if req == "run" and self.opened_at_s is None and not self.protection.fault_pending():
                 self.precharge_attempt = 1
                 self.contactors = NEGATIVE
                 self._enter("PRECHARGE", now_s)
             elif req == "storage":
-                self.protection.set_enabled(UNDERVOLTAGE_FAULTS, False)
                 self._enter("STORAGE", now_s)
         elif state == "PRECHARGE":
             self._precharge(m, now_s, events, cfg)
@@ -315,11 +326,26 @@ class Firmware:
             else:
                 self.precharge_attempt += 1
 
+    def _suspend_undervoltage_in_storage(self, events: list[FaultEvent], now_s: float) -> None:
+        """The STORAGE_SUSPENDED rows are off exactly while the state is STORAGE (a
+        sodium-ion pack may be taken to 0 V for shipping), however the state is left."""
+        in_storage = self.state == "STORAGE"
+        if in_storage == self._undervoltage_suspended:
+            return
+        self._undervoltage_suspended = in_storage
+        for change in self.protection.set_enabled(STORAGE_SUSPENDED, not in_storage):
+            row = self.protection.rows[change.row]
+            self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
+                                         change.action))
+
     def _self_check(self, m: Measurement) -> bool:
-        """Leaving storage: every reading plausible and no fault of any level pending."""
+        """Leaving storage: every reading plausible, every cell charged past the
+        under-voltage release (else the pack stays in storage: a recovery charge from 0 V
+        is a service task) and no fault of any level pending."""
         v, t = m.cell_voltage_v, m.temperature_c
         lo, hi = TEMP_PLAUSIBLE_C
-        return bool(v.min() >= 0.0 and v.max() <= self.chem.limits.v_max
+        return bool(v.min() >= self.chem.thresholds.undervoltage_release_v
+                    and v.max() <= self.chem.limits.v_max
                     and t.min() > lo and t.max() < hi and not self.protection.active.any())
 
     def _enter(self, state: str, now_s: float) -> None:
@@ -356,12 +382,13 @@ class Firmware:
         """Charge and discharge limits, derated and ramped; zero unless running cleanly."""
         lc, thr, lim = self.cfg.limits, self.chem.thresholds, self.chem.limits
         charge = discharge = 0.0
-        if self.state == "RUN" and not self.fault_active:
+        if self.state == "RUN" and self.requested == "run" and not self.fault_active:
             q = self.quantities
             t_max, t_min = q[5], q[6]
             cold = _ramp((t_min - lim.charge_temp_min_c)
                          / max(thr.cold_charge_derate_below_c - lim.charge_temp_min_c, 1e-9))
-            cold = lc.cold_charge_min_fraction + (1.0 - lc.cold_charge_min_fraction) * cold
+            cold = 0.0 if t_min <= lim.charge_temp_min_c else (
+                lc.cold_charge_min_fraction + (1.0 - lc.cold_charge_min_fraction) * cold)
             charge = lc.max_charge_a * min(
                 cold,
                 _ramp((lim.charge_temp_max_c - t_max) / 5.0),
@@ -413,6 +440,8 @@ class Firmware:
         self.log.record(event, snapshot)
 
     def _actuation(self, events: list[FaultEvent], mask: np.ndarray) -> Actuation:
+        if self.state != "RUN" or self.fault_active:
+            self.charge_limit_a = self.discharge_limit_a = 0.0
         bitmap = self.protection.active_bitmap()
         for name in self.event_faults:
             bitmap |= 1 << FAULT_CODES[name]

@@ -114,14 +114,22 @@ class Protection:
     def any_active(self, level: str) -> bool:
         return self.level_active[level]
 
-    def set_enabled(self, faults: set[str], enabled: bool) -> None:
+    def fault_pending(self) -> bool:
+        """A FAULT row is over its threshold, tripped or not: no time to close contactors."""
+        return any(self.latching[i] for i in self.over_since_s)
+
+    def set_enabled(self, faults: set[str], enabled: bool) -> list[Change]:
         """Turns the rows of the named faults on or off (storage suspends under-voltage);
-        a row turned off clears at once."""
+        an active row turned off clears at once, and that is reported like any clear."""
+        changes = []
         for i, row in enumerate(self.rows):
             if row.fault in faults:
                 self.enabled[i] = enabled
                 if not enabled:
+                    if self.active[i]:
+                        changes.append(Change(i, "cleared"))
                     self.active[i] = False
                     self.over_since_s.pop(i, None)
                     self.safe_since_s.pop(i, None)
         self._summarise()
+        return changes

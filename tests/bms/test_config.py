@@ -91,9 +91,23 @@ debounce_s = 1.0
 
 
 def test_integers_are_accepted_where_numbers_are_expected():
-    cfg = parse("[limits]\nmax_charge_a = 1\n[protection.CELL_OVERVOLTAGE.FAULT]\ndebounce_s = 3")
+    cfg = parse("[limits]\nmax_charge_a = 1\n[protection.CELL_OVERVOLTAGE.FAULT]\ndebounce_s = 1")
     assert cfg.limits.max_charge_a == 1.0 and isinstance(cfg.limits.max_charge_a, float)
-    assert row(cfg, "CELL_OVERVOLTAGE", "FAULT").debounce_s == 3.0
+    assert row(cfg, "CELL_OVERVOLTAGE", "FAULT").debounce_s == 1.0
+
+
+@pytest.mark.parametrize(("text", "field"), [
+    ("[protection.SHORT_CIRCUIT.FAULT]\ndebounce_s = 1e9",
+     "protection.SHORT_CIRCUIT.FAULT.debounce_s"),
+    ("[protection.CELL_OVERVOLTAGE.FAULT]\ndebounce_s = 2.5",
+     "protection.CELL_OVERVOLTAGE.FAULT.debounce_s"),
+    ("[limits]\nsoc_taper = 0", "limits.soc_taper"),
+    ("[limits]\ncharge_taper_v = 0", "limits.charge_taper_v"),
+])
+def test_a_fault_cannot_be_slowed_nor_a_taper_made_zero(text, field):
+    with pytest.raises(InputError) as err:
+        parse(text)
+    assert any(p.startswith(field + " ") for p in err.value.problems), err.value.problems
 
 
 # --- tightening and loosening ------------------------------------------------------------

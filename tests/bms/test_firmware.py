@@ -297,3 +297,74 @@ def test_unreadable_measurements_end_in_a_fault_with_contactors_open(cells, temp
     acts = [bench.fw.step(m, bench.now_s + k * TICK_S) for k in range(15)]
     assert fault in [e.name for a in acts for e in a.events]
     assert acts[-1].state == "FAULT" and not acts[-1].contactors.main_closed
+
+
+def test_leaving_storage_through_a_fault_restores_undervoltage_protection():
+    bench = Bench()
+    bench.fw.request("storage")
+    bench.run(2.0)
+    bench.inject("0:sensor-offset:cell=1,offset_v=1.5")
+    bench.run(2.0)
+    assert bench.fw.state == "FAULT"
+    rows = bench.fw.protection.rows
+    enabled = [bench.fw.protection.enabled[i] for i, r in enumerate(rows)
+               if r.fault == "CELL_UNDERVOLTAGE"]
+    assert enabled == [True, True, True]
+
+
+def test_silent_rig_zeroes_the_limits_and_faults():
+    bench = Bench()
+    bench.run(30.0)
+    acts = [bench.tick(measurement=False) for _ in range(20)]
+    assert acts[-1].state == "FAULT"
+    assert acts[-1].charge_limit_a == 0.0 and acts[-1].discharge_limit_a == 0.0
+
+
+def test_no_charging_below_the_charge_minimum_temperature():
+    bench = Bench(ambient_c=-30.0)  # discharge allowed down to -40 °C, charge to -20 °C
+    act = bench.run(30.0)
+    assert act.state == "RUN"
+    assert act.charge_limit_a == 0.0 and act.discharge_limit_a > 0.0
+
+
+def test_standby_request_drops_the_limits_at_once():
+    bench = Bench()
+    bench.run(30.0, demand_a=-1.0)
+    bench.fw.request("standby")
+    act = bench.tick(demand_a=-1.0)
+    assert act.charge_limit_a == 0.0 and act.discharge_limit_a == 0.0
+    bench.run(2.0, demand_a=-1.0)
+    assert bench.fw.state == "STANDBY"
+    assert bench.fw.counters["opened_under_load"] == 0
+
+
+def test_run_soon_after_an_open_waits_for_the_weld_check():
+    bench = Bench()
+    bench.run(10.0)
+    bench.fw.request("standby")
+    bench.run(1.0)
+    bench.fw.request("run")
+    bench.run(10.0)
+    assert bench.fw.state == "RUN" and bench.names() == []
+
+
+def test_entering_storage_reports_the_suspended_rows_it_clears():
+    bench = Bench(initial_soc=0.0)
+    bench.run(0.1)
+    bench.fw.protection.active[:] = [r.fault == "CELL_UNDERVOLTAGE" and r.level == "WARNING"
+                                     for r in bench.fw.protection.rows]
+    bench.fw.request("storage")
+    bench.run(1.0)
+    assert ("CELL_UNDERVOLTAGE", "cleared") in [(e.name, e.action) for e in bench.events]
+
+
+def test_temperatures_updated_in_place_are_read_again():
+    bench = Bench()
+    bench.run(10.0)
+    m = bench.pack.measure()
+    temps = m.temperature_c.copy()
+    m = Measurement(m.cell_voltage_v, temps, m.current_a, m.bus_voltage_v, m.contactors)
+    bench.fw.step(m, bench.now_s)
+    temps[:] = 90.0
+    acts = [bench.fw.step(m, bench.now_s + (k + 1) * TICK_S) for k in range(60)]
+    assert "DISCHARGE_OVERTEMP" in [e.name for a in acts for e in a.events]
