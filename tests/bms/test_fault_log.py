@@ -10,7 +10,6 @@ from bms.config import default_config
 from bms.fault_log import FaultLog, LogEntry
 from bms.firmware import Firmware
 from bms.signals import STATES, FaultEvent
-from hil.loads import Demand
 from tests.bms.test_firmware import TICK_S, Bench
 
 SNAPSHOT_KEYS = {"state", "pack_v", "current_a", "cell_v_min", "cell_v_max"}
@@ -65,25 +64,6 @@ def test_entry_as_dict_is_the_event_plus_its_snapshot():
 # --- the log inside the firmware ---------------------------------------------------------
 
 
-class RecordingBench(Bench):
-    """A Bench that keeps the measurement the firmware saw at every tick."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seen = {}
-
-    def tick(self, demand_a: float = 0.0, measurement: bool = True):
-        m = self.pack.measure() if measurement else None
-        self.seen[round(self.now_s, 6)] = m
-        act = self.fw.step(m, self.now_s)
-        self.events.extend(act.events)
-        self.history.append((self.now_s, act))
-        self.pack.actuate(act)
-        self.pack.advance(Demand(demand_a, "a"))
-        self.k += 1
-        return act
-
-
 def fault_then_clear(bench: Bench) -> None:
     """Runs, injects an implausible cell reading (FAULT), removes it and clears the faults."""
     bench.run(10.0)
@@ -99,7 +79,7 @@ def fault_then_clear(bench: Bench) -> None:
 
 
 def test_firmware_logs_every_raise_and_clear_with_a_pack_snapshot():
-    bench = RecordingBench()
+    bench = Bench()
     fault_then_clear(bench)
     entries = list(bench.fw.log.entries)
     assert bench.fw.log.dropped == 0
@@ -130,7 +110,7 @@ def test_firmware_logs_every_raise_and_clear_with_a_pack_snapshot():
 
 
 def test_firmware_log_is_bounded_by_the_configured_size():
-    bench = RecordingBench()
+    bench = Bench()
     size = 3
     cfg = dataclasses.replace(default_config(bench.pack.chem, 4, bench.pack.capacity_ah),
                               fault_log_size=size)
@@ -143,7 +123,7 @@ def test_firmware_log_is_bounded_by_the_configured_size():
 
 
 def test_event_fault_is_logged_with_a_snapshot():
-    bench = RecordingBench()
+    bench = Bench()
     bench.inject("0:precharge-open")
     cfg = bench.fw.cfg.precharge
     bench.run((cfg.retries + 1) * (cfg.timeout_s + cfg.retry_wait_s) + 5 * TICK_S)

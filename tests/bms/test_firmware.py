@@ -27,6 +27,7 @@ class Bench:
         self.k = 0
         self.events = []
         self.history = []
+        self.seen = {}  # the measurement the firmware saw, by time
 
     @property
     def now_s(self) -> float:
@@ -38,6 +39,7 @@ class Bench:
 
     def tick(self, demand_a: float = 0.0, measurement: bool = True):
         m = self.pack.measure() if measurement else None
+        self.seen[round(self.now_s, 6)] = m
         act = self.fw.step(m, self.now_s)
         self.events.extend(act.events)
         self.history.append((self.now_s, act))
