@@ -158,7 +158,11 @@ class Firmware:
         self._suspend_undervoltage_in_storage(events, now_s)
         mask = self.balancer.step(
             m.cell_voltage_v, None, q[5], m.current_a, self.cfg.rest_current_a,
-            allowed=self.state in ("STANDBY", "RUN") and not self.fault_active, now_s=now_s)
+            # An alarm stops balancing: bleeding healthy cells toward one with an internal
+            # short, or during a sensor alarm, only makes matters worse.
+            allowed=(self.state in ("STANDBY", "RUN") and not self.fault_active
+                     and not self.protection.any_active("ALARM")),
+            now_s=now_s)
         if mask is not self._mask:
             self._mask = mask
             self._bleeding = bool(mask.any())

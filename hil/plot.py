@@ -60,7 +60,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def plot_run(csv_path: str | Path, png_path: str | Path) -> None:
+def plot_run(csv_path: str | Path, png_path: str | Path, title: str | None = None) -> None:
     d = read_run(csv_path)
     t = d["time_s"]
     hours = t[-1] > 2 * 3600
@@ -70,7 +70,7 @@ def plot_run(csv_path: str | Path, png_path: str | Path) -> None:
     temps = sorted((k for k in d if k[0] == "t" and k[1:].isdigit()), key=lambda k: int(k[1:]))
 
     fig, ax = plt.subplots(5, 1, figsize=(12, 14), sharex=True, constrained_layout=True)
-    fig.suptitle(f"{Path(csv_path).name}: {len(cells)} cells in series")
+    fig.suptitle(f"{title or Path(csv_path).name}: {len(cells)} cells in series")
 
     ax[0].plot(x, d["pack_v"], color="tab:blue", label="pack voltage")
     ax[0].set_ylabel("pack (V)")

@@ -8,6 +8,7 @@ import math
 import sys
 from contextlib import ExitStack
 from dataclasses import replace
+from pathlib import Path
 
 from bms.chemistry import resolve_chemistry
 from bms.config_toml import load_config
@@ -155,7 +156,7 @@ def handle(args) -> int:
         if args.plot:
             from hil.plot import plot_run
 
-            plot_run(record_path, args.plot)
+            plot_run(record_path, args.plot, title=Path(args.plot).stem)
     data = summary(result, pack)
     if args.json:
         print(json.dumps(data))

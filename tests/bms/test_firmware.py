@@ -11,7 +11,7 @@ from bms.presets import PRESETS
 from bms.signals import Measurement
 from hil.injections import apply_injection, parse_injection
 from hil.loads import Demand
-from hil.pack import PackSpec, SimulatedPack
+from hil.pack import PackSpec, SimulatedPack, SpreadSpec
 
 TICK_S = 0.1
 
@@ -370,3 +370,15 @@ def test_temperatures_updated_in_place_are_read_again():
     temps[:] = 90.0
     acts = [bench.fw.step(m, bench.now_s + (k + 1) * TICK_S) for k in range(60)]
     assert "DISCHARGE_OVERTEMP" in [e.name for a in acts for e in a.events]
+
+
+def test_an_alarm_stops_balancing():
+    bench = Bench(n_series=8, initial_soc=0.6, spread=SpreadSpec(initial_soc=0.02))
+    bench.run(20.0)
+    assert bench.pack.balancing.any()
+    alarm = [r.level == "ALARM" and r.fault == "CELL_SELF_DISCHARGE"
+             for r in bench.fw.protection.rows]
+    bench.fw.protection.active[:] = alarm
+    bench.fw.protection._summarise()
+    bench.run(1.0)
+    assert not bench.pack.balancing.any()
