@@ -80,7 +80,6 @@ class Sensors:
         self.extra_current_offset_a = 0.0
         self.voltage_faults = False
         self.temp_faults = False
-        self.last_voltage_v = np.zeros(n_series)
 
     def read_voltages(self, true_v: np.ndarray, bleed_a: np.ndarray | None,
                       dt_s: float) -> np.ndarray:
@@ -97,7 +96,6 @@ class Sensors:
         v *= 1.0 / self.spec.cell_lsb_v
         np.rint(v, out=v)
         v *= self.spec.cell_lsb_v
-        self.last_voltage_v = v
         return v
 
     def read_current(self, true_a: float) -> float:
