@@ -36,6 +36,10 @@ STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current t
 STORAGE_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
 
 
+# Where each quantity sits in the array the protection table reads.
+Q = {name: i for i, name in enumerate(QUANTITIES)}
+
+
 def _ramp(x: float) -> float:
     """x clipped to [0, 1]: the share of a limit left as a quantity nears its threshold."""
     return min(max(x, 0.0), 1.0)
@@ -134,13 +138,11 @@ class Firmware:
                     and "MEASUREMENT_TIMEOUT" not in self.event_faults):
                 self._raise_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", None,
                                         now_s - self.last_measurement_s)
-                self._open(events, now_s)
+                self._open(now_s)
                 self.state = "FAULT"
             return self._actuation(events, self.no_balancing)
         self.last_measurement_s = now_s
         self.last = m
-        if "MEASUREMENT_TIMEOUT" in self.event_faults and self.clear_requested:
-            self._clear_event_fault(events, now_s, "MEASUREMENT_TIMEOUT")
 
         q = self._quantities(m)
         for change in self.protection.evaluate(q, now_s, self.clear_requested):
@@ -148,16 +150,17 @@ class Firmware:
             self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
                                          change.action, self._offender(row.quantity, m),
                                          self.protection.last_value(change.row)))
-        for name in list(self.event_faults - {"MEASUREMENT_TIMEOUT"}):
-            if self.clear_requested:
+        if self.clear_requested:  # with a measurement in hand, a timeout is over too
+            for name in sorted(self.event_faults):
                 self._clear_event_fault(events, now_s, name)
         self._estimate_soc(m, dt_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
-        self._limits(m, dt_s)
+        self._limits(dt_s)
         self._suspend_undervoltage_in_storage(events, now_s)
         mask = self.balancer.step(
-            m.cell_voltage_v, None, q[5], m.current_a, self.cfg.rest_current_a,
+            m.cell_voltage_v, None, q[Q["discharge_temp_max"]], m.current_a,
+            self.cfg.rest_current_a,
             # An alarm stops balancing: bleeding healthy cells toward one with an internal
             # short, or during a sensor alarm, only makes matters worse.
             allowed=(self.state in ("STANDBY", "RUN") and not self.fault_active
@@ -189,15 +192,13 @@ class Firmware:
         lo, hi = TEMP_PLAUSIBLE_C
         if not all(map(math.isfinite, t_reading)):  # NaN: a faulty sensor
             t_reading = (math.inf, -math.inf)
+        neutral = self._charge_temp_neutral_c
         if lo < t_reading[1] and t_reading[0] < hi:
-            self._t_valid = t_reading
+            t_max, t_min = t_reading
         else:  # a faulty sensor is not trusted: the others decide
             valid = t[(t > lo) & (t < hi)]
-            self._t_valid = (float(valid.max()), float(valid.min())) if valid.size else (
-                self._charge_temp_neutral_c, self._charge_temp_neutral_c)
-        self._t_reading = t_reading
-        t_max, t_min = self._t_valid
-        neutral = self._charge_temp_neutral_c
+            t_max, t_min = (float(valid.max()), float(valid.min())) if valid.size else (
+                neutral, neutral)
         charge_t = (t_max, t_min) if i_a > self.cfg.rest_current_a else (neutral, neutral)
         idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
         # Bleeding shifts the readings of a cell and its neighbours in opposite directions,
@@ -207,12 +208,11 @@ class Firmware:
             self._open_wire_hold_v = (
                 self._open_wire_v(v) if v_max - v_min > self._open_wire_spread_v else 0.0)
         open_wire_v = self._open_wire_hold_v
-        if self._last_v is None or self._last_v.shape != v.shape:
-            self._last_v = v
+        if self._last_v is None:
             self._changed_at_s = np.full(v.shape, self.last_s)
         else:
             self._changed_at_s = np.where(v != self._last_v, self.last_s, self._changed_at_s)
-            self._last_v = v
+        self._last_v = v
         stuck_s = math.inf if unreadable else self.last_s - float(self._changed_at_s.min())
         rest_drift_v = self.rest_drift.update(
             v, i_a, not self._bleeding, self._mask if self._bleeding else None, self.last_s)
@@ -221,7 +221,7 @@ class Firmware:
         q = self.quantities
         q[:] = (  # in bms.config.QUANTITIES order
             v_max, v_min, pack_v, *charge_t, t_max, t_min, i_a, -i_a,
-            v_max - v_min, t_max - t_min, open_wire_v, *self._t_reading, idle_a, rest_drift_v,
+            v_max - v_min, t_max - t_min, open_wire_v, *t_reading, idle_a, rest_drift_v,
             stuck_s, mismatch_a,
         )
         return q
@@ -270,10 +270,9 @@ class Firmware:
         """The state machine and the contactor order."""
         if self.fault_active:
             if self.state != "FAULT":
-                self._open(events, now_s)
+                self._open(now_s)
                 self.state = "FAULT"
             return
-        cfg = self.cfg.precharge
         state, req = self.state, self.requested
         if state in ("INIT", "FAULT"):  # FAULT here means every fault has been cleared
             self._enter("STANDBY", now_s)
@@ -288,18 +287,19 @@ class Firmware:
             elif req == "storage":
                 self._enter("STORAGE", now_s)
         elif state == "PRECHARGE":
-            self._precharge(m, now_s, events, cfg)
+            self._precharge(m, now_s, events)
         elif state == "RUN" and req != "run" and (
                 abs(m.current_a) < self.cfg.rest_current_a
                 or now_s - self.phase_since_s >= STANDBY_OPEN_WAIT_S):
-            self._open(events, now_s)
+            self._open(now_s)
             self._enter("STANDBY", now_s)
         if self.state == "RUN" and req == "run":
             self.phase_since_s = now_s  # restart the standby wait whenever run is held
 
-    def _precharge(self, m: Measurement, now_s: float, events: list[FaultEvent], cfg) -> None:
+    def _precharge(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
+        cfg = self.cfg.precharge
         if self.requested != "run":
-            self._open(events, now_s)
+            self._open(now_s)
             self._enter("STANDBY", now_s)
             return
         elapsed_s = now_s - self.phase_since_s
@@ -316,7 +316,7 @@ class Firmware:
             self.counters["contactor_cycles"] += 1
             self._enter("RUN", now_s)
             return
-        pack_v = float(m.cell_voltage_v.sum())
+        pack_v = self.quantities[Q["pack_v"]]
         if (m.bus_voltage_v >= cfg.done_fraction * pack_v
                 and abs(m.current_a) < cfg.done_current_a):
             self.contactors = CLOSING
@@ -356,7 +356,7 @@ class Firmware:
         self.state = state
         self.phase_since_s = now_s
 
-    def _open(self, events: list[FaultEvent], now_s: float) -> None:
+    def _open(self, now_s: float) -> None:
         """Opens every contactor in this very step; counts an opening under load."""
         was_closed = self.contactors.main_closed
         self.contactors = OPEN
@@ -374,7 +374,7 @@ class Firmware:
                 or now_s - self.opened_at_s < cfg.weld_check_s):
             return
         self.opened_at_s = None
-        pack_v = float(m.cell_voltage_v.sum())
+        pack_v = self.quantities[Q["pack_v"]]
         feedback = m.contactors
         if (abs(m.current_a) > cfg.weld_current_a
                 or feedback.negative or feedback.positive or feedback.precharge
@@ -382,13 +382,13 @@ class Firmware:
             self._raise_event_fault(events, now_s, "CONTACTOR_WELDED", None, m.bus_voltage_v)
             self.state = "FAULT"
 
-    def _limits(self, m: Measurement, dt_s: float) -> None:
+    def _limits(self, dt_s: float) -> None:
         """Charge and discharge limits, derated and ramped; zero unless running cleanly."""
         lc, thr, lim = self.cfg.limits, self.chem.thresholds, self.chem.limits
         charge = discharge = 0.0
         if self.state == "RUN" and self.requested == "run" and not self.fault_active:
             q = self.quantities
-            t_max, t_min = q[5], q[6]
+            t_max, t_min = q[Q["discharge_temp_max"]], q[Q["discharge_temp_min"]]
             cold = _ramp((t_min - lim.charge_temp_min_c)
                          / max(thr.cold_charge_derate_below_c - lim.charge_temp_min_c, 1e-9))
             cold = 0.0 if t_min <= lim.charge_temp_min_c else (
@@ -397,7 +397,7 @@ class Firmware:
                 cold,
                 _ramp((lim.charge_temp_max_c - t_max) / 5.0),
                 _ramp((1.0 - self.soc) / lc.soc_taper),
-                _ramp((thr.charge_v - q[0]) / lc.charge_taper_v),
+                _ramp((thr.charge_v - q[Q["cell_v_max"]]) / lc.charge_taper_v),
             )
             discharge = lc.max_discharge_a * min(
                 _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
@@ -405,7 +405,7 @@ class Firmware:
                 # SoC only trims the discharge limit to a fifth: the voltage taper below is
                 # what ends a discharge, since SoC is still a coulomb count.
                 _ramp(self.soc / lc.soc_taper + 0.2),
-                _ramp((q[1] - thr.undervoltage_v) / lc.discharge_taper_v),
+                _ramp((q[Q["cell_v_min"]] - thr.undervoltage_v) / lc.discharge_taper_v),
             )
             if self.protection.any_active("ALARM"):
                 charge *= lc.alarm_fraction
