@@ -51,7 +51,7 @@ def run_mode(args, mode: str) -> dict:
     pack = seeded_pack(args)
     fw_cfg = default_config(pack.chem, pack.n_series, pack.capacity_ah)
     cfg = replace(fw_cfg.balancing, mode=mode, max_cells=args.series)
-    balancer = Balancer(cfg, pack.n_series, pack.capacity_ah)
+    balancer = Balancer(cfg, pack.n_series)
 
     soc0 = pack.true_soc.copy()
     bleed0_a = pack.group_v / pack.spec.balance_resistor_ohm

@@ -80,7 +80,7 @@ def _frozen(mask: np.ndarray) -> np.ndarray:
 class Balancer:
     """Passive balancing decisions; see the module docstring for the rules."""
 
-    def __init__(self, cfg: BalancingConfig, n_series: int, capacity_ah: float):
+    def __init__(self, cfg: BalancingConfig, n_series: int):
         problems = Problems("balancing configuration")
         if cfg.mode not in MODES:
             problems.add("balancing.mode", cfg.mode, f"must be one of {', '.join(MODES)}")
@@ -93,13 +93,10 @@ class Balancer:
             problems.add("balancing.measure_every_s", cfg.measure_every_s, "must be > 0")
         if n_series < 1:
             problems.add("n_series", n_series, "must be >= 1")
-        if not capacity_ah > 0.0:
-            problems.add("capacity_ah", capacity_ah, "must be > 0")
         problems.raise_if_any()
 
         self.cfg = cfg
         self.n_series = n_series
-        self.capacity_ah = capacity_ah  # per series group; for the caller's accounting
         self.start_v = cfg.start_mv * 1e-3
         self.stop_v = cfg.stop_mv * 1e-3
         self.start_soc = cfg.start_mv * SOC_PER_MV

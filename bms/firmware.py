@@ -53,7 +53,7 @@ class Firmware:
         self.capacity_as = pack_capacity_ah * 3600.0
         self.cfg = config or default_config(chemistry, n_series, pack_capacity_ah)
         self.protection = Protection(self.cfg.protection)
-        self.balancer = Balancer(self.cfg.balancing, n_series, pack_capacity_ah)
+        self.balancer = Balancer(self.cfg.balancing, n_series)
         self.log = FaultLog(self.cfg.fault_log_size)
         self.rest_drift = RestDrift(n_series, self.cfg.rest_current_a)
         # The pack's ohmic resistance at 25 °C, mid SoC, for the current plausibility check.

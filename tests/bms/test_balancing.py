@@ -31,7 +31,7 @@ class Driver:
     """Steps a balancer on a 0.1 s tick, keeping the time and the masks it returned."""
 
     def __init__(self, n: int = N, **cfg):
-        self.b = Balancer(BalancingConfig(**cfg), n, 1.5)
+        self.b = Balancer(BalancingConfig(**cfg), n)
         self.t_s = 0.0
         self.masks: list[np.ndarray] = []
         self.measuring: list[bool] = []
@@ -282,7 +282,7 @@ def test_nan_readings_never_bleed():
 def test_a_bad_configuration_is_refused_naming_each_field():
     with pytest.raises(InputError) as err:
         Balancer(BalancingConfig(mode="smart", when="night", start_mv=2.0, stop_mv=5.0,
-                                 measure_every_s=0.0), N, 1.5)
+                                 measure_every_s=0.0), N)
     text = str(err.value)
     for field in ("balancing.mode", "balancing.when", "balancing.start_mv",
                   "balancing.measure_every_s"):
@@ -301,7 +301,7 @@ def test_closed_loop_at_rest_the_true_soc_spread_falls():
                          PackSpec(n_series=16, initial_soc=0.7,
                                   spread=SpreadSpec(initial_soc=0.02)), DT_S)
     cfg = BalancingConfig()
-    balancer = Balancer(cfg, 16, pack.capacity_ah)
+    balancer = Balancer(cfg, 16)
     soc0 = pack.true_soc.copy()
     lowest = int(np.argmin(soc0))
     spread = [float(np.ptp(soc0))]
