@@ -66,6 +66,23 @@ class OcvCurve:
         return np.interp(corrected, mid, soc_t)
 
 
+    def soc_on_branch(self, voltage_v: np.ndarray, hysteresis: np.ndarray,
+                      temperature_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell's SoC whose OCV, with that cell's hysteresis state, is `voltage_v`;
+        and the OCV slope there (V per unit SoC), which says how far to trust it."""
+        soc_t, mid, half = self.lookup_tables
+        corrected = np.asarray(voltage_v) - self.temp_coeff_v_per_k * (
+            np.asarray(temperature_c) - 25.0)
+        curves = mid + np.asarray(hysteresis, dtype=float)[:, None] * half  # (n, table)
+        last = soc_t.size - 2
+        k = np.clip((curves <= corrected[:, None]).sum(axis=1) - 1, 0, last)
+        rows = np.arange(curves.shape[0])
+        low, high = curves[rows, k], curves[rows, k + 1]
+        slope = (high - low) / (soc_t[k + 1] - soc_t[k])
+        soc = soc_t[k] + (corrected - low) / np.where(slope > 0, slope, np.inf)
+        return np.clip(soc, soc_t[0], soc_t[-1]), slope
+
+
 @dataclass(frozen=True, eq=False)
 class EcmTable:
     """2-RC equivalent circuit parameters tabulated over temperature (rows) and SoC (columns)."""

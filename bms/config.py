@@ -19,7 +19,7 @@ QUANTITIES = (
     "cell_v_max", "cell_v_min", "pack_v", "charge_temp_max", "charge_temp_min",
     "discharge_temp_max", "discharge_temp_min", "charge_a", "discharge_a", "cell_v_spread",
     "temp_spread", "open_wire_v", "temp_reading_max", "temp_reading_min", "idle_current_a",
-    "rest_drift_v", "reading_stuck_s", "current_step_mismatch_a",
+    "rest_soc_drop", "reading_stuck_s", "current_step_mismatch_a",
 )
 
 # Readings outside these cannot come from a working sensor (an NTC open or shorted reads
@@ -82,12 +82,36 @@ class BalancingConfig:
     max_cells: int = 8
     max_temp_c: float = 50.0
     measure_every_s: float = 10.0  # bleeding pauses for one tick this often to measure
+    bleed_resistor_ohm: float = 33.0  # what a bleeding cell's charge is counted through
+
+
+@dataclass(frozen=True)
+class EstimationConfig:
+    """State estimation (`bms.estimator`): what it assumes of sensors and model, and when
+    it trusts the voltage alone."""
+
+    reference_power_w: float  # the load the runtime at reference power is given for
+    current_noise_a: float  # rms noise of one current reading
+    offset_sigma_a: float  # how far off the current sensor's zero may be at start
+    period_s: float = 1.0  # the filter runs this often; the coulomb count every step
+    voltage_noise_v: float = 1.5e-3  # rms noise of one cell reading, quantisation included
+    model_error_v: float = 5e-3  # how far the OCV table may be from the cell at rest
+    model_correlation_s: float = 300.0  # how long such an error persists
+    rest_settle_s: float = 600.0  # rest this long and the cells have relaxed
+    full_taper_c: float = 0.05  # at charge voltage with the current below this: full
+    empty_margin_v: float = 0.1  # a cell this close above undervoltage while discharging: empty
+    trusted_slope_mv_per_pct: float = 10.0  # voltage alone sets SoC only where OCV is this steep
+    stored_soc_sigma: float = 0.15  # how far a stored SoC may be off (stale)
+    # With the contactors open no current flows, so the reading is the sensor's offset.
+    # Off where that does not hold: a sensor outside the contactors, or a replayed trace.
+    learn_offset_when_open: bool = True
 
 
 @dataclass(frozen=True)
 class FirmwareConfig:
     protection: tuple[ProtectionRow, ...]
     limits: LimitsConfig
+    estimation: EstimationConfig
     precharge: PrechargeConfig = field(default_factory=PrechargeConfig)
     contactors: ContactorConfig = field(default_factory=ContactorConfig)
     balancing: BalancingConfig = field(default_factory=BalancingConfig)
@@ -164,10 +188,10 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
         # A current step the pack voltage does not follow came from the sensor.
         ProtectionRow("CURRENT_SENSOR_FAULT", "ALARM", "current_step_mismatch_a", True,
                       0.1 * pack_capacity_ah, 0.05 * pack_capacity_ah, 0.0, 1.0),
-        # A cell whose rest voltage falls against the others: an internal short.
-        ProtectionRow("CELL_SELF_DISCHARGE", "WARNING", "rest_drift_v", True, 0.01, 0.005,
+        # A cell whose SoC falls at rest against the others: an internal short.
+        ProtectionRow("CELL_SELF_DISCHARGE", "WARNING", "rest_soc_drop", True, 0.01, 0.005,
                       0.0, 60.0),
-        ProtectionRow("CELL_SELF_DISCHARGE", "ALARM", "rest_drift_v", True, 0.02, 0.01,
+        ProtectionRow("CELL_SELF_DISCHARGE", "ALARM", "rest_soc_drop", True, 0.02, 0.01,
                       0.0, 60.0),
         # Current measured while both main contactors are open: the sensor has an offset.
         ProtectionRow("CURRENT_SENSOR_FAULT", "ALARM", "idle_current_a", True,
@@ -175,6 +199,11 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
     ]
     return FirmwareConfig(
         protection=tuple(rows),
+        estimation=EstimationConfig(
+            # A two-hour load on the pack's nominal energy: a typical UPS rating.
+            reference_power_w=0.5 * chem.nominal_v * n_series * pack_capacity_ah,
+            current_noise_a=1e-3 * pack_capacity_ah,
+            offset_sigma_a=0.01 * pack_capacity_ah),
         limits=LimitsConfig(max_charge_a=charge_a, max_discharge_a=discharge_a,
                             ramp_a_per_s=max(charge_a, discharge_a) / 10.0),
     )

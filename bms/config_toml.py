@@ -10,6 +10,7 @@ Layout (every key optional in a file; what a file leaves out keeps its default):
     [precharge]    ... PrechargeConfig fields
     [contactors]   ... ContactorConfig fields
     [balancing]    ... BalancingConfig fields
+    [estimation]   ... EstimationConfig fields
     [protection.CELL_OVERVOLTAGE.FAULT]
     threshold = 4.08
     release = 3.95
@@ -83,6 +84,25 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("balancing", "max_cells"): ("count", "cells bled at once, at most"),
     ("balancing", "max_temp_c"): ("°C", "no balancing above this temperature"),
     ("balancing", "measure_every_s"): ("s", "bleeding pauses for one tick this often to measure"),
+    ("balancing", "bleed_resistor_ohm"): (
+        "ohm", "bleed resistor: a bleeding cell loses its voltage over this much current"),
+    ("estimation", "reference_power_w"): ("W", "runtime is also given at this discharge power"),
+    ("estimation", "current_noise_a"): ("A", "rms noise of one current reading"),
+    ("estimation", "offset_sigma_a"): ("A", "how far the current sensor's zero may be off"),
+    ("estimation", "period_s"): ("s", "the SoC filter runs this often (coulombs count every step)"),
+    ("estimation", "voltage_noise_v"): ("V", "rms noise of one cell voltage reading"),
+    ("estimation", "model_error_v"): ("V", "how far the OCV table may be from the cell at rest"),
+    ("estimation", "model_correlation_s"): ("s", "how long such a model error persists"),
+    ("estimation", "rest_settle_s"): ("s", "after this long at rest the cells have relaxed"),
+    ("estimation", "full_taper_c"): (
+        "C", "at charge voltage with the charge current below this, the cell is full"),
+    ("estimation", "empty_margin_v"): (
+        "V", "discharging, a cell this close above undervoltage is empty"),
+    ("estimation", "trusted_slope_mv_per_pct"): (
+        "mV/%", "voltage alone resets SoC only where the OCV curve is at least this steep"),
+    ("estimation", "stored_soc_sigma"): ("fraction 0..1", "how far a stored SoC may be off"),
+    ("estimation", "learn_offset_when_open"): (
+        "true | false", "contactors open: take the current reading as the sensor's offset"),
 }
 
 # Protection quantity -> (unit, what it is).
@@ -102,6 +122,7 @@ QUANTITY_DOCS: dict[str, tuple[str, str]] = {
     "temp_reading_max": ("°C", "highest raw temperature reading"),
     "temp_reading_min": ("°C", "lowest raw temperature reading"),
     "idle_current_a": ("A", "current measured with the contactors open"),
+    "rest_soc_drop": ("fraction 0..1", "largest fall of one cell's SoC against the others at rest"),
 }
 
 ROW_FIELDS = ("threshold", "release", "debounce_s", "release_s")
@@ -216,6 +237,19 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("balancing", "max_cells"): lambda p: Bound(1),
     ("balancing", "max_temp_c"): _any_temp,
     ("balancing", "measure_every_s"): lambda p: POSITIVE,
+    ("balancing", "bleed_resistor_ohm"): lambda p: POSITIVE,
+    ("estimation", "reference_power_w"): lambda p: POSITIVE,
+    ("estimation", "current_noise_a"): lambda p: POSITIVE,
+    ("estimation", "offset_sigma_a"): lambda p: POSITIVE,
+    ("estimation", "period_s"): lambda p: Bound(0.0, 60.0, low_open=True),
+    ("estimation", "voltage_noise_v"): lambda p: POSITIVE,
+    ("estimation", "model_error_v"): lambda p: POSITIVE,
+    ("estimation", "model_correlation_s"): lambda p: NON_NEGATIVE,
+    ("estimation", "rest_settle_s"): lambda p: POSITIVE,
+    ("estimation", "full_taper_c"): lambda p: Bound(0.0, 1.0, low_open=True),
+    ("estimation", "empty_margin_v"): _v_window,
+    ("estimation", "trusted_slope_mv_per_pct"): lambda p: POSITIVE,
+    ("estimation", "stored_soc_sigma"): lambda p: Bound(0.0, 1.0, low_open=True),
 }
 
 

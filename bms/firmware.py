@@ -6,8 +6,7 @@ clock, never sleeps and does no I/O; the same inputs give the same outputs. A ru
 calls it every tick with the newest measurement, or with `None` when none has arrived
 (a silent rig), so that the measurement timeout can act.
 
-State of charge here is a PLACEHOLDER until the state-estimation issue: coulomb counting
-from the rest voltage at start-up.
+State of charge, health and remaining energy come from `bms.estimator`.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from bms.balancing import Balancer
 from bms.chemistry import Chemistry
 from bms.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
 from bms.current_check import CurrentCheck
+from bms.estimator import Estimate, Estimator
 from bms.fault_log import FaultLog
 from bms.faults import FAULT_CODES
 from bms.protection import Protection
@@ -47,15 +47,23 @@ def _ramp(x: float) -> float:
 
 class Firmware:
     def __init__(self, chemistry: Chemistry, n_series: int, pack_capacity_ah: float,
-                 config: FirmwareConfig | None = None):
+                 config: FirmwareConfig | None = None,
+                 stored_soc: float | np.ndarray | None = None):
+        """`stored_soc` (fraction, pack or per cell) is the estimate kept over a power-down;
+        without it, estimation starts from the rest voltage."""
         self.chem = chemistry
         self.n_series = n_series
-        self.capacity_as = pack_capacity_ah * 3600.0
         self.cfg = config or default_config(chemistry, n_series, pack_capacity_ah)
         self.protection = Protection(self.cfg.protection)
         self.balancer = Balancer(self.cfg.balancing, n_series)
         self.log = FaultLog(self.cfg.fault_log_size)
-        self.rest_drift = RestDrift(n_series, self.cfg.rest_current_a)
+        self.rest_drift = RestDrift(self.cfg.rest_current_a)
+        thr = chemistry.thresholds
+        self.estimator = Estimator(
+            chemistry, n_series, pack_capacity_ah, self.cfg.estimation, self.cfg.rest_current_a,
+            thr.charge_v, thr.undervoltage_v, self.cfg.balancing.bleed_resistor_ohm,
+            stored_soc)
+        self.estimate: Estimate | None = None
         # The pack's ohmic resistance at 25 °C, mid SoC, for the current plausibility check.
         cell_r0_ohm = float(chemistry.ecm.lookup(np.array([0.5]), np.array([25.0]))[0, 0])
         self.current_check = CurrentCheck(
@@ -153,13 +161,13 @@ class Firmware:
         if self.clear_requested:  # with a measurement in hand, a timeout is over too
             for name in sorted(self.event_faults):
                 self._clear_event_fault(events, now_s, name)
-        self._estimate_soc(m, dt_s)
+        self._estimate(m, dt_s, now_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
         self._limits(dt_s)
         self._suspend_undervoltage_in_storage(events, now_s)
         mask = self.balancer.step(
-            m.cell_voltage_v, None, q[Q["discharge_temp_max"]], m.current_a,
+            m.cell_voltage_v, self.estimate.cell_soc, q[Q["discharge_temp_max"]], m.current_a,
             self.cfg.rest_current_a,
             # An alarm stops balancing: bleeding healthy cells toward one with an internal
             # short, or during a sensor alarm, only makes matters worse.
@@ -214,14 +222,15 @@ class Firmware:
             self._changed_at_s = np.where(v != self._last_v, self.last_s, self._changed_at_s)
         self._last_v = v
         stuck_s = math.inf if unreadable else self.last_s - float(self._changed_at_s.min())
-        rest_drift_v = self.rest_drift.update(
-            v, i_a, not self._bleeding, self._mask if self._bleeding else None, self.last_s)
+        # The SoC estimates of the step before: this step's come after protection.
+        rest_soc_drop = 0.0 if self.estimate is None else self.rest_drift.update(
+            self.estimate.cell_soc + self.estimate.cell_bled_soc, i_a, self.last_s)
         pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
         mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
         q = self.quantities
         q[:] = (  # in bms.config.QUANTITIES order
             v_max, v_min, pack_v, *charge_t, t_max, t_min, i_a, -i_a,
-            v_max - v_min, t_max - t_min, open_wire_v, *t_reading, idle_a, rest_drift_v,
+            v_max - v_min, t_max - t_min, open_wire_v, *t_reading, idle_a, rest_soc_drop,
             stuck_s, mismatch_a,
         )
         return q
@@ -251,20 +260,19 @@ class Firmware:
             return int(np.argmax(np.abs(v - v.mean())))
         if quantity == "reading_stuck_s":
             return int(np.argmin(self._changed_at_s))
-        if quantity == "rest_drift_v":
-            return self.rest_drift.worst_cell(v)
+        if quantity == "rest_soc_drop" and self.estimate is not None:
+            return self.rest_drift.worst_cell(self.estimate.cell_soc
+                                              + self.estimate.cell_bled_soc)
         if quantity.endswith("temp_max") or quantity in ("temp_reading_max", "temp_spread"):
             return int(np.argmax(t))
         if quantity.endswith("temp_min") or quantity == "temp_reading_min":
             return int(np.argmin(t))
         return None
 
-    def _estimate_soc(self, m: Measurement, dt_s: float) -> None:
-        """PLACEHOLDER estimator (state-estimation issue): rest voltage, then coulombs."""
-        if self.state == "INIT":
-            self.soc = float(np.mean(self.chem.ocv.soc_at_rest(m.cell_voltage_v)))
-        else:
-            self.soc += m.current_a * dt_s / self.capacity_as
+    def _estimate(self, m: Measurement, dt_s: float, now_s: float) -> None:
+        self.estimate = self.estimator.step(m, dt_s, now_s,
+                                            self._mask if self._bleeding else None)
+        self.soc = self.estimate.soc
 
     def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
         """The state machine and the contactor order."""
@@ -458,4 +466,5 @@ class Firmware:
             fault_bitmap=bitmap,
             soc=min(max(self.soc, 0.0), 1.0),
             events=tuple(events),
+            estimate=self.estimate,
         )

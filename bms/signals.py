@@ -8,8 +8,12 @@ link or a recorded trace.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from bms.estimator import Estimate
 
 STATES = ("INIT", "STANDBY", "PRECHARGE", "RUN", "FAULT", "STORAGE", "SERVICE")
 HOST_REQUESTS = ("standby", "run", "storage", "clear-faults")
@@ -78,3 +82,4 @@ class Actuation:
     fault_bitmap: int
     soc: float  # pack SoC estimate, fraction
     events: tuple[FaultEvent, ...] = ()
+    estimate: Estimate | None = None  # SoC, SoH, energy; the same object between updates

@@ -7,6 +7,7 @@ once and nothing is half-applied.
 
 from __future__ import annotations
 
+import csv
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,3 +60,15 @@ def read_toml(path: str | Path) -> dict:
         raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(str(path), [f"not valid TOML: {exc}"]) from exc
+
+
+def read_csv_rows(path: str | Path) -> list[list[str]]:
+    """A CSV file's rows; InputError naming the file when it cannot be read."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return list(csv.reader(f))
+    except OSError as exc:
+        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(str(path), [f"not a readable CSV text file: {exc}"]) from exc

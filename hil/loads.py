@@ -9,11 +9,12 @@ the firmware publishes; discharging never exceeds the published discharge limit.
 from __future__ import annotations
 
 import bisect
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from bms.validation import InputError, Problems
+import numpy as np
+
+from bms.validation import InputError, Problems, read_csv_rows
 
 DAY_S = 86400.0
 
@@ -72,15 +73,29 @@ def datacenter(pack_energy_wh: float) -> StepProfile:
     )
 
 
+def pulses(pack_capacity_ah: float, seed: int = 0, hours: float = 48.0) -> StepProfile:
+    """Random current pulses with rests, a dynamic test of estimation: each pulse lasts
+    10-60 s at a current drawn evenly from 2C discharge to 0.5C charge (regeneration),
+    followed by 0-60 s of rest. Discharge dominates, so the pack goes from high to low SoC
+    in about three hours."""
+    rng = np.random.default_rng(seed)
+    times, values = [], []
+    t_s = 0.0
+    while t_s < hours * 3600.0:
+        times.append(t_s)
+        values.append(float(rng.uniform(-2.0, 0.5)) * pack_capacity_ah)
+        t_s += float(rng.uniform(10.0, 60.0))
+        times.append(t_s)
+        values.append(0.0)
+        t_s += float(rng.uniform(0.0, 60.0))
+    return StepProfile(tuple(times), tuple(values), "a")
+
+
 def load_csv_profile(path: str | Path) -> StepProfile:
     """Reads `time_s,current_a` or `time_s,power_w`; errors name the line and the value."""
     path = Path(path)
     problems = Problems(str(path))
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except OSError as exc:
-        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    rows = read_csv_rows(path)
     header = [h.strip() for h in rows[0]] if rows else []
     if len(header) != 2 or header[0] != "time_s" or header[1] not in ("current_a", "power_w"):
         problems.add("line 1 (header)", ",".join(header),
@@ -111,10 +126,12 @@ def load_csv_profile(path: str | Path) -> StepProfile:
     return StepProfile(tuple(times), tuple(values), "a" if header[1] == "current_a" else "w")
 
 
-def resolve_profile(spec: str, pack_energy_wh: float) -> StepProfile:
-    """`datacenter`, `rest`, `current:A`, `power:W` or a CSV file path."""
+def resolve_profile(spec: str, pack_energy_wh: float, pack_capacity_ah: float) -> StepProfile:
+    """`datacenter`, `pulses[:SEED]`, `rest`, `current:A`, `power:W` or a CSV file path."""
     if spec == "datacenter":
         return datacenter(pack_energy_wh)
+    if spec == "pulses" or spec.startswith("pulses:") and spec[7:].isdigit():
+        return pulses(pack_capacity_ah, int(spec[7:] or 0))
     if spec == "rest":
         return constant(0.0, "a")
     kind, _, number = spec.partition(":")
@@ -126,8 +143,9 @@ def resolve_profile(spec: str, pack_energy_wh: float) -> StepProfile:
     if spec.endswith(".csv") or Path(spec).exists():
         return load_csv_profile(spec)
     raise InputError("--profile", [
-        f"{spec!r}: use datacenter, rest, current:A (for example current:-10), "
-        "power:W (for example power:-500) or a CSV file with time_s,current_a or time_s,power_w"
+        f"{spec!r}: use datacenter, pulses (or pulses:SEED), rest, current:A (for example "
+        "current:-10), power:W (for example power:-500) or a CSV file with time_s,current_a "
+        "or time_s,power_w"
     ])
 
 

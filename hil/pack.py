@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bms.chemistry import Chemistry
+from bms.estimator import pack_soc
 from bms.signals import Actuation, Measurement
 from hil.cells import CellArray
 from hil.loads import Demand, pack_current_a
@@ -160,9 +161,14 @@ class SimulatedPack:
         return (c.soc * c.capacity_as).sum(axis=1) / c.capacity_as.sum(axis=1)
 
     @property
+    def true_capacity_ah(self) -> np.ndarray:
+        """Each series group's capacity."""
+        return self.cells.capacity_as.sum(axis=1) / 3600.0
+
+    @property
     def true_pack_soc(self) -> float:
-        """Mean of the groups' SoC."""
-        return float(self.true_soc.mean())
+        """The pack's SoC by the firmware's rule (`bms.estimator.pack_soc`), from the truth."""
+        return pack_soc(self.true_soc, self.true_capacity_ah)
 
     @property
     def bleed_power_w(self) -> float:

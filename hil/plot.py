@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import matplotlib
@@ -13,7 +12,7 @@ import numpy as np  # noqa: E402
 
 from bms.faults import names_in  # noqa: E402
 from bms.signals import STATES  # noqa: E402
-from bms.validation import InputError  # noqa: E402
+from bms.validation import InputError, read_csv_rows  # noqa: E402
 from hil.recorder import SUMMARY_COLUMNS  # noqa: E402
 
 MAX_CELL_LINES = 32  # draw each cell's voltage when there are at most this many
@@ -23,11 +22,7 @@ TEXT_COLUMNS = ("state", "contactors")
 def read_run(path: str | Path) -> dict[str, np.ndarray]:
     """Columns of a recorded run; InputError names a missing column or a bad line."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except OSError as exc:
-        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
+    rows = read_csv_rows(path)
     if not rows:
         raise InputError(str(path), ["the file is empty"])
     header = rows[0]

@@ -176,7 +176,7 @@ def test_chemistries_lists_both_presets(capsys):
         (["--series", "0"], "--series = 0: must be within [1, 1024]"),
         (["--initial-soc", "120"], "--initial-soc = 120.0: must be within [0, 100]"),
         (["--speed", "fast"], "--speed = 'fast'"),
-        (["--profile", "sinewave"], "'sinewave': use datacenter, rest"),
+        (["--profile", "sinewave"], "'sinewave': use datacenter, pulses"),
         (["--inject", "10:meteor-strike"], "KIND = 'meteor-strike'"),
         (["--inject", "10:sensor-offset:cell=99,offset_v=0.1"],
          "cell = 99: must be within [1, 16]"),

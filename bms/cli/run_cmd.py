@@ -131,7 +131,7 @@ def build(args) -> tuple[SimulatedPack, Firmware, object, RunOptions]:
             errors.extend(f"{exc.source}: {p}" for p in exc.problems)
     if errors:
         raise InputError("--inject", errors)
-    profile = resolve_profile(args.profile, pack.energy_wh)
+    profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
     firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah, config)
     options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
                          record_every_s=record_every_s, injections=tuple(injections))

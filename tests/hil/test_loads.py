@@ -68,11 +68,11 @@ def test_datacenter_outage_lasts_ten_minutes():
 
 def test_resolve_profile_named_forms():
     """`rest`, `current:A` and `power:W` become constant demands; junk names the choices."""
-    assert resolve_profile("rest", 1.0).demand(123.0) == Demand(0.0, "a")
-    assert resolve_profile("current:-10", 1.0).demand(5.0) == Demand(-10.0, "a")
-    assert resolve_profile("power:250", 1.0).demand(5.0) == Demand(250.0, "w")
+    assert resolve_profile("rest", 1.0, 1.0).demand(123.0) == Demand(0.0, "a")
+    assert resolve_profile("current:-10", 1.0, 1.0).demand(5.0) == Demand(-10.0, "a")
+    assert resolve_profile("power:250", 1.0, 1.0).demand(5.0) == Demand(250.0, "w")
     with pytest.raises(InputError) as exc:
-        resolve_profile("current:lots", 1.0)
+        resolve_profile("current:lots", 1.0, 1.0)
     assert "current:lots" in str(exc.value)
 
 

@@ -1,0 +1,343 @@
+"""State estimation: per-cell SoC, pack SoC, state of health, remaining energy and runtime.
+
+Called by the firmware every step with the measurement. Every step it counts the charge
+(pack current, and each bleeding cell's bleed current) and looks for current steps that
+reveal each cell's resistance; every `period_s` it runs the SoC filter (`bms.soc_filter`)
+and the events below, and publishes a new `Estimate` (the same object in between).
+
+Moments when the voltage alone says where a cell is - where the OCV curve is steep enough
+(`trusted_slope_mv_per_pct`) - reset the filter for those cells and anchor the capacity
+estimate:
+  - full: charging at charge voltage with the current tapered below `full_taper_c`;
+  - empty: discharging with a cell within `empty_margin_v` of undervoltage;
+  - relaxed rest: `rest_settle_s` without current (once per rest).
+Capacity: the charge counted into a cell between two anchors at least `ANCHOR_MIN_SOC`
+apart, over their SoC difference (no coulomb count enters the SoC difference).
+Resistance: each current step of at least `STEP_MIN_C` gives each cell's voltage step over
+what the model expects for it; a running mean of that ratio scales all three resistances of
+the cell's model, which is how a profile without ECM values adapts them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bms.chemistry import Chemistry
+from bms.config import EstimationConfig
+from bms.signals import Measurement
+from bms.soc_filter import V1, V2, FilterNoise, SocFilter
+
+ANCHOR_MIN_SOC = 0.3  # capacity needs anchors at least this far apart
+CAPACITY_PLAUSIBLE = (0.3, 1.5)  # a capacity sample outside this share of nominal is noise
+STEP_MIN_C = 0.2  # a current step this large (in C) measures resistance
+RESISTANCE_GAIN = 0.05  # weight of one full-size step in the resistance mean
+RESISTANCE_PLAUSIBLE = (0.3, 5.0)  # ratio to the model outside this is not a resistance
+MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
+
+
+def pack_soc(cell_soc: np.ndarray, capacity_ah: np.ndarray) -> float:
+    """The pack's SoC for the user: what can still be discharged over that plus what can
+    still be charged, each set by its limiting cell. 1 when the highest cell is full, 0 when
+    the lowest is empty, and continuous in between: min() hands over from one limiting cell
+    to the next without a jump."""
+    soc = np.clip(cell_soc, 0.0, 1.0)
+    out_ah = float(np.min(soc * capacity_ah))
+    in_ah = float(np.min((1.0 - soc) * capacity_ah))
+    return out_ah / (out_ah + in_ah) if out_ah + in_ah > 0.0 else 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    soc: float  # pack, fraction
+    cell_soc: np.ndarray  # fraction
+    cell_soc_sigma: np.ndarray  # the filter's standard deviation, fraction
+    cell_capacity_ah: np.ndarray
+    cell_resistance_factor: np.ndarray  # 1 = the chemistry's table
+    cell_bled_soc: np.ndarray  # SoC each cell has given to its bleed resistor since start
+    soh_pct: float  # the weakest cell's capacity, percent of nominal
+    resistance_pct: float  # mean resistance, percent of nominal
+    current_offset_a: float
+    remaining_wh: float  # at the present power (at rest: at the reference power)
+    runtime_s: float | None  # at the present discharge power; None when not discharging
+    runtime_reference_s: float  # at the configured reference power
+
+    def as_dict(self) -> dict:
+        """The figures at the edges (percent, rounded), as the CLI and CSV give them."""
+        return {
+            "soc_pct": round(self.soc * 100.0, 3),
+            "soh_pct": round(self.soh_pct, 2),
+            "resistance_pct": round(self.resistance_pct, 2),
+            "current_offset_a": round(self.current_offset_a, 5),
+            "remaining_wh": round(self.remaining_wh, 3),
+            "runtime_s": None if self.runtime_s is None else round(self.runtime_s, 1),
+            "runtime_reference_s": round(self.runtime_reference_s, 1),
+        }
+
+
+class EnergyTable:
+    """Energy stored below each SoC on the discharge branch, to integrate the OCV fast."""
+
+    def __init__(self, chemistry: Chemistry):
+        ocv = chemistry.ocv
+        self.soc, mid, half = ocv.lookup_tables
+        v = mid - half
+        steps = np.diff(self.soc) * 0.5 * (v[1:] + v[:-1])
+        self.below = np.concatenate(([0.0], np.cumsum(steps)))  # V x SoC fraction
+        self.temp_coeff_v_per_k = ocv.temp_coeff_v_per_k
+
+    def wh(self, soc_from: np.ndarray, soc_to: np.ndarray, capacity_ah: np.ndarray,
+           temperature_c: np.ndarray) -> np.ndarray:
+        """Each cell's energy between two SoC values at open-circuit voltage, Wh."""
+        e = np.interp(soc_from, self.soc, self.below) - np.interp(soc_to, self.soc, self.below)
+        shift = self.temp_coeff_v_per_k * (temperature_c - 25.0) * (soc_from - soc_to)
+        return (e + shift) * capacity_ah
+
+
+class Estimator:
+    def __init__(self, chemistry: Chemistry, n_series: int, parallel_capacity_ah: float,
+                 cfg: EstimationConfig, rest_current_a: float, charge_v: float,
+                 undervoltage_v: float, bleed_resistor_ohm: float,
+                 stored_soc: float | np.ndarray | None = None):
+        self.chem = chemistry
+        self.cfg = cfg
+        self.n = n_series
+        self.nominal_ah = parallel_capacity_ah
+        self.one_c_a = parallel_capacity_ah
+        self.rest_current_a = rest_current_a
+        self.charge_v = charge_v
+        self.undervoltage_v = undervoltage_v
+        self.bleed_resistor_ohm = bleed_resistor_ohm
+        self.stored_soc = stored_soc
+        # Cells and resistances of the model scale with the cells in parallel.
+        self.r_scale = chemistry.capacity_ah / parallel_capacity_ah
+        self.capacity_ah = np.full(n_series, parallel_capacity_ah)
+        self.r_factor = np.ones(n_series)
+        self.energy = EnergyTable(chemistry)
+        self.noise = FilterNoise(
+            voltage_v=cfg.voltage_noise_v, current_a=cfg.current_noise_a,
+            model_v=cfg.model_error_v, model_dynamic=0.1, correlation_s=cfg.model_correlation_s,
+            capacity_rel=0.02,
+            leak_per_sqrt_s=0.005 / 60.0,  # 0.5 % SoC in an hour
+            offset_a=cfg.offset_sigma_a,
+            offset_walk_a_per_sqrt_s=0.001 * parallel_capacity_ah / 60.0)
+        self.trusted_slope = cfg.trusted_slope_mv_per_pct * 0.1  # V per unit SoC
+        self.filter: SocFilter | None = None
+        self.estimate: Estimate | None = None
+        # Accumulated since the last filter run.
+        self._charge_as = 0.0
+        self._bleed_as = np.zeros(n_series)
+        self._bled_soc = np.zeros(n_series)
+        self._elapsed_s = 0.0
+        self._samples = 0
+        # Per cell, charge counted since its last capacity anchor (None: no anchor yet).
+        self._anchor_soc = np.full(n_series, np.nan)
+        self._since_anchor_as = np.zeros(n_series)
+        self._rest_since_s: float | None = None
+        self._rest_done = self._full_done = self._empty_done = False
+        self._prev: Measurement | None = None
+        self._prev_clean = False
+        self._ecm_now = np.zeros((5, n_series))  # r0, r1, tau1, r2, tau2 at the last run
+        self._sensor_of_cell: np.ndarray | None = None
+
+    # --- every step -------------------------------------------------------------------
+
+    def step(self, m: Measurement, dt_s: float, now_s: float,
+             bleeding: np.ndarray | None) -> Estimate:
+        """Counts this step's charge; runs the filter once `period_s` has gathered.
+        `bleeding` is the mask that was on during the step just ended."""
+        if self.filter is None:
+            self._start(m)
+            self._prev = m
+            return self.estimate
+        self._charge_as += m.current_a * dt_s
+        if bleeding is not None:
+            self._bleed_as += bleeding * (np.nan_to_num(m.cell_voltage_v)
+                                          * (dt_s / self.bleed_resistor_ohm))
+        self._elapsed_s += dt_s
+        self._samples += 1
+        # A bleed current through the sense wires shifts the readings of the bleeding cell
+        # and its neighbours: only readings taken with no bleed (the balancer's measurement
+        # windows) go to the voltage model, and the filter waits for one.
+        clean = bleeding is None
+        if clean and self._prev_clean:
+            self._learn_resistance(m, dt_s)
+        self._prev = m
+        self._prev_clean = clean
+        if self._elapsed_s >= self.cfg.period_s and (clean or self._elapsed_s >= MAX_WAIT_S):
+            self._run_filter(m, now_s, clean)
+        return self.estimate
+
+    def _learn_resistance(self, m: Measurement, dt_s: float) -> None:
+        prev = self._prev
+        d_i = m.current_a - prev.current_a
+        if abs(d_i) < STEP_MIN_C * self.one_c_a or not 0.0 < dt_s <= 2.0:
+            return
+        d_v = m.cell_voltage_v - prev.cell_voltage_v
+        r0, r1, tau1, r2, tau2 = self._ecm_now
+        # The model's voltage step: R0 at once, each RC pair as far as it charged in dt.
+        expected = (r0 + r1 * -np.expm1(-dt_s / tau1) + r2 * -np.expm1(-dt_s / tau2)) * d_i
+        # Over the table's resistance (the model's includes the factor learnt so far).
+        ratio = d_v / np.where(np.abs(expected) > 0, expected, np.nan) * self.r_factor
+        ok = np.isfinite(ratio) & (ratio > RESISTANCE_PLAUSIBLE[0]) & (
+            ratio < RESISTANCE_PLAUSIBLE[1])
+        weight = RESISTANCE_GAIN * min(1.0, (d_i / (0.5 * self.one_c_a)) ** 2)
+        self.r_factor = np.where(ok, self.r_factor + weight * (ratio - self.r_factor),
+                                 self.r_factor)
+
+    # --- start ------------------------------------------------------------------------
+
+    def _start(self, m: Measurement) -> None:
+        """From the stored SoC when there is one, else from the rest voltage."""
+        t = self._cell_temperature_c(m)
+        v = np.nan_to_num(m.cell_voltage_v, nan=float(np.nanmean(m.cell_voltage_v)))
+        if self.stored_soc is not None:
+            soc = np.broadcast_to(np.asarray(self.stored_soc, dtype=float), (self.n,)).copy()
+            sigma = np.full(self.n, self.cfg.stored_soc_sigma)
+        else:
+            soc, slope = self.chem.ocv.soc_on_branch(v, np.zeros(self.n), t)
+            # Unknown branch: half the hysteresis gap, plus the model error, over the slope.
+            _, _, half = self.chem.ocv.lookup_tables
+            gap_v = np.interp(soc, self.chem.ocv.lookup_tables[0], half)
+            sigma = np.clip((gap_v + self.cfg.model_error_v) / np.maximum(slope, 1e-3),
+                            0.02, 0.3)
+        self.filter = SocFilter(self.chem, soc, sigma, self.noise)
+        self._ecm(t)
+        self._publish(m, t)
+
+    # --- every period -----------------------------------------------------------------
+
+    def _cell_temperature_c(self, m: Measurement) -> np.ndarray:
+        t = m.temperature_c
+        if self._sensor_of_cell is None or self._sensor_of_cell.max() >= t.size:
+            self._sensor_of_cell = np.minimum(np.arange(self.n) * t.size // self.n, t.size - 1)
+        t_cell = t[self._sensor_of_cell]
+        return np.where(np.isfinite(t_cell), t_cell, 25.0)
+
+    def _ecm(self, t: np.ndarray) -> np.ndarray:
+        """The model's parameters for each cell now: (r0, r1, tau1, r2, tau2)."""
+        p = self.chem.ecm.lookup(np.clip(self.filter.soc, 0.0, 1.0), t)
+        r = self.r_scale * self.r_factor
+        p[[0, 1, 3]] *= r
+        self._ecm_now = p
+        return p
+
+    def _run_filter(self, m: Measurement, now_s: float, clean: bool) -> None:
+        f = self.filter
+        t = self._cell_temperature_c(m)
+        period_s = self._elapsed_s
+        mean_a = self._charge_as / period_s
+        p = self._ecm(t)
+        cell_as = self._charge_as - self._bleed_as
+        f.predict(cell_as, period_s, mean_a, self.capacity_ah * 3600.0, p[[1, 3]],
+                  p[[2, 4]], self._samples)
+        self._since_anchor_as += cell_as - f.offset_a * period_s
+        if self._bleed_as.any():
+            self._bled_soc = self._bled_soc + self._bleed_as / (self.capacity_ah * 3600.0)
+        v = m.cell_voltage_v
+        valid = np.isfinite(v) & clean
+        f.update(np.where(valid, v, 0.0), m.current_a, t, p[0], period_s, valid)
+        open_contactors = not (m.contactors.negative or m.contactors.positive
+                               or m.contactors.precharge)
+        # A reading above the offset any sensor could have is a current, not an offset.
+        if (self.cfg.learn_offset_when_open and open_contactors
+                and abs(mean_a) < 0.05 * self.one_c_a):
+            f.observe_offset(mean_a, self._samples)
+        i_a = m.current_a - f.offset_a
+        self._events(v, valid, i_a, t, p[0], now_s)
+        self._charge_as = 0.0
+        self._bleed_as = np.zeros(self.n)
+        self._elapsed_s = 0.0
+        self._samples = 0
+        self._publish(m, t)
+
+    def _events(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
+                r0_ohm: np.ndarray, now_s: float) -> None:
+        cfg = self.cfg
+        v_max = float(np.max(v, where=valid, initial=-np.inf))
+        v_min = float(np.min(v, where=valid, initial=np.inf))
+        at_rest = abs(i_a) < self.rest_current_a
+        if at_rest:
+            if self._rest_since_s is None:
+                self._rest_since_s = now_s
+            if not self._rest_done and now_s - self._rest_since_s >= cfg.rest_settle_s:
+                self._rest_done = True
+                self._voltage_anchor(v, valid, i_a, t, r0_ohm, None)
+        else:
+            self._rest_since_s = None
+            self._rest_done = False
+        if i_a < -self.rest_current_a:
+            self._full_done = False
+        if i_a > self.rest_current_a:
+            self._empty_done = False
+        if (not self._full_done and v_max >= self.charge_v - 0.01
+                and 0.0 <= i_a <= cfg.full_taper_c * self.one_c_a):
+            self._full_done = True
+            self._voltage_anchor(v, valid, i_a, t, r0_ohm, 1.0)
+        if (not self._empty_done and i_a < -self.rest_current_a
+                and v_min <= self.undervoltage_v + cfg.empty_margin_v):
+            self._empty_done = True
+            self._voltage_anchor(v, valid, i_a, t, r0_ohm, -1.0)
+
+    def _voltage_anchor(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
+                        r0_ohm: np.ndarray, branch: float | None) -> None:
+        """Resets the cells whose SoC the voltage gives reliably, and learns capacity."""
+        f = self.filter
+        ocv_v = v - r0_ohm * i_a - f.x[:, V1] - f.x[:, V2]
+        hyst = f.x[:, 3] if branch is None else np.full(self.n, branch)
+        soc, slope = self.chem.ocv.soc_on_branch(np.where(valid, ocv_v, 0.0), hyst, t)
+        trusted = valid & (slope >= self.trusted_slope)
+        sigma = math.hypot(self.cfg.voltage_noise_v, self.cfg.model_error_v) / np.maximum(
+            slope, self.trusted_slope)
+        f.recalibrate(trusted, soc, sigma, hyst)
+        moved = soc - self._anchor_soc
+        learn = trusted & (np.abs(moved) >= ANCHOR_MIN_SOC)  # NaN anchor compares False
+        if learn.any():
+            sample_ah = self._since_anchor_as / np.where(learn, moved, 1.0) / 3600.0
+            low, high = CAPACITY_PLAUSIBLE
+            learn &= (sample_ah > low * self.nominal_ah) & (sample_ah < high * self.nominal_ah)
+            weight = 0.8 * np.minimum(np.abs(moved), 1.0)
+            self.capacity_ah = np.where(
+                learn, self.capacity_ah + weight * (sample_ah - self.capacity_ah),
+                self.capacity_ah)
+        self._anchor_soc = np.where(trusted, soc, self._anchor_soc)
+        self._since_anchor_as = np.where(trusted, 0.0, self._since_anchor_as)
+
+    # --- what is published --------------------------------------------------------------
+
+    def _publish(self, m: Measurement, t: np.ndarray) -> None:
+        f = self.filter
+        soc = np.clip(f.soc, 0.0, 1.0)
+        cap = self.capacity_ah
+        out_ah = float(np.min(soc * cap))
+        pack_ocv_v = float(np.nansum(self.chem.ocv.voltage_v(soc, f.x[:, 3], t)))
+        stored_wh = float(self.energy.wh(soc, soc - out_ah / cap, cap, t).sum())
+        p = self.chem.ecm.lookup(soc, t)
+        pack_r_ohm = float(((p[0] + p[1] + p[3]) * self.r_scale * self.r_factor).sum())
+        i_a = m.current_a - f.offset_a
+        pack_v = float(np.nansum(m.cell_voltage_v))
+        present_w = -pack_v * i_a if i_a < -self.rest_current_a else None
+
+        def usable_wh(power_w: float) -> float:
+            """Stored energy less what the pack's resistance turns into heat at that power."""
+            current_a = power_w / max(pack_ocv_v, 1e-9)
+            return stored_wh * max(0.0, 1.0 - current_a * pack_r_ohm / max(pack_ocv_v, 1e-9))
+
+        ref_w = self.cfg.reference_power_w
+        remaining_wh = usable_wh(present_w if present_w is not None else ref_w)
+        self.estimate = Estimate(
+            soc=pack_soc(f.soc, cap),
+            cell_soc=f.soc.copy(),
+            cell_soc_sigma=f.soc_sigma,
+            cell_capacity_ah=cap,
+            cell_resistance_factor=self.r_factor,
+            cell_bled_soc=self._bled_soc,
+            soh_pct=float(cap.min() / self.nominal_ah * 100.0),
+            resistance_pct=float(self.r_factor.mean() * 100.0),
+            current_offset_a=f.offset_a,
+            remaining_wh=remaining_wh,
+            runtime_s=None if present_w is None else remaining_wh * 3600.0 / present_w,
+            runtime_reference_s=usable_wh(ref_w) * 3600.0 / ref_w,
+        )

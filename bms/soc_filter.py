@@ -1,0 +1,180 @@
+"""Per-cell state-of-charge filter: an extended Kalman filter on the 2-RC + hysteresis model,
+vectorised over cells, with the current sensor's offset as a state.
+
+Each cell carries the state x = [soc, v1, v2, h, b]: SoC (fraction), the two RC voltages
+(V), the hysteresis state (+1 charge branch, -1 discharge branch) and the offset of the
+current sensor (A; measured = true + b). Every cell sees the same current sensor, so the
+offset is one quantity seen N times: each cell's filter estimates it from its own voltage,
+and after each update the estimates are fused into their median (robust to a cell whose
+own fault, such as an internal short, looks like an offset) and handed back to every cell
+- a federated filter without variance reset, which errs on the cautious side.
+
+Why the measurement noise adapts. The voltage model is wrong by a few millivolts in ways
+that persist for minutes (OCV table error, relaxation the two RC pairs do not capture,
+temperature). Treated as white noise, a persistent error of e volts would pull SoC by
+e / slope, and on a flat plateau (slope 0.2 V per unit SoC) a 5 mV error is 2.5 % SoC.
+So the model error's variance is scaled by its correlation time over the update period -
+the filter counts a few minutes of readings as one reading - and grows with the current
+(resistance error) and with the RC voltages (relaxation not yet done). Its effect on SoC
+is that error over the local OCV slope: where the curve is steep the voltage decides,
+where it is flat the coulomb count does. After a rest has relaxed the cells, the dynamic
+terms vanish and the rest voltage corrects SoC (`recalibrate` does it at once where the
+curve is steep enough to be trusted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bms.chemistry import BELOW_EMPTY_SOC, Chemistry
+
+SOC, V1, V2, HYST, OFFSET = range(5)
+N_STATES = 5
+SLOPE_STEP = 0.005  # SoC half-step of the secant that gives the OCV slope
+SOC_MAX = 1.05  # SoC is kept inside [-BELOW_EMPTY_SOC, SOC_MAX]
+
+
+@dataclass(frozen=True)
+class FilterNoise:
+    """What the filter assumes about its sensors and its model (one standard deviation)."""
+
+    voltage_v: float  # cell voltage reading noise, quantisation included
+    current_a: float  # current reading noise per sample
+    model_v: float  # OCV and model error at rest
+    model_dynamic: float  # relative error of the resistive and RC voltages
+    correlation_s: float  # how long a model error persists
+    capacity_rel: float  # relative error of the assumed capacity
+    leak_per_sqrt_s: float  # SoC random walk: unmodelled self-discharge and leaks
+    offset_a: float  # initial uncertainty of the current offset
+    offset_walk_a_per_sqrt_s: float  # drift of the current offset
+
+
+class SocFilter:
+    """The filter's state and its two steps, `predict` (coulombs) and `update` (voltage)."""
+
+    def __init__(self, chemistry: Chemistry, soc: np.ndarray, soc_sigma: np.ndarray | float,
+                 noise: FilterNoise):
+        n = soc.shape[0]
+        self.chem = chemistry
+        self.noise = noise
+        self.x = np.zeros((n, N_STATES))
+        self.x[:, SOC] = soc
+        self.P = np.zeros((n, N_STATES, N_STATES))
+        self.P[:, SOC, SOC] = np.square(soc_sigma)
+        self.P[:, V1, V1] = self.P[:, V2, V2] = 0.01 ** 2  # unknown polarisation at start
+        self.P[:, HYST, HYST] = 1.0  # the branch is unknown at start
+        self.P[:, OFFSET, OFFSET] = noise.offset_a ** 2
+        self._eye = np.eye(N_STATES)
+
+    @property
+    def soc(self) -> np.ndarray:
+        return self.x[:, SOC]
+
+    @property
+    def soc_sigma(self) -> np.ndarray:
+        return np.sqrt(self.P[:, SOC, SOC])
+
+    @property
+    def offset_a(self) -> float:
+        return float(self.x[0, OFFSET])
+
+    def ocv_and_slope(self, soc: np.ndarray, hyst: np.ndarray, temperature_c: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """OCV, its slope dOCV/dSoC (V per unit SoC) and the half hysteresis gap, per cell."""
+        ocv = self.chem.ocv
+        around = np.stack([soc - SLOPE_STEP, soc, soc + SLOPE_STEP])
+        v = ocv.voltage_v(around, hyst, temperature_c)
+        _, _, half = ocv.lookup_tables
+        soc_t = ocv.lookup_tables[0]
+        return v[1], (v[2] - v[0]) / (2.0 * SLOPE_STEP), np.interp(soc, soc_t, half)
+
+    def predict(self, charge_as: np.ndarray, period_s: float, mean_current_a: float,
+                capacity_as: np.ndarray, r_rc_ohm: np.ndarray, tau_s: np.ndarray,
+                samples: int) -> None:
+        """Moves the state over `period_s` in which each cell took `charge_as` (measured,
+        bleed included) and the measured current averaged `mean_current_a`."""
+        x, nz = self.x, self.noise
+        b = x[:, OFFSET]
+        d_soc = (charge_as - b * period_s) / capacity_as
+        a = np.exp(-period_s / tau_s)  # (2, n)
+        gain = r_rc_ohm * (1.0 - a)
+        direction = np.sign(d_soc)
+        decay = np.exp(-self.chem.ocv.hysteresis_rate * np.abs(d_soc))
+
+        x[:, SOC] = np.clip(x[:, SOC] + d_soc, -BELOW_EMPTY_SOC, SOC_MAX)
+        x[:, V1] = a[0] * x[:, V1] + gain[0] * (mean_current_a - b)
+        x[:, V2] = a[1] * x[:, V2] + gain[1] * (mean_current_a - b)
+        x[:, HYST] = direction + (x[:, HYST] - direction) * decay
+
+        F = np.broadcast_to(self._eye, self.P.shape).copy()
+        F[:, SOC, OFFSET] = -period_s / capacity_as
+        F[:, V1, V1], F[:, V2, V2] = a[0], a[1]
+        F[:, V1, OFFSET], F[:, V2, OFFSET] = -gain[0], -gain[1]
+        F[:, HYST, HYST] = decay
+        P = F @ self.P @ F.transpose(0, 2, 1)
+        # Current noise summed over the period's samples, the capacity's error on the
+        # charge moved, and a slow walk for leaks the model does not know.
+        sample_s = period_s / max(samples, 1)
+        P[:, SOC, SOC] += (np.square(nz.current_a * sample_s) * samples / capacity_as ** 2
+                           + np.square(nz.capacity_rel * d_soc)
+                           + nz.leak_per_sqrt_s ** 2 * period_s)
+        dyn = np.square(nz.model_dynamic * gain * abs(mean_current_a)) + 1e-8
+        P[:, V1, V1] += dyn[0]
+        P[:, V2, V2] += dyn[1]
+        P[:, HYST, HYST] += np.square(0.1 * (1.0 - decay)) + 1e-6
+        P[:, OFFSET, OFFSET] += nz.offset_walk_a_per_sqrt_s ** 2 * period_s
+        self.P = P
+
+    def update(self, cell_voltage_v: np.ndarray, current_a: float, temperature_c: np.ndarray,
+               r0_ohm: np.ndarray, period_s: float, valid: np.ndarray) -> None:
+        """Corrects the state with one voltage reading per cell (only `valid` cells)."""
+        x, nz = self.x, self.noise
+        ocv, slope, half = self.ocv_and_slope(x[:, SOC], x[:, HYST], temperature_c)
+        i_true = current_a - x[:, OFFSET]
+        predicted = ocv + x[:, V1] + x[:, V2] + r0_ohm * i_true
+        H = np.zeros_like(x)
+        H[:, SOC], H[:, V1], H[:, V2], H[:, HYST], H[:, OFFSET] = slope, 1.0, 1.0, half, -r0_ohm
+        dynamic_v = nz.model_dynamic * (np.abs(r0_ohm * i_true) + np.abs(x[:, V1])
+                                        + np.abs(x[:, V2]))
+        persist = max(nz.correlation_s / period_s, 1.0)
+        r = nz.voltage_v ** 2 + (nz.model_v ** 2 + dynamic_v ** 2) * persist
+        innovation = np.where(valid, cell_voltage_v - predicted, 0.0)
+        self._correct(H, innovation, np.where(valid, r, np.inf))
+        self.fuse_offset()
+
+    def observe_offset(self, mean_current_a: float, samples: int) -> None:
+        """With the contactors open no current flows: the reading is the offset itself."""
+        H = np.zeros_like(self.x)
+        H[:, OFFSET] = 1.0
+        r = self.noise.current_a ** 2 / max(samples, 1)
+        self._correct(H, mean_current_a - self.x[:, OFFSET], np.full(self.x.shape[0], r))
+
+    def _correct(self, H: np.ndarray, innovation: np.ndarray, r: np.ndarray) -> None:
+        PH = np.einsum("nij,nj->ni", self.P, H)
+        s = np.einsum("ni,ni->n", H, PH) + r
+        K = PH / s[:, None]  # a cell with r = inf gets K = 0
+        self.x += K * innovation[:, None]
+        self.P -= K[:, :, None] * PH[:, None, :]
+        self.P = 0.5 * (self.P + self.P.transpose(0, 2, 1))
+        self.x[:, SOC] = np.clip(self.x[:, SOC], -BELOW_EMPTY_SOC, SOC_MAX)
+        self.x[:, HYST] = np.clip(self.x[:, HYST], -1.0, 1.0)
+
+    def fuse_offset(self) -> None:
+        self.x[:, OFFSET] = np.median(self.x[:, OFFSET])
+
+    def recalibrate(self, cells: np.ndarray, soc: np.ndarray, soc_sigma: float,
+                    hyst: np.ndarray | None = None) -> None:
+        """Sets `cells` to a SoC known from the voltage alone (full, empty or a relaxed rest),
+        forgetting what the coulomb count had built up for them."""
+        if not cells.any():
+            return
+        self.x[cells, SOC] = soc[cells]
+        if hyst is not None:
+            self.x[cells, HYST] = hyst[cells]
+        P = self.P[cells]
+        P[:, SOC, :] = 0.0
+        P[:, :, SOC] = 0.0
+        P[:, SOC, SOC] = soc_sigma ** 2
+        self.P[cells] = P

@@ -1,0 +1,170 @@
+"""Replay: the firmware on recorded measurements instead of the simulated pack.
+
+Input CSV: a header row, then `time_s` (increasing), `current_a` (positive = charging),
+`v1`..`vN` (cell voltages; N from the columns) and optionally `t1`..`tM` (temperatures;
+25 °C when absent). Other columns are ignored. The whole file is checked before anything
+runs; every problem names its line and column.
+
+The firmware steps once per row at the row's time. The recording carries no contactors, so
+the replay rig is ideal hardware: contactor feedback follows the firmware's commands and the
+bus voltage is the pack voltage whenever precharge or both main contactors are closed. The
+recorded current flows whatever the firmware commands, so the estimator is told not to take
+a current seen with open contactors for the sensor's offset.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from bms.chemistry import Chemistry
+from bms.config import FirmwareConfig
+from bms.faults import names_in
+from bms.firmware import Firmware
+from bms.signals import OPEN, Actuation, Measurement
+from bms.validation import Problems, read_csv_rows
+
+DEFAULT_TEMPERATURE_C = 25.0
+COVER_MARGIN_V = 0.1  # how far past the profile's voltage limits a reading may go
+MAX_REPORTED = 20  # problems listed before "... and N more"
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    time_s: np.ndarray  # (rows,)
+    current_a: np.ndarray  # (rows,)
+    cell_voltage_v: np.ndarray  # (rows, n_series)
+    temperature_c: np.ndarray  # (rows, n_temp)
+    source: str
+
+
+def _numbered_columns(header: list[str], prefix: str) -> list[int]:
+    """Indices of prefix1, prefix2, ... in order, up to the first number missing."""
+    where = {name: j for j, name in enumerate(header)}
+    indices = []
+    while f"{prefix}{len(indices) + 1}" in where:
+        indices.append(where[f"{prefix}{len(indices) + 1}"])
+    return indices
+
+
+def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
+    """Reads and checks a measurement CSV; InputError lists every problem with its line."""
+    source = str(path)
+    rows = read_csv_rows(path)
+    problems = Problems(source)
+    header = [h.strip() for h in rows[0]] if rows else []
+    missing = [c for c in ("time_s", "current_a", "v1") if c not in header]
+    if missing:
+        problems.add("line 1 (header)", ",".join(header)[:80],
+                     f"missing column(s) {', '.join(missing)}; need time_s, current_a, "
+                     "v1..vN and optionally t1..tM")
+        problems.raise_if_any()
+    v_cols = _numbered_columns(header, "v")
+    t_cols = _numbered_columns(header, "t")
+    for prefix, cols in (("v", v_cols), ("t", t_cols)):
+        stray = sorted(h for h in header if h.startswith(prefix) and h[1:].isdigit()
+                       and int(h[1:]) > len(cols))
+        if stray:
+            problems.add("line 1 (header)", stray[0],
+                         f"{prefix}{len(cols) + 1} is missing: columns {prefix}1.. must be "
+                         "numbered without gaps")
+    problems.raise_if_any()
+
+    used = [header.index("time_s"), header.index("current_a"), *v_cols, *t_cols]
+    names = [header[j] for j in used]
+    lim = chemistry.limits
+    low_v, high_v = lim.v_min - COVER_MARGIN_V, lim.v_max + COVER_MARGIN_V
+    table: list[list[float]] = []
+    line_numbers: list[int] = []
+    found: list[str] = []
+
+    def bad(line_no: int, column: str, value: object, why: str) -> None:
+        found.append(f"line {line_no}, column {column} = {value!r}: {why}")
+
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            bad(line_no, "-", ",".join(row)[:60],
+                f"has {len(row)} columns, the header has {len(header)}")
+            continue
+        values = []
+        for j, name in zip(used, names, strict=True):
+            try:
+                x = float(row[j])
+            except ValueError:
+                x = math.nan
+            if not math.isfinite(x):
+                bad(line_no, name, row[j], "must be a finite number")
+            values.append(x)
+        if not all(map(math.isfinite, values)):
+            continue
+        if table and values[0] <= table[-1][0]:
+            bad(line_no, "time_s", values[0],
+                f"must be greater than the previous time ({table[-1][0]:g})")
+            continue
+        cells = values[2:2 + len(v_cols)]
+        for k, v in enumerate(cells):
+            if not low_v <= v <= high_v:
+                bad(line_no, f"v{k + 1}", v,
+                    f"outside the voltages the cell profile covers ({lim.v_min:g}-"
+                    f"{lim.v_max:g} V, +/-{COVER_MARGIN_V:g} V): use a profile for this cell")
+        table.append(values)
+        line_numbers.append(line_no)
+    if not table and not found:
+        found.append("the file has no data rows")
+    if found:
+        extra = len(found) - MAX_REPORTED
+        problems.items.extend(found[:MAX_REPORTED])
+        if extra > 0:
+            problems.items.append(f"... and {extra} more")
+        problems.raise_if_any()
+    data = np.array(table)
+    n_v = len(v_cols)
+    temps = (data[:, 2 + n_v:] if t_cols
+             else np.full((len(table), 1), DEFAULT_TEMPERATURE_C))
+    return Trace(data[:, 0], data[:, 1], data[:, 2:2 + n_v], temps, source)
+
+
+def replay_config(config: FirmwareConfig) -> FirmwareConfig:
+    """The configuration for a replay: a recorded current is no offset, open or not."""
+    return dataclasses.replace(
+        config, estimation=dataclasses.replace(config.estimation, learn_offset_when_open=False))
+
+
+def output_columns(n_series: int) -> list[str]:
+    return (["time_s", "soc_pct", *(f"soc{i + 1}_pct" for i in range(n_series)), "state",
+             "faults", "soh_pct", "resistance_pct", "current_offset_a", "remaining_wh",
+             "runtime_reference_s", "charge_limit_a", "discharge_limit_a"])
+
+
+def replay(trace: Trace, firmware: Firmware, out: TextIO) -> Actuation:
+    """Runs the firmware over the trace, writing one output row per input row."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(output_columns(trace.cell_voltage_v.shape[1]))
+    contactors = OPEN
+    act = None
+    for k in range(trace.time_s.size):
+        v = trace.cell_voltage_v[k]
+        bus_v = float(v.sum()) if contactors.main_closed or contactors.precharge else 0.0
+        m = Measurement(cell_voltage_v=v, temperature_c=trace.temperature_c[k],
+                        current_a=float(trace.current_a[k]), bus_voltage_v=bus_v,
+                        contactors=contactors)
+        act = firmware.step(m, float(trace.time_s[k]))
+        contactors = act.contactors
+        e = act.estimate
+        writer.writerow([
+            f"{trace.time_s[k]:.3f}", f"{act.soc * 100:.3f}",
+            *(f"{x * 100:.3f}" for x in e.cell_soc.tolist()),
+            act.state, "|".join(names_in(act.fault_bitmap)), f"{e.soh_pct:.2f}",
+            f"{e.resistance_pct:.2f}", f"{e.current_offset_a:.5f}", f"{e.remaining_wh:.3f}",
+            f"{e.runtime_reference_s:.1f}", f"{act.charge_limit_a:.3f}",
+            f"{act.discharge_limit_a:.3f}",
+        ])
+    return act
