@@ -33,7 +33,7 @@ from bms.soc_filter import V1, V2, FilterNoise, SocFilter
 ANCHOR_MIN_SOC = 0.3  # capacity needs anchors at least this far apart
 CAPACITY_PLAUSIBLE = (0.3, 1.5)  # a capacity sample outside this share of nominal is noise
 STEP_MIN_C = 0.2  # a current step this large (in C) measures resistance
-RESISTANCE_GAIN = 0.05  # weight of one full-size step in the resistance mean
+RESISTANCE_GAIN = 0.1  # weight of one full-size step in the resistance mean
 RESISTANCE_PLAUSIBLE = (0.3, 5.0)  # ratio to the model outside this is not a resistance
 MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
 
