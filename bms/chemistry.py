@@ -57,6 +57,26 @@ class OcvCurve:
             + self.temp_coeff_v_per_k * (np.asarray(temperature_c) - 25.0)
         )
 
+    @functools.cached_property
+    def _segments(self) -> tuple[np.ndarray, ...]:
+        """Per table segment: start SoC, mid and half-gap at the start, and their slopes."""
+        soc_t, mid, half = self.lookup_tables
+        d_soc = np.diff(soc_t)
+        return (soc_t[:-1], mid[:-1], half[:-1], np.diff(mid) / d_soc, np.diff(half) / d_soc)
+
+    def with_slope(self, soc: np.ndarray, hysteresis: np.ndarray, temperature_c: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """OCV, its slope dOCV/dSoC (V per unit SoC) and the half hysteresis gap, per cell:
+        what a filter needs each run, in a few array operations."""
+        start, mid0, half0, mid_slope, half_slope = self._segments
+        k = np.clip(np.searchsorted(start, soc, side="right") - 1, 0, start.size - 1)
+        ds = soc - start[k]
+        half = half0[k] + half_slope[k] * ds
+        slope = mid_slope[k] + hysteresis * half_slope[k]
+        ocv = (mid0[k] + mid_slope[k] * ds + hysteresis * half
+               + self.temp_coeff_v_per_k * (temperature_c - 25.0))
+        return ocv, slope, half
+
     def soc_at_rest(self, voltage_v: np.ndarray, temperature_c: np.ndarray | float = 25.0):
         """SoC whose mid-branch OCV is `voltage_v` (hysteresis unknown at start)."""
         corrected = np.asarray(voltage_v) - self.temp_coeff_v_per_k * (

@@ -35,6 +35,7 @@ CAPACITY_PLAUSIBLE = (0.3, 1.5)  # a capacity sample outside this share of nomin
 STEP_MIN_C = 0.2  # a current step this large (in C) measures resistance
 RESISTANCE_GAIN = 0.1  # weight of one full-size step in the resistance mean
 RESISTANCE_PLAUSIBLE = (0.3, 5.0)  # ratio to the model outside this is not a resistance
+ECM_REFRESH_S = 10.0  # the estimator's model parameters are read from the table this often
 MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
 
 
@@ -43,10 +44,14 @@ def pack_soc(cell_soc: np.ndarray, capacity_ah: np.ndarray) -> float:
     still be charged, each set by its limiting cell. 1 when the highest cell is full, 0 when
     the lowest is empty, and continuous in between: min() hands over from one limiting cell
     to the next without a jump."""
-    soc = np.clip(cell_soc, 0.0, 1.0)
-    out_ah = float(np.min(soc * capacity_ah))
-    in_ah = float(np.min((1.0 - soc) * capacity_ah))
+    out_ah, in_ah = _room_ah(np.clip(cell_soc, 0.0, 1.0), capacity_ah)
     return out_ah / (out_ah + in_ah) if out_ah + in_ah > 0.0 else 0.0
+
+
+def _room_ah(soc: np.ndarray, capacity_ah: np.ndarray) -> tuple[float, float]:
+    """What the pack can still deliver and still take, Ah, each set by its limiting cell."""
+    held_ah = soc * capacity_ah
+    return float(held_ah.min()), float((capacity_ah - held_ah).min())
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,6 +145,8 @@ class Estimator:
         self._prev: Measurement | None = None
         self._prev_clean = False
         self._ecm_now = np.zeros((5, n_series))  # r0, r1, tau1, r2, tau2 at the last run
+        self._ecm_table = self._ecm_now  # the same from the table, without learnt factors
+        self._ecm_due_s = -np.inf
         self._sensor_of_cell: np.ndarray | None = None
 
     # --- every step -------------------------------------------------------------------
@@ -149,7 +156,7 @@ class Estimator:
         """Counts this step's charge; runs the filter once `period_s` has gathered.
         `bleeding` is the mask that was on during the step just ended."""
         if self.filter is None:
-            self._start(m)
+            self._start(m, now_s)
             self._prev = m
             return self.estimate
         self._charge_as += m.current_a * dt_s
@@ -189,7 +196,7 @@ class Estimator:
 
     # --- start ------------------------------------------------------------------------
 
-    def _start(self, m: Measurement) -> None:
+    def _start(self, m: Measurement, now_s: float) -> None:
         """From the stored SoC when there is one, else from the rest voltage."""
         t = self._cell_temperature_c(m)
         v = np.nan_to_num(m.cell_voltage_v, nan=float(np.nanmean(m.cell_voltage_v)))
@@ -204,7 +211,8 @@ class Estimator:
             sigma = np.clip((gap_v + self.cfg.model_error_v) / np.maximum(slope, 1e-3),
                             0.02, 0.3)
         self.filter = SocFilter(self.chem, soc, sigma, self.noise)
-        self._ecm(t)
+        self._ecm(t, now_s)
+        self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.x[:, 3], t)[0]
         self._publish(m, t)
 
     # --- every period -----------------------------------------------------------------
@@ -216,11 +224,15 @@ class Estimator:
         t_cell = t[self._sensor_of_cell]
         return np.where(np.isfinite(t_cell), t_cell, 25.0)
 
-    def _ecm(self, t: np.ndarray) -> np.ndarray:
-        """The model's parameters for each cell now: (r0, r1, tau1, r2, tau2)."""
-        p = self.chem.ecm.lookup(np.clip(self.filter.soc, 0.0, 1.0), t)
-        r = self.r_scale * self.r_factor
-        p[[0, 1, 3]] *= r
+    def _ecm(self, t: np.ndarray, now_s: float) -> np.ndarray:
+        """The model's parameters for each cell now: (r0, r1, tau1, r2, tau2). The table is
+        read every `ECM_REFRESH_S`: SoC and temperature move it by a percent or so in that
+        time, and the lookup is a large share of a filter run."""
+        if now_s >= self._ecm_due_s:
+            self._ecm_table = self.chem.ecm.lookup(np.clip(self.filter.soc, 0.0, 1.0), t)
+            self._ecm_due_s = now_s + ECM_REFRESH_S
+        p = self._ecm_table.copy()
+        p[[0, 1, 3]] *= self.r_scale * self.r_factor
         self._ecm_now = p
         return p
 
@@ -229,7 +241,7 @@ class Estimator:
         t = self._cell_temperature_c(m)
         period_s = self._elapsed_s
         mean_a = self._charge_as / period_s
-        p = self._ecm(t)
+        p = self._ecm(t, now_s)
         cell_as = self._charge_as - self._bleed_as
         f.predict(cell_as, period_s, mean_a, self.capacity_ah * 3600.0, p[[1, 3]],
                   p[[2, 4]], self._samples)
@@ -311,13 +323,15 @@ class Estimator:
         f = self.filter
         soc = np.clip(f.soc, 0.0, 1.0)
         cap = self.capacity_ah
-        out_ah = float(np.min(soc * cap))
-        pack_ocv_v = float(np.nansum(self.chem.ocv.voltage_v(soc, f.x[:, 3], t)))
+        out_ah, in_ah = _room_ah(soc, cap)
+        pack_ocv_v = float(f.ocv_v.sum())
         stored_wh = float(self.energy.wh(soc, soc - out_ah / cap, cap, t).sum())
-        p = self.chem.ecm.lookup(soc, t)
-        pack_r_ohm = float(((p[0] + p[1] + p[3]) * self.r_scale * self.r_factor).sum())
+        p = self._ecm_now
+        pack_r_ohm = float((p[0] + p[1] + p[3]).sum())
         i_a = m.current_a - f.offset_a
-        pack_v = float(np.nansum(m.cell_voltage_v))
+        pack_v = float(m.cell_voltage_v.sum())
+        if not math.isfinite(pack_v):  # an unreadable cell: the model's OCV stands in
+            pack_v = pack_ocv_v
         present_w = -pack_v * i_a if i_a < -self.rest_current_a else None
 
         def usable_wh(power_w: float) -> float:
@@ -328,14 +342,14 @@ class Estimator:
         ref_w = self.cfg.reference_power_w
         remaining_wh = usable_wh(present_w if present_w is not None else ref_w)
         self.estimate = Estimate(
-            soc=pack_soc(f.soc, cap),
+            soc=out_ah / (out_ah + in_ah) if out_ah + in_ah > 0.0 else 0.0,
             cell_soc=f.soc.copy(),
             cell_soc_sigma=f.soc_sigma,
             cell_capacity_ah=cap,
             cell_resistance_factor=self.r_factor,
             cell_bled_soc=self._bled_soc,
             soh_pct=float(cap.min() / self.nominal_ah * 100.0),
-            resistance_pct=float(self.r_factor.mean() * 100.0),
+            resistance_pct=float(self.r_factor.sum()) / self.n * 100.0,
             current_offset_a=f.offset_a,
             remaining_wh=remaining_wh,
             runtime_s=None if present_w is None else remaining_wh * 3600.0 / present_w,

@@ -32,7 +32,6 @@ from bms.chemistry import BELOW_EMPTY_SOC, Chemistry
 
 SOC, V1, V2, HYST, OFFSET = range(5)
 N_STATES = 5
-SLOPE_STEP = 0.005  # SoC half-step of the secant that gives the OCV slope
 SOC_MAX = 1.05  # SoC is kept inside [-BELOW_EMPTY_SOC, SOC_MAX]
 
 
@@ -66,7 +65,7 @@ class SocFilter:
         self.P[:, V1, V1] = self.P[:, V2, V2] = 0.01 ** 2  # unknown polarisation at start
         self.P[:, HYST, HYST] = 1.0  # the branch is unknown at start
         self.P[:, OFFSET, OFFSET] = noise.offset_a ** 2
-        self._eye = np.eye(N_STATES)
+        self.ocv_v = np.zeros(n)  # each cell's OCV at the last update
 
     @property
     def soc(self) -> np.ndarray:
@@ -79,16 +78,6 @@ class SocFilter:
     @property
     def offset_a(self) -> float:
         return float(self.x[0, OFFSET])
-
-    def ocv_and_slope(self, soc: np.ndarray, hyst: np.ndarray, temperature_c: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """OCV, its slope dOCV/dSoC (V per unit SoC) and the half hysteresis gap, per cell."""
-        ocv = self.chem.ocv
-        around = np.stack([soc - SLOPE_STEP, soc, soc + SLOPE_STEP])
-        v = ocv.voltage_v(around, hyst, temperature_c)
-        _, _, half = ocv.lookup_tables
-        soc_t = ocv.lookup_tables[0]
-        return v[1], (v[2] - v[0]) / (2.0 * SLOPE_STEP), np.interp(soc, soc_t, half)
 
     def predict(self, charge_as: np.ndarray, period_s: float, mean_current_a: float,
                 capacity_as: np.ndarray, r_rc_ohm: np.ndarray, tau_s: np.ndarray,
@@ -108,12 +97,17 @@ class SocFilter:
         x[:, V2] = a[1] * x[:, V2] + gain[1] * (mean_current_a - b)
         x[:, HYST] = direction + (x[:, HYST] - direction) * decay
 
-        F = np.broadcast_to(self._eye, self.P.shape).copy()
-        F[:, SOC, OFFSET] = -period_s / capacity_as
-        F[:, V1, V1], F[:, V2, V2] = a[0], a[1]
-        F[:, V1, OFFSET], F[:, V2, OFFSET] = -gain[0], -gain[1]
-        F[:, HYST, HYST] = decay
-        P = F @ self.P @ F.transpose(0, 2, 1)
+        # P <- F P F' with F = diag(d) + c e_b' (the offset column): written out, because
+        # a batched matrix product of 5x5 matrices costs more than these element-wise terms.
+        d = np.ones((x.shape[0], N_STATES))
+        d[:, V1], d[:, V2], d[:, HYST] = a[0], a[1], decay
+        c = np.zeros_like(d)
+        c[:, SOC], c[:, V1], c[:, V2] = -period_s / capacity_as, -gain[0], -gain[1]
+        P = self.P
+        p_b = P[:, :, OFFSET] * d  # (D P e_b)
+        P = (d[:, :, None] * P * d[:, None, :] + p_b[:, :, None] * c[:, None, :]
+             + c[:, :, None] * p_b[:, None, :]
+             + P[:, OFFSET, OFFSET][:, None, None] * (c[:, :, None] * c[:, None, :]))
         # Current noise summed over the period's samples, the capacity's error on the
         # charge moved, and a slow walk for leaks the model does not know.
         sample_s = period_s / max(samples, 1)
@@ -131,17 +125,21 @@ class SocFilter:
                r0_ohm: np.ndarray, period_s: float, valid: np.ndarray) -> None:
         """Corrects the state with one voltage reading per cell (only `valid` cells)."""
         x, nz = self.x, self.noise
-        ocv, slope, half = self.ocv_and_slope(x[:, SOC], x[:, HYST], temperature_c)
+        ocv, slope, half = self.chem.ocv.with_slope(x[:, SOC], x[:, HYST], temperature_c)
+        self.ocv_v = ocv
         i_true = current_a - x[:, OFFSET]
-        predicted = ocv + x[:, V1] + x[:, V2] + r0_ohm * i_true
-        H = np.zeros_like(x)
-        H[:, SOC], H[:, V1], H[:, V2], H[:, HYST], H[:, OFFSET] = slope, 1.0, 1.0, half, -r0_ohm
-        dynamic_v = nz.model_dynamic * (np.abs(r0_ohm * i_true) + np.abs(x[:, V1])
-                                        + np.abs(x[:, V2]))
+        ir_v = r0_ohm * i_true
+        predicted = ocv + x[:, V1] + x[:, V2] + ir_v
+        H = np.ones_like(x)
+        H[:, SOC], H[:, HYST], H[:, OFFSET] = slope, half, -r0_ohm
+        dynamic_v = nz.model_dynamic * (np.abs(ir_v) + np.abs(x[:, V1]) + np.abs(x[:, V2]))
         persist = max(nz.correlation_s / period_s, 1.0)
-        r = nz.voltage_v ** 2 + (nz.model_v ** 2 + dynamic_v ** 2) * persist
-        innovation = np.where(valid, cell_voltage_v - predicted, 0.0)
-        self._correct(H, innovation, np.where(valid, r, np.inf))
+        r = nz.voltage_v ** 2 + (nz.model_v ** 2 + dynamic_v * dynamic_v) * persist
+        innovation = cell_voltage_v - predicted
+        if not valid.all():
+            innovation = np.where(valid, innovation, 0.0)
+            r = np.where(valid, r, np.inf)
+        self._correct(H, innovation, r)
         self.fuse_offset()
 
     def observe_offset(self, mean_current_a: float, samples: int) -> None:
@@ -152,17 +150,21 @@ class SocFilter:
         self._correct(H, mean_current_a - self.x[:, OFFSET], np.full(self.x.shape[0], r))
 
     def _correct(self, H: np.ndarray, innovation: np.ndarray, r: np.ndarray) -> None:
-        PH = np.einsum("nij,nj->ni", self.P, H)
-        s = np.einsum("ni,ni->n", H, PH) + r
+        """One scalar measurement per cell. P - PH PH' / s stays symmetric as written."""
+        PH = (self.P @ H[:, :, None])[:, :, 0]
+        s = (H * PH).sum(axis=1) + r
         K = PH / s[:, None]  # a cell with r = inf gets K = 0
         self.x += K * innovation[:, None]
         self.P -= K[:, :, None] * PH[:, None, :]
-        self.P = 0.5 * (self.P + self.P.transpose(0, 2, 1))
-        self.x[:, SOC] = np.clip(self.x[:, SOC], -BELOW_EMPTY_SOC, SOC_MAX)
-        self.x[:, HYST] = np.clip(self.x[:, HYST], -1.0, 1.0)
+        np.clip(self.x[:, SOC], -BELOW_EMPTY_SOC, SOC_MAX, out=self.x[:, SOC])
+        np.clip(self.x[:, HYST], -1.0, 1.0, out=self.x[:, HYST])
 
     def fuse_offset(self) -> None:
-        self.x[:, OFFSET] = np.median(self.x[:, OFFSET])
+        """Every cell's offset estimate replaced by their median (the upper one of an even
+        count: np.median's extra work is a visible cost at one run per second)."""
+        b = self.x[:, OFFSET]
+        middle = b.size // 2
+        b[:] = np.partition(b, middle)[middle]
 
     def recalibrate(self, cells: np.ndarray, soc: np.ndarray, soc_sigma: float,
                     hyst: np.ndarray | None = None) -> None:
