@@ -11,9 +11,14 @@ as `bms-emu run` has it, a current-sensor offset of 0.5 % of 1C, and the estimat
 once a second after the first 30 minutes. `coulomb_*` is coulomb counting with the same
 sensor, started from the true SoC: its error only grows.
 
-`--mismatch` also runs each chemistry with a plant that is not the estimator's model:
-OCV off by up to 5 mV in a slow wave, a hysteresis gap 30 % wider that swings slower,
-resistances 30 % higher and time constants twice as long.
+`--plants` chooses what the estimator knows of the cells (default: `model`):
+  - `model`: the plant is the estimator's own chemistry preset;
+  - `mismatched`: the plant is another model of the cell: OCV off by up to 5 mV in a slow
+    wave, a hysteresis gap 30 % wider that swings slower, resistances 30 % higher and time
+    constants twice as long;
+  - `profile`: the estimator has only what a user brings in a cell profile: one OCV curve
+    from a C/20 discharge of the plant (its discharge branch less the C/20 resistive drop:
+    no hysteresis), the capacity and the voltage limits; no ECM values.
 
 Goals: na-nfm RMSE <= 1 %, max <= 2 %, within 2 % in <= 15 min; na-nvpf RMSE <= 2.5 %,
 max <= 5 %.
@@ -28,7 +33,7 @@ import math
 
 import numpy as np
 
-from bms.chemistry import Chemistry
+from bms.chemistry import Chemistry, parse_profile
 from bms.firmware import Firmware
 from bms.presets import PRESETS
 from hil.loads import datacenter, pulses
@@ -53,18 +58,39 @@ def mismatched(chem: Chemistry) -> Chemistry:
         ecm=dataclasses.replace(ecm, tau1_s=ecm.tau1_s * 2.0, tau2_s=ecm.tau2_s * 2.0))
 
 
+def user_profile(chem: Chemistry) -> Chemistry:
+    """The cell as a user would describe it from a slow discharge (see the docstring)."""
+    r_total = chem.ecm.lookup(chem.ocv.soc, np.full(chem.ocv.soc.size, 25.0))
+    drop_v = 0.05 * chem.capacity_ah * (r_total[0] + r_total[1] + r_total[3])
+    return parse_profile({
+        "name": f"{chem.name}-profile",
+        "capacity_ah": chem.capacity_ah,
+        "limits": {"v_min": chem.limits.v_min, "v_max": chem.limits.v_max},
+        "thresholds": dataclasses.asdict(chem.thresholds),
+        "ocv": {"soc_pct": (chem.ocv.soc * 100.0).tolist(),
+                "voltage_v": np.maximum(chem.ocv.discharge_v - drop_v,
+                                        chem.limits.v_min).tolist()},
+    }, "benchmark")
+
+
+PLANTS = {  # name -> (plant's chemistry, estimator's chemistry) from a preset
+    "model": lambda chem: (chem, chem),
+    "mismatched": lambda chem: (mismatched(chem), chem),
+    "profile": lambda chem: (chem, user_profile(chem)),
+}
+
+
 def scenario(chem_name: str, profile_name: str, hours: float, series: int,
-             mismatch: bool) -> dict:
-    chem = PRESETS[chem_name]
+             plant: str) -> dict:
+    plant_chem, estimator_chem = PLANTS[plant](PRESETS[chem_name])
     initial = 0.9 if profile_name == "datacenter" else 0.95
-    pack = SimulatedPack(mismatched(chem) if mismatch else chem,
-                         PackSpec(n_series=series, initial_soc=initial,
-                                  sensors=SensorSpec(current_offset_c=0.005)), TICK_S)
+    pack = SimulatedPack(plant_chem, PackSpec(n_series=series, initial_soc=initial,
+                                              sensors=SensorSpec(current_offset_c=0.005)),
+                         TICK_S)
     profile = (datacenter(pack.energy_wh) if profile_name == "datacenter"
                else pulses(pack.capacity_ah, seed=1))
     start_true = pack.true_pack_soc
-    firmware = Firmware(chem.with_capacity(pack.chem.capacity_ah), series, pack.capacity_ah,
-                        stored_soc=start_true - 0.3)
+    firmware = Firmware(estimator_chem, series, pack.capacity_ah, stored_soc=start_true - 0.3)
     coulomb = start_true
     pack_err, cell_err, cc_err, times = [], [], [], []
     every = round(1.0 / TICK_S)
@@ -91,7 +117,7 @@ def scenario(chem_name: str, profile_name: str, hours: float, series: int,
         "benchmark": "soc_accuracy",
         "chemistry": chem_name,
         "profile": profile_name,
-        "plant": "mismatched model" if mismatch else "estimator's model",
+        "plant": plant,
         "series": series,
         "hours": hours,
         "start_error_pct": -30.0,
@@ -120,15 +146,18 @@ def main() -> None:
     parser.add_argument("--datacenter-hours", type=float, default=24.0)
     parser.add_argument("--pulses-hours", type=float, default=4.0)
     parser.add_argument("--chemistry", action="append", choices=sorted(PRESETS))
-    parser.add_argument("--mismatch", action="store_true",
-                        help="also run against a plant that is not the estimator's model")
+    parser.add_argument("--plants", default="model",
+                        help="comma-separated: model, mismatched, profile (see above)")
     args = parser.parse_args()
-    plants = (False, True) if args.mismatch else (False,)
-    for mismatch in plants:
+    plants = args.plants.split(",")
+    unknown = [p for p in plants if p not in PLANTS]
+    if unknown:
+        parser.error(f"unknown plant(s) {unknown}; choose from {sorted(PLANTS)}")
+    for plant in plants:
         for chem in args.chemistry or ("na-nfm", "na-nvpf"):
             for profile, hours in (("datacenter", args.datacenter_hours),
                                    ("pulses", args.pulses_hours)):
-                print(json.dumps(scenario(chem, profile, hours, args.series, mismatch)),
+                print(json.dumps(scenario(chem, profile, hours, args.series, plant)),
                       flush=True)
 
 

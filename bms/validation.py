@@ -66,7 +66,8 @@ def read_csv_rows(path: str | Path) -> list[list[str]]:
     """A CSV file's rows; InputError naming the file when it cannot be read."""
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+        with path.open(newline="", encoding="utf-8-sig") as f:
             return list(csv.reader(f))
     except OSError as exc:
         raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc

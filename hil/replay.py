@@ -5,11 +5,14 @@ Input CSV: a header row, then `time_s` (increasing), `current_a` (positive = cha
 25 °C when absent). Other columns are ignored. The whole file is checked before anything
 runs; every problem names its line and column.
 
-The firmware steps once per row at the row's time. The recording carries no contactors, so
+The firmware steps once per row at the row's time; a row's current is taken to have flowed
+since the row before (as a measurement reports it). The recording carries no contactors, so
 the replay rig is ideal hardware: contactor feedback follows the firmware's commands and the
 bus voltage is the pack voltage whenever precharge or both main contactors are closed. The
-recorded current flows whatever the firmware commands, so the estimator is told not to take
-a current seen with open contactors for the sensor's offset.
+recorded current flows whatever the firmware commands, and is always counted; so the checks
+that judge contactor hardware by the current are off in a replay (`replay_config`): the
+precharge current limit, the welded-contactor current, the idle-current alarm, and the
+estimator's reading of an open-contactor current as the sensor's offset.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -44,6 +48,10 @@ class Trace:
     source: str
 
 
+def _is_numbered(name: str, prefix: str) -> bool:
+    return re.fullmatch(prefix + r"[0-9]+", name) is not None
+
+
 def _numbered_columns(header: list[str], prefix: str) -> list[int]:
     """Indices of prefix1, prefix2, ... in order, up to the first number missing."""
     where = {name: j for j, name in enumerate(header)}
@@ -68,8 +76,7 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     v_cols = _numbered_columns(header, "v")
     t_cols = _numbered_columns(header, "t")
     for prefix, cols in (("v", v_cols), ("t", t_cols)):
-        stray = sorted(h for h in header if h.startswith(prefix) and h[1:].isdigit()
-                       and int(h[1:]) > len(cols))
+        stray = sorted(h for h in header if _is_numbered(h, prefix) and int(h[1:]) > len(cols))
         if stray:
             problems.add("line 1 (header)", stray[0],
                          f"{prefix}{len(cols) + 1} is missing: columns {prefix}1.. must be "
@@ -133,9 +140,16 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
 
 
 def replay_config(config: FirmwareConfig) -> FirmwareConfig:
-    """The configuration for a replay: a recorded current is no offset, open or not."""
+    """The configuration for a replay: the recorded current says nothing of contactors."""
+    never = math.inf
     return dataclasses.replace(
-        config, estimation=dataclasses.replace(config.estimation, learn_offset_when_open=False))
+        config,
+        estimation=dataclasses.replace(config.estimation, learn_offset_when_open=False),
+        precharge=dataclasses.replace(config.precharge, done_current_a=never),
+        contactors=dataclasses.replace(config.contactors, weld_current_a=never),
+        protection=tuple(dataclasses.replace(row, threshold=never)
+                         if row.quantity == "idle_current_a" else row
+                         for row in config.protection))
 
 
 def output_columns(n_series: int) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bms.validation import Problems
+from bms.validation import InputError, Problems
 
 
 def add_parser(sub) -> None:
@@ -48,7 +48,11 @@ def handle(args) -> int:
               else default_config(chemistry, n_series, capacity_ah))
     firmware = Firmware(chemistry, n_series, capacity_ah, replay_config(config),
                         stored_soc=None if args.initial_soc is None else args.initial_soc / 100)
-    with open(args.out, "w", newline="", encoding="utf-8") as out:
+    try:
+        out = open(args.out, "w", newline="", encoding="utf-8")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise InputError("--out", [f"{args.out!r}: cannot write: {exc.strerror}"]) from exc
+    with out:
         act = replay(trace, firmware, out)
     summary = {"rows": int(trace.time_s.size), "series": n_series,
                "temperature_sensors": int(trace.temperature_c.shape[1]),

@@ -42,8 +42,9 @@ def add_parser(sub) -> None:
                    help="firmware configuration overriding any subset of the defaults "
                    "(see `bms-emu config --defaults`)")
     p.add_argument("--profile", default="datacenter", metavar="NAME|PATH",
-                   help="load: datacenter, rest, current:A, power:W (negative = discharge) "
-                   "or a CSV file with time_s,current_a or time_s,power_w")
+                   help="load: datacenter, pulses[:SEED] (random -2C..+0.5C pulses with rests), "
+                   "rest, current:A, power:W (negative = discharge) or a CSV file with "
+                   "time_s,current_a or time_s,power_w")
     p.add_argument("--duration", default="24h", help="simulated time to run")
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period, seconds of simulated time")

@@ -12,6 +12,7 @@ from hil.loads import (
     datacenter,
     load_csv_profile,
     pack_current_a,
+    pulses,
     resolve_profile,
 )
 
@@ -215,3 +216,111 @@ def test_current_never_exceeds_the_limits_for_any_inputs():
                            charge_limit_a=charge, discharge_limit_a=discharge)
         assert -discharge <= i <= charge
         assert i * demand.value >= 0.0  # never the opposite direction from the demand
+
+
+# --- the pulses profile ------------------------------------------------------------
+
+
+def net_charge_as(profile: StepProfile, until_s: float) -> float:
+    """The integral of the demanded current from 0 to `until_s`, A*s."""
+    times = np.array(profile.times_s + (np.inf,))
+    ends = np.minimum(times[1:], until_s)
+    starts = np.minimum(times[:-1], until_s)
+    return float(np.sum(np.array(profile.values) * (ends - starts)))
+
+
+def test_pulses_are_deterministic_per_seed():
+    a, b, c = pulses(1.5, seed=5), pulses(1.5, seed=5), pulses(1.5, seed=6)
+    assert a.unit == "a" and a.period_s is None
+    assert (a.times_s, a.values) == (b.times_s, b.values)
+    assert a.values[:20] != c.values[:20]
+    assert a.times_s[:20] != c.times_s[:20]
+
+
+@pytest.mark.parametrize("capacity_ah", [1.5, 40.0])
+def test_pulse_currents_lie_between_2c_discharge_and_half_c_charge(capacity_ah):
+    p = pulses(capacity_ah, seed=1)
+    currents = np.array(p.values[0::2])
+    assert currents.size > 1000  # 48 h of pulses
+    assert np.all(currents >= -2.0 * capacity_ah)
+    assert np.all(currents <= 0.5 * capacity_ah)
+    # the whole range is used, regeneration included
+    assert currents.min() < -1.9 * capacity_ah and currents.max() > 0.45 * capacity_ah
+    assert np.mean(currents > 0.0) == pytest.approx(0.2, abs=0.05)
+
+
+def test_pulses_scale_with_capacity():
+    small, large = pulses(1.5, seed=2), pulses(30.0, seed=2)
+    assert small.times_s == large.times_s
+    assert np.allclose(np.array(large.values), 20.0 * np.array(small.values), rtol=1e-12)
+
+
+def test_pulses_alternate_with_rests_of_the_documented_lengths():
+    """Pulse, rest, pulse, rest...: pulses last 10-60 s, rests 0-60 s, from t = 0."""
+    p = pulses(1.5, seed=3)
+    assert p.times_s[0] == 0.0
+    values = np.array(p.values)
+    assert np.all(values[1::2] == 0.0)
+    assert np.all(values[0::2] != 0.0)
+    lengths = np.diff(np.array(p.times_s))
+    assert np.all(lengths[0::2] >= 10.0) and np.all(lengths[0::2] <= 60.0)
+    assert np.all(lengths[1::2] >= 0.0) and np.all(lengths[1::2] <= 60.0)
+    assert lengths[0::2].min() < 11.0 and lengths[0::2].max() > 59.0
+    assert lengths[1::2].min() < 1.0 and lengths[1::2].max() > 59.0
+    # demand() sees the same steps
+    t0, t1 = p.times_s[0], p.times_s[1]
+    assert p.demand(0.5 * (t0 + t1)) == Demand(p.values[0], "a")
+    assert p.demand(t1) == Demand(0.0, "a")
+
+
+def test_pulses_cover_the_hours_asked_for():
+    for hours in (3.0, 48.0):
+        p = pulses(1.5, seed=0, hours=hours)
+        assert max(p.times_s[0::2]) < hours * 3600.0
+        assert max(p.times_s) > hours * 3600.0 - 120.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 42])
+def test_pulses_take_the_pack_from_high_to_low_in_about_three_hours(seed):
+    """Discharge dominates: over three hours the net charge out exceeds 0.9 capacity,
+    but not so much that the pack would be empty in two."""
+    capacity_ah = 1.5
+    p = pulses(capacity_ah, seed=seed)
+    out_3h = -net_charge_as(p, 3 * 3600.0) / 3600.0
+    out_2h = -net_charge_as(p, 2 * 3600.0) / 3600.0
+    assert out_3h > 0.9 * capacity_ah
+    assert out_2h < 1.0 * capacity_ah
+    assert out_3h < 1.6 * capacity_ah
+
+
+def test_resolve_profile_pulses_with_and_without_seed():
+    """`pulses:7` is pulses(capacity, seed 7); plain `pulses` is seed 0."""
+    cap = 3.0
+    seven = resolve_profile("pulses:7", 1000.0, cap)
+    expected = pulses(cap, 7)
+    assert (seven.times_s, seven.values, seven.unit) == (
+        expected.times_s, expected.values, expected.unit)
+    for t_s in np.linspace(0.0, 6 * 3600.0, 500):
+        assert seven.demand(float(t_s)) == expected.demand(float(t_s))
+    plain = resolve_profile("pulses", 1000.0, cap)
+    assert plain.values == pulses(cap, 0).values
+    assert plain.values != seven.values
+    # the capacity, not the energy, sets the currents
+    assert resolve_profile("pulses:7", 5.0, cap).values == seven.values
+
+
+@pytest.mark.parametrize("spec", ["pulses:x", "pulses:", "pulses:-1", "pulses:1.5"])
+def test_resolve_profile_refuses_a_bad_pulses_seed(spec):
+    with pytest.raises(InputError) as exc:
+        resolve_profile(spec, 1000.0, 3.0)
+    message = str(exc.value)
+    assert repr(spec) in message
+    assert "pulses:SEED" in message
+
+
+def test_run_help_lists_the_pulses_profile(capsys):
+    from bms.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    assert "pulses" in capsys.readouterr().out
