@@ -13,9 +13,10 @@ estimate:
   - relaxed rest: `rest_settle_s` without current (once per rest).
 Capacity: the charge counted into a cell between two anchors at least `ANCHOR_MIN_SOC`
 apart, over their SoC difference (no coulomb count enters the SoC difference).
-Resistance: each current step of at least `STEP_MIN_C` gives each cell's voltage step over
-what the model expects for it; a running mean of that ratio scales all three resistances of
-the cell's model, which is how a profile without ECM values adapts them.
+Resistance: a current change of at least `STEP_MIN_C` between two filter runs (a step or a
+ramp) compares each cell's voltage change with the model's; the cell's resistance factor
+moves toward agreement, and it scales all three resistances of the cell's model, which is
+how a profile without ECM values adapts them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from bms.soc_filter import V1, V2, FilterNoise, SocFilter
 ANCHOR_MIN_SOC = 0.3  # capacity needs anchors at least this far apart
 CAPACITY_PLAUSIBLE = (0.3, 1.5)  # a capacity sample outside this share of nominal is noise
 STEP_MIN_C = 0.2  # a current step this large (in C) measures resistance
-RESISTANCE_GAIN = 0.1  # weight of one full-size step in the resistance mean
-RESISTANCE_PLAUSIBLE = (0.3, 5.0)  # ratio to the model outside this is not a resistance
+RESISTANCE_PRIOR = 0.3  # relative uncertainty of the table's resistance at start
+RESISTANCE_STEP_ERROR = 0.1  # relative error of one step's resistance sample
+RESISTANCE_AGEING_PER_H = 0.02  # how fast the resistance may drift, relative per sqrt(h)
+RESISTANCE_EXCESS_MAX = 3.0  # a step's relative excess beyond this is not the resistance
 ECM_REFRESH_S = 10.0  # the estimator's model parameters are read from the table this often
 MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
 
@@ -120,6 +123,7 @@ class Estimator:
         self.r_scale = chemistry.capacity_ah / parallel_capacity_ah
         self.capacity_ah = np.full(n_series, parallel_capacity_ah)
         self.r_factor = np.ones(n_series)
+        self._r_var = np.full(n_series, RESISTANCE_PRIOR ** 2)
         self.energy = EnergyTable(chemistry)
         self.noise = FilterNoise(
             voltage_v=cfg.voltage_noise_v, current_a=cfg.current_noise_a,
@@ -142,8 +146,8 @@ class Estimator:
         self._since_anchor_as = np.zeros(n_series)
         self._rest_since_s: float | None = None
         self._rest_done = self._full_done = self._empty_done = False
-        self._prev: Measurement | None = None
-        self._prev_clean = False
+        # At the last filter run: current, the model's resistive + RC voltage, innovation.
+        self._step_ref: tuple | None = None
         self._ecm_now = np.zeros((5, n_series))  # r0, r1, tau1, r2, tau2 at the last run
         self._ecm_table = self._ecm_now  # the same from the table, without learnt factors
         self._ecm_due_s = -np.inf
@@ -157,7 +161,6 @@ class Estimator:
         `bleeding` is the mask that was on during the step just ended."""
         if self.filter is None:
             self._start(m, now_s)
-            self._prev = m
             return self.estimate
         self._charge_as += m.current_a * dt_s
         if bleeding is not None:
@@ -169,30 +172,35 @@ class Estimator:
         # and its neighbours: only readings taken with no bleed (the balancer's measurement
         # windows) go to the voltage model, and the filter waits for one.
         clean = bleeding is None
-        if clean and self._prev_clean:
-            self._learn_resistance(m, dt_s)
-        self._prev = m
-        self._prev_clean = clean
         if self._elapsed_s >= self.cfg.period_s and (clean or self._elapsed_s >= MAX_WAIT_S):
             self._run_filter(m, now_s, clean)
         return self.estimate
 
-    def _learn_resistance(self, m: Measurement, dt_s: float) -> None:
-        prev = self._prev
-        d_i = m.current_a - prev.current_a
-        if abs(d_i) < STEP_MIN_C * self.one_c_a or not 0.0 < dt_s <= 2.0:
+    def _learn_resistance(self, current_a: float, valid: np.ndarray) -> None:
+        """Between two filter runs with a current step (or a ramp) between them, the model's
+        resistive and RC voltages changed by d_dyn; a resistance off by a factor k leaves
+        (k - 1) * d_dyn in the change of the innovation, whatever the SoC error (which
+        moves slowly)."""
+        f = self.filter
+        previous, self._step_ref = self._step_ref, (current_a, f.dynamic_v, f.innovation_v,
+                                                    valid)
+        if previous is None:
             return
-        d_v = m.cell_voltage_v - prev.cell_voltage_v
-        r0, r1, tau1, r2, tau2 = self._ecm_now
-        # The model's voltage step: R0 at once, each RC pair as far as it charged in dt.
-        expected = (r0 + r1 * -np.expm1(-dt_s / tau1) + r2 * -np.expm1(-dt_s / tau2)) * d_i
-        # Over the table's resistance (the model's includes the factor learnt so far).
-        ratio = d_v / np.where(np.abs(expected) > 0, expected, np.nan) * self.r_factor
-        ok = np.isfinite(ratio) & (ratio > RESISTANCE_PLAUSIBLE[0]) & (
-            ratio < RESISTANCE_PLAUSIBLE[1])
-        weight = RESISTANCE_GAIN * min(1.0, (d_i / (0.5 * self.one_c_a)) ** 2)
-        self.r_factor = np.where(ok, self.r_factor + weight * (ratio - self.r_factor),
-                                 self.r_factor)
+        prev_a, prev_dyn, prev_innov, prev_valid = previous
+        d_i = current_a - prev_a
+        if abs(d_i) < STEP_MIN_C * self.one_c_a:
+            return
+        d_dyn = f.dynamic_v - prev_dyn
+        d_dyn = np.where(d_dyn != 0.0, d_dyn, np.nan)
+        excess = (f.innovation_v - prev_innov) / d_dyn
+        ok = valid & prev_valid & (np.abs(excess) < RESISTANCE_EXCESS_MAX)
+        # A scalar Kalman update per cell: the sample's variance is the readings' noise
+        # over the step, plus the RC model's own error.
+        sample_var = np.square(self.r_factor) * (
+            2.0 * self.cfg.voltage_noise_v ** 2 / np.square(d_dyn) + RESISTANCE_STEP_ERROR ** 2)
+        gain = np.where(ok, self._r_var / (self._r_var + sample_var), 0.0)
+        self.r_factor = self.r_factor + gain * np.nan_to_num(self.r_factor * excess)
+        self._r_var = self._r_var * (1.0 - gain)
 
     # --- start ------------------------------------------------------------------------
 
@@ -251,6 +259,9 @@ class Estimator:
         v = m.cell_voltage_v
         valid = np.isfinite(v) & clean
         f.update(np.where(valid, v, 0.0), m.current_a, t, p[0], period_s, valid)
+        self._r_var = self._r_var + RESISTANCE_AGEING_PER_H ** 2 * period_s / 3600.0
+        if clean:
+            self._learn_resistance(m.current_a, valid)
         open_contactors = not (m.contactors.negative or m.contactors.positive
                                or m.contactors.precharge)
         # A reading above the offset any sensor could have is a current, not an offset.

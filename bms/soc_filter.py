@@ -66,6 +66,7 @@ class SocFilter:
         self.P[:, HYST, HYST] = 1.0  # the branch is unknown at start
         self.P[:, OFFSET, OFFSET] = noise.offset_a ** 2
         self.ocv_v = np.zeros(n)  # each cell's OCV at the last update
+        self.innovation_ms = np.full(n, noise.model_v ** 2)  # running mean square, V^2
 
     @property
     def soc(self) -> np.ndarray:
@@ -132,14 +133,26 @@ class SocFilter:
         predicted = ocv + x[:, V1] + x[:, V2] + ir_v
         H = np.ones_like(x)
         H[:, SOC], H[:, HYST], H[:, OFFSET] = slope, half, -r0_ohm
+        PH = (self.P @ H[:, :, None])[:, :, 0]
+        explained = (H * PH).sum(axis=1) + nz.voltage_v ** 2
+        # The model's error as seen: the innovations' mean square beyond what the state's
+        # uncertainty and the sensor explain (covariance matching). A cell the model fits
+        # worse than assumed - a resistance or an OCV off by more than model_v - is then
+        # trusted less, instead of its bias being read as SoC or as a current offset.
+        model_var = np.maximum(nz.model_v ** 2, self.innovation_ms - explained)
         dynamic_v = nz.model_dynamic * (np.abs(ir_v) + np.abs(x[:, V1]) + np.abs(x[:, V2]))
         persist = max(nz.correlation_s / period_s, 1.0)
-        r = nz.voltage_v ** 2 + (nz.model_v ** 2 + dynamic_v * dynamic_v) * persist
+        r = nz.voltage_v ** 2 + (model_var + dynamic_v * dynamic_v) * persist
         innovation = cell_voltage_v - predicted
+        self.dynamic_v = ir_v + x[:, V1] + x[:, V2]  # for the resistance learner
+        self.innovation_v = innovation
         if not valid.all():
             innovation = np.where(valid, innovation, 0.0)
             r = np.where(valid, r, np.inf)
-        self._correct(H, innovation, r)
+        weight = min(period_s / max(nz.correlation_s, period_s), 1.0)
+        self.innovation_ms += weight * (np.where(valid, innovation * innovation,
+                                                 self.innovation_ms) - self.innovation_ms)
+        self._correct(H, innovation, r, PH)
         self.fuse_offset()
 
     def observe_offset(self, mean_current_a: float, samples: int) -> None:
@@ -149,9 +162,11 @@ class SocFilter:
         r = self.noise.current_a ** 2 / max(samples, 1)
         self._correct(H, mean_current_a - self.x[:, OFFSET], np.full(self.x.shape[0], r))
 
-    def _correct(self, H: np.ndarray, innovation: np.ndarray, r: np.ndarray) -> None:
+    def _correct(self, H: np.ndarray, innovation: np.ndarray, r: np.ndarray,
+                 PH: np.ndarray | None = None) -> None:
         """One scalar measurement per cell. P - PH PH' / s stays symmetric as written."""
-        PH = (self.P @ H[:, :, None])[:, :, 0]
+        if PH is None:
+            PH = (self.P @ H[:, :, None])[:, :, 0]
         s = (H * PH).sum(axis=1) + r
         K = PH / s[:, None]  # a cell with r = inf gets K = 0
         self.x += K * innovation[:, None]
