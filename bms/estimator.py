@@ -152,6 +152,7 @@ class Estimator:
         self._ecm_table = self._ecm_now  # the same from the table, without learnt factors
         self._ecm_due_s = -np.inf
         self._sensor_of_cell: np.ndarray | None = None
+        self._sensor_count = 0
 
     # --- every step -------------------------------------------------------------------
 
@@ -227,7 +228,11 @@ class Estimator:
 
     def _cell_temperature_c(self, m: Measurement) -> np.ndarray:
         t = m.temperature_c
-        if self._sensor_of_cell is None or self._sensor_of_cell.max() >= t.size:
+        if t.size == 0:  # a rig without temperature sensors
+            return np.full(self.n, 25.0)
+        if self._sensor_of_cell is None or self._sensor_count != t.size:
+            # Sensors spread evenly along the string: cell i reads sensor i * M // N.
+            self._sensor_count = t.size
             self._sensor_of_cell = np.minimum(np.arange(self.n) * t.size // self.n, t.size - 1)
         t_cell = t[self._sensor_of_cell]
         return np.where(np.isfinite(t_cell), t_cell, 25.0)

@@ -140,6 +140,7 @@ def summary(result: RunResult, pack: SimulatedPack) -> dict:
             "temp_c_max": round(float(m.temperature_c.max()), 2),
             "charge_limit_a": round(act.charge_limit_a, 3),
             "discharge_limit_a": round(act.discharge_limit_a, 3),
+            "estimate": act.estimate.as_dict() if act.estimate is not None else None,
         },
         "extremes_true": {
             "cell_v_min": round(totals.cell_v_min, 4),

@@ -12,6 +12,17 @@ def _duration(seconds: float) -> str:
     return f"{int(h)}h{int(m):02d}m{s:04.1f}s"
 
 
+def _estimate_rows(e: dict | None) -> list[tuple[str, str]]:
+    if e is None:
+        return []
+    return [
+        ("SoH capacity / resistance", f"{e['soh_pct']:.1f} % / {e['resistance_pct']:.1f} %"),
+        ("remaining energy", f"{e['remaining_wh']:.1f} Wh; at the reference power "
+         f"{_duration(e['runtime_reference_s'])}"),
+        ("current sensor offset", f"{e['current_offset_a'] * 1000:+.1f} mA (estimated)"),
+    ]
+
+
 def print_summary(d: dict) -> None:
     f, x = d["final"], d["extremes_true"]
     table = Table(title=f"bms-emu run: {d['series']}S{d['parallel']}P {d['chemistry']}",
@@ -24,6 +35,7 @@ def print_summary(d: dict) -> None:
         ("real-time factor", f"{d['rtf']:,.0f}x"),
         ("final state", f"{f['state']}, contactors {f['contactors']}"),
         ("SoC estimated / true", f"{f['soc_pct']:.1f} % / {f['soc_true_pct']:.1f} %"),
+        *_estimate_rows(f["estimate"]),
         ("pack", f"{f['pack_v']:.2f} V, {f['current_a']:+.2f} A"),
         ("cell voltage min / max", f"{f['cell_v_min']:.3f} / {f['cell_v_max']:.3f} V "
          f"(over the run: {x['cell_v_min']:.3f} / {x['cell_v_max']:.3f} V)"),

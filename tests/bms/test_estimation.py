@@ -124,6 +124,7 @@ def test_voltage_reveals_a_current_offset_during_a_constant_discharge():
     counted_soc = start_soc + counted_as / (rig.pack.true_capacity_ah * 3600.0)
     count_error = np.abs(counted_soc - true_soc).max()
     assert count_error > 0.006
+    print("DBG", est.current_offset_a / true_offset_a, est_error, count_error)
     assert est_error < 0.5 * count_error
 
 
