@@ -29,11 +29,11 @@ TICK_S = 0.5
 
 class Rig:
     """A firmware driving a small simulated pack one tick at a time. `plant_chem` lets the
-    plant's cells differ from the chemistry the firmware believes in; `estimation` replaces
-    fields of the firmware's EstimationConfig."""
+    plant's cells differ from the chemistry the firmware believes in; `estimation` and
+    `balancing` replace fields of the firmware's configuration."""
 
     def __init__(self, chem="na-nfm", n_series=4, initial_soc=0.6, *, stored_soc=None,
-                 estimation=None, plant_chem=None, tick_s=TICK_S, **spec):
+                 estimation=None, balancing=None, plant_chem=None, tick_s=TICK_S, **spec):
         self.chem = PRESETS[chem]
         self.tick_s = tick_s
         self.pack = SimulatedPack(plant_chem or self.chem,
@@ -43,6 +43,9 @@ class Rig:
         if estimation:
             cfg = dataclasses.replace(
                 cfg, estimation=dataclasses.replace(cfg.estimation, **estimation))
+        if balancing:
+            cfg = dataclasses.replace(
+                cfg, balancing=dataclasses.replace(cfg.balancing, **balancing))
         self.fw = Firmware(self.chem, n_series, self.pack.capacity_ah, cfg, stored_soc)
         self.k = 0
         self.m: Measurement | None = None  # the last measurement the firmware saw
@@ -94,10 +97,11 @@ class Rig:
 def test_voltage_reveals_a_current_offset_during_a_constant_discharge():
     # Under a constant current an offset, a gain error and a capacity error all drift SoC
     # at a constant rate and cannot be told apart; with no capacity spread and no gain
-    # error only the offset is left to explain the drift the voltage shows.
-    rig = Rig(initial_soc=0.9, seed=3,
+    # error only the offset is left to explain the drift the voltage shows. Cells start at
+    # one SoC so that nothing bleeds at rest before the load (see the bleed test below).
+    rig = Rig(initial_soc=0.9, seed=0,
               sensors=SensorSpec(current_offset_c=0.01, current_gain_error=0.0),
-              spread=SpreadSpec(capacity_rel=0.0),
+              spread=SpreadSpec(capacity_rel=0.0, initial_soc=0.0),
               estimation={"learn_offset_when_open": False})
     rig.run(10.0)
     assert rig.fw.state == "RUN"
@@ -112,19 +116,19 @@ def test_voltage_reveals_a_current_offset_during_a_constant_discharge():
     assert abs(true_offset_a) == pytest.approx(0.01 * rig.one_c_a)
 
     # The offset is weakly observable through the voltage: after 50 min the filter has
-    # learnt 53-69 % of it over eight seeds (its own sigma still ~0.009 A, 63 % of the
+    # learnt 52-71 % of it over eight seeds (its own sigma still ~0.0095 A, 63 % of the
     # offset). 0.4 is well clear of "nothing learnt"; 1.3 rules out a runaway.
     assert np.sign(est.current_offset_a) == np.sign(true_offset_a)
     assert 0.4 < est.current_offset_a / true_offset_a < 1.3
-    # Every cell within 1 % (observed at most 0.25 %): the steep OCV keeps SoC honest.
+    # Every cell within 1 % (observed 0.14-0.33 %): the steep OCV keeps SoC honest.
     est_error = np.abs(est.cell_soc - true_soc).max()
     assert est_error < 0.01
     # A plain count from the true start with the same readings (and the true capacity,
-    # which the estimator does not even know) is off by the offset's 45 As = 0.83 %.
+    # which the estimator does not even know) is off by the offset's 45 As = 0.83 %;
+    # the estimator is at most 0.33 / 0.82 of that over eight seeds.
     counted_soc = start_soc + counted_as / (rig.pack.true_capacity_ah * 3600.0)
     count_error = np.abs(counted_soc - true_soc).max()
     assert count_error > 0.006
-    print("DBG", est.current_offset_a / true_offset_a, est_error, count_error)
     assert est_error < 0.5 * count_error
 
 
@@ -133,8 +137,8 @@ def test_voltage_reveals_a_current_offset_during_a_constant_discharge():
 
 @pytest.mark.parametrize("stored_sigma", [None, 0.01], ids=["default-sigma", "trusted"])
 def test_rest_after_load_corrects_a_stored_soc_15_points_high(stored_sigma):
-    # `trusted`: the firmware believes the stored SoC to 1 %, so the voltage must win
-    # against it rather than against a wide prior.
+    # `trusted`: the firmware believes the stored SoC to 1 %; the load alone does not
+    # correct it then (see the next test), the relaxed-rest anchor has to.
     estimation = None if stored_sigma is None else {"stored_soc_sigma": stored_sigma}
     rig = Rig(initial_soc=0.6, stored_soc=0.75, seed=1, estimation=estimation)
     rig.tick()
@@ -144,6 +148,22 @@ def test_rest_after_load_corrects_a_stored_soc_15_points_high(stored_sigma):
     # Observed <= 0.3 %; 1 % is the accuracy a relaxed rest on this steep curve gives
     # (5 mV model error over at least 1.5 V per unit SoC is 0.3 %), with margin.
     assert np.abs(rig.soc_error()).max() < 0.01
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "covariance matching locks the filter out: a stored SoC 15 points high but believed to "
+    "1 % gives ~0.3 V innovations that SocFilter.update's running innovation mean takes for "
+    "model error, so R grows until the voltage has no weight; after 20 min at 0.5C on the "
+    "steep na-nfm curve the error is still 14 % (it stays so until a rest, full or empty "
+    "anchor)"))
+def test_load_alone_corrects_a_confident_but_stale_stored_soc():
+    # A pack stored for months (3 %/month self-discharge) comes back with a stale SoC the
+    # firmware was configured to trust. The voltage, 0.3 V away on a 2 V per unit slope,
+    # should win within minutes of load, rest or no rest.
+    rig = Rig(initial_soc=0.6, stored_soc=0.75, seed=1, estimation={"stored_soc_sigma": 0.01})
+    rig.tick()
+    rig.run(20 * 60.0, -0.5 * rig.one_c_a)
+    assert np.abs(rig.soc_error()).max() < 0.03
 
 
 def test_estimator_settles_on_the_rest_voltage_after_rest_settle_s():
@@ -168,11 +188,11 @@ def test_estimator_settles_on_the_rest_voltage_after_rest_settle_s():
     for k in range(1, round((settle_s + 100.0) / dt_s)):
         e = est.step(m, dt_s, k * dt_s, None)
         sigma[k * dt_s] = e.cell_soc_sigma.copy()
-    # Within 1 % of the rest voltage's SoC (observed 0.6 %: the filter's hysteresis state,
+    # Within 1 % of the rest voltage's SoC (observed 0.5 %: the filter's hysteresis state,
     # unknown at rest, is worth half the 20 mV gap, 0.45 % SoC on this slope).
     np.testing.assert_allclose(e.cell_soc, rest_soc, atol=0.01)
     # The relaxed-rest anchor fires once the rest has lasted rest_settle_s, not before:
-    # it resets SoC's variance to the voltage's (about halving sigma here).
+    # it resets SoC's variance to the voltage's (sigma 1 % -> 0.24 % here).
     assert np.all(sigma[settle_s - 2.0] == pytest.approx(sigma[settle_s - 10.0], rel=0.05))
     assert np.all(sigma[settle_s + 5.0] < 0.7 * sigma[settle_s - 2.0])
 
@@ -190,7 +210,7 @@ def plateau_run():
     spec = {"initial_soc": 0.45, "seed": 0}
     true_start = SimulatedPack(shifted, PackSpec(n_series=4, **spec), TICK_S).true_soc
     # A stored SoC that is right and trusted to 1 %: with the default 15 % the first minute
-    # already goes most of the way to the voltage's answer, which is a different question.
+    # already goes most of the way to the voltage's answer (1.8 %), a different question.
     rig = Rig("na-nvpf", plant_chem=shifted, stored_soc=true_start,
               estimation={"stored_soc_sigma": 0.01}, **spec)
     max_error = 0.0
@@ -214,13 +234,13 @@ def test_plateau_with_biased_ocv_estimate_beats_voltage_inversion(plateau_run):
     max_error, inversion_error = plateau_run
     # 8 mV over the plateau's 0.25 V per unit SoC is 3.2 %: inversion gives 3.7 %.
     assert inversion_error > 0.03
-    # Observed 2.6 %: better than the voltage alone, though not by much (see below).
+    # Observed 2.7 %: better than the voltage alone, though not by much (see below).
     assert max_error < 0.85 * inversion_error
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "on the flat plateau a persistent +8 mV OCV error pulls SoC by ~2.5 %/h: from a correct "
-    "start the max error reaches 2.6 % (filter's own sigma 0.7 %) - the filter follows the "
+    "start the max error reaches 2.7 % (filter's own sigma 0.7 %) - the filter follows the "
     "biased voltage instead of the coulomb count, contrary to bms/soc_filter.py's docstring"))
 def test_plateau_with_biased_ocv_stays_within_2_pct(plateau_run):
     max_error, _ = plateau_run
@@ -256,7 +276,7 @@ def test_pack_soc_has_no_jump_when_the_limiting_cell_changes():
     values = np.array([pack_soc(np.concatenate(([s], others)), cap) for s in sweep])
     limiting = [int(np.argmin(np.concatenate(([s], others)) * cap)) for s in sweep]
     assert len(set(limiting)) == 2  # the hand-over does happen inside the sweep
-    # The slope is at most about 2 per unit of cell SoC here; a rule that jumped to the new
+    # The slope is at most 1.5 per unit of cell SoC here; a rule that jumped to the new
     # limiting cell's SoC would move by ~0.1 in one step.
     assert np.abs(np.diff(values)).max() < 3 * step
     assert np.all(np.diff(values) >= 0.0)
@@ -340,18 +360,107 @@ def test_resistance_of_a_high_resistance_cell_is_learnt_from_load_steps():
     profile = pulses(rig.pack.capacity_ah, seed=0)
     rig.run(10.0)
     start_s = rig.now_s
-    for _ in range(round(35 * 60.0 / TICK_S)):
+    for _ in range(round(30 * 60.0 / TICK_S)):
         rig.tick(profile.demand(rig.now_s - start_s))
     est = rig.fw.estimate
     factor = est.cell_resistance_factor
-    # Observed 1.48 against the plant's 1.54 (1.5 x its 3 % manufacturing spread); the
-    # others 0.97-1.00 against 0.98-1.02.
+    # Observed 1.57 against the plant's 1.54 (1.5 x its 3 % manufacturing spread); the
+    # others within 3 % of theirs (0.98-1.02).
     assert factor[1] > 1.25
     others = np.delete(factor, 1)
     assert np.all((others > 0.9) & (others < 1.1))
     np.testing.assert_allclose(factor, cells.r_factor[:, 0], rtol=0.1)
     assert est.resistance_pct > 105.0  # one cell in four at +50 % is +12.5 %
     assert est.resistance_pct == pytest.approx(100.0 * factor.mean())
+
+
+@pytest.fixture(scope="module")
+def first_step_errors():
+    """Relative error of each cell's resistance learnt from the first load step (0.5C)
+    after 10 s at rest, and which cells bled in that rest, over four seeds, with voltage
+    balancing and with none. A quiet, fine voltage sensor and no temperature spread, so
+    that one step measures each cell to about a percent."""
+    out = {}
+    for mode in ("off", "voltage"):
+        errors, bled = [], []
+        for seed in range(4):
+            rig = Rig(initial_soc=0.9, seed=seed, tick_s=0.1, balancing={"mode": mode},
+                      sensors=SensorSpec(cell_noise_v=0.0, cell_lsb_v=1e-4,
+                                         current_noise_c=0.0),
+                      spread=SpreadSpec(temperature_c=0.0))
+            mask = np.zeros(rig.pack.n_series, dtype=bool)
+            for _ in range(100):
+                mask |= rig.tick().balance_mask
+            rig.run(2.0, -0.5 * rig.one_c_a)
+            learnt = rig.fw.estimate.cell_resistance_factor
+            errors.append(learnt / rig.pack.cells.r_factor[:, 0] - 1.0)
+            bled.append(mask)
+        out[mode] = (np.array(errors), np.array(bled))
+    return out
+
+
+def test_first_load_step_measures_each_cells_resistance(first_step_errors):
+    errors, bled = first_step_errors["off"]
+    assert not bled.any()
+    # Observed within 1.1 %: one step of ~26 mV read to 0.1 mV, RC timing and SoC error.
+    assert np.abs(errors).max() < 0.04
+    # With voltage balancing the 1 % SoC spread does bleed some cells, and those that did
+    # not bleed are measured as well as without balancing (observed within 1.4 %).
+    errors, bled = first_step_errors["voltage"]
+    assert bled.any() and not bled.all()
+    assert np.abs(errors[~bled]).max() < 0.04
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "SocFilter.predict drives each cell's RC voltages with the pack current only, not the "
+    "cell's bleed current: the ~2.3 mV polarisation a 0.12 A bleed builds (r1 * I) is "
+    "missing from the model, and the first load step after the bleed reads it as "
+    "resistance: bleeding cells come out +6.7..+8.7 % high (the others within 1.4 %), "
+    "which then pulls SoC up in the discharge that follows; driving V1/V2 with each "
+    "cell's own mean current (charge_as / period_s) brings them within 1.7 %"))
+def test_first_load_step_after_bleeding_measures_the_bleeding_cells_too(first_step_errors):
+    errors, bled = first_step_errors["voltage"]
+    assert np.abs(errors[bled]).max() < 0.04
+
+
+@pytest.fixture(scope="module")
+def load_from_start_errors():
+    """Relative error of each cell's resistance after a 0.5C load demanded from power-up
+    (the current comes with the contactors and the ramping limit), started from a stored
+    SoC that is right or 15 points high, over four seeds. Quiet fine voltage sensor, no
+    temperature spread, no balancing: nothing else disturbs the steps."""
+    out = {}
+    for label, error in (("right", 0.0), ("wrong", 0.15)):
+        errors = []
+        for seed in range(4):
+            spec = {"initial_soc": 0.6, "seed": seed, "tick_s": 0.1,
+                    "balancing": {"mode": "off"},
+                    "sensors": SensorSpec(cell_noise_v=0.0, cell_lsb_v=1e-4,
+                                          current_noise_c=0.0),
+                    "spread": SpreadSpec(temperature_c=0.0)}
+            true_soc = Rig(**spec).pack.true_soc
+            rig = Rig(stored_soc=true_soc + error, **spec)
+            rig.run(12.0, -0.5 * rig.one_c_a)
+            errors.append(rig.fw.estimate.cell_resistance_factor
+                          / rig.pack.cells.r_factor[:, 0] - 1.0)
+        out[label] = np.array(errors)
+    return out
+
+
+def test_load_from_power_up_measures_resistance(load_from_start_errors):
+    # Observed within 3 %: the ramp's steps are smaller than a full one.
+    assert np.abs(load_from_start_errors["right"]).max() < 0.04
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "Estimator._learn_resistance compares the prior innovations of two filter runs, but the "
+    "first run's correction (K * innovation) has moved the state in between; while SoC is "
+    "still converging from a wrong stored value that correction is tens of mV and is read "
+    "as resistance: +15..+30 % on two seeds of four (the other two learn nothing from "
+    "the step); comparing with the previous run's posterior residual removes it"))
+def test_load_from_power_up_after_a_wrong_stored_soc_measures_resistance(
+        load_from_start_errors):
+    assert load_from_start_errors["wrong"].max() < 0.04
 
 
 # --- 7. remaining energy and runtime ------------------------------------------------------
@@ -378,14 +487,14 @@ def test_remaining_energy_and_runtime_at_the_reference_power():
         if elapsed_s > 60.0 and act.discharge_limit_a <= 0.0:
             break
         assert elapsed_s < 4 * 3600.0, "the discharge limit never reached zero"
-    # Observed within 0.5 % and 0.3 %; 10 %: the energy table integrates the model's OCV
+    # Observed within 0.5 % and 0.2 %; 10 %: the energy table integrates the model's OCV
     # and a resistance loss at the start's resistance, not the rising one near empty.
     assert delivered_wh == pytest.approx(start.remaining_wh, rel=0.10)
     assert elapsed_s == pytest.approx(start.runtime_reference_s, rel=0.10)
     assert len(runtimes) > 10
     assert all(r is not None for r in runtimes)
     assert np.all(np.diff(runtimes) < 0.0)
-    # Each 5 min sample is about 5 min shorter (observed 290-320 s).
+    # Each 5 min sample is about 5 min shorter (observed 286-306 s).
     assert np.median(-np.diff(runtimes)) == pytest.approx(300.0, rel=0.1)
 
 
