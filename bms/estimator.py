@@ -131,7 +131,8 @@ class Estimator:
             capacity_rel=0.02,
             leak_per_sqrt_s=0.005 / 60.0,  # 0.5 % SoC in an hour
             offset_a=cfg.offset_sigma_a,
-            offset_walk_a_per_sqrt_s=0.001 * parallel_capacity_ah / 60.0)
+            offset_walk_a_per_sqrt_s=0.001 * parallel_capacity_ah / 60.0,
+            flat_slope_v=cfg.trusted_slope_mv_per_pct * 0.1)
         self.trusted_slope = cfg.trusted_slope_mv_per_pct * 0.1  # V per unit SoC
         self.filter: SocFilter | None = None
         self.estimate: Estimate | None = None
@@ -180,20 +181,20 @@ class Estimator:
     def _learn_resistance(self, current_a: float, valid: np.ndarray) -> None:
         """Between two filter runs with a current step (or a ramp) between them, the model's
         resistive and RC voltages changed by d_dyn; a resistance off by a factor k leaves
-        (k - 1) * d_dyn in the change of the innovation, whatever the SoC error (which
-        moves slowly)."""
+        (k - 1) * d_dyn in this run's innovation against the last run's residual, whatever
+        the SoC error (which moves slowly)."""
         f = self.filter
-        previous, self._step_ref = self._step_ref, (current_a, f.dynamic_v, f.innovation_v,
-                                                    valid)
+        now_dyn = f.dynamic_v
+        previous, self._step_ref = self._step_ref, (current_a, now_dyn, f.residual_v, valid)
         if previous is None:
             return
-        prev_a, prev_dyn, prev_innov, prev_valid = previous
+        prev_a, prev_dyn, prev_residual, prev_valid = previous
         d_i = current_a - prev_a
         if abs(d_i) < STEP_MIN_C * self.one_c_a:
             return
-        d_dyn = f.dynamic_v - prev_dyn
+        d_dyn = f.prior_dynamic_v - prev_dyn
         d_dyn = np.where(d_dyn != 0.0, d_dyn, np.nan)
-        excess = (f.innovation_v - prev_innov) / d_dyn
+        excess = (f.innovation_v - prev_residual) / d_dyn
         ok = valid & prev_valid & (np.abs(excess) < RESISTANCE_EXCESS_MAX)
         # A scalar Kalman update per cell: the sample's variance is the readings' noise
         # over the step, plus the RC model's own error.
@@ -206,19 +207,29 @@ class Estimator:
     # --- start ------------------------------------------------------------------------
 
     def _start(self, m: Measurement, now_s: float) -> None:
-        """From the stored SoC when there is one, else from the rest voltage."""
+        """From the stored SoC when there is one, else from the voltage (less the ohmic drop
+        when a current flows). A stored SoC that the voltage, where the curve is steep,
+        contradicts beyond three standard deviations of both is stale: that cell starts
+        from the voltage."""
         t = self._cell_temperature_c(m)
         v = np.nan_to_num(m.cell_voltage_v, nan=float(np.nanmean(m.cell_voltage_v)))
-        if self.stored_soc is not None:
+        r = self.chem.ecm.lookup(np.full(self.n, 0.5), t) * self.r_scale
+        i_a = m.current_a if math.isfinite(m.current_a) else 0.0
+        ocv = self.chem.ocv
+        by_voltage, slope = ocv.soc_on_branch(v - r[0] * i_a, np.zeros(self.n), t)
+        # Unknown branch: half the hysteresis gap; unknown polarisation under a current.
+        doubt_v = (np.interp(by_voltage, ocv.lookup_tables[0], ocv.lookup_tables[2])
+                   + self.cfg.model_error_v + (r[1] + r[3]) * abs(i_a))
+        voltage_sigma = np.clip(doubt_v / np.maximum(slope, 1e-3), 0.02, 0.3)
+        if self.stored_soc is None:
+            soc, sigma = by_voltage, voltage_sigma
+        else:
             soc = np.broadcast_to(np.asarray(self.stored_soc, dtype=float), (self.n,)).copy()
             sigma = np.full(self.n, self.cfg.stored_soc_sigma)
-        else:
-            soc, slope = self.chem.ocv.soc_on_branch(v, np.zeros(self.n), t)
-            # Unknown branch: half the hysteresis gap, plus the model error, over the slope.
-            _, _, half = self.chem.ocv.lookup_tables
-            gap_v = np.interp(soc, self.chem.ocv.lookup_tables[0], half)
-            sigma = np.clip((gap_v + self.cfg.model_error_v) / np.maximum(slope, 1e-3),
-                            0.02, 0.3)
+            stale = (slope >= self.trusted_slope) & (
+                np.abs(soc - by_voltage) > 3.0 * np.hypot(sigma, voltage_sigma))
+            soc = np.where(stale, by_voltage, soc)
+            sigma = np.where(stale, voltage_sigma, sigma)
         self.filter = SocFilter(self.chem, soc, sigma, self.noise)
         self._ecm(t, now_s)
         self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.x[:, 3], t)[0]
@@ -256,8 +267,9 @@ class Estimator:
         mean_a = self._charge_as / period_s
         p = self._ecm(t, now_s)
         cell_as = self._charge_as - self._bleed_as
-        f.predict(cell_as, period_s, mean_a, self.capacity_ah * 3600.0, p[[1, 3]],
-                  p[[2, 4]], self._samples)
+        at_rest = abs(mean_a - f.offset_a) < self.rest_current_a
+        f.predict(cell_as, period_s, self.capacity_ah * 3600.0, p[[1, 3]], p[[2, 4]],
+                  self._samples, at_rest)
         self._since_anchor_as += cell_as - f.offset_a * period_s
         if self._bleed_as.any():
             self._bled_soc = self._bled_soc + self._bleed_as / (self.capacity_ah * 3600.0)

@@ -270,8 +270,11 @@ class Firmware:
         return None
 
     def _estimate(self, m: Measurement, dt_s: float, now_s: float) -> None:
-        self.estimate = self.estimator.step(m, dt_s, now_s,
-                                            self._mask if self._bleeding else None)
+        if m.balancing is None:
+            bleeding = self._mask if self._bleeding else None
+        else:
+            bleeding = m.balancing if m.balancing.any() else None
+        self.estimate = self.estimator.step(m, dt_s, now_s, bleeding)
         self.soc = self.estimate.soc
 
     def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:

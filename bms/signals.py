@@ -44,6 +44,9 @@ class Measurement:
     current_a: float  # positive = charging
     bus_voltage_v: float  # DC link, load side of the contactors
     contactors: Contactors  # auxiliary-contact feedback
+    # Which bleed switches were on during the interval this measurement closes, as an AFE
+    # or a recording reports them; None: as the firmware commanded.
+    balancing: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from bms.chemistry import BELOW_EMPTY_SOC, Chemistry
 
 SOC, V1, V2, HYST, OFFSET = range(5)
 N_STATES = 5
+MODEL_ERROR_CAP = 4.0  # the model error seen in the innovations counts up to this x model_v
 SOC_MAX = 1.05  # SoC is kept inside [-BELOW_EMPTY_SOC, SOC_MAX]
 
 
@@ -48,6 +49,7 @@ class FilterNoise:
     leak_per_sqrt_s: float  # SoC random walk: unmodelled self-discharge and leaks
     offset_a: float  # initial uncertainty of the current offset
     offset_walk_a_per_sqrt_s: float  # drift of the current offset
+    flat_slope_v: float  # OCV slope (V per unit SoC) below which the voltage counts less
 
 
 class SocFilter:
@@ -67,6 +69,10 @@ class SocFilter:
         self.P[:, OFFSET, OFFSET] = noise.offset_a ** 2
         self.ocv_v = np.zeros(n)  # each cell's OCV at the last update
         self.innovation_ms = np.full(n, noise.model_v ** 2)  # running mean square, V^2
+        # Of the last update, for the resistance learner: the reading minus the prediction
+        # before and after the correction, and the resistive + RC voltage before and after.
+        self.innovation_v = self.residual_v = np.zeros(n)
+        self.prior_dynamic_v = self.dynamic_v = np.zeros(n)
 
     @property
     def soc(self) -> np.ndarray:
@@ -80,13 +86,13 @@ class SocFilter:
     def offset_a(self) -> float:
         return float(self.x[0, OFFSET])
 
-    def predict(self, charge_as: np.ndarray, period_s: float, mean_current_a: float,
-                capacity_as: np.ndarray, r_rc_ohm: np.ndarray, tau_s: np.ndarray,
-                samples: int) -> None:
+    def predict(self, charge_as: np.ndarray, period_s: float, capacity_as: np.ndarray,
+                r_rc_ohm: np.ndarray, tau_s: np.ndarray, samples: int, at_rest: bool) -> None:
         """Moves the state over `period_s` in which each cell took `charge_as` (measured,
-        bleed included) and the measured current averaged `mean_current_a`."""
+        its bleed current included)."""
         x, nz = self.x, self.noise
         b = x[:, OFFSET]
+        mean_current_a = charge_as / period_s  # each cell's own: a bleed polarises it too
         d_soc = (charge_as - b * period_s) / capacity_as
         a = np.exp(-period_s / tau_s)  # (2, n)
         gain = r_rc_ohm * (1.0 - a)
@@ -109,13 +115,16 @@ class SocFilter:
         P = (d[:, :, None] * P * d[:, None, :] + p_b[:, :, None] * c[:, None, :]
              + c[:, :, None] * p_b[:, None, :]
              + P[:, OFFSET, OFFSET][:, None, None] * (c[:, :, None] * c[:, None, :]))
-        # Current noise summed over the period's samples, the capacity's error on the
-        # charge moved, and a slow walk for leaks the model does not know.
+        # Current noise summed over the period's samples and the capacity's error on the
+        # charge moved; at rest, where nothing else moves SoC, a slow walk for leaks the
+        # model does not know (an internal short shows as the voltage leading it). Under
+        # load there is no such walk: on a flat plateau it would let a biased voltage pull
+        # SoC away from the coulomb count.
         sample_s = period_s / max(samples, 1)
         P[:, SOC, SOC] += (np.square(nz.current_a * sample_s) * samples / capacity_as ** 2
                            + np.square(nz.capacity_rel * d_soc)
-                           + nz.leak_per_sqrt_s ** 2 * period_s)
-        dyn = np.square(nz.model_dynamic * gain * abs(mean_current_a)) + 1e-8
+                           + (nz.leak_per_sqrt_s ** 2 * period_s if at_rest else 0.0))
+        dyn = np.square(nz.model_dynamic * gain * np.abs(mean_current_a)) + 1e-8
         P[:, V1, V1] += dyn[0]
         P[:, V2, V2] += dyn[1]
         P[:, HYST, HYST] += np.square(0.1 * (1.0 - decay)) + 1e-6
@@ -139,21 +148,33 @@ class SocFilter:
         # uncertainty and the sensor explain (covariance matching). A cell the model fits
         # worse than assumed - a resistance or an OCV off by more than model_v - is then
         # trusted less, instead of its bias being read as SoC or as a current offset.
-        model_var = np.maximum(nz.model_v ** 2, self.innovation_ms - explained)
+        # Capped: a state that is confidently wrong (a stale stored SoC) also gives large
+        # innovations, and must still be pulled back by the voltage.
+        model_var = np.clip(self.innovation_ms - explained, nz.model_v ** 2,
+                            (MODEL_ERROR_CAP * nz.model_v) ** 2)
         dynamic_v = nz.model_dynamic * (np.abs(ir_v) + np.abs(x[:, V1]) + np.abs(x[:, V2]))
         persist = max(nz.correlation_s / period_s, 1.0)
-        r = nz.voltage_v ** 2 + (model_var + dynamic_v * dynamic_v) * persist
+        # Where the curve is flat the model's error is worth more SoC than it says (1 mV is
+        # 0.5 % of SoC on a 0.2 V plateau), and a persistent one would be read as SoC drift
+        # or as a current offset: there the voltage counts less, by the slope's shortfall
+        # squared, and the coulomb count carries SoC across the plateau.
+        flat = np.maximum(nz.flat_slope_v / np.maximum(np.abs(slope), 1e-6), 1.0)
+        r = nz.voltage_v ** 2 + (model_var + dynamic_v * dynamic_v) * persist * flat * flat
         innovation = cell_voltage_v - predicted
-        self.dynamic_v = ir_v + x[:, V1] + x[:, V2]  # for the resistance learner
         self.innovation_v = innovation
+        self.prior_dynamic_v = ir_v + x[:, V1] + x[:, V2]
         if not valid.all():
             innovation = np.where(valid, innovation, 0.0)
             r = np.where(valid, r, np.inf)
         weight = min(period_s / max(nz.correlation_s, period_s), 1.0)
         self.innovation_ms += weight * (np.where(valid, innovation * innovation,
                                                  self.innovation_ms) - self.innovation_ms)
-        self._correct(H, innovation, r, PH)
+        gain = self._correct(H, innovation, r, PH)
         self.fuse_offset()
+        # What the resistance learner compares across runs: the resistive and RC voltage of
+        # the corrected state, and the reading's residual against it (linearised).
+        self.dynamic_v = r0_ohm * (current_a - x[:, OFFSET]) + x[:, V1] + x[:, V2]
+        self.residual_v = innovation * (1.0 - (H * gain).sum(axis=1))
 
     def observe_offset(self, mean_current_a: float, samples: int) -> None:
         """With the contactors open no current flows: the reading is the offset itself."""
@@ -163,7 +184,7 @@ class SocFilter:
         self._correct(H, mean_current_a - self.x[:, OFFSET], np.full(self.x.shape[0], r))
 
     def _correct(self, H: np.ndarray, innovation: np.ndarray, r: np.ndarray,
-                 PH: np.ndarray | None = None) -> None:
+                 PH: np.ndarray | None = None) -> np.ndarray:
         """One scalar measurement per cell. P - PH PH' / s stays symmetric as written."""
         if PH is None:
             PH = (self.P @ H[:, :, None])[:, :, 0]
@@ -173,6 +194,7 @@ class SocFilter:
         self.P -= K[:, :, None] * PH[:, None, :]
         np.clip(self.x[:, SOC], -BELOW_EMPTY_SOC, SOC_MAX, out=self.x[:, SOC])
         np.clip(self.x[:, HYST], -1.0, 1.0, out=self.x[:, HYST])
+        return K
 
     def fuse_offset(self) -> None:
         """Every cell's offset estimate replaced by their median (the upper one of an even

@@ -16,7 +16,7 @@ from bms.validation import InputError, read_csv_rows  # noqa: E402
 from hil.recorder import SUMMARY_COLUMNS  # noqa: E402
 
 MAX_CELL_LINES = 32  # draw each cell's voltage when there are at most this many
-TEXT_COLUMNS = ("state", "contactors")
+TEXT_COLUMNS = ("state", "contactors", "balancing_mask")
 
 
 def read_run(path: str | Path) -> dict[str, np.ndarray]:

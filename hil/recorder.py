@@ -2,8 +2,10 @@
 
 The measured columns (`time_s`, `current_a`, `v1`..`vN`, `t1`..`tM`) are what the
 firmware saw, so a recording can be replayed through the firmware; the `*_true`
-columns are the plant's truth. Numbers are written with fixed precision so the same
-seed gives the same file byte for byte.
+columns are the plant's truth. `balancing_n` and `balancing_mask` are the bleed resistors
+that were on while the row's measurement was taken (its tick), which tells a replay which
+readings the bleed disturbed. Numbers are written with fixed precision so the same seed
+gives the same file byte for byte.
 """
 
 from __future__ import annotations
@@ -19,8 +21,24 @@ from hil.pack import SimulatedPack
 SUMMARY_COLUMNS = (
     "time_s", "pack_v", "current_a", "current_true_a", "soc_pct", "soc_true_pct",
     "cell_v_min", "cell_v_max", "cell_v_mean", "temp_c_min", "temp_c_max", "state",
-    "contactors", "faults", "balancing_n", "charge_limit_a", "discharge_limit_a", "bus_v",
+    "contactors", "faults", "balancing_n", "balancing_mask", "charge_limit_a",
+    "discharge_limit_a", "bus_v",
 )
+
+
+def mask_hex(mask: np.ndarray) -> str:
+    """A bleed mask as hexadecimal, bit i = cell i + 1 (`0` when none bleeds)."""
+    packed = np.packbits(mask, bitorder="little").tobytes()
+    return format(int.from_bytes(packed, "little"), "x")
+
+
+def mask_from_hex(text: str, n_series: int) -> np.ndarray:
+    """The inverse of `mask_hex`; ValueError for text that is not such a mask."""
+    bits = int(text, 16)
+    if bits < 0 or bits >> n_series:
+        raise ValueError(f"{text!r} is not a mask of {n_series} cells")
+    packed = np.frombuffer(bits.to_bytes((n_series + 7) // 8, "little"), dtype=np.uint8)
+    return np.unpackbits(packed, bitorder="little")[:n_series].astype(bool)
 
 
 def columns(n_series: int, n_temp: int) -> list[str]:
@@ -45,7 +63,8 @@ class Recorder:
             f"{pack.current_a:.4f}", f"{act.soc * 100:.3f}", f"{pack.true_pack_soc * 100:.3f}",
             f"{v.min():.4f}", f"{v.max():.4f}", f"{v.mean():.4f}", f"{t.min():.2f}",
             f"{t.max():.2f}", act.state, act.contactors.describe(), str(act.fault_bitmap),
-            str(int(np.count_nonzero(act.balance_mask))), f"{act.charge_limit_a:.3f}",
+            str(int(np.count_nonzero(pack.balancing))), mask_hex(pack.balancing),
+            f"{act.charge_limit_a:.3f}",
             f"{act.discharge_limit_a:.3f}", f"{pack.power_path.bus_v:.3f}",
         ]
         row += [f"{x:.4f}" for x in v.tolist()]

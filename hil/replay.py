@@ -2,8 +2,11 @@
 
 Input CSV: a header row, then `time_s` (increasing), `current_a` (positive = charging),
 `v1`..`vN` (cell voltages; N from the columns) and optionally `t1`..`tM` (temperatures;
-25 °C when absent). Other columns are ignored. The whole file is checked before anything
-runs; every problem names its line and column.
+25 °C when absent) and `balancing_mask` (which bleed resistors the recording's own BMS
+had on as the row was measured, hexadecimal, bit i = cell i + 1, as `bms-emu run --record`
+writes it; none when absent; taken to hold since the row before). Other columns are
+ignored. The whole file is checked before anything runs; every problem names its line and
+column.
 
 The firmware steps once per row at the row's time; a row's current is taken to have flowed
 since the row before (as a measurement reports it). The recording carries no contactors, so
@@ -12,7 +15,9 @@ bus voltage is the pack voltage whenever precharge or both main contactors are c
 recorded current flows whatever the firmware commands, and is always counted; so the checks
 that judge contactor hardware by the current are off in a replay (`replay_config`): the
 precharge current limit, the welded-contactor current, the idle-current alarm, and the
-estimator's reading of an open-contactor current as the sensor's offset.
+estimator's reading of an open-contactor current as the sensor's offset. The emulator's own
+balancing is off: its bleed would move no charge in a recording, yet the estimator would
+count it; the estimator counts the bleed the recording reports instead.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from bms.faults import names_in
 from bms.firmware import Firmware
 from bms.signals import OPEN, Actuation, Measurement
 from bms.validation import Problems, read_csv_rows
+from hil.recorder import mask_from_hex
 
 DEFAULT_TEMPERATURE_C = 25.0
 COVER_MARGIN_V = 0.1  # how far past the profile's voltage limits a reading may go
@@ -45,6 +51,7 @@ class Trace:
     current_a: np.ndarray  # (rows,)
     cell_voltage_v: np.ndarray  # (rows, n_series)
     temperature_c: np.ndarray  # (rows, n_temp)
+    bleeding: np.ndarray  # (rows, n_series) bool: bleed resistors on as each row was taken
     source: str
 
 
@@ -88,7 +95,9 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     lim = chemistry.limits
     low_v, high_v = lim.v_min - COVER_MARGIN_V, lim.v_max + COVER_MARGIN_V
     table: list[list[float]] = []
-    line_numbers: list[int] = []
+    masks: list[np.ndarray] = []
+    mask_col = header.index("balancing_mask") if "balancing_mask" in header else None
+    no_bleed = np.zeros(len(v_cols), dtype=bool)
     found: list[str] = []
 
     def bad(line_no: int, column: str, value: object, why: str) -> None:
@@ -122,8 +131,15 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
                 bad(line_no, f"v{k + 1}", v,
                     f"outside the voltages the cell profile covers ({lim.v_min:g}-"
                     f"{lim.v_max:g} V, +/-{COVER_MARGIN_V:g} V): use a profile for this cell")
+        mask = no_bleed
+        if mask_col is not None:
+            try:
+                mask = mask_from_hex(row[mask_col].strip() or "0", len(v_cols))
+            except ValueError:
+                bad(line_no, "balancing_mask", row[mask_col],
+                    f"must be a hexadecimal mask of {len(v_cols)} cells (bit i = cell i + 1)")
         table.append(values)
-        line_numbers.append(line_no)
+        masks.append(mask)
     if not table and not found:
         found.append("the file has no data rows")
     if found:
@@ -136,7 +152,7 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     n_v = len(v_cols)
     temps = (data[:, 2 + n_v:] if t_cols
              else np.full((len(table), 1), DEFAULT_TEMPERATURE_C))
-    return Trace(data[:, 0], data[:, 1], data[:, 2:2 + n_v], temps, source)
+    return Trace(data[:, 0], data[:, 1], data[:, 2:2 + n_v], temps, np.array(masks), source)
 
 
 def replay_config(config: FirmwareConfig) -> FirmwareConfig:
@@ -147,6 +163,7 @@ def replay_config(config: FirmwareConfig) -> FirmwareConfig:
         estimation=dataclasses.replace(config.estimation, learn_offset_when_open=False),
         precharge=dataclasses.replace(config.precharge, done_current_a=never),
         contactors=dataclasses.replace(config.contactors, weld_current_a=never),
+        balancing=dataclasses.replace(config.balancing, mode="off"),
         protection=tuple(dataclasses.replace(row, threshold=never)
                          if row.quantity == "idle_current_a" else row
                          for row in config.protection))
@@ -169,7 +186,7 @@ def replay(trace: Trace, firmware: Firmware, out: TextIO) -> Actuation:
         bus_v = float(v.sum()) if contactors.main_closed or contactors.precharge else 0.0
         m = Measurement(cell_voltage_v=v, temperature_c=trace.temperature_c[k],
                         current_a=float(trace.current_a[k]), bus_voltage_v=bus_v,
-                        contactors=contactors)
+                        contactors=contactors, balancing=trace.bleeding[k])
         act = firmware.step(m, float(trace.time_s[k]))
         contactors = act.contactors
         e = act.estimate

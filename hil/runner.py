@@ -92,9 +92,9 @@ def run(
         act = firmware.step(m, now_s)
         if act.events:
             totals.events.extend(act.events)
-        pack.actuate(act)
         if recorder is not None and k % record_every == 0:
-            recorder.write(now_s, m, act, pack)
+            recorder.write(now_s, m, act, pack)  # before actuate: the bleed m was taken under
+        pack.actuate(act)
         pack.advance(profile.demand(now_s))
         power_w = pack.pack_voltage_v * pack.current_a
         if power_w > 0.0:
