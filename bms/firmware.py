@@ -414,7 +414,8 @@ class Firmware:
                 _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
                 _ramp((t_min - lim.discharge_temp_min_c) / 5.0),
                 # SoC only trims the discharge limit to a fifth: the voltage taper below is
-                # what ends a discharge, since SoC is still a coulomb count.
+                # what ends a discharge, so an estimate that is off cannot cut a UPS
+                # ride-through short.
                 _ramp(self.soc / lc.soc_taper + 0.2),
                 _ramp((q[Q["cell_v_min"]] - thr.undervoltage_v) / lc.discharge_taper_v),
             )
