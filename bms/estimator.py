@@ -196,10 +196,12 @@ class Estimator:
         d_dyn = np.where(d_dyn != 0.0, d_dyn, np.nan)
         excess = (f.innovation_v - prev_residual) / d_dyn
         ok = valid & prev_valid & (np.abs(excess) < RESISTANCE_EXCESS_MAX)
-        # A scalar Kalman update per cell: the sample's variance is the readings' noise
-        # over the step, plus the RC model's own error.
+        # A scalar Kalman update per cell: the sample's variance is the readings' noise over
+        # the step and what the state's own doubt adds to them (large while SoC is still
+        # converging from a wrong start), plus the RC model's own error.
+        noise_v2 = 2.0 * self.cfg.voltage_noise_v ** 2 + 2.0 * f.state_var_v2
         sample_var = np.square(self.r_factor) * (
-            2.0 * self.cfg.voltage_noise_v ** 2 / np.square(d_dyn) + RESISTANCE_STEP_ERROR ** 2)
+            noise_v2 / np.square(d_dyn) + RESISTANCE_STEP_ERROR ** 2)
         gain = np.where(ok, self._r_var / (self._r_var + sample_var), 0.0)
         self.r_factor = self.r_factor + gain * np.nan_to_num(self.r_factor * excess)
         self._r_var = self._r_var * (1.0 - gain)

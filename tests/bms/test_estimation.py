@@ -448,6 +448,22 @@ def test_load_from_power_up_after_a_wrong_stored_soc_measures_resistance(
     assert load_from_start_errors["wrong"].max() < 0.04
 
 
+def test_resistance_is_not_learnt_from_soc_convergence():
+    # 30 points low at start, then load pulses: while SoC converges, the first corrections
+    # are hundreds of mV; read as resistance they once drove the factor to 0.14. The
+    # state's own doubt now weighs each step, so the factor stays near the truth.
+    # At the firmware's own 0.1 s tick, where the fault showed.
+    rig = Rig(initial_soc=0.95, seed=1, tick_s=0.1)
+    rig.fw = Firmware(rig.chem, 4, rig.pack.capacity_ah,
+                      stored_soc=float(rig.pack.true_pack_soc) - 0.3)
+    profile = pulses(rig.one_c_a, seed=1)
+    for _ in range(round(300.0 / rig.tick_s)):
+        rig.tick(profile.demand(rig.now_s).value)
+    ratio = rig.fw.estimate.cell_resistance_factor / rig.pack.cells.r_factor[:, 0]
+    assert np.abs(ratio - 1.0).max() < 0.15
+    assert np.abs(rig.soc_error()).max() < 0.01
+
+
 # --- 7. remaining energy and runtime ------------------------------------------------------
 
 
