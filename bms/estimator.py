@@ -185,10 +185,12 @@ class Estimator:
         the SoC error (which moves slowly)."""
         f = self.filter
         now_dyn = f.dynamic_v
-        previous, self._step_ref = self._step_ref, (current_a, now_dyn, f.residual_v, valid)
+        moved_v = f.innovation_v - f.residual_v  # how far this run's correction moved it
+        previous, self._step_ref = self._step_ref, (current_a, now_dyn, f.residual_v, valid,
+                                                    moved_v)
         if previous is None:
             return
-        prev_a, prev_dyn, prev_residual, prev_valid = previous
+        prev_a, prev_dyn, prev_residual, prev_valid, prev_moved_v = previous
         d_i = current_a - prev_a
         if abs(d_i) < STEP_MIN_C * self.one_c_a:
             return
@@ -197,9 +199,10 @@ class Estimator:
         excess = (f.innovation_v - prev_residual) / d_dyn
         ok = valid & prev_valid & (np.abs(excess) < RESISTANCE_EXCESS_MAX)
         # A scalar Kalman update per cell: the sample's variance is the readings' noise over
-        # the step and what the state's own doubt adds to them (large while SoC is still
-        # converging from a wrong start), plus the RC model's own error.
-        noise_v2 = 2.0 * self.cfg.voltage_noise_v ** 2 + 2.0 * f.state_var_v2
+        # the step, the last correction's size (the residual is linearised: a correction of
+        # hundreds of mV, as while SoC converges from a wrong start, leaves an error of that
+        # order), and the RC model's own error.
+        noise_v2 = 2.0 * self.cfg.voltage_noise_v ** 2 + np.square(prev_moved_v)
         sample_var = np.square(self.r_factor) * (
             noise_v2 / np.square(d_dyn) + RESISTANCE_STEP_ERROR ** 2)
         gain = np.where(ok, self._r_var / (self._r_var + sample_var), 0.0)

@@ -73,7 +73,6 @@ class SocFilter:
         # before and after the correction, and the resistive + RC voltage before and after.
         self.innovation_v = self.residual_v = np.zeros(n)
         self.prior_dynamic_v = self.dynamic_v = np.zeros(n)
-        self.state_var_v2 = np.zeros(n)
 
     @property
     def soc(self) -> np.ndarray:
@@ -144,8 +143,7 @@ class SocFilter:
         H = np.ones_like(x)
         H[:, SOC], H[:, HYST], H[:, OFFSET] = slope, half, -r0_ohm
         PH = (self.P @ H[:, :, None])[:, :, 0]
-        self.state_var_v2 = (H * PH).sum(axis=1)  # what the state's doubt adds to a reading
-        explained = self.state_var_v2 + nz.voltage_v ** 2
+        explained = (H * PH).sum(axis=1) + nz.voltage_v ** 2
         # The model's error as seen: the innovations' mean square beyond what the state's
         # uncertainty and the sensor explain (covariance matching). A cell the model fits
         # worse than assumed - a resistance or an OCV off by more than model_v - is then
