@@ -10,7 +10,8 @@ Moments when the voltage alone says where a cell is - where the OCV curve is ste
 estimate:
   - full: charging at charge voltage with the current tapered below `full_taper_c`;
   - empty: discharging with a cell within `empty_margin_v` of undervoltage;
-  - relaxed rest: `rest_settle_s` without current (once per rest).
+  - relaxed rest: `rest_settle_s` without current, then every `REST_RESET_EVERY_S` while
+    the rest lasts.
 Capacity: the charge counted into a cell between two anchors at least `ANCHOR_MIN_SOC`
 apart, over their SoC difference (no coulomb count enters the SoC difference).
 Resistance: a current change of at least `STEP_MIN_C` between two filter runs (a step or a
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bms.chemistry import Chemistry
-from bms.config import EstimationConfig
+from bms.config import TEMP_PLAUSIBLE_C, EstimationConfig
 from bms.signals import Measurement
 from bms.soc_filter import V1, V2, FilterNoise, SocFilter
 
@@ -39,6 +40,7 @@ RESISTANCE_STEP_ERROR = 0.1  # relative error of one step's resistance sample
 RESISTANCE_AGEING_PER_H = 0.02  # how fast the resistance may drift, relative per sqrt(h)
 RESISTANCE_EXCESS_MAX = 3.0  # a step's relative excess beyond this is not the resistance
 ECM_REFRESH_S = 10.0  # the estimator's model parameters are read from the table this often
+REST_RESET_EVERY_S = 60.0  # while a relaxed rest lasts, the voltage resets SoC this often
 MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
 
 
@@ -65,10 +67,11 @@ class Estimate:
     cell_capacity_ah: np.ndarray
     cell_resistance_factor: np.ndarray  # 1 = the chemistry's table
     cell_bled_soc: np.ndarray  # SoC each cell has given to its bleed resistor since start
+    reset_epoch: int  # counts resets of SoC from the voltage (full, empty, a rest's first)
     soh_pct: float  # the weakest cell's capacity, percent of nominal
     resistance_pct: float  # mean resistance, percent of nominal
     current_offset_a: float
-    remaining_wh: float  # at the present power (at rest: at the reference power)
+    remaining_wh: float  # at the present discharge power (else at the reference power)
     runtime_s: float | None  # at the present discharge power; None when not discharging
     runtime_reference_s: float  # at the configured reference power
 
@@ -146,7 +149,9 @@ class Estimator:
         self._anchor_soc = np.full(n_series, np.nan)
         self._since_anchor_as = np.zeros(n_series)
         self._rest_since_s: float | None = None
-        self._rest_done = self._full_done = self._empty_done = False
+        self._rest_reset_s = -np.inf  # the last relaxed-rest reset
+        self.reset_epoch = 0  # counts resets from the voltage, repeats within a rest aside
+        self._full_done = self._empty_done = False
         # At the last filter run: current, the model's resistive + RC voltage, innovation.
         self._step_ref: tuple | None = None
         self._ecm_now = np.zeros((5, n_series))  # r0, r1, tau1, r2, tau2 at the last run
@@ -158,22 +163,23 @@ class Estimator:
     # --- every step -------------------------------------------------------------------
 
     def step(self, m: Measurement, dt_s: float, now_s: float,
-             bleeding: np.ndarray | None) -> Estimate:
-        """Counts this step's charge; runs the filter once `period_s` has gathered.
-        `bleeding` is the mask that was on during the step just ended."""
+             bleed_mask: np.ndarray | None) -> Estimate:
+        """Counts the charge since the last measurement (`dt_s` ago); runs the filter once
+        `period_s` has gathered. `bleed_mask` is what bled since then (None: nothing)."""
         if self.filter is None:
             self._start(m, now_s)
             return self.estimate
         self._charge_as += m.current_a * dt_s
-        if bleeding is not None:
-            self._bleed_as += bleeding * (np.nan_to_num(m.cell_voltage_v)
-                                          * (dt_s / self.bleed_resistor_ohm))
+        if bleed_mask is not None:
+            v = m.cell_voltage_v
+            self._bleed_as += bleed_mask * (np.where(np.isfinite(v), v, 0.0)
+                                            * (dt_s / self.bleed_resistor_ohm))
         self._elapsed_s += dt_s
         self._samples += 1
         # A bleed current through the sense wires shifts the readings of the bleeding cell
         # and its neighbours: only readings taken with no bleed (the balancer's measurement
         # windows) go to the voltage model, and the filter waits for one.
-        clean = bleeding is None
+        clean = bleed_mask is None
         if self._elapsed_s >= self.cfg.period_s and (clean or self._elapsed_s >= MAX_WAIT_S):
             self._run_filter(m, now_s, clean)
         return self.estimate
@@ -185,7 +191,8 @@ class Estimator:
         the SoC error (which moves slowly)."""
         f = self.filter
         now_dyn = f.dynamic_v
-        moved_v = f.innovation_v - f.residual_v  # how far this run's correction moved it
+        # How far this run's correction moved each (valid) cell's prediction.
+        moved_v = np.where(valid, f.innovation_v - f.residual_v, 0.0)
         previous, self._step_ref = self._step_ref, (current_a, now_dyn, f.residual_v, valid,
                                                     moved_v)
         if previous is None:
@@ -217,7 +224,13 @@ class Estimator:
         contradicts beyond three standard deviations of both is stale: that cell starts
         from the voltage."""
         t = self._cell_temperature_c(m)
-        v = np.nan_to_num(m.cell_voltage_v, nan=float(np.nanmean(m.cell_voltage_v)))
+        v = m.cell_voltage_v
+        finite = np.isfinite(v)
+        # An unreadable cell starts like the others (or mid-table if none is readable); its
+        # sensor fault is the protection's to raise.
+        stand_in = float(v[finite].mean()) if finite.any() else float(
+            np.interp(0.5, self.chem.ocv.soc, self.chem.ocv.mid_v))
+        v = np.where(finite, v, stand_in)
         r = self.chem.ecm.lookup(np.full(self.n, 0.5), t) * self.r_scale
         i_a = m.current_a if math.isfinite(m.current_a) else 0.0
         ocv = self.chem.ocv
@@ -251,7 +264,10 @@ class Estimator:
             self._sensor_count = t.size
             self._sensor_of_cell = np.minimum(np.arange(self.n) * t.size // self.n, t.size - 1)
         t_cell = t[self._sensor_of_cell]
-        return np.where(np.isfinite(t_cell), t_cell, 25.0)
+        # A reading no working sensor gives (the protection's plausibility window) is left
+        # out, as the protection leaves it out.
+        lo, hi = TEMP_PLAUSIBLE_C
+        return np.where((t_cell > lo) & (t_cell < hi), t_cell, 25.0)
 
     def _ecm(self, t: np.ndarray, now_s: float) -> np.ndarray:
         """The model's parameters for each cell now: (r0, r1, tau1, r2, tau2). The table is
@@ -307,12 +323,15 @@ class Estimator:
         if at_rest:
             if self._rest_since_s is None:
                 self._rest_since_s = now_s
-            if not self._rest_done and now_s - self._rest_since_s >= cfg.rest_settle_s:
-                self._rest_done = True
-                self._voltage_anchor(v, valid, i_a, t, r0_ohm, None)
+            # Relaxed: the voltage sets SoC where the curve is steep, and keeps setting it
+            # while the rest lasts (a cell losing charge to an internal short is followed).
+            if (valid.any() and now_s - self._rest_since_s >= cfg.rest_settle_s
+                    and now_s - self._rest_reset_s >= REST_RESET_EVERY_S):
+                first = self._rest_reset_s < self._rest_since_s
+                self._rest_reset_s = now_s
+                self._voltage_anchor(v, valid, i_a, t, r0_ohm, None, new_epoch=first)
         else:
             self._rest_since_s = None
-            self._rest_done = False
         if i_a < -self.rest_current_a:
             self._full_done = False
         if i_a > self.rest_current_a:
@@ -327,8 +346,11 @@ class Estimator:
             self._voltage_anchor(v, valid, i_a, t, r0_ohm, -1.0)
 
     def _voltage_anchor(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
-                        r0_ohm: np.ndarray, branch: float | None) -> None:
-        """Resets the cells whose SoC the voltage gives reliably, and learns capacity."""
+                        r0_ohm: np.ndarray, branch: float | None,
+                        new_epoch: bool = True) -> None:
+        """Resets the cells whose SoC the voltage gives reliably, and learns capacity.
+        `new_epoch`: a reset other than a repeat within one rest, which moves cells by
+        their coulomb count's error (the internal-short check starts over)."""
         f = self.filter
         ocv_v = v - r0_ohm * i_a - f.x[:, V1] - f.x[:, V2]
         hyst = f.x[:, 3] if branch is None else np.full(self.n, branch)
@@ -336,7 +358,9 @@ class Estimator:
         trusted = valid & (slope >= self.trusted_slope)
         sigma = math.hypot(self.cfg.voltage_noise_v, self.cfg.model_error_v) / np.maximum(
             slope, self.trusted_slope)
-        f.recalibrate(trusted, soc, sigma, hyst)
+        f.recalibrate(trusted, soc, sigma, branch)
+        if trusted.any() and new_epoch:
+            self.reset_epoch += 1
         moved = soc - self._anchor_soc
         learn = trusted & (np.abs(moved) >= ANCHOR_MIN_SOC)  # NaN anchor compares False
         if learn.any():
@@ -356,7 +380,7 @@ class Estimator:
         f = self.filter
         soc = np.clip(f.soc, 0.0, 1.0)
         cap = self.capacity_ah
-        out_ah, in_ah = _room_ah(soc, cap)
+        out_ah, _ = _room_ah(soc, cap)
         pack_ocv_v = float(f.ocv_v.sum())
         stored_wh = float(self.energy.wh(soc, soc - out_ah / cap, cap, t).sum())
         p = self._ecm_now
@@ -375,12 +399,13 @@ class Estimator:
         ref_w = self.cfg.reference_power_w
         remaining_wh = usable_wh(present_w if present_w is not None else ref_w)
         self.estimate = Estimate(
-            soc=out_ah / (out_ah + in_ah) if out_ah + in_ah > 0.0 else 0.0,
+            soc=pack_soc(f.soc, cap),
             cell_soc=f.soc.copy(),
             cell_soc_sigma=f.soc_sigma,
             cell_capacity_ah=cap,
             cell_resistance_factor=self.r_factor,
             cell_bled_soc=self._bled_soc,
+            reset_epoch=self.reset_epoch,
             soh_pct=float(cap.min() / self.nominal_ah * 100.0),
             resistance_pct=float(self.r_factor.sum()) / self.n * 100.0,
             current_offset_a=f.offset_a,

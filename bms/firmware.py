@@ -149,6 +149,10 @@ class Firmware:
                 self._open(now_s)
                 self.state = "FAULT"
             return self._actuation(events, self.no_balancing)
+        # The charge since the last measurement, not the last step: steps without one
+        # (a silent rig) carry no current reading of their own.
+        since_measurement_s = (0.0 if self.last_measurement_s is None
+                               else now_s - self.last_measurement_s)
         self.last_measurement_s = now_s
         self.last = m
 
@@ -161,7 +165,7 @@ class Firmware:
         if self.clear_requested:  # with a measurement in hand, a timeout is over too
             for name in sorted(self.event_faults):
                 self._clear_event_fault(events, now_s, name)
-        self._estimate(m, dt_s, now_s)
+        self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
         self._limits(dt_s)
@@ -196,7 +200,8 @@ class Firmware:
             v_max, v_min = (float(finite.max()), float(finite.min())) if finite.size else (
                 0.0, 0.0)
         t = m.temperature_c
-        t_reading = (float(t.max()), float(t.min()))
+        # No temperature reading at all is no reading a working sensor gives.
+        t_reading = (float(t.max()), float(t.min())) if t.size else (math.inf, -math.inf)
         lo, hi = TEMP_PLAUSIBLE_C
         if not all(map(math.isfinite, t_reading)):  # NaN: a faulty sensor
             t_reading = (math.inf, -math.inf)
@@ -223,8 +228,9 @@ class Firmware:
         self._last_v = v
         stuck_s = math.inf if unreadable else self.last_s - float(self._changed_at_s.min())
         # The SoC estimates of the step before: this step's come after protection.
-        rest_soc_drop = 0.0 if self.estimate is None else self.rest_drift.update(
-            self.estimate.cell_soc + self.estimate.cell_bled_soc, i_a, self.last_s)
+        e = self.estimate
+        rest_soc_drop = 0.0 if e is None else self.rest_drift.update(
+            e.cell_soc + e.cell_bled_soc, i_a, e.reset_epoch, self.last_s)
         pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
         mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
         q = self.quantities

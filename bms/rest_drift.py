@@ -7,7 +7,10 @@ SoC deviation from the pack mean is taken as a reference; later estimates, one p
 `sample_every_s`, give each cell's fall against that reference (a fraction of SoC). What
 the balancer bled is added back first: bleeding lowers cells on purpose (and, once the
 shorted cell is the lowest, it bleeds all the others toward it). Any current ends the rest
-and the reference.
+and the reference; so does a new reset of SoC from the voltage (the estimator's first
+relaxed-rest reset comes at about the same time as the reference and moves cells by their
+coulomb count's error, which is no drift; its repeats during the rest are what follow a
+leaking cell down).
 """
 
 from __future__ import annotations
@@ -27,11 +30,18 @@ class RestDrift:
         self.rest_since_s: float | None = None
         self.sampled_at_s = -np.inf
         self.reference: np.ndarray | None = None
+        self.epoch_seen = 0
         self.drop = 0.0  # the worst cell's SoC fall against the others (held between samples)
 
-    def update(self, cell_soc: np.ndarray, current_a: float, now_s: float) -> float:
+    def update(self, cell_soc: np.ndarray, current_a: float, reset_epoch: int,
+               now_s: float) -> float:
         """Returns the largest fall of one cell's SoC against the pack mean, fraction.
-        `cell_soc` is the estimate with the charge bled since start added back."""
+        `cell_soc` is the estimate with the charge bled since start added back;
+        `reset_epoch` counts the estimator's resets from the voltage."""
+        if reset_epoch != self.epoch_seen:
+            self.epoch_seen = reset_epoch
+            self.reference = None
+            self.drop = 0.0
         if abs(current_a) >= self.rest_current_a:
             self.rest_since_s = None
             self.reference = None

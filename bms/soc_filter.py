@@ -73,6 +73,7 @@ class SocFilter:
         # before and after the correction, and the resistive + RC voltage before and after.
         self.innovation_v = self.residual_v = np.zeros(n)
         self.prior_dynamic_v = self.dynamic_v = np.zeros(n)
+        self.moved_soc = np.zeros(n)  # SoC counted since the voltage last set each cell
 
     @property
     def soc(self) -> np.ndarray:
@@ -121,8 +122,14 @@ class SocFilter:
         # load there is no such walk: on a flat plateau it would let a biased voltage pull
         # SoC away from the coulomb count.
         sample_s = period_s / max(samples, 1)
+        # A capacity error is a bias: its variance grows with the square of the SoC moved
+        # since the voltage last set the cell, not with the sum of each period's squares.
+        moved = self.moved_soc + d_soc
+        capacity_var = nz.capacity_rel ** 2 * np.maximum(moved * moved - self.moved_soc ** 2,
+                                                         0.0)
+        self.moved_soc = moved
         P[:, SOC, SOC] += (np.square(nz.current_a * sample_s) * samples / capacity_as ** 2
-                           + np.square(nz.capacity_rel * d_soc)
+                           + capacity_var
                            + (nz.leak_per_sqrt_s ** 2 * period_s if at_rest else 0.0))
         dyn = np.square(nz.model_dynamic * gain * np.abs(mean_current_a)) + 1e-8
         P[:, V1, V1] += dyn[0]
@@ -203,17 +210,21 @@ class SocFilter:
         middle = b.size // 2
         b[:] = np.partition(b, middle)[middle]
 
-    def recalibrate(self, cells: np.ndarray, soc: np.ndarray, soc_sigma: float,
-                    hyst: np.ndarray | None = None) -> None:
+    def recalibrate(self, cells: np.ndarray, soc: np.ndarray, soc_sigma: np.ndarray,
+                    hyst: float | None = None) -> None:
         """Sets `cells` to a SoC known from the voltage alone (full, empty or a relaxed rest),
-        forgetting what the coulomb count had built up for them."""
+        forgetting what the coulomb count had built up for them; at full or empty the
+        branch is known too (`hyst` +1 or -1)."""
         if not cells.any():
             return
         self.x[cells, SOC] = soc[cells]
-        if hyst is not None:
-            self.x[cells, HYST] = hyst[cells]
+        self.moved_soc[cells] = 0.0
         P = self.P[cells]
-        P[:, SOC, :] = 0.0
-        P[:, :, SOC] = 0.0
-        P[:, SOC, SOC] = soc_sigma ** 2
+        known = [SOC] if hyst is None else [SOC, HYST]
+        P[:, known, :] = 0.0
+        P[:, :, known] = 0.0
+        P[:, SOC, SOC] = np.square(soc_sigma)[cells]
+        if hyst is not None:
+            self.x[cells, HYST] = hyst
+            P[:, HYST, HYST] = 0.01
         self.P[cells] = P

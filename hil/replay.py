@@ -33,7 +33,7 @@ from typing import TextIO
 import numpy as np
 
 from bms.chemistry import Chemistry
-from bms.config import FirmwareConfig
+from bms.config import TEMP_PLAUSIBLE_C, FirmwareConfig
 from bms.faults import names_in
 from bms.firmware import Firmware
 from bms.signals import OPEN, Actuation, Measurement
@@ -42,6 +42,8 @@ from hil.recorder import mask_from_hex
 
 DEFAULT_TEMPERATURE_C = 25.0
 COVER_MARGIN_V = 0.1  # how far past the profile's voltage limits a reading may go
+MAX_CURRENT_A = 1e5  # beyond any pack: a unit or parsing mistake
+MAX_TIME_S = 1e10  # three centuries
 MAX_REPORTED = 20  # problems listed before "... and N more"
 
 
@@ -74,6 +76,9 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     rows = read_csv_rows(path)
     problems = Problems(source)
     header = [h.strip() for h in rows[0]] if rows else []
+    twice = sorted({h for h in header if header.count(h) > 1 and h})
+    if twice:
+        problems.add("line 1 (header)", twice[0], "a column name appears more than once")
     missing = [c for c in ("time_s", "current_a", "v1") if c not in header]
     if missing:
         problems.add("line 1 (header)", ",".join(header)[:80],
@@ -106,7 +111,7 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     for line_no, row in enumerate(rows[1:], start=2):
         if not row or all(not cell.strip() for cell in row):
             continue
-        if len(row) < len(header):
+        if len(row) != len(header):
             bad(line_no, "-", ",".join(row)[:60],
                 f"has {len(row)} columns, the header has {len(header)}")
             continue
@@ -125,6 +130,15 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
             bad(line_no, "time_s", values[0],
                 f"must be greater than the previous time ({table[-1][0]:g})")
             continue
+        if abs(values[1]) > MAX_CURRENT_A:
+            bad(line_no, "current_a", values[1], f"must be within +/-{MAX_CURRENT_A:g} A")
+        if abs(values[0]) > MAX_TIME_S:
+            bad(line_no, "time_s", values[0], f"must be within +/-{MAX_TIME_S:g} s")
+        lo_c, hi_c = TEMP_PLAUSIBLE_C
+        for k, temp in enumerate(values[2 + len(v_cols):]):
+            if not lo_c < temp < hi_c:
+                bad(line_no, f"t{k + 1}", temp,
+                    f"must be within ({lo_c:g}, {hi_c:g}) °C, what a working sensor reads")
         cells = values[2:2 + len(v_cols)]
         for k, v in enumerate(cells):
             if not low_v <= v <= high_v:

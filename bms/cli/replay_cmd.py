@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from bms.validation import InputError, Problems
 
@@ -39,6 +40,8 @@ def handle(args) -> int:
     if args.initial_soc is not None:
         problems.check_range("--initial-soc", args.initial_soc, 0.0, 100.0)
     problems.check_range("--parallel", args.parallel, 1, 1000)
+    if Path(args.out).resolve() == Path(args.csv).resolve():
+        problems.add("--out", args.out, "is the input file: the recording would be lost")
     problems.raise_if_any()
     chemistry = resolve_chemistry(args.cell)
     trace = read_trace(args.csv, chemistry)

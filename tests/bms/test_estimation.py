@@ -115,11 +115,13 @@ def test_voltage_reveals_a_current_offset_during_a_constant_discharge():
     true_offset_a = rig.pack.sensors.current_offset_a
     assert abs(true_offset_a) == pytest.approx(0.01 * rig.one_c_a)
 
-    # The offset is weakly observable through the voltage: after 50 min the filter has
-    # learnt 52-71 % of it over eight seeds (its own sigma still ~0.0095 A, 63 % of the
-    # offset). 0.4 is well clear of "nothing learnt"; 1.3 rules out a runaway.
+    # The offset is weakly observable through the voltage here: the filter also allows for
+    # a capacity error, which under a constant current drifts SoC the same way, so after
+    # 50 min it has put about a third of the drift on the offset (0.34 on this seed) and
+    # the rest on SoC. 0.2 is clear of "nothing learnt"; 1.3 rules out a runaway. (With
+    # rests and current steps, as in benchmarks/soc_accuracy.py, it learns all of it.)
     assert np.sign(est.current_offset_a) == np.sign(true_offset_a)
-    assert 0.4 < est.current_offset_a / true_offset_a < 1.3
+    assert 0.2 < est.current_offset_a / true_offset_a < 1.3
     # Every cell within 1 % (observed 0.14-0.33 %): the steep OCV keeps SoC honest.
     est_error = np.abs(est.cell_soc - true_soc).max()
     assert est_error < 0.01
@@ -528,3 +530,93 @@ def test_first_estimate_without_a_stored_soc_is_the_rest_voltage(chem, soc, tole
         # It says how far it trusts that: 2 % on the steep curve, more on a plateau.
         expected_sigma = 0.02 if chem == "na-nfm" else 0.04
         assert np.all(act.estimate.cell_soc_sigma >= expected_sigma - 1e-9)
+
+
+# --- edge cases found in review -------------------------------------------------------------
+
+
+def _estimator(n: int = 4, stored_soc=None) -> Estimator:
+    chem = PRESETS["na-nfm"]
+    cfg = default_config(chem, n, chem.capacity_ah)
+    thr = chem.thresholds
+    return Estimator(chem, n, chem.capacity_ah, cfg.estimation, cfg.rest_current_a,
+                     thr.charge_v, thr.undervoltage_v, cfg.balancing.bleed_resistor_ohm,
+                     stored_soc=stored_soc)
+
+
+def _rest_measurement(v: np.ndarray, temperature_c: float = 25.0) -> Measurement:
+    return Measurement(v, np.array([temperature_c]), 0.0, float(np.nansum(v)),
+                       Contactors(negative=True, positive=True))
+
+
+def test_a_rest_reset_of_only_the_steep_cells():
+    # Cell 0 rests at 35 %, where na-nfm is flatter (0.85 V per unit SoC) than the trusted
+    # slope; the others are steep. The relaxed-rest reset takes only the steep ones (it once
+    # raised here, assigning every cell's sigma to the trusted few).
+    chem = PRESETS["na-nfm"]
+    est = _estimator()
+    soc = np.array([0.35, 0.5, 0.52, 0.5])
+    v = chem.ocv.voltage_v(soc, np.zeros(4), np.full(4, 25.0))
+    for k in range(700):
+        est.step(_rest_measurement(v), 1.0, float(k), None)
+    anchored = np.isfinite(est._anchor_soc)
+    assert list(anchored) == [False, True, True, True]
+    assert est.reset_epoch == 1
+
+
+def test_no_self_discharge_alarm_after_a_long_discharge_with_capacity_spread():
+    # A 10 % capacity spread leaves each cell's coulomb count off by a few % after a long
+    # discharge; the first relaxed-rest reset corrects that, which is no internal short.
+    rig = Rig(n_series=8, initial_soc=0.95, seed=3,
+              spread=SpreadSpec(capacity_rel=0.1, initial_soc=0.0))
+    rig.run(10.0)
+    rig.run(5000.0, -0.5 * rig.one_c_a)
+    rig.run(1500.0)
+    assert "CELL_SELF_DISCHARGE" not in [e.name for e in rig.events]
+
+
+def test_charge_is_counted_across_steps_without_a_measurement():
+    # Two firmwares on one pack: one reads every tick, the other every other tick and steps
+    # with None in between (a rig that sends at half the rate). Both count the same charge.
+    rig = Rig(initial_soc=0.8, seed=0, tick_s=0.1)
+    every = rig.fw
+    half = Firmware(rig.chem, 4, rig.pack.capacity_ah)
+    for k in range(round(600.0 / 0.1)):
+        m = rig.pack.measure()
+        act = every.step(m, rig.now_s)
+        half.step(m if k % 2 == 0 else None, rig.now_s)
+        rig.pack.actuate(act)
+        rig.pack.advance(Demand(-0.5 * rig.one_c_a, "a"))
+        rig.k += 1
+    assert every.state == half.state == "RUN"
+    # Every other current sample is 0.1 s apart from the one it stands for: the counts
+    # differ by the sensor noise only (a lost half would be 4 % of SoC).
+    assert np.abs(every.estimate.cell_soc - half.estimate.cell_soc).max() < 0.002
+
+
+def test_unreadable_cells_at_start_do_not_poison_the_estimate():
+    chem = PRESETS["na-nfm"]
+    v = chem.ocv.voltage_v(np.full(4, 0.6), np.zeros(4), np.full(4, 25.0))
+    est = _estimator()
+    first = est.step(_rest_measurement(np.full(4, np.nan)), 0.0, 0.0, None)
+    assert np.isfinite(first.cell_soc).all() and np.isfinite(first.soc)
+    est = _estimator()
+    with_inf = v.copy()
+    with_inf[1] = np.inf
+    first = est.step(_rest_measurement(with_inf), 0.0, 0.0, None)
+    # The unreadable cell starts like the others, not full.
+    assert first.cell_soc[1] == pytest.approx(float(first.cell_soc[0]), abs=0.01)
+    for k in range(1, 30):
+        e = est.step(_rest_measurement(with_inf), 1.0, float(k), None)
+    assert np.isfinite(e.cell_soc).all() and np.abs(e.cell_soc - 0.6).max() < 0.02
+
+
+def test_an_implausible_temperature_is_left_out():
+    # A shorted NTC reading 150 °C is no temperature: the estimate is what 25 °C gives.
+    chem = PRESETS["na-nfm"]
+    v = chem.ocv.voltage_v(np.full(4, 0.6), np.zeros(4), np.full(4, 25.0))
+    normal, shorted = _estimator(), _estimator()
+    for k in range(300):
+        a = normal.step(_rest_measurement(v, 25.0), 1.0, float(k), None)
+        b = shorted.step(_rest_measurement(v, 150.0), 1.0, float(k), None)
+    np.testing.assert_allclose(a.cell_soc, b.cell_soc, atol=1e-12)

@@ -447,3 +447,32 @@ def test_bleed_masks_round_trip_through_hex():
     assert mask_hex(np.array([False] * 8 + [True])) == "100"  # cell 9 is bit 8
     with pytest.raises(ValueError):
         mask_from_hex("10", 4)  # bit 4 is cell 5 of 4
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("time_s,current_a,v1,v2\n0,0,3.6,3.6,9\n", ["line 2", "has 5 columns", "header has 4"]),
+        ("time_s,current_a,v1,v1,v2\n0,0,3.6,3.6,3.6\n", ["line 1", "'v1'", "more than once"]),
+        ("time_s,current_a,v1,v2,t1\n0,0,3.6,3.6,25\n1,0,3.6,3.6,200\n",
+         ["line 3, column t1 = 200.0", "what a working sensor reads"]),
+        ("time_s,current_a,v1,v2\n0,0,3.6,3.6\n1,1e300,3.6,3.6\n",
+         ["line 3, column current_a = 1e+300", "+/-100000 A"]),
+        ("time_s,current_a,v1,v2\n0,0,3.6,3.6\n1e300,0,3.6,3.6\n",
+         ["line 3, column time_s = 1e+300"]),
+    ],
+    ids=["extra-field", "duplicate-column", "implausible-temperature", "absurd-current",
+         "absurd-time"],
+)
+def test_implausible_rows_and_headers_are_refused(capsys, tmp_path, text, fragments):
+    err = refused(capsys, tmp_path, text)
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+
+
+def test_out_may_not_overwrite_the_input(capsys, tmp_path):
+    meas = write(tmp_path, trace_text(n_rows=5))
+    before = meas.read_bytes()
+    assert replay_cli(meas, meas) == 2
+    assert "is the input file" in capsys.readouterr().err
+    assert meas.read_bytes() == before
