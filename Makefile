@@ -27,7 +27,7 @@ mosquitto:
 
 test: $(VENV)/.test-extras mosquitto
 	$(BIN)/ruff check bms protocol hil tests benchmarks
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=8
 
 bench: $(BIN)/bms-emu
 	$(BIN)/python benchmarks/headless_rtf.py
