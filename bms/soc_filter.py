@@ -164,9 +164,14 @@ class SocFilter:
         # Where the curve is flat the model's error is worth more SoC than it says (1 mV is
         # 0.5 % of SoC on a 0.2 V plateau), and a persistent one would be read as SoC drift
         # or as a current offset: there the voltage counts less, by the slope's shortfall
-        # squared, and the coulomb count carries SoC across the plateau.
-        flat = np.maximum(nz.flat_slope_v / np.maximum(np.abs(slope), 1e-6), 1.0)
-        r = nz.voltage_v ** 2 + (model_var + dynamic_v * dynamic_v) * persist * flat * flat
+        # squared, and the coulomb count carries SoC across the plateau. That holds once
+        # SoC is known about as well as the model error allows (model_v / slope); a state
+        # far less certain than that (a wrong start) still takes the voltage at full weight.
+        abs_slope = np.maximum(np.abs(slope), 1e-6)
+        shortfall2 = np.square(np.maximum(nz.flat_slope_v / abs_slope, 1.0))
+        settled = np.minimum(np.square(nz.model_v / abs_slope) / self.P[:, SOC, SOC], 1.0)
+        flat2 = 1.0 + (shortfall2 - 1.0) * settled
+        r = nz.voltage_v ** 2 + (model_var + dynamic_v * dynamic_v) * persist * flat2
         innovation = cell_voltage_v - predicted
         self.innovation_v = innovation
         self.prior_dynamic_v = ir_v + x[:, V1] + x[:, V2]
