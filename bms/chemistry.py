@@ -77,15 +77,6 @@ class OcvCurve:
                + self.temp_coeff_v_per_k * (temperature_c - 25.0))
         return ocv, slope, half
 
-    def soc_at_rest(self, voltage_v: np.ndarray, temperature_c: np.ndarray | float = 25.0):
-        """SoC whose mid-branch OCV is `voltage_v` (hysteresis unknown at start)."""
-        corrected = np.asarray(voltage_v) - self.temp_coeff_v_per_k * (
-            np.asarray(temperature_c) - 25.0
-        )
-        soc_t, mid, _ = self.lookup_tables
-        return np.interp(corrected, mid, soc_t)
-
-
     def soc_on_branch(self, voltage_v: np.ndarray, hysteresis: np.ndarray,
                       temperature_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each cell's SoC whose OCV, with that cell's hysteresis state, is `voltage_v`;

@@ -49,14 +49,17 @@ def pack_soc(cell_soc: np.ndarray, capacity_ah: np.ndarray) -> float:
     still be charged, each set by its limiting cell. 1 when the highest cell is full, 0 when
     the lowest is empty, and continuous in between: min() hands over from one limiting cell
     to the next without a jump."""
-    out_ah, in_ah = _room_ah(np.clip(cell_soc, 0.0, 1.0), capacity_ah)
-    return out_ah / (out_ah + in_ah) if out_ah + in_ah > 0.0 else 0.0
+    return _soc_of_room(*_room_ah(np.clip(cell_soc, 0.0, 1.0), capacity_ah))
 
 
 def _room_ah(soc: np.ndarray, capacity_ah: np.ndarray) -> tuple[float, float]:
     """What the pack can still deliver and still take, Ah, each set by its limiting cell."""
     held_ah = soc * capacity_ah
     return float(held_ah.min()), float((capacity_ah - held_ah).min())
+
+
+def _soc_of_room(out_ah: float, in_ah: float) -> float:
+    return out_ah / (out_ah + in_ah) if out_ah + in_ah > 0.0 else 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,8 +118,7 @@ class Estimator:
         self.chem = chemistry
         self.cfg = cfg
         self.n = n_series
-        self.nominal_ah = parallel_capacity_ah
-        self.one_c_a = parallel_capacity_ah
+        self.nominal_ah = parallel_capacity_ah  # also the 1C current, A
         self.rest_current_a = rest_current_a
         self.charge_v = charge_v
         self.undervoltage_v = undervoltage_v
@@ -199,7 +201,7 @@ class Estimator:
             return
         prev_a, prev_dyn, prev_residual, prev_valid, prev_moved_v = previous
         d_i = current_a - prev_a
-        if abs(d_i) < STEP_MIN_C * self.one_c_a:
+        if abs(d_i) < STEP_MIN_C * self.nominal_ah:
             return
         d_dyn = f.prior_dynamic_v - prev_dyn
         d_dyn = np.where(d_dyn != 0.0, d_dyn, np.nan)
@@ -304,7 +306,7 @@ class Estimator:
                                or m.contactors.precharge)
         # A reading above the offset any sensor could have is a current, not an offset.
         if (self.cfg.learn_offset_when_open and open_contactors
-                and abs(mean_a) < 0.05 * self.one_c_a):
+                and abs(mean_a) < 0.05 * self.nominal_ah):
             f.observe_offset(mean_a, self._samples)
         i_a = m.current_a - f.offset_a
         self._events(v, valid, i_a, t, p[0], now_s)
@@ -337,7 +339,7 @@ class Estimator:
         if i_a > self.rest_current_a:
             self._empty_done = False
         if (not self._full_done and v_max >= self.charge_v - 0.01
-                and 0.0 <= i_a <= cfg.full_taper_c * self.one_c_a):
+                and 0.0 <= i_a <= cfg.full_taper_c * self.nominal_ah):
             self._full_done = True
             self._voltage_anchor(v, valid, i_a, t, r0_ohm, 1.0)
         if (not self._empty_done and i_a < -self.rest_current_a
@@ -380,7 +382,7 @@ class Estimator:
         f = self.filter
         soc = np.clip(f.soc, 0.0, 1.0)
         cap = self.capacity_ah
-        out_ah, _ = _room_ah(soc, cap)
+        out_ah, in_ah = _room_ah(soc, cap)  # soc is clipped to 0..1 above
         pack_ocv_v = float(f.ocv_v.sum())
         stored_wh = float(self.energy.wh(soc, soc - out_ah / cap, cap, t).sum())
         p = self._ecm_now
@@ -399,7 +401,7 @@ class Estimator:
         ref_w = self.cfg.reference_power_w
         remaining_wh = usable_wh(present_w if present_w is not None else ref_w)
         self.estimate = Estimate(
-            soc=pack_soc(f.soc, cap),
+            soc=_soc_of_room(out_ah, in_ah),
             cell_soc=f.soc.copy(),
             cell_soc_sigma=f.soc_sigma,
             cell_capacity_ah=cap,

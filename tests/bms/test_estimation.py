@@ -224,7 +224,7 @@ def plateau_run():
     rig.run(5 * 60.0)
     max_error = max(max_error, float(np.abs(rig.soc_error()).max()))
     # Voltage alone at the final rest, on the branch the cells are on (discharge): the
-    # mid-branch `soc_at_rest` would be flattered here, as the half gap (~9 mV at 25 %)
+    # mid-branch inversion (hysteresis 0) would be flattered here, as the half gap (~9 mV at 25 %)
     # happens to cancel the +8 mV shift.
     v = rig.m.cell_voltage_v
     by_voltage, _ = chem.ocv.soc_on_branch(v, -np.ones(v.size), np.full(v.size, 25.0))
