@@ -1,0 +1,62 @@
+"""Messages to bytes and back: the framing of `protocol.framing` around the payloads of
+`protocol.messages`. This is what a transport's user talks to.
+
+    data = encode(GetStatus(), seq=7)        # bytes for the wire
+    decoder = Decoder()
+    for item in decoder.feed(chunk):         # never raises
+        if isinstance(item, Frame): ...      # item.header.seq, item.message
+        else: ...                            # a FrameError: item.kind, item.detail
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from protocol.framing import (
+    Flags,
+    FrameDecoder,
+    FrameError,
+    FrameErrorKind,
+    Header,
+    RawFrame,
+    encode_frame,
+)
+from protocol.messages import BY_CLASS, REGISTRY, Nack, PayloadError, decode_payload, encode_payload
+
+
+class Frame(NamedTuple):
+    header: Header
+    message: object
+
+
+def encode(msg: object, seq: int, flags: Flags | None = None) -> bytes:
+    """A message as one delimited frame; the flags default to the type's own (a Nack also
+    carries ERROR)."""
+    if flags is None:
+        flags = BY_CLASS[type(msg)].flags | (Flags.ERROR if isinstance(msg, Nack) else 0)
+    msg_type, payload = encode_payload(msg)
+    return encode_frame(msg_type, flags, seq, payload)
+
+
+def decode(raw: RawFrame) -> Frame | FrameError:
+    """The message in a frame whose framing and CRC were good."""
+    header = raw.header
+    if header.msg_type not in REGISTRY:
+        return FrameError(FrameErrorKind.UNKNOWN_TYPE,
+                          f"message type 0x{header.msg_type:02X} is not in the catalogue", header)
+    try:
+        return Frame(header, decode_payload(header.msg_type, raw.payload))
+    except PayloadError as exc:
+        name = REGISTRY[header.msg_type].name
+        return FrameError(FrameErrorKind.BAD_PAYLOAD, f"{name}: {exc}", header)
+
+
+class Decoder:
+    """Bytes in, frames and typed errors out; bounded, resynchronising, never raises."""
+
+    def __init__(self) -> None:
+        self.frames = FrameDecoder()
+
+    def feed(self, data: bytes) -> list[Frame | FrameError]:
+        return [decode(item) if isinstance(item, RawFrame) else item
+                for item in self.frames.feed(bytes(data))]

@@ -1,0 +1,110 @@
+"""Field types the message definitions are built from, beyond construct's own.
+
+Arrays of cells and sensors are read with `numpy.frombuffer` in one call instead of
+construct's element-by-element parse, which is what keeps a 416-cell frame cheap. Each
+array names the count field that precedes it; the count is filled in when a message is
+built (`protocol.messages`), so a message object carries only the array.
+"""
+
+from __future__ import annotations
+
+import construct as c
+import numpy as np
+
+MAX_CELLS = 512
+MAX_TEMP_SENSORS = 256
+
+U8, U16, U32 = c.Int8ul, c.Int16ul, c.Int32ul
+I16 = c.Int16sl
+F32, F64 = c.Float32l, c.Float64l
+Text = c.PascalString(c.Int8ul, "utf8")  # length byte, then UTF-8
+LongText = c.PascalString(c.Int16ul, "utf8")
+
+
+class CountedArray(c.Construct):
+    """`count` elements, `count` read from an earlier field of the struct; `limit` caps the
+    count, so a bad count is a payload error, not a huge allocation."""
+
+    def __init__(self, count: str, limit: int):
+        super().__init__()
+        self.count = count
+        self.limit = limit
+
+    @staticmethod
+    def size(n: int) -> int:
+        raise NotImplementedError
+
+    @staticmethod
+    def from_bytes(data: bytes, n: int):
+        raise NotImplementedError
+
+    @staticmethod
+    def to_bytes(obj) -> bytes:
+        raise NotImplementedError
+
+    @classmethod
+    def read(cls, stream, n: int, limit: int):
+        if n > limit:
+            raise c.ValidationError(f"count {n}; at most {limit}")
+        size = cls.size(n)
+        data = stream.read(size)
+        if len(data) != size:
+            raise c.StreamError(f"{size} bytes needed, {len(data)} left")
+        return cls.from_bytes(data, n)
+
+    def _parse(self, stream, context, path):
+        return self.read(stream, context[self.count], self.limit)
+
+    def _emitparse(self, code):
+        """Compiled: a direct call, without construct's per-field path bookkeeping."""
+        code.append(f"from protocol.fields import {type(self).__name__}")
+        return f"{type(self).__name__}.read(io, this[{self.count!r}], {self.limit})"
+
+    def _build(self, obj, stream, context, path):
+        if obj is not None:
+            data = self.to_bytes(obj)
+            c.stream_write(stream, data, len(data), path)
+        return obj
+
+    def _sizeof(self, context, path):
+        raise c.SizeofError("variable size", path=path)
+
+
+class FloatArray(CountedArray):
+    """float32 per element: cell voltages in V, temperatures in °C, SoC in %."""
+
+    @staticmethod
+    def size(n: int) -> int:
+        return 4 * n
+
+    @staticmethod
+    def from_bytes(data: bytes, n: int) -> np.ndarray:
+        return np.frombuffer(data, "<f4")
+
+    @staticmethod
+    def to_bytes(obj) -> bytes:
+        return np.asarray(obj, dtype="<f4").tobytes()
+
+
+class BitArray(CountedArray):
+    """One bit per element, least significant bit first, padded to whole bytes; a count of
+    zero reads as None (the sender did not report it)."""
+
+    @staticmethod
+    def size(n: int) -> int:
+        return (n + 7) // 8
+
+    @staticmethod
+    def from_bytes(data: bytes, n: int) -> np.ndarray | None:
+        if n == 0:
+            return None
+        return np.unpackbits(np.frombuffer(data, np.uint8), count=n, bitorder="little").astype(bool)
+
+    @staticmethod
+    def to_bytes(obj) -> bytes:
+        return np.packbits(np.asarray(obj, dtype=bool), bitorder="little").tobytes()
+
+
+def array_fields(struct: c.Struct) -> dict[str, CountedArray]:
+    """The counted arrays of a struct, by field name."""
+    return {sc.name: sc.subcon for sc in struct.subcons if isinstance(sc.subcon, CountedArray)}

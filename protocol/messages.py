@@ -1,0 +1,517 @@
+"""The message catalogue: one frozen dataclass per message type, its payload layout as a
+construct Struct, and one registry that encodes and decodes them all.
+
+Quantities are little-endian IEEE-754 (float32 unless the field says float64) in the SI
+unit the field name carries; current is positive when charging. States, faults,
+contactors and balancing modes travel as the numeric codes listed in the spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from dataclasses import dataclass
+from enum import IntEnum
+
+import construct as c
+import numpy as np
+
+from protocol.fields import (
+    F32,
+    F64,
+    I16,
+    MAX_CELLS,
+    MAX_TEMP_SENSORS,
+    U8,
+    U16,
+    U32,
+    BitArray,
+    FloatArray,
+    LongText,
+    Text,
+    array_fields,
+)
+from protocol.framing import Flags
+
+
+class ErrorCode(IntEnum):
+    """Why a request was refused (the NACK's `error`); the codes are stable."""
+
+    UNKNOWN_TYPE = 1  # no such message type
+    BAD_PAYLOAD = 2  # the payload does not parse as its type
+    UNSUPPORTED_VERSION = 3
+    NOT_A_REQUEST = 4  # a response or event type sent with the REQUEST flag
+    UNKNOWN_PARAM = 5
+    BAD_TYPE = 6  # a parameter value of the wrong type
+    OUT_OF_RANGE = 7  # a value outside what the firmware and chemistry allow
+    BAD_VALUE = 8  # a value that is malformed (a repeated id, an unknown command)
+    NOT_IN_THIS_MODE = 9  # e.g. a measurement frame to an emulator running its own pack
+    WRONG_SIZE = 10  # an array whose length is not the pack's cell or sensor count
+
+
+class Command(IntEnum):
+    RUN = 1
+    STANDBY = 2
+    STORAGE = 3
+    CLEAR_FAULTS = 4
+    BALANCING_MODE = 5  # argument: a BalancingMode
+
+
+class BalancingMode(IntEnum):
+    OFF = 0
+    VOLTAGE = 1
+    SOC = 2
+
+
+class Mode(IntEnum):
+    SIM = 0  # the emulator runs its own simulated pack
+    HIL = 1  # the emulator steps on measurement frames from a rig
+
+
+class Capability(IntEnum):
+    """Bits of DeviceInfo.capabilities."""
+
+    HIL = 0x01
+    INJECT = 0x02
+    CONFIG_SET = 0x04
+    TELEMETRY = 0x08
+
+
+class ValueKind(IntEnum):
+    FLOAT = 0  # float64
+    INT = 1  # int32
+    BOOL = 2  # one byte, 0 or 1
+    CHOICE = 3  # text: one of the parameter's choices
+
+
+# Contactor bits, in DeviceStatus.contactors, Measurement.contactors, Actuation.contactors.
+CONTACTOR_BITS = {"negative": 0x01, "precharge": 0x02, "positive": 0x04}
+
+# A configuration value: parameter id, ValueKind, then the value in that kind's layout.
+ParamValue = c.Struct("param_id" / U16, "kind" / U8, "value" / c.Switch(
+    c.this.kind, {int(ValueKind.FLOAT): F64, int(ValueKind.INT): c.Int32sl,
+                  int(ValueKind.BOOL): c.Flag, int(ValueKind.CHOICE): Text}))
+
+
+@dataclass(frozen=True)
+class MessageType:
+    type_id: int
+    name: str
+    cls: type
+    struct: c.Struct
+    flags: Flags  # the flag a frame of this type carries (REQUEST, RESPONSE or EVENT)
+    doc: str
+
+
+REGISTRY: dict[int, MessageType] = {}
+BY_CLASS: dict[type, MessageType] = {}
+
+
+def message(type_id: int, flags: Flags, *fields: c.Construct):
+    """Registers a dataclass as message type `type_id` with the payload `fields`."""
+
+    def register(cls: type) -> type:
+        if type_id in REGISTRY:
+            raise ValueError(f"message type 0x{type_id:02X} registered twice")
+        mt = MessageType(type_id, cls.__name__, cls, c.Struct(*fields), flags,
+                         (cls.__doc__ or "").strip())
+        REGISTRY[type_id] = BY_CLASS[cls] = mt
+        return cls
+
+    return register
+
+
+def frozen(cls):
+    """Messages are immutable; arrays make `==` meaningless, so compare with `same`."""
+    return dataclass(frozen=True, slots=True, eq=False)(cls)
+
+
+REQ, RSP, EVT = Flags.REQUEST, Flags.RESPONSE, Flags.EVENT
+NO_PAYLOAD: tuple[c.Construct, ...] = ()
+FAULT_ENTRY = c.Struct(
+    "t_s" / F64, "code" / U8, "level" / U8, "action" / U8, "index" / I16, "value" / F32,
+    "state" / U8, "soc_pct" / F32)
+PARAM_ENTRY = c.Struct(
+    "param_id" / U16, "kind" / U8, "name" / Text, "unit" / Text,
+    "choices" / c.PrefixedArray(U8, Text))
+SUBSCRIPTION = c.Struct("msg_type" / U8, "period_ms" / U32)
+
+
+# --- requests and their responses -----------------------------------------------------------
+
+@message(0x01, REQ, *NO_PAYLOAD)
+@frozen
+class GetInfo:
+    """Asks for DeviceInfo."""
+
+
+@message(0x02, RSP, "protocol_version" / U8, "firmware_version" / Text, "chemistry" / Text,
+         "mode" / U8, "n_series" / U16, "n_parallel" / U16, "n_temp_sensors" / U16,
+         "capacity_ah" / F32, "capabilities" / U32)
+@frozen
+class DeviceInfo:
+    """What the device is: versions, chemistry, mode (Mode), cell and sensor counts, pack
+    capacity and the Capability bits."""
+
+    protocol_version: int
+    firmware_version: str
+    chemistry: str
+    mode: int
+    n_series: int
+    n_parallel: int
+    n_temp_sensors: int
+    capacity_ah: float
+    capabilities: int
+
+
+@message(0x03, REQ, *NO_PAYLOAD)
+@frozen
+class GetStatus:
+    """Asks for Status."""
+
+
+@message(0x04, RSP, "time_s" / F64, "state" / U8, "contactors" / U8, "fault_bitmap" / U32,
+         "charge_limit_a" / F32, "discharge_limit_a" / F32, "pack_voltage_v" / F32,
+         "current_a" / F32, "soc_pct" / F32, "soh_pct" / F32, "remaining_wh" / F32,
+         "runtime_s" / F32, "cell_v_min" / F32, "cell_v_min_index" / U16, "cell_v_max" / F32,
+         "cell_v_max_index" / U16, "temp_c_min" / F32, "temp_c_min_index" / U16,
+         "temp_c_max" / F32, "temp_c_max_index" / U16, "balancing_count" / U16)
+@frozen
+class Status:
+    """The pack at a glance: emulator time, state, contactor bits, fault bitmap (bit =
+    fault code), published current limits (magnitudes), pack voltage and current, SoC, SoH,
+    remaining energy and runtime at the present discharge power (NaN when not
+    discharging), cell voltage and temperature extremes with their 0-based indices, and
+    how many cells are bleeding."""
+
+    time_s: float
+    state: int
+    contactors: int
+    fault_bitmap: int
+    charge_limit_a: float
+    discharge_limit_a: float
+    pack_voltage_v: float
+    current_a: float
+    soc_pct: float
+    soh_pct: float
+    remaining_wh: float
+    runtime_s: float
+    cell_v_min: float
+    cell_v_min_index: int
+    cell_v_max: float
+    cell_v_max_index: int
+    temp_c_min: float
+    temp_c_min_index: int
+    temp_c_max: float
+    temp_c_max_index: int
+    balancing_count: int
+
+
+@message(0x05, REQ, *NO_PAYLOAD)
+@frozen
+class GetCellVoltages:
+    """Asks for CellVoltages."""
+
+
+@message(0x06, RSP, "n_cells" / U16, "cell_voltage_v" / FloatArray("n_cells", MAX_CELLS))
+@frozen
+class CellVoltages:
+    """The last measured cell voltages, V."""
+
+    cell_voltage_v: np.ndarray
+
+
+@message(0x07, REQ, *NO_PAYLOAD)
+@frozen
+class GetTemperatures:
+    """Asks for Temperatures."""
+
+
+@message(0x08, RSP, "n_sensors" / U16,
+         "temperature_c" / FloatArray("n_sensors", MAX_TEMP_SENSORS))
+@frozen
+class Temperatures:
+    """The last temperature readings, °C."""
+
+    temperature_c: np.ndarray
+
+
+@message(0x09, REQ, *NO_PAYLOAD)
+@frozen
+class GetCellSoc:
+    """Asks for CellSoc."""
+
+
+@message(0x0A, RSP, "n_cells" / U16, "soc_pct" / FloatArray("n_cells", MAX_CELLS))
+@frozen
+class CellSoc:
+    """The estimated state of charge of each cell, %."""
+
+    soc_pct: np.ndarray
+
+
+@message(0x0B, REQ, *NO_PAYLOAD)
+@frozen
+class GetBalancing:
+    """Asks for BalancingState."""
+
+
+@message(0x0C, RSP, "mode" / U8, "n_cells" / U16, "mask" / BitArray("n_cells", MAX_CELLS))
+@frozen
+class BalancingState:
+    """The balancing mode (BalancingMode) and which bleed resistors are on."""
+
+    mode: int
+    mask: np.ndarray
+
+
+@message(0x0D, REQ, "start" / U16, "count" / U8)
+@frozen
+class GetFaultLog:
+    """Asks for up to `count` fault log entries from entry `start` (0 = the oldest kept)."""
+
+    start: int
+    count: int
+
+
+@message(0x0E, RSP, "total" / U16, "dropped" / U32, "start" / U16,
+         "entries" / c.PrefixedArray(U8, FAULT_ENTRY))
+@frozen
+class FaultLogPage:
+    """A page of the fault log: `total` entries kept, `dropped` pushed out by newer ones.
+    Each entry: emulator time, fault code, level (1 WARNING, 2 ALARM, 3 FAULT), action
+    (1 raised, 0 cleared), offending cell or sensor (0-based, -1 none), its reading (NaN
+    none), the state and pack SoC when it happened."""
+
+    total: int
+    dropped: int
+    start: int
+    entries: tuple
+
+
+@message(0x0F, REQ, "start" / U16, "count" / U8)
+@frozen
+class GetParameterList:
+    """Asks for up to `count` parameter descriptions from position `start`."""
+
+    start: int
+    count: int
+
+
+@message(0x10, RSP, "total" / U16, "start" / U16,
+         "entries" / c.PrefixedArray(U8, PARAM_ENTRY))
+@frozen
+class ParameterList:
+    """Configuration parameters: id, ValueKind, dotted name (as in the TOML file), unit,
+    and for CHOICE parameters the allowed texts."""
+
+    total: int
+    start: int
+    entries: tuple
+
+
+@message(0x11, REQ, "param_ids" / c.PrefixedArray(U16, U16))
+@frozen
+class GetConfig:
+    """Asks for the values of the listed parameters."""
+
+    param_ids: tuple
+
+
+@message(0x12, RSP, "values" / c.PrefixedArray(U16, ParamValue))
+@frozen
+class ConfigValues:
+    """Parameter values: id, ValueKind, value. The answer to GetConfig and SetConfig."""
+
+    values: tuple
+
+
+@message(0x13, REQ, "values" / c.PrefixedArray(U16, ParamValue))
+@frozen
+class SetConfig:
+    """Sets parameters, all or none: any bad value refuses the whole request (NACK with
+    UNKNOWN_PARAM, BAD_TYPE, OUT_OF_RANGE or BAD_VALUE and the reasons)."""
+
+    values: tuple
+
+
+@message(0x14, REQ, "command" / U8, "argument" / U8)
+@frozen
+class CommandRequest:
+    """A Command; BALANCING_MODE takes a BalancingMode as argument, the others 0."""
+
+    command: int
+    argument: int
+
+
+@message(0x15, REQ, "subscriptions" / c.PrefixedArray(U8, SUBSCRIPTION))
+@frozen
+class Subscribe:
+    """Telemetry: send each listed response type as an EVENT every `period_ms`. Replaces
+    any earlier subscription of the link; an empty list stops telemetry."""
+
+    subscriptions: tuple
+
+
+@message(0x16, REQ, "host_time_s" / F64)
+@frozen
+class TimeSync:
+    """The host's clock; answered with TimeInfo."""
+
+    host_time_s: float
+
+
+@message(0x17, RSP, "host_time_s" / F64, "device_time_s" / F64)
+@frozen
+class TimeInfo:
+    """The host time echoed and the emulator's own time when it answered: the host learns
+    the offset and the round trip."""
+
+    host_time_s: float
+    device_time_s: float
+
+
+@message(0x18, REQ, "spec" / Text)
+@frozen
+class Inject:
+    """A fault injection into the simulated pack, as `--inject` writes it
+    (`AT:KIND[:key=value,...]`, AT relative to now). SIM mode only."""
+
+    spec: str
+
+
+@message(0x7E, RSP, "request_type" / U8)
+@frozen
+class Ack:
+    """A request with no data to return was done."""
+
+    request_type: int
+
+
+@message(0x7F, RSP, "request_type" / U8, "error" / U8, "detail" / LongText)
+@frozen
+class Nack:
+    """A request was refused; nothing was changed. Sent with the ERROR flag."""
+
+    request_type: int
+    error: int
+    detail: str
+
+
+# --- hardware in the loop -------------------------------------------------------------------
+
+@message(0x20, EVT, "rig_seq" / U32, "rig_time_s" / F64, "current_a" / F32,
+         "bus_voltage_v" / F32, "contactors" / U8, "n_cells" / U16,
+         "cell_voltage_v" / FloatArray("n_cells", MAX_CELLS), "n_sensors" / U16,
+         "temperature_c" / FloatArray("n_sensors", MAX_TEMP_SENSORS), "n_balancing" / U16,
+         "balancing" / BitArray("n_balancing", MAX_CELLS))
+@frozen
+class MeasurementFrame:
+    """Rig to emulator: one measurement. `contactors` is the auxiliary-contact feedback;
+    `balancing` the bleed switches that were on while it was measured (n_balancing = 0:
+    not reported, taken as commanded)."""
+
+    rig_seq: int
+    rig_time_s: float
+    current_a: float
+    bus_voltage_v: float
+    contactors: int
+    cell_voltage_v: np.ndarray
+    temperature_c: np.ndarray
+    balancing: np.ndarray | None = None
+
+
+@message(0x21, EVT, "rig_seq" / U32, "time_s" / F64, "state" / U8, "contactors" / U8,
+         "fault_bitmap" / U32, "charge_limit_a" / F32, "discharge_limit_a" / F32,
+         "soc_pct" / F32, "n_cells" / U16, "balance_mask" / BitArray("n_cells", MAX_CELLS))
+@frozen
+class ActuationFrame:
+    """Emulator to rig, after each firmware step in HIL mode: the measurement answered
+    (`rig_seq`), emulator time, state, contactor commands, faults, current limits, SoC and
+    the bleed resistors to switch on."""
+
+    rig_seq: int
+    time_s: float
+    state: int
+    contactors: int
+    fault_bitmap: int
+    charge_limit_a: float
+    discharge_limit_a: float
+    soc_pct: float
+    balance_mask: np.ndarray
+
+
+# --- one mechanism for all of them ---------------------------------------------------------
+
+class PayloadError(ValueError):
+    """A payload that does not parse as its type."""
+
+
+@dataclass(frozen=True)
+class _Codec:
+    names: tuple[str, ...]
+    counts: tuple[tuple[str, str], ...]  # (count field, array field)
+    nested: frozenset[str]  # fields construct returns as its own containers
+    compiled: object
+
+
+def _codec(mt: MessageType) -> _Codec:
+    arrays = array_fields(mt.struct)
+    nested = {f.name for f in dataclasses.fields(mt.cls) if f.type == "tuple"}
+    return _Codec(tuple(f.name for f in dataclasses.fields(mt.cls)),
+                  tuple((a.count, name) for name, a in arrays.items()),
+                  frozenset(nested), mt.struct.compile())
+
+
+CODECS: dict[int, _Codec] = {t: _codec(mt) for t, mt in REGISTRY.items()}
+
+
+def encode_payload(msg: object) -> tuple[int, bytes]:
+    """(message type, payload bytes) for a message object."""
+    mt = BY_CLASS[type(msg)]
+    codec = CODECS[mt.type_id]
+    fields = {name: getattr(msg, name) for name in codec.names}
+    for count, array in codec.counts:
+        value = fields[array]
+        fields[count] = 0 if value is None else len(value)
+    return mt.type_id, codec.compiled.build(fields)
+
+
+def decode_payload(msg_type: int, payload: bytes) -> object:
+    """The message object for a payload; raises KeyError for an unknown type and
+    PayloadError for a payload that does not parse."""
+    codec = CODECS[msg_type]
+    stream = io.BytesIO(payload)
+    try:
+        parsed = codec.compiled.parse_stream(stream)
+    except (c.ConstructError, ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(str(exc)) from None
+    if stream.tell() != len(payload):
+        raise PayloadError(f"{len(payload) - stream.tell()} bytes left over after the fields")
+    if codec.nested:
+        return REGISTRY[msg_type].cls(**{name: _plain(parsed[name]) for name in codec.names})
+    return REGISTRY[msg_type].cls(**{name: parsed[name] for name in codec.names})
+
+
+def _plain(value: object) -> object:
+    """construct's ListContainer/Container as tuples/dicts, so messages compare and print
+    as plain data."""
+    if isinstance(value, c.ListContainer):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, c.Container):
+        return {k: _plain(v) for k, v in value.items() if not k.startswith("_")}
+    return value
+
+
+def same(a: object, b: object) -> bool:
+    """Message equality, arrays compared element by element (NaN equal to NaN)."""
+    if type(a) is not type(b):
+        return False
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
+            if x is None or y is None or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+                return False
+        elif x != y and not (isinstance(x, float) and x != x and y != y):
+            return False
+    return True
