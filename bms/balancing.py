@@ -81,6 +81,26 @@ class Balancer:
     """Passive balancing decisions; see the module docstring for the rules."""
 
     def __init__(self, cfg: BalancingConfig, n_series: int):
+        self.check(cfg, n_series)
+        self.n_series = n_series
+        self._tune(cfg)
+
+        self._off = _frozen(np.zeros(n_series, dtype=bool))
+        self._decision = self._off  # the mask decided at the last clean reading
+        self._last = self._off  # the mask returned at the last step
+        self._latched = np.zeros(n_series, dtype=bool)
+        self._last_off_s: float | None = None  # last step that returned all False
+
+        # Public, read-only for callers.
+        self.measuring = False  # this step returned the all-False measurement mask
+        self.clean_reading = False  # the reading given to this step was taken without bleed
+        self.held_voltage_v: np.ndarray | None = None  # last clean voltages
+        self.held_soc: np.ndarray | None = None  # SoC given with them (None: voltage rule)
+        self.held_at_s: float | None = None  # when they were read
+
+    @staticmethod
+    def check(cfg: BalancingConfig, n_series: int) -> None:
+        """Raises InputError naming every field a balancer cannot work with."""
         problems = Problems("balancing configuration")
         if cfg.mode not in MODES:
             problems.add("balancing.mode", cfg.mode, f"must be one of {', '.join(MODES)}")
@@ -95,26 +115,23 @@ class Balancer:
             problems.add("n_series", n_series, "must be >= 1")
         problems.raise_if_any()
 
+    def _tune(self, cfg: BalancingConfig) -> None:
         self.cfg = cfg
-        self.n_series = n_series
         self.start_v = cfg.start_mv * 1e-3
         self.stop_v = cfg.stop_mv * 1e-3
         self.start_soc = cfg.start_mv * SOC_PER_MV
         self.stop_soc = cfg.stop_mv * SOC_PER_MV
-        self.max_cells = min(int(cfg.max_cells), n_series)
+        self.max_cells = min(int(cfg.max_cells), self.n_series)
 
-        self._off = _frozen(np.zeros(n_series, dtype=bool))
-        self._decision = self._off  # the mask decided at the last clean reading
-        self._last = self._off  # the mask returned at the last step
-        self._latched = np.zeros(n_series, dtype=bool)
-        self._last_off_s: float | None = None  # last step that returned all False
-
-        # Public, read-only for callers.
-        self.measuring = False  # this step returned the all-False measurement mask
-        self.clean_reading = False  # the reading given to this step was taken without bleed
-        self.held_voltage_v: np.ndarray | None = None  # last clean voltages
-        self.held_soc: np.ndarray | None = None  # SoC given with them (None: voltage rule)
-        self.held_at_s: float | None = None  # when they were read
+    def retune(self, cfg: BalancingConfig) -> None:
+        """A new configuration at run time. The latches and the held clean reading carry
+        over, and the decision is made again on that reading at once: a cell now within a
+        raised stop_mv, or beyond a lowered max_cells, stops with the next step rather than
+        at the next measurement window."""
+        self.check(cfg, self.n_series)
+        self._tune(cfg)
+        if self.held_voltage_v is not None:
+            self._decide(self.held_voltage_v, self.held_soc, self.held_at_s)
 
     @property
     def basis(self) -> str:

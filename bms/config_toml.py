@@ -123,6 +123,9 @@ QUANTITY_DOCS: dict[str, tuple[str, str]] = {
     "temp_reading_min": ("°C", "lowest raw temperature reading"),
     "idle_current_a": ("A", "current measured with the contactors open"),
     "rest_soc_drop": ("fraction 0..1", "largest fall of one cell's SoC against the others at rest"),
+    "reading_stuck_s": ("s", "how long a cell reading has repeated exactly"),
+    "current_step_mismatch_a": (
+        "A", "current step the cell voltages do not follow (a current sensor gone wrong)"),
 }
 
 ROW_FIELDS = ("threshold", "release", "debounce_s", "release_s")
@@ -273,15 +276,15 @@ def absolute_bound(fault: str, p: _Pack) -> Bound | None:
 # --- the shape of the file -----------------------------------------------------------
 
 
-def _sections(cfg: FirmwareConfig) -> dict[str, object]:
+def config_sections(cfg: FirmwareConfig) -> dict[str, object]:
     """The tables of the file: FirmwareConfig fields that are themselves dataclasses."""
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
             if dataclasses.is_dataclass(getattr(cfg, f.name))}
 
 
-def _scalars(cfg: FirmwareConfig) -> list[str]:
+def config_scalars(cfg: FirmwareConfig) -> list[str]:
     """The top-level keys: FirmwareConfig fields that are plain values."""
-    sections = _sections(cfg)
+    sections = config_sections(cfg)
     return [f.name for f in dataclasses.fields(cfg)
             if f.name != "protection" and f.name not in sections]
 
@@ -332,9 +335,9 @@ def config_to_toml(cfg: FirmwareConfig, chem: Chemistry) -> str:
         "# Units are SI; current is positive when charging. A file may set any subset of",
         "# these keys; the rest keep their defaults.",
         "",
-        *_key_lines([(name, getattr(cfg, name), _doc("", name)) for name in _scalars(cfg)]),
+        *_key_lines([(name, getattr(cfg, name), _doc("", name)) for name in config_scalars(cfg)]),
     ]
-    for section, obj in _sections(cfg).items():
+    for section, obj in config_sections(cfg).items():
         lines += ["", f"[{section}]"]
         lines += _key_lines([(f.name, getattr(obj, f.name), _doc(section, f.name))
                              for f in dataclasses.fields(obj)])
@@ -536,8 +539,8 @@ def parse_config(data: dict, source: str, chem: Chemistry, n_series: int,
     base = default_config(chem, n_series, pack_capacity_ah)
     pack = _Pack(chem, n_series, pack_capacity_ah)
     problems = Problems(source)
-    sections = _sections(base)
-    scalars = _scalars(base)
+    sections = config_sections(base)
+    scalars = config_scalars(base)
     allowed = [*scalars, *sections, "protection"]
     changes: dict[str, object] = {}
 

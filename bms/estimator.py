@@ -116,30 +116,19 @@ class Estimator:
                  undervoltage_v: float, bleed_resistor_ohm: float,
                  stored_soc: float | np.ndarray | None = None):
         self.chem = chemistry
-        self.cfg = cfg
         self.n = n_series
         self.nominal_ah = parallel_capacity_ah  # also the 1C current, A
-        self.rest_current_a = rest_current_a
         self.charge_v = charge_v
         self.undervoltage_v = undervoltage_v
-        self.bleed_resistor_ohm = bleed_resistor_ohm
         self.stored_soc = stored_soc
+        self.filter: SocFilter | None = None
+        self.reconfigure(cfg, rest_current_a, bleed_resistor_ohm)
         # Cells and resistances of the model scale with the cells in parallel.
         self.r_scale = chemistry.capacity_ah / parallel_capacity_ah
         self.capacity_ah = np.full(n_series, parallel_capacity_ah)
         self.r_factor = np.ones(n_series)
         self._r_var = np.full(n_series, RESISTANCE_PRIOR ** 2)
         self.energy = EnergyTable(chemistry)
-        self.noise = FilterNoise(
-            voltage_v=cfg.voltage_noise_v, current_a=cfg.current_noise_a,
-            model_v=cfg.model_error_v, model_dynamic=0.1, correlation_s=cfg.model_correlation_s,
-            capacity_rel=0.02,
-            leak_per_sqrt_s=0.005 / 60.0,  # 0.5 % SoC in an hour
-            offset_a=cfg.offset_sigma_a,
-            offset_walk_a_per_sqrt_s=0.001 * parallel_capacity_ah / 60.0,
-            flat_slope_v=cfg.trusted_slope_mv_per_pct * 0.1)
-        self.trusted_slope = cfg.trusted_slope_mv_per_pct * 0.1  # V per unit SoC
-        self.filter: SocFilter | None = None
         self.estimate: Estimate | None = None
         # Accumulated since the last filter run.
         self._charge_as = 0.0
@@ -161,6 +150,26 @@ class Estimator:
         self._ecm_due_s = -np.inf
         self._sensor_of_cell: np.ndarray | None = None
         self._sensor_count = 0
+
+    def reconfigure(self, cfg: EstimationConfig, rest_current_a: float,
+                    bleed_resistor_ohm: float) -> None:
+        """New settings, at start or at run time; the state (SoC and its covariance,
+        capacities, resistances, what has been counted) carries over. Settings read only at
+        start (offset_sigma_a, stored_soc_sigma) change nothing once the filter runs."""
+        self.cfg = cfg
+        self.rest_current_a = rest_current_a
+        self.bleed_resistor_ohm = bleed_resistor_ohm
+        self.noise = FilterNoise(
+            voltage_v=cfg.voltage_noise_v, current_a=cfg.current_noise_a,
+            model_v=cfg.model_error_v, model_dynamic=0.1, correlation_s=cfg.model_correlation_s,
+            capacity_rel=0.02,
+            leak_per_sqrt_s=0.005 / 60.0,  # 0.5 % SoC in an hour
+            offset_a=cfg.offset_sigma_a,
+            offset_walk_a_per_sqrt_s=0.001 * self.nominal_ah / 60.0,
+            flat_slope_v=cfg.trusted_slope_mv_per_pct * 0.1)
+        self.trusted_slope = cfg.trusted_slope_mv_per_pct * 0.1  # V per unit SoC
+        if self.filter is not None:
+            self.filter.noise = self.noise
 
     # --- every step -------------------------------------------------------------------
 

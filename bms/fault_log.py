@@ -31,5 +31,11 @@ class FaultLog:
             self.dropped += 1
         self.entries.append(LogEntry(event, snapshot))
 
+    def resize(self, size: int) -> None:
+        """A new capacity (a configuration change): the newest entries stay, and those that
+        no longer fit count as dropped."""
+        self.dropped += max(len(self.entries) - size, 0)
+        self.entries = deque(self.entries, maxlen=size)
+
     def __len__(self) -> int:
         return len(self.entries)

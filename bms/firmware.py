@@ -40,6 +40,13 @@ STORAGE_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE",
 Q = {name: i for i, name in enumerate(QUANTITIES)}
 
 
+def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
+    """An open wire moves two cells apart by twice its score: a smaller spread rules it out
+    without looking closer."""
+    return 2.0 * min((r.threshold for r in cfg.protection if r.quantity == "open_wire_v"),
+                     default=np.inf)
+
+
 def _ramp(x: float) -> float:
     """x clipped to [0, 1]: the share of a limit left as a quantity nears its threshold."""
     return min(max(x, 0.0), 1.0)
@@ -88,11 +95,7 @@ class Firmware:
         self._open_wire_hold_v = 0.0
         self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
         self._changed_at_s = np.zeros(n_series)  # when each reading last changed
-        # An open wire moves two cells apart by twice its score: a smaller spread rules it
-        # out without looking closer.
-        self._open_wire_spread_v = 2.0 * min(
-            (r.threshold for r in self.cfg.protection if r.quantity == "open_wire_v"),
-            default=np.inf)
+        self._open_wire_spread_v = _open_wire_spread_v(self.cfg)
         self.counters = {"contactor_cycles": 0, "opened_under_load": 0,
                          "last_open_current_a": 0.0}
         self.event_faults: set[str] = set()  # latched faults raised outside the table
@@ -111,6 +114,23 @@ class Firmware:
             self.clear_requested = True
         else:
             self.requested = name
+
+    def reconfigure(self, cfg: FirmwareConfig) -> None:
+        """Replaces the configuration at run time and keeps every state: raised faults and
+        debounces under way, the estimate, the balancing latches, the fault log (shrunk to
+        its newest entries), the state machine. The next step runs on the new numbers;
+        published limits above a lowered maximum fall in that step. `cfg` must be for this
+        pack and validated (`bms.parameters.apply_changes`); one with other protection rows
+        or a balancing configuration the balancer refuses changes nothing."""
+        Balancer.check(cfg.balancing, self.n_series)  # both refusals before any change
+        self.protection.retune(cfg.protection)
+        self.balancer.retune(cfg.balancing)
+        self.log.resize(cfg.fault_log_size)
+        self.rest_drift.rest_current_a = cfg.rest_current_a
+        self.estimator.reconfigure(cfg.estimation, cfg.rest_current_a,
+                                   cfg.balancing.bleed_resistor_ohm)
+        self._open_wire_spread_v = _open_wire_spread_v(cfg)
+        self.cfg = cfg
 
     @property
     def fault_active(self) -> bool:

@@ -18,6 +18,7 @@ Each raise and each clear is reported once, never once per tick.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -39,15 +40,11 @@ class Protection:
     on most steps is none at all."""
 
     def __init__(self, rows: tuple[ProtectionRow, ...]):
-        self.rows = rows
         n = len(rows)
         self.quantity_index = np.array([QUANTITIES.index(r.quantity) for r in rows], dtype=np.intp)
         # Flip "below" rows so that every condition reads `value * sign > threshold * sign`.
         self.sign = np.array([1.0 if r.above else -1.0 for r in rows])
-        self.trip_at = self.sign * np.array([r.threshold for r in rows])
-        self.safe_below = [r.release * (1.0 if r.above else -1.0) for r in rows]
-        self.debounce_s = [r.debounce_s - TIME_EPS_S for r in rows]
-        self.release_s = [r.release_s - TIME_EPS_S for r in rows]
+        self._tune(rows)
         self.latching = [r.level == "FAULT" for r in rows]
         self.bits = np.array([1 << FAULT_CODES[r.fault] for r in rows], dtype=np.int64)
         self.active = np.zeros(n, dtype=bool)
@@ -58,6 +55,24 @@ class Protection:
         self.level_rows = {level: np.array([r.level == level for r in rows], dtype=bool)
                            for level in ("WARNING", "ALARM", "FAULT")}
         self._summarise()
+
+    def _tune(self, rows: tuple[ProtectionRow, ...]) -> None:
+        self.rows = rows
+        self.trip_at = self.sign * np.array([r.threshold for r in rows])
+        self.safe_below = [r.release * (1.0 if r.above else -1.0) for r in rows]
+        self.debounce_s = [r.debounce_s - TIME_EPS_S for r in rows]
+        self.release_s = [r.release_s - TIME_EPS_S for r in rows]
+
+    def retune(self, rows: tuple[ProtectionRow, ...]) -> None:
+        """New numbers for the same rows (a configuration change at run time). Each row's
+        state carries over - raised, debouncing since, releasing since, enabled - so a
+        raised fault stays raised and a debounce under way keeps its start. Rows of another
+        fault, level, quantity or direction, or in another order, are refused."""
+        fixed = attrgetter("fault", "level", "quantity", "above")
+        if list(map(fixed, rows)) != list(map(fixed, self.rows)):
+            raise ValueError("retune takes new numbers for the same protection rows: same "
+                             "fault, level, quantity and direction, in the same order")
+        self._tune(rows)
 
     def _summarise(self) -> None:
         """Bitmap and per-level flags, recomputed only when a row changes."""

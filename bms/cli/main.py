@@ -6,10 +6,18 @@ import argparse
 import sys
 
 from bms import __version__
-from bms.cli import chemistries_cmd, config_cmd, plot_cmd, replay_cmd, run_cmd
+from bms.cli import (
+    chemistries_cmd,
+    config_cmd,
+    plot_cmd,
+    pty_cmd,
+    replay_cmd,
+    run_cmd,
+    serve_cmd,
+)
 from bms.validation import InputError
 
-SUBCOMMANDS = (run_cmd, replay_cmd, config_cmd, chemistries_cmd, plot_cmd)
+SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, pty_cmd, config_cmd, chemistries_cmd, plot_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

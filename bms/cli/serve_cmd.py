@@ -1,0 +1,91 @@
+"""`bms-emu serve`: the firmware in real time, serving the binary protocol on a serial port,
+against its own simulated pack (--sim) or a rig's measurements (--hil)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+
+from bms.cli.pack_args import (
+    add_config_argument,
+    add_pack_arguments,
+    build_pack,
+    check_pack_arguments,
+    firmware_config,
+    parse_injections,
+)
+from bms.device import Device, Identity
+from bms.firmware import Firmware
+from bms.link import DEFAULT_BAUD, Endpoint
+from bms.runtime import Runtime
+from bms.validation import Problems
+from hil.loads import resolve_profile
+from hil.plant import Plant
+from protocol.messages import Mode
+
+
+def add_serial_arguments(p) -> None:
+    p.add_argument("--serial", required=True, metavar="PORT",
+                   help="serial port: /dev/ttyUSB0, a pty from `bms-emu pty`, ...")
+    p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="baud rate (8N1)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="run the firmware in real time and serve the protocol on a serial port",
+        description="Run the BMS firmware in real time and serve the binary protocol "
+        "(docs/protocol.md) on a serial port. --sim: against the emulator's own simulated "
+        "pack. --hil: against measurement frames from a rig; the firmware steps on each one "
+        "and answers with an actuation frame, and steps without one every tick when the rig "
+        "is silent, so a lost rig trips MEASUREMENT_TIMEOUT. A vanished port is reopened "
+        "when it returns.")
+    add_serial_arguments(p)
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--sim", action="store_true", help="run the emulator's own simulated pack")
+    mode.add_argument("--hil", action="store_true", help="take measurements from a rig")
+    add_pack_arguments(p)
+    add_config_argument(p)
+    p.add_argument("--tick", type=float, default=0.1, metavar="S",
+                   help="firmware step period (SIM), watchdog period (HIL), seconds")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after this many seconds (default: run until interrupted)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every fault event")
+    p.set_defaults(handler=handle)
+
+
+def build(args) -> Runtime:
+    problems = Problems("bms-emu serve")
+    check_pack_arguments(args, problems)
+    problems.check_range("--tick", args.tick, 1e-3, 10.0)
+    problems.check_range("--baud", args.baud, 50, 20_000_000)
+    if args.duration is not None:
+        problems.check_range("--duration", args.duration, 1e-3, math.inf)
+    problems.raise_if_any()
+    pack = build_pack(args, args.tick)
+    pc = firmware_config(args, pack)
+    firmware = Firmware(pc.chem, pc.n_series, pc.capacity_ah, pc.config)
+    plant = None
+    if args.sim:
+        profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
+        plant = Plant(pack, profile, parse_injections(args, pack))
+    identity = Identity(pc.chem.name, Mode.SIM if args.sim else Mode.HIL, args.parallel,
+                        pc.capacity_ah)
+    device = Device(firmware, pc.chem, identity, pc.overrides,
+                    inject=plant.inject if plant is not None else None)
+    return Runtime(device, Endpoint(args.serial, args.baud), args.tick, plant,
+                   n_temp_sensors=pack.sensors.n_temp)
+
+
+def handle(args) -> int:
+    runtime = build(args)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    mode = "sim" if args.sim else "hil"
+    print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "
+          f"({runtime.device.identity.chemistry}) on {args.serial} at {args.baud} baud",
+          flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runtime.run(args.duration))
+    return 0

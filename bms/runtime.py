@@ -1,0 +1,193 @@
+"""The asyncio runtime of `bms-emu serve`: the firmware in real time, serving the protocol.
+
+SIM mode: the firmware steps every tick against a plant (the simulated pack, handed in by
+the CLI: `bms` never imports the plant). HIL mode: the firmware steps on each measurement
+frame from the rig and answers it with an actuation frame; a watchdog steps it without a
+measurement once a tick when none has come, so a silent rig or a vanished port trips
+MEASUREMENT_TIMEOUT and opens the contactors. Both modes answer requests and send
+subscribed telemetry between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from bms.device import Device, contactor_bits, contactors_of
+from bms.link import Endpoint
+from bms.signals import OPEN, STATES, Actuation, Measurement
+from protocol import messages as pm
+from protocol.codec import Frame
+from protocol.framing import Flags, FrameError, FrameErrorKind
+
+log = logging.getLogger(__name__)
+
+# Decoding errors a request's sender is told of; a bad CRC or bad framing is not answered:
+# its sequence number cannot be trusted.
+ANSWERED_ERRORS = {
+    FrameErrorKind.UNKNOWN_TYPE: pm.ErrorCode.UNKNOWN_TYPE,
+    FrameErrorKind.BAD_PAYLOAD: pm.ErrorCode.BAD_PAYLOAD,
+    FrameErrorKind.UNSUPPORTED_VERSION: pm.ErrorCode.UNSUPPORTED_VERSION,
+}
+RESYNC_AFTER_S = 1.0  # a tick loop this far behind wall time starts afresh from now
+
+
+class Plant(Protocol):
+    """What SIM mode runs the firmware against."""
+
+    def measure(self) -> Measurement: ...
+    def actuate(self, act: Actuation) -> None: ...
+    def advance(self, now_s: float) -> None: ...  # one tick under its own load
+
+
+def actuation_frame(act: Actuation, rig_seq: int, now_s: float) -> pm.ActuationFrame:
+    return pm.ActuationFrame(rig_seq, now_s, STATES.index(act.state),
+                             contactor_bits(act.contactors), act.fault_bitmap,
+                             act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
+                             np.asarray(act.balance_mask, bool))
+
+
+def measurement_of(frame: pm.MeasurementFrame) -> Measurement:
+    return Measurement(
+        cell_voltage_v=frame.cell_voltage_v.astype(np.float64),
+        temperature_c=frame.temperature_c.astype(np.float64),
+        current_a=float(frame.current_a),
+        bus_voltage_v=float(frame.bus_voltage_v),
+        contactors=contactors_of(frame.contactors),
+        balancing=frame.balancing,
+    )
+
+
+class Runtime:
+    """Hosts one Device (and its firmware) on one Endpoint."""
+
+    def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
+                 plant: Plant | None = None, n_temp_sensors: int | None = None):
+        self.device = device
+        self.fw = device.fw
+        self.endpoint = endpoint
+        self.tick_s = tick_s
+        self.plant = plant
+        self.n_temp_sensors = n_temp_sensors  # HIL: what a measurement frame must carry
+        self.hil = plant is None
+        endpoint.on_frame = self._frame
+        endpoint.on_error = self._error
+        self._t0 = 0.0
+        self._last_step_s = -1.0
+        self.last_rig_seq = 0
+        self.steps = 0
+        self.refused_measurements = 0
+
+    def now_s(self) -> float:
+        return asyncio.get_running_loop().time() - self._t0
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Serves until cancelled (or for `duration_s`); the contactors end open."""
+        self._t0 = asyncio.get_running_loop().time()
+        await self.endpoint.start()
+        try:
+            await asyncio.wait_for(self._ticks(), duration_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._shut_down()
+            await self.endpoint.close()
+
+    async def _ticks(self) -> None:
+        """SIM: step the firmware and the plant. HIL: step without a measurement when the
+        rig has been silent for a tick. Both: telemetry."""
+        k = 0
+        while True:
+            k += 1
+            due_s = k * self.tick_s
+            now_s = self.now_s()
+            if now_s - due_s > RESYNC_AFTER_S:
+                log.warning("runtime %.2f s behind; resuming from now", now_s - due_s)
+                k = int(now_s / self.tick_s) + 1
+                due_s = k * self.tick_s
+            await asyncio.sleep(max(0.0, due_s - now_s))
+            now_s = self.now_s()
+            if not self.hil:
+                self._sim_step(now_s)
+            elif now_s - self._last_step_s >= self.tick_s:
+                self._step(None, now_s)
+            for msg in self.device.telemetry_due(now_s):
+                self.endpoint.send(msg, flags=Flags.EVENT)
+
+    def _sim_step(self, now_s: float) -> None:
+        m = self.plant.measure()
+        act = self._step(m, now_s)
+        self.plant.actuate(act)
+        self.plant.advance(now_s)
+
+    def _step(self, m: Measurement | None, now_s: float) -> Actuation:
+        act = self.fw.step(m, now_s)
+        self._last_step_s = now_s
+        self.steps += 1
+        self.device.observe(m, act)
+        for e in act.events:
+            log.warning("%.1f s %s %s %s", e.t_s, e.level, e.name, e.action)
+        if self.hil:
+            self.endpoint.send(actuation_frame(act, self.last_rig_seq, now_s), flags=Flags.EVENT)
+        return act
+
+    # --- what arrives -------------------------------------------------------------------
+
+    def _frame(self, frame: Frame) -> None:
+        msg, header = frame.message, frame.header
+        if isinstance(msg, pm.MeasurementFrame):
+            self._measurement(msg, header.seq)
+        elif header.flags & Flags.REQUEST:
+            reply = self.device.handle(msg, self.now_s())
+            self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
+        # responses and events of other kinds are not for a BMS: ignored
+
+    def _measurement(self, msg: pm.MeasurementFrame, seq: int) -> None:
+        problem = self._refusal(msg)
+        if problem is not None:
+            self.refused_measurements += 1
+            code, detail = problem
+            nack = pm.Nack(pm.BY_CLASS[pm.MeasurementFrame].type_id, code, detail)
+            self.endpoint.send(nack, seq=seq, flags=Flags.RESPONSE | Flags.ERROR)
+            return
+        self.last_rig_seq = msg.rig_seq
+        self._step(measurement_of(msg), self.now_s())
+
+    def _refusal(self, msg: pm.MeasurementFrame) -> tuple[pm.ErrorCode, str] | None:
+        if not self.hil:
+            return (pm.ErrorCode.NOT_IN_THIS_MODE,
+                    "measurement frames drive `serve --hil`; this emulator runs its own pack")
+        n_cells, n_temp = len(msg.cell_voltage_v), len(msg.temperature_c)
+        if n_cells != self.fw.n_series:
+            return (pm.ErrorCode.WRONG_SIZE,
+                    f"n_cells = {n_cells}; this pack has {self.fw.n_series} series cells")
+        if self.n_temp_sensors is not None and n_temp != self.n_temp_sensors:
+            return (pm.ErrorCode.WRONG_SIZE,
+                    f"n_sensors = {n_temp}; this pack has {self.n_temp_sensors} sensors")
+        if msg.balancing is not None and len(msg.balancing) != n_cells:
+            return (pm.ErrorCode.WRONG_SIZE,
+                    f"n_balancing = {len(msg.balancing)}; must be 0 or n_cells ({n_cells})")
+        return None
+
+    def _error(self, error: FrameError) -> None:
+        code = ANSWERED_ERRORS.get(error.kind)
+        if code is None or error.header is None or not error.header.flags & Flags.REQUEST:
+            return
+        nack = pm.Nack(error.header.msg_type, code, error.detail)
+        self.endpoint.send(nack, seq=error.header.seq, flags=Flags.RESPONSE | Flags.ERROR)
+
+    def _shut_down(self) -> None:
+        """Leaving: in HIL mode the rig is told to open the contactors."""
+        if self.hil and self.device.act is not None:
+            act = self.device.act
+            final = Actuation("STANDBY", OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
+                              act.fault_bitmap, act.soc)
+            self.endpoint.send(actuation_frame(final, self.last_rig_seq, self.now_s()),
+                               flags=Flags.EVENT)
+
+
+def _reply_flags(reply: object) -> Flags:
+    return Flags.RESPONSE | (Flags.ERROR if isinstance(reply, pm.Nack) else 0)

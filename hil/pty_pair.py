@@ -1,0 +1,80 @@
+"""A linked pair of pseudo-terminals: what a null-modem cable between two USB-serial ports
+is to hardware. Bytes written to one end come out of the other.
+
+Each pty's master is relayed to the other's; both slave ends are set raw (no echo, no line
+editing) at once, before anyone opens them, and kept open by the relay so that a program
+closing and reopening its end sees no hang-up. Closing the relay hangs up both ends, as
+pulling a USB adapter does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tty
+from pathlib import Path
+
+
+class PtyPair:
+    def __init__(self, links: tuple[str | None, str | None] = (None, None)):
+        self._fds: list[int] = []
+        self.masters: list[int] = []
+        self.paths: list[str] = []
+        self.links = [Path(p) if p else None for p in links]
+        for link in self.links:
+            master, slave = os.openpty()
+            tty.setraw(slave)
+            os.set_blocking(master, False)
+            self._fds += [master, slave]
+            self.masters.append(master)
+            path = os.ttyname(slave)
+            if link is not None:
+                tmp = link.with_name(link.name + ".tmp")
+                tmp.unlink(missing_ok=True)
+                tmp.symlink_to(path)
+                tmp.replace(link)  # atomic: a reader never sees the link missing mid-swap
+                path = str(link)
+            self.paths.append(path)
+        self.relayed = [0, 0]  # bytes carried a -> b and b -> a
+        self.dropped = [0, 0]  # bytes lost because the receiving end was not read
+
+    def _pump(self, src: int, dst: int, index: int) -> None:
+        try:
+            data = os.read(self.masters[src], 65536)
+        except BlockingIOError:
+            return
+        except OSError:  # EIO: nobody has the slave open (never, while we hold it)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(self.masters[dst], view)
+            except (BlockingIOError, OSError):
+                # Nobody reads the other end and its buffer is full: the bytes are lost,
+                # as on a wire with no receiver.
+                self.dropped[index] += len(view)
+                return
+            view = view[n:]
+            self.relayed[index] += n
+
+    async def relay(self) -> None:
+        """Carries bytes both ways until cancelled, then closes both ends."""
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.masters[0], self._pump, 0, 1, 0)
+        loop.add_reader(self.masters[1], self._pump, 1, 0, 1)
+        try:
+            await asyncio.Future()
+        finally:
+            for fd in self.masters:
+                loop.remove_reader(fd)
+            self.close()
+
+    def close(self) -> None:
+        for fd in self._fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+        for link in self.links:
+            if link is not None:
+                link.unlink(missing_ok=True)
