@@ -45,6 +45,17 @@ def contactors_of(bits: int) -> Contactors:
                       positive=bool(bits & b["positive"]))
 
 
+MAX_DETAIL_BYTES = 1000  # a Nack's reasons, cut to stay well inside one frame
+
+
+def nack(request_type: int, code: pm.ErrorCode, detail: str) -> pm.Nack:
+    """A refusal with its reasons, shortened if a long list of problems would not fit."""
+    data = detail.encode()
+    if len(data) > MAX_DETAIL_BYTES:
+        detail = data[:MAX_DETAIL_BYTES - 4].decode(errors="ignore") + " ..."
+    return pm.Nack(request_type, int(code), detail)
+
+
 class RequestError(Exception):
     """A request refused; becomes a Nack."""
 
@@ -119,20 +130,22 @@ class Device:
         """The response to a request: its answer, an Ack, or a Nack."""
         answer = self._answers.get(type(msg))
         if answer is None:
-            return pm.Nack(pm.BY_CLASS[type(msg)].type_id, pm.ErrorCode.NOT_A_REQUEST,
-                           f"{type(msg).__name__} is not a request this device answers")
+            return nack(pm.BY_CLASS[type(msg)].type_id, pm.ErrorCode.NOT_A_REQUEST,
+                        f"{type(msg).__name__} is not a request this device answers")
         try:
             return answer(msg, now_s)
         except RequestError as exc:
-            return pm.Nack(pm.BY_CLASS[type(msg)].type_id, exc.code, exc.detail)
+            return nack(pm.BY_CLASS[type(msg)].type_id, exc.code, exc.detail)
 
     def telemetry_due(self, now_s: float) -> list[object]:
         """The subscribed messages whose period has come round."""
         out = []
         for msg_type, period_s in self.subscriptions.items():
             if now_s + 1e-9 >= self._next_due[msg_type]:
-                # Catch up to now without a burst after a stall.
-                self._next_due[msg_type] = max(self._next_due[msg_type] + period_s, now_s)
+                # Skip the periods a stall missed, keeping the phase: no burst to catch up,
+                # and the next one a period on, not at the next call.
+                missed = math.floor((now_s + 1e-9 - self._next_due[msg_type]) / period_s)
+                self._next_due[msg_type] += (missed + 1) * period_s
                 out.append(self.telemetry[msg_type](now_s))
         return out
 

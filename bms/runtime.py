@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from bms.device import Device, contactor_bits, contactors_of
+from bms.device import Device, contactor_bits, contactors_of, nack
 from bms.link import Endpoint
 from bms.signals import OPEN, STATES, Actuation, Measurement
 from protocol import messages as pm
@@ -150,8 +150,8 @@ class Runtime:
         if problem is not None:
             self.refused_measurements += 1
             code, detail = problem
-            nack = pm.Nack(pm.BY_CLASS[pm.MeasurementFrame].type_id, code, detail)
-            self.endpoint.send(nack, seq=seq, flags=Flags.RESPONSE | Flags.ERROR)
+            self.endpoint.send(nack(pm.BY_CLASS[pm.MeasurementFrame].type_id, code, detail),
+                               seq=seq, flags=Flags.RESPONSE | Flags.ERROR)
             return
         self.last_rig_seq = msg.rig_seq
         self._step(measurement_of(msg), self.now_s())
@@ -176,8 +176,8 @@ class Runtime:
         code = ANSWERED_ERRORS.get(error.kind)
         if code is None or error.header is None or not error.header.flags & Flags.REQUEST:
             return
-        nack = pm.Nack(error.header.msg_type, code, error.detail)
-        self.endpoint.send(nack, seq=error.header.seq, flags=Flags.RESPONSE | Flags.ERROR)
+        self.endpoint.send(nack(error.header.msg_type, code, error.detail),
+                           seq=error.header.seq, flags=Flags.RESPONSE | Flags.ERROR)
 
     def _shut_down(self) -> None:
         """Leaving: in HIL mode the rig is told to open the contactors."""

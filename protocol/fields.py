@@ -8,6 +8,8 @@ built (`protocol.messages`), so a message object carries only the array.
 
 from __future__ import annotations
 
+import struct
+
 import construct as c
 import numpy as np
 
@@ -17,8 +19,44 @@ MAX_TEMP_SENSORS = 256
 U8, U16, U32 = c.Int8ul, c.Int16ul, c.Int32ul
 I16 = c.Int16sl
 F32, F64 = c.Float32l, c.Float64l
-Text = c.PascalString(c.Int8ul, "utf8")  # length byte, then UTF-8
-LongText = c.PascalString(c.Int16ul, "utf8")
+
+
+class CheckedText(c.StringEncoded):
+    """construct's PascalString, but its compiled parser checks that the whole string
+    arrived: construct's own reads a truncated string short without a word."""
+
+    def _emitparse(self, code):
+        code.append("from protocol.fields import read_text")
+        return f"read_text(io, {self.subcon.lengthfield.fmtstr!r}, {self.encoding!r})"
+
+
+def read_text(stream, length_format: str, encoding: str) -> str:
+    (n,) = struct.unpack(length_format, stream.read(struct.calcsize(length_format)))
+    data = stream.read(n)
+    if len(data) != n:
+        raise c.StreamError(f"text of {n} bytes, {len(data)} left")
+    return data.decode(encoding)
+
+
+class CheckedFlag(type(c.Flag)):
+    """construct's Flag (one byte, non-zero is true), but its compiled parser refuses a
+    missing byte: construct's own reads nothing as true."""
+
+    def _emitparse(self, code):
+        code.append("from protocol.fields import read_flag")
+        return "read_flag(io)"
+
+
+def read_flag(stream) -> bool:
+    data = stream.read(1)
+    if len(data) != 1:
+        raise c.StreamError("a flag byte needed, none left")
+    return data != b"\x00"
+
+
+Bool = CheckedFlag()
+Text = CheckedText(c.Prefixed(c.Int8ul, c.GreedyBytes), "utf8")  # length byte, then UTF-8
+LongText = CheckedText(c.Prefixed(c.Int16ul, c.GreedyBytes), "utf8")
 
 
 class CountedArray(c.Construct):
@@ -61,6 +99,8 @@ class CountedArray(c.Construct):
         return f"{type(self).__name__}.read(io, this[{self.count!r}], {self.limit})"
 
     def _build(self, obj, stream, context, path):
+        if obj is not None and len(obj) > self.limit:  # else the peer would refuse the frame
+            raise c.ValidationError(f"{len(obj)} elements; at most {self.limit}", path=path)
         if obj is not None:
             data = self.to_bytes(obj)
             c.stream_write(stream, data, len(data), path)

@@ -1,9 +1,11 @@
 """Framing for a byte stream: header, CRC-32 and COBS with a 0x00 delimiter.
 
-A frame on the wire is `COBS(header + payload + crc) 0x00`. COBS removes every zero byte
-from the frame, so a zero always ends a frame: a receiver that starts mid-stream or
+A frame on the wire is `0x00 COBS(header + payload + crc) 0x00`. COBS removes every zero
+byte from the frame, so a zero always ends a frame: a receiver that starts mid-stream or
 meets garbage throws away bytes up to the next zero and is back in step (overhead: one
-byte in 254, plus the delimiter).
+byte in 254, plus the two delimiters). The leading zero ends any line noise in front of
+the frame, so that noise costs nothing but itself; back to back, the empty run between two
+frames' zeros is padding.
 
 This module is sans-IO: `encode_frame` returns bytes, `FrameDecoder.feed` takes bytes and
 returns what they completed. Nothing here reads a port or a clock.
@@ -37,9 +39,9 @@ class Flags(IntFlag):
     """What a frame is: a request wants a response or a NACK with the same sequence number;
     an event (telemetry, measurement, actuation) wants nothing back."""
 
-    REQUEST = 0x01
-    RESPONSE = 0x02
-    EVENT = 0x04
+    REQUEST = 0x01  # wants a response with the same seq
+    RESPONSE = 0x02  # answers the request with the same seq
+    EVENT = 0x04  # telemetry, measurement or actuation: nothing comes back
     ERROR = 0x08  # set on NACK responses
 
 
@@ -83,11 +85,11 @@ def crc32(data: bytes) -> int:
 
 
 def encode_frame(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
-    """One frame ready for the wire, delimiter included."""
+    """One frame ready for the wire, between two delimiters."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
     body = HEADER.pack(PROTOCOL_VERSION, msg_type, flags, seq & 0xFFFF, len(payload)) + payload
-    return cobs.encode(body + CRC.pack(binascii.crc32(body))) + DELIMITER
+    return DELIMITER + cobs.encode(body + CRC.pack(binascii.crc32(body))) + DELIMITER
 
 
 def decode_frame(encoded: bytes) -> RawFrame | FrameError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -26,6 +27,7 @@ from protocol.fields import (
     U16,
     U32,
     BitArray,
+    Bool,
     FloatArray,
     LongText,
     Text,
@@ -90,7 +92,8 @@ CONTACTOR_BITS = {"negative": 0x01, "precharge": 0x02, "positive": 0x04}
 # A configuration value: parameter id, ValueKind, then the value in that kind's layout.
 ParamValue = c.Struct("param_id" / U16, "kind" / U8, "value" / c.Switch(
     c.this.kind, {int(ValueKind.FLOAT): F64, int(ValueKind.INT): c.Int32sl,
-                  int(ValueKind.BOOL): c.Flag, int(ValueKind.CHOICE): Text}))
+                  int(ValueKind.BOOL): Bool, int(ValueKind.CHOICE): Text},
+    default=c.Error))
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,8 @@ class GetStatus:
          "temp_c_max" / F32, "temp_c_max_index" / U16, "balancing_count" / U16)
 @frozen
 class Status:
-    """The pack at a glance: emulator time, state, contactor bits, fault bitmap (bit =
+    """The pack at a glance: emulator time, state, contactor bits (as commanded; the
+    auxiliary-contact feedback is the rig's), fault bitmap (bit =
     fault code), published current limits (magnitudes), pack voltage and current, SoC, SoH,
     remaining energy and runtime at the present discharge power (NaN when not
     discharging), cell voltage and temperature extremes with their 0-based indices, and
@@ -467,14 +471,18 @@ CODECS: dict[int, _Codec] = {t: _codec(mt) for t, mt in REGISTRY.items()}
 
 
 def encode_payload(msg: object) -> tuple[int, bytes]:
-    """(message type, payload bytes) for a message object."""
+    """(message type, payload bytes) for a message object; ValueError naming the message
+    when a field does not fit its layout (a count over its limit, a number out of range)."""
     mt = BY_CLASS[type(msg)]
     codec = CODECS[mt.type_id]
     fields = {name: getattr(msg, name) for name in codec.names}
     for count, array in codec.counts:
         value = fields[array]
         fields[count] = 0 if value is None else len(value)
-    return mt.type_id, codec.compiled.build(fields)
+    try:
+        return mt.type_id, codec.compiled.build(fields)
+    except (c.ConstructError, struct.error, TypeError, KeyError) as exc:
+        raise ValueError(f"{mt.name} cannot be encoded: {exc}") from None
 
 
 def decode_payload(msg_type: int, payload: bytes) -> object:
@@ -484,7 +492,7 @@ def decode_payload(msg_type: int, payload: bytes) -> object:
     stream = io.BytesIO(payload)
     try:
         parsed = codec.compiled.parse_stream(stream)
-    except (c.ConstructError, ValueError, UnicodeDecodeError) as exc:
+    except (c.ConstructError, ValueError, struct.error) as exc:  # struct: a short field
         raise PayloadError(str(exc)) from None
     if stream.tell() != len(payload):
         raise PayloadError(f"{len(payload) - stream.tell()} bytes left over after the fields")
@@ -512,6 +520,16 @@ def same(a: object, b: object) -> bool:
         if isinstance(x, np.ndarray) or isinstance(y, np.ndarray):
             if x is None or y is None or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
                 return False
-        elif x != y and not (isinstance(x, float) and x != x and y != y):
+        elif not _same_value(x, y):
             return False
     return True
+
+
+def _same_value(x: object, y: object) -> bool:
+    """Plain values, recursing into the tuples and dicts of nested fields: a fault log
+    entry's `value` is NaN when there is no reading, and NaN must equal NaN there too."""
+    if isinstance(x, tuple) and isinstance(y, tuple):
+        return len(x) == len(y) and all(map(_same_value, x, y))
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same_value(x[k], y[k]) for k in x)
+    return x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
