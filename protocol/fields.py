@@ -13,6 +13,7 @@ import struct
 import construct as c
 import numpy as np
 
+FLOAT32 = np.dtype("<f4")
 MAX_CELLS = 512
 MAX_TEMP_SENSORS = 256
 
@@ -73,7 +74,8 @@ class CountedArray(c.Construct):
         raise NotImplementedError
 
     @staticmethod
-    def from_bytes(data: bytes, n: int):
+    def from_buffer(data: bytes, offset: int, n: int):
+        """The `n` elements at `offset` (the bytes are known to be there)."""
         raise NotImplementedError
 
     @staticmethod
@@ -88,7 +90,7 @@ class CountedArray(c.Construct):
         data = stream.read(size)
         if len(data) != size:
             raise c.StreamError(f"{size} bytes needed, {len(data)} left")
-        return cls.from_bytes(data, n)
+        return cls.from_buffer(data, 0, n)
 
     def _parse(self, stream, context, path):
         return self.read(stream, context[self.count], self.limit)
@@ -118,8 +120,8 @@ class FloatArray(CountedArray):
         return 4 * n
 
     @staticmethod
-    def from_bytes(data: bytes, n: int) -> np.ndarray:
-        return np.frombuffer(data, "<f4")
+    def from_buffer(data: bytes, offset: int, n: int) -> np.ndarray:
+        return np.frombuffer(data, FLOAT32, n, offset)
 
     @staticmethod
     def to_bytes(obj) -> bytes:
@@ -135,10 +137,11 @@ class BitArray(CountedArray):
         return (n + 7) // 8
 
     @staticmethod
-    def from_bytes(data: bytes, n: int) -> np.ndarray | None:
+    def from_buffer(data: bytes, offset: int, n: int) -> np.ndarray | None:
         if n == 0:
             return None
-        return np.unpackbits(np.frombuffer(data, np.uint8), count=n, bitorder="little").astype(bool)
+        packed = np.frombuffer(data, np.uint8, (n + 7) // 8, offset)
+        return np.unpackbits(packed, count=n, bitorder="little").astype(bool)
 
     @staticmethod
     def to_bytes(obj) -> bytes:

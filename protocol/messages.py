@@ -33,6 +33,7 @@ from protocol.fields import (
     Text,
     array_fields,
 )
+from protocol.flat import FlatReader, flat_reader
 from protocol.framing import Flags
 
 
@@ -457,6 +458,7 @@ class _Codec:
     counts: tuple[tuple[str, str], ...]  # (count field, array field)
     nested: frozenset[str]  # fields construct returns as its own containers
     compiled: object
+    flat: FlatReader | None  # the fast reader, for payloads of numbers and arrays only
 
 
 def _codec(mt: MessageType) -> _Codec:
@@ -464,7 +466,7 @@ def _codec(mt: MessageType) -> _Codec:
     nested = {f.name for f in dataclasses.fields(mt.cls) if f.type == "tuple"}
     return _Codec(tuple(f.name for f in dataclasses.fields(mt.cls)),
                   tuple((a.count, name) for name, a in arrays.items()),
-                  frozenset(nested), mt.struct.compile())
+                  frozenset(nested), mt.struct.compile(), flat_reader(mt.struct))
 
 
 CODECS: dict[int, _Codec] = {t: _codec(mt) for t, mt in REGISTRY.items()}
@@ -489,6 +491,12 @@ def decode_payload(msg_type: int, payload: bytes) -> object:
     """The message object for a payload; raises KeyError for an unknown type and
     PayloadError for a payload that does not parse."""
     codec = CODECS[msg_type]
+    if codec.flat is not None:
+        try:
+            fields = codec.flat.parse(payload)
+        except (ValueError, struct.error) as exc:
+            raise PayloadError(str(exc)) from None
+        return REGISTRY[msg_type].cls(**{name: fields[name] for name in codec.names})
     stream = io.BytesIO(payload)
     try:
         parsed = codec.compiled.parse_stream(stream)
