@@ -55,8 +55,8 @@ class Client:
             await self.endpoint.wait_connected(connect_timeout_s)
         except TimeoutError:
             await self.close()
-            raise TimeoutError(f"cannot open {self.endpoint.link.port}: "
-                               f"{self.endpoint.link.last_error or 'no answer'}") from None
+            link = self.endpoint.link  # its last error already names the port
+            raise TimeoutError(link.last_error or f"cannot open {link.port}: no answer") from None
 
     async def close(self) -> None:
         await self.endpoint.close()
@@ -69,7 +69,8 @@ class Client:
         return self.endpoint.link.connected
 
     def on(self, msg_class: type, callback: Callable[[object], None]) -> None:
-        """Calls `callback(message)` for every event frame of `msg_class`."""
+        """Calls `callback(message)` for every frame of `msg_class` that answers no
+        request: events, and responses nobody waits for."""
         self._callbacks[msg_class].append(callback)
 
     def send_event(self, msg: object) -> int:
@@ -93,13 +94,13 @@ class Client:
         return reply
 
     def _frame(self, frame: Frame) -> None:
-        flags = frame.header.flags
-        if flags & Flags.RESPONSE:
+        if frame.header.flags & Flags.RESPONSE:
             fut = self._pending.get(frame.header.seq)
             if fut is not None and not fut.done():
                 fut.set_result(frame.message)
-            else:
-                self.unmatched += 1
-            return
+                return
+            # Late, or answering an event frame (a Nack refusing a measurement frame):
+            # nobody waits for it, so it goes to its type's callbacks like an event.
+            self.unmatched += 1
         for callback in self._callbacks.get(type(frame.message), ()):
             callback(frame.message)

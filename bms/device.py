@@ -8,6 +8,7 @@ refused request gets a Nack naming the error and why; a refused change changes n
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,6 +72,7 @@ class Identity:
     mode: pm.Mode
     n_parallel: int
     capacity_ah: float  # the pack's: cell capacity x parallel cells
+    n_temp_sensors: int  # what a measurement carries; in HIL mode a rig must send this many
 
 
 class Device:
@@ -156,10 +158,9 @@ class Device:
         caps = pm.Capability.CONFIG_SET | pm.Capability.TELEMETRY
         caps |= pm.Capability.HIL if ident.mode == pm.Mode.HIL else 0
         caps |= pm.Capability.INJECT if self.inject is not None else 0
-        n_temp = 0 if self.measurement is None else len(self.measurement.temperature_c)
         return pm.DeviceInfo(PROTOCOL_VERSION, __version__, ident.chemistry, int(ident.mode),
-                             self.fw.n_series, ident.n_parallel, n_temp, ident.capacity_ah,
-                             int(caps))
+                             self.fw.n_series, ident.n_parallel, ident.n_temp_sensors,
+                             ident.capacity_ah, int(caps))
 
     def status(self, now_s: float) -> pm.Status:
         act, m = self.act, self.measurement
@@ -218,8 +219,13 @@ class Device:
         unknown = [i for i in ids if i not in self.param_by_id]
         if unknown:
             raise RequestError(pm.ErrorCode.UNKNOWN_PARAM,
-                               f"no parameter with id {', '.join(map(str, unknown))}; "
+                               f"no parameter with id {', '.join(f'0x{i:04X}' for i in unknown)}; "
                                f"GetParameterList lists them")
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if repeated:  # else a request that fits one frame asks for an answer that does not
+            raise RequestError(pm.ErrorCode.BAD_VALUE,
+                               f"id {', '.join(f'0x{i:04X}' for i in repeated)} asked for more "
+                               "than once; ask for each parameter once")
         cfg = self.fw.cfg
         return pm.ConfigValues(tuple(
             {"param_id": i, "kind": int(VALUE_KINDS[self.param_by_id[i].kind]),

@@ -65,16 +65,16 @@ class Runtime:
     """Hosts one Device (and its firmware) on one Endpoint."""
 
     def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
-                 plant: Plant | None = None, n_temp_sensors: int | None = None):
+                 plant: Plant | None = None):
         self.device = device
         self.fw = device.fw
         self.endpoint = endpoint
         self.tick_s = tick_s
         self.plant = plant
-        self.n_temp_sensors = n_temp_sensors  # HIL: what a measurement frame must carry
         self.hil = plant is None
         endpoint.on_frame = self._frame
         endpoint.on_error = self._error
+        endpoint.on_connection = self._connection
         self._t0 = 0.0
         self._last_step_s = -1.0
         self.last_rig_seq = 0
@@ -142,7 +142,13 @@ class Runtime:
             self._measurement(msg, header.seq)
         elif header.flags & Flags.REQUEST:
             reply = self.device.handle(msg, self.now_s())
-            self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
+            try:
+                self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
+            except ValueError as exc:  # an answer too big for one frame: refuse the request
+                self.endpoint.send(nack(header.msg_type, pm.ErrorCode.BAD_VALUE,
+                                        f"the answer does not fit in one frame: {exc}; "
+                                        "ask for less at a time"),
+                                   seq=header.seq, flags=Flags.RESPONSE | Flags.ERROR)
         # responses and events of other kinds are not for a BMS: ignored
 
     def _measurement(self, msg: pm.MeasurementFrame, seq: int) -> None:
@@ -164,9 +170,10 @@ class Runtime:
         if n_cells != self.fw.n_series:
             return (pm.ErrorCode.WRONG_SIZE,
                     f"n_cells = {n_cells}; this pack has {self.fw.n_series} series cells")
-        if self.n_temp_sensors is not None and n_temp != self.n_temp_sensors:
+        expected = self.device.identity.n_temp_sensors
+        if n_temp != expected:
             return (pm.ErrorCode.WRONG_SIZE,
-                    f"n_sensors = {n_temp}; this pack has {self.n_temp_sensors} sensors")
+                    f"n_sensors = {n_temp}; this pack has {expected} temperature sensors")
         if msg.balancing is not None and len(msg.balancing) != n_cells:
             return (pm.ErrorCode.WRONG_SIZE,
                     f"n_balancing = {len(msg.balancing)}; must be 0 or n_cells ({n_cells})")
@@ -179,11 +186,17 @@ class Runtime:
         self.endpoint.send(nack(error.header.msg_type, code, error.detail),
                            seq=error.header.seq, flags=Flags.RESPONSE | Flags.ERROR)
 
+    def _connection(self, up: bool) -> None:
+        """A host that comes back subscribes afresh; until then nobody reads telemetry."""
+        if not up:
+            self.device.subscriptions.clear()
+
     def _shut_down(self) -> None:
-        """Leaving: in HIL mode the rig is told to open the contactors."""
+        """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one)."""
         if self.hil and self.device.act is not None:
             act = self.device.act
-            final = Actuation("STANDBY", OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
+            state = "FAULT" if act.state == "FAULT" else "STANDBY"
+            final = Actuation(state, OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
                               act.fault_bitmap, act.soc)
             self.endpoint.send(actuation_frame(final, self.last_rig_seq, self.now_s()),
                                flags=Flags.EVENT)

@@ -71,11 +71,10 @@ def build(args) -> Runtime:
         profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
         plant = Plant(pack, profile, parse_injections(args, pack))
     identity = Identity(pc.chem.name, Mode.SIM if args.sim else Mode.HIL, args.parallel,
-                        pc.capacity_ah)
+                        pc.capacity_ah, pack.sensors.n_temp)
     device = Device(firmware, pc.chem, identity, pc.overrides,
                     inject=plant.inject if plant is not None else None)
-    return Runtime(device, Endpoint(args.serial, args.baud), args.tick, plant,
-                   n_temp_sensors=pack.sensors.n_temp)
+    return Runtime(device, Endpoint(args.serial, args.baud), args.tick, plant)
 
 
 def handle(args) -> int:
