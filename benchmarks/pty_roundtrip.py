@@ -1,0 +1,285 @@
+"""Request round trip over a real pseudo-terminal pair: `bms-emu serve --sim` in a child
+process on one end, a `bms.client.Client` in this process on the other. Prints one JSON
+line.
+
+    .venv/bin/python benchmarks/pty_roundtrip.py [--requests 2000] [--series 16,416]
+        [--relay inprocess|process] [--quick]
+
+For each pack size: a fresh pty pair and emulator, `--warmup` requests, then `--requests`
+sequential GetStatus requests and as many GetCellVoltages; the median, p99 and max round
+trip are given, and the time the request and response bytes would take on a real 8N1 line
+(10 bits a byte, delimiter included) at `--baud`. Goal: GetStatus median <= 2 x that wire
+time. A pty does not pace bytes at the baud rate, so the wire time is computed, not
+imposed: on a real line the round trip is at least the wire time.
+
+The 16-cell and the 416-cell emulator are measured in the same run, so the effect of pack
+size (a longer SIM step that a request may wait behind, a bigger cell voltage response) is
+seen as a ratio on the same machine.
+
+The relay (the null-modem cable) runs in this process by default (`hil.pty_pair.PtyPair`),
+or as a `bms-emu pty` child process with `--relay process`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bms.client import Client
+from bms.link import DEFAULT_BAUD
+from hil.pty_pair import PtyPair
+from protocol import messages as pm
+
+REPO = Path(__file__).resolve().parents[1]
+BMS_EMU = (sys.executable, "-m", "bms.cli.main")
+BITS_PER_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
+GOAL_MEDIAN_OVER_WIRE = 2.0
+PTY_NOTE = ("a pty does not pace bytes at the baud rate: wire_ms is computed from the frame "
+            "lengths (10 bits a byte for 8N1, delimiter included), not imposed; on a real "
+            "line the round trip is at least the wire time")
+
+
+class PtyLink:
+    """A linked pty pair: relayed in this process (PtyPair) or by a `bms-emu pty` child."""
+
+    def __init__(self, relay: str):
+        self.relay = relay
+        self.paths: list[str] = []
+        self._pair: PtyPair | None = None
+        self._task: asyncio.Task | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> PtyLink:
+        if self.relay == "inprocess":
+            self._pair = PtyPair()
+            self.paths = list(self._pair.paths)
+            self._task = asyncio.create_task(self._pair.relay(), name="pty relay")
+        else:
+            self._proc = await asyncio.create_subprocess_exec(
+                *BMS_EMU, "pty", cwd=REPO, stdout=asyncio.subprocess.PIPE)
+            for _ in range(2):
+                line = await asyncio.wait_for(self._proc.stdout.readline(), 30.0)
+                if not line:
+                    raise RuntimeError("bms-emu pty printed no paths")
+                self.paths.append(line.decode().strip())
+        return self
+
+    def stats(self) -> dict | None:
+        """Bytes carried and dropped each way (the in-process relay only)."""
+        if self._pair is None:
+            return None
+        (out, back), (lost_out, lost_back) = self._pair.relayed, self._pair.dropped
+        return {"relayed_first_to_second": out, "relayed_second_to_first": back,
+                "dropped_first_to_second": lost_out, "dropped_second_to_first": lost_back}
+
+    async def __aexit__(self, *exc) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._proc is not None:
+            await stop_process(self._proc)
+
+
+async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:
+    """Ctrl-C (the CLI leaves cleanly on it), then a kill if it does not go in time."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+class Emulator:
+    """`bms-emu serve` in a child process; its stderr (warnings) kept for the report."""
+
+    def __init__(self, port: str, args: list[str], duration_s: float):
+        self.argv = [*BMS_EMU, "serve", "--serial", port, *args,
+                     "--duration", f"{duration_s:g}"]
+        self.banner = ""
+        self.returncode: int | None = None
+        self.stderr = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stderr: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Emulator:
+        self._proc = await asyncio.create_subprocess_exec(
+            *self.argv, cwd=REPO, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        self._stderr = asyncio.create_task(self._proc.stderr.read())  # until it exits
+        line = await asyncio.wait_for(self._proc.stdout.readline(), 60.0)
+        if not line:
+            await self._proc.wait()
+            self.stderr = (await self._stderr).decode(errors="replace")
+            raise RuntimeError(f"{' '.join(self.argv[2:])} did not start: "
+                               f"{self.stderr[-2000:]}")
+        self.banner = line.decode().strip()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await stop_process(self._proc)
+        self.returncode = self._proc.returncode
+        self.stderr = (await self._stderr).decode(errors="replace")
+
+    def warnings(self) -> dict:
+        """How many lines the emulator logged, and the first few."""
+        lines = [line for line in self.stderr.splitlines() if line.strip()]
+        return {"count": len(lines), "first": lines[:3]}
+
+
+async def connect(port: str, timeout_s: float = 30.0) -> tuple[Client, pm.DeviceInfo]:
+    """A client whose emulator answers (it may still be opening its end)."""
+    client = Client(port)
+    await client.start()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            info = await client.request(pm.GetInfo(), timeout_s=0.5)
+            return client, info
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                await client.close()
+                raise
+
+
+def percentile_ms(times_s: list[float], q: float) -> float:
+    return round(float(np.percentile(times_s, q)) * 1e3, 4) if times_s else float("nan")
+
+
+async def round_trips(client: Client, msg: object, n: int, baud: int) -> dict:
+    """`n` sequential requests of `msg`; round trip figures and the computed wire time."""
+    ep = client.endpoint
+    out0, in0, frames_in0 = ep.bytes_out, ep.bytes_in, ep.frames_in
+    times: list[float] = []
+    timeouts = 0
+    reply = None
+    for _ in range(n):
+        t0 = time.perf_counter()
+        try:
+            reply = await client.request(msg)
+        except TimeoutError:
+            timeouts += 1
+            continue
+        times.append(time.perf_counter() - t0)
+    answered = ep.frames_in - frames_in0
+    request_bytes = (ep.bytes_out - out0) / n
+    response_bytes = (ep.bytes_in - in0) / answered if answered else float("nan")
+    wire_ms = (request_bytes + response_bytes) * BITS_PER_BYTE / baud * 1e3
+    median_ms = percentile_ms(times, 50)
+    return {
+        "requests": n,
+        "answered": len(times),
+        "timeouts": timeouts,
+        "response": type(reply).__name__,
+        "min_ms": round(min(times) * 1e3, 4) if times else None,
+        "median_ms": median_ms,
+        "p99_ms": percentile_ms(times, 99),
+        "max_ms": round(max(times) * 1e3, 4) if times else None,
+        "request_bytes": round(request_bytes, 1),
+        "response_bytes": round(response_bytes, 1),
+        "wire_ms": round(wire_ms, 4),
+        "median_over_wire": round(median_ms / wire_ms, 3),
+    }
+
+
+async def measure_pack(series: int, args) -> dict:
+    n = args.requests
+    duration_s = 120.0 + n * 0.02  # a safety net: the emulator is stopped when done
+    serve_args = ["--sim", "--series", str(series), "--cells-per-temp-sensor", "4",
+                  "--baud", str(args.baud)]
+    async with PtyLink(args.relay) as link:
+        async with Emulator(link.paths[0], serve_args, duration_s) as emu:
+            client, info = await connect(link.paths[1])
+            try:
+                if info.n_series != series:
+                    raise RuntimeError(f"emulator reports {info.n_series} cells, not {series}")
+                for _ in range(args.warmup):
+                    await client.request(pm.GetStatus())
+                status = await round_trips(client, pm.GetStatus(), n, args.baud)
+                status["goal_met"] = status["median_over_wire"] <= GOAL_MEDIAN_OVER_WIRE
+                cells = await round_trips(client, pm.GetCellVoltages(), n, args.baud)
+                errors = dict(client.endpoint.errors)
+                unmatched = client.unmatched
+            finally:
+                await client.close()
+        relay = link.stats()
+    result = {
+        "series": series,
+        "GetStatus": status,
+        "GetCellVoltages": cells,
+        "client_decode_errors": errors,
+        "client_unmatched_responses": unmatched,
+        "emulator_log": emu.warnings(),
+    }
+    if relay is not None:
+        result["relay_bytes"] = relay
+    return result
+
+
+async def run(args) -> dict:
+    packs = {}
+    for series in args.series:
+        packs[str(series)] = await measure_pack(series, args)
+    out = {
+        "benchmark": "pty_roundtrip",
+        "baud": args.baud,
+        "relay": args.relay,
+        "mode": "serve --sim",
+        "warmup": args.warmup,
+        "requests": args.requests,
+        "packs": packs,
+        "goal_median_over_wire": GOAL_MEDIAN_OVER_WIRE,
+        "goal_met": all(p["GetStatus"]["goal_met"] for p in packs.values()),
+        "note": PTY_NOTE,
+    }
+    if len(args.series) > 1:
+        small, large = (packs[str(s)] for s in (min(args.series), max(args.series)))
+        effect: dict = {"series": [min(args.series), max(args.series)]}
+        for req in ("GetStatus", "GetCellVoltages"):
+            for fig in ("median_ms", "p99_ms"):
+                effect[f"{req}_{fig}_ratio"] = round(large[req][fig] / small[req][fig], 3)
+        out["pack_size_effect"] = effect
+    out["python"] = platform.python_version()
+    out["cpus"] = os.cpu_count()
+    out["load_avg_1m_at_end"] = round(os.getloadavg()[0], 2)  # a shared machine
+    return out
+
+
+def series_list(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=2000,
+                        help="timed requests of each kind per pack")
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--series", type=series_list, default=[16, 416], metavar="N[,N...]",
+                        help="pack sizes, one emulator each")
+    parser.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    parser.add_argument("--relay", choices=("inprocess", "process"), default="inprocess",
+                        help="who carries bytes between the two ptys")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: 100 requests after 20 warm-up ones")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.warmup = 100, 20
+    print(json.dumps(asyncio.run(run(args))))
+
+
+if __name__ == "__main__":
+    main()
