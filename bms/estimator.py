@@ -174,9 +174,10 @@ class Estimator:
     # --- every step -------------------------------------------------------------------
 
     def step(self, m: Measurement, dt_s: float, now_s: float,
-             bleed_mask: np.ndarray | None) -> Estimate:
+             bleed_mask: np.ndarray | None, voltages_trusted: bool = True) -> Estimate:
         """Counts the charge since the last measurement (`dt_s` ago); runs the filter once
-        `period_s` has gathered. `bleed_mask` is what bled since then (None: nothing)."""
+        `period_s` has gathered. `bleed_mask` is what bled since then (None: nothing);
+        with `voltages_trusted` False (a sensor fault) the voltages correct nothing."""
         if self.filter is None:
             self._start(m, now_s)
             return self.estimate
@@ -190,7 +191,7 @@ class Estimator:
         # A bleed current through the sense wires shifts the readings of the bleeding cell
         # and its neighbours: only readings taken with no bleed (the balancer's measurement
         # windows) go to the voltage model, and the filter waits for one.
-        clean = bleed_mask is None
+        clean = bleed_mask is None and voltages_trusted
         if self._elapsed_s >= self.cfg.period_s and (clean or self._elapsed_s >= MAX_WAIT_S):
             self._run_filter(m, now_s, clean)
         return self.estimate

@@ -21,7 +21,7 @@ from bms.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_con
 from bms.current_check import CurrentCheck
 from bms.estimator import Estimate, Estimator
 from bms.fault_log import FaultLog
-from bms.faults import FAULT_CODES
+from bms.faults import FAULT_CODES, bitmap
 from bms.protection import Protection
 from bms.rest_drift import RestDrift
 from bms.signals import HOST_REQUESTS, OPEN, Actuation, Contactors, FaultEvent, Measurement
@@ -34,6 +34,10 @@ STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current t
 # Suspended in STORAGE, where cells may be taken to 0 V: there their voltages say nothing
 # of under-voltage, imbalance or sense wires.
 STORAGE_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
+# While one of these is active the cell readings are in doubt: estimation counts charge
+# only, and takes nothing from the voltages (a reading pulled high by an open sense wire
+# would otherwise "prove" the cell full).
+VOLTAGE_DOUBT = bitmap({"OPEN_WIRE", "VOLTAGE_SENSOR_FAULT"})
 
 
 # Where each quantity sits in the array the protection table reads.
@@ -157,7 +161,6 @@ class Firmware:
             return self._actuation(events, self.no_balancing)
 
     def _step(self, m: Measurement | None, now_s: float) -> Actuation:
-        dt_s = 0.0 if self.last_s is None else now_s - self.last_s
         self.last_s = now_s
         events: list[FaultEvent] = []
         if m is None:
@@ -188,7 +191,7 @@ class Firmware:
         self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
-        self._limits(dt_s)
+        self._limits(since_measurement_s)  # steps without a measurement leave limits alone
         self._suspend_undervoltage_in_storage(events, now_s)
         mask = self.balancer.step(
             m.cell_voltage_v, self.estimate.cell_soc, q[Q["discharge_temp_max"]], m.current_a,
@@ -300,7 +303,8 @@ class Firmware:
             bleeding = self._mask if self._bleeding else None
         else:
             bleeding = m.balancing if m.balancing.any() else None
-        self.estimate = self.estimator.step(m, dt_s, now_s, bleeding)
+        trusted = not self.protection.active_bitmap() & VOLTAGE_DOUBT
+        self.estimate = self.estimator.step(m, dt_s, now_s, bleeding, trusted)
         self.soc = self.estimate.soc
 
     def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:

@@ -20,6 +20,7 @@ from bms.estimator import Estimator, pack_soc
 from bms.firmware import Firmware
 from bms.presets import PRESETS
 from bms.signals import Contactors, Measurement
+from hil.injections import apply_injection, parse_injection
 from hil.loads import Demand, pulses
 from hil.pack import PackSpec, SimulatedPack, SpreadSpec
 from hil.sensors import SensorSpec
@@ -620,3 +621,17 @@ def test_an_implausible_temperature_is_left_out():
         a = normal.step(_rest_measurement(v, 25.0), 1.0, float(k), None)
         b = shorted.step(_rest_measurement(v, 150.0), 1.0, float(k), None)
     np.testing.assert_allclose(a.cell_soc, b.cell_soc, atol=1e-12)
+
+
+def test_a_reading_in_doubt_corrects_nothing():
+    """An open sense wire pulls one reading far above the charge voltage: once protection
+    has flagged it, the estimator must not take it for a full cell (the pack SoC stays
+    where counting puts it instead of jumping to 100 %)."""
+    rig = Rig(n_series=4, initial_soc=0.6)
+    rig.run(30.0)
+    before_pct = rig.fw.soc * 100.0
+    apply_injection(rig.pack, parse_injection("0:sense-open:cell=2,bias_v=0.6", 4, 1))
+    rig.run(60.0)
+    assert any(e.name in ("OPEN_WIRE", "VOLTAGE_SENSOR_FAULT") and e.action == "raised"
+               for e in rig.events)
+    assert abs(rig.fw.soc * 100.0 - before_pct) < 2.0
