@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import Counter
 from collections.abc import Callable
 
@@ -137,7 +138,9 @@ class Endpoint:
         self.frames_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self._seq = 0
+        # A random start: a late answer to a previous session's request is unlikely to
+        # match one of this session's.
+        self._seq = random.randrange(0x10000)
         self._task: asyncio.Task | None = None
 
     def next_seq(self) -> int:

@@ -9,15 +9,20 @@ from bms import __version__
 from bms.cli import (
     chemistries_cmd,
     config_cmd,
+    monitor_cmd,
     plot_cmd,
     pty_cmd,
+    query_cmd,
     replay_cmd,
+    rig_cmd,
     run_cmd,
     serve_cmd,
+    spec_cmd,
 )
 from bms.validation import InputError
 
-SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, pty_cmd, config_cmd, chemistries_cmd, plot_cmd)
+SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, rig_cmd, pty_cmd, config_cmd, chemistries_cmd,
+               plot_cmd, spec_cmd, query_cmd, monitor_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 
 from hil.pty_pair import PtyPair
 
@@ -31,5 +32,16 @@ def handle(args) -> int:
     print(pair.paths[0])
     print(pair.paths[1], flush=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(pair.relay())
+        asyncio.run(_relay_until_signalled(pair))
     return 0
+
+
+async def _relay_until_signalled(pair: PtyPair) -> None:
+    """Relays until SIGINT or SIGTERM; either way the ends hang up and the --link symlinks
+    go, so that nothing is left pointing at a pty number the system will hand out again."""
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await pair.relay()

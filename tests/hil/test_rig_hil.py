@@ -1,0 +1,259 @@
+"""The HIL loop over real pseudo-terminals: `serve --hil` in its own process, the rig as a
+`bms-emu rig` process or in-process (where a test must silence it or query the emulator
+through the rig's own client), and `bms-emu pty` as the cable a test can pull out.
+
+Every wait has a deadline, so a hang fails the test instead of blocking the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bms.cli import rig_cmd
+from bms.cli.main import build_parser
+from bms.client import Client
+from bms.faults import FAULT_CODES, names_in
+from bms.signals import OPEN, STATES
+from hil.rig import Rig, state_name
+from protocol import messages as pm
+
+CLI = [sys.executable, "-m", "bms.cli.main"]
+PACK = ["--series", "8"]  # the emulator and the rig must agree on the pack
+TICK_S = 0.1
+MEASUREMENT_TIMEOUT_S = 1.0  # the firmware default
+VOLTAGE_FAULTS = {"CELL_OVERVOLTAGE", "VOLTAGE_SENSOR_FAULT"}
+
+
+class Proc:
+    """A `bms-emu` subprocess whose output is collected as it comes, so that a test waits
+    for a line with a deadline rather than blocking on a pipe."""
+
+    def __init__(self, *args: str):
+        self.popen = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+
+    def _collect(self) -> None:
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def wait_for(self, text: str, timeout_s: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.said(text):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"no {text!r} from {self.popen.args[3]}; it said:\n"
+                            + "\n".join(self.lines))
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._reader.join(5)
+
+
+class Relay:
+    """`bms-emu pty` with stable link names: `stop` pulls the cable (both ends hang up),
+    `start` plugs it back in under the same names."""
+
+    def __init__(self, directory: Path):
+        self.links = (directory / "emulator", directory / "rig")
+        self.emulator_end, self.rig_end = map(str, self.links)
+        self.proc: Proc | None = None
+
+    def start(self) -> None:
+        self.proc = Proc("pty", "--link", self.emulator_end, "--link", self.rig_end)
+
+    def wait_up(self) -> None:
+        self.proc.wait_for(self.rig_end)  # printed once both links are in place
+
+    def stop(self) -> None:
+        self.proc.stop()
+        for link in self.links:  # a killed relay leaves them pointing at freed pty numbers
+            link.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def relay(tmp_path):
+    r = Relay(tmp_path)
+    r.start()
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+@pytest.fixture
+def emulator(relay):
+    """`serve --hil` on the relay's first end, ready when it has opened its port (both
+    processes start at once: the emulator retries the port until the relay is up)."""
+    proc = Proc("serve", "--serial", relay.emulator_end, "--hil", "--tick", str(TICK_S),
+                "--duration", "60", "-v", *PACK)
+    try:
+        proc.wait_for(f"serial port {relay.emulator_end} open")
+        yield proc
+    finally:
+        proc.stop()
+
+
+def run_rig(relay: Relay, *args: str, timeout_s: float = 20.0) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, "rig", "--serial", relay.rig_end, "--tick", str(TICK_S),
+                           *PACK, *args], capture_output=True, text=True, timeout=timeout_s)
+
+
+def in_process_rig(client: Client) -> Rig:
+    """A rig built by the same code as `bms-emu rig`, for the same pack options."""
+    args = build_parser().parse_args(["rig", "--serial", "unused", *PACK])
+    return Rig(rig_cmd.build(args), client, TICK_S)
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not condition():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        pytest.fail(f"{what} (waited {timeout_s:g} s)")
+
+
+async def answer(client: Client, request: object, timeout_s: float = 10.0) -> object:
+    """The answer to `request`, asked again until the emulator is there to give it."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return await client.request(request, timeout_s=0.5)
+            await asyncio.sleep(0.1)
+
+
+def in_state(rig: Rig, state: str) -> Callable[[], bool]:
+    return lambda: rig.last is not None and state_name(rig.last.state) == state
+
+
+@contextlib.asynccontextmanager
+async def running(rig: Rig):
+    task = asyncio.create_task(rig.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def test_hil_loop_closes_and_the_load_keeps_to_the_published_limit(relay, emulator):
+    done = run_rig(relay, "--duration", "3", "--json", "--profile", "current:-1000")
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    f, final = d["frames"], d["final"]
+    assert [e["text"] for e in d["events"] if e["kind"] == "state"] == [
+        "STANDBY", "PRECHARGE", "RUN"]
+    assert (final["state"], final["faults"]) == ("RUN", [])
+    assert final["contactors_commanded"] == final["contactors"] == "closed"
+    assert abs(final["bus_v"] - final["pack_v"]) < 0.5  # the bus was charged, then connected
+    # Every measurement answered by an actuation frame carrying its rig_seq (but the last,
+    # perhaps still on its way), and nothing garbled.
+    assert f["sent"] >= 25 and f["answered"] >= f["sent"] - 1
+    assert (f["lost"], f["nacks"], f["decode_errors"], f["unusable"]) == (0, {}, {}, 0)
+    assert f["interlock_trips"] == 0
+    # The load asks for 1000 A; the pack gives what the emulator publishes, no more.
+    assert 0.0 < -final["current_a"] <= final["discharge_limit_a"] + 1e-3 < 1000.0
+
+
+async def test_a_silent_rig_trips_measurement_timeout(relay, emulator):
+    async with asyncio.timeout(30), Client(relay.rig_end) as client:
+        await answer(client, pm.GetInfo())
+        rig = in_process_rig(client)
+        frames: list[pm.ActuationFrame] = []
+        client.on(pm.ActuationFrame, frames.append)
+        async with running(rig):
+            await eventually(in_state(rig, "RUN"), 10, "the loop never reached RUN")
+        # The rig is silent now; its client still listens and asks.
+        await eventually(lambda: rig.last.fault_bitmap, 2 * MEASUREMENT_TIMEOUT_S,
+                         "no fault after the rig went silent")
+        status = await client.request(pm.GetStatus())
+        assert STATES[status.state] == "FAULT" and status.contactors == 0
+        assert names_in(status.fault_bitmap) == ["MEASUREMENT_TIMEOUT"]
+        log = await client.request(pm.GetFaultLog(0, 32))
+        tripped_s = next(e["t_s"] for e in log.entries
+                         if e["code"] == FAULT_CODES["MEASUREMENT_TIMEOUT"])
+        # On the emulator's clock: from the answer to the last measurement to the trip.
+        last_answer_s = min(a.time_s for a in frames if a.rig_seq == rig.rig_seq)
+        # A tick or two after the timeout, with room for a watchdog tick late on a loaded
+        # machine.
+        assert MEASUREMENT_TIMEOUT_S < tripped_s - last_answer_s <= (
+            MEASUREMENT_TIMEOUT_S + 5 * TICK_S)
+        # The emulator's own watchdog frames open the pack; the rig's interlock was not needed.
+        await eventually(lambda: rig.plant.pack.power_path.actual == OPEN, 1,
+                         "the rig's contactors stayed closed")
+        assert rig.counts.interlock_trips == 0
+
+
+async def test_a_vanished_port_trips_the_emulator_and_it_recovers_when_the_port_returns(
+        relay, emulator):
+    async with asyncio.timeout(40), Client(relay.rig_end) as client:
+        await answer(client, pm.GetInfo())
+        rig = in_process_rig(client)
+        async with running(rig):
+            await eventually(in_state(rig, "RUN"), 10, "the loop never reached RUN")
+            relay.stop()  # both ends hang up
+            await eventually(lambda: rig.interlocked, 2 * rig.actuation_timeout_s,
+                             "the rig kept its contactors closed with the emulator gone")
+            assert rig.plant.pack.power_path.actual == OPEN
+            await asyncio.to_thread(emulator.wait_for, "MEASUREMENT_TIMEOUT raised", 5)
+            assert emulator.popen.poll() is None
+            relay.start()  # the same names: both sides reopen them
+            await asyncio.to_thread(relay.wait_up)
+            status = await answer(client, pm.GetStatus())
+            assert STATES[status.state] == "FAULT" and status.contactors == 0
+            assert "MEASUREMENT_TIMEOUT" in names_in(status.fault_bitmap)
+            # Measurements flow again; the fault is latched until a host clears it.
+            await eventually(lambda: not rig.interlocked, 2, "no actuation frames came back")
+            assert in_state(rig, "FAULT")()
+            await client.request(pm.CommandRequest(pm.Command.CLEAR_FAULTS, 0))
+            await eventually(in_state(rig, "RUN"), 10, "no RUN after clearing the fault")
+            status = await client.request(pm.GetStatus())
+        assert status.fault_bitmap == 0 and rig.plant.pack.power_path.actual.main_closed
+        assert rig.counts.not_sent > 0 and rig.counts.interlock_trips == 1
+        assert client.endpoint.link.connects == 2 and not client.endpoint.errors
+
+
+def test_a_fault_injected_into_the_rigs_pack_opens_its_contactors(relay, emulator):
+    done = run_rig(relay, "--duration", "3.5", "--json", "--profile", "rest",
+                   "--inject", "2:sensor-offset:cell=1,offset_v=0.6")
+    assert done.returncode == 0, done.stderr
+    d = json.loads(done.stdout)
+    raised = [e for e in d["events"] if e["kind"] == "raised"]
+    assert raised and {e["text"] for e in raised} <= VOLTAGE_FAULTS
+    assert raised[0]["rig_time_s"] >= 2.0  # on the rig's clock, not before
+    state_lines = [e["text"] for e in d["events"] if e["kind"] == "state"]
+    assert state_lines[-2:] == ["RUN", "FAULT"]
+    final = d["final"]
+    assert final["state"] == "FAULT" and set(final["faults"]) <= VOLTAGE_FAULTS
+    assert final["contactors_commanded"] == final["contactors"] == "open"
+    assert f"raised    {raised[0]['text']}" in done.stderr  # the line a user reads
+
+
+def test_a_rig_that_does_not_fit_the_emulator_stops_with_its_reason(relay, emulator):
+    done = run_rig(relay, "--series", "4", "--duration", "60", timeout_s=15)
+    assert done.returncode == 1
+    assert "WRONG_SIZE: n_cells = 4; this pack has 8 series cells" in done.stderr
+    assert "--series" in done.stderr  # and what to do about it
