@@ -214,9 +214,17 @@ def test_no_port_and_no_answer_exit_4(capsys, tmp_path):
     assert code == 4 and "no answer to GetStatus" in err
 
 
+def test_a_bad_injection_is_refused_with_its_reason(capsys, port):
+    code, _, err = query(capsys, port, "inject", "0:sensor-offset:cell=99,offset_v=0.1")
+    assert code == 3 and "BAD_VALUE" in err and "cell" in err and "99" in err
+
+
 def test_faults_pages_through_the_log_with_names(capsys, tmp_path):
-    port, procs = _emulator(tmp_path, "--inject", "0:temp-sensor-open:sensor=2")
+    """The fault comes from `query inject` into the running emulator's pack."""
+    port, procs = _emulator(tmp_path)
     try:
+        code, out, err = query(capsys, port, "inject", "0:temp-sensor-open:sensor=2")
+        assert code == 0 and "scheduled" in out, err
         log = _wait_for(lambda: (lambda d: d if d["entries"] else None)(
             query_json(capsys, port, "faults")), 8, "a fault log entry")
         first = log["entries"][0]

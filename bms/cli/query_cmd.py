@@ -55,6 +55,7 @@ WHATS = {
     "config": "configuration parameter values (all, or the named ones / sections)",
     "set": "set parameters, all or none, and print the values now in effect",
     "command": "send a command",
+    "inject": "inject a fault into the emulator's simulated pack (serve --sim)",
 }
 
 
@@ -101,6 +102,10 @@ def add_parser(sub) -> None:
         elif name == "command":
             q.add_argument("name", choices=list(COMMANDS), metavar="NAME",
                            help=", ".join(COMMANDS))
+        elif name == "inject":
+            q.add_argument("spec", metavar="AT:KIND[:k=v,...]",
+                           help="as `bms-emu run --inject` takes it, AT counted from now "
+                           "(0 = at once); the emulator checks it and refuses a bad one")
     p.set_defaults(handler=handle)
 
 
@@ -458,6 +463,11 @@ async def _command(client, args):
             f"{args.name}: accepted (`bms-emu query status` shows when it takes effect)")
 
 
+async def _inject(client, args):
+    await ask(client, pm.Inject(args.spec), pm.Ack, args.timeout)
+    return ({"inject": args.spec, "accepted": True}, f"{args.spec}: scheduled")
+
+
 ANSWERS = {"status": _status, "info": _info, "cells": _cells, "temps": _temps, "soc": _soc,
            "balancing": _balancing, "faults": _faults, "config": _config, "set": _set,
-           "command": _command}
+           "command": _command, "inject": _inject}
