@@ -18,6 +18,7 @@ import numpy as np
 
 from bms.device import Device, contactor_bits, contactors_of, nack
 from bms.link import Endpoint
+from bms.pacing import ticks
 from bms.signals import OPEN, STATES, Actuation, Measurement
 from protocol import messages as pm
 from protocol.codec import Frame
@@ -32,7 +33,6 @@ ANSWERED_ERRORS = {
     FrameErrorKind.BAD_PAYLOAD: pm.ErrorCode.BAD_PAYLOAD,
     FrameErrorKind.UNSUPPORTED_VERSION: pm.ErrorCode.UNSUPPORTED_VERSION,
 }
-RESYNC_AFTER_S = 1.0  # a tick loop this far behind wall time starts afresh from now
 
 
 class Plant(Protocol):
@@ -99,17 +99,7 @@ class Runtime:
     async def _ticks(self) -> None:
         """SIM: step the firmware and the plant. HIL: step without a measurement when the
         rig has been silent for a tick. Both: telemetry."""
-        k = 0
-        while True:
-            k += 1
-            due_s = k * self.tick_s
-            now_s = self.now_s()
-            if now_s - due_s > RESYNC_AFTER_S:
-                log.warning("runtime %.2f s behind; resuming from now", now_s - due_s)
-                k = int(now_s / self.tick_s) + 1
-                due_s = k * self.tick_s
-            await asyncio.sleep(max(0.0, due_s - now_s))
-            now_s = self.now_s()
+        async for now_s in ticks(self.tick_s, self.now_s, "runtime"):
             if not self.hil:
                 self._sim_step(now_s)
             elif now_s - self._last_step_s >= self.tick_s:

@@ -24,13 +24,13 @@ import numpy as np
 from bms.client import Client, Refused
 from bms.device import contactor_bits, contactors_of
 from bms.faults import names_in
+from bms.pacing import ticks
 from bms.signals import OPEN, STATES, Actuation
 from hil.plant import Plant
 from protocol import messages as pm
 
 log = logging.getLogger(__name__)
 
-RESYNC_AFTER_S = 1.0  # a tick loop this far behind wall time starts afresh from now
 # Refusals that no later measurement can overcome: the rig does not fit this emulator.
 FATAL_ERRORS = {pm.ErrorCode.WRONG_SIZE, pm.ErrorCode.NOT_IN_THIS_MODE}
 
@@ -100,22 +100,15 @@ class Rig:
         """Measure and send at each tick; advance the plant over the interval just gone,
         under the actuation that arrived during it (as the headless runner does: measure,
         step, actuate, advance)."""
-        k = 0
         started_s = self.now_s()
-        while self.refused is None:
-            self._measure_and_send()
-            k += 1
-            due_s = k * self.tick_s
-            now_s = self.now_s()
-            if now_s - due_s > RESYNC_AFTER_S:
-                log.warning("rig %.2f s behind; resuming from now", now_s - due_s)
-                k = int(now_s / self.tick_s) + 1
-                due_s = k * self.tick_s
-            await asyncio.sleep(max(0.0, due_s - now_s))
-            now_s = self.now_s()
+        self._measure_and_send()
+        async for now_s in ticks(self.tick_s, self.now_s, "rig"):
             self._interlock(now_s)
             self.plant.advance(started_s)
             started_s = now_s
+            if self.refused is not None:
+                return
+            self._measure_and_send()
 
     def _measure_and_send(self) -> None:
         if not self.client.connected:

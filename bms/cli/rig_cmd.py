@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import sys
 
-from bms.cli.pack_args import add_pack_arguments, build_pack, check_pack_arguments, parse_injections
-from bms.cli.serve_cmd import add_serial_arguments
+from bms.cli.pack_args import add_pack_arguments, build_pack, parse_injections
+from bms.cli.serve_cmd import add_duration_argument, add_serial_arguments, check_realtime_arguments
 from bms.client import Client
 from bms.validation import Problems
 from hil.loads import resolve_profile
@@ -34,8 +33,7 @@ def add_parser(sub) -> None:
     p.add_argument("--actuation-timeout", type=float, default=1.0, metavar="S",
                    help="seconds without an actuation frame before the rig opens its "
                    "contactors")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="stop after this many seconds (default: run until interrupted)")
+    add_duration_argument(p)
     p.add_argument("--json", action="store_true",
                    help="print a final summary as one JSON object (event lines go to stderr)")
     p.add_argument("-v", "--verbose", action="store_true", help="log the link and every refusal")
@@ -44,12 +42,8 @@ def add_parser(sub) -> None:
 
 def build(args) -> Plant:
     problems = Problems("bms-emu rig")
-    check_pack_arguments(args, problems)
-    problems.check_range("--tick", args.tick, 1e-3, 10.0)
+    check_realtime_arguments(args, problems)
     problems.check_range("--actuation-timeout", args.actuation_timeout, 1e-3, 3600.0)
-    problems.check_range("--baud", args.baud, 50, 20_000_000)
-    if args.duration is not None:
-        problems.check_range("--duration", args.duration, 1e-3, math.inf)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)

@@ -32,6 +32,20 @@ def add_serial_arguments(p) -> None:
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="baud rate (8N1)")
 
 
+def add_duration_argument(p) -> None:
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after this many seconds (default: run until interrupted)")
+
+
+def check_realtime_arguments(args, problems: Problems) -> None:
+    """The pack, --tick, --baud and --duration of a command that runs in real time."""
+    check_pack_arguments(args, problems)
+    problems.check_range("--tick", args.tick, 1e-3, 10.0)
+    problems.check_range("--baud", args.baud, 50, 20_000_000)
+    if args.duration is not None:
+        problems.check_range("--duration", args.duration, 1e-3, math.inf)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "serve", help="run the firmware in real time and serve the protocol on a serial port",
@@ -49,19 +63,14 @@ def add_parser(sub) -> None:
     add_config_argument(p)
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period (SIM), watchdog period (HIL), seconds")
-    p.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="stop after this many seconds (default: run until interrupted)")
+    add_duration_argument(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log every fault event")
     p.set_defaults(handler=handle)
 
 
 def build(args) -> Runtime:
     problems = Problems("bms-emu serve")
-    check_pack_arguments(args, problems)
-    problems.check_range("--tick", args.tick, 1e-3, 10.0)
-    problems.check_range("--baud", args.baud, 50, 20_000_000)
-    if args.duration is not None:
-        problems.check_range("--duration", args.duration, 1e-3, math.inf)
+    check_realtime_arguments(args, problems)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     pc = firmware_config(args, pack)
