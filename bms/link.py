@@ -81,7 +81,8 @@ class SerialLink:
                     transport, _ = await serial_asyncio_fast.create_serial_connection(
                         loop, lambda lost=lost: _Receiver(self.on_data, lost), self.port,
                         baudrate=self.baud)
-                except (serial.SerialException, OSError) as exc:
+                # ValueError: settings the port refuses (pyserial's word for a bad baud rate)
+                except (serial.SerialException, OSError, ValueError) as exc:
                     self._note_error(f"cannot open {self.port}: {exc}")
                     await asyncio.sleep(self.reopen_every_s)
                     continue
@@ -132,10 +133,10 @@ class Endpoint:
         self.decoder = Decoder()
         self.on_frame = on_frame
         self.on_error = on_error
-        self.link = SerialLink(port, baud, self._received, on_connection)
+        self.on_connection = on_connection
+        self.link = SerialLink(port, baud, self._received, self._connection)
         self.errors: Counter[str] = Counter()
         self.frames_in = 0
-        self.frames_out = 0
         self.bytes_in = 0
         self.bytes_out = 0
         # A random start: a late answer to a previous session's request is unlikely to
@@ -152,24 +153,33 @@ class Endpoint:
         seq = self.next_seq() if seq is None else seq
         data = encode(msg, seq, flags)
         if self.link.send(data):
-            self.frames_out += 1
             self.bytes_out += len(data)
         return seq
+
+    def _connection(self, up: bool) -> None:
+        if self.on_connection is not None:
+            self.on_connection(up)
 
     def _received(self, data: bytes) -> None:
         self.bytes_in += len(data)
         for item in self.decoder.feed(data):
             if isinstance(item, Frame):
                 self.frames_in += 1
-                if self.on_frame is not None:
-                    self.on_frame(item)
+                handler = self.on_frame
             else:
                 self.errors[item.kind.name] += 1
-                if self.on_error is not None:
-                    self.on_error(item)
+                handler = self.on_error
+            if handler is None:
+                continue
+            try:
+                handler(item)
+            except Exception:  # noqa: BLE001 - the frames after it must still be handled
+                self.errors["HANDLER_FAILED"] += 1
+                log.exception("handling %s failed", type(item).__name__)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self.link.run(), name=f"serial {self.link.port}")
+        self._task.add_done_callback(_report_end)
 
     async def wait_connected(self, timeout_s: float) -> None:
         await asyncio.wait_for(self.link.opened.wait(), timeout_s)
@@ -180,3 +190,10 @@ class Endpoint:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+def _report_end(task: asyncio.Task) -> None:
+    """The link task only ends when cancelled; anything else is a bug worth shouting about,
+    since the owner would otherwise run on without a port."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("serial link task died", exc_info=task.exception())

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 ANSWERED_ERRORS = {
     FrameErrorKind.UNKNOWN_TYPE: pm.ErrorCode.UNKNOWN_TYPE,
     FrameErrorKind.BAD_PAYLOAD: pm.ErrorCode.BAD_PAYLOAD,
+    FrameErrorKind.BAD_LENGTH: pm.ErrorCode.BAD_PAYLOAD,
     FrameErrorKind.UNSUPPORTED_VERSION: pm.ErrorCode.UNSUPPORTED_VERSION,
 }
 
@@ -80,6 +81,7 @@ class Runtime:
         self.last_rig_seq = 0
         self.steps = 0
         self.refused_measurements = 0
+        self.errors = 0  # ticks that raised (logged with their traceback)
 
     def now_s(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -100,12 +102,19 @@ class Runtime:
         """SIM: step the firmware and the plant. HIL: step without a measurement when the
         rig has been silent for a tick. Both: telemetry."""
         async for now_s in ticks(self.tick_s, self.now_s, "runtime"):
-            if not self.hil:
-                self._sim_step(now_s)
-            elif now_s - self._last_step_s >= self.tick_s:
-                self._step(None, now_s)
-            for msg in self.device.telemetry_due(now_s):
-                self.endpoint.send(msg, flags=Flags.EVENT)
+            try:
+                self._tick(now_s)
+            except Exception:  # noqa: BLE001 - one bad tick must not stop the watchdog
+                self.errors += 1
+                log.exception("runtime tick at %.1f s failed; carrying on", now_s)
+
+    def _tick(self, now_s: float) -> None:
+        if not self.hil:
+            self._sim_step(now_s)
+        elif now_s - self._last_step_s >= self.tick_s:
+            self._step(None, now_s)
+        for msg in self.device.telemetry_due(now_s):
+            self.endpoint.send(msg, flags=Flags.EVENT)
 
     def _sim_step(self, now_s: float) -> None:
         m = self.plant.measure()
@@ -128,17 +137,17 @@ class Runtime:
 
     def _frame(self, frame: Frame) -> None:
         msg, header = frame.message, frame.header
-        if isinstance(msg, pm.MeasurementFrame):
-            self._measurement(msg, header.seq)
-        elif header.flags & Flags.REQUEST:
+        if header.flags & Flags.REQUEST:
             reply = self.device.handle(msg, self.now_s())
             try:
                 self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
-            except ValueError as exc:  # an answer too big for one frame: refuse the request
-                self.endpoint.send(nack(header.msg_type, pm.ErrorCode.BAD_VALUE,
-                                        f"the answer does not fit in one frame: {exc}; "
-                                        "ask for less at a time"),
+            except ValueError:
+                log.exception("cannot encode the answer to %s", type(msg).__name__)
+                self.endpoint.send(nack(header.msg_type, pm.ErrorCode.INTERNAL,
+                                        "the device could not encode its answer; see its log"),
                                    seq=header.seq, flags=Flags.RESPONSE | Flags.ERROR)
+        elif isinstance(msg, pm.MeasurementFrame):
+            self._measurement(msg, header.seq)
         # responses and events of other kinds are not for a BMS: ignored
 
     def _measurement(self, msg: pm.MeasurementFrame, seq: int) -> None:
@@ -182,7 +191,14 @@ class Runtime:
             self.device.subscriptions.clear()
 
     def _shut_down(self) -> None:
-        """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one)."""
+        """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one).
+        Never raises: closing the port must still happen."""
+        try:
+            self._send_final_actuation()
+        except Exception:  # noqa: BLE001
+            log.exception("could not tell the rig to open its contactors")
+
+    def _send_final_actuation(self) -> None:
         if self.hil and self.device.act is not None:
             act = self.device.act
             state = "FAULT" if act.state == "FAULT" else "STANDBY"

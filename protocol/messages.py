@@ -50,6 +50,7 @@ class ErrorCode(IntEnum):
     BAD_VALUE = 8  # a value that is malformed (a repeated id, an unknown command)
     NOT_IN_THIS_MODE = 9  # e.g. a measurement frame to an emulator running its own pack
     WRONG_SIZE = 10  # an array whose length is not the pack's cell or sensor count
+    INTERNAL = 11  # the device could not build its answer (its own fault; it logs it)
 
 
 class Command(IntEnum):
@@ -352,8 +353,11 @@ class CommandRequest:
 @message(0x15, REQ, "subscriptions" / c.PrefixedArray(U8, SUBSCRIPTION))
 @frozen
 class Subscribe:
-    """Telemetry: send each listed response type as an EVENT every `period_ms`. Replaces
-    any earlier subscription of the link; an empty list stops telemetry."""
+    """Telemetry: send each listed response type as an EVENT every `period_ms`. The types
+    that may be listed are Status, CellVoltages, Temperatures, CellSoc and BalancingState;
+    `period_ms` is at least 10, and a message goes out at the first emulator tick (0.1 s
+    unless `serve --tick` says otherwise) at or after it falls due. Replaces any earlier
+    subscription; an empty list stops telemetry, and so does the link going down."""
 
     subscriptions: tuple
 

@@ -317,15 +317,19 @@ def matching() -> str:
   `request_type` set to the request's type id, an ErrorCode and a readable `detail`.
 - A host may have several requests outstanding: it matches the answers by `seq`.
 - A request is done or refused as a whole: a Nack means nothing was changed.
-- A frame with the REQUEST flag whose type is a response or event type is answered with
-  Nack NOT_A_REQUEST. A REQUEST frame the decoder could read the header of but not serve
-  is answered with the Nack whose ErrorCode has the name of its FrameErrorKind
-  (UNKNOWN_TYPE, BAD_PAYLOAD, UNSUPPORTED_VERSION). Frames with bad COBS, a bad CRC or too
-  short are dropped without an answer: their `seq` cannot be trusted.
-- Events (EVENT flag) are never answered. Telemetry set up by Subscribe arrives as EVENT
+- A frame with the REQUEST flag whose type is a response or event type (a
+  MeasurementFrame included) is answered with Nack NOT_A_REQUEST. A REQUEST frame whose
+  header passed the CRC but which cannot be served is answered with a Nack: UNKNOWN_TYPE,
+  UNSUPPORTED_VERSION, or BAD_PAYLOAD (for BAD_PAYLOAD and BAD_LENGTH). Frames with bad
+  COBS, a bad CRC or too short are dropped without an answer: their `seq` cannot be
+  trusted. Should the device fail to build an answer, it sends Nack INTERNAL.
+- Other events (EVENT flag) get no answer. Telemetry set up by Subscribe arrives as EVENT
   frames of the subscribed response types. In HIL mode each MeasurementFrame from the rig
   is answered by an ActuationFrame event whose `rig_seq` repeats the measurement's: that
-  field, not `seq`, ties the two together.
+  field, not `seq`, ties the two together; the emulator also sends ActuationFrames of its
+  own (with the last `rig_seq` answered) when the rig is silent. A MeasurementFrame the
+  emulator cannot use (WRONG_SIZE, NOT_IN_THIS_MODE) is refused with a Nack carrying the
+  measurement's `seq`, flags RESPONSE + ERROR: a rig should stop and report it.
 """
 
 

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-
+from bms.cli.lifetime import run_until_signalled
 from hil.pty_pair import PtyPair
 
 
@@ -31,17 +28,7 @@ def handle(args) -> int:
     pair = PtyPair(links)
     print(pair.paths[0])
     print(pair.paths[1], flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_relay_until_signalled(pair))
+    # On SIGINT or SIGTERM the ends hang up and the --link symlinks go, so that nothing is
+    # left pointing at a pty number the system will hand out again.
+    run_until_signalled(pair.relay())
     return 0
-
-
-async def _relay_until_signalled(pair: PtyPair) -> None:
-    """Relays until SIGINT or SIGTERM; either way the ends hang up and the --link symlinks
-    go, so that nothing is left pointing at a pty number the system will hand out again."""
-    task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await pair.relay()

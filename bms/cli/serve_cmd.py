@@ -3,11 +3,10 @@ against its own simulated pack (--sim) or a rig's measurements (--hil)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 
+from bms.cli.lifetime import run_until_signalled
 from bms.cli.pack_args import (
     add_config_argument,
     add_pack_arguments,
@@ -23,6 +22,7 @@ from bms.runtime import Runtime
 from bms.validation import Problems
 from hil.loads import resolve_profile
 from hil.plant import Plant
+from protocol.fields import MAX_CELLS, MAX_TEMP_SENSORS
 from protocol.messages import Mode
 
 
@@ -38,8 +38,17 @@ def add_duration_argument(p) -> None:
 
 
 def check_realtime_arguments(args, problems: Problems) -> None:
-    """The pack, --tick, --baud and --duration of a command that runs in real time."""
+    """The pack, --tick, --baud and --duration of a command that runs in real time; the pack
+    within what one protocol frame carries."""
     check_pack_arguments(args, problems)
+    problems.check_range("--series", args.series, 1, MAX_CELLS)
+    if args.cells_per_temp_sensor >= 1:
+        n_temp = math.ceil(args.series / args.cells_per_temp_sensor)
+        if n_temp > MAX_TEMP_SENSORS:
+            problems.add("--cells-per-temp-sensor", args.cells_per_temp_sensor,
+                         f"gives {n_temp} temperature sensors for {args.series} cells; the "
+                         f"protocol carries at most {MAX_TEMP_SENSORS}: at least "
+                         f"{math.ceil(args.series / MAX_TEMP_SENSORS)} cells per sensor")
     problems.check_range("--tick", args.tick, 1e-3, 10.0)
     problems.check_range("--baud", args.baud, 50, 20_000_000)
     if args.duration is not None:
@@ -94,6 +103,5 @@ def handle(args) -> int:
     print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "
           f"({runtime.device.identity.chemistry}) on {args.serial} at {args.baud} baud",
           flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(runtime.run(args.duration))
+    run_until_signalled(runtime.run(args.duration))
     return 0

@@ -49,6 +49,8 @@ class FakeEndpoint:
     def __init__(self):
         self.on_frame = None
         self.on_error = None
+        self.on_connection = None
+        self.fail_next_send = False  # the next send raises as an unencodable answer would
         self.sent: list[tuple[object, int, Flags]] = []
         self.started = self.closed = False
         self._seq = 0
@@ -57,6 +59,9 @@ class FakeEndpoint:
         if seq is None:
             self._seq += 1
             seq = self._seq
+        if self.fail_next_send:
+            self.fail_next_send = False
+            raise ValueError(f"{type(msg).__name__} cannot be encoded: made to fail")
         encode(msg, seq, flags)  # what the wire would carry
         self.sent.append((msg, seq, flags))
         return seq
@@ -241,13 +246,30 @@ def test_a_refused_request_is_a_nack_with_the_error_flag(msg, code):
     assert (reply.request_type, seq, flags) == (TYPE[type(msg)], 0xFFFF, NACK)
 
 
-def test_a_request_whose_answer_would_not_fit_a_frame_is_refused():
+def test_an_answer_the_device_cannot_encode_becomes_a_nack_internal():
     rt, ep, _ = make_runtime()
-    ids = (1, 2, 3) * 400  # 2.4 kB to ask, 13 kB to answer
-    deliver(ep, encode(pm.GetConfig(ids), seq=8, flags=Flags.REQUEST))
+    ep.fail_next_send = True
+    deliver(ep, encode(pm.GetStatus(), seq=8, flags=Flags.REQUEST))
     [(reply, seq, flags)] = ep.take()
-    assert isinstance(reply, pm.Nack) and reply.detail
-    assert (reply.request_type, seq, flags) == (TYPE[pm.GetConfig], 8, NACK)
+    assert isinstance(reply, pm.Nack) and reply.error == pm.ErrorCode.INTERNAL
+    assert (reply.request_type, seq, flags) == (TYPE[pm.GetStatus], 8, NACK)
+
+
+def test_a_measurement_frame_sent_as_a_request_is_not_a_request_and_steps_nothing():
+    rt, ep, _ = make_runtime()
+    deliver(ep, encode(measurement_frame(5), seq=9, flags=Flags.REQUEST))
+    [(reply, seq, flags)] = ep.take()
+    assert isinstance(reply, pm.Nack) and reply.error == pm.ErrorCode.NOT_A_REQUEST
+    assert (seq, flags) == (9, NACK) and rt.steps == 0
+
+
+def test_subscriptions_end_when_the_link_goes_down():
+    rt, ep, _ = make_runtime()
+    rt.device.handle(pm.Subscribe(({"msg_type": TYPE[pm.Status], "period_ms": 100},)), 0.0)
+    ep.on_connection(True)
+    assert rt.device.subscriptions
+    ep.on_connection(False)
+    assert rt.device.subscriptions == {} and rt.device.telemetry_due(10.0) == []
 
 
 def test_frames_that_are_not_requests_are_not_answered():
@@ -262,14 +284,17 @@ def test_frames_that_are_not_requests_are_not_answered():
 # --- decoding errors ----------------------------------------------------------------------
 
 def raw_frame(msg_type: int, flags: int, seq: int, payload: bytes = b"", version: int = 1,
-              crc_ok: bool = True) -> bytes:
-    body = HEADER.pack(version, msg_type, flags, seq, len(payload)) + payload
+              crc_ok: bool = True, length: int | None = None) -> bytes:
+    length = len(payload) if length is None else length
+    body = HEADER.pack(version, msg_type, flags, seq, length) + payload
     crc = binascii.crc32(body) ^ (0 if crc_ok else 0xFFFF)
     return cobs.encode(body + CRC.pack(crc)) + b"\x00"
 
 
 ANSWERED = [
     (encode_frame(0x99, Flags.REQUEST, 41, b""), 0x99, pm.ErrorCode.UNKNOWN_TYPE),
+    (raw_frame(TYPE[pm.GetFaultLog], Flags.REQUEST, 42, b"\x00\x00\x05", length=4),
+     TYPE[pm.GetFaultLog], pm.ErrorCode.BAD_PAYLOAD),  # BAD_LENGTH: header says 4, 3 came
     (encode_frame(TYPE[pm.GetFaultLog], Flags.REQUEST, 42, b"\x01"), TYPE[pm.GetFaultLog],
      pm.ErrorCode.BAD_PAYLOAD),
     (encode_frame(TYPE[pm.GetStatus], Flags.REQUEST, 42, b"\x01"), TYPE[pm.GetStatus],
@@ -290,13 +315,16 @@ def test_a_request_that_does_not_decode_is_told_why(data, msg_type, code):
     assert rt.steps == 0
 
 
-@pytest.mark.parametrize("kind", [FrameErrorKind.UNKNOWN_TYPE, FrameErrorKind.BAD_PAYLOAD,
-                                  FrameErrorKind.UNSUPPORTED_VERSION])
-def test_frame_errors_map_to_their_error_codes(kind):
+@pytest.mark.parametrize(("kind", "code"), [
+    (FrameErrorKind.UNKNOWN_TYPE, pm.ErrorCode.UNKNOWN_TYPE),
+    (FrameErrorKind.BAD_PAYLOAD, pm.ErrorCode.BAD_PAYLOAD),
+    (FrameErrorKind.BAD_LENGTH, pm.ErrorCode.BAD_PAYLOAD),
+    (FrameErrorKind.UNSUPPORTED_VERSION, pm.ErrorCode.UNSUPPORTED_VERSION)])
+def test_frame_errors_map_to_their_error_codes(kind, code):
     rt, ep, _ = make_runtime()
     rt._error(FrameError(kind, "what went wrong", Header(1, 0x42, Flags.REQUEST, 777, 3)))
     [(reply, seq, flags)] = ep.take()
-    assert pm.same(reply, pm.Nack(0x42, pm.ErrorCode[kind.name], "what went wrong"))
+    assert pm.same(reply, pm.Nack(0x42, code, "what went wrong"))
     assert (seq, flags) == (777, NACK)
     # the same error on an event is not answered: nobody waits for it
     rt._error(FrameError(kind, "what went wrong", Header(1, 0x42, Flags.EVENT, 778, 3)))
@@ -415,3 +443,30 @@ async def test_a_silent_rig_trips_the_timeout_and_opens_the_contactors():
     assert rt.steps > 8 + 0.5 * timeout_s / tick_s
     status = [(m, flags) for m, _, flags in ep.sent if isinstance(m, pm.Status)]
     assert len(status) >= 3 and all(flags == Flags.EVENT for _, flags in status)
+
+
+def test_leaving_in_run_tells_the_rig_to_open_everything():
+    """serve stopping (Ctrl-C, SIGTERM, --duration) while the pack runs: the last frame the
+    rig gets is STANDBY with every contactor open and no current allowed."""
+    rt, ep, clock = make_runtime()
+    contactors = 0
+    for k in range(1, 21):
+        clock.t = 0.1 * k
+        deliver(ep, encode(measurement_frame(k, CELLS_V + 1e-4 * (k % 2),
+                                             contactors=contactors), seq=k))
+        contactors = actuations(ep.take())[-1].contactors
+    assert rt.fw.state == "RUN" and contactors == BITS["negative"] | BITS["positive"]
+    rt._shut_down()
+    [final] = actuations(ep.take())
+    assert (STATES[final.state], final.contactors) == ("STANDBY", 0)
+    assert final.charge_limit_a == final.discharge_limit_a == 0.0
+    assert not final.balance_mask.any() and final.rig_seq == 20
+
+
+def test_a_failing_shutdown_frame_does_not_stop_the_shutdown():
+    rt, ep, clock = make_runtime()
+    deliver(ep, encode(measurement_frame(1), seq=1))
+    ep.take()
+    ep.fail_next_send = True
+    rt._shut_down()  # logs, does not raise
+    assert ep.sent == []
