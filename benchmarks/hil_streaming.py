@@ -41,10 +41,11 @@ from collections import Counter
 import numpy as np
 from pty_roundtrip import BITS_PER_BYTE, Emulator, PtyLink, connect, percentile_ms
 
+from bms.cli.views import state_name
+from bms.client import Refused
 from bms.faults import names_in
 from bms.link import DEFAULT_BAUD
 from bms.presets import PRESETS
-from bms.signals import STATES
 from protocol import messages as pm
 
 CELLS_PER_TEMP_SENSOR = 4
@@ -62,8 +63,12 @@ def mid_soc_cell_v(chemistry: str) -> float:
     return float(np.interp(MID_SOC, ocv.soc, (ocv.charge_v + ocv.discharge_v) / 2.0))
 
 
-class Rig:
-    """The sending side: readings, the echo of the commands, and the bookkeeping."""
+class Sender:
+    """The sending side: readings, the echo of the commands, and the bookkeeping.
+
+    Not `hil.rig.Rig`, which simulates a pack every tick and counts answers in order: here
+    the readings are drawn up beforehand, so the rig side costs next to nothing, and each
+    measurement is timed to the ActuationFrame answering it."""
 
     def __init__(self, n_cells: int, seed: int):
         rng = np.random.default_rng(seed)
@@ -119,27 +124,10 @@ class Rig:
             self.latencies_s.append(now - sent)
 
     def on_nack(self, msg: pm.Nack) -> None:
-        try:
-            code = pm.ErrorCode(msg.error).name
-        except ValueError:
-            code = f"error {msg.error}"
-        self.nacks[code] += 1
+        """A refused measurement (the client hands a Nack no request waits for here)."""
+        self.nacks[Refused(msg).code] += 1
         if len(self.nack_details) < 3:
             self.nack_details.append(msg.detail)
-
-
-def watch_nacks(client, rig: Rig) -> None:
-    """NACKs are responses: the client drops those it has no request for (counting them as
-    unmatched). Look at every frame first."""
-    endpoint = client.endpoint
-    passed_on = endpoint.on_frame
-
-    def on_frame(frame) -> None:
-        if isinstance(frame.message, pm.Nack):
-            rig.on_nack(frame.message)
-        passed_on(frame)
-
-    endpoint.on_frame = on_frame
 
 
 async def stream(n_cells: int, rate_hz: float, args) -> dict:
@@ -149,7 +137,7 @@ async def stream(n_cells: int, rate_hz: float, args) -> dict:
     serve_args = ["--hil", "--series", str(n_cells), "--cells-per-temp-sensor",
                   str(CELLS_PER_TEMP_SENSOR), "--chemistry", CHEMISTRY, "--tick", f"{tick_s:g}",
                   "--baud", str(args.baud)]
-    rig = Rig(n_cells, args.seed)
+    sender = Sender(n_cells, args.seed)
     period_s = 1.0 / rate_hz
     n_frames = max(1, round(args.seconds * rate_hz))
     loop = asyncio.get_running_loop()
@@ -158,12 +146,12 @@ async def stream(n_cells: int, rate_hz: float, args) -> dict:
         async with Emulator(link.paths[0], serve_args, args.seconds + 120.0) as emu:
             client, info = await connect(link.paths[1])
             try:
-                # (DeviceInfo.n_temp_sensors is 0 until a measurement has come: the count
-                # is checked by the emulator, which NACKs a measurement of the wrong size.)
-                if info.n_series != n_cells:
-                    raise RuntimeError(f"emulator has {info.n_series} cells, not {n_cells}")
-                client.on(pm.ActuationFrame, rig.on_actuation)
-                watch_nacks(client, rig)
+                if (info.n_series, info.n_temp_sensors) != (n_cells, sender.n_temp):
+                    raise RuntimeError(f"emulator has {info.n_series} cells and "
+                                       f"{info.n_temp_sensors} sensors, not {n_cells} and "
+                                       f"{sender.n_temp}")
+                client.on(pm.ActuationFrame, sender.on_actuation)
+                client.on(pm.Nack, sender.on_nack)
                 ep = client.endpoint
                 out0, in0 = ep.bytes_out, ep.bytes_in
                 t0 = loop.time() + 0.05
@@ -175,39 +163,39 @@ async def stream(n_cells: int, rate_hz: float, args) -> dict:
                         await asyncio.sleep(delay)
                     lateness_s.append(loop.time() - due)
                     rig_seq = k + 1
-                    client.send_event(rig.measurement(rig_seq, k * period_s))
+                    client.send_event(sender.measurement(rig_seq, k * period_s))
                     last_send = time.perf_counter()
-                    rig.sent_at[rig_seq] = last_send
+                    sender.sent_at[rig_seq] = last_send
                     if k == 0:
                         first_send = last_send
-                rig.sending = False
+                sender.sending = False
                 await asyncio.sleep(args.drain_s)
                 bytes_out, bytes_in = ep.bytes_out - out0, ep.bytes_in - in0
                 errors = dict(ep.errors)
             finally:
                 await client.close()
         relay = link.stats()
-    sent = len(rig.sent_at)
+    sent = len(sender.sent_at)
     span_s = (last_send - first_send) + period_s  # sent frames x period, as measured
-    lost = sent - len(rig.answered)
-    last = rig.last
+    lost = sent - len(sender.answered)
+    last = sender.last
     result = {
         "series": n_cells,
-        "temp_sensors": rig.n_temp,
+        "temp_sensors": sender.n_temp,
         "rate_hz": rate_hz,
         "seconds": args.seconds,
         "emulator_tick_s": tick_s,
         "measurement_bytes": round(bytes_out / sent, 1) if sent else None,
         "sent": sent,
-        "answered": len(rig.answered),
+        "answered": len(sender.answered),
         "lost": lost,
-        "repeated_rig_seq": rig.repeated,
-        "repeated_rig_seq_after_last_send": rig.repeated_after_last_send,
-        "unknown_rig_seq": rig.unknown,
-        "watchdog_actuations_before_first": rig.unsolicited,
-        "wrong_size_actuations": rig.wrong_size,
-        "nacks": dict(rig.nacks),
-        "nack_details": rig.nack_details,
+        "repeated_rig_seq": sender.repeated,
+        "repeated_rig_seq_after_last_send": sender.repeated_after_last_send,
+        "unknown_rig_seq": sender.unknown,
+        "watchdog_actuations_before_first": sender.unsolicited,
+        "wrong_size_actuations": sender.wrong_size,
+        "nacks": dict(sender.nacks),
+        "nack_details": sender.nack_details,
         "client_decode_errors": errors,
         "achieved_hz": round((sent - 1) / (last_send - first_send), 3) if sent > 1 else None,
         "send_lateness_p99_ms": percentile_ms(lateness_s, 99),
@@ -216,17 +204,17 @@ async def stream(n_cells: int, rate_hz: float, args) -> dict:
         "bytes_per_s_from_emulator": round(bytes_in / span_s, 1),
         "line_share_to_emulator": round(bytes_out / span_s * BITS_PER_BYTE / args.baud, 5),
         "line_share_from_emulator": round(bytes_in / span_s * BITS_PER_BYTE / args.baud, 5),
-        "latency_p50_ms": percentile_ms(rig.latencies_s, 50),
-        "latency_p99_ms": percentile_ms(rig.latencies_s, 99),
-        "latency_max_ms": (round(max(rig.latencies_s) * 1e3, 3) if rig.latencies_s
+        "latency_p50_ms": percentile_ms(sender.latencies_s, 50),
+        "latency_p99_ms": percentile_ms(sender.latencies_s, 99),
+        "latency_max_ms": (round(max(sender.latencies_s) * 1e3, 3) if sender.latencies_s
                            else None),
-        "final_state": STATES[last.state] if last is not None else None,
+        "final_state": state_name(last.state) if last is not None else None,
         "final_contactors": last.contactors if last is not None else None,
         "final_faults": names_in(last.fault_bitmap) if last is not None else None,
         "emulator_log": emu.warnings(),
     }
-    result["goal_met"] = (lost == 0 and not rig.nacks and not errors and rig.unknown == 0
-                          and rig.wrong_size == 0)
+    result["goal_met"] = (lost == 0 and not sender.nacks and not errors and sender.unknown == 0
+                          and sender.wrong_size == 0)
     if relay is not None:
         result["relay_bytes"] = relay
     return result

@@ -7,7 +7,11 @@ published current limits the load must respect); then the pack advances one tick
 rig's clock is the one its load profile and injections run on; the plant never reads one.
 
 Fail safe on this side too: with no ActuationFrame for `actuation_timeout_s` the rig
-opens its contactors itself, as a rig's hardware interlock does when the BMS goes quiet.
+opens its contactors itself, as a rig's hardware interlock does when the BMS goes quiet,
+and keeps them open (limits 0, no bleeding) until a frame commands every contactor open:
+the emulator has then seen them open and will precharge again from scratch. A frame that
+still commands them closed (the emulator in RUN, unaware) would close the main contactors
+onto an uncharged bus.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from bms.cli.views import state_name
 from bms.client import Client, Refused
 from bms.device import contactor_bits, contactors_of
 from bms.faults import names_in
 from bms.pacing import ticks
-from bms.signals import OPEN, STATES, Actuation
+from bms.signals import OPEN, Actuation
 from hil.plant import Plant
 from protocol import messages as pm
 
@@ -44,10 +49,7 @@ class RigCounts:
     lost: int = 0  # measurements skipped over by a later answer: never answered
     unusable: int = 0  # actuation frames whose balance mask does not fit this pack
     interlock_trips: int = 0  # times the rig opened its contactors on its own
-
-
-def state_name(code: int) -> str:
-    return STATES[code] if code < len(STATES) else f"state {code}"
+    interlock_held: int = 0  # actuation frames not applied: they came while interlocked
 
 
 def actuation_of(frame: pm.ActuationFrame) -> Actuation:
@@ -143,12 +145,16 @@ class Rig:
             return
         self._count_answer(frame.rig_seq)
         self._last_actuation_s = now_s
-        if self.interlocked:
+        if self.interlocked and frame.contactors == 0:
             self.interlocked = False
-            self._note(now_s, "interlock", "actuation frames back: the emulator commands again")
+            self._note(now_s, "interlock", "the emulator commands all contactors open: "
+                       "the rig follows it again")
         self._changes(now_s, frame)
         self.last = frame
-        self.plant.actuate(actuation_of(frame))
+        if self.interlocked:  # latched: the emulator has not seen the contactors open yet
+            self.counts.interlock_held += 1
+        else:
+            self.plant.actuate(actuation_of(frame))
 
     def _count_answer(self, rig_seq: int) -> None:
         """A rig_seq beyond the last answered one answers it and loses those between; the

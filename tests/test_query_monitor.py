@@ -23,7 +23,15 @@ from rich.console import Console
 
 from bms.cli import views
 from bms.cli.main import main
-from bms.cli.monitor_cmd import BALANCING_MARK, BAR_WIDTH, Monitor, Snapshot, bar, render
+from bms.cli.monitor_cmd import (
+    BALANCING_MARK,
+    BAR_WIDTH,
+    STALE_PERIODS,
+    Monitor,
+    Snapshot,
+    bar,
+    render,
+)
 from bms.cli.query_cmd import parse_pairs
 from bms.client import Client
 from bms.signals import STATES
@@ -282,6 +290,32 @@ async def test_monitor_subscribes_again_when_telemetry_stops(port):
         assert monitor.snap.link == "connected" and monitor.snap.subscribes == 2
     finally:
         await client.close()
+
+
+class StaleAnswers(Client):
+    """A client on a port that is up, every request answered by a stale Ack."""
+
+    connected = True
+
+    def __init__(self):
+        super().__init__("/dev/ttyTEST")
+        self.requests = 0
+
+    async def request(self, msg: object, timeout_s: float = 1.0) -> object:
+        self.requests += 1
+        return pm.Ack(pm.BY_CLASS[pm.GetStatus].type_id)
+
+
+async def test_monitor_skips_a_poll_answered_with_the_wrong_type():
+    client = StaleAnswers()
+    monitor = Monitor(client, period_s=0.05, timeout_s=0.1)
+    await monitor.step()  # not a crash of the live view: this poll is skipped
+    assert monitor.snap.link == "waiting for telemetry" and monitor.snap.info is None
+    assert monitor.snap.last_error == "GetInfo was answered with Ack, not DeviceInfo"
+    assert monitor.snap.errors == 1 and client.requests == 1
+    await asyncio.sleep(STALE_PERIODS * 0.05 + 0.01)
+    await monitor.step()  # and the next one tries again
+    assert monitor.snap.errors == 2 and client.requests == 2
 
 
 def _snapshot() -> Snapshot:

@@ -6,19 +6,24 @@ removes its links)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Coroutine
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
-def run_until_signalled(work: Coroutine) -> None:
-    asyncio.run(_until_signalled(work))
+def run_until_signalled(work: Coroutine[object, object, T]) -> T | None:
+    """What `work` returns, or None when a signal ended it."""
+    return asyncio.run(_until_signalled(work))
 
 
-async def _until_signalled(work: Coroutine) -> None:
+async def _until_signalled(work: Coroutine[object, object, T]) -> T | None:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
-        await work
+    try:
+        return await work
+    except asyncio.CancelledError:
+        return None

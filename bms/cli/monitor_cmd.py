@@ -22,6 +22,7 @@ from rich.text import Text
 
 from bms.cli import views
 from bms.cli.query_cmd import (
+    UnexpectedAnswer,
     add_link_arguments,
     ask,
     check_link_arguments,
@@ -102,29 +103,15 @@ def _header(snap: Snapshot) -> Text:
 
 
 def _status_table(d: dict) -> Table:
+    """`views.status_rows`, the state and the faults coloured."""
+    styles = {"state": STATE_STYLES.get(d["state"], "bold yellow"),
+              "faults": "bold red" if d["faults"] else "green"}
     table = Table.grid(padding=(0, 2))
-    for _ in range(4):
-        table.add_column()
-    state = Text(d["state"], style=STATE_STYLES.get(d["state"], "bold yellow"))
-    table.add_row("state", state, "contactors", views.fmt_contactors(d))
-    table.add_row("pack", views.fmt(d["pack_voltage_v"], ".2f", "V"),
-                  "current", views.fmt_current(d["current_a"]))
-    table.add_row("SoC", views.fmt(d["soc_pct"], ".1f", "%"),
-                  "SoH", views.fmt(d["soh_pct"], ".1f", "%"))
-    table.add_row("charge limit", views.fmt(d["charge_limit_a"], ".2f", "A"),
-                  "discharge limit", views.fmt(d["discharge_limit_a"], ".2f", "A"))
-    table.add_row("remaining", views.fmt(d["remaining_wh"], ".1f", "Wh"),
-                  "runtime", "- (not discharging)" if d["runtime_s"] is None
-                  else views.fmt_duration(d["runtime_s"]))
-    table.add_row("device time", views.fmt(d["time_s"], ".1f", "s"), "balancing",
-                  f"{d['balancing_count']} cell(s)")
+    table.add_column(style="bold")
+    table.add_column()
+    for label, text in views.status_rows(d):
+        table.add_row(label, Text(text, style=styles.get(label, "")))
     return table
-
-
-def _faults(d: dict) -> Text:
-    text = Text("active faults: ")
-    text.append(", ".join(d["faults"]) or "none", style="bold red" if d["faults"] else "green")
-    return text
 
 
 def _cells(snap: Snapshot) -> RenderableType:
@@ -168,7 +155,7 @@ def render(snap: Snapshot) -> RenderableType:
     """The whole view for one snapshot: no I/O, no clock."""
     parts: list[RenderableType] = [_header(snap)]
     if snap.status is not None:
-        parts += [Text(), _status_table(snap.status), _faults(snap.status)]
+        parts += [Text(), _status_table(snap.status)]
     else:
         parts += [Text("no status yet", style="dim")]
     parts += [Text(), _cells(snap), _temps(snap)]
@@ -203,12 +190,17 @@ class Monitor:
         setattr(self.snap, what, value)
         self.last_telemetry = asyncio.get_running_loop().time()
 
-    async def setup(self) -> None:
-        """Who the device is, the bar window, then the subscription."""
+    async def identify(self) -> None:
+        """Who the device is, and the bar window when the bars span it."""
         c, t = self.client, self.timeout_s
         self.snap.info = views.info_dict(await ask(c, pm.GetInfo(), pm.DeviceInfo, t))
         if self.window:
             self.snap.window_v = await cell_window(c, t)
+
+    async def setup(self) -> None:
+        """Who the device is, the bar window, then the subscription."""
+        c, t = self.client, self.timeout_s
+        await self.identify()
         period_ms = max(10, round(self.period_s * 1000))
         await ask(c, pm.Subscribe(tuple({"msg_type": pm.BY_CLASS[m].type_id,
                                          "period_ms": period_ms} for m in TELEMETRY)),
@@ -218,9 +210,7 @@ class Monitor:
     async def poll(self) -> None:
         """Everything once, by request: what `--once` shows."""
         c, t = self.client, self.timeout_s
-        self.snap.info = views.info_dict(await ask(c, pm.GetInfo(), pm.DeviceInfo, t))
-        if self.window:
-            self.snap.window_v = await cell_window(c, t)
+        await self.identify()
         self.snap.status = views.status_dict(await ask(c, pm.GetStatus(), pm.Status, t))
         self.snap.cells_v = views.cells_dict(
             await ask(c, pm.GetCellVoltages(), pm.CellVoltages, t))["cell_voltage_v"]
@@ -243,7 +233,7 @@ class Monitor:
             try:
                 await self.setup()
                 self.snap.last_error = ""
-            except (TimeoutError, Refused, ValueError) as exc:
+            except (TimeoutError, UnexpectedAnswer, Refused, ValueError) as exc:
                 self.request_errors += 1
                 self.snap.last_error = str(exc)
         self._figures("connected" if fresh else "waiting for telemetry")

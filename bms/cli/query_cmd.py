@@ -148,14 +148,10 @@ async def ask(client: Client, msg: object, expected: type, timeout_s: float):
 
 
 async def open_client(port: str, baud: int, timeout_s: float) -> Client:
-    """A started client; TimeoutError naming the port and why it did not open."""
+    """A started client; TimeoutError (naming the port and why) when it does not open."""
     quiet_link_log()
     client = Client(port, baud)
-    try:
-        await client.start(connect_timeout_s=timeout_s)
-    except TimeoutError:
-        raise TimeoutError(client.endpoint.link.last_error
-                           or f"cannot open {port} within {timeout_s:g} s") from None
+    await client.start(connect_timeout_s=timeout_s)
     return client
 
 

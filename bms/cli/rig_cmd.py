@@ -3,11 +3,11 @@ serial port as a hardware-in-the-loop rig would."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
 
+from bms.cli.lifetime import run_until_signalled
 from bms.cli.pack_args import add_pack_arguments, build_pack, parse_injections
 from bms.cli.serve_cmd import add_duration_argument, add_serial_arguments, check_realtime_arguments
 from bms.client import Client
@@ -59,12 +59,13 @@ def handle(args) -> int:
           f"{plant.pack.sensors.n_temp} temperature sensors, on {args.serial} at {args.baud} "
           f"baud, tick {args.tick:g} s", file=out, flush=True)
     try:
-        rig = asyncio.run(_run(args, plant, lambda line: print(line, file=out, flush=True)))
-    except KeyboardInterrupt:  # the summary was printed on the way out
-        return 0
+        rig = run_until_signalled(
+            _run(args, plant, lambda line: print(line, file=out, flush=True)))
     except TimeoutError as exc:  # the port never opened
         print(f"bms-emu rig: error: {exc}", file=sys.stderr)
         return 1
+    if rig is None:  # Ctrl-C or SIGTERM: the summary was printed on the way out
+        return 0
     if rig.refused is not None:
         print(f"bms-emu rig: error: the emulator refuses this rig's measurements: "
               f"{rig.refused}. Give the rig the emulator's pack options (--series, "

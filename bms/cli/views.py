@@ -13,11 +13,11 @@ import math
 
 import numpy as np
 
+from bms.device import BALANCING_MODES
 from bms.faults import FAULT_NAMES, Level, names_in
 from bms.signals import STATES
 from protocol import messages as pm
 
-BALANCING_MODE_NAMES = {0: "off", 1: "voltage", 2: "soc"}  # as balancing.mode is configured
 VALUE_KIND_NAMES = {int(k): k.name.lower() for k in pm.ValueKind}
 
 
@@ -127,7 +127,7 @@ def cell_soc_dict(m: pm.CellSoc) -> dict:
 
 def balancing_dict(m: pm.BalancingState) -> dict:
     mask = [bool(x) for x in np.asarray(m.mask, bool)]
-    return {"mode": _code_name(BALANCING_MODE_NAMES, m.mode), "mask": mask,
+    return {"mode": _code_name(BALANCING_MODES, m.mode), "mask": mask,
             "balancing": [i for i, on in enumerate(mask) if on]}
 
 

@@ -14,17 +14,20 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bms.cli import rig_cmd
 from bms.cli.main import build_parser
+from bms.cli.views import state_name
 from bms.client import Client
 from bms.faults import FAULT_CODES, names_in
-from bms.signals import OPEN, STATES
-from hil.rig import Rig, state_name
+from bms.signals import OPEN, STATES, Contactors
+from hil.rig import Rig
 from protocol import messages as pm
 
 CLI = [sys.executable, "-m", "bms.cli.main"]
@@ -120,10 +123,10 @@ def run_rig(relay: Relay, *args: str, timeout_s: float = 20.0) -> subprocess.Com
                            *PACK, *args], capture_output=True, text=True, timeout=timeout_s)
 
 
-def in_process_rig(client: Client) -> Rig:
+def in_process_rig(client: Client, **options) -> Rig:
     """A rig built by the same code as `bms-emu rig`, for the same pack options."""
     args = build_parser().parse_args(["rig", "--serial", "unused", *PACK])
-    return Rig(rig_cmd.build(args), client, TICK_S)
+    return Rig(rig_cmd.build(args), client, TICK_S, **options)
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -252,8 +255,88 @@ def test_a_fault_injected_into_the_rigs_pack_opens_its_contactors(relay, emulato
     assert f"raised    {raised[0]['text']}" in done.stderr  # the line a user reads
 
 
+def test_sigterm_on_the_emulator_opens_the_rigs_contactors_and_ends_both_cleanly(
+        relay, emulator):
+    """`kill` (SIGTERM) on serve is a shutdown like Ctrl-C: its last frame tells the rig to
+    open everything (so the rig's own interlock is not what saves the pack), and SIGTERM
+    on the rig prints its summary and exits 0."""
+    rig = Proc("rig", "--serial", relay.rig_end, "--tick", str(TICK_S),
+               "--actuation-timeout", "30", *PACK)
+    try:
+        rig.wait_for("state     RUN")
+        emulator.popen.terminate()
+        assert emulator.popen.wait(5) == 0
+        rig.wait_for("state     STANDBY", timeout_s=5)
+        assert not rig.said("interlock")  # told to open, not timed out into it
+        rig.popen.terminate()
+        assert rig.popen.wait(5) == 0
+        rig.wait_for("rig contactors open", timeout_s=2)  # the summary line
+    finally:
+        rig.stop()
+
+
 def test_a_rig_that_does_not_fit_the_emulator_stops_with_its_reason(relay, emulator):
     done = run_rig(relay, "--series", "4", "--duration", "60", timeout_s=15)
     assert done.returncode == 1
     assert "WRONG_SIZE: n_cells = 4; this pack has 8 series cells" in done.stderr
     assert "--series" in done.stderr  # and what to do about it
+
+
+# --- the rig's interlock, against frames a test makes up ----------------------------------
+
+class Wire:
+    """What a Rig uses of its Client, without a port: it keeps the measurements sent and
+    hands the rig the actuation frames a test makes up."""
+
+    connected = True
+
+    def __init__(self):
+        self.sent: list[pm.MeasurementFrame] = []
+        self.callbacks: dict[type, list[Callable]] = defaultdict(list)
+
+    def on(self, msg_class: type, callback: Callable) -> None:
+        self.callbacks[msg_class].append(callback)
+
+    def send_event(self, msg: pm.MeasurementFrame) -> int:
+        self.sent.append(msg)
+        return len(self.sent)
+
+    def deliver(self, rig: Rig, state: str, *closed: str, limit_a: float = 50.0) -> None:
+        """An actuation frame answering the rig's last measurement: `state`, the contactors
+        named closed, both current limits `limit_a`."""
+        frame = pm.ActuationFrame(rig.rig_seq, 0.0, STATES.index(state),
+                                  sum(pm.CONTACTOR_BITS[c] for c in closed), 0, limit_a,
+                                  limit_a, 50.0, np.zeros(rig.n_series, bool))
+        for callback in self.callbacks[pm.ActuationFrame]:
+            callback(frame)
+
+
+async def test_the_rig_interlock_stays_latched_until_the_emulator_opens_the_contactors():
+    wire = Wire()
+    rig = in_process_rig(wire, actuation_timeout_s=0.3)
+    pack = rig.plant.pack
+    async with asyncio.timeout(10), running(rig):
+        await eventually(lambda: wire.sent, 1, "no measurement sent")
+        wire.deliver(rig, "RUN", "negative", "positive")
+        assert pack.power_path.actual.main_closed  # the rig follows the emulator
+        await eventually(lambda: rig.interlocked, 2, "no interlock with the emulator silent")
+        assert pack.power_path.actual == OPEN
+        # The emulator is back and, not having noticed, still commands RUN, mains closed:
+        # closing them onto the bus now would skip the precharge. The rig stays open.
+        wire.deliver(rig, "RUN", "negative", "positive")
+        await asyncio.sleep(2 * TICK_S)
+        assert rig.interlocked and pack.power_path.actual == OPEN
+        assert (pack.charge_limit_a, pack.discharge_limit_a) == (0.0, 0.0)
+        assert state_name(rig.last.state) == "RUN"  # what it commands is still seen
+        # It opens everything (it saw the contactors open): the rig follows again, through
+        # a fresh precharge.
+        wire.deliver(rig, "FAULT")
+        assert not rig.interlocked
+        wire.deliver(rig, "PRECHARGE", "negative", "precharge")
+        assert pack.power_path.actual == Contactors(negative=True, precharge=True)
+        wire.deliver(rig, "RUN", "negative", "positive")
+        assert pack.power_path.actual.main_closed and pack.discharge_limit_a == 50.0
+    assert (rig.counts.interlock_trips, rig.counts.interlock_held) == (1, 1)
+    tripped, released = (e["text"] for e in rig.events if e["kind"] == "interlock")
+    assert tripped.endswith("rig interlock opens the contactors")
+    assert released == "the emulator commands all contactors open: the rig follows it again"
