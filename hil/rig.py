@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bms.cli.views import state_name
 from bms.client import Client, Refused
 from bms.device import contactor_bits, contactors_of
 from bms.faults import names_in
 from bms.pacing import ticks
 from bms.signals import OPEN, Actuation
+from bms.views import state_name
 from hil.plant import Plant
 from protocol import messages as pm
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bms.cli import views
+from bms import views
 from bms.cli.main import main
 from bms.cli.monitor_cmd import (
     BALANCING_MARK,

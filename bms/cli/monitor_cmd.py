@@ -3,7 +3,7 @@
 The view subscribes to telemetry (Status, CellVoltages, Temperatures, BalancingState every
 --period) and subscribes again whenever none has come for three periods: after the port
 came back, or after the device restarted and forgot the subscription. Rendering is a pure
-function of a `Snapshot` of plain dicts (`bms.cli.views`), so it can be tested as text.
+function of a `Snapshot` of plain dicts (`bms.views`), so it can be tested as text.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from bms.cli import views
+from bms import views
 from bms.cli.query_cmd import (
     UnexpectedAnswer,
     add_link_arguments,
@@ -49,7 +49,7 @@ STATE_STYLES = {"RUN": "bold green", "FAULT": "bold red", "PRECHARGE": "bold yel
 
 @dataclass
 class Snapshot:
-    """What the view shows, as plain data (the dicts of `bms.cli.views`)."""
+    """What the view shows, as plain data (the dicts of `bms.views`)."""
 
     port: str = ""
     link: str = "connecting"  # connected / waiting for telemetry / reconnecting / connecting

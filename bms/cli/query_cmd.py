@@ -21,7 +21,7 @@ from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
-from bms.cli import views
+from bms import views
 from bms.client import Client, Refused
 from bms.link import DEFAULT_BAUD
 from bms.validation import Problems

@@ -23,10 +23,10 @@ import pytest
 
 from bms.cli import rig_cmd
 from bms.cli.main import build_parser
-from bms.cli.views import state_name
 from bms.client import Client
 from bms.faults import FAULT_CODES, names_in
 from bms.signals import OPEN, STATES, Contactors
+from bms.views import state_name
 from hil.rig import Rig
 from protocol import messages as pm
 
