@@ -18,12 +18,18 @@ $(VENV)/.test-extras: $(BIN)/bms-emu
 run: $(BIN)/bms-emu
 	$(BIN)/bms-emu run
 
-# Mosquitto is a real part of the MQTT tests; install it from Debian when it is missing.
+# Mosquitto is a real part of the MQTT tests: install the broker and its clients from Debian
+# when either is missing. Failing to is an error, the tests must not pass without a broker.
+MOSQUITTO_OK = { { [ -x /usr/sbin/mosquitto ] || command -v mosquitto; } && command -v mosquitto_sub; } >/dev/null 2>&1
 mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || \
-	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; } || \
-	  echo "warning: mosquitto is missing and could not be installed"
+	@$(MOSQUITTO_OK) && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi; \
+	echo "installing mosquitto and mosquitto-clients with apt-get"; \
+	{ command -v apt-get >/dev/null 2>&1 && $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq mosquitto mosquitto-clients >/dev/null; } && $(MOSQUITTO_OK) || \
+	{ echo "error: Mosquitto is missing and could not be installed;" \
+	    "run: apt-get install mosquitto mosquitto-clients (as root)" >&2; exit 1; }
 
 test: $(VENV)/.test-extras mosquitto
 	$(BIN)/ruff check bms protocol hil tests benchmarks

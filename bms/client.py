@@ -14,7 +14,7 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 
-from bms.link import DEFAULT_BAUD, Endpoint
+from bms.link import DEFAULT_BAUD, Endpoint, LinkFactory
 from protocol.codec import Frame
 from protocol.framing import Flags
 from protocol.messages import ErrorCode, Nack
@@ -35,7 +35,8 @@ class Refused(Exception):
 
 
 class Client:
-    def __init__(self, port: str, baud: int = DEFAULT_BAUD):
+    def __init__(self, port: str | LinkFactory, baud: int = DEFAULT_BAUD):
+        """`port`: a serial port's path, or a LinkFactory (MQTT: `bms.mqtt_link`)."""
         self.endpoint = Endpoint(port, baud, on_frame=self._frame)
         self._pending: dict[int, asyncio.Future] = {}
         self._callbacks: dict[type, list[Callable[[object], None]]] = defaultdict(list)

@@ -14,6 +14,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 import serial
 import serial_asyncio_fast
@@ -119,14 +120,36 @@ class SerialLink:
             self.last_error = text
 
 
+class Link(Protocol):
+    """What carries frames: a serial port here, MQTT topics in `bms.mqtt_link`."""
+
+    port: str  # what it is connected to, for messages
+    opened: asyncio.Event
+    last_error: str
+
+    @property
+    def connected(self) -> bool: ...
+    def send(self, data: bytes) -> bool: ...
+    async def run(self) -> None: ...
+
+
+# Builds a link that hands what arrives to `on_data` and tells `on_connection` of changes.
+LinkFactory = Callable[[Callable[[bytes], None], Callable[[bool], None]], Link]
+
+
+def serial_link(port: str, baud: int = DEFAULT_BAUD) -> LinkFactory:
+    return lambda on_data, on_connection: SerialLink(port, baud, on_data, on_connection)
+
+
 class Endpoint:
     """One end of a protocol link: decodes what arrives, numbers what it sends.
 
     `on_frame` gets every good frame; typed decoding errors are counted in `errors` by
-    kind (and given to `on_error` when set): bad bytes never stop the link.
+    kind (and given to `on_error` when set): bad bytes never stop the link. `port` is a
+    serial port's path or a LinkFactory (`serial_link`, `bms.mqtt_link.mqtt_link`).
     """
 
-    def __init__(self, port: str, baud: int = DEFAULT_BAUD,
+    def __init__(self, port: str | LinkFactory, baud: int = DEFAULT_BAUD,
                  on_frame: Callable[[Frame], None] | None = None,
                  on_error: Callable[[FrameError], None] | None = None,
                  on_connection: Callable[[bool], None] | None = None):
@@ -134,7 +157,8 @@ class Endpoint:
         self.on_frame = on_frame
         self.on_error = on_error
         self.on_connection = on_connection
-        self.link = SerialLink(port, baud, self._received, self._connection)
+        make = port if callable(port) else serial_link(port, baud)
+        self.link = make(self._received, self._connection)
         self.errors: Counter[str] = Counter()
         self.frames_in = 0
         self.bytes_in = 0

@@ -18,6 +18,7 @@ import numpy as np
 
 from bms.device import Device, contactor_bits, contactors_of, nack
 from bms.link import Endpoint
+from bms.mqtt_bridge import MqttBridge
 from bms.pacing import ticks
 from bms.signals import OPEN, STATES, Actuation, Measurement
 from protocol import messages as pm
@@ -66,12 +67,14 @@ class Runtime:
     """Hosts one Device (and its firmware) on one Endpoint."""
 
     def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
-                 plant: Plant | None = None):
+                 plant: Plant | None = None, bridge: MqttBridge | None = None):
+        """`bridge`: MQTT telemetry and commands, fed after every step."""
         self.device = device
         self.fw = device.fw
         self.endpoint = endpoint
         self.tick_s = tick_s
         self.plant = plant
+        self.bridge = bridge
         self.hil = plant is None
         endpoint.on_frame = self._frame
         endpoint.on_error = self._error
@@ -115,6 +118,8 @@ class Runtime:
             self._step(None, now_s)
         for msg in self.device.telemetry_due(now_s):
             self.endpoint.send(msg, flags=Flags.EVENT)
+        if self.bridge is not None:
+            self.bridge.poll(now_s)
 
     def _sim_step(self, now_s: float) -> None:
         m = self.plant.measure()
@@ -127,6 +132,8 @@ class Runtime:
         self._last_step_s = now_s
         self.steps += 1
         self.device.observe(m, act)
+        if self.bridge is not None:
+            self.bridge.after_step(now_s, act)
         for e in act.events:
             log.warning("%.1f s %s %s %s", e.t_s, e.level, e.name, e.action)
         if self.hil:

@@ -21,12 +21,17 @@ from protocol import messages as pm
 VALUE_KIND_NAMES = {int(k): k.name.lower() for k in pm.ValueKind}
 
 
+SIGNIFICANT_DIGITS = 7  # what a float32 on the wire carries; 25.200000000000003 reads 25.2
+
+
 def _num(x: float | None) -> float | None:
-    """A float for JSON: None for NaN (or None)."""
+    """A float for JSON: None for NaN (or None), rounded to what the readings carry."""
     if x is None:
         return None
     x = float(x)
-    return None if math.isnan(x) else x
+    if math.isnan(x):
+        return None
+    return float(f"{x:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(x) else x
 
 
 def _floats(a: np.ndarray) -> list[float | None]:
@@ -155,8 +160,12 @@ def parameter_dict(p: dict) -> dict:
 
 
 def config_value(v: dict) -> float | int | bool | str | None:
-    """A ConfigValues entry's value, as JSON takes it."""
-    return _num(v["value"]) if v["kind"] == pm.ValueKind.FLOAT else v["value"]
+    """A ConfigValues entry's value, as JSON takes it: a setting is exact (float64 on the
+    wire), so it is not rounded like a reading."""
+    value = v["value"]
+    if v["kind"] == pm.ValueKind.FLOAT and math.isnan(value):
+        return None
+    return value
 
 
 def fault_units(params: list[dict]) -> dict[str, str]:

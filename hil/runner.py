@@ -69,8 +69,10 @@ def run(
     options: RunOptions,
     record_to: TextIO | None = None,
     progress: Callable[[float], None] | None = None,
+    on_step: Callable[[float, Measurement, Actuation], None] | None = None,
 ) -> RunResult:
-    """Runs `options.duration_s` of simulated time; returns the totals and the end state."""
+    """Runs `options.duration_s` of simulated time; returns the totals and the end state.
+    `on_step(now_s, measurement, actuation)` sees every step (MQTT publishes from it)."""
     tick_s = options.tick_s
     n_ticks = round(options.duration_s / tick_s)
     record_every = max(1, round(options.record_every_s / tick_s))
@@ -92,6 +94,8 @@ def run(
         act = firmware.step(m, now_s)
         if act.events:
             totals.events.extend(act.events)
+        if on_step is not None:
+            on_step(now_s, m, act)
         if recorder is not None and k % record_every == 0:
             recorder.write(now_s, m, act, pack)  # before actuate: the bleed m was taken under
         pack.actuate(act)

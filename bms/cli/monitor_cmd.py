@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from bms import views
+from bms.cli.mqtt_args import client_target
 from bms.cli.query_cmd import (
     UnexpectedAnswer,
     add_link_arguments,
@@ -295,7 +296,7 @@ def handle(args) -> int:
 
 
 async def once(args, console: Console | None = None) -> int:
-    client = await open_client(args.serial, args.baud, args.timeout)
+    client = await open_client(args, args.timeout)
     try:
         monitor = Monitor(client, args.period, args.timeout, window=args.scale == "window")
         await monitor.poll()
@@ -307,7 +308,7 @@ async def once(args, console: Console | None = None) -> int:
 
 async def live(args) -> None:
     quiet_link_log()
-    client = Client(args.serial, args.baud)
+    client = Client(client_target(args), args.baud)
     monitor = Monitor(client, args.period, args.timeout, window=args.scale == "window")
     loop = asyncio.get_running_loop()
     end = None if args.duration is None else loop.time() + args.duration

@@ -22,6 +22,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from bms import views
+from bms.cli.mqtt_args import check_one_link, client_target
 from bms.client import Client, Refused
 from bms.link import DEFAULT_BAUD
 from bms.validation import Problems
@@ -71,6 +72,22 @@ def add_link_arguments(p, nested: bool = False) -> None:
                    **({"default": DEFAULT_TIMEOUT_S} | keep),
                    help="seconds to wait for the port to open and for each answer "
                    f"(default: {DEFAULT_TIMEOUT_S:g})")
+    for flag, metavar, text in MQTT_LINK_OPTIONS:
+        p.add_argument(flag, metavar=metavar, **({"default": None} | keep), help=text)
+
+
+MQTT_LINK_OPTIONS = (
+    ("--mqtt", "URL", "talk over MQTT instead: mqtt://[user[:password]@]host[:port][/prefix] "
+     "or mqtts://; the pack is --pack-id"),
+    ("--pack-id", "ID", "the pack on the broker (default: this host's name)"),
+    ("--mqtt-ca", "FILE", "CA certificate for mqtts://"),
+    ("--mqtt-cert", "FILE", "client certificate for mqtts://"),
+    ("--mqtt-key", "FILE", "client key for mqtts://"),
+)
+
+
+def link_name(args) -> str:
+    return args.serial if args.serial else f"{args.mqtt} pack {args.pack_id}"
 
 
 def add_parser(sub) -> None:
@@ -111,9 +128,7 @@ def add_parser(sub) -> None:
 
 def check_link_arguments(args, prog: str) -> None:
     problems = Problems(prog)
-    if not args.serial:
-        problems.items.append("--serial PORT is required: the port the device is on "
-                              "(before or after WHAT)")
+    check_one_link(args, problems)
     problems.check_range("--baud", args.baud, 50, 20_000_000)
     problems.check_range("--timeout", args.timeout, 0.01, 3600.0)
     problems.raise_if_any()
@@ -147,10 +162,10 @@ async def ask(client: Client, msg: object, expected: type, timeout_s: float):
     return reply
 
 
-async def open_client(port: str, baud: int, timeout_s: float) -> Client:
+async def open_client(args, timeout_s: float) -> Client:
     """A started client; TimeoutError (naming the port and why) when it does not open."""
     quiet_link_log()
-    client = Client(port, baud)
+    client = Client(client_target(args), args.baud)
     await client.start(connect_timeout_s=timeout_s)
     return client
 
@@ -320,7 +335,7 @@ def handle(args) -> int:
 
 
 async def query(args) -> int:
-    client = await open_client(args.serial, args.baud, args.timeout)
+    client = await open_client(args, args.timeout)
     try:
         result, table = await ANSWERS[args.what](client, args)
     finally:
@@ -350,7 +365,7 @@ def _pairs_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 async def _status(client, args):
     d = views.status_dict(await ask(client, pm.GetStatus(), pm.Status, args.timeout))
-    return d, _pairs_table(f"status of {args.serial}", views.status_rows(d))
+    return d, _pairs_table(f"status of {link_name(args)}", views.status_rows(d))
 
 
 async def _info(client, args):
@@ -361,7 +376,7 @@ async def _info(client, args):
                      f"{views.fmt(d['capacity_ah'], 'g', 'Ah')}"),
             ("temperature sensors", str(d["n_temp_sensors"])),
             ("capabilities", ", ".join(d["capabilities"]) or "none")]
-    return d, _pairs_table(f"device on {args.serial}", rows)
+    return d, _pairs_table(f"device on {link_name(args)}", rows)
 
 
 def _per_item(title: str, label: str, column: str, values: list, spec: str,
@@ -440,7 +455,7 @@ def _values_result(params: list[dict], values: dict[int, dict], title: str):
 async def _config(client, args):
     params = select_params(args.params, await fetch_parameters(client, args.timeout))
     values = await fetch_values(client, [p["param_id"] for p in params], args.timeout)
-    return _values_result(params, values, f"configuration of {args.serial}")
+    return _values_result(params, values, f"configuration of {link_name(args)}")
 
 
 async def _set(client, args):

@@ -8,7 +8,9 @@ import logging
 import sys
 
 from bms.cli.lifetime import run_until_signalled
+from bms.cli.mqtt_args import add_mqtt_arguments, check_one_link, client_target
 from bms.cli.pack_args import add_pack_arguments, build_pack, parse_injections
+from bms.cli.query_cmd import link_name
 from bms.cli.serve_cmd import add_duration_argument, add_serial_arguments, check_realtime_arguments
 from bms.client import Client
 from bms.validation import Problems
@@ -27,6 +29,7 @@ def add_parser(sub) -> None:
         "the emulator's. With no actuation frame for --actuation-timeout the rig opens its "
         "contactors itself. Prints the emulator's state changes and fault events.")
     add_serial_arguments(p)
+    add_mqtt_arguments(p, device=False)
     add_pack_arguments(p)
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="measurement period, seconds")
@@ -43,6 +46,7 @@ def add_parser(sub) -> None:
 def build(args) -> Plant:
     problems = Problems("bms-emu rig")
     check_realtime_arguments(args, problems)
+    check_one_link(args, problems)
     problems.check_range("--actuation-timeout", args.actuation_timeout, 1e-3, 3600.0)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
@@ -56,7 +60,7 @@ def handle(args) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     out = sys.stderr if args.json else sys.stdout
     print(f"bms-emu rig: {plant.pack.n_series} cells ({plant.pack.chem.name}), "
-          f"{plant.pack.sensors.n_temp} temperature sensors, on {args.serial} at {args.baud} "
+          f"{plant.pack.sensors.n_temp} temperature sensors, on {link_name(args)} at {args.baud} "
           f"baud, tick {args.tick:g} s", file=out, flush=True)
     try:
         rig = run_until_signalled(
@@ -77,7 +81,7 @@ def handle(args) -> int:
 
 async def _run(args, plant: Plant, report) -> Rig:
     """Runs the rig on the port; the summary is printed however the run ends."""
-    async with Client(args.serial, args.baud) as client:
+    async with Client(client_target(args), args.baud) as client:
         rig = Rig(plant, client, args.tick, args.actuation_timeout, report)
         try:
             await rig.run(args.duration)

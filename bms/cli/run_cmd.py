@@ -9,6 +9,12 @@ import sys
 from contextlib import ExitStack
 from pathlib import Path
 
+from bms.cli.mqtt_args import (
+    add_mqtt_arguments,
+    check_mqtt_arguments,
+    device_bridge,
+    device_session,
+)
 from bms.cli.pack_args import (
     add_config_argument,
     add_pack_arguments,
@@ -17,12 +23,15 @@ from bms.cli.pack_args import (
     firmware_config,
     parse_injections,
 )
+from bms.device import Device, Identity
 from bms.durations import parse_duration_s
 from bms.firmware import Firmware
+from bms.mqtt_bridge import MqttBridge
 from bms.validation import Problems
 from hil.loads import resolve_profile
 from hil.pack import SimulatedPack
 from hil.runner import RunOptions, run, summary
+from protocol.messages import Mode
 
 
 def add_parser(sub) -> None:
@@ -35,6 +44,7 @@ def add_parser(sub) -> None:
     )
     add_pack_arguments(p)
     add_config_argument(p)
+    add_mqtt_arguments(p, device=True)
     p.add_argument("--duration", default="24h", help="simulated time to run")
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period, seconds of simulated time")
@@ -79,10 +89,11 @@ def _options(args, problems: Problems) -> tuple[float, float | None, float]:
     return duration_s, speed, record_every_s
 
 
-def build(args) -> tuple[SimulatedPack, Firmware, object, RunOptions]:
+def build(args) -> tuple[SimulatedPack, Firmware, object, RunOptions, MqttBridge | None]:
     """Everything a run needs, from the parsed arguments; InputError lists every bad one."""
     problems = Problems("bms-emu run")
     duration_s, speed, record_every_s = _options(args, problems)
+    check_mqtt_arguments(args, problems)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     pc = firmware_config(args, pack)
@@ -91,11 +102,38 @@ def build(args) -> tuple[SimulatedPack, Firmware, object, RunOptions]:
     firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah, pc.config)
     options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
                          record_every_s=record_every_s, injections=injections)
-    return pack, firmware, profile, options
+    bridge = None
+    if args.mqtt:
+        identity = Identity(pack.chem.name, Mode.SIM, args.parallel, pack.capacity_ah,
+                            pack.sensors.n_temp)
+        device = Device(firmware, pack.chem, identity, pc.overrides)
+        bridge = device_bridge(args, device_session(args), device)
+    return pack, firmware, profile, options, bridge
+
+
+def publishing(bridge: MqttBridge):
+    """What `run` calls after each step when it publishes to MQTT (in simulated time)."""
+
+    def on_step(now_s: float, m, act) -> None:
+        bridge.device.observe(m, act)
+        bridge.after_step(now_s, act)
+        bridge.poll(now_s)
+
+    return on_step
 
 
 def handle(args) -> int:
-    pack, firmware, profile, options = build(args)
+    pack, firmware, profile, options, bridge = build(args)
+    if bridge is not None:
+        bridge.session.start()
+    try:
+        return _run_and_report(args, pack, firmware, profile, options, bridge)
+    finally:
+        if bridge is not None:
+            bridge.session.stop()
+
+
+def _run_and_report(args, pack, firmware, profile, options, bridge) -> int:
     record_path = args.record
     with ExitStack() as stack:
         if args.plot and not record_path:
@@ -106,7 +144,8 @@ def handle(args) -> int:
         )
         show_progress = not (args.quiet or args.json) and sys.stderr.isatty()
         progress = stack.enter_context(_progress(options.duration_s)) if show_progress else None
-        result = run(pack, firmware, profile, options, record_to=record_to, progress=progress)
+        result = run(pack, firmware, profile, options, record_to=record_to, progress=progress,
+                     on_step=publishing(bridge) if bridge is not None else None)
         if record_to is not None:
             record_to.close()
         if args.plot:

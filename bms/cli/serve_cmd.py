@@ -7,6 +7,12 @@ import logging
 import math
 
 from bms.cli.lifetime import run_until_signalled
+from bms.cli.mqtt_args import (
+    add_mqtt_arguments,
+    check_mqtt_arguments,
+    device_bridge,
+    device_session,
+)
 from bms.cli.pack_args import (
     add_config_argument,
     add_pack_arguments,
@@ -18,6 +24,8 @@ from bms.cli.pack_args import (
 from bms.device import Device, Identity
 from bms.firmware import Firmware
 from bms.link import DEFAULT_BAUD, Endpoint
+from bms.mqtt_bridge import pack_topic
+from bms.mqtt_link import mqtt_link
 from bms.runtime import Runtime
 from bms.validation import Problems
 from hil.loads import resolve_profile
@@ -27,9 +35,10 @@ from protocol.messages import Mode
 
 
 def add_serial_arguments(p) -> None:
-    p.add_argument("--serial", required=True, metavar="PORT",
+    p.add_argument("--serial", metavar="PORT",
                    help="serial port: /dev/ttyUSB0, a pty from `bms-emu pty`, ...")
     p.add_argument("--baud", type=int, default=DEFAULT_BAUD, help="baud rate (8N1)")
+
 
 
 def add_duration_argument(p) -> None:
@@ -70,6 +79,7 @@ def add_parser(sub) -> None:
     mode.add_argument("--hil", action="store_true", help="take measurements from a rig")
     add_pack_arguments(p)
     add_config_argument(p)
+    add_mqtt_arguments(p, device=True)
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period (SIM), watchdog period (HIL), seconds")
     add_duration_argument(p)
@@ -80,6 +90,9 @@ def add_parser(sub) -> None:
 def build(args) -> Runtime:
     problems = Problems("bms-emu serve")
     check_realtime_arguments(args, problems)
+    check_mqtt_arguments(args, problems, args.serial)
+    if args.serial is None and args.mqtt is None:
+        problems.add("--serial/--mqtt", None, "give --serial PORT, --mqtt URL or both")
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     pc = firmware_config(args, pack)
@@ -92,7 +105,13 @@ def build(args) -> Runtime:
                         pc.capacity_ah, pack.sensors.n_temp)
     device = Device(firmware, pc.chem, identity, pc.overrides,
                     inject=plant.inject if plant is not None else None)
-    return Runtime(device, Endpoint(args.serial, args.baud), args.tick, plant)
+    session = device_session(args) if args.mqtt else None
+    bridge = device_bridge(args, session, device) if session else None
+    # The protocol goes on the serial port when there is one, else on the MQTT proto topics.
+    link = (args.serial if args.serial else
+            mqtt_link(session, pack_topic(session.broker.prefix, args.pack_id),
+                      device_side=True, owns_session=False))
+    return Runtime(device, Endpoint(link, args.baud), args.tick, plant, bridge)
 
 
 def handle(args) -> int:
@@ -100,8 +119,16 @@ def handle(args) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     mode = "sim" if args.sim else "hil"
+    where = [f"{args.serial} at {args.baud} baud"] if args.serial else []
+    if args.mqtt:
+        where.append(f"{runtime.bridge.session.broker.describe()}/{args.pack_id}")
     print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "
-          f"({runtime.device.identity.chemistry}) on {args.serial} at {args.baud} baud",
-          flush=True)
-    run_until_signalled(runtime.run(args.duration))
+          f"({runtime.device.identity.chemistry}) on {' and '.join(where)}", flush=True)
+    if runtime.bridge is not None:
+        runtime.bridge.session.start()
+    try:
+        run_until_signalled(runtime.run(args.duration))
+    finally:
+        if runtime.bridge is not None:
+            runtime.bridge.session.stop()
     return 0

@@ -1,0 +1,43 @@
+"""Shared fixtures. A real Mosquitto broker: `mqtt_broker` (anonymous) and
+`mqtt_broker_factory` (any options, e.g. users and an ACL); see tests/mqtt_broker.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+from tests.mqtt_broker import Broker, require_mosquitto
+
+BrokerFactory = Callable[..., Broker]
+
+
+@pytest.fixture
+def mqtt_broker_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerFactory]:
+    """make(users={name: password}, acl="...", port=None, extra_config="") -> a started
+    Broker in a tmp dir of its own; every broker made is stopped after the test."""
+    require_mosquitto()
+    brokers: list[Broker] = []
+
+    def make(*, users: Mapping[str, str] | None = None, acl: str | None = None,
+             port: int | None = None, extra_config: str = "") -> Broker:
+        broker = Broker(tmp_path_factory.mktemp("mosquitto"), users=users, acl=acl, port=port,
+                        extra_config=extra_config)
+        brokers.append(broker)
+        return broker.start()
+
+    yield make
+    for broker in brokers:
+        broker.stop()
+
+
+@pytest.fixture
+def mqtt_broker(mqtt_broker_factory: BrokerFactory) -> Broker:
+    """A fresh anonymous broker on 127.0.0.1 and a free port (broker.url, broker.port)."""
+    return mqtt_broker_factory()
+
+
+@pytest.fixture
+def mosquitto_clients() -> None:
+    """For tests that run mosquitto_pub/mosquitto_sub (Debian package mosquitto-clients)."""
+    require_mosquitto(clients=True)
