@@ -72,7 +72,9 @@ def add_parser(sub) -> None:
         "pack. --hil: against measurement frames from a rig; the firmware steps on each one "
         "and answers with an actuation frame, and steps without one every tick when the rig "
         "is silent, so a lost rig trips MEASUREMENT_TIMEOUT. A vanished port is reopened "
-        "when it returns.")
+        "when it returns. With --mqtt it also publishes telemetry, events and Home Assistant "
+        "discovery and takes commands on the broker (README: MQTT); without --serial it "
+        "serves the protocol on the broker's proto topics.")
     add_serial_arguments(p)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--sim", action="store_true", help="run the emulator's own simulated pack")
