@@ -70,7 +70,8 @@ def parse_broker(url: str, ca: str | None = None, cert: str | None = None,
         port = 0
     prefix = parts.path.strip("/") or DEFAULT_PREFIX
     if any(c in prefix for c in "+#") or "//" in prefix or "#" in url or parts.query:
-        problems.append(f"--mqtt prefix {prefix!r}: no wildcards (+, #) or empty levels")
+        problems.append(f"--mqtt = {url!r}: the prefix may have no wildcards (+, #), query or "
+                        "empty levels")
     if parts.scheme != "mqtts" and (ca or cert or key):
         problems.append("--mqtt-ca, --mqtt-cert and --mqtt-key need an mqtts:// URL")
     if bool(cert) != bool(key):
