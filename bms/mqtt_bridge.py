@@ -42,6 +42,14 @@ def availability(session_prefix: str, pack_id: str) -> tuple[tuple[str, bytes], 
     return (topic, UNAVAILABLE), (topic, AVAILABLE)
 
 
+def _next_due(due_s: float, now_s: float, period_s: float) -> float:
+    """The deadline after one met at `now_s` that fell due at `due_s`: a period after the
+    deadline, not after `now_s`, which comes a step late as often as not (`now_s + period`
+    turned a 1 s period into 1.1 s with 0.1 s ticks); from `now_s` when a period or more
+    behind (the first message, a stall), so that no burst follows."""
+    return due_s + period_s if now_s - due_s < period_s else now_s + period_s
+
+
 @dataclass(frozen=True)
 class MqttOptions:
     state_period_s: float = 1.0
@@ -61,7 +69,7 @@ class MqttBridge:
         self.inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
         self._next_state_s = self._next_arrays_s = 0.0
         self._last_change: tuple[str, int] | None = None
-        self._seq = {"state": 0, "cells": 0, "temperatures": 0, "balancing": 0}
+        self._seq = {"state": 0, "cells": 0, "temperatures": 0, "balancing": 0, "events": 0}
         session.subscribe(f"{self.base}/cmd/+", self._command_arrived)
         if options.ha_discovery:
             session.subscribe(HA_STATUS_TOPIC, self._ha_status)
@@ -71,14 +79,17 @@ class MqttBridge:
 
     def after_step(self, now_s: float, act: Actuation) -> None:
         for e in act.events:
-            self._publish("events", {**e.as_dict(), "pack_id": self.pack_id}, qos=1, kept=True)
+            self._publish("events", e.as_dict(), qos=1, kept=True)
         change = (act.state, act.fault_bitmap)
-        if now_s >= self._next_state_s or change != self._last_change:
+        due = now_s >= self._next_state_s
+        if due or change != self._last_change:
             self._last_change = change
-            self._next_state_s = now_s + self.options.state_period_s
+            self._next_state_s = (_next_due(self._next_state_s, now_s, self.options.state_period_s)
+                                  if due else now_s + self.options.state_period_s)
             self._publish("state", self.state(now_s), qos=1, retain=True)
         if now_s >= self._next_arrays_s:
-            self._next_arrays_s = now_s + self.options.arrays_period_s
+            self._next_arrays_s = _next_due(self._next_arrays_s, now_s,
+                                            self.options.arrays_period_s)
             d = self.device
             self._publish("cells", views.cells_dict(d.cell_voltages()))
             self._publish("temperatures", views.temps_dict(d.temperatures()))

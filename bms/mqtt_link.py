@@ -47,7 +47,10 @@ class MqttLink:
 
     @property
     def last_error(self) -> str:
-        return self.session.last_error or f"no connection to {self.session.broker.describe()}"
+        """Why there is no connection, naming the broker (as a serial link names its port)."""
+        where = self.session.broker.describe()
+        error = self.session.last_error
+        return f"cannot connect to {where}: {error}" if error else f"no connection to {where}"
 
     def send(self, data: bytes) -> bool:
         if not self.connected:

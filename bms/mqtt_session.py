@@ -4,9 +4,9 @@ The firmware's loop must never wait for the broker, so everything it publishes g
 bounded queues that this session drains in its own thread and event loop (aiomqtt):
 `publish` never blocks and never raises. The session reconnects with exponential backoff
 and jitter, subscribes again, republishes every retained topic (a restarted broker without
-persistence has lost them), and delivers the messages marked `kept` (fault events) that
-piled up while it was away, in order. Ordinary messages are newest-first: when their
-queue is full the oldest go, counted in `dropped`.
+persistence has lost them) in place of its older copies still queued, and delivers the
+messages marked `kept` (fault events) that piled up while it was away, in order. Ordinary
+messages are newest-first: when their queue is full the oldest go, counted in `dropped`.
 
 Incoming messages go to the handler of the subscription they match, called in the
 session's thread: a handler hands work to its own loop, it does not do it there.
@@ -120,6 +120,7 @@ class MqttSession:
         self.last_error = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
+        self._halt: asyncio.Event | None = None  # set by stop(): ends a backoff wait
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -157,6 +158,10 @@ class MqttSession:
         """Delivers what is queued (within `timeout_s`), says offline, disconnects."""
         self._stopping = True
         self._notify()
+        loop, halt = self._loop, self._halt
+        if loop is not None and halt is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the session is over
+                loop.call_soon_threadsafe(halt.set)
         if self._thread is not None:
             self._thread.join(timeout_s)
 
@@ -176,6 +181,7 @@ class MqttSession:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._halt = asyncio.Event()
         backoff_s = BACKOFF_FIRST_S
         while True:
             try:
@@ -187,11 +193,15 @@ class MqttSession:
                 self.last_error = str(exc)
             if self.connected.is_set():
                 self.connected.clear()
+                backoff_s = BACKOFF_FIRST_S  # it was up: the first retry comes soon again
                 for callback in self.on_disconnect:
                     callback()
             if self._stopping:
                 return
-            await asyncio.sleep(backoff_s * random.uniform(0.5, 1.5))
+            # Wait for the next attempt; stop() cuts the wait short for one last attempt
+            # (it delivers what is queued if the broker is back) instead of outliving join.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt.wait(), backoff_s * random.uniform(0.5, 1.5))
             backoff_s = min(2 * backoff_s, BACKOFF_MAX_S)
 
     async def _connected_session(self) -> None:
@@ -206,6 +216,11 @@ class MqttSession:
                 await client.publish(self.online[0], self.online[1], qos=1, retain=True)
             with self._lock:
                 retained = list(self._retained.values())
+                # Their queued copies are older (or the same): sent after the republish they
+                # would turn a retained topic back to a stale value (a FAULT state to RUN).
+                fresh = [i for i in self._queue if not (i.retain and i.topic in self._retained)]
+                self._queue.clear()
+                self._queue.extend(fresh)
             for item in retained:
                 await client.publish(item.topic, item.payload, qos=item.qos, retain=True)
             self.connects += 1

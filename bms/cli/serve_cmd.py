@@ -126,11 +126,17 @@ def handle(args) -> int:
         where.append(f"{runtime.bridge.session.broker.describe()}/{args.pack_id}")
     print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "
           f"({runtime.device.identity.chemistry}) on {' and '.join(where)}", flush=True)
-    if runtime.bridge is not None:
-        runtime.bridge.session.start()
     try:
-        run_until_signalled(runtime.run(args.duration))
+        run_until_signalled(_serve(runtime, args.duration))
     finally:
         if runtime.bridge is not None:
             runtime.bridge.session.stop()
     return 0
+
+
+async def _serve(runtime: Runtime, duration_s: float | None) -> None:
+    """The broker session starts once the signal handlers are in place, so a SIGTERM from
+    then on is a clean stop (`offline` said, the rig told) rather than a kill."""
+    if runtime.bridge is not None:
+        runtime.bridge.session.start()
+    await runtime.run(duration_s)
