@@ -9,6 +9,7 @@ from bms import __version__
 from bms.cli import (
     chemistries_cmd,
     config_cmd,
+    fleet_cmd,
     monitor_cmd,
     plot_cmd,
     pty_cmd,
@@ -22,7 +23,7 @@ from bms.cli import (
 from bms.validation import InputError
 
 SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, rig_cmd, pty_cmd, config_cmd, chemistries_cmd,
-               plot_cmd, spec_cmd, query_cmd, monitor_cmd)
+               plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
