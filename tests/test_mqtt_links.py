@@ -16,7 +16,6 @@ import json
 import re
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,9 +29,10 @@ from bms.cli.main import main
 from bms.cli.monitor_cmd import BAR_WIDTH
 from bms.mqtt_session import MqttSession, parse_broker
 from bms.signals import STATES
+from tests import processes
 from tests.mqtt_broker import HOST, Broker, require_mosquitto
+from tests.processes import CLI, wait_until
 
-CLI = [sys.executable, "-m", "bms.cli.main"]
 SERIES = 8
 PACK = ["--series", str(SERIES)]
 SAFETY_S = "60"  # --duration of every emulator: it ends by itself if a test hangs
@@ -43,53 +43,13 @@ EVENT_LINE = re.compile(r"WARNING ([\d.]+) s (\w+) (\w+) (raised|cleared)$")
 
 # --- helpers -------------------------------------------------------------------------------
 
-def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
-               details: Callable[[], str] = str) -> object:
-    """The first truthy value of `predicate()`; the test fails after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} (waited {timeout_s:g} s){details()}")
-        time.sleep(0.02)
-
-
-class Proc:
-    """A `bms-emu` subprocess whose output (stdout and stderr) is collected as it comes."""
-
-    def __init__(self, *args: str):
-        self.popen = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _collect(self) -> None:
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def said(self, text: str) -> int:
-        return sum(text in line for line in list(self.lines))
-
-    def output(self) -> str:
-        return "\n--- its output:\n" + "\n".join(self.lines)
+class Proc(processes.Proc):
+    """serve or rig, whose fault events a test reads back from its log."""
 
     def events(self) -> list[tuple[str, str, str]]:
         """(level, name, action) of every fault event it logged, in order."""
         return [m.groups()[1:] for line in list(self.lines)
                 if (m := EVENT_LINE.search(line)) is not None]
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._reader.join(5)
 
 
 @dataclass(frozen=True)

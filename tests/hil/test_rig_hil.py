@@ -11,9 +11,6 @@ import asyncio
 import contextlib
 import json
 import subprocess
-import sys
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -29,49 +26,12 @@ from bms.signals import OPEN, STATES, Contactors
 from bms.views import state_name
 from hil.rig import Rig
 from protocol import messages as pm
+from tests.processes import CLI, Proc
 
-CLI = [sys.executable, "-m", "bms.cli.main"]
 PACK = ["--series", "8"]  # the emulator and the rig must agree on the pack
 TICK_S = 0.1
 MEASUREMENT_TIMEOUT_S = 1.0  # the firmware default
 VOLTAGE_FAULTS = {"CELL_OVERVOLTAGE", "VOLTAGE_SENSOR_FAULT"}
-
-
-class Proc:
-    """A `bms-emu` subprocess whose output is collected as it comes, so that a test waits
-    for a line with a deadline rather than blocking on a pipe."""
-
-    def __init__(self, *args: str):
-        self.popen = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _collect(self) -> None:
-        for line in self.popen.stdout:
-            self.lines.append(line.rstrip("\n"))
-
-    def said(self, text: str) -> bool:
-        return any(text in line for line in self.lines)
-
-    def wait_for(self, text: str, timeout_s: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self.said(text):
-            if self.popen.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"no {text!r} from {self.popen.args[3]}; it said:\n"
-                            + "\n".join(self.lines))
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._reader.join(5)
 
 
 class Relay:
