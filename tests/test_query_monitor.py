@@ -123,7 +123,9 @@ def test_query_info_and_status_use_names(capsys, port):
     assert 0 <= status["cell_v_max_index"] < SERIES
     code, out, _ = query(capsys, port, "status")  # the table a person reads
     assert code == 0
-    assert status["state"] in out and "%" in out and " V" in out and " A (" in out
+    # By name; the state may have moved on since the JSON query (a fresh pack precharges).
+    assert any(name in out for name in STATES)
+    assert "%" in out and " V" in out and " A (" in out
 
 
 def test_query_cells_temps_soc_balancing(capsys, port):
