@@ -16,8 +16,9 @@ CLI = [sys.executable, "-m", "bms.cli.main"]
 
 
 def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
-               details: Callable[[], str] = str) -> object:
-    """The first truthy value of `predicate()`; the test fails after `timeout_s`."""
+               details: Callable[[], str] = str, every_s: float = 0.02) -> object:
+    """The first truthy value of `predicate()`, asked every `every_s`; the test fails after
+    `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = predicate()
@@ -25,7 +26,7 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"{what} (waited {timeout_s:g} s){details()}")
-        time.sleep(0.02)
+        time.sleep(every_s)
 
 
 class Proc:

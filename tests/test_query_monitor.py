@@ -14,8 +14,6 @@ import math
 import os
 import re
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,10 +35,10 @@ from bms.client import Client
 from bms.signals import STATES
 from bms.validation import InputError
 from protocol import messages as pm
+from tests.processes import CLI, wait_until
 
 SERIES = 8
 BAR = re.compile(f"[█░]{{{BAR_WIDTH}}}")
-CLI = [sys.executable, "-m", "bms.cli.main"]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -50,17 +48,6 @@ def _stop(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(5)
-
-
-def _wait_for(predicate, timeout_s: float, what: str, every_s: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s")
-        time.sleep(every_s)
 
 
 def query(capsys, port: str, *args: str, timeout: str = "2") -> tuple[int, str, str]:
@@ -83,13 +70,13 @@ def _emulator(tmp: Path, *serve_args: str):
     procs = [subprocess.Popen([*CLI, "pty", "--link", str(a), "--link", str(b)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)]
     try:
-        _wait_for(lambda: a.exists() and b.exists(), 10, "the pty pair")
+        wait_until(lambda: a.exists() and b.exists(), 10, "the pty pair", every_s=0.1)
         procs.append(subprocess.Popen(
             [*CLI, "serve", "--serial", str(a), "--sim", "--series", str(SERIES),
              "--tick", "0.05", "--duration", "120", *serve_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-        _wait_for(lambda: main(["query", "--serial", str(b), "--timeout", "0.5", "info"]) == 0,
-                  20, "the emulator's first answer", every_s=0.2)
+        wait_until(lambda: main(["query", "--serial", str(b), "--timeout", "0.5", "info"]) == 0,
+                   20, "the emulator's first answer", every_s=0.2)
     except BaseException:
         for p in reversed(procs):
             _stop(p)
@@ -206,8 +193,8 @@ def test_set_bad_names_and_values_are_local_errors(capsys, port):
 def test_command_standby_shows_in_status(capsys, port):
     code, out, err = query(capsys, port, "command", "standby")
     assert code == 0 and "accepted" in out, err
-    _wait_for(lambda: query_json(capsys, port, "status")["state"] == "STANDBY", 3,
-              "STANDBY after `command standby`")
+    wait_until(lambda: query_json(capsys, port, "status")["state"] == "STANDBY", 3,
+               "STANDBY after `command standby`", every_s=0.1)
     status = query_json(capsys, port, "status")
     assert status["contactors"] == "open" and status["contactors_closed"] == []
 
@@ -235,8 +222,8 @@ def test_faults_pages_through_the_log_with_names(capsys, tmp_path):
     try:
         code, out, err = query(capsys, port, "inject", "0:temp-sensor-open:sensor=2")
         assert code == 0 and "scheduled" in out, err
-        log = _wait_for(lambda: (lambda d: d if d["entries"] else None)(
-            query_json(capsys, port, "faults")), 8, "a fault log entry")
+        log = wait_until(lambda: (lambda d: d if d["entries"] else None)(
+            query_json(capsys, port, "faults")), 8, "a fault log entry", every_s=0.1)
         first = log["entries"][0]
         assert (first["name"], first["level"], first["action"]) == (
             "TEMP_SENSOR_FAULT", "FAULT", "raised")
