@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 from bms.chemistry import Chemistry, resolve_chemistry
 from bms.config import FirmwareConfig
-from bms.config_toml import load_config
+from bms.config_toml import parse_config
 from bms.presets import DEFAULT_PRESET
 from bms.validation import InputError, Problems, read_toml
 from hil.injections import Injection, injection_help, parse_injection
@@ -88,11 +88,14 @@ class PackConfig:
 
 
 def firmware_config(args, pack: SimulatedPack) -> PackConfig:
-    config = overrides = None
-    if args.config:
-        config = load_config(args.config, pack.chem, pack.n_series, pack.capacity_ah)
-        overrides = read_toml(args.config)
-    return PackConfig(pack.chem, pack.n_series, pack.capacity_ah, config, overrides or {})
+    """The file is read once: its table is both the configuration and the overrides a host
+    may change at run time."""
+    if not args.config:
+        return PackConfig(pack.chem, pack.n_series, pack.capacity_ah, None, {})
+    overrides = read_toml(args.config)
+    config = parse_config(overrides, str(args.config), pack.chem, pack.n_series,
+                          pack.capacity_ah)
+    return PackConfig(pack.chem, pack.n_series, pack.capacity_ah, config, overrides)
 
 
 def parse_injections(args, pack: SimulatedPack) -> tuple[Injection, ...]:
