@@ -158,10 +158,7 @@ class MqttSession:
         """Delivers what is queued (within `timeout_s`), says offline, disconnects."""
         self._stopping = True
         self._notify()
-        loop, halt = self._loop, self._halt
-        if loop is not None and halt is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed: the session is over
-                loop.call_soon_threadsafe(halt.set)
+        self._set_in_loop(self._halt)
         if self._thread is not None:
             self._thread.join(timeout_s)
 
@@ -173,10 +170,15 @@ class MqttSession:
     # --- the session's thread -----------------------------------------------------------
 
     def _notify(self) -> None:
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
+        self._set_in_loop(self._wake)
+
+    def _set_in_loop(self, event: asyncio.Event | None) -> None:
+        """Sets one of the session loop's events from another thread (none before the loop
+        runs, nothing once it has closed)."""
+        loop = self._loop
+        if loop is not None and event is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed: the session is over
-                loop.call_soon_threadsafe(wake.set)
+                loop.call_soon_threadsafe(event.set)
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
