@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -282,7 +284,15 @@ def _number(problems: Problems, table: dict, key: str, where: str, default=None)
     if isinstance(value, bool) or not isinstance(value, int | float):
         problems.add(where, value, "must be a number")
         return float("nan")
+    if not _finite(value):
+        problems.add(where, value, "must be a finite number")
+        return float("nan")
     return float(value)
+
+
+def _finite(value: int | float) -> bool:
+    """Not NaN, not infinite, and (an int) not past the largest float."""
+    return -sys.float_info.max <= value <= sys.float_info.max
 
 
 def _vector(problems: Problems, table: dict, key: str, where: str) -> np.ndarray | None:
@@ -290,9 +300,9 @@ def _vector(problems: Problems, table: dict, key: str, where: str) -> np.ndarray
     if value is None:
         return None
     if not isinstance(value, list) or not value or not all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in value
+        isinstance(x, int | float) and not isinstance(x, bool) and _finite(x) for x in value
     ):
-        problems.add(where, value, "must be a non-empty list of numbers")
+        problems.add(where, value, "must be a non-empty list of finite numbers")
         return None
     return np.asarray(value, dtype=float)
 
@@ -305,15 +315,17 @@ def parse_profile(data: dict, source: str) -> Chemistry:
         if not isinstance(table, dict):
             problems.add(section, table, "must be a table")
             continue
-        for key in sorted(set(table) - allowed):
-            if section or not isinstance(table[key], dict):
-                where = f"{section}.{key}" if section else key
-                problems.add(where, table[key], f"unknown field; allowed: {sorted(allowed)}")
+        for key in sorted(set(table) - allowed):  # an unknown table too: a misspelt [thermal]
+            where = f"{section}.{key}" if section else key
+            problems.add(where, table[key], f"unknown field; allowed: {sorted(allowed)}")
     problems.raise_if_any()
 
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         problems.add("name", name, "must be a non-empty string")
+    description = data.get("description", f"user cell profile {source}")
+    if not isinstance(description, str):
+        problems.add("description", description, "must be a string")
     capacity_ah = _number(problems, data, "capacity_ah", "capacity_ah")
     problems.check_range("capacity_ah", capacity_ah, 1e-3, 1e5)
 
@@ -370,7 +382,7 @@ def parse_profile(data: dict, source: str) -> Chemistry:
     problems.raise_if_any()
     return Chemistry(
         name=name.strip(),
-        description=str(data.get("description", f"user cell profile {source}")),
+        description=description,
         capacity_ah=capacity_ah,
         nominal_v=nominal_v,
         ocv=ocv,
@@ -477,7 +489,8 @@ def resolve_chemistry(name_or_path: str) -> Chemistry:
 
     if name_or_path in PRESETS:
         return PRESETS[name_or_path]
-    if name_or_path.endswith(".toml") or Path(name_or_path).exists():
+    # os.path.exists, not Path.exists: it says False (not OSError) for a name too long
+    if name_or_path.endswith(".toml") or os.path.exists(name_or_path):
         return load_profile(name_or_path)
     raise InputError(
         "--chemistry",

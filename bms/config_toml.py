@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
+import sys
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -176,8 +176,10 @@ def _num(x: float) -> str:
 
 def _beyond(value: float, bound: float, above: bool) -> bool:
     """Whether `value` is past an inclusive `bound` by more than float rounding: a bound
-    computed as 16 x 4.1 may be 65.59999999999999, and 65.6 as typed must pass it."""
-    slack = 1e-9 * max(1.0, abs(bound))
+    computed as 16 x 4.1 may be 65.59999999999999, and 65.6 as typed must pass it. The
+    slack is relative: a bound of 0 is exact, or -1e-10 A would pass as a maximum current
+    and a limit computed from it would be published negative."""
+    slack = 1e-9 * abs(bound)
     return value > bound + slack if above else value < bound - slack
 
 
@@ -212,7 +214,9 @@ def _max_current(p: _Pack, c_rate: float, what: str) -> Bound:
 FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] = {
     ("", "measurement_timeout_s"): lambda p: POSITIVE,
     ("", "rest_current_a"): lambda p: NON_NEGATIVE,
-    ("", "fault_log_size"): lambda p: Bound(1),
+    # The protocol's fault log page counts entries in 16 bits.
+    ("", "fault_log_size"): lambda p: Bound(1, 65535, why="what the protocol's fault log "
+                                            "pages can count"),
     ("limits", "max_charge_a"): lambda p: _max_current(p, p.chem.limits.max_charge_c, "charge"),
     ("limits", "max_discharge_a"): lambda p: _max_current(p, p.chem.limits.max_discharge_c,
                                                           "discharge"),
@@ -377,6 +381,7 @@ def config_to_toml(cfg: FirmwareConfig, chem: Chemistry) -> str:
 # --- reading -------------------------------------------------------------------------
 
 _BAD = object()  # a value of the wrong type: reported, and left out of later checks
+INT32_LIMIT = 2**31  # integer parameters travel as int32 (the protocol's ValueKind.INT)
 
 
 def _coerce(problems: Problems, where: str, value: object, default: object) -> object:
@@ -390,12 +395,16 @@ def _coerce(problems: Problems, where: str, value: object, default: object) -> o
             return value
         problems.add(where, value, "must be true or false")
     elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
+        if not isinstance(value, int) or isinstance(value, bool):
+            problems.add(where, value, "must be an integer")
+        elif -INT32_LIMIT <= value < INT32_LIMIT:
             return value
-        problems.add(where, value, "must be an integer")
+        else:
+            problems.add(where, value, f"must be within [{-INT32_LIMIT}, {INT32_LIMIT - 1}] "
+                         "(the protocol carries integers in 32 bits)")
     elif isinstance(value, bool) or not isinstance(value, int | float):
         problems.add(where, value, "must be a number")
-    elif not math.isfinite(value):
+    elif not -sys.float_info.max <= value <= sys.float_info.max:  # an int past any float too
         problems.add(where, value, "must be a finite number")
     else:
         return float(value)
@@ -450,17 +459,18 @@ def _row_tables(problems: Problems, data: object, keys: list[tuple[str, ...]]):
             node = node.setdefault(part, {})
         node[key[-1]] = i
 
-    def walk(node: dict, table: object, where: str):
+    def walk(node: dict, table: object, where: str, depth: int = 0):
         if not isinstance(table, dict):
             problems.add(where, table, "must be a table")
             return
         for name, sub in table.items():
             at = f"{where}.{name}"
             if name not in node:
-                what = ("fault", "level", "quantity")[at.count(".") - 1]
+                # by depth, not by the dots in `at`: a quoted key may hold dots of its own
+                what = ("fault", "level", "quantity")[depth]
                 problems.add(at, sub, f"unknown {what}; allowed: {list(node)}")
             elif isinstance(node[name], dict):
-                yield from walk(node[name], sub, at)
+                yield from walk(node[name], sub, at, depth + 1)
             elif not isinstance(sub, dict):
                 problems.add(at, sub, "must be a table")
             else:

@@ -31,7 +31,7 @@ class Problems:
     items: list[str] = field(default_factory=list)
 
     def add(self, where: str, value: object, allowed: str) -> None:
-        self.items.append(f"{where} = {value!r}: {allowed}")
+        self.items.append(f"{where} = {_shown(value)}: {allowed}")
 
     def check_range(
         self, where: str, value: float, low: float | None = None, high: float | None = None
@@ -51,6 +51,15 @@ class Problems:
             raise InputError(self.source, self.items)
 
 
+def _shown(value: object) -> str:
+    """repr(value), or what it is when Python refuses to write an int of over 4300 digits
+    (TOML reads one from a long enough hex literal)."""
+    try:
+        return repr(value)
+    except ValueError:
+        return f"<a {type(value).__name__} too large to show>"
+
+
 def read_toml(path: str | Path) -> dict:
     """A TOML file's contents; InputError naming the file when it cannot be read or parsed."""
     path = Path(path)
@@ -60,16 +69,31 @@ def read_toml(path: str | Path) -> dict:
         raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(str(path), [f"not valid TOML: {exc}"]) from exc
+    except ValueError as exc:  # a NUL in the name; an integer of over 4300 digits
+        raise InputError(str(path), [f"cannot read the file: {exc}"]) from exc
 
 
 def read_csv_rows(path: str | Path) -> list[list[str]]:
     """A CSV file's rows; InputError naming the file when it cannot be read."""
+    return [row for _, row in read_csv_lines(path)]
+
+
+def read_csv_lines(path: str | Path) -> list[tuple[int, list[str]]]:
+    """A CSV file's rows, each with the line it starts on (a quoted cell may hold line
+    breaks, so rows and lines differ); InputError naming the file when it cannot be read."""
     path = Path(path)
     try:
         # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
         with path.open(newline="", encoding="utf-8-sig") as f:
-            return list(csv.reader(f))
+            reader = csv.reader(f)
+            rows, line = [], 1
+            for row in reader:
+                rows.append((line, row))
+                line = reader.line_num + 1
+            return rows
     except OSError as exc:
         raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
     except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(str(path), [f"not a readable CSV text file: {exc}"]) from exc
+    except ValueError as exc:  # a NUL in the name
+        raise InputError(str(path), [f"cannot read the file: {exc}"]) from exc

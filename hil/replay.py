@@ -26,6 +26,7 @@ import csv
 import dataclasses
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -37,7 +38,7 @@ from bms.config import TEMP_PLAUSIBLE_C, FirmwareConfig
 from bms.faults import names_in
 from bms.firmware import Firmware
 from bms.signals import OPEN, Actuation, Measurement
-from bms.validation import Problems, read_csv_rows
+from bms.validation import Problems, read_csv_lines
 from hil.recorder import mask_from_hex
 
 DEFAULT_TEMPERATURE_C = 25.0
@@ -61,6 +62,13 @@ def _is_numbered(name: str, prefix: str) -> bool:
     return re.fullmatch(prefix + r"[0-9]+", name) is not None
 
 
+def _column_number(name: str) -> int:
+    """The N of a column vN or tN; int() refuses N of over 4300 digits, and an N of over 18
+    is past any column there is."""
+    digits = name[1:].lstrip("0")
+    return int(digits or "0") if len(digits) <= 18 else sys.maxsize
+
+
 def _numbered_columns(header: list[str], prefix: str) -> list[int]:
     """Indices of prefix1, prefix2, ... in order, up to the first number missing."""
     where = {name: j for j, name in enumerate(header)}
@@ -73,7 +81,8 @@ def _numbered_columns(header: list[str], prefix: str) -> list[int]:
 def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     """Reads and checks a measurement CSV; InputError lists every problem with its line."""
     source = str(path)
-    rows = read_csv_rows(path)
+    numbered = read_csv_lines(path)  # (line the row starts on, row)
+    rows = [row for _, row in numbered]
     problems = Problems(source)
     header = [h.strip() for h in rows[0]] if rows else []
     twice = sorted({h for h in header if header.count(h) > 1 and h})
@@ -88,7 +97,8 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     v_cols = _numbered_columns(header, "v")
     t_cols = _numbered_columns(header, "t")
     for prefix, cols in (("v", v_cols), ("t", t_cols)):
-        stray = sorted(h for h in header if _is_numbered(h, prefix) and int(h[1:]) > len(cols))
+        stray = sorted(h for h in header
+                       if _is_numbered(h, prefix) and _column_number(h) > len(cols))
         if stray:
             problems.add("line 1 (header)", stray[0],
                          f"{prefix}{len(cols) + 1} is missing: columns {prefix}1.. must be "
@@ -108,7 +118,7 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     def bad(line_no: int, column: str, value: object, why: str) -> None:
         found.append(f"line {line_no}, column {column} = {value!r}: {why}")
 
-    for line_no, row in enumerate(rows[1:], start=2):
+    for line_no, row in numbered[1:]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):

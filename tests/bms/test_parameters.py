@@ -213,7 +213,8 @@ def test_an_id_given_twice_is_bad_value():
      "threshold"),
     ({"protection.SHORT_CIRCUIT.FAULT.debounce_s": 0.5}, "must be at most the default 0"),
     ({"balancing.stop_mv": 12.0}, "balancing.stop_mv (id 0x0503) = 12.0: must be below"),
-    ({"fault_log_size": 0}, "fault_log_size (id 0x0003) = 0: must be at least 1"),
+    ({"fault_log_size": 0}, "fault_log_size (id 0x0003) = 0: must be within [1, 65535]"),
+    ({"fault_log_size": 65536}, "fault_log_size (id 0x0003) = 65536: must be within"),
 ])
 def test_what_a_file_may_not_set_is_out_of_range(changes, where):
     with pytest.raises(ParameterError) as failed:
