@@ -17,13 +17,14 @@ from bms.cli import (
     replay_cmd,
     rig_cmd,
     run_cmd,
+    scenario_cmd,
     serve_cmd,
     spec_cmd,
 )
 from bms.validation import InputError
 
 SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, rig_cmd, pty_cmd, config_cmd, chemistries_cmd,
-               plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd)
+               plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd, scenario_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

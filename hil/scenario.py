@@ -1,0 +1,128 @@
+"""Running a scenario (`hil.scenario_file`): the firmware against the simulated pack in the
+headless runner, its timeline applied on the simulated clock, every check judged each step.
+
+The runner is `hil.runner.run` itself, as `bms-emu run` uses it: injections go through its
+schedule, and the firmware it steps is wrapped so that host requests, configuration writes
+and a silent rig take effect just before the step they are due at. While the rig is
+silent the firmware is stepped with no measurement (`None`), as the runtime does when a
+HIL rig stops sending, and the plant goes on under the last actuation. Same file, same
+result: the run is deterministic for the file's seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from bms.chemistry import resolve_chemistry
+from bms.cli.pack_args import pack_spec
+from bms.firmware import Firmware
+from bms.signals import Actuation, FaultEvent, Measurement
+from hil.loads import Demand, StepProfile
+from hil.pack import SimulatedPack
+from hil.runner import RunOptions, run
+from hil.scenario_checks import ActiveRow, StepView, Verdict
+from hil.scenario_file import Action, Scenario
+
+
+class LimitBlindPack(SimulatedPack):
+    """A pack whose load and charger disregard the current limits the BMS publishes: a
+    faulty charger or inverter, or a short on the bus. Only the contactors stop them."""
+
+    def actuate(self, act: Actuation) -> None:
+        super().actuate(act)
+        self.charge_limit_a = self.discharge_limit_a = math.inf
+
+
+class TimelineLoad:
+    """The [load] profile, replaced by each timeline `load` from its time on; each profile
+    runs on its own clock from the moment it starts."""
+
+    def __init__(self, first: StepProfile, changes: list[Action]):
+        self.segments = [(0.0, first)] + [(a.at_s, a.value) for a in changes]
+
+    def demand(self, t_s: float) -> Demand:
+        start_s, profile = next(s for s in reversed(self.segments) if s[0] <= t_s)
+        return profile.demand(t_s - start_s)
+
+
+class TimelineFirmware:
+    """The firmware as the runner steps it, with the timeline's host side applied first."""
+
+    def __init__(self, fw: Firmware, actions: list[Action], tick_s: float):
+        self.fw = fw
+        self.tick_s = tick_s
+        self.pending = [a for a in actions if a.kind != "load"]
+        self.silent = False
+
+    def step(self, m: Measurement, now_s: float) -> Actuation:
+        step = round(now_s / self.tick_s)
+        while self.pending and self.pending[0].step <= step:
+            self._apply(self.pending.pop(0))
+        return self.fw.step(None if self.silent else m, now_s)
+
+    def _apply(self, action: Action) -> None:
+        match action.kind:
+            case "request":
+                self.fw.request(action.value)
+            case "config":
+                self.fw.reconfigure(action.value)
+            case "rig":
+                self.silent = action.value
+
+
+@dataclass
+class ScenarioResult:
+    scenario: Scenario
+    verdicts: list[Verdict]
+    sim_s: float
+    wall_s: float
+    events: list[FaultEvent]
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    @property
+    def failures(self) -> int:
+        return sum(not v.passed for v in self.verdicts)
+
+
+def active_rows(fw: Firmware) -> frozenset[ActiveRow]:
+    """The protection rows active now, and the faults raised outside the table."""
+    p = fw.protection
+    rows = {(r.fault, r.level, r.quantity) for r, on in zip(p.rows, p.active, strict=True) if on}
+    return frozenset(rows | {(name, "FAULT", None) for name in fw.event_faults})
+
+
+def build_pack(sc: Scenario) -> SimulatedPack:
+    """The scenario's pack, by the same code as `run`'s (`bms.cli.pack_args.pack_spec`),
+    with the load's faults: limits disregarded, another charge voltage."""
+    cls = LimitBlindPack if sc.load.ignore_limits else SimulatedPack
+    pack = cls(resolve_chemistry(sc.pack.chemistry), pack_spec(sc.pack), sc.tick_s)
+    if sc.load.charge_v_per_cell is not None:
+        pack.charge_voltage_v = sc.load.charge_v_per_cell * pack.n_series
+    return pack
+
+
+def run_scenario(sc: Scenario) -> ScenarioResult:
+    pack = build_pack(sc)
+    fw = Firmware(pack.chem, pack.n_series, pack.capacity_ah, sc.config)
+    driver = TimelineFirmware(fw, list(sc.actions), sc.tick_s)
+    load = TimelineLoad(sc.load.profile, [a for a in sc.actions if a.kind == "load"])
+    verdicts = [Verdict(check) for check in sc.checks]
+    active: frozenset[ActiveRow] = frozenset()
+
+    def on_step(now_s: float, m: Measurement, act: Actuation) -> None:
+        nonlocal active
+        if act.events or now_s == 0.0:  # the active set changes only with an event
+            active = active_rows(fw)
+        view = StepView(round(now_s / sc.tick_s), now_s, act, active, pack)
+        for verdict in verdicts:
+            verdict.observe(view)
+
+    result = run(pack, driver, load,
+                 RunOptions(duration_s=sc.duration_s, tick_s=sc.tick_s,
+                            injections=sc.injections),
+                 on_step=on_step)
+    return ScenarioResult(sc, verdicts, result.sim_s, result.wall_s, result.totals.events)

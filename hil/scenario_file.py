@@ -1,0 +1,634 @@
+"""Scenario files: a scripted test of the firmware against the simulated pack, in TOML,
+read and checked once into frozen data (`Scenario`) before anything runs.
+
+    name = "over-voltage"                 # default: the file's stem
+    description = "why this scenario exists"
+    duration = "5m"                       # seconds or a duration (90s, 5m, 1h30m)
+    tick = 0.1                            # firmware step, s (default 0.1)
+
+    [pack]      # as `run`: chemistry, series, parallel, capacity_ah, cells_per_temp_sensor,
+                # initial_soc_pct, ambient_c, seed (the same defaults and ranges)
+    [load]      # profile = "current:1.5" (the `run --profile` grammar; default "rest"),
+                # ignore_limits = false (true: the load or charger disregards the limits
+                # the BMS publishes), charge_v_per_cell = 4.2 (the charger's CV setpoint;
+                # default the chemistry's charge voltage)
+    [config]    # firmware configuration overrides, as a `run --config` file
+
+    [[timeline]]   # at = DURATION and exactly one of:
+    inject = "sensor-offset:cell=2,offset_v=0.3"   # the --inject grammar without AT
+    request = "standby"                            # run | standby | storage | clear-faults
+    config = { "limits.max_charge_a" = 1.0 }       # a host write: all or nothing
+    rig = "silent"                                 # or "back": no measurements meanwhile
+    load = "current:-3"                            # a new profile from this time on
+
+    expect = { at = "30s", fault = "CELL_OVERVOLTAGE", level = "FAULT", contactors = "open" }
+    [[expect]]        # at (until), fault (level, quantity), no_fault, state, contactors,
+                      # <observable>_min / _max (see hil.scenario_checks), name
+    [[expect_never]]  # from, until, fault (level, quantity), state, contactors, name
+    [bounds]          # <observable>_min / _max over the whole run; soc_error_pct from
+                      # soc_error_after on
+
+Times are rounded up to the tick grid: an action or a check at `at` belongs to the first
+firmware step at or after it; the duration itself means the last step (one tick before
+it). A timeline action takes effect before the firmware step it is due at, so a check at
+the same time sees the firmware's first answer to it (the plant's current answers one
+step later). Paths (a cell profile, a CSV load) are relative to the file. Every problem
+is reported at once, naming the file, the table or array entry, the key, the value and
+what is allowed; nothing runs unless the whole file is good.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bms.chemistry import resolve_chemistry
+from bms.cli.pack_args import add_pack_arguments, build_pack, check_pack_arguments
+from bms.config import LEVELS, QUANTITIES, FirmwareConfig, default_config
+from bms.config_toml import parse_config
+from bms.durations import parse_duration_s
+from bms.faults import FAULT_CODES
+from bms.parameters import ParameterError, apply_changes, catalogue
+from bms.presets import PRESETS
+from bms.signals import HOST_REQUESTS, STATES
+from bms.validation import InputError, Problems, read_toml
+from hil.injections import Injection, parse_injection
+from hil.loads import StepProfile, resolve_profile
+from hil.pack import SimulatedPack
+from hil.scenario_checks import (
+    BOUND_KEYS,
+    Bound,
+    Check,
+    Condition,
+    ContactorsAre,
+    FaultActive,
+    FaultInactive,
+    StateIs,
+)
+
+TOP_KEYS = ("name", "description", "duration", "tick", "pack", "load", "config", "timeline",
+            "expect", "expect_never", "bounds")
+DEFAULT_TICK_S = 0.1
+TICK_RANGE_S = (1e-3, 10.0)  # as `run --tick`
+MAX_DURATION_S = 366 * 86400.0
+TIME_EPS = 1e-9  # in ticks: a time a rounding error past a step still belongs to it
+TIMELINE_ACTIONS = ("inject", "request", "config", "rig", "load")
+RIG_WORDS = ("silent", "back")
+CONTACTOR_WORDS = ("open", "closed")
+# The [pack] keys whose CLI option (`run --OPTION`) has another name.
+PACK_RENAMED = {"initial_soc_pct": "initial_soc"}
+PACK_NOT_IN_FILE = ("profile", "inject")  # [load] and [[timeline]] hold these
+FAULT_KEYS = ("fault", "level", "quantity")
+EXPECT_KEYS = ("at", "until", "name", *FAULT_KEYS, "no_fault", "state", "contactors",
+               *BOUND_KEYS)
+NEVER_KEYS = ("from", "until", "name", *FAULT_KEYS, "state", "contactors")
+WINDOW_KEYS = ("at", "from", "until", "name")
+BOUNDS_AFTER_KEY = "soc_error_after"
+CHARGE_V_RANGE = (0.5, 10.0)  # a charger's per-cell setpoint, V
+KIND_WORDS = {int: "must be an integer", float: "must be a number", str: "must be a string"}
+
+
+class _Recorder:
+    """Stands in for an argparse parser: records what `add_pack_arguments` declares, so a
+    [pack] table has exactly the options, types and defaults of `run`."""
+
+    def __init__(self) -> None:
+        self.options: dict[str, dict] = {}
+
+    def add_argument(self, flag: str, **kwargs) -> None:
+        self.options[flag] = kwargs
+
+
+def _pack_options() -> dict[str, tuple[str, type, object]]:
+    """[pack] key -> (CLI option, type, default)."""
+    rec = _Recorder()
+    add_pack_arguments(rec)
+    by_dest = {v: k for k, v in PACK_RENAMED.items()}
+    out = {}
+    for flag, kw in rec.options.items():
+        dest = flag.removeprefix("--").replace("-", "_")
+        if dest not in PACK_NOT_IN_FILE:
+            out[by_dest.get(dest, dest)] = (flag, kw.get("type", str), kw.get("default"))
+    return out
+
+
+PACK_OPTIONS = _pack_options()
+
+
+@dataclass(frozen=True)
+class PackSection:
+    """The pack as `run`'s options give it: the attribute names are the CLI's, so the one
+    pack-building code (`bms.cli.pack_args`) takes it as it takes parsed arguments."""
+
+    chemistry: str
+    series: int
+    parallel: int
+    capacity_ah: float | None
+    cells_per_temp_sensor: int
+    initial_soc: float  # percent, as --initial-soc
+    ambient_c: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class LoadSection:
+    profile: StepProfile
+    profile_text: str
+    ignore_limits: bool = False
+    charge_v_per_cell: float | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    """A timeline entry other than an injection (those go to the runner's schedule)."""
+
+    step: int
+    at_s: float
+    kind: str  # "request", "config", "rig" or "load"
+    value: object  # request name, FirmwareConfig, True for silent, StepProfile
+    where: str  # "timeline[3]", for messages
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: str
+    name: str
+    description: str
+    duration_s: float
+    tick_s: float
+    n_steps: int
+    pack: PackSection
+    load: LoadSection
+    config: FirmwareConfig | None
+    injections: tuple[Injection, ...]
+    actions: tuple[Action, ...]
+    checks: tuple[Check, ...]
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Reads and checks a scenario file; InputError names the file and every problem."""
+    return parse_scenario(read_toml(path), str(path), Path(path).parent)
+
+
+def parse_scenario(data: dict, source: str, base_dir: Path = Path(".")) -> Scenario:
+    problems = Problems(source)
+    for key in data:
+        if key not in TOP_KEYS:
+            problems.add(key, data[key], f"unknown key or table; allowed: {list(TOP_KEYS)}")
+    name = _text(problems, "name", data.get("name", Path(source).stem))
+    description = _text(problems, "description", data.get("description", ""))
+    before = len(problems.items)
+    tick_s = _number(problems, "tick", data.get("tick", DEFAULT_TICK_S), *TICK_RANGE_S)
+    duration_s = _duration(problems, "duration", data.get("duration"), required=True)
+    if duration_s is not None:
+        problems.check_range("duration", duration_s, tick_s or 0.0, MAX_DURATION_S)
+    clock_ok = len(problems.items) == before
+    pack_section = _pack(problems, _table(problems, data, "pack"), base_dir)
+    if pack_section is None or not clock_ok:  # nothing else can be checked without them
+        problems.raise_if_any()
+    n_steps = round(duration_s / tick_s)
+    clock = _Clock(tick_s, n_steps)
+    pack = build_pack(pack_section, tick_s)  # a probe for the sizes, never run
+    load = _load(problems, _table(problems, data, "load"), pack, base_dir)
+    overrides = _table(problems, data, "config")
+    config = _config(problems, overrides, pack)
+    rows = _fault_rows(pack)
+    injections, actions = _timeline(problems, data.get("timeline", []), clock, pack, base_dir)
+    if config is not None or not overrides:
+        _check_config_writes(problems, actions, overrides, pack)
+    checks = [*_expects(problems, data, clock, rows), *_nevers(problems, data, clock, rows),
+              *_bounds(problems, _table(problems, data, "bounds"), clock)]
+    if not any(k in data for k in ("expect", "expect_never", "bounds")):
+        problems.add("expect", None, "a scenario must check something: give expect, "
+                     "expect_never or bounds")
+    problems.raise_if_any()
+    return Scenario(source, name, description, duration_s, tick_s, n_steps, pack_section, load,
+                    config, tuple(injections), tuple(actions), tuple(checks))
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+class _Clock:
+    """Times to steps: the first step at or after a time; the duration is the last step."""
+
+    def __init__(self, tick_s: float, n_steps: int):
+        self.tick_s = tick_s
+        self.n_steps = n_steps
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_steps * self.tick_s
+
+    def step(self, problems: Problems, where: str, value: object,
+             default: int | None = None) -> int | None:
+        if value is None and default is not None:
+            return default
+        t_s = _duration(problems, where, value, required=True)
+        if t_s is None:
+            return None
+        if t_s > self.duration_s + TIME_EPS * self.tick_s:
+            problems.add(where, value, f"must be at most the duration, {self.duration_s:g} s")
+            return None
+        # The end of the run is its last step, one tick before the duration.
+        return min(math.ceil(t_s / self.tick_s - TIME_EPS), self.n_steps - 1)
+
+    def time_s(self, step: int) -> float:
+        return step * self.tick_s  # as the runner counts: exactly its now_s
+
+
+def _text(problems: Problems, where: str, value: object) -> str:
+    if isinstance(value, str):
+        return value
+    problems.add(where, value, "must be a string")
+    return ""
+
+
+def _number(problems: Problems, where: str, value: object, low: float | None = None,
+            high: float | None = None) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.add(where, value, "must be a number")
+        return None
+    problems.check_range(where, float(value), low, high)
+    return float(value)
+
+
+def _duration(problems: Problems, where: str, value: object,
+              required: bool = False) -> float | None:
+    """Seconds from a number or a duration text ("90s", "5m", "1h30m")."""
+    if value is None:
+        if required:
+            problems.add(where, None, "is required: seconds or a duration such as 90s or 5m")
+        return None
+    if isinstance(value, str):
+        try:
+            return parse_duration_s(value)
+        except ValueError as exc:
+            problems.add(where, value, str(exc))
+            return None
+    number = _number(problems, where, value, 0.0, None)
+    return number if number is not None and number >= 0.0 else None
+
+
+def _table(problems: Problems, data: dict, key: str) -> dict:
+    value = data.get(key, {})
+    if isinstance(value, dict):
+        return value
+    problems.add(key, value, "must be a table")
+    return {}
+
+
+def _unknown_keys(problems: Problems, where: str, table: dict, allowed) -> None:
+    for key, value in table.items():
+        if key not in allowed:
+            problems.add(f"{where}.{key}", value, f"unknown key; allowed: {list(allowed)}")
+
+
+def _nested_problems(problems: Problems, where: str, value: object, exc: InputError) -> None:
+    problems.add(where, value, "; ".join(exc.problems))
+
+
+def _local_path(text: str, base_dir: Path) -> str:
+    """A relative path that exists beside the scenario file, else the text as given."""
+    candidate = base_dir / text
+    return str(candidate) if not Path(text).is_absolute() and candidate.exists() else text
+
+
+# --- [pack], [load], [config] ----------------------------------------------------------------
+
+
+def _pack(problems: Problems, table: dict, base_dir: Path) -> PackSection | None:
+    _unknown_keys(problems, "pack", table, PACK_OPTIONS)
+    values: dict[str, object] = {}
+    bad_types = False
+    for key, (_, kind, default) in PACK_OPTIONS.items():
+        value = table.get(key, default)
+        if key in table and not _is_kind(value, kind):
+            problems.add(f"pack.{key}", value, KIND_WORDS[kind])
+            value, bad_types = default, True  # the other keys are still checked
+        elif kind is float and value is not None:
+            value = float(value)
+        values[PACK_RENAMED.get(key, key)] = value
+    if values["chemistry"] not in PRESETS:
+        values["chemistry"] = _local_path(values["chemistry"], base_dir)
+    section = PackSection(**values)
+    # The ranges are `run`'s: checked by its own code, reported under this file's keys.
+    flags = Problems("[pack]")
+    check_pack_arguments(section, flags)
+    keys = {flag: f"pack.{key}" for key, (flag, _, _) in PACK_OPTIONS.items()}
+    for item in flags.items:
+        flag, sep, rest = item.partition(" = ")
+        problems.items.append(f"{keys.get(flag, flag)}{sep}{rest}")
+    try:
+        resolve_chemistry(section.chemistry)
+    except InputError as exc:
+        _nested_problems(problems, "pack.chemistry", table.get("chemistry"), exc)
+        return None
+    return None if flags.items or bad_types else section
+
+
+def _is_kind(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, kind)
+
+
+def _profile(problems: Problems, where: str, value: object, pack: SimulatedPack,
+             base_dir: Path) -> StepProfile | None:
+    if not isinstance(value, str):
+        problems.add(where, value, "must be a string: a profile as `run --profile` takes")
+        return None
+    try:
+        return resolve_profile(_local_path(value, base_dir), pack.energy_wh, pack.capacity_ah)
+    except InputError as exc:
+        _nested_problems(problems, where, value, exc)
+        return None
+
+
+def _load(problems: Problems, table: dict, pack: SimulatedPack, base_dir: Path) -> LoadSection:
+    _unknown_keys(problems, "load", table, ("profile", "ignore_limits", "charge_v_per_cell"))
+    text = table.get("profile", "rest")
+    profile = _profile(problems, "load.profile", text, pack, base_dir)
+    ignore = table.get("ignore_limits", False)
+    if not isinstance(ignore, bool):
+        problems.add("load.ignore_limits", ignore, "must be true or false")
+    charge_v = table.get("charge_v_per_cell")
+    if charge_v is not None:
+        charge_v = _number(problems, "load.charge_v_per_cell", charge_v, *CHARGE_V_RANGE)
+    return LoadSection(profile, str(text), ignore is True, charge_v)
+
+
+def _config(problems: Problems, overrides: dict, pack: SimulatedPack) -> FirmwareConfig | None:
+    if not overrides:
+        return None
+    try:
+        return parse_config(overrides, "config", pack.chem, pack.n_series, pack.capacity_ah)
+    except InputError as exc:
+        problems.items.extend(f"config.{p}" for p in exc.problems)
+        return None
+
+
+# --- [[timeline]] ------------------------------------------------------------------------------
+
+
+def _entries(problems: Problems, data: dict, key: str) -> list[tuple[str, dict]]:
+    """A single inline table or an array of tables, each with where the file has it."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [(key, value)]
+    if isinstance(value, list) and all(isinstance(v, dict) for v in value):
+        return [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    problems.add(key, value, "must be a table or an array of tables")
+    return []
+
+
+def _timeline(problems: Problems, value: object, clock: _Clock, pack: SimulatedPack,
+              base_dir: Path) -> tuple[list[Injection], list[Action]]:
+    injections, actions = [], []
+    for where, entry in _entries(problems, {"timeline": value}, "timeline"):
+        _unknown_keys(problems, where, entry, ("at", *TIMELINE_ACTIONS))
+        step = clock.step(problems, f"{where}.at", entry.get("at"))
+        given = [k for k in TIMELINE_ACTIONS if k in entry]
+        if len(given) != 1:
+            problems.add(where, {k: entry[k] for k in given},
+                         f"needs exactly one of {list(TIMELINE_ACTIONS)}")
+            continue
+        kind = given[0]
+        text = entry[kind]
+        at = f"{where}.{kind}"
+        value = _action_value(problems, at, kind, text, pack, base_dir)
+        if step is None or value is None:
+            continue
+        if kind == "inject":
+            injections.append(replace(value, at_s=clock.time_s(step)))
+        else:
+            actions.append(Action(step, clock.time_s(step), kind, value, where))
+    actions.sort(key=lambda a: a.step)  # stable: entries at one time keep the file's order
+    return injections, actions
+
+
+def _action_value(problems: Problems, where: str, kind: str, text: object,
+                  pack: SimulatedPack, base_dir: Path) -> object:
+    if kind == "config":
+        return _parameter_changes(problems, where, text, pack)
+    if kind == "load":
+        return _profile(problems, where, text, pack, base_dir)
+    if not isinstance(text, str):
+        problems.add(where, text, "must be a string")
+        return None
+    if kind == "inject":
+        try:
+            return parse_injection(f"0:{text}", pack.n_series, pack.sensors.n_temp)
+        except InputError as exc:
+            _nested_problems(problems, where, text, exc)
+            return None
+    allowed = {"request": HOST_REQUESTS, "rig": RIG_WORDS}[kind]
+    if text not in allowed:
+        problems.add(where, text, f"must be one of {list(allowed)}")
+        return None
+    return text == "silent" if kind == "rig" else text
+
+
+def _flatten(table: dict, prefix: str = "") -> dict[str, object]:
+    """{"limits": {"max_charge_a": 1}} and {"limits.max_charge_a": 1} alike, as dotted names."""
+    out: dict[str, object] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _parameter_changes(problems: Problems, where: str, table: object,
+                       pack: SimulatedPack) -> dict[str, object] | None:
+    """{dotted parameter name: value}, every name one a host may write."""
+    if not isinstance(table, dict) or not table:
+        problems.add(where, table, 'must be a table of parameters, e.g. '
+                     '{ "limits.max_charge_a" = 1.0 } (names: `bms-emu config --defaults`)')
+        return None
+    changes = _flatten(table)
+    ids = _parameter_ids(pack)
+    for name, value in changes.items():
+        if name not in ids:
+            problems.add(f"{where}.{name}", value, "no such parameter (the names are the "
+                         "dotted keys `bms-emu config --defaults` writes)")
+    return changes if set(changes) <= set(ids) else None
+
+
+def _parameter_ids(pack: SimulatedPack) -> dict[str, int]:
+    return {p.name: p.id for p in catalogue(default_config(pack.chem, pack.n_series,
+                                                           pack.capacity_ah))}
+
+
+def _check_config_writes(problems: Problems, actions: list[Action], overrides: dict,
+                         pack: SimulatedPack) -> None:
+    """Each config write in time order over the overrides in effect then, refused or
+    accepted exactly as a host's write is; the accepted configuration replaces the
+    changes in the action (sent by id, as a host sends them)."""
+    ids = _parameter_ids(pack)
+    for i, action in enumerate(actions):
+        if action.kind != "config":
+            continue
+        changes = [(ids[name], value) for name, value in action.value.items()]
+        try:
+            cfg, overrides = apply_changes(overrides, changes, pack.chem, pack.n_series,
+                                           pack.capacity_ah)
+        except ParameterError as exc:
+            problems.add(f"{action.where}.config (at {action.at_s:g} s)", action.value,
+                         f"refused as a host write would be ({exc.code}): "
+                         + "; ".join(exc.problems))
+            continue
+        actions[i] = replace(action, value=cfg)
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _fault_rows(pack: SimulatedPack) -> frozenset[tuple[str, str, str | None]]:
+    """What can be active: each protection row, and the faults raised outside the table."""
+    rows = {(r.fault, r.level, r.quantity)
+            for r in default_config(pack.chem, pack.n_series, pack.capacity_ah).protection}
+    in_table = {f for f, _, _ in rows}
+    return frozenset(rows | {(f, "FAULT", None) for f in FAULT_CODES if f not in in_table})
+
+
+def _choice(problems: Problems, where: str, value: object, allowed) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value in allowed:
+        return value
+    problems.add(where, value, f"must be one of {list(allowed)}")
+    return None
+
+
+def _fault(problems: Problems, where: str, entry: dict, rows) -> FaultActive | None:
+    given = {k: entry[k] for k in FAULT_KEYS if k in entry}
+    if not given:
+        return None
+    fault = _choice(problems, f"{where}.fault", entry.get("fault"), FAULT_CODES)
+    level = _choice(problems, f"{where}.level", entry.get("level"), LEVELS)
+    quantity = _choice(problems, f"{where}.quantity", entry.get("quantity"), QUANTITIES)
+    if len([v for v in (fault, level, quantity) if v is not None]) != len(given):
+        return None
+    cond = FaultActive(fault, level, quantity)
+    if not any((fault is None or f == fault) and (level is None or lvl == level)
+               and (quantity is None or q == quantity) for f, lvl, q in rows):
+        levels = Counter(lvl for f, lvl, _ in rows if f == fault)
+        have = sorted(lvl + (f" ({q})" if levels[lvl] > 1 else "")
+                      for f, lvl, q in rows if f == fault)
+        problems.add(where, given, f"no such protection row; {fault} has: {', '.join(have)}"
+                     if fault else "no protection row matches")
+        return None
+    return cond
+
+
+def _common(problems: Problems, where: str, entry: dict, rows) -> list[Condition]:
+    conds: list[Condition] = []
+    fault = _fault(problems, where, entry, rows)
+    if fault is not None:
+        conds.append(fault)
+    state = _choice(problems, f"{where}.state", entry.get("state"), STATES)
+    if state is not None:
+        conds.append(StateIs(state))
+    word = _choice(problems, f"{where}.contactors", entry.get("contactors"), CONTACTOR_WORDS)
+    if word is not None:
+        conds.append(ContactorsAre(word))
+    return conds
+
+
+def _label(where: str, entry: dict, window: str, conds: list[Condition], never: bool) -> str:
+    joined = (" and " if never else "; ").join(c.describe() for c in conds)
+    text = f"{'never ' if never else ''}{joined}"
+    name = entry.get("name")
+    return f"{where} {window}: " + (f"{name} ({text})" if isinstance(name, str) else text)
+
+
+def _window(clock: _Clock, first: int, last: int, never: bool = False) -> str:
+    a, b = clock.time_s(first), clock.time_s(last)
+    if never and first == 0 and last == clock.n_steps - 1:
+        return "over the run"
+    return f"at {a:g} s" if first == last else f"from {a:g} s to {b:g} s"
+
+
+def _expects(problems: Problems, data: dict, clock: _Clock, rows) -> list[Check]:
+    checks = []
+    for where, entry in _entries(problems, data, "expect"):
+        _unknown_keys(problems, where, entry, EXPECT_KEYS)
+        first = clock.step(problems, f"{where}.at", entry.get("at"))
+        last = clock.step(problems, f"{where}.until", entry.get("until"), default=first)
+        conds = _common(problems, where, entry, rows)
+        no_fault = entry.get("no_fault", [])
+        if not isinstance(no_fault, str | list):
+            problems.add(f"{where}.no_fault", no_fault, "must be a fault name or a list")
+            no_fault = []
+        for name in [no_fault] if isinstance(no_fault, str) else no_fault:
+            if _choice(problems, f"{where}.no_fault", name, FAULT_CODES) is not None:
+                conds.append(FaultInactive(name))
+        conds += _bound_conditions(problems, where, entry)
+        check = _check(problems, where, entry, clock, first, last, conds, never=False)
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
+def _nevers(problems: Problems, data: dict, clock: _Clock, rows) -> list[Check]:
+    checks = []
+    for where, entry in _entries(problems, data, "expect_never"):
+        _unknown_keys(problems, where, entry, NEVER_KEYS)
+        first = clock.step(problems, f"{where}.from", entry.get("from"), default=0)
+        last = clock.step(problems, f"{where}.until", entry.get("until"),
+                          default=clock.n_steps - 1)
+        conds = _common(problems, where, entry, rows)
+        check = _check(problems, where, entry, clock, first, last, conds, never=True)
+        if check is not None:
+            checks.append(check)
+    return checks
+
+
+def _check(problems: Problems, where: str, entry: dict, clock: _Clock, first: int | None,
+           last: int | None, conds: list[Condition], never: bool) -> Check | None:
+    if "name" in entry and not isinstance(entry["name"], str):
+        problems.add(f"{where}.name", entry["name"], "must be a string")
+    allowed = [k for k in (NEVER_KEYS if never else EXPECT_KEYS) if k not in WINDOW_KEYS]
+    if not set(entry) & set(allowed):
+        problems.add(where, entry, f"expects nothing; give at least one of {allowed}")
+    if first is None or last is None or not conds:
+        return None
+    if last < first:
+        problems.add(f"{where}.until", entry.get("until"),
+                     f"must not be before the start ({clock.time_s(first):g} s)")
+        return None
+    label = _label(where, entry, _window(clock, first, last, never), conds, never)
+    return Check(label, where, first, last, tuple(conds), never)
+
+
+def _bound_conditions(problems: Problems, where: str, entry: dict) -> list[Bound]:
+    out = []
+    for key, (observable, side) in BOUND_KEYS.items():
+        if key in entry:
+            limit = _number(problems, f"{where}.{key}", entry[key])
+            if limit is not None:
+                out.append(Bound(observable, side, limit))
+    return out
+
+
+def _bounds(problems: Problems, table: dict, clock: _Clock) -> list[Check]:
+    _unknown_keys(problems, "bounds", table, (*BOUND_KEYS, BOUNDS_AFTER_KEY))
+    after = clock.step(problems, f"bounds.{BOUNDS_AFTER_KEY}", table.get(BOUNDS_AFTER_KEY),
+                       default=0)
+    checks = []
+    for bound in _bound_conditions(problems, "bounds", table):
+        first = (after or 0) if bound.observable == "soc_error_pct" else 0
+        last = clock.n_steps - 1
+        key = next(k for k, v in BOUND_KEYS.items() if v == (bound.observable, bound.side))
+        label = f"bounds.{key} {_window(clock, first, last, never=True)}: {bound.describe()}"
+        checks.append(Check(label, f"bounds.{key}", first, last, (bound,)))
+    return checks
