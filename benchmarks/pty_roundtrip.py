@@ -5,10 +5,15 @@ line.
     .venv/bin/python benchmarks/pty_roundtrip.py [--requests 2000] [--series 16,416]
         [--relay inprocess|process] [--quick]
 
-For each pack size: a fresh pty pair and emulator, `--warmup` requests, then `--requests`
-sequential GetStatus requests and as many GetCellVoltages; the median, p99 and max round
-trip are given, and the time the request and response bytes would take on a real 8N1 line
-(10 bits a byte, delimiter included) at `--baud`. Goal: GetStatus median <= 2 x that wire
+For each pack size: a fresh pty pair and emulator, a wait for its first firmware step
+(until then it has no cell voltages to give, and answers GetCellVoltages with an empty
+list), `--warmup` requests, then `--requests` sequential GetStatus requests and as many
+GetCellVoltages; the median, p99 and max round trip are given, and the time the request
+and response bytes would take on a real 8N1 line (10 bits a byte, delimiter included) at
+`--baud`. The response size is the encoded length of the answers themselves, not the bytes
+received over the answers counted: a frame that answers nothing (`other_frames`) or bytes
+that are no frame (`other_bytes`) would skew that, and are reported instead, with the
+bytes the in-process relay dropped (`relay_bytes`). Goal: GetStatus median <= 2 x that wire
 time. A pty does not pace bytes at the baud rate, so the wire time is computed, not
 imposed: on a real line the round trip is at least the wire time.
 
@@ -30,6 +35,7 @@ import os
 import platform
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +45,8 @@ from bms.client import Client
 from bms.link import DEFAULT_BAUD
 from hil.pty_pair import PtyPair
 from protocol import messages as pm
+from protocol.codec import Frame, encode
+from protocol.framing import Flags
 
 REPO = Path(__file__).resolve().parents[1]
 BMS_EMU = (sys.executable, "-m", "bms.cli.main")
@@ -91,11 +99,13 @@ class PtyLink:
             await stop_process(self._proc)
 
 
-async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 10.0) -> None:
-    """Ctrl-C (the CLI leaves cleanly on it), then a kill if it does not go in time."""
+async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 10.0,
+                       sig: signal.Signals = signal.SIGINT) -> None:
+    """Ctrl-C or SIGTERM (the CLI leaves cleanly on either), then a kill if it does not go
+    in time."""
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
         try:
             await asyncio.wait_for(proc.wait(), timeout_s)
         except TimeoutError:
@@ -105,21 +115,32 @@ async def stop_process(proc: asyncio.subprocess.Process, timeout_s: float = 10.0
 
 
 class Emulator:
-    """`bms-emu serve` in a child process; its stderr (warnings) kept for the report."""
+    """`bms-emu serve` in a child process; its stderr (warnings) kept for the report. Its
+    default persistent store lives in a temporary $XDG_DATA_HOME, removed afterwards: each
+    emulator starts afresh, and a benchmark never touches the user's stores."""
 
-    def __init__(self, port: str, args: list[str], duration_s: float):
+    def __init__(self, port: str, args: list[str], duration_s: float,
+                 stop_signal: signal.Signals = signal.SIGINT):
         self.argv = [*BMS_EMU, "serve", "--serial", port, *args,
                      "--duration", f"{duration_s:g}"]
+        self.stop_signal = stop_signal
         self.banner = ""
         self.returncode: int | None = None
         self.stderr = ""
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr: asyncio.Task | None = None
+        self._data_home: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
 
     async def __aenter__(self) -> Emulator:
+        self._data_home = tempfile.TemporaryDirectory(prefix="bench-emulator-data-")
         self._proc = await asyncio.create_subprocess_exec(
             *self.argv, cwd=REPO, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "XDG_DATA_HOME": self._data_home.name})
         self._stderr = asyncio.create_task(self._proc.stderr.read())  # until it exits
         line = await asyncio.wait_for(self._proc.stdout.readline(), 60.0)
         if not line:
@@ -131,9 +152,10 @@ class Emulator:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await stop_process(self._proc)
+        await stop_process(self._proc, sig=self.stop_signal)
         self.returncode = self._proc.returncode
         self.stderr = (await self._stderr).decode(errors="replace")
+        self._data_home.cleanup()
 
     def warnings(self) -> dict:
         """How many lines the emulator logged, and the first few."""
@@ -156,6 +178,20 @@ async def connect(port: str, timeout_s: float = 30.0) -> tuple[Client, pm.Device
                 raise
 
 
+async def first_step(client: Client, series: int, timeout_s: float = 30.0) -> None:
+    """Until the emulator has stepped once: before that its cell voltages are empty."""
+    deadline = time.monotonic() + timeout_s
+    while len((await client.request(pm.GetCellVoltages())).cell_voltage_v) != series:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no cell voltages from the emulator within {timeout_s:g} s")
+        await asyncio.sleep(0.01)
+
+
+def frame_bytes(frame: Frame) -> int:
+    """A received frame's length on the wire, delimiters included (encoding is exact)."""
+    return len(encode(frame.message, frame.header.seq, frame.header.flags))
+
+
 def percentile_ms(times_s: list[float], q: float) -> float:
     return round(float(np.percentile(times_s, q)) * 1e3, 4) if times_s else float("nan")
 
@@ -163,21 +199,29 @@ def percentile_ms(times_s: list[float], q: float) -> float:
 async def round_trips(client: Client, msg: object, n: int, baud: int) -> dict:
     """`n` sequential requests of `msg`; round trip figures and the computed wire time."""
     ep = client.endpoint
-    out0, in0, frames_in0 = ep.bytes_out, ep.bytes_in, ep.frames_in
+    out0, in0 = ep.bytes_out, ep.bytes_in
+    arrived: list[Frame] = []  # every frame while timing; sized once the timing is over
+    deliver = ep.on_frame
+    ep.on_frame = lambda frame: (arrived.append(frame), deliver(frame))
     times: list[float] = []
     timeouts = 0
     reply = None
-    for _ in range(n):
-        t0 = time.perf_counter()
-        try:
-            reply = await client.request(msg)
-        except TimeoutError:
-            timeouts += 1
-            continue
-        times.append(time.perf_counter() - t0)
-    answered = ep.frames_in - frames_in0
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            try:
+                reply = await client.request(msg)
+            except TimeoutError:
+                timeouts += 1
+                continue
+            times.append(time.perf_counter() - t0)
+    finally:
+        ep.on_frame = deliver
+    answers = [f for f in arrived
+               if f.header.flags & Flags.RESPONSE and type(f.message) is type(reply)]
+    sizes = [frame_bytes(f) for f in answers]
     request_bytes = (ep.bytes_out - out0) / n
-    response_bytes = (ep.bytes_in - in0) / answered if answered else float("nan")
+    response_bytes = sum(sizes) / len(sizes) if sizes else float("nan")
     wire_ms = (request_bytes + response_bytes) * BITS_PER_BYTE / baud * 1e3
     median_ms = percentile_ms(times, 50)
     return {
@@ -191,6 +235,10 @@ async def round_trips(client: Client, msg: object, n: int, baud: int) -> dict:
         "max_ms": round(max(times) * 1e3, 4) if times else None,
         "request_bytes": round(request_bytes, 1),
         "response_bytes": round(response_bytes, 1),
+        "response_bytes_min": min(sizes) if sizes else None,
+        "response_bytes_max": max(sizes) if sizes else None,
+        "other_frames": len(arrived) - len(answers),
+        "other_bytes": ep.bytes_in - in0 - sum(sizes),
         "wire_ms": round(wire_ms, 4),
         "median_over_wire": round(median_ms / wire_ms, 3),
     }
@@ -207,6 +255,7 @@ async def measure_pack(series: int, args) -> dict:
             try:
                 if info.n_series != series:
                     raise RuntimeError(f"emulator reports {info.n_series} cells, not {series}")
+                await first_step(client, series)
                 for _ in range(args.warmup):
                     await client.request(pm.GetStatus())
                 status = await round_trips(client, pm.GetStatus(), n, args.baud)

@@ -21,6 +21,7 @@ from bms.link import Endpoint
 from bms.mqtt_bridge import MqttBridge
 from bms.pacing import ticks
 from bms.signals import OPEN, STATES, Actuation, Measurement
+from bms.timing import TickStats
 from protocol import messages as pm
 from protocol.codec import Frame
 from protocol.framing import Flags, FrameError, FrameErrorKind
@@ -83,8 +84,10 @@ class Runtime:
         self._last_step_s = -1.0
         self.last_rig_seq = 0
         self.steps = 0
+        self.watchdog_steps = 0  # HIL: steps without a measurement
         self.refused_measurements = 0
         self.errors = 0  # ticks that raised (logged with their traceback)
+        self.tick_stats = TickStats(tick_s)  # the tick loop's lateness and overruns
 
     def now_s(self) -> float:
         return asyncio.get_running_loop().time() - self._t0
@@ -104,7 +107,7 @@ class Runtime:
     async def _ticks(self) -> None:
         """SIM: step the firmware and the plant. HIL: step without a measurement when the
         rig has been silent for a tick. Both: telemetry."""
-        async for now_s in ticks(self.tick_s, self.now_s, "runtime"):
+        async for now_s in ticks(self.tick_s, self.now_s, "runtime", self.tick_stats):
             try:
                 self._tick(now_s)
             except Exception:  # noqa: BLE001 - one bad tick must not stop the watchdog
@@ -115,6 +118,7 @@ class Runtime:
         if not self.hil:
             self._sim_step(now_s)
         elif now_s - self._last_step_s >= self.tick_s:
+            self.watchdog_steps += 1
             self._step(None, now_s)
         for msg in self.device.telemetry_due(now_s):
             self.endpoint.send(msg, flags=Flags.EVENT)
@@ -139,6 +143,15 @@ class Runtime:
         if self.hil:
             self.endpoint.send(actuation_frame(act, self.last_rig_seq, now_s), flags=Flags.EVENT)
         return act
+
+    def stats(self) -> dict:
+        """What `serve --stats` writes: the tick loop's timing and what went over the link."""
+        ep = self.endpoint
+        return {"mode": "hil" if self.hil else "sim", "tick": self.tick_stats.summary(),
+                "steps": self.steps, "watchdog_steps": self.watchdog_steps,
+                "tick_errors": self.errors, "refused_measurements": self.refused_measurements,
+                "frames_in": ep.frames_in, "bytes_in": ep.bytes_in, "bytes_out": ep.bytes_out,
+                "decode_errors": dict(ep.errors)}
 
     # --- what arrives -------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from bms.device import contactor_bits, contactors_of
 from bms.faults import names_in
 from bms.pacing import ticks
 from bms.signals import OPEN, Actuation
+from bms.timing import Histogram, TickStats
 from bms.views import state_name
 from hil.plant import Plant
 from protocol import messages as pm
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 # Refusals that no later measurement can overcome: the rig does not fit this emulator.
 FATAL_ERRORS = {pm.ErrorCode.WRONG_SIZE, pm.ErrorCode.NOT_IN_THIS_MODE}
+SENT_KEPT = 64  # send times kept, to time an answer up to this many measurements late
 
 
 @dataclass
@@ -84,6 +86,12 @@ class Rig:
         self.interlocked = False
         self._t0: float | None = None
         self._last_actuation_s = 0.0
+        # Timing (bounded): the tick loop; each send's lateness against its tick's due
+        # time (the tick's lateness plus the plant's advance); send -> actuation arrival.
+        self.tick_stats = TickStats(tick_s)
+        self.send_lateness = Histogram()
+        self.answer_latency = Histogram()
+        self._sent_at_s = [0.0] * SENT_KEPT  # by rig_seq % SENT_KEPT
         client.on(pm.ActuationFrame, self._actuation)
         client.on(pm.Nack, self._nack)
 
@@ -104,7 +112,7 @@ class Rig:
         step, actuate, advance)."""
         started_s = self.now_s()
         self._measure_and_send()
-        async for now_s in ticks(self.tick_s, self.now_s, "rig"):
+        async for now_s in ticks(self.tick_s, self.now_s, "rig", self.tick_stats):
             self._interlock(now_s)
             self.plant.advance(started_s)
             started_s = now_s
@@ -123,6 +131,9 @@ class Rig:
             contactor_bits(m.contactors), m.cell_voltage_v, m.temperature_c,
             np.asarray(self.plant.pack.balancing, bool)))  # the bleed m was taken under
         self.counts.sent += 1
+        sent_s = self.now_s()
+        self.send_lateness.add(sent_s - self.tick_stats.due_s)
+        self._sent_at_s[self.rig_seq % SENT_KEPT] = sent_s
 
     def _interlock(self, now_s: float) -> None:
         silent_s = now_s - self._last_actuation_s
@@ -143,7 +154,7 @@ class Rig:
         if len(frame.balance_mask) != self.n_series:
             self.counts.unusable += 1
             return
-        self._count_answer(frame.rig_seq)
+        self._count_answer(frame.rig_seq, now_s)
         self._last_actuation_s = now_s
         if self.interlocked and frame.contactors == 0:
             self.interlocked = False
@@ -156,13 +167,15 @@ class Rig:
         else:
             self.plant.actuate(actuation_of(frame))
 
-    def _count_answer(self, rig_seq: int) -> None:
+    def _count_answer(self, rig_seq: int, now_s: float) -> None:
         """A rig_seq beyond the last answered one answers it and loses those between; the
         same one again (a watchdog step) or one we never sent answers nothing."""
         if self.answered_seq < rig_seq <= self.rig_seq:
             self.counts.lost += rig_seq - self.answered_seq - 1
             self.counts.answered += 1
             self.answered_seq = rig_seq
+            if self.rig_seq - rig_seq < SENT_KEPT:
+                self.answer_latency.add(now_s - self._sent_at_s[rig_seq % SENT_KEPT])
 
     def _changes(self, now_s: float, frame: pm.ActuationFrame) -> None:
         before = self.last
@@ -197,6 +210,9 @@ class Rig:
             "frames": {**asdict(self.counts), "nacks": dict(self.nacks),
                        "decode_errors": dict(self.client.endpoint.errors)},
             "refused": None if self.refused is None else str(self.refused),
+            "timing": {"tick": self.tick_stats.summary(),
+                       "send_lateness": self.send_lateness.summary_ms(),
+                       "answer_latency": self.answer_latency.summary_ms()},
             "final": {
                 "state": None if last is None else state_name(last.state),
                 "faults": [] if last is None else names_in(last.fault_bitmap),

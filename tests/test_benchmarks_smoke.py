@@ -5,9 +5,12 @@ the figures exist, are sane, and that the link lost nothing."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.mqtt_broker import require_mosquitto
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -87,4 +90,54 @@ def test_hil_streaming_quick_loses_nothing():
         assert 0 < pack["line_share_to_emulator"] < 1
         assert 0 < pack["line_share_from_emulator"] < 1
         assert pack["goal_met"] is True
+    assert out["goal_met"] is True
+
+
+def test_soak_quick_loses_nothing_and_publishes():
+    """60 s of `serve --hil` at a 10 ms tick, driven by `rig` over a pty pair, publishing to
+    Mosquitto. Jitter, overruns and memory growth are printed, not asserted: on a shared
+    machine they measure the neighbours as much as the emulator."""
+    require_mosquitto()
+    out = quick("soak.py")
+    print(json.dumps(out))
+    assert out["benchmark"] == "soak"
+    assert (out["seconds"], out["tick_s"]) == (60, 0.01)
+    assert out["emulator_exit"] == 0 and out["rig_exit"] == 0
+    frames = out["frames"]
+    assert frames["sent"] > 0 and frames["answered"] > 0
+    assert frames["lost"] == 0 and frames["not_sent"] == 0 and frames["decode_errors"] == 0
+    assert frames["nacks"] == {}
+    assert sum(out["relay_bytes"][k] for k in ("dropped_first_to_second",
+                                                "dropped_second_to_first")) == 0
+    mqtt = out["mqtt"]
+    for topic in ("state", "cells", "temperatures", "balancing"):
+        assert mqtt["by_topic"].get(topic, 0) > 0, mqtt
+    assert mqtt["published"] > 0  # as the emulator counts them
+    jitter = out["jitter_ms"]
+    assert all(math.isfinite(jitter[k]) and jitter[k] >= 0 for k in jitter)
+    assert jitter["p50_ms"] <= jitter["p99_ms"] <= jitter["max_ms"]
+    assert isinstance(out["overruns"], int) and out["overruns"] >= 0
+    assert out["emulator"]["tick"]["ticks"] > 0 and out["reference"]["ticks"] > 0
+    for figure in ("send_lateness", "answer_latency"):
+        assert out["rig"][figure]["count"] > 0 and math.isfinite(out["rig"][figure]["p99_ms"])
+    rss = out["rss_kib"]
+    assert rss["start_kib"] > 0 and rss["end_kib"] > 0 and math.isfinite(rss["growth_pct"])
+    assert set(out["goals"]) == {"jitter_p99_ms", "overruns", "frames_lost", "rss_growth_pct"}
+    assert all(isinstance(goal["met"], bool) for goal in out["goals"].values())
+    assert out["goals"]["frames_lost"]["met"] is True
+
+
+def test_fuzz_protocol_quick_never_crashes_and_loses_nothing():
+    out = quick("fuzz_protocol.py")
+    assert out["benchmark"] == "fuzz_protocol"
+    assert out["frames_fed"] >= 20_000 and out["bytes_fed"] > out["frames_fed"]
+    assert out["crashes"] == 0 and out["crash_reproducers_hex"] == []
+    assert out["frames_not_sent"] == 0 and out["decoded_not_reencodable"] == 0
+    assert out["valid_lost_after_garbage"] == 0
+    assert out["resync_distance_bytes"]["n"] > 0 and out["resync_distance_bytes"]["max"] == 0
+    errors = out["errors_by_kind"]
+    assert sum(1 for n in errors.values() if n > 0) >= 6, errors  # several kinds met
+    assert errors["OVERSIZE"] > 0 and errors["BAD_CRC"] > 0 and errors["BAD_PAYLOAD"] > 0
+    assert out["frames_decoded"] > out["fed_by_kind"]["valid"]
+    assert 0 < out["max_buffered_bytes"] <= out["buffer_bound_bytes"]
     assert out["goal_met"] is True

@@ -3,8 +3,13 @@ against its own simulated pack (--sim) or a rig's measurements (--hil)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import os
+import resource
+import time
+from pathlib import Path
 
 from bms.cli.lifetime import run_until_signalled
 from bms.cli.mqtt_args import (
@@ -85,6 +90,12 @@ def add_parser(sub) -> None:
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period (SIM), watchdog period (HIL), seconds")
     add_duration_argument(p)
+    p.add_argument("--stats", metavar="PATH", type=Path,
+                   help="on leaving (SIGTERM, Ctrl-C, --duration) write run statistics as "
+                   "JSON to PATH: the tick loop's lateness (wake time minus due time) p50 / "
+                   "p99 / max, work time, overruns (ticks whose work ended after the next "
+                   "was due) and skipped ticks; steps, frames and decoding errors; MQTT "
+                   "messages published and dropped")
     p.add_argument("-v", "--verbose", action="store_true", help="log every fault event")
     p.set_defaults(handler=handle)
 
@@ -126,12 +137,30 @@ def handle(args) -> int:
         where.append(f"{runtime.bridge.session.broker.describe()}/{args.pack_id}")
     print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "
           f"({runtime.device.identity.chemistry}) on {' and '.join(where)}", flush=True)
+    started_s = time.monotonic()
     try:
         run_until_signalled(_serve(runtime, args.duration))
     finally:
         if runtime.bridge is not None:
             runtime.bridge.session.stop()
+        if args.stats is not None:
+            write_stats(args.stats, runtime, time.monotonic() - started_s)
     return 0
+
+
+def write_stats(path: Path, runtime: Runtime, wall_s: float) -> None:
+    """The run's figures as one JSON object, replacing PATH at once (a reader never sees
+    half a file)."""
+    stats = {"wall_s": round(wall_s, 3), "pid": os.getpid(),
+             "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # Linux: KiB
+             **runtime.stats()}
+    if runtime.bridge is not None:
+        session = runtime.bridge.session
+        stats["mqtt"] = {"connects": session.connects, "published": session.published,
+                         "dropped": session.dropped, "kept_dropped": session.kept_dropped}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(stats) + "\n")
+    tmp.replace(path)
 
 
 async def _serve(runtime: Runtime, duration_s: float | None) -> None:
