@@ -26,6 +26,12 @@ QUANTITIES = (
 # far outside them; a cell reading past its absolute limit by this margin is a sensor).
 TEMP_PLAUSIBLE_C = (-55.0, 125.0)
 CELL_V_IMPLAUSIBLE_MARGIN = 0.3
+CELL_V_IMPLAUSIBLE_BELOW = -0.1  # a cell may be at 0 V (storage), never this far below
+
+
+def cell_v_plausible(chem: Chemistry) -> tuple[float, float]:
+    """The cell readings a working sensor can give: outside, the sensor has failed."""
+    return CELL_V_IMPLAUSIBLE_BELOW, chem.limits.v_max + CELL_V_IMPLAUSIBLE_MARGIN
 
 
 @dataclass(frozen=True)
@@ -173,8 +179,9 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
         ProtectionRow("TEMP_SPREAD", "WARNING", "temp_spread", True, 10.0, 7.0, 10.0, 10.0),
         # Plausibility: readings no working sensor gives.
         ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_max", True,
-                      lim.v_max + CELL_V_IMPLAUSIBLE_MARGIN, lim.v_max, 0.5, 1.0),
-        ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_min", False, -0.1, 0.0, 0.5, 1.0),
+                      cell_v_plausible(chem)[1], lim.v_max, 0.5, 1.0),
+        ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_min", False,
+                      cell_v_plausible(chem)[0], 0.0, 0.5, 1.0),
         # A working converter's noise moves every reading; one that repeats to the bit
         # for this long is stuck.
         ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "reading_stuck_s", True, 10.0, 1.0,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bms.chemistry import Chemistry
-from bms.config import TEMP_PLAUSIBLE_C, EstimationConfig
+from bms.config import TEMP_PLAUSIBLE_C, EstimationConfig, cell_v_plausible
 from bms.signals import Measurement
 from bms.soc_filter import V1, V2, FilterNoise, SocFilter
 
@@ -121,6 +121,7 @@ class Estimator:
         self.charge_v = charge_v
         self.undervoltage_v = undervoltage_v
         self.stored_soc = stored_soc
+        self.v_plausible = cell_v_plausible(chemistry)
         self.filter: SocFilter | None = None
         self.reconfigure(cfg, rest_current_a, bleed_resistor_ohm)
         # Cells and resistances of the model scale with the cells in parallel.
@@ -237,7 +238,7 @@ class Estimator:
         from the voltage."""
         t = self._cell_temperature_c(m)
         v = m.cell_voltage_v
-        finite = np.isfinite(v)
+        finite = self._plausible(v)
         # An unreadable cell starts like the others (or mid-table if none is readable); its
         # sensor fault is the protection's to raise.
         stand_in = float(v[finite].mean()) if finite.any() else float(
@@ -264,6 +265,12 @@ class Estimator:
         self._ecm(t, now_s)
         self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.x[:, 3], t)[0]
         self._publish(m, t)
+
+    def _plausible(self, v: np.ndarray) -> np.ndarray:
+        """Readings a working sensor can give (NaN is not one): the others say nothing of
+        the cell, from the first such reading on, before the sensor fault has tripped."""
+        lo, hi = self.v_plausible
+        return (v >= lo) & (v <= hi)
 
     # --- every period -----------------------------------------------------------------
 
@@ -307,7 +314,7 @@ class Estimator:
         if self._bleed_as.any():
             self._bled_soc = self._bled_soc + self._bleed_as / (self.capacity_ah * 3600.0)
         v = m.cell_voltage_v
-        valid = np.isfinite(v) & clean
+        valid = self._plausible(v) & clean
         f.update(np.where(valid, v, 0.0), m.current_a, t, p[0], period_s, valid)
         self._r_var = self._r_var + RESISTANCE_AGEING_PER_H ** 2 * period_s / 3600.0
         if clean:

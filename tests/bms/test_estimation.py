@@ -635,3 +635,22 @@ def test_a_reading_in_doubt_corrects_nothing():
     assert any(e.name in ("OPEN_WIRE", "VOLTAGE_SENSOR_FAULT") and e.action == "raised"
                for e in rig.events)
     assert abs(rig.fw.soc * 100.0 - before_pct) < 2.0
+
+
+@pytest.mark.parametrize("reading_v", [-0.2, 9.0])
+def test_an_implausible_reading_moves_no_soc_before_its_sensor_fault_trips(reading_v):
+    """A reading no working sensor gives says nothing of the cell: from the very first one
+    (the sensor fault trips only after its debounce) the estimate ignores it."""
+    rig = Rig(tick_s=0.1)
+    rig.run(20.0, -rig.one_c_a)
+    before = rig.fw.soc
+    for _ in range(3):  # 0.3 s of a broken reading on cell 1, under the 0.5 s debounce
+        m = rig.pack.measure()
+        v = m.cell_voltage_v.copy()
+        v[0] = reading_v
+        rig.fw.step(Measurement(v, m.temperature_c, m.current_a, m.bus_voltage_v,
+                                m.contactors, m.balancing), rig.now_s)
+        rig.pack.advance(Demand(-rig.one_c_a, "a"))
+        rig.k += 1
+    rig.run(2.0, -rig.one_c_a)
+    assert rig.fw.soc == pytest.approx(before, abs=0.01)
