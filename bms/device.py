@@ -18,7 +18,13 @@ from bms import __version__
 from bms.chemistry import Chemistry
 from bms.faults import Level
 from bms.firmware import Firmware
-from bms.parameters import ParameterError, apply_changes, catalogue, value_of
+from bms.parameters import (
+    ConfigChange,
+    ParameterError,
+    apply_changes,
+    catalogue,
+    value_of,
+)
 from bms.signals import STATES, Actuation, Contactors, Measurement
 from bms.validation import InputError
 from protocol import messages as pm
@@ -79,13 +85,20 @@ class Device:
     """Answers protocol requests for one firmware instance.
 
     `inject(spec, now_s)` is given in SIM mode (the simulated pack's fault injection); it
-    raises InputError for a bad spec.
+    raises InputError for a bad spec. `on_config_change(who, changes, overrides, now_s)` is
+    told of every configuration write applied, before it is acknowledged (the persistent
+    store logs it): who wrote, the parameters written with their old and new values, and
+    the overrides now in effect.
     """
 
     def __init__(self, firmware: Firmware, chem: Chemistry, identity: Identity,
                  config_overrides: dict | None = None,
-                 inject: Callable[[str, float], None] | None = None):
+                 inject: Callable[[str, float], None] | None = None,
+                 on_config_change: Callable[[str, list[ConfigChange], dict, float], None]
+                 | None = None):
         self.fw = firmware
+        self.on_config_change = on_config_change
+        self._who = ""  # who sent the request being handled
         self.chem = chem
         self.identity = identity
         self.overrides = dict(config_overrides or {})
@@ -106,8 +119,8 @@ class Device:
             pm.GetFaultLog: lambda m, _t: self.fault_log(m),
             pm.GetParameterList: lambda m, _t: self.parameter_list(m),
             pm.GetConfig: lambda m, _t: self.config_values(list(m.param_ids)),
-            pm.SetConfig: lambda m, _t: self.set_config(m),
-            pm.CommandRequest: lambda m, _t: self.command(m),
+            pm.SetConfig: lambda m, now_s: self.set_config(m, now_s),
+            pm.CommandRequest: lambda m, now_s: self.command(m, now_s),
             pm.Subscribe: lambda m, now_s: self.subscribe(m, now_s),
             pm.TimeSync: lambda m, now_s: pm.TimeInfo(m.host_time_s, now_s),
             pm.Inject: lambda m, now_s: self.injection(m, now_s),
@@ -128,8 +141,10 @@ class Device:
             self.measurement = m
         self.act = act
 
-    def handle(self, msg: object, now_s: float) -> object:
-        """The response to a request: its answer, an Ack, or a Nack."""
+    def handle(self, msg: object, now_s: float, who: str = "protocol") -> object:
+        """The response to a request: its answer, an Ack, or a Nack. `who` names the sender
+        (a link, an MQTT command topic) in the log of configuration writes."""
+        self._who = who
         answer = self._answers.get(type(msg))
         if answer is None:
             return nack(pm.BY_CLASS[type(msg)].type_id, pm.ErrorCode.NOT_A_REQUEST,
@@ -231,11 +246,11 @@ class Device:
             {"param_id": i, "kind": int(VALUE_KINDS[self.param_by_id[i].kind]),
              "value": value_of(cfg, self.param_by_id[i])} for i in ids))
 
-    def set_config(self, req: pm.SetConfig) -> pm.ConfigValues:
-        self._apply([(v["param_id"], v["value"]) for v in req.values])
+    def set_config(self, req: pm.SetConfig, now_s: float) -> pm.ConfigValues:
+        self._apply([(v["param_id"], v["value"]) for v in req.values], now_s)
         return self.config_values([v["param_id"] for v in req.values])
 
-    def command(self, req: pm.CommandRequest) -> pm.Ack:
+    def command(self, req: pm.CommandRequest, now_s: float) -> pm.Ack:
         ack = pm.Ack(pm.BY_CLASS[pm.CommandRequest].type_id)
         if req.command == pm.Command.BALANCING_MODE:
             if req.argument not in BALANCING_MODES:
@@ -243,7 +258,8 @@ class Device:
                                    f"balancing mode {req.argument}; allowed: "
                                    + ", ".join(f"{int(k)} {v}" for k, v in BALANCING_MODES.items()))
             mode_param = next(p for p in self.params if p.name == "balancing.mode")
-            self._apply([(mode_param.id, BALANCING_MODES[pm.BalancingMode(req.argument)])])
+            self._apply([(mode_param.id, BALANCING_MODES[pm.BalancingMode(req.argument)])],
+                        now_s)
             return ack
         if req.command not in COMMANDS:
             raise RequestError(pm.ErrorCode.BAD_VALUE, f"command {req.command}; allowed: "
@@ -279,14 +295,22 @@ class Device:
             raise RequestError(pm.ErrorCode.BAD_VALUE, "; ".join(exc.problems)) from None
         return pm.Ack(pm.BY_CLASS[pm.Inject].type_id)
 
-    def _apply(self, changes: list[tuple[int, object]]) -> None:
+    def _apply(self, changes: list[tuple[int, object]], now_s: float) -> None:
+        """All or nothing; a write applied is reported to `on_config_change` with each
+        parameter written, changed or not."""
         try:
             cfg, overrides = apply_changes(self.overrides, changes, self.chem, self.fw.n_series,
                                            self.identity.capacity_ah)
         except ParameterError as exc:
             raise RequestError(pm.ErrorCode[exc.code], "; ".join(exc.problems)) from None
+        old = self.fw.cfg
         self.fw.reconfigure(cfg)
         self.overrides = overrides
+        if self.on_config_change is not None:
+            written = tuple(self.param_by_id[pid] for pid, _ in changes)
+            self.on_config_change(self._who, [ConfigChange(p.name, value_of(old, p),
+                                                           value_of(cfg, p)) for p in written],
+                                  overrides, now_s)
 
 
 def _extremes(prefix: str, values: np.ndarray | None) -> dict:

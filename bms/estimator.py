@@ -122,6 +122,7 @@ class Estimator:
         self.undervoltage_v = undervoltage_v
         self.stored_soc = stored_soc
         self.v_plausible = cell_v_plausible(chemistry)
+        self.rested_s: float | None = None  # how long the pack rested before the start
         self.filter: SocFilter | None = None
         self.reconfigure(cfg, rest_current_a, bleed_resistor_ohm)
         # Cells and resistances of the model scale with the cells in parallel.
@@ -171,6 +172,24 @@ class Estimator:
         self.trusted_slope = cfg.trusted_slope_mv_per_pct * 0.1  # V per unit SoC
         if self.filter is not None:
             self.filter.noise = self.noise
+
+    def restore(self, cell_soc: np.ndarray | None, capacity_ah: np.ndarray,
+                resistance_factor: np.ndarray, rested_s: float | None) -> None:
+        """What a store kept over a power-down, before the first step: the SoC to start
+        from, the capacities (state of health) and resistances learnt. `rested_s`: how long
+        the pack was left without current (the time it was off): past `rest_settle_s`, the
+        start takes the rest voltage where the curve is steep, as a rest while running
+        would."""
+        if self.filter is not None:
+            raise RuntimeError("restore comes before the first step")
+        for name, a in (("capacity_ah", capacity_ah), ("resistance_factor", resistance_factor)):
+            if np.shape(a) != (self.n,) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+                raise ValueError(f"stored {name} must be {self.n} positive numbers")
+        if cell_soc is not None:
+            self.stored_soc = np.clip(np.asarray(cell_soc, dtype=float), 0.0, 1.0)
+        self.capacity_ah = np.array(capacity_ah, dtype=float)
+        self.r_factor = np.array(resistance_factor, dtype=float)
+        self.rested_s = rested_s
 
     # --- every step -------------------------------------------------------------------
 
@@ -234,8 +253,8 @@ class Estimator:
     def _start(self, m: Measurement, now_s: float) -> None:
         """From the stored SoC when there is one, else from the voltage (less the ohmic drop
         when a current flows). A stored SoC that the voltage, where the curve is steep,
-        contradicts beyond three standard deviations of both is stale: that cell starts
-        from the voltage."""
+        contradicts beyond three standard deviations of both is stale, and so is any after
+        a long enough rest (`restore`): those cells start from the voltage."""
         t = self._cell_temperature_c(m)
         v = m.cell_voltage_v
         finite = self._plausible(v)
@@ -257,8 +276,10 @@ class Estimator:
         else:
             soc = np.broadcast_to(np.asarray(self.stored_soc, dtype=float), (self.n,)).copy()
             sigma = np.full(self.n, self.cfg.stored_soc_sigma)
+            rested = (self.rested_s is not None and self.rested_s >= self.cfg.rest_settle_s
+                      and abs(i_a) < self.rest_current_a)
             stale = (slope >= self.trusted_slope) & (
-                np.abs(soc - by_voltage) > 3.0 * np.hypot(sigma, voltage_sigma))
+                rested | (np.abs(soc - by_voltage) > 3.0 * np.hypot(sigma, voltage_sigma)))
             soc = np.where(stale, by_voltage, soc)
             sigma = np.where(stale, voltage_sigma, sigma)
         self.filter = SocFilter(self.chem, soc, sigma, self.noise)

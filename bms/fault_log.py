@@ -1,7 +1,8 @@
 """The fault log: every raise and clear with a snapshot of the pack, bounded in memory.
 
-Persistence to non-volatile memory comes with the reliability issue; until then the log
-lives as long as the firmware object.
+The non-volatile store (`bms.nvm`) keeps it over restarts: it saves the entries recorded
+since its last save (`recorded` counts every entry ever recorded) and hands them back at
+start (`restore`).
 """
 
 from __future__ import annotations
@@ -25,11 +26,25 @@ class FaultLog:
     def __init__(self, size: int):
         self.entries: deque[LogEntry] = deque(maxlen=size)
         self.dropped = 0  # entries pushed out by newer ones
+        self.recorded = 0  # entries ever recorded, those dropped included
 
     def record(self, event: FaultEvent, snapshot: dict) -> None:
         if len(self.entries) == self.entries.maxlen:
             self.dropped += 1
         self.entries.append(LogEntry(event, snapshot))
+        self.recorded += 1
+
+    def since(self, recorded: int) -> list[LogEntry]:
+        """The entries recorded after the first `recorded` (those still held)."""
+        return list(self.entries)[max(recorded - self.recorded, -len(self.entries)):] if (
+            recorded < self.recorded) else []
+
+    def restore(self, entries: list[LogEntry], dropped: int, recorded: int) -> None:
+        """The log as a store kept it: the newest entries that fit, and the counts."""
+        self.dropped = dropped + max(len(entries) - self.entries.maxlen, 0)
+        self.entries.clear()
+        self.entries.extend(entries)
+        self.recorded = recorded
 
     def resize(self, size: int) -> None:
         """A new capacity (a configuration change): the newest entries stay, and those that

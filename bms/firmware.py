@@ -18,6 +18,7 @@ import numpy as np
 from bms.balancing import Balancer
 from bms.chemistry import Chemistry
 from bms.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
+from bms.counters import Counters
 from bms.current_check import CurrentCheck
 from bms.estimator import Estimate, Estimator
 from bms.fault_log import FaultLog
@@ -99,9 +100,9 @@ class Firmware:
         self._open_wire_hold_v = 0.0
         self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
         self._changed_at_s = np.zeros(n_series)  # when each reading last changed
+        self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
         self._open_wire_spread_v = _open_wire_spread_v(self.cfg)
-        self.counters = {"contactor_cycles": 0, "opened_under_load": 0,
-                         "last_open_current_a": 0.0}
+        self.counters = Counters()
         self.event_faults: set[str] = set()  # latched faults raised outside the table
         self._undervoltage_suspended = False
         self.quantities = np.zeros(len(QUANTITIES))
@@ -161,6 +162,8 @@ class Firmware:
             return self._actuation(events, self.no_balancing)
 
     def _step(self, m: Measurement | None, now_s: float) -> Actuation:
+        if self.last_s is not None:
+            self.counters.count_time(self.state, now_s - self.last_s)
         self.last_s = now_s
         events: list[FaultEvent] = []
         if m is None:
@@ -188,6 +191,7 @@ class Firmware:
         if self.clear_requested:  # with a measurement in hand, a timeout is over too
             for name in sorted(self.event_faults):
                 self._clear_event_fault(events, now_s, name)
+        self._count(m, q, since_measurement_s)
         self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
@@ -229,11 +233,20 @@ class Firmware:
         if not all(map(math.isfinite, t_reading)):  # NaN: a faulty sensor
             t_reading = (math.inf, -math.inf)
         neutral = self._charge_temp_neutral_c
-        if lo < t_reading[1] and t_reading[0] < hi:
+        # A reading on the window's edge is plausible (the TEMP_SENSOR_FAULT rows trip only
+        # beyond it): were it left out here too, a sensor at exactly 125 °C would trip nothing.
+        if self._temp_held_c.shape != t.shape:  # the first reading, or another sensor count
+            self._temp_held_c = np.full(t.shape, np.nan)
+        self._temp_held_c = held = np.where((t >= lo) & (t <= hi), t, self._temp_held_c)
+        if lo <= t_reading[1] and t_reading[0] <= hi:
             t_max, t_min = t_reading
-        else:  # a faulty sensor is not trusted: the others decide
-            valid = t[(t > lo) & (t < hi)]
-            t_max, t_min = (float(valid.max()), float(valid.min())) if valid.size else (
+        else:
+            # A faulty reading is not trusted: the sensor stands at its last plausible one
+            # (a loose wire on a hot sensor that drops every other reading must not restart
+            # the over-temperature debounce each time), and one that never gave any is left
+            # to the others.
+            known = held[~np.isnan(held)]
+            t_max, t_min = (float(known.max()), float(known.min())) if known.size else (
                 neutral, neutral)
         charge_t = (t_max, t_min) if i_a > self.cfg.rest_current_a else (neutral, neutral)
         idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
@@ -298,6 +311,18 @@ class Firmware:
             return int(np.argmin(t))
         return None
 
+    def _count(self, m: Measurement, q: np.ndarray, dt_s: float) -> None:
+        """Throughput always; voltage extremes only from readings not in doubt (an open
+        sense wire's reading is not a cell's)."""
+        c = self.counters
+        c.count_charge(m.current_a, q[Q["pack_v"]], dt_s)
+        if self.protection.active_bitmap() & VOLTAGE_DOUBT:
+            v_min, v_max = math.inf, -math.inf
+        else:
+            v_min, v_max = q[Q["cell_v_min"]], q[Q["cell_v_max"]]
+        c.see(v_min, v_max, q[Q["discharge_temp_min"]], q[Q["discharge_temp_max"]],
+              m.current_a)
+
     def _estimate(self, m: Measurement, dt_s: float, now_s: float) -> None:
         if m.balancing is None:
             bleeding = self._mask if self._bleeding else None
@@ -354,7 +379,7 @@ class Firmware:
             return
         if self.contactors == CLOSING:
             self.contactors = CLOSED
-            self.counters["contactor_cycles"] += 1
+            self.counters.contactor_cycles += 1
             self._enter("RUN", now_s)
             return
         pack_v = self.quantities[Q["pack_v"]]
@@ -405,8 +430,8 @@ class Firmware:
             self.opened_at_s = now_s
             current_a = self.last.current_a if self.last is not None else 0.0
             if abs(current_a) >= self.cfg.rest_current_a:
-                self.counters["opened_under_load"] += 1
-                self.counters["last_open_current_a"] = current_a
+                self.counters.opened_under_load += 1
+                self.counters.last_open_current_a = current_a
 
     def _check_weld(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
         """Commanded open, yet current flows, the bus stays up or the feedback says closed."""

@@ -283,7 +283,7 @@ def _word(obj: dict, command: str, key: str, words: Iterable[str],
 
 def _ask(device, request: object, now_s: float, expected: type) -> object:
     """The device's answer; a Nack becomes a Refusal with its ErrorCode name and reason."""
-    reply = device.handle(request, now_s)
+    reply = device.handle(request, now_s, who="MQTT command")
     if isinstance(reply, pm.Nack):
         try:
             code = pm.ErrorCode(reply.error).name

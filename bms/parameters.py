@@ -83,6 +83,25 @@ class Parameter:
         return f"{self.name} (id 0x{self.id:04X})"
 
 
+@dataclass(frozen=True)
+class ConfigChange:
+    """One parameter as a configuration write left it: what the store's log keeps."""
+
+    param: str  # the dotted name
+    old: float | int | bool | str
+    new: float | int | bool | str
+
+
+def changes_between(old: FirmwareConfig, new: FirmwareConfig) -> list[ConfigChange]:
+    """The parameters whose value differs."""
+    changes = []
+    for p in catalogue(new):
+        before, after = value_of(old, p), value_of(new, p)
+        if before != after:
+            changes.append(ConfigChange(p.name, before, after))
+    return changes
+
+
 class ParameterError(ValueError):
     """A refused request (nothing applied): `code` (one of CODES) for the protocol's reply,
     `problems` one line per problem naming the parameter, its id, the value and what is

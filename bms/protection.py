@@ -28,6 +28,15 @@ from bms.faults import FAULT_CODES
 TIME_EPS_S = 1e-9  # sums of float ticks are not exact; a debounce of D trips at D - eps
 
 
+# What identifies a row across configurations and restarts: a configuration changes its
+# numbers, never these.
+RowKey = tuple[str, str, bool]  # fault, quantity, above
+
+
+def row_key(row: ProtectionRow) -> RowKey:
+    return (row.fault, row.quantity, row.above)
+
+
 @dataclass(frozen=True)
 class Change:
     row: int
@@ -132,6 +141,22 @@ class Protection:
     def fault_pending(self) -> bool:
         """A FAULT row is over its threshold, tripped or not: no time to close contactors."""
         return any(self.latching[i] for i in self.over_since_s)
+
+    def latched_rows(self) -> list[RowKey]:
+        """The FAULT rows raised and not yet cleared, by what identifies a row."""
+        return [row_key(self.rows[i]) for i in np.flatnonzero(self.active) if self.latching[i]]
+
+    def latch(self, keys: list[RowKey]) -> list[RowKey]:
+        """Raises the named FAULT rows as they were before a power-down (they clear, as
+        ever, on a clear-faults request once their quantity is back). Returns the keys
+        that name no FAULT row of this table."""
+        index = {row_key(r): i for i, r in enumerate(self.rows) if r.level == "FAULT"}
+        unknown = [k for k in keys if k not in index]
+        for k in keys:
+            if k in index:
+                self.active[index[k]] = True
+        self._summarise()
+        return unknown
 
     def set_enabled(self, faults: set[str], enabled: bool) -> list[Change]:
         """Turns the rows of the named faults on or off (storage suspends under-voltage);

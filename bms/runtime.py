@@ -20,6 +20,7 @@ from bms.device import Device, contactor_bits, contactors_of, nack
 from bms.link import Endpoint
 from bms.mqtt_bridge import MqttBridge
 from bms.pacing import ticks
+from bms.persistence import Keeper
 from bms.signals import OPEN, STATES, Actuation, Measurement
 from bms.timing import TickStats
 from protocol import messages as pm
@@ -68,9 +69,14 @@ class Runtime:
     """Hosts one Device (and its firmware) on one Endpoint."""
 
     def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
-                 plant: Plant | None = None, bridge: MqttBridge | None = None):
-        """`bridge`: MQTT telemetry and commands, fed after every step."""
+                 plant: Plant | None = None, bridge: MqttBridge | None = None,
+                 keeper: Keeper | None = None, who: str = "protocol"):
+        """`bridge`: MQTT telemetry and commands, fed after every step. `keeper`: the
+        persistent store, saved after a step before anything of it is sent. `who`: the
+        link's name in the log of configuration writes."""
         self.device = device
+        self.keeper = keeper
+        self.who = who
         self.fw = device.fw
         self.endpoint = endpoint
         self.tick_s = tick_s
@@ -135,6 +141,8 @@ class Runtime:
         act = self.fw.step(m, now_s)
         self._last_step_s = now_s
         self.steps += 1
+        if self.keeper is not None:  # on disk before any host hears of it
+            self.keeper.after_step(now_s, act)
         self.device.observe(m, act)
         if self.bridge is not None:
             self.bridge.after_step(now_s, act)
@@ -158,7 +166,7 @@ class Runtime:
     def _frame(self, frame: Frame) -> None:
         msg, header = frame.message, frame.header
         if header.flags & Flags.REQUEST:
-            reply = self.device.handle(msg, self.now_s())
+            reply = self.device.handle(msg, self.now_s(), self.who)
             try:
                 self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
             except ValueError:
@@ -211,12 +219,17 @@ class Runtime:
             self.device.subscriptions.clear()
 
     def _shut_down(self) -> None:
-        """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one).
-        Never raises: closing the port must still happen."""
+        """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one),
+        then the store saves. Never raises: closing the port must still happen."""
         try:
             self._send_final_actuation()
         except Exception:  # noqa: BLE001
             log.exception("could not tell the rig to open its contactors")
+        if self.keeper is not None:
+            try:
+                self.keeper.close(self.now_s())
+            except Exception:  # noqa: BLE001
+                log.exception("could not close the persistent store")
 
     def _send_final_actuation(self) -> None:
         if self.hil and self.device.act is not None:

@@ -1,15 +1,27 @@
 """Shared fixtures. A real Mosquitto broker: `mqtt_broker` (anonymous) and
-`mqtt_broker_factory` (any options, e.g. users and an ACL); see tests/mqtt_broker.py."""
+`mqtt_broker_factory` (any options, e.g. users and an ACL); see tests/mqtt_broker.py.
+Every test has a data directory of its own (`serve` keeps its persistent store there by
+default), so no test resumes another's pack and none touches the user's."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
 from tests.mqtt_broker import Broker, require_mosquitto
 
 BrokerFactory = Callable[..., Broker]
+
+
+@pytest.fixture(autouse=True)
+def own_data_dir(tmp_path_factory: pytest.TempPathFactory,
+                 monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$XDG_DATA_HOME for this test and the processes it starts."""
+    path = tmp_path_factory.mktemp("data")
+    monkeypatch.setenv("XDG_DATA_HOME", str(path))
+    return path
 
 
 @pytest.fixture

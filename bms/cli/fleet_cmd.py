@@ -40,7 +40,8 @@ STOP_GRACE_S = 10.0
 POLL_S = 0.1
 STDERR_TAIL_LINES = 12
 # `run` options the fleet sets itself for each child instead of passing them through.
-FLEET_SET = {"help", "pack_id", "seed", "speed", "json", "quiet", "record", "plot"}
+FLEET_SET = {"help", "pack_id", "seed", "speed", "json", "quiet", "record", "plot", "nvm"}
+PER_PACK_FILES = ("record", "plot", "nvm")  # each pack writes its own, the pack id added
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 CLEAN_STOP_CODES = {0, -signal.SIGINT, 128 + signal.SIGINT}
 
@@ -62,7 +63,7 @@ def add_parser(sub) -> None:
         "(one process per pack, forked from the fleet: it starts in milliseconds), publishing "
         "to one MQTT broker as <prefix>/<pack-prefix>-<k>/... for k = 1..N. Every `run` option "
         "applies to each pack; pack k gets the seed --seed + k - 1, so the packs differ. Real "
-        "time by default. --record and --plot write one file per pack, the pack id added "
+        "time by default. --record, --plot and --nvm write one file per pack, the pack id added "
         "before the suffix. Prints one line per pack started and one per pack ended; Ctrl-C or "
         "SIGTERM stops every pack cleanly (each publishes `offline`). Exits 1 if any pack "
         "failed, naming it with the end of its error output.",
@@ -112,12 +113,13 @@ def check(args) -> None:
                      "a fleet names its packs <pack-prefix>-<k>: use --pack-prefix")
     if args.mqtt is None:
         problems.add("--mqtt", None, "a fleet publishes over MQTT: give --mqtt URL")
-    for name in ("record", "plot"):
+    for name in PER_PACK_FILES:
         path = getattr(args, name)
         if path and not Path(path).resolve().parent.is_dir():
             problems.add(f"--{name}", path, "its directory does not exist")
     probe = argparse.Namespace(**vars(args))
     probe.pack_id = "fleet-1"
+    probe.nvm = None  # the probe opens no store: pack 1 will
     try:
         run_cmd.build(probe)
     except InputError as exc:
@@ -149,7 +151,7 @@ def run_argv(args, pack_id: str, seed: int) -> list[str]:
             argv += [f"{option}={item}" for item in value]
         else:
             argv.append(f"{option}={value}")
-    for name in ("record", "plot"):
+    for name in PER_PACK_FILES:
         if getattr(args, name):
             argv.append(f"--{name}={_per_pack_path(getattr(args, name), pack_id)}")
     return argv

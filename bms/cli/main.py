@@ -11,6 +11,7 @@ from bms.cli import (
     config_cmd,
     fleet_cmd,
     monitor_cmd,
+    nvm_cmd,
     plot_cmd,
     pty_cmd,
     query_cmd,
@@ -24,7 +25,8 @@ from bms.cli import (
 from bms.validation import InputError
 
 SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, rig_cmd, pty_cmd, config_cmd, chemistries_cmd,
-               plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd, scenario_cmd)
+               plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd, nvm_cmd,
+               scenario_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 from bms.cli.mqtt_args import (
@@ -14,6 +15,12 @@ from bms.cli.mqtt_args import (
     check_mqtt_arguments,
     device_bridge,
     device_session,
+)
+from bms.cli.nvm_args import (
+    add_nvm_arguments,
+    check_nvm_arguments,
+    describe_start,
+    start_firmware,
 )
 from bms.cli.pack_args import (
     add_config_argument,
@@ -27,6 +34,7 @@ from bms.device import Device, Identity
 from bms.durations import parse_duration_s
 from bms.firmware import Firmware
 from bms.mqtt_bridge import MqttBridge
+from bms.persistence import Keeper
 from bms.validation import Problems
 from hil.loads import resolve_profile
 from hil.pack import SimulatedPack
@@ -45,6 +53,7 @@ def add_parser(sub) -> None:
     add_pack_arguments(p)
     add_config_argument(p)
     add_mqtt_arguments(p, device=True)
+    add_nvm_arguments(p, by_default=False)
     p.add_argument("--duration", default="24h", help="simulated time to run")
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period, seconds of simulated time")
@@ -89,51 +98,77 @@ def _options(args, problems: Problems) -> tuple[float, float | None, float]:
     return duration_s, speed, record_every_s
 
 
-def build(args) -> tuple[SimulatedPack, Firmware, object, RunOptions, MqttBridge | None]:
-    """Everything a run needs, from the parsed arguments; InputError lists every bad one."""
+@dataclass(frozen=True, eq=False)
+class Built:
+    """Everything a run needs."""
+
+    pack: SimulatedPack
+    firmware: Firmware
+    profile: object
+    options: RunOptions
+    bridge: MqttBridge | None
+    keeper: Keeper | None  # the persistent store, with --nvm
+    resumed: str | None  # what the store resumed, in words
+
+
+def build(args) -> Built:
+    """Everything a run needs, from the parsed arguments; InputError lists every bad one.
+    With --nvm the store is opened (and held) last, once everything else is known good."""
     problems = Problems("bms-emu run")
     duration_s, speed, record_every_s = _options(args, problems)
     check_mqtt_arguments(args, problems)
+    check_nvm_arguments(args, problems)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     pc = firmware_config(args, pack)
     injections = parse_injections(args, pack)
     profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
-    firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah, pc.config)
+    started = start_firmware(args, pc)
+    firmware, keeper = started.firmware, started.keeper
     options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
                          record_every_s=record_every_s, injections=injections)
     bridge = None
     if args.mqtt:
         identity = Identity(pack.chem.name, Mode.SIM, args.parallel, pack.capacity_ah,
                             pack.sensors.n_temp)
-        device = Device(firmware, pack.chem, identity, pc.overrides)
+        device = Device(firmware, pack.chem, identity, started.overrides,
+                        on_config_change=keeper.config_written if keeper else None)
         bridge = device_bridge(args, device_session(args), device)
-    return pack, firmware, profile, options, bridge
+    return Built(pack, firmware, profile, options, bridge, keeper, describe_start(started))
 
 
-def publishing(bridge: MqttBridge):
-    """What `run` calls after each step when it publishes to MQTT (in simulated time)."""
+def after_step(bridge: MqttBridge | None, keeper: Keeper | None):
+    """What `run` calls after each step: the store saves (first: what is published has
+    been saved), then MQTT publishes, in simulated time. None when there is neither."""
+    if bridge is None and keeper is None:
+        return None
 
     def on_step(now_s: float, m, act) -> None:
-        bridge.device.observe(m, act)
-        bridge.after_step(now_s, act)
-        bridge.poll(now_s)
+        if keeper is not None:
+            keeper.after_step(now_s, act)
+        if bridge is not None:
+            bridge.device.observe(m, act)
+            bridge.after_step(now_s, act)
+            bridge.poll(now_s)
 
     return on_step
 
 
 def handle(args) -> int:
-    pack, firmware, profile, options, bridge = build(args)
-    if bridge is not None:
-        bridge.session.start()
+    b = build(args)
+    if b.resumed and not (args.quiet or args.json):
+        print(f"bms-emu run: {b.resumed}", file=sys.stderr)
+    if b.bridge is not None:
+        b.bridge.session.start()
     try:
-        return _run_and_report(args, pack, firmware, profile, options, bridge)
+        return _run_and_report(args, b)
     finally:
-        if bridge is not None:
-            bridge.session.stop()
+        if b.bridge is not None:
+            b.bridge.session.stop()
 
 
-def _run_and_report(args, pack, firmware, profile, options, bridge) -> int:
+def _run_and_report(args, b: Built) -> int:
+    pack, firmware, profile, options, bridge = b.pack, b.firmware, b.profile, b.options, b.bridge
     record_path = args.record
     with ExitStack() as stack:
         if args.plot and not record_path:
@@ -144,8 +179,12 @@ def _run_and_report(args, pack, firmware, profile, options, bridge) -> int:
         )
         show_progress = not (args.quiet or args.json) and sys.stderr.isatty()
         progress = stack.enter_context(_progress(options.duration_s)) if show_progress else None
-        result = run(pack, firmware, profile, options, record_to=record_to, progress=progress,
-                     on_step=publishing(bridge) if bridge is not None else None)
+        try:
+            result = run(pack, firmware, profile, options, record_to=record_to,
+                         progress=progress, on_step=after_step(bridge, b.keeper))
+        finally:
+            if b.keeper is not None:
+                b.keeper.close(firmware.last_s or 0.0)
         if record_to is not None:
             record_to.close()
         if args.plot:

@@ -18,6 +18,12 @@ from bms.cli.mqtt_args import (
     device_bridge,
     device_session,
 )
+from bms.cli.nvm_args import (
+    add_nvm_arguments,
+    check_nvm_arguments,
+    describe_start,
+    start_firmware,
+)
 from bms.cli.pack_args import (
     add_config_argument,
     add_pack_arguments,
@@ -27,7 +33,6 @@ from bms.cli.pack_args import (
     parse_injections,
 )
 from bms.device import Device, Identity
-from bms.firmware import Firmware
 from bms.link import DEFAULT_BAUD, Endpoint
 from bms.mqtt_bridge import pack_topic
 from bms.mqtt_link import mqtt_link
@@ -87,6 +92,7 @@ def add_parser(sub) -> None:
     add_pack_arguments(p)
     add_config_argument(p)
     add_mqtt_arguments(p, device=True)
+    add_nvm_arguments(p, by_default=True)
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period (SIM), watchdog period (HIL), seconds")
     add_duration_argument(p)
@@ -100,35 +106,41 @@ def add_parser(sub) -> None:
     p.set_defaults(handler=handle)
 
 
-def build(args) -> Runtime:
+def build(args) -> tuple[Runtime, str | None]:
+    """The runtime, and a line on what its store resumed (None without a store)."""
     problems = Problems("bms-emu serve")
     check_realtime_arguments(args, problems)
     check_mqtt_arguments(args, problems, args.serial)
+    check_nvm_arguments(args, problems)
     if args.serial is None and args.mqtt is None:
         problems.add("--serial/--mqtt", None, "give --serial PORT, --mqtt URL or both")
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     pc = firmware_config(args, pack)
-    firmware = Firmware(pc.chem, pc.n_series, pc.capacity_ah, pc.config)
+    started = start_firmware(args, pc)
+    keeper = started.keeper
     plant = None
     if args.sim:
         profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
         plant = Plant(pack, profile, parse_injections(args, pack))
     identity = Identity(pc.chem.name, Mode.SIM if args.sim else Mode.HIL, args.parallel,
                         pc.capacity_ah, pack.sensors.n_temp)
-    device = Device(firmware, pc.chem, identity, pc.overrides,
-                    inject=plant.inject if plant is not None else None)
+    device = Device(started.firmware, pc.chem, identity, started.overrides,
+                    inject=plant.inject if plant is not None else None,
+                    on_config_change=keeper.config_written if keeper is not None else None)
     session = device_session(args) if args.mqtt else None
     bridge = device_bridge(args, session, device) if session else None
     # The protocol goes on the serial port when there is one, else on the MQTT proto topics.
     link = (args.serial if args.serial else
             mqtt_link(session, pack_topic(session.broker.prefix, args.pack_id),
                       device_side=True, owns_session=False))
-    return Runtime(device, Endpoint(link, args.baud), args.tick, plant, bridge)
+    who = f"protocol on {args.serial}" if args.serial else "protocol on MQTT"
+    runtime = Runtime(device, Endpoint(link, args.baud), args.tick, plant, bridge, keeper, who)
+    return runtime, describe_start(started)
 
 
 def handle(args) -> int:
-    runtime = build(args)
+    runtime, resumed = build(args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s")
     mode = "sim" if args.sim else "hil"
@@ -137,6 +149,8 @@ def handle(args) -> int:
         where.append(f"{runtime.bridge.session.broker.describe()}/{args.pack_id}")
     print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "
           f"({runtime.device.identity.chemistry}) on {' and '.join(where)}", flush=True)
+    if resumed:
+        print(f"bms-emu serve: {resumed}", flush=True)
     started_s = time.monotonic()
     try:
         run_until_signalled(_serve(runtime, args.duration))

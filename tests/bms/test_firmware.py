@@ -75,7 +75,7 @@ def test_closing_order_negative_then_precharge_then_positive():
         (True, False, True),  # then precharge opens
     ]
     assert bench.fw.state == "RUN" and bench.names() == []
-    assert bench.fw.counters["contactor_cycles"] == 1
+    assert bench.fw.counters.contactor_cycles == 1
 
 
 def test_positive_closes_only_once_the_bus_is_within_the_fraction():
@@ -338,7 +338,7 @@ def test_standby_request_drops_the_limits_at_once():
     assert act.charge_limit_a == 0.0 and act.discharge_limit_a == 0.0
     bench.run(2.0, demand_a=-1.0)
     assert bench.fw.state == "STANDBY"
-    assert bench.fw.counters["opened_under_load"] == 0
+    assert bench.fw.counters.opened_under_load == 0
 
 
 def test_run_soon_after_an_open_waits_for_the_weld_check():
