@@ -34,6 +34,7 @@ from bms.firmware import Firmware
 from bms.presets import NA_NFM, PRESETS
 from bms.validation import InputError
 from tests.fuzz.mutations import huge, mutated, mutated_text, toml_value
+from tests.hil.test_replay import USER_CELL
 
 SOURCE = "fuzz-cell.toml"
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -193,22 +194,13 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chemistry_fuzz")
 
 
-README_TEXT = """name = "my-cell"
-capacity_ah = 3.0
-[limits]
-v_min = 2.0
-v_max = 4.3
-[ocv]
-soc_pct = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
-voltage_v = [2.0, 2.3, 2.7, 2.8, 2.9, 3.05, 3.2, 3.45, 3.6, 3.85, 4.1]
-"""
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(content=st.one_of(st.text(max_size=200), mutated_text(README_TEXT, 6),
-                         mutated(README_TEXT.encode()), st.binary(max_size=60)))
-@example(content=README_TEXT)
-@example(content=README_TEXT + "nominal_v = 0x" + "f" * 5000 + "\n")
+@given(content=st.one_of(st.text(max_size=200), mutated_text(USER_CELL, 6),
+                         mutated(USER_CELL.encode()), st.binary(max_size=60)))
+@example(content=USER_CELL)
+@example(content=USER_CELL + "nominal_v = 0x" + "f" * 5000 + "\n")
 def test_any_file_gives_a_chemistry_or_an_error_naming_the_file(folder: Path, content):
     path = folder / "cell.toml"
     if isinstance(content, str):
