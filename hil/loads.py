@@ -9,12 +9,13 @@ the firmware publishes; discharging never exceeds the published discharge limit.
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bms.validation import InputError, Problems, read_csv_rows
+from bms.validation import InputError, Problems, read_csv_lines
 
 DAY_S = 86400.0
 
@@ -95,15 +96,15 @@ def load_csv_profile(path: str | Path) -> StepProfile:
     """Reads `time_s,current_a` or `time_s,power_w`; errors name the line and the value."""
     path = Path(path)
     problems = Problems(str(path))
-    rows = read_csv_rows(path)
-    header = [h.strip() for h in rows[0]] if rows else []
+    rows = read_csv_lines(path)
+    header = [h.strip() for h in rows[0][1]] if rows else []
     if len(header) != 2 or header[0] != "time_s" or header[1] not in ("current_a", "power_w"):
         problems.add("line 1 (header)", ",".join(header),
                      "must be 'time_s,current_a' or 'time_s,power_w'")
         problems.raise_if_any()
     times: list[float] = []
     values: list[float] = []
-    for line_no, row in enumerate(rows[1:], start=2):
+    for line_no, row in rows[1:]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != 2:
@@ -112,7 +113,9 @@ def load_csv_profile(path: str | Path) -> StepProfile:
         try:
             t_s, value = float(row[0]), float(row[1])
         except ValueError:
-            problems.add(f"line {line_no}", ",".join(row), "both columns must be numbers")
+            t_s = value = math.nan
+        if not (math.isfinite(t_s) and math.isfinite(value)):
+            problems.add(f"line {line_no}", ",".join(row), "both columns must be finite numbers")
             continue
         if times and t_s <= times[-1]:
             problems.add(f"line {line_no} time_s", t_s,

@@ -112,9 +112,13 @@ def test_csv_power_profile_has_watts(tmp_path):
         ("time_s,current_a\n0,1\n20,2\n5,3\n", "line 4 time_s", "5.0"),
         ("time_s,current_a\n0,1,2\n", "line 2", "0,1,2"),
         ("time_s,current_a\n0,1\n7\n", "line 3", "7"),
+        ("time_s,current_a\n0,1\n5,nan\n", "line 3", "5,nan"),
+        ("time_s,current_a\n0,1\ninf,2\n", "line 3", "inf,2"),
+        # a quoted cell over two lines: later rows keep the file's own line numbers
+        ('time_s,current_a\n"0",1\n"5\n",2\n9,x\n', "line 5", "9,x"),
     ],
     ids=["header-name", "header-unit", "non-numeric", "repeated-time", "time-goes-back",
-         "three-columns", "one-column"],
+         "three-columns", "one-column", "nan", "inf", "multi-line-cell"],
 )
 def test_csv_bad_input_names_the_line(tmp_path, text, where, value):
     """Each bad line raises InputError naming the file, the line number and the value."""
