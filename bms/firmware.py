@@ -369,8 +369,8 @@ class Firmware:
             self._enter("STANDBY", now_s)
             return
         elapsed_s = now_s - self.phase_since_s
-        if self.contactors == OPEN:  # waiting to retry
-            if elapsed_s >= cfg.retry_wait_s:
+        if self.contactors == OPEN:  # waiting to retry; as from STANDBY, not with a FAULT due
+            if elapsed_s >= cfg.retry_wait_s and not self.protection.fault_pending():
                 self.contactors = NEGATIVE
                 self.phase_since_s = now_s
             return
@@ -513,6 +513,10 @@ class Firmware:
     def _actuation(self, events: list[FaultEvent], mask: np.ndarray) -> Actuation:
         if self.state != "RUN" or self.fault_active:
             self.charge_limit_a = self.discharge_limit_a = 0.0
+        else:  # never above the maximum in force: one lowered since the last measurement
+            lc = self.cfg.limits  # (a step without one leaves the limits alone) binds now
+            self.charge_limit_a = min(self.charge_limit_a, lc.max_charge_a)
+            self.discharge_limit_a = min(self.discharge_limit_a, lc.max_discharge_a)
         bitmap = self.protection.active_bitmap()
         for name in self.event_faults:
             bitmap |= 1 << FAULT_CODES[name]

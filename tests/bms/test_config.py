@@ -176,6 +176,19 @@ def test_a_bound_as_shown_in_its_message_is_accepted():
     assert row(cfg, "PACK_OVERVOLTAGE", "FAULT").threshold == 12.3
 
 
+@pytest.mark.parametrize(("text", "where"), [
+    ("[limits]\nmax_charge_a = -1e-10", "limits.max_charge_a"),
+    ("[limits]\nalarm_fraction = -1e-12", "limits.alarm_fraction"),
+    ("[protection.CELL_OVERVOLTAGE.FAULT]\ndebounce_s = -1e-12",
+     "protection.CELL_OVERVOLTAGE.FAULT.debounce_s"),
+])
+def test_a_bound_of_zero_is_exact(text, where):
+    """The rounding slack is relative to the bound: at 0 there is none, or a maximum
+    current of -1e-10 A passed and the firmware published a negative limit."""
+    (problem,) = problems_of(text)
+    assert problem.startswith(f"{where} = ")
+
+
 # --- each bad key, named -------------------------------------------------------------------
 
 BAD = [

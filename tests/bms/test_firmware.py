@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bms.config import TEMP_PLAUSIBLE_C
 from bms.firmware import Firmware
 from bms.presets import PRESETS
-from bms.signals import Measurement
+from bms.signals import OPEN, Measurement
 from hil.injections import apply_injection, parse_injection
 from hil.loads import Demand
 from hil.pack import PackSpec, SimulatedPack, SpreadSpec
@@ -383,3 +384,83 @@ def test_an_alarm_stops_balancing():
     bench.fw.protection._summarise()
     bench.run(1.0)
     assert not bench.pack.balancing.any()
+
+
+def _held(bench: Bench, temps_at, seconds: float) -> list:
+    """The firmware stepped on the pack's present cell readings with the temperatures
+    `temps_at(k)` at tick k, for `seconds` and one tick more."""
+    m = bench.pack.measure()
+    acts = []
+    for k in range(round(seconds / TICK_S) + 1):
+        t = Measurement(m.cell_voltage_v, temps_at(k), m.current_a, m.bus_voltage_v,
+                        m.contactors)
+        acts.append(bench.fw.step(t, bench.now_s + k * TICK_S))
+    return acts
+
+
+def _raised_faults(acts) -> list[str]:
+    return [e.name for a in acts for e in a.events if e.action == "raised" and e.level == "FAULT"]
+
+
+@pytest.mark.parametrize(("reading_c", "fault"), [(TEMP_PLAUSIBLE_C[1], "DISCHARGE_OVERTEMP"),
+                                                  (TEMP_PLAUSIBLE_C[0], "DISCHARGE_UNDERTEMP")])
+def test_a_temperature_on_the_edge_of_plausible_is_a_reading(reading_c, fault):
+    """The TEMP_SENSOR_FAULT rows trip beyond the plausible window, not on its edge; a
+    reading of exactly 125 °C (or -55 °C) was also left out of the temperatures as
+    implausible, so it tripped nothing, and the pack ran on."""
+    bench = Bench()
+    bench.run(10.0)
+    debounce_s = 5.0
+    acts = _held(bench, lambda k: np.full(bench.pack.sensors.n_temp, reading_c), debounce_s)
+    assert acts[-2].contactors.main_closed  # 4.9 s: not yet
+    assert acts[-1].contactors == OPEN and acts[-1].state == "FAULT"  # 5.0 s: open
+    assert _raised_faults(acts) == [fault]
+
+
+@pytest.mark.parametrize("dropout_c", [np.nan, 150.0, -60.0])
+def test_a_hot_sensor_dropping_every_other_reading_still_trips_overtemperature(dropout_c):
+    """A loose wire on a sensor at 90 °C: every other reading unreadable, or an open or
+    shorted NTC's. Each implausible reading used to drop the sensor (so the over-temperature
+    debounce restarted) and each good one restarted the sensor-fault debounce: nothing ever
+    tripped. The sensor now stands at its last plausible reading."""
+    bench = Bench()
+    bench.run(10.0)
+
+    def temps(k: int) -> np.ndarray:
+        t = np.full(bench.pack.sensors.n_temp, 25.0)
+        t[0] = dropout_c if k % 2 else 90.0
+        return t
+
+    acts = _held(bench, temps, 5.0)
+    assert acts[-2].contactors.main_closed
+    assert acts[-1].contactors == OPEN and acts[-1].state == "FAULT"
+    assert _raised_faults(acts) == ["DISCHARGE_OVERTEMP"]
+
+
+def test_a_precharge_retry_waits_while_a_fault_is_due():
+    """A retry, like the first attempt from STANDBY, closes nothing while a FAULT row is over
+    its threshold and debouncing: the negative contactor closed on a cell over the
+    over-voltage FAULT threshold, to open again when the row tripped."""
+    bench = Bench()
+    bench.pack.power_path.precharge_open = True
+    cfg = bench.fw.cfg.precharge
+    bench.run(cfg.timeout_s + 1.0)
+    assert bench.fw.state == "PRECHARGE" and bench.fw.contactors == OPEN  # first one failed
+    retry_at_s = bench.fw.phase_since_s + cfg.retry_wait_s
+    while bench.now_s < retry_at_s - 0.5:
+        bench.tick()
+    (row,) = [r for r in bench.fw.cfg.protection if (r.fault, r.level) == (
+        "CELL_OVERVOLTAGE", "FAULT")]
+    over_v = row.threshold + 0.005
+    acts = []
+    for _ in range(15):  # 1.5 s: past the retry, short of the 2 s debounce
+        m = bench.pack.measure()
+        v = m.cell_voltage_v.copy()
+        v[0] = over_v
+        acts.append(bench.fw.step(Measurement(v, m.temperature_c, m.current_a,
+                                              m.bus_voltage_v, m.contactors), bench.now_s))
+        bench.pack.actuate(acts[-1])
+        bench.pack.advance(Demand(0.0, "a"))
+        bench.k += 1
+    assert bench.now_s > retry_at_s and bench.fw.protection.fault_pending()
+    assert all(a.contactors == OPEN for a in acts)

@@ -302,6 +302,21 @@ def test_a_lowered_max_charge_lowers_the_published_limit_on_the_next_step():
     assert act.discharge_limit_a > 0.5 * bench.fw.cfg.limits.max_discharge_a
 
 
+def test_a_lowered_maximum_binds_on_a_step_without_a_measurement():
+    """A step with no measurement (a silent rig, up to the timeout) leaves the limits as
+    they were; above a maximum lowered since, they were published over it."""
+    bench = Bench()
+    act = bench.run(30.0)
+    lc = bench.fw.cfg.limits
+    assert act.state == "RUN" and act.charge_limit_a > 0.5 * lc.max_charge_a
+    reconfigure(bench, {"limits.max_charge_a": 0.25 * lc.max_charge_a,
+                        "limits.max_discharge_a": 0.25 * lc.max_discharge_a})
+    act = bench.tick(measurement=False)
+    assert act.state == "RUN"
+    assert act.charge_limit_a == bench.fw.cfg.limits.max_charge_a
+    assert act.discharge_limit_a == bench.fw.cfg.limits.max_discharge_a
+
+
 def test_a_shrunk_fault_log_keeps_its_newest_entries():
     bench = Bench()
     bench.run(1.0)
