@@ -190,6 +190,7 @@ class _Pack(NamedTuple):
 
 
 POSITIVE = Bound(0.0, None, low_open=True)
+MAX_MEASUREMENT_TIMEOUT_S = 10.0
 NON_NEGATIVE = Bound(0.0)
 FRACTION = Bound(0.0, 1.0)
 
@@ -212,7 +213,10 @@ def _max_current(p: _Pack, c_rate: float, what: str) -> Bound:
 
 # (section, field) -> the allowed values (a Bound for numbers, a tuple for words).
 FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] = {
-    ("", "measurement_timeout_s"): lambda p: POSITIVE,
+    # A longer timeout would leave the contactors closed on a rig that has gone silent.
+    ("", "measurement_timeout_s"): lambda p: Bound(0.0, MAX_MEASUREMENT_TIMEOUT_S,
+                                                   low_open=True,
+                                                   why="a silent rig must open the contactors"),
     ("", "rest_current_a"): lambda p: NON_NEGATIVE,
     # The protocol's fault log page counts entries in 16 bits.
     ("", "fault_log_size"): lambda p: Bound(1, 65535, why="what the protocol's fault log "
