@@ -15,6 +15,16 @@ from tests.mqtt_broker import Broker, require_mosquitto
 BrokerFactory = Callable[..., Broker]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def session_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """$XDG_DATA_HOME for the whole run, so that processes a module-scoped fixture starts
+    (before any test's own directory exists) keep away from the user's too."""
+    path = tmp_path_factory.mktemp("session-data")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def own_data_dir(tmp_path_factory: pytest.TempPathFactory,
                  monkeypatch: pytest.MonkeyPatch) -> Path:
