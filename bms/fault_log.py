@@ -8,6 +8,7 @@ start (`restore`).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bms.signals import FaultEvent
@@ -22,6 +23,14 @@ class LogEntry:
         return {**self.event.as_dict(), "snapshot": self.snapshot}
 
 
+def newer_than(entries: Sequence[LogEntry], recorded: int, seen: int) -> Sequence[LogEntry]:
+    """Of the newest `entries` of a log that has `recorded` entries in all, those after
+    the first `seen` (what a store has not saved yet; only those still held)."""
+    if seen >= recorded:
+        return entries[:0]
+    return entries[max(seen - recorded, -len(entries)):]
+
+
 class FaultLog:
     def __init__(self, size: int):
         self.entries: deque[LogEntry] = deque(maxlen=size)
@@ -33,11 +42,6 @@ class FaultLog:
             self.dropped += 1
         self.entries.append(LogEntry(event, snapshot))
         self.recorded += 1
-
-    def since(self, recorded: int) -> list[LogEntry]:
-        """The entries recorded after the first `recorded` (those still held)."""
-        return list(self.entries)[max(recorded - self.recorded, -len(self.entries)):] if (
-            recorded < self.recorded) else []
 
     def restore(self, entries: list[LogEntry], dropped: int, recorded: int) -> None:
         """The log as a store kept it: the newest entries that fit, and the counts."""

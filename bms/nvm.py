@@ -29,7 +29,7 @@ import numpy as np
 
 from bms import __version__
 from bms.counters import Counters
-from bms.fault_log import LogEntry
+from bms.fault_log import LogEntry, newer_than
 from bms.retained import Retained
 from bms.signals import FaultEvent
 from bms.validation import InputError
@@ -198,8 +198,7 @@ class NvmStore:
              log_size: int) -> None:
         """One transaction: the retained state, the fault log entries recorded since the
         last save (the oldest beyond `log_size` pruned)."""
-        new = kept.log[max(self.log_saved - kept.log_recorded, -len(kept.log)):] if (
-            self.log_saved < kept.log_recorded) else ()
+        new = newer_than(kept.log, kept.log_recorded, self.log_saved)
         first = kept.log_recorded - len(new)
         with self._transaction():
             self.db.execute(
