@@ -33,7 +33,7 @@ mosquitto:
 
 test: $(VENV)/.test-extras mosquitto
 	$(BIN)/ruff check bms protocol hil tests benchmarks
-	$(BIN)/pytest -q --durations=8
+	$(BIN)/pytest -q -n auto --dist worksteal --durations=8
 
 bench: $(BIN)/bms-emu
 	$(BIN)/python benchmarks/headless_rtf.py

@@ -11,6 +11,7 @@ import csv
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 
 class InputError(ValueError):
@@ -75,22 +76,34 @@ def read_toml(path: str | Path) -> dict:
 
 def read_csv_rows(path: str | Path) -> list[list[str]]:
     """A CSV file's rows; InputError naming the file when it cannot be read."""
-    return [row for _, row in read_csv_lines(path)]
+    return [row.cells for row in read_csv_lines(path)]
 
 
-def read_csv_lines(path: str | Path) -> list[tuple[int, list[str]]]:
-    """A CSV file's rows, each with the line it starts on (a quoted cell may hold line
-    breaks, so rows and lines differ); InputError naming the file when it cannot be read."""
+class CsvRow(NamedTuple):
+    """One row of a CSV file: the line it starts on, its cells, and its text as written
+    (a quoted cell may hold commas and line breaks, so an error quotes `text`, not the
+    cells joined again)."""
+
+    line: int
+    cells: list[str]
+    text: str
+
+
+def read_csv_lines(path: str | Path) -> list[CsvRow]:
+    """A CSV file's rows, each with the line it starts on and its text as written;
+    InputError naming the file when it cannot be read."""
     path = Path(path)
     try:
         # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
         with path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
-            rows, line = [], 1
-            for row in reader:
-                rows.append((line, row))
-                line = reader.line_num + 1
-            return rows
+            lines = f.readlines()  # split where the csv reader splits: \n, \r\n or \r
+        reader = csv.reader(lines)
+        rows, line = [], 1
+        for cells in reader:
+            text = "".join(lines[line - 1:reader.line_num]).rstrip("\r\n")
+            rows.append(CsvRow(line, cells, text))
+            line = reader.line_num + 1
+        return rows
     except OSError as exc:
         raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
     except (UnicodeDecodeError, csv.Error) as exc:

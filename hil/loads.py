@@ -97,25 +97,25 @@ def load_csv_profile(path: str | Path) -> StepProfile:
     path = Path(path)
     problems = Problems(str(path))
     rows = read_csv_lines(path)
-    header = [h.strip() for h in rows[0][1]] if rows else []
+    header = [h.strip() for h in rows[0].cells] if rows else []
     if len(header) != 2 or header[0] != "time_s" or header[1] not in ("current_a", "power_w"):
-        problems.add("line 1 (header)", ",".join(header),
+        problems.add("line 1 (header)", rows[0].text if rows else "",
                      "must be 'time_s,current_a' or 'time_s,power_w'")
         problems.raise_if_any()
     times: list[float] = []
     values: list[float] = []
-    for line_no, row in rows[1:]:
+    for line_no, row, text in rows[1:]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != 2:
-            problems.add(f"line {line_no}", ",".join(row), "must have exactly 2 columns")
+            problems.add(f"line {line_no}", text, "must have exactly 2 columns")
             continue
         try:
             t_s, value = float(row[0]), float(row[1])
         except ValueError:
             t_s = value = math.nan
         if not (math.isfinite(t_s) and math.isfinite(value)):
-            problems.add(f"line {line_no}", ",".join(row), "both columns must be finite numbers")
+            problems.add(f"line {line_no}", text, "both columns must be finite numbers")
             continue
         if times and t_s <= times[-1]:
             problems.add(f"line {line_no} time_s", t_s,

@@ -81,8 +81,8 @@ def _numbered_columns(header: list[str], prefix: str) -> list[int]:
 def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     """Reads and checks a measurement CSV; InputError lists every problem with its line."""
     source = str(path)
-    numbered = read_csv_lines(path)  # (line the row starts on, row)
-    rows = [row for _, row in numbered]
+    numbered = read_csv_lines(path)
+    rows = [row.cells for row in numbered]
     problems = Problems(source)
     header = [h.strip() for h in rows[0]] if rows else []
     twice = sorted({h for h in header if header.count(h) > 1 and h})
@@ -90,7 +90,7 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
         problems.add("line 1 (header)", twice[0], "a column name appears more than once")
     missing = [c for c in ("time_s", "current_a", "v1") if c not in header]
     if missing:
-        problems.add("line 1 (header)", ",".join(header)[:80],
+        problems.add("line 1 (header)", numbered[0].text[:80] if numbered else "",
                      f"missing column(s) {', '.join(missing)}; need time_s, current_a, "
                      "v1..vN and optionally t1..tM")
         problems.raise_if_any()
@@ -118,11 +118,11 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     def bad(line_no: int, column: str, value: object, why: str) -> None:
         found.append(f"line {line_no}, column {column} = {value!r}: {why}")
 
-    for line_no, row in numbered[1:]:
+    for line_no, row, text in numbered[1:]:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            bad(line_no, "-", ",".join(row)[:60],
+            bad(line_no, "-", text[:60],
                 f"has {len(row)} columns, the header has {len(header)}")
             continue
         values = []

@@ -94,14 +94,15 @@ def test_hil_streaming_quick_loses_nothing():
 
 
 def test_soak_quick_loses_nothing_and_publishes():
-    """60 s of `serve --hil` at a 10 ms tick, driven by `rig` over a pty pair, publishing to
-    Mosquitto. Jitter, overruns and memory growth are printed, not asserted: on a shared
-    machine they measure the neighbours as much as the emulator."""
+    """15 s of `serve --hil` at a 10 ms tick (the hour is the benchmark itself), driven by
+    `rig` over a pty pair, publishing to Mosquitto. Jitter, overruns and memory growth are
+    printed, not asserted: on a shared machine they measure the neighbours as much as the
+    emulator."""
     require_mosquitto()
     out = quick("soak.py")
     print(json.dumps(out))
     assert out["benchmark"] == "soak"
-    assert (out["seconds"], out["tick_s"]) == (60, 0.01)
+    assert (out["seconds"], out["tick_s"]) == (15, 0.01)
     assert out["emulator_exit"] == 0 and out["rig_exit"] == 0
     frames = out["frames"]
     assert frames["sent"] > 0 and frames["answered"] > 0

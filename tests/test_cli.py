@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bms.cli.main import build_parser, main
+from bms.firmware import Firmware
+from bms.presets import PRESETS
+from hil.loads import datacenter
+from hil.pack import PackSpec, SimulatedPack
+from hil.runner import RunOptions, run, summary
 
 SHORT = ["--duration", "5m", "--series", "4"]
 
@@ -63,16 +69,30 @@ def test_run_json_summary_has_the_documented_fields(capsys):
     assert d["events"] == []
 
 
-def test_default_run_completes_a_simulated_day(capsys):
-    """`bms-emu run` with no options: a day of the 16S na-nfm pack on the datacenter profile."""
-    d = run_json(capsys)
-    assert d["sim_s"] == 86400.0
-    assert (d["series"], d["chemistry"]) == (16, "na-nfm")
-    # The outage and the peak shaving take energy out, the charger puts it back.
-    assert d["energy_out_wh"] > 0.5 * 16 * 3.0 * 1.5 * (2.0 / 6 + 0.2 * 2)
+def datacenter_hours(start_h: float, end_h: float) -> dict:
+    """What `bms-emu run` does with no options (the 16S na-nfm pack on the datacenter day),
+    from hour `start_h` to `end_h` of the day: the whole day is `benchmarks/headless_rtf.py
+    --duration-s 86400`; the tests take its two working windows, each a few hours."""
+    pack = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=16, initial_soc=0.9), 0.1)
+    profile = datacenter(pack.energy_wh)
+    shifted = replace(profile, times_s=tuple(t - start_h * 3600.0 for t in profile.times_s))
+    firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
+    result = run(pack, firmware, shifted, RunOptions(duration_s=(end_h - start_h) * 3600.0))
+    return summary(result, pack)
+
+
+@pytest.mark.parametrize(("start_h", "end_h", "drawn_fraction"),
+                         [(8.9, 10.5, 2.0 / 6), (16.9, 20.9, 0.2 * 2)])
+def test_the_datacenter_day_windows_take_energy_out_and_the_charger_puts_it_back(
+        start_h, end_h, drawn_fraction):
+    """The outage (9:00, 10 min at 2 P/E) and the peak shaving (17:00-19:00 at 0.2 P/E) take
+    energy out; the recharge after each puts it back and leaves the pack running and full."""
+    d = datacenter_hours(start_h, end_h)
+    assert d["energy_out_wh"] > 0.5 * 16 * 3.0 * 1.5 * drawn_fraction
     assert d["energy_in_wh"] > d["energy_out_wh"]
     assert d["final"]["state"] == "RUN"
     assert d["final"]["soc_true_pct"] > 85.0
+    assert d["events"] == []
 
 
 def test_constant_current_discharge_moves_soc_by_coulombs(capsys):
