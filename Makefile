@@ -32,7 +32,8 @@ mosquitto:
 	    "run: apt-get install mosquitto mosquitto-clients (as root)" >&2; exit 1; }
 
 test: $(VENV)/.test-extras mosquitto
-	$(BIN)/ruff check bms protocol hil tests benchmarks
+	$(BIN)/ruff check bms bms_emu protocol hil tests benchmarks
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/pytest -q -n auto --dist worksteal --durations=8
 
 bench: $(BIN)/bms-emu

@@ -1,5 +1,5 @@
 """Balancing speed: a 16S na-nfm pack at rest with a seeded ~5-point SoC spread, balanced
-by `bms.balancing.Balancer` in `soc` mode and in `voltage` mode. Prints one JSON line.
+by `bms.core.balancing.Balancer` in `soc` mode and in `voltage` mode. Prints one JSON line.
 
     .venv/bin/python benchmarks/balancing.py [--series 16] [--spread-pct 5] [--tick-s 1]
 
@@ -26,10 +26,10 @@ from dataclasses import replace
 
 import numpy as np
 
-from bms.balancing import SOC_PER_MV, Balancer
-from bms.config import BalancingConfig, default_config
-from bms.presets import PRESETS
-from bms.signals import Actuation, Contactors
+from bms.core.balancing import SOC_PER_MV, Balancer
+from bms.core.signals import Actuation, Contactors
+from bms.data.config import BalancingConfig, default_config
+from bms.data.presets import PRESETS
 from hil.loads import Demand
 from hil.pack import PackSpec, SimulatedPack, SpreadSpec
 

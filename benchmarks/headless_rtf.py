@@ -13,8 +13,8 @@ import json
 import platform
 from dataclasses import replace
 
-from bms.firmware import Firmware
-from bms.presets import PRESETS
+from bms.core.firmware import Firmware
+from bms.data.presets import PRESETS
 from hil.loads import datacenter
 from hil.pack import PackSpec, SimulatedPack
 from hil.runner import RunOptions, RunResult, run

@@ -41,11 +41,11 @@ from collections import Counter
 import numpy as np
 from pty_roundtrip import BITS_PER_BYTE, Emulator, PtyLink, connect, percentile_ms
 
-from bms.client import Refused
-from bms.faults import names_in
-from bms.link import DEFAULT_BAUD
-from bms.presets import PRESETS
-from bms.views import state_name
+from bms.data.faults import names_in
+from bms.data.presets import PRESETS
+from bms.host.views import state_name
+from bms.links.client import Refused
+from bms.links.serial_link import DEFAULT_BAUD
 from protocol import messages as pm
 
 CELLS_PER_TEMP_SENSOR = 4

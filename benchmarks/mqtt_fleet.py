@@ -55,8 +55,8 @@ from pathlib import Path
 import aiomqtt
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.mqtt_broker
-from tests.mqtt_broker import Broker, BrokerError  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.support.mqtt_broker
+from tests.support.mqtt_broker import Broker, BrokerError  # noqa: E402
 
 PREFIX = "bench"
 PACK_PREFIX = "pack"
@@ -220,7 +220,7 @@ class CpuSampler:
 
 
 def fleet_command(n: int, url: str, a) -> list[str]:
-    return [sys.executable, "-m", "bms.cli.main", "fleet", "--packs", str(n),
+    return [sys.executable, "-m", "bms_emu.main", "fleet", "--packs", str(n),
             "--series", str(a.series), "--cells-per-temp-sensor", "4",
             "--state-period", "1", "--arrays-period", "1", "--duration", str(a.seconds),
             "--speed", "1", "--mqtt", url, "--pack-prefix", PACK_PREFIX, "--json",

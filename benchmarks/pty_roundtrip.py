@@ -1,5 +1,5 @@
 """Request round trip over a real pseudo-terminal pair: `bms-emu serve --sim` in a child
-process on one end, a `bms.client.Client` in this process on the other. Prints one JSON
+process on one end, a `bms.links.client.Client` in this process on the other. Prints one JSON
 line.
 
     .venv/bin/python benchmarks/pty_roundtrip.py [--requests 2000] [--series 16,416]
@@ -41,15 +41,15 @@ from pathlib import Path
 
 import numpy as np
 
-from bms.client import Client
-from bms.link import DEFAULT_BAUD
+from bms.links.client import Client
+from bms.links.serial_link import DEFAULT_BAUD
 from hil.pty_pair import PtyPair
 from protocol import messages as pm
 from protocol.codec import Frame, encode
 from protocol.framing import Flags
 
 REPO = Path(__file__).resolve().parents[1]
-BMS_EMU = (sys.executable, "-m", "bms.cli.main")
+BMS_EMU = (sys.executable, "-m", "bms_emu.main")
 BITS_PER_BYTE = 10  # 8N1: start bit, 8 data bits, stop bit
 GOAL_MEDIAN_OVER_WIRE = 2.0
 PTY_NOTE = ("a pty does not pace bytes at the baud rate: wire_ms is computed from the frame "

@@ -23,7 +23,7 @@ Figures (what "jitter" means here):
 
 - jitter: the emulator's tick loop lateness, each tick's wake time minus the time it fell
   due (k x tick after its start), p50 / p99 / max over the emulator's whole run; the
-  percentiles are bin edges, at most 10 µs high (`bms.timing`). It is what a step or a
+  percentiles are bin edges, at most 10 µs high (`bms.runtime.timing`). It is what a step or a
   telemetry message waits beyond its due time: the event loop's own delay (frames being
   handled, the MQTT thread holding the GIL, the OS scheduler) included.
 - overruns: the emulator's ticks whose work ended after the next tick fell due, plus ticks
@@ -69,9 +69,9 @@ import aiomqtt
 from mqtt_fleet import BrokerError, QuietBroker, proc_cpu_s
 from pty_roundtrip import BMS_EMU, REPO, Emulator, PtyLink, stop_process
 
-from bms.cli.lifetime import run_until_signalled
-from bms.pacing import ticks
-from bms.timing import TickStats
+from bms.runtime.pacing import ticks
+from bms.runtime.timing import TickStats
+from bms_emu.lifetime import run_until_signalled
 
 PREFIX = "bench"
 PACK_ID = "soak"

@@ -33,9 +33,9 @@ import math
 
 import numpy as np
 
-from bms.chemistry import Chemistry, parse_profile
-from bms.firmware import Firmware
-from bms.presets import PRESETS
+from bms.core.firmware import Firmware
+from bms.data.chemistry import Chemistry, parse_profile
+from bms.data.presets import PRESETS
 from hil.loads import datacenter, pulses
 from hil.pack import PackSpec, SimulatedPack
 from hil.sensors import SensorSpec

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bms.chemistry import BELOW_EMPTY_SOC, Chemistry
+from bms.data.chemistry import BELOW_EMPTY_SOC, Chemistry
 
 OCV_SLOPE_STEP = 2e-3  # SoC step of the secant that linearises the OCV between slow steps
 # ECM parameters are re-read every this many slow steps: resistance moves by about 1 %

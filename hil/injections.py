@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bms.durations import parse_duration_s
-from bms.validation import Problems
+from bms.data.durations import parse_duration_s
+from bms.data.validation import Problems
 from hil.sensors import OpenWire
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bms.validation import InputError, Problems, read_csv_lines
+from bms.data.validation import InputError, Problems, read_csv_lines
 
 DAY_S = 86400.0
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bms.chemistry import Chemistry
-from bms.estimator import pack_soc
-from bms.signals import Actuation, Measurement
+from bms.core.estimator import pack_soc
+from bms.core.signals import Actuation, Measurement
+from bms.data.chemistry import Chemistry
 from hil.cells import CellArray
 from hil.loads import Demand, pack_current_a
 from hil.power_path import PowerPath, PowerPathSpec
@@ -167,7 +167,7 @@ class SimulatedPack:
 
     @property
     def true_pack_soc(self) -> float:
-        """The pack's SoC by the firmware's rule (`bms.estimator.pack_soc`), from the truth."""
+        """The pack's SoC by the firmware's rule (`bms.core.estimator.pack_soc`), from the truth."""
         return pack_soc(self.true_soc, self.true_capacity_ah)
 
     @property

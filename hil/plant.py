@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bms.signals import Actuation, Measurement
+from bms.core.signals import Actuation, Measurement
 from hil.injections import Injection, apply_injection, parse_injection, schedule
 from hil.loads import StepProfile
 from hil.pack import SimulatedPack

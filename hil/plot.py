@@ -10,9 +10,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bms.faults import names_in  # noqa: E402
-from bms.signals import STATES  # noqa: E402
-from bms.validation import InputError, read_csv_rows  # noqa: E402
+from bms.core.signals import STATES  # noqa: E402
+from bms.data.faults import names_in  # noqa: E402
+from bms.data.validation import InputError, read_csv_rows  # noqa: E402
 from hil.recorder import SUMMARY_COLUMNS  # noqa: E402
 
 MAX_CELL_LINES = 32  # draw each cell's voltage when there are at most this many

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from bms.signals import OPEN, Contactors
+from bms.core.signals import OPEN, Contactors
 
 
 @dataclass(frozen=True)

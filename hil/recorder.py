@@ -15,7 +15,7 @@ from typing import TextIO
 
 import numpy as np
 
-from bms.signals import Actuation, Measurement
+from bms.core.signals import Actuation, Measurement
 from hil.pack import SimulatedPack
 
 SUMMARY_COLUMNS = (

@@ -33,12 +33,12 @@ from typing import TextIO
 
 import numpy as np
 
-from bms.chemistry import Chemistry
-from bms.config import TEMP_PLAUSIBLE_C, FirmwareConfig
-from bms.faults import names_in
-from bms.firmware import Firmware
-from bms.signals import OPEN, Actuation, Measurement
-from bms.validation import Problems, read_csv_lines
+from bms.core.firmware import Firmware
+from bms.core.signals import OPEN, Actuation, Measurement
+from bms.data.chemistry import Chemistry
+from bms.data.config import TEMP_PLAUSIBLE_C, FirmwareConfig
+from bms.data.faults import names_in
+from bms.data.validation import Problems, read_csv_lines
 from hil.recorder import mask_from_hex
 
 DEFAULT_TEMPERATURE_C = 25.0

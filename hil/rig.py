@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bms.client import Client, Refused
-from bms.device import contactor_bits, contactors_of
-from bms.faults import names_in
-from bms.pacing import ticks
-from bms.signals import OPEN, Actuation
-from bms.timing import Histogram, TickStats
-from bms.views import state_name
+from bms.core.signals import OPEN, Actuation
+from bms.data.faults import names_in
+from bms.host.device import contactor_bits, contactors_of
+from bms.host.views import state_name
+from bms.links.client import Client, Refused
+from bms.runtime.pacing import ticks
+from bms.runtime.timing import Histogram, TickStats
 from hil.plant import Plant
 from protocol import messages as pm
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
-from bms.signals import Actuation, FaultEvent, Measurement
+from bms.core.signals import Actuation, FaultEvent, Measurement
 from hil.injections import Injection, apply_injection, schedule
 from hil.loads import StepProfile
 from hil.pack import SimulatedPack

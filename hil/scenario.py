@@ -14,12 +14,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bms.chemistry import resolve_chemistry
-from bms.cli.pack_args import pack_spec
-from bms.firmware import Firmware
-from bms.signals import Actuation, FaultEvent, Measurement
+from bms.core.firmware import Firmware
+from bms.core.signals import Actuation, FaultEvent, Measurement
+from bms.data.presets import resolve_chemistry
 from hil.loads import Demand, StepProfile
 from hil.pack import SimulatedPack
+from hil.pack_options import pack_spec
 from hil.runner import RunOptions, run
 from hil.scenario_checks import ActiveRow, StepView, Verdict
 from hil.scenario_file import Action, Scenario
@@ -96,7 +96,7 @@ def active_rows(fw: Firmware) -> frozenset[ActiveRow]:
 
 
 def build_pack(sc: Scenario) -> SimulatedPack:
-    """The scenario's pack, by the same code as `run`'s (`bms.cli.pack_args.pack_spec`),
+    """The scenario's pack, by the same code as `run`'s (`hil.pack_options.pack_spec`),
     with the load's faults: limits disregarded, another charge voltage."""
     cls = LimitBlindPack if sc.load.ignore_limits else SimulatedPack
     pack = cls(resolve_chemistry(sc.pack.chemistry), pack_spec(sc.pack), sc.tick_s)

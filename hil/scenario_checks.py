@@ -18,7 +18,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bms.signals import Actuation
+from bms.core.signals import Actuation
 from hil.pack import SimulatedPack
 
 # An active protection row (fault, level, quantity), or a fault raised outside the table

@@ -44,19 +44,18 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bms.chemistry import resolve_chemistry
-from bms.cli.pack_args import add_pack_arguments, build_pack, check_pack_arguments
-from bms.config import LEVELS, QUANTITIES, FirmwareConfig, default_config
-from bms.config_toml import parse_config
-from bms.durations import parse_duration_s
-from bms.faults import FAULT_CODES
-from bms.parameters import ParameterError, apply_changes, catalogue
-from bms.presets import PRESETS
-from bms.signals import HOST_REQUESTS, STATES
-from bms.validation import InputError, Problems, read_toml
+from bms.core.signals import HOST_REQUESTS, STATES
+from bms.data.config import LEVELS, QUANTITIES, FirmwareConfig, default_config
+from bms.data.config_toml import parse_config
+from bms.data.durations import parse_duration_s
+from bms.data.faults import FAULT_CODES
+from bms.data.parameters import ParameterError, apply_changes, catalogue
+from bms.data.presets import PRESETS, resolve_chemistry
+from bms.data.validation import InputError, Problems, read_toml
 from hil.injections import Injection, parse_injection
 from hil.loads import StepProfile, resolve_profile
 from hil.pack import SimulatedPack
+from hil.pack_options import PACK_TABLE, PackOption, build_pack, check_pack_values
 from hil.scenario_checks import (
     BOUND_KEYS,
     Bound,
@@ -77,9 +76,6 @@ TIME_EPS = 1e-9  # in ticks: a time a rounding error past a step still belongs t
 TIMELINE_ACTIONS = ("inject", "request", "config", "rig", "load")
 RIG_WORDS = ("silent", "back")
 CONTACTOR_WORDS = ("open", "closed")
-# The [pack] keys whose CLI option (`run --OPTION`) has another name.
-PACK_RENAMED = {"initial_soc_pct": "initial_soc"}
-PACK_NOT_IN_FILE = ("profile", "inject")  # [load] and [[timeline]] hold these
 FAULT_KEYS = ("fault", "level", "quantity")
 EXPECT_KEYS = ("at", "until", "name", *FAULT_KEYS, "no_fault", "state", "contactors",
                *BOUND_KEYS)
@@ -90,37 +86,10 @@ CHARGE_V_RANGE = (0.5, 10.0)  # a charger's per-cell setpoint, V
 KIND_WORDS = {int: "must be an integer", float: "must be a number", str: "must be a string"}
 
 
-class _Recorder:
-    """Stands in for an argparse parser: records what `add_pack_arguments` declares, so a
-    [pack] table has exactly the options, types and defaults of `run`."""
-
-    def __init__(self) -> None:
-        self.options: dict[str, dict] = {}
-
-    def add_argument(self, flag: str, **kwargs) -> None:
-        self.options[flag] = kwargs
-
-
-def _pack_options() -> dict[str, tuple[str, type, object]]:
-    """[pack] key -> (CLI option, type, default)."""
-    rec = _Recorder()
-    add_pack_arguments(rec)
-    by_dest = {v: k for k, v in PACK_RENAMED.items()}
-    out = {}
-    for flag, kw in rec.options.items():
-        dest = flag.removeprefix("--").replace("-", "_")
-        if dest not in PACK_NOT_IN_FILE:
-            out[by_dest.get(dest, dest)] = (flag, kw.get("type", str), kw.get("default"))
-    return out
-
-
-PACK_OPTIONS = _pack_options()
-
-
 @dataclass(frozen=True)
 class PackSection:
-    """The pack as `run`'s options give it: the attribute names are the CLI's, so the one
-    pack-building code (`bms.cli.pack_args`) takes it as it takes parsed arguments."""
+    """The pack as `run`'s options give it: the attribute names are the options' names, so
+    the one pack-building code (`hil.pack_options`) takes it as it takes parsed arguments."""
 
     chemistry: str
     series: int
@@ -299,34 +268,35 @@ def _local_path(text: str, base_dir: Path) -> str:
 # --- [pack], [load], [config] ----------------------------------------------------------------
 
 
+def _pack_key(option: PackOption) -> str:
+    return f"pack.{option.key}"
+
+
 def _pack(problems: Problems, table: dict, base_dir: Path) -> PackSection | None:
-    _unknown_keys(problems, "pack", table, PACK_OPTIONS)
+    _unknown_keys(problems, "pack", table, PACK_TABLE)
     values: dict[str, object] = {}
     bad_types = False
-    for key, (_, kind, default) in PACK_OPTIONS.items():
-        value = table.get(key, default)
-        if key in table and not _is_kind(value, kind):
-            problems.add(f"pack.{key}", value, KIND_WORDS[kind])
-            value, bad_types = default, True  # the other keys are still checked
-        elif kind is float and value is not None:
+    for key, option in PACK_TABLE.items():
+        value = table.get(key, option.default)
+        if key in table and not _is_kind(value, option.kind):
+            problems.add(f"pack.{key}", value, KIND_WORDS[option.kind])
+            value, bad_types = option.default, True  # the other keys are still checked
+        elif option.kind is float and value is not None:
             value = float(value)
-        values[PACK_RENAMED.get(key, key)] = value
+        values[option.name] = value
     if values["chemistry"] not in PRESETS:
         values["chemistry"] = _local_path(values["chemistry"], base_dir)
     section = PackSection(**values)
-    # The ranges are `run`'s: checked by its own code, reported under this file's keys.
-    flags = Problems("[pack]")
-    check_pack_arguments(section, flags)
-    keys = {flag: f"pack.{key}" for key, (flag, _, _) in PACK_OPTIONS.items()}
-    for item in flags.items:
-        flag, sep, rest = item.partition(" = ")
-        problems.items.append(f"{keys.get(flag, flag)}{sep}{rest}")
+    # The ranges are `run`'s, from the one table of pack options.
+    ranges = Problems("[pack]")
+    check_pack_values(section, ranges, _pack_key)
+    problems.items.extend(ranges.items)
     try:
         resolve_chemistry(section.chemistry)
     except InputError as exc:
         _nested_problems(problems, "pack.chemistry", table.get("chemistry"), exc)
         return None
-    return None if flags.items or bad_types else section
+    return None if ranges.items or bad_types else section
 
 
 def _is_kind(value: object, kind: type) -> bool:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from bms.chemistry import ThermalParams
+from bms.data.chemistry import ThermalParams
 
 
 class ThermalModel:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.mqtt_broker import Broker, require_mosquitto
+from tests.support.mqtt_broker import Broker, require_mosquitto
 
 # Property tests in `make test` and CI draw the same examples every run (derandomize: the
 # seed comes from each test's name), so a run can fail only on a change, never by chance.

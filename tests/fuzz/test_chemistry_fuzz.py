@@ -1,5 +1,5 @@
-"""Fuzzing the cell profile loader (`bms.chemistry`: parse_profile, load_profile,
-resolve_chemistry).
+"""Fuzzing the cell profile loader (`bms.data.chemistry`: parse_profile, load_profile;
+`bms.data.presets.resolve_chemistry`).
 
 A profile with values changed, removed, added, of another type or out of range gives a
 Chemistry that is consistent (finite numbers, ordered windows, an OCV table that rises
@@ -23,16 +23,15 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bms.chemistry import (
+from bms.core.firmware import Firmware
+from bms.data.chemistry import (
     _PROFILE_KEYS,
     Chemistry,
     load_profile,
     parse_profile,
-    resolve_chemistry,
 )
-from bms.firmware import Firmware
-from bms.presets import NA_NFM, PRESETS
-from bms.validation import InputError
+from bms.data.presets import NA_NFM, PRESETS, resolve_chemistry
+from bms.data.validation import InputError
 from tests.fuzz.mutations import huge, mutated, mutated_text, toml_value
 from tests.hil.test_replay import USER_CELL
 

@@ -1,4 +1,4 @@
-"""Fuzzing the firmware configuration loader (`bms.config_toml`).
+"""Fuzzing the firmware configuration loader (`bms.data.config_toml`).
 
 Whatever a file holds — tables of any shape, values of any TOML type, numbers far out of
 range, text that is not TOML or not UTF-8 — the loader returns a FirmwareConfig that the
@@ -18,8 +18,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bms.config import FirmwareConfig, default_config
-from bms.config_toml import (
+from bms.core.firmware import Firmware
+from bms.data.config import FirmwareConfig, default_config
+from bms.data.config_toml import (
     BALANCING_MODES,
     BALANCING_WHEN,
     FIXED_ROW_FIELDS,
@@ -31,11 +32,10 @@ from bms.config_toml import (
     parse_config,
     row_keys,
 )
-from bms.device import VALUE_KINDS
-from bms.firmware import Firmware
-from bms.parameters import catalogue, value_of
-from bms.presets import PRESETS
-from bms.validation import InputError
+from bms.data.parameters import catalogue, value_of
+from bms.data.presets import PRESETS
+from bms.data.validation import InputError
+from bms.host.device import VALUE_KINDS
 from protocol import messages as pm
 from protocol.codec import encode
 from tests.fuzz.mutations import huge, mutated, mutated_text, toml_value

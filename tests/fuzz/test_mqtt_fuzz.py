@@ -1,4 +1,4 @@
-"""Fuzzing the MQTT command handler (`bms.mqtt_commands.handle_command`).
+"""Fuzzing the MQTT command handler (`bms.links.mqtt.commands.handle_command`).
 
 tests/bms/test_mqtt_commands.py already sends any bytes and JSON of any shape. Here: good
 payloads mutated and spliced at the byte level (so the JSON breaks in every way it can),
@@ -15,9 +15,9 @@ import json
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from bms.mqtt_commands import COMMANDS, handle_command
-from bms.parameters import value_of
-from tests.bms.test_mqtt_commands import ALL, PARAMS, make_device, snapshot
+from bms.data.parameters import value_of
+from bms.links.mqtt.commands import COMMANDS, handle_command
+from tests.bms.links.mqtt.test_commands import ALL, PARAMS, make_device, snapshot
 from tests.fuzz.mutations import big_ints, mutated, spliced
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

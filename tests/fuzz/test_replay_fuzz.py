@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from bms.config import TEMP_PLAUSIBLE_C
-from bms.presets import PRESETS
-from bms.validation import InputError
+from bms.data.config import TEMP_PLAUSIBLE_C
+from bms.data.presets import PRESETS
+from bms.data.validation import InputError
 from hil.replay import COVER_MARGIN_V, MAX_CURRENT_A, Trace, read_trace
 from tests.fuzz.mutations import mutated, mutated_text
 

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from bms.chemistry import OcvCurve, separable_ecm
-from bms.presets import PRESETS
-from bms.signals import Actuation, Contactors
+from bms.core.signals import Actuation, Contactors
+from bms.data.chemistry import OcvCurve, separable_ecm
+from bms.data.presets import PRESETS
 from hil.cells import CellArray
 from hil.loads import Demand
 from hil.pack import PackSpec, SimulatedPack, SpreadSpec
@@ -99,7 +99,7 @@ def rest_voltage(cells: CellArray) -> float:
 # --- open-circuit voltage ----------------------------------------------------------
 
 # (preset, SoC at a table point, discharge-branch V, charge-branch V), copied from the
-# tables in bms/presets.py (na-nfm gap 0.08 V at 30 %, 0.02 V above 35 %; na-nvpf 0.012 V).
+# tables in bms/data/presets.py (na-nfm gap 0.08 V at 30 %, 0.02 V above 35 %; na-nvpf 0.012 V).
 TABLE_POINTS = [
     ("na-nfm", 0.3, 2.79, 2.87),
     ("na-nfm", 0.6, 3.22, 3.24),

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bms.presets import PRESETS
-from bms.signals import OPEN, Actuation, Contactors
-from bms.validation import InputError
+from bms.core.signals import OPEN, Actuation, Contactors
+from bms.data.presets import PRESETS
+from bms.data.validation import InputError
 from hil.injections import KINDS, apply_injection, parse_injection
 from hil.loads import Demand
 from hil.pack import PackSpec, SimulatedPack

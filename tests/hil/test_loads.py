@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bms.validation import InputError
+from bms.data.validation import InputError
 from hil.loads import (
     Demand,
     StepProfile,
@@ -323,7 +323,7 @@ def test_resolve_profile_refuses_a_bad_pulses_seed(spec):
 
 
 def test_run_help_lists_the_pulses_profile(capsys):
-    from bms.cli.main import main
+    from bms_emu.main import main
 
     with pytest.raises(SystemExit):
         main(["run", "--help"])

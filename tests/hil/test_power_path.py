@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bms.signals import OPEN, Contactors
+from bms.core.signals import OPEN, Contactors
 from hil.power_path import PowerPath, PowerPathSpec
 
 SPEC = PowerPathSpec(precharge_resistor_ohm=47.0, bus_capacitance_f=4.7e-3, bus_bleed_tau_s=2.0)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bms.chemistry import resolve_chemistry
-from bms.cli.main import main
-from bms.validation import InputError
+from bms.data.presets import resolve_chemistry
+from bms.data.validation import InputError
+from bms_emu.main import main
 from hil.recorder import mask_from_hex, mask_hex
 from hil.replay import read_trace
 

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bms.cli import rig_cmd
-from bms.cli.main import build_parser
-from bms.client import Client
-from bms.faults import FAULT_CODES, names_in
-from bms.signals import OPEN, STATES, Contactors
-from bms.views import state_name
+from bms.core.signals import OPEN, STATES, Contactors
+from bms.data.faults import FAULT_CODES, names_in
+from bms.host.views import state_name
+from bms.links.client import Client
+from bms_emu import rig_cmd
+from bms_emu.main import build_parser
 from hil.rig import Rig
 from protocol import messages as pm
-from tests.processes import CLI, Proc
+from tests.support.processes import CLI, Proc
 
 PACK = ["--series", "8"]  # the emulator and the rig must agree on the pack
 TICK_S = 0.1

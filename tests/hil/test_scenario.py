@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bms.cli.main import main
-from bms.validation import InputError
+from bms.data.validation import InputError
+from bms_emu.main import main
 from hil.scenario import TimelineFirmware, run_scenario
 from hil.scenario_file import load_scenario
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bms.config import default_config
-from bms.faults import FAULT_CODES
-from bms.presets import PRESETS
+from bms.data.config import default_config
+from bms.data.faults import FAULT_CODES
+from bms.data.presets import PRESETS
 from hil.scenario import run_scenario
 from hil.scenario_file import load_scenario
 

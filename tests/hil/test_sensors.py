@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from bms.presets import PRESETS
-from bms.signals import Actuation, Contactors
+from bms.core.signals import Actuation, Contactors
+from bms.data.presets import PRESETS
 from hil.loads import Demand
 from hil.pack import PackSpec, SimulatedPack
 from hil.sensors import OpenWire, Sensors, SensorSpec

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bms.chemistry import ThermalParams
+from bms.data.chemistry import ThermalParams
 from hil.thermal import ThermalModel
 
 C_J_PER_K = 45.0

@@ -15,7 +15,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
 
 def cli_output(capsys) -> str:
-    from bms.cli.main import main
+    from bms_emu.main import main
 
     assert main(["spec"]) == 0
     return capsys.readouterr().out

@@ -1,0 +1,425 @@
+"""State estimation: per-cell SoC, pack SoC, state of health, remaining energy and runtime.
+
+Called by the firmware every step with the measurement. Every step it counts the charge
+(pack current, and each bleeding cell's bleed current) and looks for current steps that
+reveal each cell's resistance; every `period_s` it runs the SoC filter (`bms.core.soc_filter`)
+and the events below, and publishes a new `Estimate` (the same object in between).
+
+Moments when the voltage alone says where a cell is - where the OCV curve is steep enough
+(`trusted_slope_mv_per_pct`) - reset the filter for those cells and anchor the capacity
+estimate:
+  - full: charging at charge voltage with the current tapered below `full_taper_c`;
+  - empty: discharging with a cell within `empty_margin_v` of undervoltage;
+  - relaxed rest: `rest_settle_s` without current, then every `REST_RESET_EVERY_S` while
+    the rest lasts.
+Capacity: the charge counted into a cell between two anchors at least `ANCHOR_MIN_SOC`
+apart, over their SoC difference (no coulomb count enters the SoC difference).
+Resistance: a current change of at least `STEP_MIN_C` between two filter runs (a step or a
+ramp) compares each cell's voltage change with the model's; the cell's resistance factor
+moves toward agreement, and it scales all three resistances of the cell's model, which is
+how a profile without ECM values adapts them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bms.core.signals import Estimate, Measurement
+from bms.core.soc_filter import V1, V2, FilterNoise, SocFilter
+from bms.data.chemistry import Chemistry
+from bms.data.config import TEMP_PLAUSIBLE_C, EstimationConfig, cell_v_plausible
+
+ANCHOR_MIN_SOC = 0.3  # capacity needs anchors at least this far apart
+CAPACITY_PLAUSIBLE = (0.3, 1.5)  # a capacity sample outside this share of nominal is noise
+STEP_MIN_C = 0.2  # a current step this large (in C) measures resistance
+RESISTANCE_PRIOR = 0.3  # relative uncertainty of the table's resistance at start
+RESISTANCE_STEP_ERROR = 0.1  # relative error of one step's resistance sample
+RESISTANCE_AGEING_PER_H = 0.02  # how fast the resistance may drift, relative per sqrt(h)
+RESISTANCE_EXCESS_MAX = 3.0  # a step's relative excess beyond this is not the resistance
+ECM_REFRESH_S = 10.0  # the estimator's model parameters are read from the table this often
+REST_RESET_EVERY_S = 60.0  # while a relaxed rest lasts, the voltage resets SoC this often
+MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
+
+
+def pack_soc(cell_soc: np.ndarray, capacity_ah: np.ndarray) -> float:
+    """The pack's SoC for the user: what can still be discharged over that plus what can
+    still be charged, each set by its limiting cell. 1 when the highest cell is full, 0 when
+    the lowest is empty, and continuous in between: min() hands over from one limiting cell
+    to the next without a jump."""
+    return _soc_of_room(*_room_ah(np.clip(cell_soc, 0.0, 1.0), capacity_ah))
+
+
+def _room_ah(soc: np.ndarray, capacity_ah: np.ndarray) -> tuple[float, float]:
+    """What the pack can still deliver and still take, Ah, each set by its limiting cell."""
+    held_ah = soc * capacity_ah
+    return float(held_ah.min()), float((capacity_ah - held_ah).min())
+
+
+def _soc_of_room(out_ah: float, in_ah: float) -> float:
+    return out_ah / (out_ah + in_ah) if out_ah + in_ah > 0.0 else 0.0
+
+
+class EnergyTable:
+    """Energy stored below each SoC on the discharge branch, to integrate the OCV fast."""
+
+    def __init__(self, chemistry: Chemistry):
+        ocv = chemistry.ocv
+        self.soc, mid, half = ocv.lookup_tables
+        v = mid - half
+        steps = np.diff(self.soc) * 0.5 * (v[1:] + v[:-1])
+        self.below = np.concatenate(([0.0], np.cumsum(steps)))  # V x SoC fraction
+        self.temp_coeff_v_per_k = ocv.temp_coeff_v_per_k
+
+    def wh(self, soc_from: np.ndarray, soc_to: np.ndarray, capacity_ah: np.ndarray,
+           temperature_c: np.ndarray) -> np.ndarray:
+        """Each cell's energy between two SoC values at open-circuit voltage, Wh."""
+        e = np.interp(soc_from, self.soc, self.below) - np.interp(soc_to, self.soc, self.below)
+        shift = self.temp_coeff_v_per_k * (temperature_c - 25.0) * (soc_from - soc_to)
+        return (e + shift) * capacity_ah
+
+
+class Estimator:
+    def __init__(self, chemistry: Chemistry, n_series: int, parallel_capacity_ah: float,
+                 cfg: EstimationConfig, rest_current_a: float, charge_v: float,
+                 undervoltage_v: float, bleed_resistor_ohm: float,
+                 stored_soc: float | np.ndarray | None = None):
+        self.chem = chemistry
+        self.n = n_series
+        self.nominal_ah = parallel_capacity_ah  # also the 1C current, A
+        self.charge_v = charge_v
+        self.undervoltage_v = undervoltage_v
+        self.stored_soc = stored_soc
+        self.v_plausible = cell_v_plausible(chemistry)
+        self.rested_s: float | None = None  # how long the pack rested before the start
+        self.filter: SocFilter | None = None
+        self.reconfigure(cfg, rest_current_a, bleed_resistor_ohm)
+        # Cells and resistances of the model scale with the cells in parallel.
+        self.r_scale = chemistry.capacity_ah / parallel_capacity_ah
+        self.capacity_ah = np.full(n_series, parallel_capacity_ah)
+        self.r_factor = np.ones(n_series)
+        self._r_var = np.full(n_series, RESISTANCE_PRIOR ** 2)
+        self.energy = EnergyTable(chemistry)
+        self.estimate: Estimate | None = None
+        # Accumulated since the last filter run.
+        self._charge_as = 0.0
+        self._bleed_as = np.zeros(n_series)
+        self._bled_soc = np.zeros(n_series)
+        self._elapsed_s = 0.0
+        self._samples = 0
+        # Per cell, charge counted since its last capacity anchor (None: no anchor yet).
+        self._anchor_soc = np.full(n_series, np.nan)
+        self._since_anchor_as = np.zeros(n_series)
+        self._rest_since_s: float | None = None
+        self._rest_reset_s = -np.inf  # the last relaxed-rest reset
+        self.reset_epoch = 0  # counts resets from the voltage, repeats within a rest aside
+        self._full_done = self._empty_done = False
+        # At the last filter run: current, the model's resistive + RC voltage, innovation.
+        self._step_ref: tuple | None = None
+        self._ecm_now = np.zeros((5, n_series))  # r0, r1, tau1, r2, tau2 at the last run
+        self._ecm_table = self._ecm_now  # the same from the table, without learnt factors
+        self._ecm_due_s = -np.inf
+        self._sensor_of_cell: np.ndarray | None = None
+        self._sensor_count = 0
+
+    def reconfigure(self, cfg: EstimationConfig, rest_current_a: float,
+                    bleed_resistor_ohm: float) -> None:
+        """New settings, at start or at run time; the state (SoC and its covariance,
+        capacities, resistances, what has been counted) carries over. Settings read only at
+        start (offset_sigma_a, stored_soc_sigma) change nothing once the filter runs."""
+        self.cfg = cfg
+        self.rest_current_a = rest_current_a
+        self.bleed_resistor_ohm = bleed_resistor_ohm
+        self.noise = FilterNoise(
+            voltage_v=cfg.voltage_noise_v, current_a=cfg.current_noise_a,
+            model_v=cfg.model_error_v, model_dynamic=0.1, correlation_s=cfg.model_correlation_s,
+            capacity_rel=0.02,
+            leak_per_sqrt_s=0.005 / 60.0,  # 0.5 % SoC in an hour
+            offset_a=cfg.offset_sigma_a,
+            offset_walk_a_per_sqrt_s=0.001 * self.nominal_ah / 60.0,
+            flat_slope_v=cfg.trusted_slope_mv_per_pct * 0.1)
+        self.trusted_slope = cfg.trusted_slope_mv_per_pct * 0.1  # V per unit SoC
+        if self.filter is not None:
+            self.filter.noise = self.noise
+
+    def restore(self, cell_soc: np.ndarray | None, capacity_ah: np.ndarray,
+                resistance_factor: np.ndarray, rested_s: float | None) -> None:
+        """What a store kept over a power-down, before the first step: the SoC to start
+        from, the capacities (state of health) and resistances learnt. `rested_s`: how long
+        the pack was left without current (the time it was off): past `rest_settle_s`, the
+        start takes the rest voltage where the curve is steep, as a rest while running
+        would."""
+        if self.filter is not None:
+            raise RuntimeError("restore comes before the first step")
+        for name, a in (("capacity_ah", capacity_ah), ("resistance_factor", resistance_factor)):
+            if np.shape(a) != (self.n,) or not np.all(np.isfinite(a)) or np.any(a <= 0):
+                raise ValueError(f"stored {name} must be {self.n} positive numbers")
+        if cell_soc is not None:
+            self.stored_soc = np.clip(np.asarray(cell_soc, dtype=float), 0.0, 1.0)
+        self.capacity_ah = np.array(capacity_ah, dtype=float)
+        self.r_factor = np.array(resistance_factor, dtype=float)
+        self.rested_s = rested_s
+
+    # --- every step -------------------------------------------------------------------
+
+    def step(self, m: Measurement, dt_s: float, now_s: float,
+             bleed_mask: np.ndarray | None, voltages_trusted: bool = True) -> Estimate:
+        """Counts the charge since the last measurement (`dt_s` ago); runs the filter once
+        `period_s` has gathered. `bleed_mask` is what bled since then (None: nothing);
+        with `voltages_trusted` False (a sensor fault) the voltages correct nothing."""
+        if self.filter is None:
+            self._start(m, now_s)
+            return self.estimate
+        self._charge_as += m.current_a * dt_s
+        if bleed_mask is not None:
+            v = m.cell_voltage_v
+            self._bleed_as += bleed_mask * (np.where(np.isfinite(v), v, 0.0)
+                                            * (dt_s / self.bleed_resistor_ohm))
+        self._elapsed_s += dt_s
+        self._samples += 1
+        # A bleed current through the sense wires shifts the readings of the bleeding cell
+        # and its neighbours: only readings taken with no bleed (the balancer's measurement
+        # windows) go to the voltage model, and the filter waits for one.
+        clean = bleed_mask is None and voltages_trusted
+        if self._elapsed_s >= self.cfg.period_s and (clean or self._elapsed_s >= MAX_WAIT_S):
+            self._run_filter(m, now_s, clean)
+        return self.estimate
+
+    def _learn_resistance(self, current_a: float, valid: np.ndarray) -> None:
+        """Between two filter runs with a current step (or a ramp) between them, the model's
+        resistive and RC voltages changed by d_dyn; a resistance off by a factor k leaves
+        (k - 1) * d_dyn in this run's innovation against the last run's residual, whatever
+        the SoC error (which moves slowly)."""
+        f = self.filter
+        now_dyn = f.dynamic_v
+        # How far this run's correction moved each (valid) cell's prediction.
+        moved_v = np.where(valid, f.innovation_v - f.residual_v, 0.0)
+        previous, self._step_ref = self._step_ref, (current_a, now_dyn, f.residual_v, valid,
+                                                    moved_v)
+        if previous is None:
+            return
+        prev_a, prev_dyn, prev_residual, prev_valid, prev_moved_v = previous
+        d_i = current_a - prev_a
+        if abs(d_i) < STEP_MIN_C * self.nominal_ah:
+            return
+        d_dyn = f.prior_dynamic_v - prev_dyn
+        d_dyn = np.where(d_dyn != 0.0, d_dyn, np.nan)
+        excess = (f.innovation_v - prev_residual) / d_dyn
+        ok = valid & prev_valid & (np.abs(excess) < RESISTANCE_EXCESS_MAX)
+        # A scalar Kalman update per cell: the sample's variance is the readings' noise over
+        # the step, the last correction's size (the residual is linearised: a correction of
+        # hundreds of mV, as while SoC converges from a wrong start, leaves an error of that
+        # order), and the RC model's own error.
+        noise_v2 = 2.0 * self.cfg.voltage_noise_v ** 2 + np.square(prev_moved_v)
+        sample_var = np.square(self.r_factor) * (
+            noise_v2 / np.square(d_dyn) + RESISTANCE_STEP_ERROR ** 2)
+        gain = np.where(ok, self._r_var / (self._r_var + sample_var), 0.0)
+        self.r_factor = self.r_factor + gain * np.nan_to_num(self.r_factor * excess)
+        self._r_var = self._r_var * (1.0 - gain)
+
+    # --- start ------------------------------------------------------------------------
+
+    def _start(self, m: Measurement, now_s: float) -> None:
+        """From the stored SoC when there is one, else from the voltage (less the ohmic drop
+        when a current flows). A stored SoC that the voltage, where the curve is steep,
+        contradicts beyond three standard deviations of both is stale, and so is any after
+        a long enough rest (`restore`): those cells start from the voltage."""
+        t = self._cell_temperature_c(m)
+        v = m.cell_voltage_v
+        finite = self._plausible(v)
+        # An unreadable cell starts like the others (or mid-table if none is readable); its
+        # sensor fault is the protection's to raise.
+        stand_in = float(v[finite].mean()) if finite.any() else float(
+            np.interp(0.5, self.chem.ocv.soc, self.chem.ocv.mid_v))
+        v = np.where(finite, v, stand_in)
+        r = self.chem.ecm.lookup(np.full(self.n, 0.5), t) * self.r_scale
+        i_a = m.current_a if math.isfinite(m.current_a) else 0.0
+        ocv = self.chem.ocv
+        by_voltage, slope = ocv.soc_on_branch(v - r[0] * i_a, np.zeros(self.n), t)
+        # Unknown branch: half the hysteresis gap; unknown polarisation under a current.
+        doubt_v = (np.interp(by_voltage, ocv.lookup_tables[0], ocv.lookup_tables[2])
+                   + self.cfg.model_error_v + (r[1] + r[3]) * abs(i_a))
+        voltage_sigma = np.clip(doubt_v / np.maximum(slope, 1e-3), 0.02, 0.3)
+        if self.stored_soc is None:
+            soc, sigma = by_voltage, voltage_sigma
+        else:
+            soc = np.broadcast_to(np.asarray(self.stored_soc, dtype=float), (self.n,)).copy()
+            sigma = np.full(self.n, self.cfg.stored_soc_sigma)
+            rested = (self.rested_s is not None and self.rested_s >= self.cfg.rest_settle_s
+                      and abs(i_a) < self.rest_current_a)
+            stale = (slope >= self.trusted_slope) & (
+                rested | (np.abs(soc - by_voltage) > 3.0 * np.hypot(sigma, voltage_sigma)))
+            soc = np.where(stale, by_voltage, soc)
+            sigma = np.where(stale, voltage_sigma, sigma)
+        self.filter = SocFilter(self.chem, soc, sigma, self.noise)
+        self._ecm(t, now_s)
+        self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.x[:, 3], t)[0]
+        self._publish(m, t)
+
+    def _plausible(self, v: np.ndarray) -> np.ndarray:
+        """Readings a working sensor can give (NaN is not one): the others say nothing of
+        the cell, from the first such reading on, before the sensor fault has tripped."""
+        lo, hi = self.v_plausible
+        return (v >= lo) & (v <= hi)
+
+    # --- every period -----------------------------------------------------------------
+
+    def _cell_temperature_c(self, m: Measurement) -> np.ndarray:
+        t = m.temperature_c
+        if t.size == 0:  # a rig without temperature sensors
+            return np.full(self.n, 25.0)
+        if self._sensor_of_cell is None or self._sensor_count != t.size:
+            # Sensors spread evenly along the string: cell i reads sensor i * M // N.
+            self._sensor_count = t.size
+            self._sensor_of_cell = np.minimum(np.arange(self.n) * t.size // self.n, t.size - 1)
+        t_cell = t[self._sensor_of_cell]
+        # A reading no working sensor gives (the protection's plausibility window) is left
+        # out, as the protection leaves it out.
+        lo, hi = TEMP_PLAUSIBLE_C
+        return np.where((t_cell > lo) & (t_cell < hi), t_cell, 25.0)
+
+    def _ecm(self, t: np.ndarray, now_s: float) -> np.ndarray:
+        """The model's parameters for each cell now: (r0, r1, tau1, r2, tau2). The table is
+        read every `ECM_REFRESH_S`: SoC and temperature move it by a percent or so in that
+        time, and the lookup is a large share of a filter run."""
+        if now_s >= self._ecm_due_s:
+            self._ecm_table = self.chem.ecm.lookup(np.clip(self.filter.soc, 0.0, 1.0), t)
+            self._ecm_due_s = now_s + ECM_REFRESH_S
+        p = self._ecm_table.copy()
+        p[[0, 1, 3]] *= self.r_scale * self.r_factor
+        self._ecm_now = p
+        return p
+
+    def _run_filter(self, m: Measurement, now_s: float, clean: bool) -> None:
+        f = self.filter
+        t = self._cell_temperature_c(m)
+        period_s = self._elapsed_s
+        mean_a = self._charge_as / period_s
+        p = self._ecm(t, now_s)
+        cell_as = self._charge_as - self._bleed_as
+        at_rest = abs(mean_a - f.offset_a) < self.rest_current_a
+        f.predict(cell_as, period_s, self.capacity_ah * 3600.0, p[[1, 3]], p[[2, 4]],
+                  self._samples, at_rest)
+        self._since_anchor_as += cell_as - f.offset_a * period_s
+        if self._bleed_as.any():
+            self._bled_soc = self._bled_soc + self._bleed_as / (self.capacity_ah * 3600.0)
+        v = m.cell_voltage_v
+        valid = self._plausible(v) & clean
+        f.update(np.where(valid, v, 0.0), m.current_a, t, p[0], period_s, valid)
+        self._r_var = self._r_var + RESISTANCE_AGEING_PER_H ** 2 * period_s / 3600.0
+        if clean:
+            self._learn_resistance(m.current_a, valid)
+        open_contactors = not (m.contactors.negative or m.contactors.positive
+                               or m.contactors.precharge)
+        # A reading above the offset any sensor could have is a current, not an offset.
+        if (self.cfg.learn_offset_when_open and open_contactors
+                and abs(mean_a) < 0.05 * self.nominal_ah):
+            f.observe_offset(mean_a, self._samples)
+        i_a = m.current_a - f.offset_a
+        self._events(v, valid, i_a, t, p[0], now_s)
+        self._charge_as = 0.0
+        self._bleed_as = np.zeros(self.n)
+        self._elapsed_s = 0.0
+        self._samples = 0
+        self._publish(m, t)
+
+    def _events(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
+                r0_ohm: np.ndarray, now_s: float) -> None:
+        cfg = self.cfg
+        v_max = float(np.max(v, where=valid, initial=-np.inf))
+        v_min = float(np.min(v, where=valid, initial=np.inf))
+        at_rest = abs(i_a) < self.rest_current_a
+        if at_rest:
+            if self._rest_since_s is None:
+                self._rest_since_s = now_s
+            # Relaxed: the voltage sets SoC where the curve is steep, and keeps setting it
+            # while the rest lasts (a cell losing charge to an internal short is followed).
+            if (valid.any() and now_s - self._rest_since_s >= cfg.rest_settle_s
+                    and now_s - self._rest_reset_s >= REST_RESET_EVERY_S):
+                first = self._rest_reset_s < self._rest_since_s
+                self._rest_reset_s = now_s
+                self._voltage_anchor(v, valid, i_a, t, r0_ohm, None, new_epoch=first)
+        else:
+            self._rest_since_s = None
+        if i_a < -self.rest_current_a:
+            self._full_done = False
+        if i_a > self.rest_current_a:
+            self._empty_done = False
+        if (not self._full_done and v_max >= self.charge_v - 0.01
+                and 0.0 <= i_a <= cfg.full_taper_c * self.nominal_ah):
+            self._full_done = True
+            self._voltage_anchor(v, valid, i_a, t, r0_ohm, 1.0)
+        if (not self._empty_done and i_a < -self.rest_current_a
+                and v_min <= self.undervoltage_v + cfg.empty_margin_v):
+            self._empty_done = True
+            self._voltage_anchor(v, valid, i_a, t, r0_ohm, -1.0)
+
+    def _voltage_anchor(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
+                        r0_ohm: np.ndarray, branch: float | None,
+                        new_epoch: bool = True) -> None:
+        """Resets the cells whose SoC the voltage gives reliably, and learns capacity.
+        `new_epoch`: a reset other than a repeat within one rest, which moves cells by
+        their coulomb count's error (the internal-short check starts over)."""
+        f = self.filter
+        ocv_v = v - r0_ohm * i_a - f.x[:, V1] - f.x[:, V2]
+        hyst = f.x[:, 3] if branch is None else np.full(self.n, branch)
+        soc, slope = self.chem.ocv.soc_on_branch(np.where(valid, ocv_v, 0.0), hyst, t)
+        trusted = valid & (slope >= self.trusted_slope)
+        sigma = math.hypot(self.cfg.voltage_noise_v, self.cfg.model_error_v) / np.maximum(
+            slope, self.trusted_slope)
+        f.recalibrate(trusted, soc, sigma, branch)
+        if trusted.any() and new_epoch:
+            self.reset_epoch += 1
+        moved = soc - self._anchor_soc
+        learn = trusted & (np.abs(moved) >= ANCHOR_MIN_SOC)  # NaN anchor compares False
+        if learn.any():
+            sample_ah = self._since_anchor_as / np.where(learn, moved, 1.0) / 3600.0
+            low, high = CAPACITY_PLAUSIBLE
+            learn &= (sample_ah > low * self.nominal_ah) & (sample_ah < high * self.nominal_ah)
+            weight = 0.8 * np.minimum(np.abs(moved), 1.0)
+            self.capacity_ah = np.where(
+                learn, self.capacity_ah + weight * (sample_ah - self.capacity_ah),
+                self.capacity_ah)
+        self._anchor_soc = np.where(trusted, soc, self._anchor_soc)
+        self._since_anchor_as = np.where(trusted, 0.0, self._since_anchor_as)
+
+    # --- what is published --------------------------------------------------------------
+
+    def _publish(self, m: Measurement, t: np.ndarray) -> None:
+        f = self.filter
+        soc = np.clip(f.soc, 0.0, 1.0)
+        cap = self.capacity_ah
+        out_ah, in_ah = _room_ah(soc, cap)  # soc is clipped to 0..1 above
+        pack_ocv_v = float(f.ocv_v.sum())
+        stored_wh = float(self.energy.wh(soc, soc - out_ah / cap, cap, t).sum())
+        p = self._ecm_now
+        pack_r_ohm = float((p[0] + p[1] + p[3]).sum())
+        i_a = m.current_a - f.offset_a
+        pack_v = float(m.cell_voltage_v.sum())
+        if not math.isfinite(pack_v):  # an unreadable cell: the model's OCV stands in
+            pack_v = pack_ocv_v
+        present_w = -pack_v * i_a if i_a < -self.rest_current_a else None
+
+        def usable_wh(power_w: float) -> float:
+            """Stored energy less what the pack's resistance turns into heat at that power."""
+            current_a = power_w / max(pack_ocv_v, 1e-9)
+            return stored_wh * max(0.0, 1.0 - current_a * pack_r_ohm / max(pack_ocv_v, 1e-9))
+
+        ref_w = self.cfg.reference_power_w
+        remaining_wh = usable_wh(present_w if present_w is not None else ref_w)
+        self.estimate = Estimate(
+            soc=_soc_of_room(out_ah, in_ah),
+            cell_soc=f.soc.copy(),
+            cell_soc_sigma=f.soc_sigma,
+            cell_capacity_ah=cap,
+            cell_resistance_factor=self.r_factor,
+            cell_bled_soc=self._bled_soc,
+            reset_epoch=self.reset_epoch,
+            soh_pct=float(cap.min() / self.nominal_ah * 100.0),
+            resistance_pct=float(self.r_factor.sum()) / self.n * 100.0,
+            current_offset_a=f.offset_a,
+            remaining_wh=remaining_wh,
+            runtime_s=None if present_w is None else remaining_wh * 3600.0 / present_w,
+            runtime_reference_s=usable_wh(ref_w) * 3600.0 / ref_w,
+        )

@@ -1,0 +1,541 @@
+"""The BMS firmware: protection, state machine and contactors, current limits, balancing
+and the fault log, composed by one step function.
+
+`Firmware.step(measurement, now_s)` is pure in the sense that matters: it never reads a
+clock, never sleeps and does no I/O; the same inputs give the same outputs. A runtime
+calls it every tick with the newest measurement, or with `None` when none has arrived
+(a silent rig), so that the measurement timeout can act.
+
+State of charge, health and remaining energy come from `bms.core.estimator`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from bms.core.balancing import Balancer
+from bms.core.counters import Counters
+from bms.core.current_check import CurrentCheck
+from bms.core.estimator import Estimator
+from bms.core.fault_log import FaultLog
+from bms.core.protection import Protection
+from bms.core.rest_drift import RestDrift
+from bms.core.signals import (
+    HOST_REQUESTS,
+    OPEN,
+    Actuation,
+    Contactors,
+    Estimate,
+    FaultEvent,
+    Measurement,
+)
+from bms.data.chemistry import Chemistry
+from bms.data.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
+from bms.data.faults import FAULT_CODES, bitmap
+
+NEGATIVE = Contactors(negative=True)
+PRECHARGING = Contactors(negative=True, precharge=True)
+CLOSING = Contactors(negative=True, precharge=True, positive=True)
+CLOSED = Contactors(negative=True, positive=True)
+STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
+# Suspended in STORAGE, where cells may be taken to 0 V: there their voltages say nothing
+# of under-voltage, imbalance or sense wires.
+STORAGE_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
+# While one of these is active the cell readings are in doubt: estimation counts charge
+# only, and takes nothing from the voltages (a reading pulled high by an open sense wire
+# would otherwise "prove" the cell full).
+VOLTAGE_DOUBT = bitmap({"OPEN_WIRE", "VOLTAGE_SENSOR_FAULT"})
+
+
+# Where each quantity sits in the array the protection table reads.
+Q = {name: i for i, name in enumerate(QUANTITIES)}
+
+
+def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
+    """An open wire moves two cells apart by twice its score: a smaller spread rules it out
+    without looking closer."""
+    return 2.0 * min((r.threshold for r in cfg.protection if r.quantity == "open_wire_v"),
+                     default=np.inf)
+
+
+def _ramp(x: float) -> float:
+    """x clipped to [0, 1]: the share of a limit left as a quantity nears its threshold."""
+    return min(max(x, 0.0), 1.0)
+
+
+class Firmware:
+    def __init__(self, chemistry: Chemistry, n_series: int, pack_capacity_ah: float,
+                 config: FirmwareConfig | None = None,
+                 stored_soc: float | np.ndarray | None = None):
+        """`stored_soc` (fraction, pack or per cell) is the estimate kept over a power-down;
+        without it, estimation starts from the rest voltage."""
+        self.chem = chemistry
+        self.n_series = n_series
+        self.cfg = config or default_config(chemistry, n_series, pack_capacity_ah)
+        self.protection = Protection(self.cfg.protection)
+        self.balancer = Balancer(self.cfg.balancing, n_series)
+        self.log = FaultLog(self.cfg.fault_log_size)
+        self.rest_drift = RestDrift(self.cfg.rest_current_a)
+        thr = chemistry.thresholds
+        self.estimator = Estimator(
+            chemistry, n_series, pack_capacity_ah, self.cfg.estimation, self.cfg.rest_current_a,
+            thr.charge_v, thr.undervoltage_v, self.cfg.balancing.bleed_resistor_ohm,
+            stored_soc)
+        self.estimate: Estimate | None = None
+        # The pack's ohmic resistance at 25 °C, mid SoC, for the current plausibility check.
+        cell_r0_ohm = float(chemistry.ecm.lookup(np.array([0.5]), np.array([25.0]))[0, 0])
+        self.current_check = CurrentCheck(
+            cell_r0_ohm * chemistry.capacity_ah / pack_capacity_ah * n_series,
+            min_step_a=0.1 * pack_capacity_ah)
+        self.state = "INIT"
+        self.requested = "run"
+        self.clear_requested = False
+        self.soc = 0.0
+        self.last_s: float | None = None
+        self.last_measurement_s: float | None = None
+        self.last: Measurement | None = None
+        self.contactors = OPEN
+        self.phase_since_s = 0.0
+        self.precharge_attempt = 0
+        self.opened_at_s: float | None = None  # when the main contactors were last opened
+        self.charge_limit_a = 0.0
+        self.discharge_limit_a = 0.0
+        self.no_balancing = np.zeros(n_series, dtype=bool)
+        self._mask = self.no_balancing
+        self._bleeding = False
+        self._open_wire_hold_v = 0.0
+        self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
+        self._changed_at_s = np.zeros(n_series)  # when each reading last changed
+        self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
+        self._open_wire_spread_v = _open_wire_spread_v(self.cfg)
+        self.counters = Counters()
+        self.event_faults: set[str] = set()  # latched faults raised outside the table
+        self._undervoltage_suspended = False
+        self.quantities = np.zeros(len(QUANTITIES))
+        lim = chemistry.limits
+        self._charge_temp_neutral_c = 0.5 * (lim.charge_temp_min_c + lim.charge_temp_max_c)
+
+    # --- host interface ------------------------------------------------------------
+
+    def request(self, name: str) -> None:
+        """Host request: `run`, `standby`, `storage` or `clear-faults`."""
+        if name not in HOST_REQUESTS:
+            raise ValueError(f"unknown request {name!r}; allowed: {', '.join(HOST_REQUESTS)}")
+        if name == "clear-faults":
+            self.clear_requested = True
+        else:
+            self.requested = name
+
+    def reconfigure(self, cfg: FirmwareConfig) -> None:
+        """Replaces the configuration at run time and keeps every state: raised faults and
+        debounces under way, the estimate, the balancing latches, the fault log (shrunk to
+        its newest entries), the state machine. The next step runs on the new numbers;
+        published limits above a lowered maximum fall in that step. `cfg` must be for this
+        pack and validated (`bms.data.parameters.apply_changes`); one with other protection rows
+        or a balancing configuration the balancer refuses changes nothing."""
+        Balancer.check(cfg.balancing, self.n_series)  # both refusals before any change
+        self.protection.retune(cfg.protection)
+        self.balancer.retune(cfg.balancing)
+        self.log.resize(cfg.fault_log_size)
+        self.rest_drift.rest_current_a = cfg.rest_current_a
+        self.estimator.reconfigure(cfg.estimation, cfg.rest_current_a,
+                                   cfg.balancing.bleed_resistor_ohm)
+        self._open_wire_spread_v = _open_wire_spread_v(cfg)
+        self.cfg = cfg
+
+    @property
+    def fault_active(self) -> bool:
+        return bool(self.event_faults) or self.protection.any_active("FAULT")
+
+    # --- the step ------------------------------------------------------------------
+
+    def step(self, m: Measurement | None, now_s: float) -> Actuation:
+        """One firmware cycle. Any exception inside ends in INTERNAL_ERROR, contactors open."""
+        try:
+            return self._step(m, now_s)
+        except Exception as exc:  # noqa: BLE001 - fail safe whatever went wrong
+            # Safe state first, bookkeeping after: nothing below may stop the opening.
+            if self.contactors.main_closed:
+                self.opened_at_s = now_s
+            self.contactors = OPEN
+            self.state = "FAULT"
+            events: list[FaultEvent] = []
+            try:
+                self._raise_event_fault(events, now_s, "INTERNAL_ERROR", None, None,
+                                        note=f"{type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the log is secondary to opening
+                self.event_faults.add("INTERNAL_ERROR")
+            return self._actuation(events, self.no_balancing)
+
+    def _step(self, m: Measurement | None, now_s: float) -> Actuation:
+        if self.last_s is not None:
+            self.counters.count_time(self.state, now_s - self.last_s)
+        self.last_s = now_s
+        events: list[FaultEvent] = []
+        if m is None:
+            if (self.last_measurement_s is not None
+                    and now_s - self.last_measurement_s > self.cfg.measurement_timeout_s
+                    and "MEASUREMENT_TIMEOUT" not in self.event_faults):
+                self._raise_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", None,
+                                        now_s - self.last_measurement_s)
+                self._open(now_s)
+                self.state = "FAULT"
+            return self._actuation(events, self.no_balancing)
+        # The charge since the last measurement, not the last step: steps without one
+        # (a silent rig) carry no current reading of their own.
+        since_measurement_s = (0.0 if self.last_measurement_s is None
+                               else now_s - self.last_measurement_s)
+        self.last_measurement_s = now_s
+        self.last = m
+
+        q = self._quantities(m)
+        for change in self.protection.evaluate(q, now_s, self.clear_requested):
+            row = self.protection.rows[change.row]
+            self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
+                                         change.action, self._offender(row.quantity, m),
+                                         self.protection.last_value(change.row)))
+        if self.clear_requested:  # with a measurement in hand, a timeout is over too
+            for name in sorted(self.event_faults):
+                self._clear_event_fault(events, now_s, name)
+        self._count(m, q, since_measurement_s)
+        self._estimate(m, since_measurement_s, now_s)
+        self._sequence(m, now_s, events)
+        self._check_weld(m, now_s, events)
+        self._limits(since_measurement_s)  # steps without a measurement leave limits alone
+        self._suspend_undervoltage_in_storage(events, now_s)
+        mask = self.balancer.step(
+            m.cell_voltage_v, self.estimate.cell_soc, q[Q["discharge_temp_max"]], m.current_a,
+            self.cfg.rest_current_a,
+            # An alarm stops balancing: bleeding healthy cells toward one with an internal
+            # short, or during a sensor alarm, only makes matters worse.
+            allowed=(self.state in ("STANDBY", "RUN") and not self.fault_active
+                     and not self.protection.any_active("ALARM")),
+            now_s=now_s)
+        if mask is not self._mask:
+            self._mask = mask
+            self._bleeding = bool(mask.any())
+        self.clear_requested = False
+        return self._actuation(events, mask)
+
+    # --- pieces ----------------------------------------------------------------------
+
+    def _quantities(self, m: Measurement) -> np.ndarray:
+        """The numbers the protection table watches, in `bms.data.config.QUANTITIES` order."""
+        v = m.cell_voltage_v
+        i_a = m.current_a
+        if v.shape != (self.n_series,) or not math.isfinite(i_a):
+            raise ValueError(f"measurement has {v.shape} cell voltages for {self.n_series} "
+                             f"cells and current {i_a!r}")
+        v_max, v_min = float(v.max()), float(v.min())
+        unreadable = not (math.isfinite(v_max) and math.isfinite(v_min))
+        if unreadable:  # a NaN or infinite cell reading: a sensor fault, never a value
+            finite = v[np.isfinite(v)]
+            v_max, v_min = (float(finite.max()), float(finite.min())) if finite.size else (
+                0.0, 0.0)
+        t = m.temperature_c
+        # No temperature reading at all is no reading a working sensor gives.
+        t_reading = (float(t.max()), float(t.min())) if t.size else (math.inf, -math.inf)
+        lo, hi = TEMP_PLAUSIBLE_C
+        if not all(map(math.isfinite, t_reading)):  # NaN: a faulty sensor
+            t_reading = (math.inf, -math.inf)
+        neutral = self._charge_temp_neutral_c
+        # A reading on the window's edge is plausible (the TEMP_SENSOR_FAULT rows trip only
+        # beyond it): were it left out here too, a sensor at exactly 125 °C would trip nothing.
+        if self._temp_held_c.shape != t.shape:  # the first reading, or another sensor count
+            self._temp_held_c = np.full(t.shape, np.nan)
+        self._temp_held_c = held = np.where((t >= lo) & (t <= hi), t, self._temp_held_c)
+        if lo <= t_reading[1] and t_reading[0] <= hi:
+            t_max, t_min = t_reading
+        else:
+            # A faulty reading is not trusted: the sensor stands at its last plausible one
+            # (a loose wire on a hot sensor that drops every other reading must not restart
+            # the over-temperature debounce each time), and one that never gave any is left
+            # to the others.
+            known = held[~np.isnan(held)]
+            t_max, t_min = (float(known.max()), float(known.min())) if known.size else (
+                neutral, neutral)
+        charge_t = (t_max, t_min) if i_a > self.cfg.rest_current_a else (neutral, neutral)
+        idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
+        # Bleeding shifts the readings of a cell and its neighbours in opposite directions,
+        # like an open wire: look for one only in readings taken with no cell bleeding.
+        # Between clean readings the last clean figure holds.
+        if not self._bleeding:
+            self._open_wire_hold_v = (
+                self._open_wire_v(v) if v_max - v_min > self._open_wire_spread_v else 0.0)
+        open_wire_v = self._open_wire_hold_v
+        if self._last_v is None:
+            self._changed_at_s = np.full(v.shape, self.last_s)
+        else:
+            self._changed_at_s = np.where(v != self._last_v, self.last_s, self._changed_at_s)
+        self._last_v = v
+        stuck_s = math.inf if unreadable else self.last_s - float(self._changed_at_s.min())
+        # The SoC estimates of the step before: this step's come after protection.
+        e = self.estimate
+        rest_soc_drop = 0.0 if e is None else self.rest_drift.update(
+            e.cell_soc + e.cell_bled_soc, i_a, e.reset_epoch, self.last_s)
+        pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
+        mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
+        q = self.quantities
+        q[:] = (  # in bms.data.config.QUANTITIES order
+            v_max, v_min, pack_v, *charge_t, t_max, t_min, i_a, -i_a,
+            v_max - v_min, t_max - t_min, open_wire_v, *t_reading, idle_a, rest_soc_drop,
+            stuck_s, mismatch_a,
+        )
+        return q
+
+    @staticmethod
+    def _open_wire_v(v: np.ndarray) -> float:
+        """How far two neighbouring cells have moved apart in equal and opposite directions.
+
+        An open sense wire moves one reading up and its neighbour down by the same amount
+        (their sum stays right). For neighbours a and b (deviations from the mean) the score
+        min(|a|, |b|) - |a + b| is that amount for such a pair, and zero or less for one
+        cell off on its own or two moving the same way.
+        """
+        d = v - v.sum() / v.size
+        a, b = d[:-1], d[1:]
+        score = np.minimum(np.abs(a), np.abs(b)) - np.abs(a + b)
+        return float(score.max(initial=0.0))
+
+    def _offender(self, quantity: str, m: Measurement) -> int | None:
+        """The cell or sensor (0-based) behind a quantity, located only when a row changes."""
+        v, t = m.cell_voltage_v, m.temperature_c
+        if quantity in ("cell_v_max", "cell_v_spread"):
+            return int(np.argmax(v))
+        if quantity == "cell_v_min":
+            return int(np.argmin(v))
+        if quantity == "open_wire_v":
+            return int(np.argmax(np.abs(v - v.mean())))
+        if quantity == "reading_stuck_s":
+            return int(np.argmin(self._changed_at_s))
+        if quantity == "rest_soc_drop" and self.estimate is not None:
+            return self.rest_drift.worst_cell(self.estimate.cell_soc
+                                              + self.estimate.cell_bled_soc)
+        if quantity.endswith("temp_max") or quantity in ("temp_reading_max", "temp_spread"):
+            return int(np.argmax(t))
+        if quantity.endswith("temp_min") or quantity == "temp_reading_min":
+            return int(np.argmin(t))
+        return None
+
+    def _count(self, m: Measurement, q: np.ndarray, dt_s: float) -> None:
+        """Throughput always; voltage extremes only from readings not in doubt (an open
+        sense wire's reading is not a cell's)."""
+        c = self.counters
+        c.count_charge(m.current_a, q[Q["pack_v"]], dt_s)
+        if self.protection.active_bitmap() & VOLTAGE_DOUBT:
+            v_min, v_max = math.inf, -math.inf
+        else:
+            v_min, v_max = q[Q["cell_v_min"]], q[Q["cell_v_max"]]
+        c.see(v_min, v_max, q[Q["discharge_temp_min"]], q[Q["discharge_temp_max"]],
+              m.current_a)
+
+    def _estimate(self, m: Measurement, dt_s: float, now_s: float) -> None:
+        if m.balancing is None:
+            bleeding = self._mask if self._bleeding else None
+        else:
+            bleeding = m.balancing if m.balancing.any() else None
+        trusted = not self.protection.active_bitmap() & VOLTAGE_DOUBT
+        self.estimate = self.estimator.step(m, dt_s, now_s, bleeding, trusted)
+        self.soc = self.estimate.soc
+
+    def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
+        """The state machine and the contactor order."""
+        if self.fault_active:
+            if self.state != "FAULT":
+                self._open(now_s)
+                self.state = "FAULT"
+            return
+        state, req = self.state, self.requested
+        if state in ("INIT", "FAULT"):  # FAULT here means every fault has been cleared
+            self._enter("STANDBY", now_s)
+        elif state == "STORAGE":
+            if req != "storage" and self._self_check(m):
+                self._enter("STANDBY", now_s)
+        elif state == "STANDBY":
+            if req == "run" and self.opened_at_s is None and not self.protection.fault_pending():
+                self.precharge_attempt = 1
+                self.contactors = NEGATIVE
+                self._enter("PRECHARGE", now_s)
+            elif req == "storage":
+                self._enter("STORAGE", now_s)
+        elif state == "PRECHARGE":
+            self._precharge(m, now_s, events)
+        elif state == "RUN" and req != "run" and (
+                abs(m.current_a) < self.cfg.rest_current_a
+                or now_s - self.phase_since_s >= STANDBY_OPEN_WAIT_S):
+            self._open(now_s)
+            self._enter("STANDBY", now_s)
+        if self.state == "RUN" and req == "run":
+            self.phase_since_s = now_s  # restart the standby wait whenever run is held
+
+    def _precharge(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
+        cfg = self.cfg.precharge
+        if self.requested != "run":
+            self._open(now_s)
+            self._enter("STANDBY", now_s)
+            return
+        elapsed_s = now_s - self.phase_since_s
+        if self.contactors == OPEN:  # waiting to retry; as from STANDBY, not with a FAULT due
+            if elapsed_s >= cfg.retry_wait_s and not self.protection.fault_pending():
+                self.contactors = NEGATIVE
+                self.phase_since_s = now_s
+            return
+        if self.contactors == NEGATIVE:
+            self.contactors = PRECHARGING
+            return
+        if self.contactors == CLOSING:
+            self.contactors = CLOSED
+            self.counters.contactor_cycles += 1
+            self._enter("RUN", now_s)
+            return
+        pack_v = self.quantities[Q["pack_v"]]
+        if (m.bus_voltage_v >= cfg.done_fraction * pack_v
+                and abs(m.current_a) < cfg.done_current_a):
+            self.contactors = CLOSING
+        elif elapsed_s >= cfg.timeout_s:
+            self.contactors = OPEN
+            self.phase_since_s = now_s
+            if self.precharge_attempt > cfg.retries:
+                self._raise_event_fault(events, now_s, "PRECHARGE_FAILED", None,
+                                        m.bus_voltage_v)
+                self.state = "FAULT"
+            else:
+                self.precharge_attempt += 1
+
+    def _suspend_undervoltage_in_storage(self, events: list[FaultEvent], now_s: float) -> None:
+        """The STORAGE_SUSPENDED rows are off exactly while the state is STORAGE (a
+        sodium-ion pack may be taken to 0 V for shipping), however the state is left."""
+        in_storage = self.state == "STORAGE"
+        if in_storage == self._undervoltage_suspended:
+            return
+        self._undervoltage_suspended = in_storage
+        for change in self.protection.set_enabled(STORAGE_SUSPENDED, not in_storage):
+            row = self.protection.rows[change.row]
+            self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
+                                         change.action))
+
+    def _self_check(self, m: Measurement) -> bool:
+        """Leaving storage: every reading plausible, every cell charged past the
+        under-voltage release (else the pack stays in storage: a recovery charge from 0 V
+        is a service task) and no fault of any level pending."""
+        v, t = m.cell_voltage_v, m.temperature_c
+        lo, hi = TEMP_PLAUSIBLE_C
+        return bool(v.min() >= self.chem.thresholds.undervoltage_release_v
+                    and v.max() <= self.chem.limits.v_max
+                    and t.min() > lo and t.max() < hi and not self.protection.active.any())
+
+    def _enter(self, state: str, now_s: float) -> None:
+        self.state = state
+        self.phase_since_s = now_s
+
+    def _open(self, now_s: float) -> None:
+        """Opens every contactor in this very step; counts an opening under load."""
+        was_closed = self.contactors.main_closed
+        self.contactors = OPEN
+        if was_closed:
+            self.opened_at_s = now_s
+            current_a = self.last.current_a if self.last is not None else 0.0
+            if abs(current_a) >= self.cfg.rest_current_a:
+                self.counters.opened_under_load += 1
+                self.counters.last_open_current_a = current_a
+
+    def _check_weld(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
+        """Commanded open, yet current flows, the bus stays up or the feedback says closed."""
+        cfg = self.cfg.contactors
+        if (self.opened_at_s is None or self.contactors.main_closed
+                or now_s - self.opened_at_s < cfg.weld_check_s):
+            return
+        self.opened_at_s = None
+        pack_v = self.quantities[Q["pack_v"]]
+        feedback = m.contactors
+        if (abs(m.current_a) > cfg.weld_current_a
+                or feedback.negative or feedback.positive or feedback.precharge
+                or m.bus_voltage_v > cfg.weld_bus_fraction * pack_v):
+            self._raise_event_fault(events, now_s, "CONTACTOR_WELDED", None, m.bus_voltage_v)
+            self.state = "FAULT"
+
+    def _limits(self, dt_s: float) -> None:
+        """Charge and discharge limits, derated and ramped; zero unless running cleanly."""
+        lc, thr, lim = self.cfg.limits, self.chem.thresholds, self.chem.limits
+        charge = discharge = 0.0
+        if self.state == "RUN" and self.requested == "run" and not self.fault_active:
+            q = self.quantities
+            t_max, t_min = q[Q["discharge_temp_max"]], q[Q["discharge_temp_min"]]
+            cold = _ramp((t_min - lim.charge_temp_min_c)
+                         / max(thr.cold_charge_derate_below_c - lim.charge_temp_min_c, 1e-9))
+            cold = 0.0 if t_min <= lim.charge_temp_min_c else (
+                lc.cold_charge_min_fraction + (1.0 - lc.cold_charge_min_fraction) * cold)
+            charge = lc.max_charge_a * min(
+                cold,
+                _ramp((lim.charge_temp_max_c - t_max) / 5.0),
+                _ramp((1.0 - self.soc) / lc.soc_taper),
+                _ramp((thr.charge_v - q[Q["cell_v_max"]]) / lc.charge_taper_v),
+            )
+            discharge = lc.max_discharge_a * min(
+                _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
+                _ramp((t_min - lim.discharge_temp_min_c) / 5.0),
+                # SoC only trims the discharge limit to a fifth: the voltage taper below is
+                # what ends a discharge, so an estimate that is off cannot cut a UPS
+                # ride-through short.
+                _ramp(self.soc / lc.soc_taper + 0.2),
+                _ramp((q[Q["cell_v_min"]] - thr.undervoltage_v) / lc.discharge_taper_v),
+            )
+            if self.protection.any_active("ALARM"):
+                charge *= lc.alarm_fraction
+                discharge *= lc.alarm_fraction
+        rise_a = lc.ramp_a_per_s * dt_s
+        self.charge_limit_a = min(charge, self.charge_limit_a + rise_a)
+        self.discharge_limit_a = min(discharge, self.discharge_limit_a + rise_a)
+
+    # --- faults outside the table and the log -----------------------------------------
+
+    def _raise_event_fault(self, events, now_s, name, index, value, note: str = "") -> None:
+        if name in self.event_faults:
+            return
+        self.event_faults.add(name)
+        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], "FAULT", "raised",
+                                     index, value), note)
+
+    def _clear_event_fault(self, events, now_s, name) -> None:
+        self.event_faults.discard(name)
+        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], "FAULT", "cleared"))
+
+    def _log(self, events: list[FaultEvent], event: FaultEvent, note: str = "") -> None:
+        events.append(event)
+        m = self.last
+        snapshot = {"state": self.state, "soc_pct": round(self.soc * 100.0, 2)}
+        try:
+            snapshot.update(pack_v=round(float(m.cell_voltage_v.sum()), 3),
+                            current_a=round(m.current_a, 3),
+                            cell_v_min=round(float(m.cell_voltage_v.min()), 4),
+                            cell_v_max=round(float(m.cell_voltage_v.max()), 4),
+                            temp_c_max=round(float(m.temperature_c.max()), 2))
+        except (AttributeError, TypeError, ValueError):  # no measurement, or a broken one
+            snapshot["measurement"] = "unavailable"
+        if note:
+            snapshot["note"] = note
+        self.log.record(event, snapshot)
+
+    def _actuation(self, events: list[FaultEvent], mask: np.ndarray) -> Actuation:
+        if self.state != "RUN" or self.fault_active:
+            self.charge_limit_a = self.discharge_limit_a = 0.0
+        else:  # never above the maximum in force: one lowered since the last measurement
+            lc = self.cfg.limits  # (a step without one leaves the limits alone) binds now
+            self.charge_limit_a = min(self.charge_limit_a, lc.max_charge_a)
+            self.discharge_limit_a = min(self.discharge_limit_a, lc.max_discharge_a)
+        bitmap = self.protection.active_bitmap()
+        for name in self.event_faults:
+            bitmap |= 1 << FAULT_CODES[name]
+        return Actuation(
+            state=self.state,
+            contactors=self.contactors,
+            balance_mask=mask,
+            charge_limit_a=self.charge_limit_a,
+            discharge_limit_a=self.discharge_limit_a,
+            fault_bitmap=bitmap,
+            soc=min(max(self.soc, 0.0), 1.0),
+            events=tuple(events),
+            estimate=self.estimate,
+        )

@@ -1,0 +1,175 @@
+"""The protection table and its one debouncer.
+
+Every check is a row (`bms.data.config.ProtectionRow`): a quantity, a direction, a threshold,
+a release value, a debounce time and a release time, at a level. All rows are evaluated
+together, vectorised, each step:
+
+- a row trips when its condition has held for at least its debounce time: with debounce
+  D and tick T, a condition seen on ticks spanning D - T does not trip, one spanning D
+  trips on that tick (and a contactor-open command goes out in the same step);
+- WARNING and ALARM rows clear themselves once the quantity has been back past the
+  release value for the release time;
+- FAULT rows latch: they clear only on a clear-faults request, and only if the quantity
+  is back past the release value at that moment.
+
+Each raise and each clear is reported once, never once per tick.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import attrgetter
+
+import numpy as np
+
+from bms.data.config import QUANTITIES, ProtectionRow
+from bms.data.faults import FAULT_CODES
+
+TIME_EPS_S = 1e-9  # sums of float ticks are not exact; a debounce of D trips at D - eps
+
+
+# What identifies a row across configurations and restarts: a configuration changes its
+# numbers, never these.
+RowKey = tuple[str, str, bool]  # fault, quantity, above
+
+
+def row_key(row: ProtectionRow) -> RowKey:
+    return (row.fault, row.quantity, row.above)
+
+
+@dataclass(frozen=True)
+class Change:
+    row: int
+    action: str  # "raised" or "cleared"
+
+
+class Protection:
+    """All rows, one debouncer. The comparison is vectorised over the rows; the timers then
+    run in plain Python over the few rows that are over their threshold or active, which
+    on most steps is none at all."""
+
+    def __init__(self, rows: tuple[ProtectionRow, ...]):
+        n = len(rows)
+        self.quantity_index = np.array([QUANTITIES.index(r.quantity) for r in rows], dtype=np.intp)
+        # Flip "below" rows so that every condition reads `value * sign > threshold * sign`.
+        self.sign = np.array([1.0 if r.above else -1.0 for r in rows])
+        self._tune(rows)
+        self.latching = [r.level == "FAULT" for r in rows]
+        self.bits = np.array([1 << FAULT_CODES[r.fault] for r in rows], dtype=np.int64)
+        self.active = np.zeros(n, dtype=bool)
+        self.enabled = np.ones(n, dtype=bool)
+        self.over_since_s: dict[int, float] = {}  # rows over their threshold, since when
+        self.safe_since_s: dict[int, float] = {}  # active rows back past release, since when
+        self.value = np.zeros(n)  # each row's quantity at the last step, sign-flipped
+        self.level_rows = {level: np.array([r.level == level for r in rows], dtype=bool)
+                           for level in ("WARNING", "ALARM", "FAULT")}
+        self._summarise()
+
+    def _tune(self, rows: tuple[ProtectionRow, ...]) -> None:
+        self.rows = rows
+        self.trip_at = self.sign * np.array([r.threshold for r in rows])
+        self.safe_below = [r.release * (1.0 if r.above else -1.0) for r in rows]
+        self.debounce_s = [r.debounce_s - TIME_EPS_S for r in rows]
+        self.release_s = [r.release_s - TIME_EPS_S for r in rows]
+
+    def retune(self, rows: tuple[ProtectionRow, ...]) -> None:
+        """New numbers for the same rows (a configuration change at run time). Each row's
+        state carries over - raised, debouncing since, releasing since, enabled - so a
+        raised fault stays raised and a debounce under way keeps its start. Rows of another
+        fault, level, quantity or direction, or in another order, are refused."""
+        fixed = attrgetter("fault", "level", "quantity", "above")
+        if list(map(fixed, rows)) != list(map(fixed, self.rows)):
+            raise ValueError("retune takes new numbers for the same protection rows: same "
+                             "fault, level, quantity and direction, in the same order")
+        self._tune(rows)
+
+    def _summarise(self) -> None:
+        """Bitmap and per-level flags, recomputed only when a row changes."""
+        self.bitmap = int(np.bitwise_or.reduce(self.bits[self.active], initial=0))
+        self.level_active = {level: bool((self.active & rows).any())
+                             for level, rows in self.level_rows.items()}
+
+    def last_value(self, row: int) -> float:
+        """The row's quantity at the last step, in its own units."""
+        return float(self.value[row] * self.sign[row])
+
+    def evaluate(self, quantities: np.ndarray, now_s: float, clear_request: bool) -> list[Change]:
+        """Advances every row's debouncer with this step's quantities; returns the changes."""
+        value = quantities[self.quantity_index]
+        value *= self.sign
+        self.value = value
+        over = value > self.trip_at
+        over &= self.enabled
+        hot = np.flatnonzero(over | self.active)
+        if not hot.size and not self.over_since_s:
+            return []
+        changes: list[Change] = []
+        for i in set(hot.tolist()) | set(self.over_since_s):
+            i = int(i)
+            if over[i]:
+                start_s = self.over_since_s.setdefault(i, now_s)
+                if not self.active[i] and now_s - start_s >= self.debounce_s[i]:
+                    self.active[i] = True
+                    self.safe_since_s.pop(i, None)
+                    changes.append(Change(i, "raised"))
+                    continue
+            else:
+                self.over_since_s.pop(i, None)
+            if not self.active[i]:
+                continue
+            if not self.enabled[i] or value[i] < self.safe_below[i]:
+                safe_s = self.safe_since_s.setdefault(i, now_s)
+                if clear_request or (not self.latching[i]
+                                     and now_s - safe_s >= self.release_s[i]):
+                    self.active[i] = False
+                    self.safe_since_s.pop(i, None)
+                    changes.append(Change(i, "cleared"))
+            else:
+                self.safe_since_s.pop(i, None)
+        if changes:
+            changes.sort(key=lambda c: (c.action != "raised", c.row))
+            self._summarise()
+        return changes
+
+    def active_bitmap(self) -> int:
+        """Fault bitmap: the bit of every fault with a row of any level active."""
+        return self.bitmap
+
+    def any_active(self, level: str) -> bool:
+        return self.level_active[level]
+
+    def fault_pending(self) -> bool:
+        """A FAULT row is over its threshold, tripped or not: no time to close contactors."""
+        return any(self.latching[i] for i in self.over_since_s)
+
+    def latched_rows(self) -> list[RowKey]:
+        """The FAULT rows raised and not yet cleared, by what identifies a row."""
+        return [row_key(self.rows[i]) for i in np.flatnonzero(self.active) if self.latching[i]]
+
+    def latch(self, keys: list[RowKey]) -> list[RowKey]:
+        """Raises the named FAULT rows as they were before a power-down (they clear, as
+        ever, on a clear-faults request once their quantity is back). Returns the keys
+        that name no FAULT row of this table."""
+        index = {row_key(r): i for i, r in enumerate(self.rows) if r.level == "FAULT"}
+        unknown = [k for k in keys if k not in index]
+        for k in keys:
+            if k in index:
+                self.active[index[k]] = True
+        self._summarise()
+        return unknown
+
+    def set_enabled(self, faults: set[str], enabled: bool) -> list[Change]:
+        """Turns the rows of the named faults on or off (storage suspends under-voltage);
+        an active row turned off clears at once, and that is reported like any clear."""
+        changes = []
+        for i, row in enumerate(self.rows):
+            if row.fault in faults:
+                self.enabled[i] = enabled
+                if not enabled:
+                    if self.active[i]:
+                        changes.append(Change(i, "cleared"))
+                    self.active[i] = False
+                    self.over_since_s.pop(i, None)
+                    self.safe_since_s.pop(i, None)
+        self._summarise()
+        return changes

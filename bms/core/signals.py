@@ -1,0 +1,113 @@
+"""What crosses the firmware boundary: measurements in, actuation out.
+
+The firmware is called as `step(measurement, now_s) -> Actuation`; these types are
+the same whether the measurement comes from the simulated pack, a rig over a serial
+link or a recorded trace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STATES = ("INIT", "STANDBY", "PRECHARGE", "RUN", "FAULT", "STORAGE", "SERVICE")
+HOST_REQUESTS = ("standby", "run", "storage", "clear-faults")
+
+
+@dataclass(frozen=True, slots=True)
+class Contactors:
+    negative: bool = False
+    precharge: bool = False
+    positive: bool = False
+
+    @property
+    def main_closed(self) -> bool:
+        """True when the pack is connected to the bus through both main contactors."""
+        return self.negative and self.positive
+
+    def describe(self) -> str:
+        return "closed" if self.main_closed else "open"
+
+
+OPEN = Contactors()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Measurement:
+    cell_voltage_v: np.ndarray  # (n_series,)
+    temperature_c: np.ndarray  # (n_temp_sensors,)
+    current_a: float  # positive = charging
+    bus_voltage_v: float  # DC link, load side of the contactors
+    contactors: Contactors  # auxiliary-contact feedback
+    # Which bleed switches were on during the interval this measurement closes, as an AFE
+    # or a recording reports them; None: as the firmware commanded.
+    balancing: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FaultEvent:
+    t_s: float
+    name: str
+    code: int
+    level: str  # "WARNING", "ALARM" or "FAULT"
+    action: str  # "raised" or "cleared"
+    index: int | None = None  # offending cell or sensor, 0-based
+    value: float | None = None  # its reading when the event happened
+
+    def as_dict(self) -> dict:
+        return {
+            "t_s": round(self.t_s, 6),
+            "name": self.name,
+            "code": self.code,
+            "level": self.level,
+            "action": self.action,
+            "index": self.index,
+            "value": None if self.value is None else round(self.value, 6),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Estimate:
+    soc: float  # pack, fraction
+    cell_soc: np.ndarray  # fraction
+    cell_soc_sigma: np.ndarray  # the filter's standard deviation, fraction
+    cell_capacity_ah: np.ndarray
+    cell_resistance_factor: np.ndarray  # 1 = the chemistry's table
+    cell_bled_soc: np.ndarray  # SoC each cell has given to its bleed resistor since start
+    reset_epoch: int  # counts resets of SoC from the voltage (full, empty, a rest's first)
+    soh_pct: float  # the weakest cell's capacity, percent of nominal
+    resistance_pct: float  # mean resistance, percent of nominal
+    current_offset_a: float
+    remaining_wh: float  # at the present discharge power (else at the reference power)
+    runtime_s: float | None  # at the present discharge power; None when not discharging
+    runtime_reference_s: float  # at the configured reference power
+
+    def as_dict(self) -> dict:
+        """The figures at the edges (percent, rounded), as the CLI and CSV give them."""
+        return {
+            "soc_pct": round(self.soc * 100.0, 3),
+            "soh_pct": round(self.soh_pct, 2),
+            "resistance_pct": round(self.resistance_pct, 2),
+            "current_offset_a": round(self.current_offset_a, 5),
+            "remaining_wh": round(self.remaining_wh, 3),
+            "runtime_s": None if self.runtime_s is None else round(self.runtime_s, 1),
+            "runtime_reference_s": round(self.runtime_reference_s, 1),
+        }
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Actuation:
+    """The firmware's decisions for one step. Its arrays are never modified after the step
+    returns them (a firmware hands out a new array when a value changes), so a consumer may
+    tell "unchanged" by identity."""
+
+    state: str
+    contactors: Contactors
+    balance_mask: np.ndarray  # (n_series,) bool: bleed resistor on
+    charge_limit_a: float  # >= 0
+    discharge_limit_a: float  # >= 0, magnitude
+    fault_bitmap: int
+    soc: float  # pack SoC estimate, fraction
+    events: tuple[FaultEvent, ...] = ()
+    estimate: Estimate | None = None  # SoC, SoH, energy; the same object between updates

@@ -1,0 +1,235 @@
+"""Per-cell state-of-charge filter: an extended Kalman filter on the 2-RC + hysteresis model,
+vectorised over cells, with the current sensor's offset as a state.
+
+Each cell carries the state x = [soc, v1, v2, h, b]: SoC (fraction), the two RC voltages
+(V), the hysteresis state (+1 charge branch, -1 discharge branch) and the offset of the
+current sensor (A; measured = true + b). Every cell sees the same current sensor, so the
+offset is one quantity seen N times: each cell's filter estimates it from its own voltage,
+and after each update the estimates are fused into their median (robust to a cell whose
+own fault, such as an internal short, looks like an offset) and handed back to every cell
+- a federated filter without variance reset, which errs on the cautious side.
+
+Why the measurement noise adapts. The voltage model is wrong by a few millivolts in ways
+that persist for minutes (OCV table error, relaxation the two RC pairs do not capture,
+temperature). Treated as white noise, a persistent error of e volts would pull SoC by
+e / slope, and on a flat plateau (slope 0.2 V per unit SoC) a 5 mV error is 2.5 % SoC.
+So the model error's variance is scaled by its correlation time over the update period -
+the filter counts a few minutes of readings as one reading - and grows with the current
+(resistance error) and with the RC voltages (relaxation not yet done). Its effect on SoC
+is that error over the local OCV slope: where the curve is steep the voltage decides,
+where it is flat the coulomb count does. After a rest has relaxed the cells, the dynamic
+terms vanish and the rest voltage corrects SoC (`recalibrate` does it at once where the
+curve is steep enough to be trusted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bms.data.chemistry import BELOW_EMPTY_SOC, Chemistry
+
+SOC, V1, V2, HYST, OFFSET = range(5)
+N_STATES = 5
+MODEL_ERROR_CAP = 4.0  # the model error seen in the innovations counts up to this x model_v
+SOC_MAX = 1.05  # SoC is kept inside [-BELOW_EMPTY_SOC, SOC_MAX]
+
+
+@dataclass(frozen=True)
+class FilterNoise:
+    """What the filter assumes about its sensors and its model (one standard deviation)."""
+
+    voltage_v: float  # cell voltage reading noise, quantisation included
+    current_a: float  # current reading noise per sample
+    model_v: float  # OCV and model error at rest
+    model_dynamic: float  # relative error of the resistive and RC voltages
+    correlation_s: float  # how long a model error persists
+    capacity_rel: float  # relative error of the assumed capacity
+    leak_per_sqrt_s: float  # SoC random walk: unmodelled self-discharge and leaks
+    offset_a: float  # initial uncertainty of the current offset
+    offset_walk_a_per_sqrt_s: float  # drift of the current offset
+    flat_slope_v: float  # OCV slope (V per unit SoC) below which the voltage counts less
+
+
+class SocFilter:
+    """The filter's state and its two steps, `predict` (coulombs) and `update` (voltage)."""
+
+    def __init__(self, chemistry: Chemistry, soc: np.ndarray, soc_sigma: np.ndarray | float,
+                 noise: FilterNoise):
+        n = soc.shape[0]
+        self.chem = chemistry
+        self.noise = noise
+        self.x = np.zeros((n, N_STATES))
+        self.x[:, SOC] = soc
+        self.P = np.zeros((n, N_STATES, N_STATES))
+        self.P[:, SOC, SOC] = np.square(soc_sigma)
+        self.P[:, V1, V1] = self.P[:, V2, V2] = 0.01 ** 2  # unknown polarisation at start
+        self.P[:, HYST, HYST] = 1.0  # the branch is unknown at start
+        self.P[:, OFFSET, OFFSET] = noise.offset_a ** 2
+        self.ocv_v = np.zeros(n)  # each cell's OCV at the last update
+        self.innovation_ms = np.full(n, noise.model_v ** 2)  # running mean square, V^2
+        # Of the last update, for the resistance learner: the reading minus the prediction
+        # before and after the correction, and the resistive + RC voltage before and after.
+        self.innovation_v = self.residual_v = np.zeros(n)
+        self.prior_dynamic_v = self.dynamic_v = np.zeros(n)
+        self.moved_soc = np.zeros(n)  # SoC counted since the voltage last set each cell
+
+    @property
+    def soc(self) -> np.ndarray:
+        return self.x[:, SOC]
+
+    @property
+    def soc_sigma(self) -> np.ndarray:
+        return np.sqrt(self.P[:, SOC, SOC])
+
+    @property
+    def offset_a(self) -> float:
+        return float(self.x[0, OFFSET])
+
+    def predict(self, charge_as: np.ndarray, period_s: float, capacity_as: np.ndarray,
+                r_rc_ohm: np.ndarray, tau_s: np.ndarray, samples: int, at_rest: bool) -> None:
+        """Moves the state over `period_s` in which each cell took `charge_as` (measured,
+        its bleed current included)."""
+        x, nz = self.x, self.noise
+        b = x[:, OFFSET]
+        mean_current_a = charge_as / period_s  # each cell's own: a bleed polarises it too
+        d_soc = (charge_as - b * period_s) / capacity_as
+        a = np.exp(-period_s / tau_s)  # (2, n)
+        gain = r_rc_ohm * (1.0 - a)
+        direction = np.sign(d_soc)
+        decay = np.exp(-self.chem.ocv.hysteresis_rate * np.abs(d_soc))
+
+        x[:, SOC] = np.clip(x[:, SOC] + d_soc, -BELOW_EMPTY_SOC, SOC_MAX)
+        x[:, V1] = a[0] * x[:, V1] + gain[0] * (mean_current_a - b)
+        x[:, V2] = a[1] * x[:, V2] + gain[1] * (mean_current_a - b)
+        x[:, HYST] = direction + (x[:, HYST] - direction) * decay
+
+        # P <- F P F' with F = diag(d) + c e_b' (the offset column): written out, because
+        # a batched matrix product of 5x5 matrices costs more than these element-wise terms.
+        d = np.ones((x.shape[0], N_STATES))
+        d[:, V1], d[:, V2], d[:, HYST] = a[0], a[1], decay
+        c = np.zeros_like(d)
+        c[:, SOC], c[:, V1], c[:, V2] = -period_s / capacity_as, -gain[0], -gain[1]
+        P = self.P
+        p_b = P[:, :, OFFSET] * d  # (D P e_b)
+        P = (d[:, :, None] * P * d[:, None, :] + p_b[:, :, None] * c[:, None, :]
+             + c[:, :, None] * p_b[:, None, :]
+             + P[:, OFFSET, OFFSET][:, None, None] * (c[:, :, None] * c[:, None, :]))
+        # Current noise summed over the period's samples and the capacity's error on the
+        # charge moved; at rest, where nothing else moves SoC, a slow walk for leaks the
+        # model does not know (an internal short shows as the voltage leading it). Under
+        # load there is no such walk: on a flat plateau it would let a biased voltage pull
+        # SoC away from the coulomb count.
+        sample_s = period_s / max(samples, 1)
+        # A capacity error is a bias: its variance grows with the square of the SoC moved
+        # since the voltage last set the cell, not with the sum of each period's squares.
+        moved = self.moved_soc + d_soc
+        capacity_var = nz.capacity_rel ** 2 * np.maximum(moved * moved - self.moved_soc ** 2,
+                                                         0.0)
+        self.moved_soc = moved
+        P[:, SOC, SOC] += (np.square(nz.current_a * sample_s) * samples / capacity_as ** 2
+                           + capacity_var
+                           + (nz.leak_per_sqrt_s ** 2 * period_s if at_rest else 0.0))
+        dyn = np.square(nz.model_dynamic * gain * np.abs(mean_current_a)) + 1e-8
+        P[:, V1, V1] += dyn[0]
+        P[:, V2, V2] += dyn[1]
+        P[:, HYST, HYST] += np.square(0.1 * (1.0 - decay)) + 1e-6
+        P[:, OFFSET, OFFSET] += nz.offset_walk_a_per_sqrt_s ** 2 * period_s
+        self.P = P
+
+    def update(self, cell_voltage_v: np.ndarray, current_a: float, temperature_c: np.ndarray,
+               r0_ohm: np.ndarray, period_s: float, valid: np.ndarray) -> None:
+        """Corrects the state with one voltage reading per cell (only `valid` cells)."""
+        x, nz = self.x, self.noise
+        ocv, slope, half = self.chem.ocv.with_slope(x[:, SOC], x[:, HYST], temperature_c)
+        self.ocv_v = ocv
+        i_true = current_a - x[:, OFFSET]
+        ir_v = r0_ohm * i_true
+        predicted = ocv + x[:, V1] + x[:, V2] + ir_v
+        H = np.ones_like(x)
+        H[:, SOC], H[:, HYST], H[:, OFFSET] = slope, half, -r0_ohm
+        PH = (self.P @ H[:, :, None])[:, :, 0]
+        explained = (H * PH).sum(axis=1) + nz.voltage_v ** 2
+        # The model's error as seen: the innovations' mean square beyond what the state's
+        # uncertainty and the sensor explain (covariance matching). A cell the model fits
+        # worse than assumed - a resistance or an OCV off by more than model_v - is then
+        # trusted less, instead of its bias being read as SoC or as a current offset.
+        # Capped: a state that is confidently wrong (a stale stored SoC) also gives large
+        # innovations, and must still be pulled back by the voltage.
+        model_var = np.clip(self.innovation_ms - explained, nz.model_v ** 2,
+                            (MODEL_ERROR_CAP * nz.model_v) ** 2)
+        dynamic_v = nz.model_dynamic * (np.abs(ir_v) + np.abs(x[:, V1]) + np.abs(x[:, V2]))
+        persist = max(nz.correlation_s / period_s, 1.0)
+        # Where the curve is flat the model's error is worth more SoC than it says (1 mV is
+        # 0.5 % of SoC on a 0.2 V plateau), and a persistent one would be read as SoC drift
+        # or as a current offset: there the voltage counts less, by the slope's shortfall
+        # squared, and the coulomb count carries SoC across the plateau. That holds once
+        # SoC is known about as well as the model error allows (model_v / slope); a state
+        # far less certain than that (a wrong start) still takes the voltage at full weight.
+        abs_slope = np.maximum(np.abs(slope), 1e-6)
+        shortfall2 = np.square(np.maximum(nz.flat_slope_v / abs_slope, 1.0))
+        settled = np.minimum(np.square(nz.model_v / abs_slope) / self.P[:, SOC, SOC], 1.0)
+        flat2 = 1.0 + (shortfall2 - 1.0) * settled
+        r = nz.voltage_v ** 2 + (model_var + dynamic_v * dynamic_v) * persist * flat2
+        innovation = cell_voltage_v - predicted
+        self.innovation_v = innovation
+        self.prior_dynamic_v = ir_v + x[:, V1] + x[:, V2]
+        if not valid.all():
+            innovation = np.where(valid, innovation, 0.0)
+            r = np.where(valid, r, np.inf)
+        weight = min(period_s / max(nz.correlation_s, period_s), 1.0)
+        self.innovation_ms += weight * (np.where(valid, innovation * innovation,
+                                                 self.innovation_ms) - self.innovation_ms)
+        gain = self._correct(H, innovation, r, PH)
+        self.fuse_offset()
+        # What the resistance learner compares across runs: the resistive and RC voltage of
+        # the corrected state, and the reading's residual against it (linearised).
+        self.dynamic_v = r0_ohm * (current_a - x[:, OFFSET]) + x[:, V1] + x[:, V2]
+        self.residual_v = innovation * (1.0 - (H * gain).sum(axis=1))
+
+    def observe_offset(self, mean_current_a: float, samples: int) -> None:
+        """With the contactors open no current flows: the reading is the offset itself."""
+        H = np.zeros_like(self.x)
+        H[:, OFFSET] = 1.0
+        r = self.noise.current_a ** 2 / max(samples, 1)
+        self._correct(H, mean_current_a - self.x[:, OFFSET], np.full(self.x.shape[0], r))
+
+    def _correct(self, H: np.ndarray, innovation: np.ndarray, r: np.ndarray,
+                 PH: np.ndarray | None = None) -> np.ndarray:
+        """One scalar measurement per cell. P - PH PH' / s stays symmetric as written."""
+        if PH is None:
+            PH = (self.P @ H[:, :, None])[:, :, 0]
+        s = (H * PH).sum(axis=1) + r
+        K = PH / s[:, None]  # a cell with r = inf gets K = 0
+        self.x += K * innovation[:, None]
+        self.P -= K[:, :, None] * PH[:, None, :]
+        np.clip(self.x[:, SOC], -BELOW_EMPTY_SOC, SOC_MAX, out=self.x[:, SOC])
+        np.clip(self.x[:, HYST], -1.0, 1.0, out=self.x[:, HYST])
+        return K
+
+    def fuse_offset(self) -> None:
+        """Every cell's offset estimate replaced by their median (the upper one of an even
+        count: np.median's extra work is a visible cost at one run per second)."""
+        b = self.x[:, OFFSET]
+        middle = b.size // 2
+        b[:] = np.partition(b, middle)[middle]
+
+    def recalibrate(self, cells: np.ndarray, soc: np.ndarray, soc_sigma: np.ndarray,
+                    hyst: float | None = None) -> None:
+        """Sets `cells` to a SoC known from the voltage alone (full, empty or a relaxed rest),
+        forgetting what the coulomb count had built up for them; at full or empty the
+        branch is known too (`hyst` +1 or -1)."""
+        if not cells.any():
+            return
+        self.x[cells, SOC] = soc[cells]
+        self.moved_soc[cells] = 0.0
+        P = self.P[cells]
+        known = [SOC] if hyst is None else [SOC, HYST]
+        P[:, known, :] = 0.0
+        P[:, :, known] = 0.0
+        P[:, SOC, SOC] = np.square(soc_sigma)[cells]
+        if hyst is not None:
+            self.x[cells, HYST] = hyst
+            P[:, HYST, HYST] = 0.01
+        self.P[cells] = P

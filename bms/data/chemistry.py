@@ -1,0 +1,483 @@
+"""Cell chemistry as data: OCV curves with hysteresis, 2-RC parameters, limits, thermal figures.
+
+A chemistry is either a built-in preset (`bms.data.presets`) or a user cell profile in
+TOML (`load_profile`); `bms.data.presets.resolve_chemistry` accepts either wherever a
+chemistry is named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bms.data.validation import Problems, read_toml
+
+# Below the 0 % point of the OCV table a sodium-ion cell may still be discharged
+# (to 0 V for storage and transport); the curve falls to 0 V over this much charge.
+BELOW_EMPTY_SOC = 0.03
+
+
+@dataclass(frozen=True, eq=False)
+class OcvCurve:
+    """Open-circuit voltage against SoC (fraction), with a charge and a discharge branch."""
+
+    soc: np.ndarray
+    charge_v: np.ndarray
+    discharge_v: np.ndarray
+    temp_coeff_v_per_k: float
+    # How fast the hysteresis state swings between branches: it moves by 1 - 1/e after
+    # 1/hysteresis_rate of the capacity has passed in one direction.
+    hysteresis_rate: float
+
+    @property
+    def mid_v(self) -> np.ndarray:
+        return 0.5 * (self.charge_v + self.discharge_v)
+
+    @property
+    def half_gap_v(self) -> np.ndarray:
+        return 0.5 * (self.charge_v - self.discharge_v)
+
+    @functools.cached_property
+    def lookup_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(soc, mid_v, half_gap_v) extended below 0 % down to 0 V, for np.interp."""
+        soc = np.concatenate(([-BELOW_EMPTY_SOC], self.soc))
+        mid = np.concatenate(([0.0], self.mid_v))
+        half = np.concatenate(([0.0], self.half_gap_v))
+        return soc, mid, half
+
+    def voltage_v(self, soc: np.ndarray, hysteresis: np.ndarray, temperature_c: np.ndarray):
+        """OCV of each cell: hysteresis +1 is the charge branch, -1 the discharge branch."""
+        soc_t, mid, half = self.lookup_tables
+        return (
+            np.interp(soc, soc_t, mid)
+            + hysteresis * np.interp(soc, soc_t, half)
+            + self.temp_coeff_v_per_k * (np.asarray(temperature_c) - 25.0)
+        )
+
+    @functools.cached_property
+    def _segments(self) -> tuple[np.ndarray, ...]:
+        """Per table segment: start SoC, mid and half-gap at the start, and their slopes."""
+        soc_t, mid, half = self.lookup_tables
+        d_soc = np.diff(soc_t)
+        return (soc_t[:-1], mid[:-1], half[:-1], np.diff(mid) / d_soc, np.diff(half) / d_soc)
+
+    def with_slope(self, soc: np.ndarray, hysteresis: np.ndarray, temperature_c: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """OCV, its slope dOCV/dSoC (V per unit SoC) and the half hysteresis gap, per cell:
+        what a filter needs each run, in a few array operations."""
+        start, mid0, half0, mid_slope, half_slope = self._segments
+        k = np.clip(np.searchsorted(start, soc, side="right") - 1, 0, start.size - 1)
+        ds = soc - start[k]
+        half = half0[k] + half_slope[k] * ds
+        slope = mid_slope[k] + hysteresis * half_slope[k]
+        ocv = (mid0[k] + mid_slope[k] * ds + hysteresis * half
+               + self.temp_coeff_v_per_k * (temperature_c - 25.0))
+        return ocv, slope, half
+
+    def soc_on_branch(self, voltage_v: np.ndarray, hysteresis: np.ndarray,
+                      temperature_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each cell's SoC whose OCV, with that cell's hysteresis state, is `voltage_v`;
+        and the OCV slope there (V per unit SoC), which says how far to trust it."""
+        soc_t, mid, half = self.lookup_tables
+        corrected = np.asarray(voltage_v) - self.temp_coeff_v_per_k * (
+            np.asarray(temperature_c) - 25.0)
+        curves = mid + np.asarray(hysteresis, dtype=float)[:, None] * half  # (n, table)
+        last = soc_t.size - 2
+        k = np.clip((curves <= corrected[:, None]).sum(axis=1) - 1, 0, last)
+        rows = np.arange(curves.shape[0])
+        low, high = curves[rows, k], curves[rows, k + 1]
+        slope = (high - low) / (soc_t[k + 1] - soc_t[k])
+        soc = soc_t[k] + (corrected - low) / np.where(slope > 0, slope, np.inf)
+        return np.clip(soc, soc_t[0], soc_t[-1]), slope
+
+
+@dataclass(frozen=True, eq=False)
+class EcmTable:
+    """2-RC equivalent circuit parameters tabulated over temperature (rows) and SoC (columns)."""
+
+    soc: np.ndarray
+    temperature_c: np.ndarray
+    r0_ohm: np.ndarray
+    r1_ohm: np.ndarray
+    tau1_s: np.ndarray
+    r2_ohm: np.ndarray
+    tau2_s: np.ndarray
+
+    @functools.cached_property
+    def _flat(self) -> np.ndarray:
+        """The five tables as one (5, n_temp * n_soc) array: r0, r1, tau1, r2, tau2."""
+        tables = (self.r0_ohm, self.r1_ohm, self.tau1_s, self.r2_ohm, self.tau2_s)
+        return np.stack(tables).reshape(5, -1)
+
+    def lookup(self, soc: np.ndarray, temperature_c: np.ndarray) -> np.ndarray:
+        """Bilinear interpolation (clamped at the table edges); returns (5, *soc.shape)."""
+        shape = np.shape(soc)
+        soc_f = np.ravel(soc)
+        temp_f = np.ravel(np.broadcast_to(temperature_c, shape))
+        n_temp, n_soc = self.temperature_c.size, self.soc.size
+        ti = np.interp(temp_f, self.temperature_c, np.arange(n_temp, dtype=float))
+        si = np.interp(soc_f, self.soc, np.arange(n_soc, dtype=float))
+        t0 = np.minimum(ti.astype(np.intp), n_temp - 2)
+        s0 = np.minimum(si.astype(np.intp), n_soc - 2)
+        tw = ti - t0
+        sw = si - s0
+        corner = t0 * n_soc + s0
+        flat = self._flat
+        v00 = flat.take(corner, axis=1)
+        v01 = flat.take(corner + 1, axis=1)
+        v10 = flat.take(corner + n_soc, axis=1)
+        v11 = flat.take(corner + n_soc + 1, axis=1)
+        low = v00 + (v01 - v00) * sw
+        high = v10 + (v11 - v10) * sw
+        return (low + (high - low) * tw).reshape(5, *shape)
+
+    def scaled(self, resistance_factor: float) -> EcmTable:
+        return dataclasses.replace(
+            self,
+            r0_ohm=self.r0_ohm * resistance_factor,
+            r1_ohm=self.r1_ohm * resistance_factor,
+            r2_ohm=self.r2_ohm * resistance_factor,
+        )
+
+
+@dataclass(frozen=True)
+class CellLimits:
+    """Absolute limits of the cell: no configuration may go beyond them."""
+
+    v_min: float
+    v_max: float
+    charge_temp_min_c: float
+    charge_temp_max_c: float
+    discharge_temp_min_c: float
+    discharge_temp_max_c: float
+    max_charge_c: float
+    max_discharge_c: float
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Recommended operating thresholds (inside the absolute limits)."""
+
+    charge_v: float
+    overvoltage_v: float
+    overvoltage_release_v: float
+    undervoltage_v: float
+    undervoltage_release_v: float
+    # Below this temperature the charge current is derated toward the charge minimum.
+    cold_charge_derate_below_c: float
+
+
+@dataclass(frozen=True)
+class ThermalParams:
+    heat_capacity_j_per_k: float
+    resistance_to_ambient_k_per_w: float
+    resistance_to_neighbour_k_per_w: float
+
+
+@dataclass(frozen=True, eq=False)
+class Chemistry:
+    name: str
+    description: str
+    capacity_ah: float
+    nominal_v: float
+    ocv: OcvCurve
+    ecm: EcmTable
+    limits: CellLimits
+    thresholds: Thresholds
+    thermal: ThermalParams
+    self_discharge_pct_per_month: float
+
+    def with_capacity(self, capacity_ah: float) -> Chemistry:
+        """The same chemistry in a cell of another size.
+
+        Resistance scales inversely with capacity, heat capacity with it, and the
+        thermal resistances with the surface, taken as capacity to the 2/3 power.
+        """
+        ratio = capacity_ah / self.capacity_ah
+        surface = ratio ** (2.0 / 3.0)
+        thermal = ThermalParams(
+            heat_capacity_j_per_k=self.thermal.heat_capacity_j_per_k * ratio,
+            resistance_to_ambient_k_per_w=self.thermal.resistance_to_ambient_k_per_w / surface,
+            resistance_to_neighbour_k_per_w=self.thermal.resistance_to_neighbour_k_per_w / surface,
+        )
+        return dataclasses.replace(
+            self, capacity_ah=capacity_ah, ecm=self.ecm.scaled(1.0 / ratio), thermal=thermal
+        )
+
+
+def arrhenius_factor(temperature_c: np.ndarray, activation_j_per_mol: float) -> np.ndarray:
+    """Resistance relative to 25 °C for a thermally activated process."""
+    gas_constant = 8.314
+    kelvin = np.asarray(temperature_c, dtype=float) + 273.15
+    return np.exp(activation_j_per_mol / gas_constant * (1.0 / kelvin - 1.0 / 298.15))
+
+
+def separable_ecm(
+    soc: np.ndarray,
+    temperature_c: np.ndarray,
+    soc_factor: np.ndarray,
+    temp_factor: np.ndarray,
+    r0_ohm: float,
+    r1_ohm: float,
+    tau1_s: float,
+    r2_ohm: float,
+    tau2_s: float,
+) -> EcmTable:
+    """ECM tables from 25 °C / mid-SoC values and shape factors over temperature and SoC.
+
+    Resistances follow factor(T) * factor(SoC); time constants are kept constant.
+    """
+    shape = np.outer(temp_factor, soc_factor)
+    ones = np.ones_like(shape)
+    return EcmTable(
+        soc=np.asarray(soc, dtype=float),
+        temperature_c=np.asarray(temperature_c, dtype=float),
+        r0_ohm=r0_ohm * shape,
+        r1_ohm=r1_ohm * shape,
+        tau1_s=tau1_s * ones,
+        r2_ohm=r2_ohm * shape,
+        tau2_s=tau2_s * ones,
+    )
+
+
+# --- user cell profiles ----------------------------------------------------------
+
+# Generic shape of resistance over SoC and temperature, used for user profiles that
+# give only 25 °C values: resistance rises toward empty and in the cold.
+GENERIC_SOC = np.array([0.0, 0.1, 0.2, 0.5, 0.9, 1.0])
+GENERIC_SOC_FACTOR = np.array([2.0, 1.4, 1.15, 1.0, 1.0, 1.1])
+GENERIC_TEMP_C = np.array([-40.0, -20.0, 0.0, 25.0, 45.0, 60.0])
+GENERIC_TEMP_FACTOR = arrhenius_factor(GENERIC_TEMP_C, activation_j_per_mol=20e3)
+
+# Generic sodium-ion windows (shared/sodium-ion.md) for limits a profile leaves out.
+_LIMIT_DEFAULTS = {
+    "charge_temp_min_c": -20.0,
+    "charge_temp_max_c": 55.0,
+    "discharge_temp_min_c": -40.0,
+    "discharge_temp_max_c": 60.0,
+    "max_charge_c": 1.0,
+    "max_discharge_c": 2.0,
+}
+
+_PROFILE_KEYS = {
+    "": {"name", "description", "capacity_ah", "nominal_v", "self_discharge_pct_per_month",
+         "limits", "ocv", "ecm", "thresholds", "thermal"},
+    "limits": {f.name for f in dataclasses.fields(CellLimits)},
+    "ocv": {"soc_pct", "voltage_v", "charge_v", "discharge_v", "temp_coeff_v_per_k",
+            "hysteresis_rate"},
+    "ecm": {"r0_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s"},
+    "thresholds": {f.name for f in dataclasses.fields(Thresholds)},
+    "thermal": {f.name for f in dataclasses.fields(ThermalParams)},
+}
+
+
+def _number(problems: Problems, table: dict, key: str, where: str, default=None):
+    value = table.get(key, default)
+    if value is None:
+        problems.add(where, None, "is required")
+        return float("nan")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.add(where, value, "must be a number")
+        return float("nan")
+    if not _finite(value):
+        problems.add(where, value, "must be a finite number")
+        return float("nan")
+    return float(value)
+
+
+def _finite(value: int | float) -> bool:
+    """Not NaN, not infinite, and (an int) not past the largest float."""
+    return -sys.float_info.max <= value <= sys.float_info.max
+
+
+def _vector(problems: Problems, table: dict, key: str, where: str) -> np.ndarray | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(
+        isinstance(x, int | float) and not isinstance(x, bool) and _finite(x) for x in value
+    ):
+        problems.add(where, value, "must be a non-empty list of finite numbers")
+        return None
+    return np.asarray(value, dtype=float)
+
+
+def parse_profile(data: dict, source: str) -> Chemistry:
+    """Builds a Chemistry from a parsed profile; raises InputError naming every bad field."""
+    problems = Problems(source)
+    for section, allowed in _PROFILE_KEYS.items():
+        table = data if not section else data.get(section, {})
+        if not isinstance(table, dict):
+            problems.add(section, table, "must be a table")
+            continue
+        for key in sorted(set(table) - allowed):  # an unknown table too: a misspelt [thermal]
+            where = f"{section}.{key}" if section else key
+            problems.add(where, table[key], f"unknown field; allowed: {sorted(allowed)}")
+    problems.raise_if_any()
+
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        problems.add("name", name, "must be a non-empty string")
+    description = data.get("description", f"user cell profile {source}")
+    if not isinstance(description, str):
+        problems.add("description", description, "must be a string")
+    capacity_ah = _number(problems, data, "capacity_ah", "capacity_ah")
+    problems.check_range("capacity_ah", capacity_ah, 1e-3, 1e5)
+
+    lim = data.get("limits", {})
+    v_min = _number(problems, lim, "v_min", "limits.v_min")
+    v_max = _number(problems, lim, "v_max", "limits.v_max")
+    if v_min >= v_max:
+        problems.add("limits.v_min", v_min, f"must be below limits.v_max ({v_max:g})")
+    optional = {key: _number(problems, lim, key, f"limits.{key}", default)
+                for key, default in _LIMIT_DEFAULTS.items()}
+    limits = CellLimits(v_min=v_min, v_max=v_max, **optional)
+    for low, high in (("charge_temp_min_c", "charge_temp_max_c"),
+                      ("discharge_temp_min_c", "discharge_temp_max_c")):
+        if getattr(limits, low) >= getattr(limits, high):
+            problems.add(f"limits.{low}", getattr(limits, low), f"must be below limits.{high}")
+    for key in ("max_charge_c", "max_discharge_c"):
+        problems.check_range(f"limits.{key}", getattr(limits, key), 0.0, 100.0)
+
+    ocv = _parse_ocv(problems, data.get("ocv"), v_min, v_max)
+    ecm = _parse_ecm(problems, data.get("ecm", {}), capacity_ah)
+    problems.raise_if_any()
+
+    span_v = v_max - v_min
+    thr = data.get("thresholds", {})
+    thresholds = Thresholds(
+        charge_v=_number(problems, thr, "charge_v", "thresholds.charge_v", v_max - 0.05 * span_v),
+        overvoltage_v=_number(problems, thr, "overvoltage_v", "thresholds.overvoltage_v", v_max),
+        overvoltage_release_v=_number(problems, thr, "overvoltage_release_v",
+                                      "thresholds.overvoltage_release_v", v_max - 0.08 * span_v),
+        undervoltage_v=_number(problems, thr, "undervoltage_v", "thresholds.undervoltage_v", v_min),
+        undervoltage_release_v=_number(problems, thr, "undervoltage_release_v",
+                                       "thresholds.undervoltage_release_v", v_min + 0.15 * span_v),
+        cold_charge_derate_below_c=_number(problems, thr, "cold_charge_derate_below_c",
+                                           "thresholds.cold_charge_derate_below_c", 0.0),
+    )
+    check_thresholds(problems, thresholds, limits)
+
+    th = data.get("thermal", {})
+    thermal = ThermalParams(
+        heat_capacity_j_per_k=_number(problems, th, "heat_capacity_j_per_k",
+                                      "thermal.heat_capacity_j_per_k", 30.0 * capacity_ah),
+        resistance_to_ambient_k_per_w=_number(problems, th, "resistance_to_ambient_k_per_w",
+                                              "thermal.resistance_to_ambient_k_per_w", 10.0),
+        resistance_to_neighbour_k_per_w=_number(problems, th, "resistance_to_neighbour_k_per_w",
+                                                "thermal.resistance_to_neighbour_k_per_w", 8.0),
+    )
+    for f in dataclasses.fields(ThermalParams):
+        problems.check_range(f"thermal.{f.name}", getattr(thermal, f.name), 1e-6, None)
+    nominal_v = _number(problems, data, "nominal_v", "nominal_v", float(np.mean(ocv.mid_v)))
+    problems.check_range("nominal_v", nominal_v, v_min, v_max)
+    self_discharge = _number(problems, data, "self_discharge_pct_per_month",
+                             "self_discharge_pct_per_month", 3.0)
+    problems.check_range("self_discharge_pct_per_month", self_discharge, 0.0, 100.0)
+    problems.raise_if_any()
+    return Chemistry(
+        name=name.strip(),
+        description=description,
+        capacity_ah=capacity_ah,
+        nominal_v=nominal_v,
+        ocv=ocv,
+        ecm=ecm,
+        limits=limits,
+        thresholds=thresholds,
+        thermal=thermal,
+        self_discharge_pct_per_month=self_discharge,
+    )
+
+
+def check_thresholds(problems: Problems, thr: Thresholds, limits: CellLimits) -> None:
+    """Thresholds must sit inside the absolute limits, each release on the safe side."""
+    for key in ("charge_v", "overvoltage_v", "overvoltage_release_v", "undervoltage_v",
+                "undervoltage_release_v"):
+        problems.check_range(f"thresholds.{key}", getattr(thr, key), limits.v_min, limits.v_max)
+    if thr.overvoltage_release_v >= thr.overvoltage_v:
+        problems.add("thresholds.overvoltage_release_v", thr.overvoltage_release_v,
+                     f"must be below thresholds.overvoltage_v ({thr.overvoltage_v:g})")
+    if thr.undervoltage_release_v <= thr.undervoltage_v:
+        problems.add("thresholds.undervoltage_release_v", thr.undervoltage_release_v,
+                     f"must be above thresholds.undervoltage_v ({thr.undervoltage_v:g})")
+    if thr.charge_v > thr.overvoltage_v:
+        problems.add("thresholds.charge_v", thr.charge_v,
+                     f"must not exceed thresholds.overvoltage_v ({thr.overvoltage_v:g})")
+
+
+def _parse_ocv(problems: Problems, ocv: dict | None, v_min: float, v_max: float) -> OcvCurve:
+    if not isinstance(ocv, dict):
+        problems.add("ocv", ocv, "a table [ocv] with soc_pct and voltage_v (or charge_v and "
+                     "discharge_v) is required")
+        return None  # type: ignore[return-value]
+    soc_pct = _vector(problems, ocv, "soc_pct", "ocv.soc_pct")
+    one = _vector(problems, ocv, "voltage_v", "ocv.voltage_v")
+    charge = _vector(problems, ocv, "charge_v", "ocv.charge_v")
+    discharge = _vector(problems, ocv, "discharge_v", "ocv.discharge_v")
+    if soc_pct is None:
+        problems.add("ocv.soc_pct", None, "is required")
+        return None  # type: ignore[return-value]
+    if one is not None and (charge is not None or discharge is not None):
+        problems.add("ocv.voltage_v", "(given)", "give either voltage_v or charge_v and "
+                     "discharge_v, not both")
+    if one is not None:
+        charge = discharge = one
+    if charge is None or discharge is None:
+        problems.add("ocv", sorted(ocv), "needs voltage_v, or both charge_v and discharge_v")
+        return None  # type: ignore[return-value]
+    if np.any(np.diff(soc_pct) <= 0):
+        bad = int(np.argmax(np.diff(soc_pct) <= 0)) + 1
+        problems.add(f"ocv.soc_pct[{bad}]", float(soc_pct[bad]),
+                     "soc_pct must be strictly ascending")
+    if soc_pct[0] != 0 or soc_pct[-1] != 100:
+        problems.add("ocv.soc_pct", [float(soc_pct[0]), float(soc_pct[-1])],
+                     "must start at 0 and end at 100")
+    for key, vec in (("charge_v", charge), ("discharge_v", discharge)):
+        name = "voltage_v" if one is not None else key
+        if vec.size != soc_pct.size:
+            problems.add(f"ocv.{name}", f"{vec.size} values",
+                         f"must have as many values as ocv.soc_pct ({soc_pct.size})")
+            continue
+        if np.any(np.diff(vec) < 0):
+            bad = int(np.argmax(np.diff(vec) < 0)) + 1
+            problems.add(f"ocv.{name}[{bad}]", float(vec[bad]),
+                         "OCV must not fall as SoC rises")
+        out = (vec < v_min) | (vec > v_max)
+        if np.any(out):
+            bad = int(np.argmax(out))
+            problems.add(f"ocv.{name}[{bad}]", float(vec[bad]),
+                         f"must be within the cell limits [{v_min:g}, {v_max:g}]")
+    if charge.size == discharge.size and np.any(charge < discharge):
+        bad = int(np.argmax(charge < discharge))
+        problems.add(f"ocv.charge_v[{bad}]", float(charge[bad]),
+                     "the charge branch must not lie below the discharge branch")
+    temp_coeff = _number(problems, ocv, "temp_coeff_v_per_k", "ocv.temp_coeff_v_per_k", -2e-4)
+    problems.check_range("ocv.temp_coeff_v_per_k", temp_coeff, -0.01, 0.01)
+    rate = _number(problems, ocv, "hysteresis_rate", "ocv.hysteresis_rate", 25.0)
+    problems.check_range("ocv.hysteresis_rate", rate, 0.1, 1000.0)
+    return OcvCurve(soc_pct / 100.0, charge, discharge, temp_coeff, rate)
+
+
+def _parse_ecm(problems: Problems, ecm: dict, capacity_ah: float) -> EcmTable:
+    # Defaults when the profile gives no ECM: the na-nfm preset's resistances (a 1.5 Ah
+    # 18650 with 50-67 mOhm DC resistance) scaled inversely with capacity, in ohm * Ah.
+    per_ah = 1.0 / capacity_ah if capacity_ah > 0 else 1.0
+    defaults = {"r0_ohm": 0.0525 * per_ah, "r1_ohm": 0.03 * per_ah, "tau1_s": 4.0,
+                "r2_ohm": 0.0225 * per_ah, "tau2_s": 120.0}
+    values = {}
+    for key, default in defaults.items():
+        values[key] = _number(problems, ecm, key, f"ecm.{key}", default)
+        low = 1e-3 if key.startswith("tau") else 0.0
+        problems.check_range(f"ecm.{key}", values[key], low, 1e4)
+    return separable_ecm(GENERIC_SOC, GENERIC_TEMP_C, GENERIC_SOC_FACTOR, GENERIC_TEMP_FACTOR,
+                         **values)
+
+
+def load_profile(path: str | Path) -> Chemistry:
+    """Reads a user cell profile; raises InputError naming the file and every bad field."""
+    return parse_profile(read_toml(path), str(path))

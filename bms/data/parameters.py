@@ -1,0 +1,239 @@
+"""Run-time configuration by numeric parameter id: what a host may read and set, and how a
+request of changes is checked and applied - all of them or none.
+
+A parameter is one key the configuration file can set (`bms.data.config_toml`), named by its
+dotted TOML path as `bms-emu config --defaults` writes it: `measurement_timeout_s`,
+`limits.max_charge_a`, `protection.CELL_OVERVOLTAGE.FAULT.threshold`. Changes are merged
+into the overrides in effect and read by `parse_config`, so a host is held to exactly the
+rules a file is (chemistry limits, release against threshold, stop_mv below start_mv, ...).
+
+Ids (u16) follow from the configuration's structure, so a host's table stays valid from
+build to build:
+
+- 0x0001..: the top-level keys, in FirmwareConfig field order;
+- 0x0100 * k + 1..: the fields of the k-th section (k = 1.. in FirmwareConfig field order:
+  1 limits, 2 estimation, 3 precharge, 4 contactors, 5 balancing), in dataclass order;
+- 0x1000 + 4 * r + j: protection row r (in `default_config` order), field j (0 threshold,
+  1 release, 2 debounce_s, 3 release_s).
+
+They stay put as long as new fields go at the end of their dataclass, new sections at the
+end of FirmwareConfig and new rows at the end of the protection table; tests pin a few.
+
+A refused request raises ParameterError with one code - UNKNOWN_PARAM (no such id),
+BAD_VALUE (an id given twice), BAD_TYPE (a value of the wrong type) or OUT_OF_RANGE
+(`parse_config` refused it), the first of these that applies - and every problem found.
+Ids and types are checked for every change first; ranges only when all of them pass.
+
+Values: a float parameter takes an int or a finite float; an int parameter takes an int or
+a float with an integral value (3.0, not 3.5); a bool parameter only a bool; a choice only
+one of its words.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+
+from bms.data.chemistry import Chemistry
+from bms.data.config import FirmwareConfig, default_config
+from bms.data.config_toml import (
+    BALANCING_MODES,
+    BALANCING_WHEN,
+    FIELD_DOCS,
+    QUANTITY_DOCS,
+    ROW_FIELDS,
+    config_scalars,
+    config_sections,
+    parse_config,
+    row_keys,
+)
+from bms.data.validation import InputError
+
+SECTION_BLOCK = 0x0100
+PROTECTION_BASE = 0x1000
+IDS_PER_ROW = 4
+MAX_ID = 0xFFFF
+KINDS = {bool: "bool", int: "int", float: "float", str: "choice"}  # by the default's type
+CHOICES = {("balancing", "mode"): BALANCING_MODES, ("balancing", "when"): BALANCING_WHEN}
+# Error codes, most basic first: a refused request carries the first that applies.
+CODES = ("UNKNOWN_PARAM", "BAD_VALUE", "BAD_TYPE", "OUT_OF_RANGE")
+SOURCE = "parameter change"  # what parse_config's problems are reported against
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One key a host may read and set, as the protocol and its tables name it."""
+
+    id: int  # 0..65535, see the module docstring
+    name: str  # dotted TOML path
+    kind: str  # "float", "int", "bool" or "choice"
+    choices: tuple[str, ...] = ()  # the words a choice takes
+    unit: str = ""  # as the TOML file documents it; none for bool and choice
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(self.name.split("."))
+
+    @property
+    def label(self) -> str:
+        """How messages name it: both the name and the id."""
+        return f"{self.name} (id 0x{self.id:04X})"
+
+
+@dataclass(frozen=True)
+class ConfigChange:
+    """One parameter as a configuration write left it: what the store's log keeps."""
+
+    param: str  # the dotted name
+    old: float | int | bool | str
+    new: float | int | bool | str
+
+
+def changes_between(old: FirmwareConfig, new: FirmwareConfig) -> list[ConfigChange]:
+    """The parameters whose value differs."""
+    changes = []
+    for p in catalogue(new):
+        before, after = value_of(old, p), value_of(new, p)
+        if before != after:
+            changes.append(ConfigChange(p.name, before, after))
+    return changes
+
+
+class ParameterError(ValueError):
+    """A refused request (nothing applied): `code` (one of CODES) for the protocol's reply,
+    `problems` one line per problem naming the parameter, its id, the value and what is
+    allowed."""
+
+    def __init__(self, code: str, problems: list[str]):
+        self.code = code
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{code}: {len(self.problems)} problem(s)\n{lines}")
+
+
+def _field(pid: int, section: str, name: str, default: object) -> Parameter:
+    kind = KINDS.get(type(default))
+    if kind is None:
+        raise TypeError(f"{section}.{name}: no parameter kind for {type(default).__name__}")
+    dotted = f"{section}.{name}" if section else name
+    if kind == "choice":
+        if (section, name) not in CHOICES:
+            raise TypeError(f"{dotted}: a text field needs its words in CHOICES")
+        return Parameter(pid, dotted, kind, CHOICES[section, name])
+    unit = FIELD_DOCS.get((section, name), ("", ""))[0] if kind != "bool" else ""
+    return Parameter(pid, dotted, kind, unit=unit)
+
+
+def catalogue(cfg: FirmwareConfig) -> tuple[Parameter, ...]:
+    """Every key the configuration file can set, with its id (module docstring)."""
+    params = [_field(1 + j, "", name, getattr(cfg, name))
+              for j, name in enumerate(config_scalars(cfg))]
+    for k, (section, obj) in enumerate(config_sections(cfg).items(), start=1):
+        params += [_field(SECTION_BLOCK * k + 1 + j, section, f.name, getattr(obj, f.name))
+                   for j, f in enumerate(dataclasses.fields(obj))]
+    for r, (key, row) in enumerate(zip(row_keys(cfg.protection), cfg.protection, strict=True)):
+        quantity_unit = QUANTITY_DOCS.get(row.quantity, ("", ""))[0]
+        params += [
+            Parameter(PROTECTION_BASE + IDS_PER_ROW * r + j, ".".join(("protection", *key, f)),
+                      "float",
+                      unit=quantity_unit if f in ("threshold", "release") else "s")
+            for j, f in enumerate(ROW_FIELDS)]
+    ids = [p.id for p in params]
+    # A block outgrown runs into the next one: refuse rather than hand out shifted ids.
+    if len(set(ids)) != len(ids) or max(ids) > MAX_ID or len(ROW_FIELDS) > IDS_PER_ROW:
+        raise ValueError("the configuration has outgrown the parameter id blocks")
+    return tuple(params)
+
+
+def value_of(cfg: FirmwareConfig, param: Parameter) -> float | int | bool | str:
+    """The parameter's value in `cfg`."""
+    *where, name = param.path
+    obj: object = cfg
+    if where and where[0] == "protection":
+        obj = cfg.protection[row_keys(cfg.protection).index(tuple(where[1:]))]
+    elif where:
+        obj = getattr(cfg, where[0])
+    return getattr(obj, name)
+
+
+def _as_kind(param: Parameter, value: object) -> tuple[object, str]:
+    """(the value as the parameter's type, "") or (None, what is allowed)."""
+    if param.kind == "bool":
+        return (value, "") if isinstance(value, bool) else (None, "must be true or false")
+    if param.kind == "choice":
+        if isinstance(value, str) and value in param.choices:
+            return value, ""
+        return None, f"must be one of {list(param.choices)}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None, "must be a number" if param.kind == "float" else "must be an integer"
+    try:
+        number = float(value)
+    except OverflowError:  # an int too large for a float
+        number = math.inf
+    if param.kind == "float":
+        return (number, "") if math.isfinite(number) else (None, "must be a finite number")
+    if isinstance(value, numbers.Integral):
+        return int(value), ""
+    if math.isfinite(number) and number.is_integer():
+        return int(number), ""
+    return None, "must be an integer"
+
+
+def _check(changes: list[tuple[int, object]], by_id: dict[int, Parameter]
+           ) -> list[tuple[Parameter, object]]:
+    """The changes with their values typed; raises ParameterError for an unknown id, an id
+    given twice or a value of the wrong type, naming every such change."""
+    typed, seen = [], set()
+    found: list[tuple[str, str]] = []  # (code, problem), in request order
+    for pid, value in changes:
+        param = by_id.get(pid) if isinstance(pid, int) and not isinstance(pid, bool) else None
+        if param is None:
+            shown = f"0x{pid:04X}" if isinstance(pid, int) else repr(pid)
+            found.append(("UNKNOWN_PARAM", f"id {shown} = {value!r}: no such parameter"))
+        elif param.id in seen:
+            found.append(("BAD_VALUE", f"{param.label} = {value!r}: given more than once in "
+                                       "one request; set each parameter once"))
+        else:
+            seen.add(param.id)
+            typed_value, allowed = _as_kind(param, value)
+            if allowed:
+                found.append(("BAD_TYPE", f"{param.label} = {value!r}: {allowed}"))
+            else:
+                typed.append((param, typed_value))
+    if found:
+        code = min((c for c, _ in found), key=CODES.index)
+        raise ParameterError(code, [p for _, p in found])
+    return typed
+
+
+def _with_id(problem: str, by_name: dict[str, Parameter]) -> str:
+    """A parse_config problem (`name = value: allowed`) with the parameter's id added."""
+    name, sep, rest = problem.partition(" = ")
+    param = by_name.get(name)
+    return f"{param.label}{sep}{rest}" if sep and param else problem
+
+
+def apply_changes(cfg_overrides: dict, changes: list[tuple[int, object]], chem: Chemistry,
+                  n_series: int, pack_capacity_ah: float) -> tuple[FirmwareConfig, dict]:
+    """The configuration with `changes` ((id, value) pairs) applied over `cfg_overrides`
+    (the TOML-shaped overrides in effect, {} for the defaults), and the new overrides.
+    Raises ParameterError and applies nothing if any change is bad; ids and types are
+    checked for every change before the ranges. `cfg_overrides` is not changed."""
+    params = catalogue(default_config(chem, n_series, pack_capacity_ah))
+    typed = _check(changes, {p.id: p for p in params})
+    merged = copy.deepcopy(cfg_overrides)
+    for param, value in typed:
+        node = merged
+        for part in param.path[:-1]:
+            node = node.setdefault(part, {})
+        node[param.path[-1]] = value
+    try:
+        cfg = parse_config(merged, SOURCE, chem, n_series, pack_capacity_ah)
+    except InputError as exc:
+        by_name = {p.name: p for p in params}
+        raise ParameterError("OUT_OF_RANGE",
+                             [_with_id(p, by_name) for p in exc.problems]) from exc
+    return cfg, merged

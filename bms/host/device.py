@@ -1,0 +1,332 @@
+"""The emulator as the protocol sees it: requests answered from the firmware's state.
+
+No I/O and no clock: the runtime hands in each step's measurement and actuation
+(`observe`) and each request with the time (`handle`), and sends what comes back. Every
+refused request gets a Nack naming the error and why; a refused change changes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from bms import __version__
+from bms.core.firmware import Firmware
+from bms.core.signals import STATES, Actuation, Contactors, Measurement
+from bms.data.chemistry import Chemistry
+from bms.data.faults import Level
+from bms.data.parameters import (
+    ConfigChange,
+    ParameterError,
+    apply_changes,
+    catalogue,
+    value_of,
+)
+from bms.data.validation import InputError
+from protocol import messages as pm
+from protocol.framing import PROTOCOL_VERSION
+
+VALUE_KINDS = {"float": pm.ValueKind.FLOAT, "int": pm.ValueKind.INT,
+               "bool": pm.ValueKind.BOOL, "choice": pm.ValueKind.CHOICE}
+COMMANDS = {pm.Command.RUN: "run", pm.Command.STANDBY: "standby",
+            pm.Command.STORAGE: "storage", pm.Command.CLEAR_FAULTS: "clear-faults"}
+BALANCING_MODES = {pm.BalancingMode.OFF: "off", pm.BalancingMode.VOLTAGE: "voltage",
+                   pm.BalancingMode.SOC: "soc"}
+MAX_PAGE = 32  # fault log entries or parameters per page: 32 x 40 bytes stays far below a frame
+MIN_TELEMETRY_PERIOD_MS = 10
+
+
+def contactor_bits(c: Contactors) -> int:
+    bits = pm.CONTACTOR_BITS
+    return ((bits["negative"] if c.negative else 0) | (bits["precharge"] if c.precharge else 0)
+            | (bits["positive"] if c.positive else 0))
+
+
+def contactors_of(bits: int) -> Contactors:
+    b = pm.CONTACTOR_BITS
+    return Contactors(negative=bool(bits & b["negative"]), precharge=bool(bits & b["precharge"]),
+                      positive=bool(bits & b["positive"]))
+
+
+MAX_DETAIL_BYTES = 1000  # a Nack's reasons, cut to stay well inside one frame
+
+
+def nack(request_type: int, code: pm.ErrorCode, detail: str) -> pm.Nack:
+    """A refusal with its reasons, shortened if a long list of problems would not fit."""
+    data = detail.encode()
+    if len(data) > MAX_DETAIL_BYTES:
+        detail = data[:MAX_DETAIL_BYTES - 4].decode(errors="ignore") + " ..."
+    return pm.Nack(request_type, int(code), detail)
+
+
+class RequestError(Exception):
+    """A request refused; becomes a Nack."""
+
+    def __init__(self, code: pm.ErrorCode, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Identity:
+    chemistry: str
+    mode: pm.Mode
+    n_parallel: int
+    capacity_ah: float  # the pack's: cell capacity x parallel cells
+    n_temp_sensors: int  # what a measurement carries; in HIL mode a rig must send this many
+
+
+class Device:
+    """Answers protocol requests for one firmware instance.
+
+    `inject(spec, now_s)` is given in SIM mode (the simulated pack's fault injection); it
+    raises InputError for a bad spec. `on_config_change(who, changes, overrides, now_s)` is
+    told of every configuration write applied, before it is acknowledged (the persistent
+    store logs it): who wrote, the parameters written with their old and new values, and
+    the overrides now in effect.
+    """
+
+    def __init__(self, firmware: Firmware, chem: Chemistry, identity: Identity,
+                 config_overrides: dict | None = None,
+                 inject: Callable[[str, float], None] | None = None,
+                 on_config_change: Callable[[str, list[ConfigChange], dict, float], None]
+                 | None = None):
+        self.fw = firmware
+        self.on_config_change = on_config_change
+        self._who = ""  # who sent the request being handled
+        self.chem = chem
+        self.identity = identity
+        self.overrides = dict(config_overrides or {})
+        self.inject = inject
+        self.params = catalogue(firmware.cfg)
+        self.param_by_id = {p.id: p for p in self.params}
+        self.measurement: Measurement | None = None
+        self.act: Actuation | None = None
+        self.subscriptions: dict[int, float] = {}  # response type -> period, s
+        self._next_due: dict[int, float] = {}
+        self._answers: dict[type, Callable[[object, float], object]] = {
+            pm.GetInfo: lambda _m, _t: self.info(),
+            pm.GetStatus: lambda _m, now_s: self.status(now_s),
+            pm.GetCellVoltages: lambda _m, _t: self.cell_voltages(),
+            pm.GetTemperatures: lambda _m, _t: self.temperatures(),
+            pm.GetCellSoc: lambda _m, _t: self.cell_soc(),
+            pm.GetBalancing: lambda _m, _t: self.balancing(),
+            pm.GetFaultLog: lambda m, _t: self.fault_log(m),
+            pm.GetParameterList: lambda m, _t: self.parameter_list(m),
+            pm.GetConfig: lambda m, _t: self.config_values(list(m.param_ids)),
+            pm.SetConfig: lambda m, now_s: self.set_config(m, now_s),
+            pm.CommandRequest: lambda m, now_s: self.command(m, now_s),
+            pm.Subscribe: lambda m, now_s: self.subscribe(m, now_s),
+            pm.TimeSync: lambda m, now_s: pm.TimeInfo(m.host_time_s, now_s),
+            pm.Inject: lambda m, now_s: self.injection(m, now_s),
+        }
+        # What telemetry may carry: the responses that a plain Get request returns.
+        self.telemetry: dict[int, Callable[[float], object]] = {
+            pm.BY_CLASS[pm.Status].type_id: self.status,
+            pm.BY_CLASS[pm.CellVoltages].type_id: lambda _t: self.cell_voltages(),
+            pm.BY_CLASS[pm.Temperatures].type_id: lambda _t: self.temperatures(),
+            pm.BY_CLASS[pm.CellSoc].type_id: lambda _t: self.cell_soc(),
+            pm.BY_CLASS[pm.BalancingState].type_id: lambda _t: self.balancing(),
+        }
+
+    # --- fed by the runtime ----------------------------------------------------------
+
+    def observe(self, m: Measurement | None, act: Actuation) -> None:
+        if m is not None:
+            self.measurement = m
+        self.act = act
+
+    def handle(self, msg: object, now_s: float, who: str = "protocol") -> object:
+        """The response to a request: its answer, an Ack, or a Nack. `who` names the sender
+        (a link, an MQTT command topic) in the log of configuration writes."""
+        self._who = who
+        answer = self._answers.get(type(msg))
+        if answer is None:
+            return nack(pm.BY_CLASS[type(msg)].type_id, pm.ErrorCode.NOT_A_REQUEST,
+                        f"{type(msg).__name__} is not a request this device answers")
+        try:
+            return answer(msg, now_s)
+        except RequestError as exc:
+            return nack(pm.BY_CLASS[type(msg)].type_id, exc.code, exc.detail)
+
+    def telemetry_due(self, now_s: float) -> list[object]:
+        """The subscribed messages whose period has come round."""
+        out = []
+        for msg_type, period_s in self.subscriptions.items():
+            if now_s + 1e-9 >= self._next_due[msg_type]:
+                # Skip the periods a stall missed, keeping the phase: no burst to catch up,
+                # and the next one a period on, not at the next call.
+                missed = math.floor((now_s + 1e-9 - self._next_due[msg_type]) / period_s)
+                self._next_due[msg_type] += (missed + 1) * period_s
+                out.append(self.telemetry[msg_type](now_s))
+        return out
+
+    # --- answers ------------------------------------------------------------------------
+
+    def info(self) -> pm.DeviceInfo:
+        ident = self.identity
+        caps = pm.Capability.CONFIG_SET | pm.Capability.TELEMETRY
+        caps |= pm.Capability.HIL if ident.mode == pm.Mode.HIL else 0
+        caps |= pm.Capability.INJECT if self.inject is not None else 0
+        return pm.DeviceInfo(PROTOCOL_VERSION, __version__, ident.chemistry, int(ident.mode),
+                             self.fw.n_series, ident.n_parallel, ident.n_temp_sensors,
+                             ident.capacity_ah, int(caps))
+
+    def status(self, now_s: float) -> pm.Status:
+        act, m = self.act, self.measurement
+        est = None if act is None else act.estimate
+        v = None if m is None else m.cell_voltage_v
+        t = None if m is None or len(m.temperature_c) == 0 else m.temperature_c
+        nan = math.nan
+        return pm.Status(
+            time_s=now_s,
+            state=STATES.index(act.state if act is not None else self.fw.state),
+            contactors=contactor_bits(self.fw.contactors),
+            fault_bitmap=0 if act is None else act.fault_bitmap,
+            charge_limit_a=0.0 if act is None else act.charge_limit_a,
+            discharge_limit_a=0.0 if act is None else act.discharge_limit_a,
+            pack_voltage_v=nan if v is None else float(v.sum()),
+            current_a=nan if m is None else m.current_a,
+            soc_pct=nan if act is None else act.soc * 100.0,
+            soh_pct=nan if est is None else est.soh_pct,
+            remaining_wh=nan if est is None else est.remaining_wh,
+            runtime_s=nan if est is None or est.runtime_s is None else est.runtime_s,
+            **_extremes("cell_v", v), **_extremes("temp_c", t),
+            balancing_count=0 if act is None else int(np.count_nonzero(act.balance_mask)),
+        )
+
+    def cell_voltages(self) -> pm.CellVoltages:
+        m = self.measurement
+        return pm.CellVoltages(np.empty(0, np.float32) if m is None else m.cell_voltage_v)
+
+    def temperatures(self) -> pm.Temperatures:
+        m = self.measurement
+        return pm.Temperatures(np.empty(0, np.float32) if m is None else m.temperature_c)
+
+    def cell_soc(self) -> pm.CellSoc:
+        est = None if self.act is None else self.act.estimate
+        return pm.CellSoc(np.empty(0, np.float32) if est is None else est.cell_soc * 100.0)
+
+    def balancing(self) -> pm.BalancingState:
+        mode = {v: k for k, v in BALANCING_MODES.items()}[self.fw.cfg.balancing.mode]
+        mask = (np.zeros(self.fw.n_series, bool) if self.act is None
+                else np.asarray(self.act.balance_mask, bool))
+        return pm.BalancingState(int(mode), mask)
+
+    def fault_log(self, req: pm.GetFaultLog) -> pm.FaultLogPage:
+        entries = list(self.fw.log.entries)
+        page = entries[req.start:req.start + min(req.count, MAX_PAGE)]
+        return pm.FaultLogPage(len(entries), self.fw.log.dropped, req.start,
+                               tuple(_log_entry(e) for e in page))
+
+    def parameter_list(self, req: pm.GetParameterList) -> pm.ParameterList:
+        page = self.params[req.start:req.start + min(req.count, MAX_PAGE)]
+        return pm.ParameterList(len(self.params), req.start, tuple(
+            {"param_id": p.id, "kind": int(VALUE_KINDS[p.kind]), "name": p.name,
+             "unit": p.unit, "choices": tuple(p.choices)} for p in page))
+
+    def config_values(self, ids: list[int]) -> pm.ConfigValues:
+        unknown = [i for i in ids if i not in self.param_by_id]
+        if unknown:
+            raise RequestError(pm.ErrorCode.UNKNOWN_PARAM,
+                               f"no parameter with id {', '.join(f'0x{i:04X}' for i in unknown)}; "
+                               f"GetParameterList lists them")
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if repeated:  # else a request that fits one frame asks for an answer that does not
+            raise RequestError(pm.ErrorCode.BAD_VALUE,
+                               f"id {', '.join(f'0x{i:04X}' for i in repeated)} asked for more "
+                               "than once; ask for each parameter once")
+        cfg = self.fw.cfg
+        return pm.ConfigValues(tuple(
+            {"param_id": i, "kind": int(VALUE_KINDS[self.param_by_id[i].kind]),
+             "value": value_of(cfg, self.param_by_id[i])} for i in ids))
+
+    def set_config(self, req: pm.SetConfig, now_s: float) -> pm.ConfigValues:
+        self._apply([(v["param_id"], v["value"]) for v in req.values], now_s)
+        return self.config_values([v["param_id"] for v in req.values])
+
+    def command(self, req: pm.CommandRequest, now_s: float) -> pm.Ack:
+        ack = pm.Ack(pm.BY_CLASS[pm.CommandRequest].type_id)
+        if req.command == pm.Command.BALANCING_MODE:
+            if req.argument not in BALANCING_MODES:
+                raise RequestError(pm.ErrorCode.BAD_VALUE,
+                                   f"balancing mode {req.argument}; allowed: "
+                                   + ", ".join(f"{int(k)} {v}" for k, v in BALANCING_MODES.items()))
+            mode_param = next(p for p in self.params if p.name == "balancing.mode")
+            self._apply([(mode_param.id, BALANCING_MODES[pm.BalancingMode(req.argument)])],
+                        now_s)
+            return ack
+        if req.command not in COMMANDS:
+            raise RequestError(pm.ErrorCode.BAD_VALUE, f"command {req.command}; allowed: "
+                               + ", ".join(f"{int(c)} {c.name}" for c in pm.Command))
+        self.fw.request(COMMANDS[pm.Command(req.command)])
+        return ack
+
+    def subscribe(self, req: pm.Subscribe, now_s: float) -> pm.Ack:
+        wanted: dict[int, float] = {}
+        for sub in req.subscriptions:
+            if sub["msg_type"] not in self.telemetry:
+                names = ", ".join(f"0x{t:02X} {pm.REGISTRY[t].name}" for t in self.telemetry)
+                raise RequestError(pm.ErrorCode.BAD_VALUE,
+                                   f"msg_type 0x{sub['msg_type']:02X} cannot be subscribed; "
+                                   f"allowed: {names}")
+            if sub["period_ms"] < MIN_TELEMETRY_PERIOD_MS:
+                raise RequestError(pm.ErrorCode.OUT_OF_RANGE,
+                                   f"period_ms = {sub['period_ms']}; at least "
+                                   f"{MIN_TELEMETRY_PERIOD_MS}")
+            wanted[sub["msg_type"]] = sub["period_ms"] / 1000.0
+        self.subscriptions = wanted
+        self._next_due = {t: now_s for t in wanted}
+        return pm.Ack(pm.BY_CLASS[pm.Subscribe].type_id)
+
+    def injection(self, req: pm.Inject, now_s: float) -> pm.Ack:
+        if self.inject is None:
+            raise RequestError(pm.ErrorCode.NOT_IN_THIS_MODE,
+                               "fault injection needs the emulator's own simulated pack "
+                               "(serve --sim); inject into the rig instead")
+        try:
+            self.inject(req.spec, now_s)
+        except InputError as exc:
+            raise RequestError(pm.ErrorCode.BAD_VALUE, "; ".join(exc.problems)) from None
+        return pm.Ack(pm.BY_CLASS[pm.Inject].type_id)
+
+    def _apply(self, changes: list[tuple[int, object]], now_s: float) -> None:
+        """All or nothing; a write applied is reported to `on_config_change` with each
+        parameter written, changed or not."""
+        try:
+            cfg, overrides = apply_changes(self.overrides, changes, self.chem, self.fw.n_series,
+                                           self.identity.capacity_ah)
+        except ParameterError as exc:
+            raise RequestError(pm.ErrorCode[exc.code], "; ".join(exc.problems)) from None
+        old = self.fw.cfg
+        self.fw.reconfigure(cfg)
+        self.overrides = overrides
+        if self.on_config_change is not None:
+            written = tuple(self.param_by_id[pid] for pid, _ in changes)
+            self.on_config_change(self._who, [ConfigChange(p.name, value_of(old, p),
+                                                           value_of(cfg, p)) for p in written],
+                                  overrides, now_s)
+
+
+def _extremes(prefix: str, values: np.ndarray | None) -> dict:
+    if values is None:
+        return {f"{prefix}_min": math.nan, f"{prefix}_min_index": 0,
+                f"{prefix}_max": math.nan, f"{prefix}_max_index": 0}
+    lo, hi = int(np.argmin(values)), int(np.argmax(values))
+    return {f"{prefix}_min": float(values[lo]), f"{prefix}_min_index": lo,
+            f"{prefix}_max": float(values[hi]), f"{prefix}_max_index": hi}
+
+
+def _log_entry(entry) -> dict:
+    e, snap = entry.event, entry.snapshot
+    return {"t_s": e.t_s, "code": e.code, "level": int(Level[e.level]),
+            "action": 1 if e.action == "raised" else 0,
+            "index": -1 if e.index is None else e.index,
+            "value": math.nan if e.value is None else e.value,
+            "state": STATES.index(snap.get("state", "INIT")),
+            "soc_pct": snap.get("soc_pct", math.nan)}

@@ -1,0 +1,146 @@
+"""The emulator on MQTT: telemetry, fault events, commands and Home Assistant discovery
+under `<prefix>/<pack_id>/`.
+
+The control loop calls `after_step` after each firmware step and `poll` once a tick; both
+only queue work (`MqttSession.publish` never blocks), so a slow or absent broker never
+delays a step. Commands arrive in the session's thread and wait in `inbox` until `poll`
+runs them on the control loop, through the same request handler as the serial protocol.
+
+Topics (all JSON but availability):
+- `availability`: `online` / `offline`, retained; `offline` is the will.
+- `state`: retained, every `state_period_s` and at once on a state or fault change.
+- `cells`, `temperatures`, `balancing`: every `arrays_period_s`.
+- `events`: each fault raised or cleared, QoS 1, kept while the broker is away.
+- `cmd/<name>` -> `cmd/<name>/result`: see `bms.links.mqtt.commands`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from dataclasses import dataclass
+
+from bms import __version__
+from bms.core.signals import Actuation
+from bms.data.config import LEVELS
+from bms.host import views
+from bms.host.device import Device
+from bms.links.mqtt.commands import CommandPolicy, handle_command
+from bms.links.mqtt.discovery import HA_ONLINE, HA_STATUS_TOPIC, discovery_messages
+from bms.links.mqtt.session import MqttSession
+
+AVAILABLE, UNAVAILABLE = b"online", b"offline"
+
+
+def pack_topic(session_prefix: str, pack_id: str) -> str:
+    return f"{session_prefix}/{pack_id}"
+
+
+def availability(session_prefix: str, pack_id: str) -> tuple[tuple[str, bytes], ...]:
+    """(will, online) for a pack's session."""
+    topic = f"{pack_topic(session_prefix, pack_id)}/availability"
+    return (topic, UNAVAILABLE), (topic, AVAILABLE)
+
+
+def _next_due(due_s: float, now_s: float, period_s: float) -> float:
+    """The deadline after one met at `now_s` that fell due at `due_s`: a period after the
+    deadline, not after `now_s`, which comes a step late as often as not (`now_s + period`
+    turned a 1 s period into 1.1 s with 0.1 s ticks); from `now_s` when a period or more
+    behind (the first message, a stall), so that no burst follows."""
+    return due_s + period_s if now_s - due_s < period_s else now_s + period_s
+
+
+@dataclass(frozen=True)
+class MqttOptions:
+    state_period_s: float = 1.0
+    arrays_period_s: float = 1.0
+    ha_discovery: bool = True
+    commands: CommandPolicy | None = None  # None: every command refused (NOT_ENABLED)
+
+
+class MqttBridge:
+    def __init__(self, session: MqttSession, device: Device, pack_id: str,
+                 options: MqttOptions):
+        self.session = session
+        self.device = device
+        self.pack_id = pack_id
+        self.options = options
+        self.base = pack_topic(session.broker.prefix, pack_id)
+        self.inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self._next_state_s = self._next_arrays_s = 0.0
+        self._last_change: tuple[str, int] | None = None
+        self._seq = {"state": 0, "cells": 0, "temperatures": 0, "balancing": 0, "events": 0}
+        session.subscribe(f"{self.base}/cmd/+", self._command_arrived)
+        if options.ha_discovery:
+            session.subscribe(HA_STATUS_TOPIC, self._ha_status)
+            session.on_connect.append(self._publish_discovery)
+
+    # --- from the control loop ---------------------------------------------------------
+
+    def after_step(self, now_s: float, act: Actuation) -> None:
+        for e in act.events:
+            self._publish("events", e.as_dict(), qos=1, kept=True)
+        change = (act.state, act.fault_bitmap)
+        due = now_s >= self._next_state_s
+        if due or change != self._last_change:
+            self._last_change = change
+            self._next_state_s = (_next_due(self._next_state_s, now_s, self.options.state_period_s)
+                                  if due else now_s + self.options.state_period_s)
+            self._publish("state", self.state(now_s), qos=1, retain=True)
+        if now_s >= self._next_arrays_s:
+            self._next_arrays_s = _next_due(self._next_arrays_s, now_s,
+                                            self.options.arrays_period_s)
+            d = self.device
+            self._publish("cells", views.cells_dict(d.cell_voltages()))
+            self._publish("temperatures", views.temps_dict(d.temperatures()))
+            self._publish("balancing", views.balancing_dict(d.balancing()))
+
+    def poll(self, now_s: float) -> None:
+        """Runs the commands that have arrived; each answers on its result topic."""
+        while True:
+            try:
+                name, payload = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            result = handle_command(name, payload, self.options.commands, self.device, now_s)
+            self.session.publish(f"{self.base}/cmd/{name}/result",
+                                 json.dumps(result, allow_nan=False), qos=1)
+
+    def state(self, now_s: float) -> dict:
+        """The retained state: the status every interface gives, plus power and which
+        fault levels are active."""
+        d = views.status_dict(self.device.status(now_s))
+        v, i = d["pack_voltage_v"], d["current_a"]
+        fw = self.device.fw
+        levels = {level: fw.protection.any_active(level) for level in LEVELS}
+        levels["FAULT"] = levels["FAULT"] or bool(fw.event_faults)
+        return {**d, "power_w": None if v is None or i is None else v * i, "levels": levels}
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _publish(self, sub: str, body: dict, qos: int = 0, retain: bool = False,
+                 kept: bool = False) -> None:
+        """JSON with the pack id, a per-topic sequence number (a gap is a lost message)
+        and the wall-clock time it was queued (for latency)."""
+        if sub in self._seq:
+            self._seq[sub] += 1
+            body = {**body, "seq": self._seq[sub]}
+        body = {**body, "pack_id": self.pack_id, "unix_time_s": round(time.time(), 6)}
+        self.session.publish(f"{self.base}/{sub}", json.dumps(body, allow_nan=False),
+                             qos=qos, retain=retain, kept=kept)
+
+    def _command_arrived(self, topic: str, payload: bytes) -> None:
+        self.inbox.put((topic.rsplit("/", 1)[1], payload))
+
+    def _ha_status(self, _topic: str, payload: bytes) -> None:
+        if payload.strip() == HA_ONLINE.encode():
+            self._publish_discovery()
+
+    def _publish_discovery(self) -> None:
+        ident = self.device.identity
+        model = (f"{ident.chemistry} {self.device.fw.n_series}S{ident.n_parallel}P "
+                 f"{ident.capacity_ah:g} Ah")
+        for topic, payload in discovery_messages(self.session.broker.prefix, self.pack_id,
+                                                 f"BMS {self.pack_id}", model, __version__):
+            self.session.publish(topic, payload, qos=1, retain=True)

@@ -1,0 +1,271 @@
+"""One connection to an MQTT broker, kept up in a thread of its own.
+
+The firmware's loop must never wait for the broker, so everything it publishes goes into
+bounded queues that this session drains in its own thread and event loop (aiomqtt):
+`publish` never blocks and never raises. The session reconnects with exponential backoff
+and jitter, subscribes again, republishes every retained topic (a restarted broker without
+persistence has lost them) in place of its older copies still queued, and delivers the
+messages marked `kept` (fault events) that piled up while it was away, in order. Ordinary
+messages are newest-first: when their queue is full the oldest go, counted in `dropped`.
+
+Incoming messages go to the handler of the subscription they match, called in the
+session's thread: a handler hands work to its own loop, it does not do it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import aiomqtt
+
+from bms.data.validation import InputError
+
+log = logging.getLogger(__name__)
+
+PASSWORD_ENV = "BMS_MQTT_PASSWORD"
+DEFAULT_PREFIX = "bms"
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+KEEPALIVE_S = 10
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    prefix: str  # the first level of every topic
+    username: str | None = None
+    password: str | None = None
+    tls: aiomqtt.TLSParameters | None = None
+
+    def describe(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"{scheme}://{self.host}:{self.port}/{self.prefix}"
+
+
+def parse_broker(url: str, ca: str | None = None, cert: str | None = None,
+                 key: str | None = None) -> Broker:
+    """`mqtt://[user[:password]@]host[:port][/prefix]` or `mqtts://...`; the password may
+    instead come from $BMS_MQTT_PASSWORD, out of the process list. InputError names what is
+    wrong."""
+    problems = []
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        problems.append(f"--mqtt = {url!r}: must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        problems.append(f"--mqtt = {url!r}: no host (mqtt://HOST[:PORT][/PREFIX])")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        problems.append(f"--mqtt = {url!r}: the port must be a number 1..65535")
+        port = 0
+    prefix = parts.path.strip("/") or DEFAULT_PREFIX
+    if any(c in prefix for c in "+#") or "//" in prefix or "#" in url or parts.query:
+        problems.append(f"--mqtt = {url!r}: the prefix may have no wildcards (+, #), query or "
+                        "empty levels")
+    if parts.scheme != "mqtts" and (ca or cert or key):
+        problems.append("--mqtt-ca, --mqtt-cert and --mqtt-key need an mqtts:// URL")
+    if bool(cert) != bool(key):
+        problems.append("--mqtt-cert and --mqtt-key go together")
+    if problems:
+        raise InputError("--mqtt", problems)
+    password = unquote(parts.password) if parts.password else os.environ.get(PASSWORD_ENV)
+    tls = (aiomqtt.TLSParameters(ca_certs=ca, certfile=cert, keyfile=key)
+           if parts.scheme == "mqtts" else None)
+    return Broker(parts.hostname, port, prefix,
+                  unquote(parts.username) if parts.username else None, password, tls)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class MqttSession:
+    def __init__(self, broker: Broker, client_id: str,
+                 will: tuple[str, bytes] | None = None, online: tuple[str, bytes] | None = None,
+                 queue_size: int = 2000, kept_size: int = 1000):
+        """`will` is published by the broker if this session dies (retained); `online` is
+        published, retained, on every connect."""
+        self.broker = broker
+        self.client_id = client_id
+        self.will = will
+        self.online = online
+        self._lock = threading.Lock()
+        self._queue: deque[Outgoing] = deque(maxlen=queue_size)
+        self._kept: deque[Outgoing] = deque()
+        self._kept_size = kept_size
+        self._retained: dict[str, Outgoing] = {}
+        self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
+        # Called in the session's thread on every connect and every loss of the connection.
+        self.on_connect: list[Callable[[], None]] = []
+        self.on_disconnect: list[Callable[[], None]] = []
+        self.connected = threading.Event()
+        self.connects = 0
+        self.published = 0
+        self.dropped = 0  # ordinary messages pushed out of a full queue
+        self.kept_dropped = 0  # kept messages (fault events) lost to a full backlog
+        self.last_error = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._halt: asyncio.Event | None = None  # set by stop(): ends a backoff wait
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # --- for the owner's thread -------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
+        """Before `start`: messages matching `topic_filter` go to `handler(topic, payload)`."""
+        self._handlers.append((topic_filter, handler))
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
+                kept: bool = False) -> None:
+        """Queues a message; never blocks. `kept`: survives a disconnection (bounded)."""
+        data = payload.encode() if isinstance(payload, str) else bytes(payload)
+        item = Outgoing(topic, data, qos, retain)
+        with self._lock:
+            if retain:
+                self._retained[topic] = item
+            if kept:
+                if len(self._kept) >= self._kept_size:
+                    self._kept.popleft()
+                    self.kept_dropped += 1
+                self._kept.append(item)
+            else:
+                if len(self._queue) == self._queue.maxlen:
+                    self.dropped += 1
+                self._queue.append(item)
+        self._notify()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()),
+                                        name=f"mqtt {self.client_id}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 3.0) -> None:
+        """Delivers what is queued (within `timeout_s`), says offline, disconnects."""
+        self._stopping = True
+        self._notify()
+        self._set_in_loop(self._halt)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def backlog(self) -> int:
+        with self._lock:
+            return len(self._queue) + len(self._kept)
+
+    # --- the session's thread -----------------------------------------------------------
+
+    def _notify(self) -> None:
+        self._set_in_loop(self._wake)
+
+    def _set_in_loop(self, event: asyncio.Event | None) -> None:
+        """Sets one of the session loop's events from another thread (none before the loop
+        runs, nothing once it has closed)."""
+        loop = self._loop
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the session is over
+                loop.call_soon_threadsafe(event.set)
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._halt = asyncio.Event()
+        backoff_s = BACKOFF_FIRST_S
+        while True:
+            try:
+                await self._connected_session()
+                backoff_s = BACKOFF_FIRST_S
+            except aiomqtt.MqttError as exc:
+                if str(exc) != self.last_error:
+                    log.warning("MQTT %s: %s; retrying", self.broker.describe(), exc)
+                self.last_error = str(exc)
+            if self.connected.is_set():
+                self.connected.clear()
+                backoff_s = BACKOFF_FIRST_S  # it was up: the first retry comes soon again
+                for callback in self.on_disconnect:
+                    callback()
+            if self._stopping:
+                return
+            # Wait for the next attempt; stop() cuts the wait short for one last attempt
+            # (it delivers what is queued if the broker is back) instead of outliving join.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._halt.wait(), backoff_s * random.uniform(0.5, 1.5))
+            backoff_s = min(2 * backoff_s, BACKOFF_MAX_S)
+
+    async def _connected_session(self) -> None:
+        b = self.broker
+        will = aiomqtt.Will(self.will[0], self.will[1], qos=1, retain=True) if self.will else None
+        async with aiomqtt.Client(b.host, b.port, username=b.username, password=b.password,
+                                  identifier=self.client_id, will=will, tls_params=b.tls,
+                                  keepalive=KEEPALIVE_S, timeout=10) as client:
+            for topic_filter, _ in self._handlers:
+                await client.subscribe(topic_filter, qos=1)
+            if self.online:
+                await client.publish(self.online[0], self.online[1], qos=1, retain=True)
+            with self._lock:
+                retained = list(self._retained.values())
+                # Their queued copies are older (or the same): sent after the republish they
+                # would turn a retained topic back to a stale value (a FAULT state to RUN).
+                fresh = [i for i in self._queue if not (i.retain and i.topic in self._retained)]
+                self._queue.clear()
+                self._queue.extend(fresh)
+            for item in retained:
+                await client.publish(item.topic, item.payload, qos=item.qos, retain=True)
+            self.connects += 1
+            self.last_error = ""
+            self.connected.set()
+            log.info("MQTT connected to %s", b.describe())
+            for callback in self.on_connect:
+                callback()
+            receiver = asyncio.create_task(self._receive(client))
+            sender = asyncio.create_task(self._send(client))
+            done, pending = await asyncio.wait({receiver, sender},
+                                               return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                task.result()  # a lost connection raises MqttError here: reconnect
+            if self.will:  # a clean stop: say so, as the will would have after a crash
+                await client.publish(self.will[0], self.will[1], qos=1, retain=True)
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            for topic_filter, handler in self._handlers:
+                if message.topic.matches(topic_filter):
+                    try:
+                        handler(message.topic.value, bytes(message.payload or b""))
+                    except Exception:  # noqa: BLE001 - one bad message must not end the session
+                        log.exception("MQTT handler for %s failed", message.topic.value)
+
+    async def _send(self, client: aiomqtt.Client) -> None:
+        """Kept messages first, each removed only once the broker has it; then the rest."""
+        while True:
+            with self._lock:
+                kept = self._kept[0] if self._kept else None
+                item = kept or (self._queue.popleft() if self._queue else None)
+            if item is None:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            self.published += 1
+            if kept is not None:
+                with self._lock:
+                    if self._kept and self._kept[0] is kept:
+                        self._kept.popleft()

@@ -1,0 +1,245 @@
+"""The asyncio runtime of `bms-emu serve`: the firmware in real time, serving the protocol.
+
+SIM mode: the firmware steps every tick against a plant (the simulated pack, handed in by
+the CLI: `bms` never imports the plant). HIL mode: the firmware steps on each measurement
+frame from the rig and answers it with an actuation frame; a watchdog steps it without a
+measurement once a tick when none has come, so a silent rig or a vanished port trips
+MEASUREMENT_TIMEOUT and opens the contactors. Both modes answer requests and send
+subscribed telemetry between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from bms.core.signals import OPEN, STATES, Actuation, Measurement
+from bms.host.device import Device, contactor_bits, contactors_of, nack
+from bms.links.mqtt.bridge import MqttBridge
+from bms.links.serial_link import Endpoint
+from bms.runtime.pacing import ticks
+from bms.runtime.timing import TickStats
+from bms.store.persistence import Keeper
+from protocol import messages as pm
+from protocol.codec import Frame
+from protocol.framing import Flags, FrameError, FrameErrorKind
+
+log = logging.getLogger(__name__)
+
+# Decoding errors a request's sender is told of; a bad CRC or bad framing is not answered:
+# its sequence number cannot be trusted.
+ANSWERED_ERRORS = {
+    FrameErrorKind.UNKNOWN_TYPE: pm.ErrorCode.UNKNOWN_TYPE,
+    FrameErrorKind.BAD_PAYLOAD: pm.ErrorCode.BAD_PAYLOAD,
+    FrameErrorKind.BAD_LENGTH: pm.ErrorCode.BAD_PAYLOAD,
+    FrameErrorKind.UNSUPPORTED_VERSION: pm.ErrorCode.UNSUPPORTED_VERSION,
+}
+
+
+class Plant(Protocol):
+    """What SIM mode runs the firmware against."""
+
+    def measure(self) -> Measurement: ...
+    def actuate(self, act: Actuation) -> None: ...
+    def advance(self, now_s: float) -> None: ...  # one tick under its own load
+
+
+def actuation_frame(act: Actuation, rig_seq: int, now_s: float) -> pm.ActuationFrame:
+    return pm.ActuationFrame(rig_seq, now_s, STATES.index(act.state),
+                             contactor_bits(act.contactors), act.fault_bitmap,
+                             act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
+                             np.asarray(act.balance_mask, bool))
+
+
+def measurement_of(frame: pm.MeasurementFrame) -> Measurement:
+    return Measurement(
+        cell_voltage_v=frame.cell_voltage_v.astype(np.float64),
+        temperature_c=frame.temperature_c.astype(np.float64),
+        current_a=float(frame.current_a),
+        bus_voltage_v=float(frame.bus_voltage_v),
+        contactors=contactors_of(frame.contactors),
+        balancing=frame.balancing,
+    )
+
+
+class Runtime:
+    """Hosts one Device (and its firmware) on one Endpoint."""
+
+    def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
+                 plant: Plant | None = None, bridge: MqttBridge | None = None,
+                 keeper: Keeper | None = None, who: str = "protocol"):
+        """`bridge`: MQTT telemetry and commands, fed after every step. `keeper`: the
+        persistent store, saved after a step before anything of it is sent. `who`: the
+        link's name in the log of configuration writes."""
+        self.device = device
+        self.keeper = keeper
+        self.who = who
+        self.fw = device.fw
+        self.endpoint = endpoint
+        self.tick_s = tick_s
+        self.plant = plant
+        self.bridge = bridge
+        self.hil = plant is None
+        endpoint.on_frame = self._frame
+        endpoint.on_error = self._error
+        endpoint.on_connection = self._connection
+        self._t0 = 0.0
+        self._last_step_s = -1.0
+        self.last_rig_seq = 0
+        self.steps = 0
+        self.watchdog_steps = 0  # HIL: steps without a measurement
+        self.refused_measurements = 0
+        self.errors = 0  # ticks that raised (logged with their traceback)
+        self.tick_stats = TickStats(tick_s)  # the tick loop's lateness and overruns
+
+    def now_s(self) -> float:
+        return asyncio.get_running_loop().time() - self._t0
+
+    async def run(self, duration_s: float | None = None) -> None:
+        """Serves until cancelled (or for `duration_s`); the contactors end open."""
+        self._t0 = asyncio.get_running_loop().time()
+        await self.endpoint.start()
+        try:
+            await asyncio.wait_for(self._ticks(), duration_s)
+        except TimeoutError:
+            pass
+        finally:
+            self._shut_down()
+            await self.endpoint.close()
+
+    async def _ticks(self) -> None:
+        """SIM: step the firmware and the plant. HIL: step without a measurement when the
+        rig has been silent for a tick. Both: telemetry."""
+        async for now_s in ticks(self.tick_s, self.now_s, "runtime", self.tick_stats):
+            try:
+                self._tick(now_s)
+            except Exception:  # noqa: BLE001 - one bad tick must not stop the watchdog
+                self.errors += 1
+                log.exception("runtime tick at %.1f s failed; carrying on", now_s)
+
+    def _tick(self, now_s: float) -> None:
+        if not self.hil:
+            self._sim_step(now_s)
+        elif now_s - self._last_step_s >= self.tick_s:
+            self.watchdog_steps += 1
+            self._step(None, now_s)
+        for msg in self.device.telemetry_due(now_s):
+            self.endpoint.send(msg, flags=Flags.EVENT)
+        if self.bridge is not None:
+            self.bridge.poll(now_s)
+
+    def _sim_step(self, now_s: float) -> None:
+        m = self.plant.measure()
+        act = self._step(m, now_s)
+        self.plant.actuate(act)
+        self.plant.advance(now_s)
+
+    def _step(self, m: Measurement | None, now_s: float) -> Actuation:
+        act = self.fw.step(m, now_s)
+        self._last_step_s = now_s
+        self.steps += 1
+        if self.keeper is not None:  # on disk before any host hears of it
+            self.keeper.after_step(now_s, act)
+        self.device.observe(m, act)
+        if self.bridge is not None:
+            self.bridge.after_step(now_s, act)
+        for e in act.events:
+            log.warning("%.1f s %s %s %s", e.t_s, e.level, e.name, e.action)
+        if self.hil:
+            self.endpoint.send(actuation_frame(act, self.last_rig_seq, now_s), flags=Flags.EVENT)
+        return act
+
+    def stats(self) -> dict:
+        """What `serve --stats` writes: the tick loop's timing and what went over the link."""
+        ep = self.endpoint
+        return {"mode": "hil" if self.hil else "sim", "tick": self.tick_stats.summary(),
+                "steps": self.steps, "watchdog_steps": self.watchdog_steps,
+                "tick_errors": self.errors, "refused_measurements": self.refused_measurements,
+                "frames_in": ep.frames_in, "bytes_in": ep.bytes_in, "bytes_out": ep.bytes_out,
+                "decode_errors": dict(ep.errors)}
+
+    # --- what arrives -------------------------------------------------------------------
+
+    def _frame(self, frame: Frame) -> None:
+        msg, header = frame.message, frame.header
+        if header.flags & Flags.REQUEST:
+            reply = self.device.handle(msg, self.now_s(), self.who)
+            try:
+                self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
+            except ValueError:
+                log.exception("cannot encode the answer to %s", type(msg).__name__)
+                self.endpoint.send(nack(header.msg_type, pm.ErrorCode.INTERNAL,
+                                        "the device could not encode its answer; see its log"),
+                                   seq=header.seq, flags=Flags.RESPONSE | Flags.ERROR)
+        elif isinstance(msg, pm.MeasurementFrame):
+            self._measurement(msg, header.seq)
+        # responses and events of other kinds are not for a BMS: ignored
+
+    def _measurement(self, msg: pm.MeasurementFrame, seq: int) -> None:
+        problem = self._refusal(msg)
+        if problem is not None:
+            self.refused_measurements += 1
+            code, detail = problem
+            self.endpoint.send(nack(pm.BY_CLASS[pm.MeasurementFrame].type_id, code, detail),
+                               seq=seq, flags=Flags.RESPONSE | Flags.ERROR)
+            return
+        self.last_rig_seq = msg.rig_seq
+        self._step(measurement_of(msg), self.now_s())
+
+    def _refusal(self, msg: pm.MeasurementFrame) -> tuple[pm.ErrorCode, str] | None:
+        if not self.hil:
+            return (pm.ErrorCode.NOT_IN_THIS_MODE,
+                    "measurement frames drive `serve --hil`; this emulator runs its own pack")
+        n_cells, n_temp = len(msg.cell_voltage_v), len(msg.temperature_c)
+        if n_cells != self.fw.n_series:
+            return (pm.ErrorCode.WRONG_SIZE,
+                    f"n_cells = {n_cells}; this pack has {self.fw.n_series} series cells")
+        expected = self.device.identity.n_temp_sensors
+        if n_temp != expected:
+            return (pm.ErrorCode.WRONG_SIZE,
+                    f"n_sensors = {n_temp}; this pack has {expected} temperature sensors")
+        if msg.balancing is not None and len(msg.balancing) != n_cells:
+            return (pm.ErrorCode.WRONG_SIZE,
+                    f"n_balancing = {len(msg.balancing)}; must be 0 or n_cells ({n_cells})")
+        return None
+
+    def _error(self, error: FrameError) -> None:
+        code = ANSWERED_ERRORS.get(error.kind)
+        if code is None or error.header is None or not error.header.flags & Flags.REQUEST:
+            return
+        self.endpoint.send(nack(error.header.msg_type, code, error.detail),
+                           seq=error.header.seq, flags=Flags.RESPONSE | Flags.ERROR)
+
+    def _connection(self, up: bool) -> None:
+        """A host that comes back subscribes afresh; until then nobody reads telemetry."""
+        if not up:
+            self.device.subscriptions.clear()
+
+    def _shut_down(self) -> None:
+        """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one),
+        then the store saves. Never raises: closing the port must still happen."""
+        try:
+            self._send_final_actuation()
+        except Exception:  # noqa: BLE001
+            log.exception("could not tell the rig to open its contactors")
+        if self.keeper is not None:
+            try:
+                self.keeper.close(self.now_s())
+            except Exception:  # noqa: BLE001
+                log.exception("could not close the persistent store")
+
+    def _send_final_actuation(self) -> None:
+        if self.hil and self.device.act is not None:
+            act = self.device.act
+            state = "FAULT" if act.state == "FAULT" else "STANDBY"
+            final = Actuation(state, OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
+                              act.fault_bitmap, act.soc)
+            self.endpoint.send(actuation_frame(final, self.last_rig_seq, self.now_s()),
+                               flags=Flags.EVENT)
+
+
+def _reply_flags(reply: object) -> Flags:
+    return Flags.RESPONSE | (Flags.ERROR if isinstance(reply, pm.Nack) else 0)

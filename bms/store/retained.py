@@ -1,0 +1,76 @@
+"""What the firmware keeps over a power-down, and how a new firmware takes it back.
+
+`retain(fw)` reads it from a running firmware (the store, `bms.store.nvm`, saves it);
+`restore(fw, kept, off_s)` puts it into a new firmware before its first step. Pure: no
+I/O and no clock; how long the pack was off is handed in.
+
+Latched faults stay latched, as on real hardware: a FAULT row raised before the restart is
+raised again at start (the firmware opens nothing it has not closed, and starts in FAULT),
+and clears only on a clear-faults request once its quantity is back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bms.core.counters import Counters
+from bms.core.fault_log import LogEntry
+from bms.core.firmware import Firmware
+from bms.core.protection import RowKey
+from bms.data.faults import FAULT_CODES
+
+
+@dataclass(frozen=True, eq=False)
+class Retained:
+    cell_soc: np.ndarray | None  # fraction; None: no estimate yet
+    cell_capacity_ah: np.ndarray  # learnt capacities: the state of health
+    cell_resistance_factor: np.ndarray  # learnt resistances, 1 = the chemistry's table
+    latched_rows: tuple[RowKey, ...]  # FAULT rows raised and not cleared
+    event_faults: tuple[str, ...]  # latched faults raised outside the table
+    counters: Counters
+    state: str
+    log: tuple[LogEntry, ...] = ()
+    log_dropped: int = 0
+    log_recorded: int = 0
+
+
+def retain(fw: Firmware) -> Retained:
+    est = fw.estimator
+    e = fw.estimate
+    return Retained(
+        cell_soc=None if e is None else np.clip(e.cell_soc, 0.0, 1.0),
+        cell_capacity_ah=est.capacity_ah.copy(),
+        cell_resistance_factor=est.r_factor.copy(),
+        latched_rows=tuple(fw.protection.latched_rows()),
+        event_faults=tuple(sorted(fw.event_faults)),
+        counters=Counters.from_dict(fw.counters.as_dict()),
+        state=fw.state,
+        log=tuple(fw.log.entries),
+        log_dropped=fw.log.dropped,
+        log_recorded=fw.log.recorded,
+    )
+
+
+def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
+    """Puts `kept` into `fw` before its first step; `off_s` is how long the pack was off
+    (None: unknown). Returns what could not be restored, in words (a fault this firmware
+    no longer has); the rest is restored."""
+    if fw.last_s is not None:
+        raise RuntimeError("restore comes before the first step")
+    fw.estimator.restore(kept.cell_soc, kept.cell_capacity_ah, kept.cell_resistance_factor,
+                         off_s)
+    unknown = fw.protection.latch(list(kept.latched_rows))
+    lost = [f"latched row {fault} ({quantity}) is not in this firmware's table"
+            for fault, quantity, _ in unknown]
+    for name in kept.event_faults:
+        if name in FAULT_CODES:
+            fw.event_faults.add(name)
+        else:
+            lost.append(f"latched fault {name} is not one this firmware knows")
+    fw.counters = Counters.from_dict(kept.counters.as_dict())
+    fw.log.restore(list(kept.log), kept.log_dropped, kept.log_recorded)
+    if kept.state == "STORAGE":  # a pack put away stays put away until asked otherwise
+        fw.requested = "storage"
+    return lost

@@ -1,0 +1,358 @@
+"""`bms-emu fleet`: N simulated packs on one MQTT broker, each a `bms-emu run` child process.
+
+One process per pack keeps the packs independent (a pack that raises or stalls does not
+hold up the others) and lets them use every core. The children are forked from the fleet,
+which has imported everything once, and each runs `bms-emu run`'s own entry point: a pack
+starts in milliseconds and shares the imported code, where an exec'd interpreter per pack
+would cost 0.6 s of CPU to import it again (100 packs on 2 cores: a minute of start-up).
+The fleet takes every option of `run` (its parser is the parent of this one, so nothing is
+defined twice), names the packs `<pack-prefix>-<k>`, gives pack k the seed `--seed + k - 1`
+and runs them in real time unless `--speed` says otherwise.
+
+Stopping: Ctrl-C or SIGTERM sends SIGINT to every child, which is how `run` stops cleanly
+(its MQTT session delivers what is queued and publishes `offline`); the children are in
+sessions of their own so that a terminal's Ctrl-C does not reach them twice, and on Linux
+they get SIGINT too if the fleet itself dies. A second signal, or STOP_GRACE_S without an
+end, kills them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bms.data.validation import InputError, Problems
+from bms_emu import run_cmd
+from bms_emu.mqtt_args import PACK_ID, default_pack_id
+
+MAX_PACKS = 1000
+STOP_GRACE_S = 10.0
+POLL_S = 0.1
+STDERR_TAIL_LINES = 12
+# `run` options the fleet sets itself for each child instead of passing them through.
+FLEET_SET = {"help", "pack_id", "seed", "speed", "json", "quiet", "record", "plot", "nvm"}
+PER_PACK_FILES = ("record", "plot", "nvm")  # each pack writes its own, the pack id added
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+CLEAN_STOP_CODES = {0, -signal.SIGINT, 128 + signal.SIGINT}
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    """`run`'s own parser, the parent of the fleet's."""
+    sub = argparse.ArgumentParser(prog="bms-emu", add_help=False).add_subparsers()
+    run_cmd.add_parser(sub)
+    return sub.choices["run"]
+
+
+def add_parser(sub) -> None:
+    run_parser = _run_parser()
+    p = sub.add_parser(
+        "fleet", parents=[run_parser], conflict_handler="resolve",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="run N simulated packs publishing to one MQTT broker (one process per pack)",
+        description="Run N simulated sodium-ion packs, each its own `bms-emu run` process "
+        "(one process per pack, forked from the fleet: it starts in milliseconds), publishing "
+        "to one MQTT broker as <prefix>/<pack-prefix>-<k>/... for k = 1..N. Every `run` option "
+        "applies to each pack; pack k gets the seed --seed + k - 1, so the packs differ. Real "
+        "time by default. --record, --plot and --nvm write one file per pack, the pack id added "
+        "before the suffix. Prints one line per pack started and one per pack ended; Ctrl-C or "
+        "SIGTERM stops every pack cleanly (each publishes `offline`). Exits 1 if any pack "
+        "failed, naming it with the end of its error output.",
+    )
+    p.add_argument("--packs", type=int, required=True, metavar="N", default=argparse.SUPPRESS,
+                   help=f"packs to run, 1..{MAX_PACKS}")
+    p.add_argument("--pack-prefix", metavar="NAME", default=host_prefix(),
+                   help="pack ids are NAME-1 .. NAME-N")
+    p.add_argument("--pack-id", default=None, help=argparse.SUPPRESS)  # see --pack-prefix
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object a line: each pack started and ended, with its "
+                   "run summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="print only the packs started and the failures")
+    p.set_defaults(handler=handle, speed="1", run_parser=run_parser)
+
+
+@dataclass
+class Child:
+    k: int
+    pack_id: str
+    seed: int
+    out_path: Path
+    err_path: Path
+    pid: int = 0
+    returncode: int | None = None
+    summary: dict | None = field(default=None, repr=False)
+
+
+def pack_ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}-{k}" for k in range(1, n + 1)]
+
+
+def host_prefix() -> str:
+    return "".join(c if PACK_ID.fullmatch(c) else "-" for c in default_pack_id(None))
+
+
+def check(args) -> None:
+    """Every bad option at once, before any child starts: the fleet's own, and what `run`
+    checks, as pack 1 would be given it."""
+    problems = Problems("bms-emu fleet")
+    problems.check_range("--packs", args.packs, 1, MAX_PACKS)
+    if not PACK_ID.fullmatch(args.pack_prefix):
+        problems.add("--pack-prefix", args.pack_prefix, "letters, digits, '_', '.' and '-' only")
+    if args.pack_id is not None:
+        problems.add("--pack-id", args.pack_id,
+                     "a fleet names its packs <pack-prefix>-<k>: use --pack-prefix")
+    if args.mqtt is None:
+        problems.add("--mqtt", None, "a fleet publishes over MQTT: give --mqtt URL")
+    for name in PER_PACK_FILES:
+        path = getattr(args, name)
+        if path and not Path(path).resolve().parent.is_dir():
+            problems.add(f"--{name}", path, "its directory does not exist")
+    probe = argparse.Namespace(**vars(args))
+    probe.pack_id = "fleet-1"
+    probe.nvm = None  # the probe opens no store: pack 1 will
+    try:
+        run_cmd.build(probe)
+    except InputError as exc:
+        problems.items += [p if exc.source == "bms-emu run" else f"{exc.source}: {p}"
+                           for p in exc.problems]
+    problems.raise_if_any()
+
+
+def _per_pack_path(path: str, pack_id: str) -> str:
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{pack_id}{p.suffix}"))
+
+
+def run_argv(args, pack_id: str, seed: int) -> list[str]:
+    """`bms-emu run`'s arguments for one pack: the options that differ from `run`'s
+    defaults, passed on as given, plus the pack's id and seed, the fleet's speed and a JSON
+    summary."""
+    argv = [f"--pack-id={pack_id}", f"--seed={seed}", f"--speed={args.speed}", "--json"]
+    for action in args.run_parser._actions:
+        if not action.option_strings or action.dest in FLEET_SET:
+            continue
+        value = getattr(args, action.dest)
+        if value == action.default:
+            continue
+        option = action.option_strings[-1]
+        if action.nargs == 0:  # a flag: store_true / store_false
+            argv.append(option)
+        elif isinstance(value, list):  # append
+            argv += [f"{option}={item}" for item in value]
+        else:
+            argv.append(f"{option}={value}")
+    for name in PER_PACK_FILES:
+        if getattr(args, name):
+            argv.append(f"--{name}={_per_pack_path(getattr(args, name), pack_id)}")
+    return argv
+
+
+def _run_in_child(run_parser: argparse.ArgumentParser, argv: list[str], out_path: Path,
+                  err_path: Path, parent_pid: int) -> int:
+    """In a forked child: a process of its own, then `bms-emu run ARGV`; its exit code."""
+    os.setsid()  # out of the terminal's process group: the fleet forwards Ctrl-C
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGINT))
+    if os.getppid() != parent_pid:  # the fleet died before prctl
+        return 1
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked over the fork
+    random.seed()  # the fork copied the fleet's state: reconnection jitter must differ
+    for fd, path in ((1, out_path), (2, err_path)):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(target, fd)
+        os.close(target)
+    stdin = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(stdin, 0)
+    os.close(stdin)
+    try:
+        return run_cmd.handle(run_parser.parse_args(argv)) or 0
+    except InputError as exc:  # as `bms-emu run` says it (bms_emu.main)
+        print(f"bms-emu run: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+
+
+def _fork(args, child: Child) -> None:
+    argv = run_argv(args, child.pack_id, child.seed)
+    parent_pid = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A signal arriving between the fork and the child's own handlers must not be lost to
+    # the fleet's handler in the child: held back until the child has set its handlers.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    pid = os.fork()
+    if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        child.pid = pid
+        return
+    code = 1
+    try:
+        code = _run_in_child(args.run_parser, argv, child.out_path, child.err_path,
+                             parent_pid)
+    except BaseException:  # noqa: BLE001 - a child must never return into the fleet's code
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _summary(path: Path) -> dict | None:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+
+
+def _reap(pid: int) -> int | None:
+    """The child's exit code (negative: the signal that ended it), or None while it runs."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return -1
+    return os.waitstatus_to_exitcode(status) if done else None
+
+
+class Fleet:
+    def __init__(self, args, workdir: Path):
+        self.args = args
+        self.children: list[Child] = []
+        self.workdir = workdir
+        self.signals = 0
+        self.stop_sent_at: float | None = None
+        self.killed = ""  # why the packs still running were killed
+        self.failed: list[Child] = []
+
+    # --- output ------------------------------------------------------------------------
+
+    def _say(self, event: dict, text: str, always: bool = False) -> None:
+        if self.args.json:
+            print(json.dumps(event), flush=True)
+        elif always or not self.args.quiet:
+            print(text, flush=True)
+
+    def _started(self, c: Child) -> None:
+        pid = c.pid
+        self._say({"event": "started", "pack_id": c.pack_id, "pid": pid, "seed": c.seed},
+                  f"pack {c.pack_id} started: pid {pid}, seed {c.seed}", always=True)
+
+    def _ended(self, c: Child) -> None:
+        code = c.returncode
+        stopping = self.stop_sent_at is not None
+        if code == 0 or (stopping and code in CLEAN_STOP_CODES):
+            c.summary = _summary(c.out_path) if code == 0 else None
+            s = c.summary
+            if s is not None:
+                text = (f"pack {c.pack_id} done: {s['sim_s']:g} s simulated in "
+                        f"{s['wall_s']:g} s (rtf {s['rtf']:g}), {s['final']['state']}, "
+                        f"SoC {s['final']['soc_pct']:g} %")
+            else:
+                text = f"pack {c.pack_id} stopped"
+            self._say({"event": "done" if s is not None else "stopped", "pack_id": c.pack_id,
+                       "returncode": code, "summary": s}, text)
+            return
+        self.failed.append(c)
+        tail = _tail(c.err_path)
+        why = (f"was killed after {self.killed}" if self.killed and code == -signal.SIGKILL
+               else f"exited with {code}")
+        if self.args.json:
+            self._say({"event": "failed", "pack_id": c.pack_id, "returncode": code,
+                       "stderr_tail": tail}, "")
+        indented = "\n".join(f"    {line}" for line in tail.splitlines()) or "    (nothing)"
+        print(f"bms-emu fleet: pack {c.pack_id} (pid {c.pid}, seed {c.seed}) {why}; "
+              f"its error output ends:\n{indented}", file=sys.stderr, flush=True)
+
+    # --- lifetime ----------------------------------------------------------------------
+
+    def on_signal(self, _signum, _frame) -> None:
+        self.signals += 1  # acted on in the loop, not here
+
+    def start_all(self) -> None:
+        a = self.args
+        for k, pack_id in enumerate(pack_ids(a.pack_prefix, a.packs), start=1):
+            if self.signals:
+                return
+            c = Child(k, pack_id, a.seed + k - 1, self.workdir / f"{k}.out",
+                      self.workdir / f"{k}.err")
+            _fork(a, c)
+            self.children.append(c)
+            self._started(c)
+
+    def running(self) -> list[Child]:
+        return [c for c in self.children if c.returncode is None]
+
+    def _send(self, sig: int) -> None:
+        for c in self.running():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.pid, sig)
+
+    def wait_all(self) -> None:
+        while True:
+            for c in self.running():
+                code = _reap(c.pid)
+                if code is not None:
+                    c.returncode = code
+                    self._ended(c)
+            if not self.running():
+                return
+            if self.signals and self.stop_sent_at is None:
+                self.stop_sent_at = time.monotonic()
+                self._send(signal.SIGINT)
+            elif self.stop_sent_at is not None and not self.killed and (
+                    self.signals > 1 or time.monotonic() - self.stop_sent_at > STOP_GRACE_S):
+                self.killed = ("a second stop signal" if self.signals > 1
+                               else f"{STOP_GRACE_S:g} s without stopping")
+                self._send(signal.SIGKILL)
+            time.sleep(POLL_S)
+
+
+def handle(args) -> int:
+    check(args)
+    with tempfile.TemporaryDirectory(prefix="bms-fleet-") as workdir:
+        fleet = Fleet(args, Path(workdir))
+        previous = {sig: signal.signal(sig, fleet.on_signal) for sig in STOP_SIGNALS}
+        try:
+            fleet.start_all()
+            fleet.wait_all()
+        finally:
+            if fleet.running():  # an exception here: leave no pack behind
+                fleet._send(signal.SIGKILL)
+                for c in fleet.running():
+                    os.waitpid(c.pid, 0)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    if fleet.failed:
+        names = ", ".join(c.pack_id for c in fleet.failed)
+        print(f"bms-emu fleet: {len(fleet.failed)} of {len(fleet.children)} pack(s) failed: "
+              f"{names}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,228 @@
+"""`bms-emu run`: the firmware against the simulated pack on a simulated clock."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from bms.core.firmware import Firmware
+from bms.data.durations import parse_duration_s
+from bms.data.validation import Problems
+from bms.host.device import Device, Identity
+from bms.links.mqtt.bridge import MqttBridge
+from bms.store.persistence import Keeper
+from bms_emu.mqtt_args import (
+    add_mqtt_arguments,
+    check_mqtt_arguments,
+    device_bridge,
+    device_session,
+)
+from bms_emu.nvm_args import (
+    add_nvm_arguments,
+    check_nvm_arguments,
+    describe_start,
+    start_firmware,
+)
+from bms_emu.pack_args import add_config_argument, add_pack_arguments, check_pack_arguments
+from hil.loads import resolve_profile
+from hil.pack import SimulatedPack
+from hil.pack_options import build_pack, firmware_config, parse_injections
+from hil.runner import RunOptions, run, summary
+from protocol.messages import Mode
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run", help="run the firmware against a simulated pack (headless)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run the BMS firmware against a simulated sodium-ion pack on a simulated "
+        "clock, as fast as possible or paced, and print a summary. Durations accept seconds "
+        "or a number with s, m, h or d (3600, 90m, 24h, 1h30m).",
+    )
+    add_pack_arguments(p)
+    add_config_argument(p)
+    add_mqtt_arguments(p, device=True)
+    add_nvm_arguments(p, by_default=False)
+    p.add_argument("--duration", default="24h", help="simulated time to run")
+    p.add_argument("--tick", type=float, default=0.1, metavar="S",
+                   help="firmware step period, seconds of simulated time")
+    p.add_argument("--speed", default="max",
+                   help="'max' for as fast as possible, or simulated seconds per wall second "
+                   "(1 = real time)")
+    p.add_argument("--record", metavar="PATH.csv", help="write a CSV time series")
+    p.add_argument("--record-every", default="1s", metavar="DURATION",
+                   help="simulated time between recorded rows")
+    p.add_argument("--plot", metavar="PATH.png", help="draw the run (implies recording)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary table")
+    p.set_defaults(handler=handle)
+
+
+def _options(args, problems: Problems) -> tuple[float, float | None, float]:
+    duration_s = speed = record_every_s = float("nan")
+    for name, text in (("--duration", args.duration), ("--record-every", args.record_every)):
+        try:
+            value = parse_duration_s(text)
+        except ValueError as exc:
+            problems.add(name, text, str(exc))
+            continue
+        if name == "--duration":
+            duration_s = value
+            problems.check_range(name, value, 1e-3, 366 * 86400.0)
+        else:
+            record_every_s = value
+            problems.check_range(name, value, 1e-3, None)
+    if args.speed == "max":
+        speed = None
+    else:
+        try:
+            speed = float(args.speed)
+            problems.check_range("--speed", speed, 1e-3, 1e6)
+        except ValueError:
+            problems.add("--speed", args.speed, "must be 'max' or a positive number")
+    problems.check_range("--tick", args.tick, 1e-3, 10.0)
+    check_pack_arguments(args, problems)
+    if math.isfinite(duration_s) and duration_s < args.tick:
+        problems.add("--duration", args.duration, f"must be at least one tick ({args.tick:g} s)")
+    return duration_s, speed, record_every_s
+
+
+@dataclass(frozen=True, eq=False)
+class Built:
+    """Everything a run needs."""
+
+    pack: SimulatedPack
+    firmware: Firmware
+    profile: object
+    options: RunOptions
+    bridge: MqttBridge | None
+    keeper: Keeper | None  # the persistent store, with --nvm
+    resumed: str | None  # what the store resumed, in words
+
+
+def build(args) -> Built:
+    """Everything a run needs, from the parsed arguments; InputError lists every bad one.
+    With --nvm the store is opened (and held) last, once everything else is known good."""
+    problems = Problems("bms-emu run")
+    duration_s, speed, record_every_s = _options(args, problems)
+    check_mqtt_arguments(args, problems)
+    check_nvm_arguments(args, problems)
+    problems.raise_if_any()
+    pack = build_pack(args, args.tick)
+    pc = firmware_config(args.config, pack)
+    injections = parse_injections(args.inject, pack)
+    profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
+    started = start_firmware(args, pc)
+    firmware, keeper = started.firmware, started.keeper
+    options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
+                         record_every_s=record_every_s, injections=injections)
+    bridge = None
+    if args.mqtt:
+        identity = Identity(pack.chem.name, Mode.SIM, args.parallel, pack.capacity_ah,
+                            pack.sensors.n_temp)
+        device = Device(firmware, pack.chem, identity, started.overrides,
+                        on_config_change=keeper.config_written if keeper else None)
+        bridge = device_bridge(args, device_session(args), device)
+    return Built(pack, firmware, profile, options, bridge, keeper, describe_start(started))
+
+
+def after_step(bridge: MqttBridge | None, keeper: Keeper | None):
+    """What `run` calls after each step: the store saves (first: what is published has
+    been saved), then MQTT publishes, in simulated time. None when there is neither."""
+    if bridge is None and keeper is None:
+        return None
+
+    def on_step(now_s: float, m, act) -> None:
+        if keeper is not None:
+            keeper.after_step(now_s, act)
+        if bridge is not None:
+            bridge.device.observe(m, act)
+            bridge.after_step(now_s, act)
+            bridge.poll(now_s)
+
+    return on_step
+
+
+def handle(args) -> int:
+    b = build(args)
+    if b.resumed and not (args.quiet or args.json):
+        print(f"bms-emu run: {b.resumed}", file=sys.stderr)
+    if b.bridge is not None:
+        b.bridge.session.start()
+    try:
+        return _run_and_report(args, b)
+    finally:
+        if b.bridge is not None:
+            b.bridge.session.stop()
+
+
+def _run_and_report(args, b: Built) -> int:
+    pack, firmware, profile, options, bridge = b.pack, b.firmware, b.profile, b.options, b.bridge
+    record_path = args.record
+    with ExitStack() as stack:
+        if args.plot and not record_path:
+            record_path = stack.enter_context(_temporary_csv())
+        record_to = (
+            stack.enter_context(open(record_path, "w", newline="", encoding="utf-8"))
+            if record_path else None
+        )
+        show_progress = not (args.quiet or args.json) and sys.stderr.isatty()
+        progress = stack.enter_context(_progress(options.duration_s)) if show_progress else None
+        try:
+            result = run(pack, firmware, profile, options, record_to=record_to,
+                         progress=progress, on_step=after_step(bridge, b.keeper))
+        finally:
+            if b.keeper is not None:
+                b.keeper.close(firmware.last_s or 0.0)
+        if record_to is not None:
+            record_to.close()
+        if args.plot:
+            from hil.plot import plot_run
+
+            plot_run(record_path, args.plot, title=Path(args.plot).stem)
+    data = summary(result, pack)
+    if args.json:
+        print(json.dumps(data))
+    elif not args.quiet:
+        from bms_emu.summary_view import print_summary
+
+        print_summary(data)
+    return 0
+
+
+def _temporary_csv():
+    import contextlib
+    import os
+    import tempfile
+
+    @contextlib.contextmanager
+    def manager():
+        fd, path = tempfile.mkstemp(suffix=".csv", prefix="bms-run-")
+        os.close(fd)
+        try:
+            yield path
+        finally:
+            os.unlink(path)
+
+    return manager()
+
+
+def _progress(total_s: float):
+    import contextlib
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    @contextlib.contextmanager
+    def manager():
+        with Progress(TextColumn("simulating"), BarColumn(),
+                      TextColumn("{task.completed:,.0f} / {task.total:,.0f} s"),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task("run", total=total_s)
+            yield lambda now_s: bar.update(task, completed=now_s)
+
+    return manager()

@@ -1,0 +1,121 @@
+"""`bms-emu scenario`: scripted tests against the simulated pack, with a pass / fail line
+per expectation, an exit status for CI and an optional JUnit XML report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from bms.data.validation import InputError
+from hil.scenario import ScenarioResult, run_scenario
+from hil.scenario_file import Scenario, load_scenario
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "scenario", help="run scripted scenarios (TOML) and report pass / fail",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run each scenario file against the simulated pack: its pack and load, "
+        "a timeline of injections, host requests, configuration writes and rig silences, and "
+        "its expectations. Prints one line per expectation; exits 1 if any fails, 2 if a file "
+        "is bad (every problem is listed and nothing runs). See README.md, 'Scenarios'.",
+    )
+    p.add_argument("files", nargs="+", metavar="FILE.toml", help="scenario files")
+    p.add_argument("--junit", metavar="PATH.xml",
+                   help="write a JUnit XML report: a testsuite per file, a testcase per "
+                   "expectation")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.set_defaults(handler=handle)
+
+
+def load_all(paths: list[str]) -> list[Scenario]:
+    """Every file read and checked before any runs; InputError lists every bad file."""
+    scenarios, problems = [], []
+    for path in paths:
+        try:
+            scenarios.append(load_scenario(path))
+        except InputError as exc:
+            problems.extend(f"{exc.source}: {p}" for p in exc.problems)
+    if problems:
+        raise InputError("scenario files", problems)
+    return scenarios
+
+
+def handle(args) -> int:
+    results = [run_scenario(sc) for sc in load_all(args.files)]
+    if args.junit:
+        write_junit(results, args.junit)
+    if args.json:
+        print(json.dumps(as_dict(results)))
+    else:
+        print_report(results)
+    return 0 if all(r.passed for r in results) else 1
+
+
+def as_dict(results: list[ScenarioResult]) -> dict:
+    return {
+        "passed": all(r.passed for r in results),
+        "scenarios": [{
+            "file": r.scenario.path,
+            "name": r.scenario.name,
+            "passed": r.passed,
+            "sim_s": round(r.sim_s, 3),
+            "wall_s": round(r.wall_s, 3),
+            "checks": [{"name": v.check.label, "where": v.check.where, "passed": v.passed,
+                        "message": v.message} for v in r.verdicts],
+            "events": [e.as_dict() for e in r.events],
+        } for r in results],
+    }
+
+
+def print_report(results: list[ScenarioResult]) -> None:
+    for r in results:
+        sc = r.scenario
+        verdict = "PASS" if r.passed else "FAIL"
+        print(f"{verdict} {sc.path} ({sc.name}): {len(r.verdicts) - r.failures}/"
+              f"{len(r.verdicts)} passed, {r.sim_s:g} s simulated in {r.wall_s:.2f} s")
+        for v in r.verdicts:
+            line = f"  {'ok  ' if v.passed else 'FAIL'} {v.check.label}"
+            print(line if v.passed else f"{line}\n         {v.message}")
+        if not r.passed:  # what happened, to read the failure against
+            for e in r.events:
+                print(f"         t={e.t_s:g} s {e.name} {e.level} {e.action}")
+    n = sum(len(r.verdicts) for r in results)
+    failed = sum(r.failures for r in results)
+    print(f"{len(results)} scenario(s), {n} expectation(s), {failed} failed")
+
+
+def junit_tree(results: list[ScenarioResult]) -> ET.ElementTree:
+    root = ET.Element("testsuites", name="bms-emu scenario",
+                      tests=str(sum(len(r.verdicts) for r in results)),
+                      failures=str(sum(r.failures for r in results)), errors="0",
+                      time=f"{sum(r.wall_s for r in results):.3f}")
+    for r in results:
+        sc = r.scenario
+        suite = ET.SubElement(root, "testsuite", name=sc.name, file=sc.path,
+                              tests=str(len(r.verdicts)), failures=str(r.failures),
+                              errors="0", skipped="0", time=f"{r.wall_s:.3f}")
+        if sc.description:
+            props = ET.SubElement(suite, "properties")
+            ET.SubElement(props, "property", name="description", value=sc.description)
+        classname = f"scenario.{Path(sc.path).stem}"
+        for v in r.verdicts:
+            case = ET.SubElement(suite, "testcase", classname=classname, name=v.check.label,
+                                 time="0")
+            if not v.passed:
+                failure = ET.SubElement(case, "failure", message=v.message,
+                                        type="ExpectationFailed")
+                failure.text = "\n".join([v.message, "fault events:", *(
+                    f"t={e.t_s:g} s {e.name} {e.level} {e.action}" for e in r.events)])
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def write_junit(results: list[ScenarioResult], path: str) -> None:
+    try:
+        junit_tree(results).write(path, encoding="utf-8", xml_declaration=True)
+    except OSError as exc:
+        raise InputError("--junit", [f"{path}: cannot write the report: {exc.strerror}"]) \
+            from exc

@@ -1,0 +1,60 @@
+"""`bms-emu spec`: print the protocol reference (docs/protocol.md) as Markdown.
+
+`protocol.spec` renders everything the protocol package defines; the codes that belong to
+the firmware - states, faults, configuration parameters - are added here, because
+`protocol` may not import `bms`. Both halves come from the definitions, so the document is
+regenerated, never edited.
+"""
+
+from __future__ import annotations
+
+from bms.core.signals import STATES
+from bms.data.config import default_config
+from bms.data.faults import FAULT_CODES, Level
+from bms.data.parameters import catalogue
+from bms.data.presets import DEFAULT_PRESET, resolve_chemistry
+from protocol.messages import ValueKind
+from protocol.spec import enum_table, render, table
+
+SERIES = 16  # the pack `bms-emu config --defaults` describes; ids do not depend on it
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "spec", help="print the binary protocol reference as Markdown",
+        description="Print the binary protocol reference (frame layout, CRC, every message "
+        "byte by byte, error codes, states, faults, configuration parameters, example frames) "
+        "as Markdown, generated from the definitions: `bms-emu spec > docs/protocol.md`.")
+    p.set_defaults(handler=handle)
+
+
+def states() -> str:
+    return ("The `state` of Status, ActuationFrame and fault log entries.\n\n"
+            + table(("Code", "State"), enumerate(STATES)))
+
+
+def faults() -> str:
+    return ("A fault's code is also its bit in `fault_bitmap` (bit n: 1 << n).\n\n"
+            + table(("Code", "Bit mask", "Fault"),
+                    ((code, f"0x{1 << code:08X}", name) for name, code in FAULT_CODES.items()))
+            + "\nLevels (`level` of a fault log entry):\n\n" + enum_table(Level))
+
+
+def parameters() -> str:
+    chem = resolve_chemistry(DEFAULT_PRESET)
+    params = catalogue(default_config(chem, SERIES, chem.capacity_ah))
+    return (
+        "What GetParameterList lists and GetConfig / SetConfig read and write: `param_id`, "
+        "the ValueKind its value travels as, the dotted name as in the configuration TOML "
+        f"file, and its unit. Listed for the default pack ({DEFAULT_PRESET}, {SERIES}S1P); "
+        "the ids follow from the configuration's structure, not from the pack.\n\n"
+        + table(("Id", "Name", "Kind", "Unit", "Choices"),
+                ((f"0x{p.id:04X}", f"`{p.name}`",
+                  f"{p.kind.upper()} ({ValueKind[p.kind.upper()].value})", p.unit,
+                  ", ".join(p.choices)) for p in params)))
+
+
+def handle(args) -> int:
+    print(render([("States", states()), ("Faults", faults()),
+                  ("Configuration parameters", parameters())]), end="")
+    return 0

@@ -1,0 +1,144 @@
+"""The benchmarks still run: each one's `--quick` mode, as a script, prints one JSON object
+with the figures it promises. No timing is asserted (the machines are shared): only that
+the figures exist, are sane, and that the link lost nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.mqtt_broker import require_mosquitto
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def quick(name: str, *args: str) -> dict:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / name), "--quick", *args],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout  # one JSON object on one line
+    return json.loads(lines[0])
+
+
+def test_protocol_codec_quick_reports_rates_sizes_and_goals():
+    out = quick("protocol_codec.py")
+    assert out["benchmark"] == "protocol_codec"
+    cases = out["cases"]
+    assert set(cases) == {"measurement_16", "measurement_16_mask", "measurement_416",
+                          "measurement_416_mask", "status"}
+    for case in cases.values():
+        assert case["frame_bytes"] > case["payload_bytes"] > 0
+        assert case["encode_fps"] > 0 and case["decode_fps"] > 0
+        assert case["decode_fps_batched_64"] > 0
+    for name in ("measurement_16", "measurement_416"):
+        assert cases[name]["goal_decode_fps"] > 0
+        assert isinstance(cases[name]["goal_met"], bool)
+    # 4 bytes a cell and a sensor (one per 4 cells): the 416-cell frame is 26 x the cells.
+    assert cases["measurement_416"]["payload_bytes"] - cases["measurement_16"]["payload_bytes"] \
+        == (416 - 16) * 4 + (104 - 4) * 4
+    assert cases["measurement_16_mask"]["payload_bytes"] \
+        == cases["measurement_16"]["payload_bytes"] + 2
+    assert "goal_met" not in cases["status"]
+    assert isinstance(out["goal_met"], bool)
+    comparison = out["construct_array_416"]
+    assert comparison["n_cells"] == 416
+    for key in ("parse_fps_frombuffer", "parse_fps_construct_array", "parse_ratio",
+                "build_fps_frombuffer", "build_fps_construct_array", "build_ratio"):
+        assert comparison[key] > 0
+
+
+def test_pty_roundtrip_quick_answers_every_request():
+    out = quick("pty_roundtrip.py")
+    assert out["benchmark"] == "pty_roundtrip"
+    assert out["baud"] == 921600
+    assert "pace" in out["note"]
+    assert set(out["packs"]) == {"16", "416"}
+    for pack in out["packs"].values():
+        for request, response in (("GetStatus", "Status"), ("GetCellVoltages", "CellVoltages")):
+            figures = pack[request]
+            assert figures["response"] == response
+            assert figures["answered"] == figures["requests"] > 0
+            assert figures["timeouts"] == 0
+            assert 0 < figures["min_ms"] <= figures["median_ms"] <= figures["p99_ms"] \
+                <= figures["max_ms"]
+            assert figures["request_bytes"] > 0 and figures["response_bytes"] > 0
+            assert figures["wire_ms"] > 0 and figures["median_over_wire"] > 0
+        assert isinstance(pack["GetStatus"]["goal_met"], bool)
+        assert pack["client_decode_errors"] == {}
+    cells = {n: out["packs"][n]["GetCellVoltages"]["response_bytes"] for n in ("16", "416")}
+    assert cells["416"] - cells["16"] >= (416 - 16) * 4  # COBS may add a byte in 254
+    assert out["pack_size_effect"]["GetStatus_median_ms_ratio"] > 0
+
+
+def test_hil_streaming_quick_loses_nothing():
+    out = quick("hil_streaming.py")
+    assert out["benchmark"] == "hil_streaming"
+    assert set(out["packs"]) == {"16@100Hz", "416@10Hz"}
+    for pack in out["packs"].values():
+        assert pack["sent"] > 0
+        assert pack["answered"] == pack["sent"]
+        assert pack["lost"] == 0
+        assert pack["nacks"] == {}
+        assert pack["client_decode_errors"] == {}
+        assert pack["unknown_rig_seq"] == 0 and pack["wrong_size_actuations"] == 0
+        assert pack["achieved_hz"] > 0
+        assert 0 < pack["latency_p50_ms"] <= pack["latency_p99_ms"] <= pack["latency_max_ms"]
+        assert 0 < pack["line_share_to_emulator"] < 1
+        assert 0 < pack["line_share_from_emulator"] < 1
+        assert pack["goal_met"] is True
+    assert out["goal_met"] is True
+
+
+def test_soak_quick_loses_nothing_and_publishes():
+    """15 s of `serve --hil` at a 10 ms tick (the hour is the benchmark itself), driven by
+    `rig` over a pty pair, publishing to Mosquitto. Jitter, overruns and memory growth are
+    printed, not asserted: on a shared machine they measure the neighbours as much as the
+    emulator."""
+    require_mosquitto()
+    out = quick("soak.py")
+    print(json.dumps(out))
+    assert out["benchmark"] == "soak"
+    assert (out["seconds"], out["tick_s"]) == (15, 0.01)
+    assert out["emulator_exit"] == 0 and out["rig_exit"] == 0
+    frames = out["frames"]
+    assert frames["sent"] > 0 and frames["answered"] > 0
+    assert frames["lost"] == 0 and frames["not_sent"] == 0 and frames["decode_errors"] == 0
+    assert frames["nacks"] == {}
+    assert sum(out["relay_bytes"][k] for k in ("dropped_first_to_second",
+                                                "dropped_second_to_first")) == 0
+    mqtt = out["mqtt"]
+    for topic in ("state", "cells", "temperatures", "balancing"):
+        assert mqtt["by_topic"].get(topic, 0) > 0, mqtt
+    assert mqtt["published"] > 0  # as the emulator counts them
+    jitter = out["jitter_ms"]
+    assert all(math.isfinite(jitter[k]) and jitter[k] >= 0 for k in jitter)
+    assert jitter["p50_ms"] <= jitter["p99_ms"] <= jitter["max_ms"]
+    assert isinstance(out["overruns"], int) and out["overruns"] >= 0
+    assert out["emulator"]["tick"]["ticks"] > 0 and out["reference"]["ticks"] > 0
+    for figure in ("send_lateness", "answer_latency"):
+        assert out["rig"][figure]["count"] > 0 and math.isfinite(out["rig"][figure]["p99_ms"])
+    rss = out["rss_kib"]
+    assert rss["start_kib"] > 0 and rss["end_kib"] > 0 and math.isfinite(rss["growth_pct"])
+    assert set(out["goals"]) == {"jitter_p99_ms", "overruns", "frames_lost", "rss_growth_pct"}
+    assert all(isinstance(goal["met"], bool) for goal in out["goals"].values())
+    assert out["goals"]["frames_lost"]["met"] is True
+
+
+def test_fuzz_protocol_quick_never_crashes_and_loses_nothing():
+    out = quick("fuzz_protocol.py")
+    assert out["benchmark"] == "fuzz_protocol"
+    assert out["frames_fed"] >= 20_000 and out["bytes_fed"] > out["frames_fed"]
+    assert out["crashes"] == 0 and out["crash_reproducers_hex"] == []
+    assert out["frames_not_sent"] == 0 and out["decoded_not_reencodable"] == 0
+    assert out["valid_lost_after_garbage"] == 0
+    assert out["resync_distance_bytes"]["n"] > 0 and out["resync_distance_bytes"]["max"] == 0
+    errors = out["errors_by_kind"]
+    assert sum(1 for n in errors.values() if n > 0) >= 6, errors  # several kinds met
+    assert errors["OVERSIZE"] > 0 and errors["BAD_CRC"] > 0 and errors["BAD_PAYLOAD"] > 0
+    assert out["frames_decoded"] > out["fed_by_kind"]["valid"]
+    assert 0 < out["max_buffered_bytes"] <= out["buffer_bound_bytes"]
+    assert out["goal_met"] is True

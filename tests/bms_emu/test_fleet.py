@@ -1,0 +1,161 @@
+"""`bms-emu fleet`: N packs, each a `bms-emu run` process, against a real Mosquitto broker.
+
+The fleet runs as a child process here (it forks its packs, which a pytest process should
+not do to itself); what the packs published is read back from the broker: each pack's
+retained state and availability."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from bms_emu import fleet_cmd
+from bms_emu.main import build_parser, main
+from tests.support.mqtt_broker import require_mosquitto
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fleet(*args: str, **kw) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bms_emu.main", "fleet", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=ROOT, **kw)
+
+
+def retained(port: int, kind: str, n: int, wait_s: float = 5.0) -> dict[str, bytes]:
+    """The retained `bms/<pack>/<kind>` payloads, by pack id (at least n, or what came in
+    wait_s)."""
+
+    async def read() -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        async with aiomqtt.Client("127.0.0.1", port, identifier=f"test-fleet-{kind}") as client:
+            await client.subscribe(f"bms/+/{kind}", qos=1)
+            try:
+                async with asyncio.timeout(wait_s):
+                    async for message in client.messages:
+                        found[message.topic.value.split("/")[1]] = bytes(message.payload)
+                        if len(found) >= n:
+                            break
+            except TimeoutError:
+                pass
+        return found
+
+    return asyncio.run(read())
+
+
+def test_each_pack_publishes_its_own_retained_state_and_all_exit_0(mqtt_broker):
+    p = fleet("--packs", "3", "--series", "8", "--duration", "3", "--mqtt", mqtt_broker.url,
+              "--pack-prefix", "site")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    lines = out.splitlines()
+    assert [line.split(":")[0] for line in lines if "started" in line] == [
+        "pack site-1 started", "pack site-2 started", "pack site-3 started"]
+    assert sum(" done: 3 s simulated" in line for line in lines) == 3, out
+
+    states = {k: json.loads(v) for k, v in retained(mqtt_broker.port, "state", 3).items()}
+    assert set(states) == {"site-1", "site-2", "site-3"}
+    assert all(s["pack_id"] == k for k, s in states.items())
+    # Different seeds: different cell spreads and noise, so different cells.
+    cells = {(s["cell_v_min"], s["cell_v_max"], s["pack_voltage_v"]) for s in states.values()}
+    assert len(cells) == 3, states
+    assert retained(mqtt_broker.port, "availability", 3) == dict.fromkeys(states, b"offline")
+
+
+def test_sigterm_stops_every_pack_cleanly_each_saying_offline(mqtt_broker):
+    p = fleet("--packs", "2", "--series", "8", "--duration", "1h", "--mqtt", mqtt_broker.url,
+              "--pack-prefix", "st")
+    try:
+        deadline = time.monotonic() + 30
+        while retained(mqtt_broker.port, "availability", 2, wait_s=0.5) != {
+                "st-1": b"online", "st-2": b"online"}:
+            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert out.count("stopped") == 2, out
+    assert retained(mqtt_broker.port, "availability", 2) == {"st-1": b"offline",
+                                                            "st-2": b"offline"}
+    log = mqtt_broker.log_path.read_text()
+    assert "Received DISCONNECT from bms-emu-st-1" in log  # a clean stop, not the will
+    assert "Received DISCONNECT from bms-emu-st-2" in log
+
+
+def test_a_pack_that_fails_is_named_with_its_error_output(mqtt_broker, tmp_path):
+    (tmp_path / "run-f-2.csv").mkdir()  # pack 2 cannot write its record: a directory is there
+    p = fleet("--packs", "3", "--series", "8", "--duration", "1", "--mqtt", mqtt_broker.url,
+              "--pack-prefix", "f", "--record", str(tmp_path / "run.csv"))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    assert "pack f-2 (pid" in err and "IsADirectoryError" in err
+    assert "f-1 (pid" not in err and "f-3 (pid" not in err
+    assert err.strip().endswith("1 of 3 pack(s) failed: f-2")
+    assert (tmp_path / "run-f-1.csv").is_file() and (tmp_path / "run-f-3.csv").is_file()
+
+
+@pytest.mark.parametrize("packs", ["0", "1001", "-3"])
+def test_a_bad_number_of_packs_is_refused_naming_it(packs, capsys):
+    assert main(["fleet", "--packs", packs, "--mqtt", "mqtt://127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert f"--packs = {int(packs)}: must be within [1, 1000]" in err
+
+
+def test_packs_that_are_not_a_number_are_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["fleet", "--packs", "many", "--mqtt", "mqtt://127.0.0.1:1"])
+    assert exit_.value.code == 2
+    assert "--packs: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_every_bad_option_is_named_at_once_before_any_pack_starts(capsys):
+    code = main(["fleet", "--packs", "2", "--speed", "fast", "--pack-id", "x",
+                 "--pack-prefix", "a/b"])
+    assert code == 2
+    err = capsys.readouterr().err
+    for says in ("--speed = 'fast'", "--pack-id = 'x'", "--pack-prefix = 'a/b'",
+                 "--mqtt = None"):
+        assert says in err
+
+
+def test_the_run_options_reach_each_pack_as_run_would_read_them():
+    args = build_parser().parse_args([
+        "fleet", "--packs", "2", "--mqtt", "mqtt://h:1/site", "--series", "32",
+        "--ambient-c", "-10", "--inject", "5s:sense-open:cell=3", "--inject",
+        "9s:precharge-open", "--no-ha-discovery", "--seed", "7", "--speed", "max",
+        "--state-period", "0.5", "--record", "/tmp/r.csv", "--pack-prefix", "p"])
+    run_args = args.run_parser.parse_args(fleet_cmd.run_argv(args, "p-2", 8))
+    assert (run_args.pack_id, run_args.seed, run_args.speed, run_args.json) == (
+        "p-2", 8, "max", True)
+    assert (run_args.series, run_args.ambient_c, run_args.state_period) == (32, -10.0, 0.5)
+    assert run_args.inject == ["5s:sense-open:cell=3", "9s:precharge-open"]
+    assert run_args.ha_discovery is False
+    assert run_args.mqtt == "mqtt://h:1/site"
+    assert run_args.record == "/tmp/r-p-2.csv"
+    assert build_parser().parse_args(["fleet", "--packs", "1"]).speed == "1"  # real time
+
+
+def test_the_benchmark_quick_run_loses_nothing():
+    require_mosquitto()
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mqtt_fleet.py"),
+                           "--quick"], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1, done.stdout
+    out = json.loads(lines[0])
+    assert out["benchmark"] == "mqtt_fleet"
+    (run,) = out["runs"]
+    assert (run["packs"], run["packs_seen"], run["fleet_exit"], run["packs_exit_0"]) == (
+        2, 2, 0, 2)
+    assert run["lost"] == 0 and run["state_tail_lost"] == 0
+    assert run["received"] > 0 and run["latency_ms"]["p99"] >= run["latency_ms"]["p50"] >= 0
+    assert isinstance(run["goal_met"], bool)
