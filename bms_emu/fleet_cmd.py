@@ -1,19 +1,6 @@
 """`bms-emu fleet`: N simulated packs on one MQTT broker, each a `bms-emu run` child process.
 
-One process per pack keeps the packs independent (a pack that raises or stalls does not
-hold up the others) and lets them use every core. The children are forked from the fleet,
-which has imported everything once, and each runs `bms-emu run`'s own entry point: a pack
-starts in milliseconds and shares the imported code, where an exec'd interpreter per pack
-would cost 0.6 s of CPU to import it again (100 packs on 2 cores: a minute of start-up).
-The fleet takes every option of `run` (its parser is the parent of this one, so nothing is
-defined twice), names the packs `<pack-prefix>-<k>`, gives pack k the seed `--seed + k - 1`
-and runs them in real time unless `--speed` says otherwise.
-
-Stopping: Ctrl-C or SIGTERM sends SIGINT to every child, which is how `run` stops cleanly
-(its MQTT session delivers what is queued and publishes `offline`); the children are in
-sessions of their own so that a terminal's Ctrl-C does not reach them twice, and on Linux
-they get SIGINT too if the fleet itself dies. A second signal, or STOP_GRACE_S without an
-end, kills them.
+Why and how: docs/internals.md, bms_emu/fleet_cmd.py.
 """
 
 from __future__ import annotations

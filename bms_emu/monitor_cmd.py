@@ -20,6 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from bms.core.signals import State
 from bms.data.validation import Problems
 from bms.host import views
 from bms.links.client import Client, Refused
@@ -45,7 +46,7 @@ STALE_PERIODS = 3  # no telemetry for this many periods: subscribe again
 TELEMETRY = (pm.Status, pm.CellVoltages, pm.Temperatures, pm.BalancingState)
 WINDOW_PARAMS = ("protection.CELL_UNDERVOLTAGE.FAULT.threshold",
                  "protection.CELL_OVERVOLTAGE.FAULT.threshold")
-STATE_STYLES = {"RUN": "bold green", "FAULT": "bold red", "PRECHARGE": "bold yellow"}
+STATE_STYLES = {State.RUN: "bold green", State.FAULT: "bold red", State.PRECHARGE: "bold yellow"}
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import difflib
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
-from bms.data.validation import Problems
+from bms.data.validation import Problems, close_names
 from bms.host import views
 from bms.links.client import Client, Refused
 from bms.links.serial_link import DEFAULT_BAUD
@@ -221,20 +220,6 @@ async def fetch_fault_log(client: Client, timeout_s: float) -> dict:
 
 
 # --- parameters by name -----------------------------------------------------------------
-
-def close_names(text: str, names: list[str]) -> list[str]:
-    """Names a mistyped `text` may have meant: ones ending in or containing it, then
-    similar spellings."""
-    tail = [n for n in names if n.endswith("." + text) or (len(text) >= 3 and text in n)]
-    similar = difflib.get_close_matches(text, names, n=5, cutoff=0.6)
-    last = [n for n in names if difflib.get_close_matches(text, [n.rsplit(".", 1)[-1]],
-                                                          cutoff=0.75)]
-    out: list[str] = []
-    for n in tail + similar + last:
-        if n not in out:
-            out.append(n)
-    return out[:6]
-
 
 def _unknown(text: str, params: list[dict]) -> str:
     near = close_names(text, [p["name"] for p in params])

@@ -15,6 +15,7 @@ from bms.data.durations import parse_duration_s
 from bms.data.validation import Problems
 from bms.host.device import Device, Identity
 from bms.links.mqtt.bridge import MqttBridge
+from bms.runtime.after_step import AfterStep
 from bms.store.persistence import Keeper
 from bms_emu.mqtt_args import (
     add_mqtt_arguments,
@@ -131,21 +132,13 @@ def build(args) -> Built:
     return Built(pack, firmware, profile, options, bridge, keeper, describe_start(started))
 
 
-def after_step(bridge: MqttBridge | None, keeper: Keeper | None):
-    """What `run` calls after each step: the store saves (first: what is published has
-    been saved), then MQTT publishes, in simulated time. None when there is neither."""
+def after_step(bridge: MqttBridge | None, keeper: Keeper | None) -> AfterStep | None:
+    """What `run` calls after each step, in simulated time (None when there is neither a
+    store nor MQTT). A headless tick is one step, so MQTT commands run right after it."""
     if bridge is None and keeper is None:
         return None
-
-    def on_step(now_s: float, m, act) -> None:
-        if keeper is not None:
-            keeper.after_step(now_s, act)
-        if bridge is not None:
-            bridge.device.observe(m, act)
-            bridge.after_step(now_s, act)
-            bridge.poll(now_s)
-
-    return on_step
+    device = bridge.device if bridge is not None else None
+    return AfterStep(device, keeper, bridge, poll_each_step=True)
 
 
 def handle(args) -> int:

@@ -8,13 +8,13 @@ regenerated, never edited.
 
 from __future__ import annotations
 
-from bms.core.signals import STATES
+from bms.core.signals import State
 from bms.data.config import default_config
 from bms.data.faults import FAULT_CODES, Level
 from bms.data.parameters import catalogue
 from bms.data.presets import DEFAULT_PRESET, resolve_chemistry
 from protocol.messages import ValueKind
-from protocol.spec import enum_table, render, table
+from protocol.spec import member_comments, render, table
 
 SERIES = 16  # the pack `bms-emu config --defaults` describes; ids do not depend on it
 
@@ -30,14 +30,20 @@ def add_parser(sub) -> None:
 
 def states() -> str:
     return ("The `state` of Status, ActuationFrame and fault log entries.\n\n"
-            + table(("Code", "State"), enumerate(STATES)))
+            + table(("Code", "State"), ((s.code, s.value) for s in State)))
+
+
+def levels() -> str:
+    notes = member_comments(Level)
+    return table(("Code", "Name", "Meaning"),
+                 ((level.code, level.name, notes.get(level.name, "")) for level in Level))
 
 
 def faults() -> str:
     return ("A fault's code is also its bit in `fault_bitmap` (bit n: 1 << n).\n\n"
             + table(("Code", "Bit mask", "Fault"),
                     ((code, f"0x{1 << code:08X}", name) for name, code in FAULT_CODES.items()))
-            + "\nLevels (`level` of a fault log entry):\n\n" + enum_table(Level))
+            + "\nLevels (`level` of a fault log entry):\n\n" + levels())
 
 
 def parameters() -> str:

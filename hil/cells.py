@@ -1,29 +1,6 @@
 """Electrical model of the cells: 2-RC equivalent circuit plus one-state hysteresis.
 
-State is held per cell as (n_series, n_parallel) arrays. A parallel group shares one
-terminal voltage; the group current splits between its cells by their source voltages
-and resistances, so a weak cell in a group carries less current.
-
-Integration is exact for a current held constant over the tick (zero-order hold):
-v_rc' = a * v_rc + R * (1 - a) * i with a = exp(-dt / tau).
-
-This runs on every tick of every simulated pack, so a tick does as few numpy calls as
-it can, and what moves slowly is done in `slow_step`, about once a simulated second:
-  - ECM parameters follow SoC and temperature (every tenth slow step);
-  - self-discharge and an injected internal short take their charge;
-  - the hysteresis state h (+1 on the charge branch, -1 on the discharge branch) moves
-    with the SoC change since the last slow step, dSoC (leakage included), as
-    h' = s + (h - s) * exp(-gamma * |dSoC|), s = sign(dSoC): exact while the current
-    keeps its direction over the interval;
-  - the OCV (with hysteresis and temperature) is evaluated exactly from the chemistry
-    and linearised along the direction of travel, so a tick reads it as
-    OCV_slow + dOCV/dSoC * dSoC, with dSoC from the current summed since the slow step
-    (exact at each slow step; between them off only by the curvature of the table);
-  - SoC itself is kept as the value at the slow step plus that summed current, so a tick
-    adds one number per cell instead of updating SoC and OCV separately;
-  - the heat of the interval is settled: R0 times the mean square current, plus the RC
-    resistors' dissipation v^2 / R at the slow instant (their time constants are seconds
-    or more, so sampling them once a second is close).
+Why and how: docs/internals.md, hil/cells.py.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ are one row of KINDS; one parser validates them all.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -179,8 +181,24 @@ def injection_help() -> str:
     return "; ".join(lines)
 
 
-def schedule(injections: list[Injection]) -> list[Injection]:
-    """Injections in the order they happen (stable for equal times)."""
-    return sorted(injections, key=lambda inj: inj.at_s)
+class InjectionSchedule:
+    """Injections waiting for their time and those applied so far: one schedule for every
+    clock that drives the pack (the headless runner's, the plant's). Each caller decides
+    where in its tick `apply_due` runs."""
 
+    def __init__(self, injections: Iterable[Injection] = ()):
+        self.pending: list[Injection] = []
+        self.applied: list[Injection] = []
+        for inj in injections:
+            self.add(inj)
 
+    def add(self, inj: Injection) -> None:
+        """Schedules `inj` after any due at the same time (the order they were given)."""
+        bisect.insort_right(self.pending, inj, key=lambda i: i.at_s)
+
+    def apply_due(self, pack: SimulatedPack, now_s: float) -> None:
+        """Applies, in order, every injection due at or before `now_s`."""
+        while self.pending and self.pending[0].at_s <= now_s:
+            inj = self.pending.pop(0)
+            apply_injection(pack, inj)
+            self.applied.append(inj)

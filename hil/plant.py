@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bms.core.signals import Actuation, Measurement
-from hil.injections import Injection, apply_injection, parse_injection, schedule
+from hil.injections import Injection, InjectionSchedule, parse_injection
 from hil.loads import StepProfile
 from hil.pack import SimulatedPack
 
@@ -17,8 +17,7 @@ class Plant:
                  injections: tuple[Injection, ...] = ()):
         self.pack = pack
         self.profile = profile
-        self.pending = schedule(list(injections))
-        self.applied: list[Injection] = []
+        self.injections = InjectionSchedule(injections)
 
     def measure(self) -> Measurement:
         return self.pack.measure()
@@ -27,14 +26,12 @@ class Plant:
         self.pack.actuate(act)
 
     def advance(self, now_s: float) -> None:
-        while self.pending and self.pending[0].at_s <= now_s:
-            inj = self.pending.pop(0)
-            apply_injection(self.pack, inj)
-            self.applied.append(inj)
+        """Applies the injections due by `now_s`, then moves the pack on by one tick."""
+        self.injections.apply_due(self.pack, now_s)
         self.pack.advance(self.profile.demand(now_s))
 
     def inject(self, spec: str, now_s: float) -> None:
         """Schedules a fault given as `--inject` writes it, AT counted from now; raises
         InputError for a bad spec and then schedules nothing."""
         inj = parse_injection(spec, self.pack.n_series, self.pack.sensors.n_temp)
-        self.pending = schedule([*self.pending, replace(inj, at_s=now_s + inj.at_s)])
+        self.injections.add(replace(inj, at_s=now_s + inj.at_s))

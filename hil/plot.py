@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bms.core.signals import STATES  # noqa: E402
+from bms.core.signals import State  # noqa: E402
 from bms.data.faults import names_in  # noqa: E402
 from bms.data.validation import InputError, read_csv_rows  # noqa: E402
 from hil.recorder import SUMMARY_COLUMNS  # noqa: E402
@@ -99,9 +99,10 @@ def plot_run(csv_path: str | Path, png_path: str | Path, title: str | None = Non
     if len(temps) <= 8:
         ax[3].legend(loc="upper right", fontsize=8, ncol=4)
 
-    state_index = np.array([STATES.index(s) if s in STATES else -1 for s in d["state"]])
+    names = [s.value for s in State]
+    state_index = np.array([State(s).code if s in names else -1 for s in d["state"]])
     ax[4].step(x, state_index, where="post", color="black", label="state")
-    ax[4].set_yticks(range(len(STATES)), STATES)
+    ax[4].set_yticks(range(len(names)), names)
     ax[4].set_ylabel("state")
     balancing = ax[4].twinx()
     balancing.fill_between(x, d["balancing_n"], step="post", alpha=0.3, color="tab:green")
@@ -112,7 +113,7 @@ def plot_run(csv_path: str | Path, png_path: str | Path, title: str | None = Non
     for i in changes:
         label = ", ".join(names_in(int(faults[i]))) or "cleared"
         ax[4].axvline(x[i], color="tab:red", lw=0.8)
-        ax[4].annotate(label, (x[i], len(STATES) - 1), fontsize=7, rotation=90, va="top",
+        ax[4].annotate(label, (x[i], len(names) - 1), fontsize=7, rotation=90, va="top",
                        color="tab:red")
     ax[4].set_xlabel(xlabel)
     for a in ax:

@@ -1,11 +1,6 @@
 """CSV time series of a run: one row every `every_s` of simulated time.
 
-The measured columns (`time_s`, `current_a`, `v1`..`vN`, `t1`..`tM`) are what the
-firmware saw, so a recording can be replayed through the firmware; the `*_true`
-columns are the plant's truth. `balancing_n` and `balancing_mask` are the bleed resistors
-that were on while the row's measurement was taken (its tick), which tells a replay which
-readings the bleed disturbed. Numbers are written with fixed precision so the same seed
-gives the same file byte for byte.
+Why and how: docs/internals.md, hil/recorder.py.
 """
 
 from __future__ import annotations

@@ -1,23 +1,6 @@
 """Replay: the firmware on recorded measurements instead of the simulated pack.
 
-Input CSV: a header row, then `time_s` (increasing), `current_a` (positive = charging),
-`v1`..`vN` (cell voltages; N from the columns) and optionally `t1`..`tM` (temperatures;
-25 °C when absent) and `balancing_mask` (which bleed resistors the recording's own BMS
-had on as the row was measured, hexadecimal, bit i = cell i + 1, as `bms-emu run --record`
-writes it; none when absent; taken to hold since the row before). Other columns are
-ignored. The whole file is checked before anything runs; every problem names its line and
-column.
-
-The firmware steps once per row at the row's time; a row's current is taken to have flowed
-since the row before (as a measurement reports it). The recording carries no contactors, so
-the replay rig is ideal hardware: contactor feedback follows the firmware's commands and the
-bus voltage is the pack voltage whenever precharge or both main contactors are closed. The
-recorded current flows whatever the firmware commands, and is always counted; so the checks
-that judge contactor hardware by the current are off in a replay (`replay_config`): the
-precharge current limit, the welded-contactor current, the idle-current alarm, and the
-estimator's reading of an open-contactor current as the sensor's offset. The emulator's own
-balancing is off: its bleed would move no charge in a recording, yet the estimator would
-count it; the estimator counts the bleed the recording reports instead.
+Why and how: docs/internals.md, hil/replay.py.
 """
 
 from __future__ import annotations

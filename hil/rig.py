@@ -1,17 +1,6 @@
 """The rig: the simulated pack in its own process, driving an emulator in `serve --hil`.
 
-What a HIL rig does with real hardware, it does with the plant: every tick (real time, on
-the asyncio loop's clock) it measures the pack and sends a MeasurementFrame; each
-ActuationFrame that comes back is applied at once (contactors, bleed switches, the
-published current limits the load must respect); then the pack advances one tick. The
-rig's clock is the one its load profile and injections run on; the plant never reads one.
-
-Fail safe on this side too: with no ActuationFrame for `actuation_timeout_s` the rig
-opens its contactors itself, as a rig's hardware interlock does when the BMS goes quiet,
-and keeps them open (limits 0, no bleeding) until a frame commands every contactor open:
-the emulator has then seen them open and will precharge again from scratch. A frame that
-still commands them closed (the emulator in RUN, unaware) would close the main contactors
-onto an uncharged bus.
+Why and how: docs/internals.md, hil/rig.py.
 """
 
 from __future__ import annotations
@@ -25,10 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from bms.core.signals import OPEN, Actuation
+from bms.core.signals import OPEN, Actuation, State
 from bms.data.faults import names_in
-from bms.host.device import contactor_bits, contactors_of
-from bms.host.views import state_name
+from bms.host.frames import actuation_of, contactors_of, measurement_frame, state_name
 from bms.links.client import Client, Refused
 from bms.runtime.pacing import ticks
 from bms.runtime.timing import Histogram, TickStats
@@ -52,13 +40,6 @@ class RigCounts:
     unusable: int = 0  # actuation frames whose balance mask does not fit this pack
     interlock_trips: int = 0  # times the rig opened its contactors on its own
     interlock_held: int = 0  # actuation frames not applied: they came while interlocked
-
-
-def actuation_of(frame: pm.ActuationFrame) -> Actuation:
-    """The emulator's decisions as the plant takes them (state and SoC ride along)."""
-    return Actuation(state_name(frame.state), contactors_of(frame.contactors),
-                     np.asarray(frame.balance_mask, bool), float(frame.charge_limit_a),
-                     float(frame.discharge_limit_a), frame.fault_bitmap, frame.soc_pct / 100.0)
 
 
 class Rig:
@@ -126,10 +107,8 @@ class Rig:
             return
         m = self.plant.measure()
         self.rig_seq += 1
-        self.client.send_event(pm.MeasurementFrame(
-            self.rig_seq, self.now_s(), m.current_a, m.bus_voltage_v,
-            contactor_bits(m.contactors), m.cell_voltage_v, m.temperature_c,
-            np.asarray(self.plant.pack.balancing, bool)))  # the bleed m was taken under
+        self.client.send_event(measurement_frame(m, self.rig_seq, self.now_s(),
+                                                 self.plant.pack.balancing))
         self.counts.sent += 1
         sent_s = self.now_s()
         self.send_lateness.add(sent_s - self.tick_stats.due_s)
@@ -141,7 +120,7 @@ class Rig:
             return
         self.interlocked = True
         self.counts.interlock_trips += 1
-        self.plant.actuate(Actuation("FAULT", OPEN, np.zeros(self.n_series, bool), 0.0, 0.0,
+        self.plant.actuate(Actuation(State.FAULT, OPEN, np.zeros(self.n_series, bool), 0.0, 0.0,
                                      0 if self.last is None else self.last.fault_bitmap, 0.0))
         self._note(now_s, "interlock", f"no actuation frame for {silent_s:.1f} s: "
                    "rig interlock opens the contactors")

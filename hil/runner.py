@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
 from bms.core.signals import Actuation, FaultEvent, Measurement
-from hil.injections import Injection, apply_injection, schedule
+from hil.injections import Injection, InjectionSchedule
 from hil.loads import StepProfile
 from hil.pack import SimulatedPack
 from hil.recorder import Recorder
 
 
-class Firmware(Protocol):
+class Stepper(Protocol):
+    """What the runner steps: the firmware, or a wrapper of it (a scenario's timeline)."""
+
     def step(self, m: Measurement, now_s: float) -> Actuation: ...
 
 
@@ -64,7 +66,7 @@ class RunResult:
 
 def run(
     pack: SimulatedPack,
-    firmware: Firmware,
+    firmware: Stepper,
     profile: StepProfile,
     options: RunOptions,
     record_to: TextIO | None = None,
@@ -78,7 +80,7 @@ def run(
     record_every = max(1, round(options.record_every_s / tick_s))
     progress_every = max(1, n_ticks // 200)
     extremes_every = pack.slow_every
-    pending = schedule(list(options.injections))
+    injections = InjectionSchedule(options.injections)
     recorder = (
         Recorder(record_to, pack.n_series, pack.sensors.n_temp) if record_to is not None else None
     )
@@ -88,8 +90,7 @@ def run(
     m = act = None
     for k in range(n_ticks):
         now_s = k * tick_s
-        while pending and pending[0].at_s <= now_s:
-            apply_injection(pack, pending.pop(0))
+        injections.apply_due(pack, now_s)  # before measuring: a fault due now is seen now
         m = pack.measure()
         act = firmware.step(m, now_s)
         if act.events:

@@ -1,12 +1,7 @@
 """Running a scenario (`hil.scenario_file`): the firmware against the simulated pack in the
 headless runner, its timeline applied on the simulated clock, every check judged each step.
 
-The runner is `hil.runner.run` itself, as `bms-emu run` uses it: injections go through its
-schedule, and the firmware it steps is wrapped so that host requests, configuration writes
-and a silent rig take effect just before the step they are due at. While the rig is
-silent the firmware is stepped with no measurement (`None`), as the runtime does when a
-HIL rig stops sending, and the plant goes on under the last actuation. Same file, same
-result: the run is deterministic for the file's seed.
+Why and how: docs/internals.md, hil/scenario.py.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ from dataclasses import dataclass
 
 from bms.core.firmware import Firmware
 from bms.core.signals import Actuation, FaultEvent, Measurement
+from bms.data.faults import Level
 from bms.data.presets import resolve_chemistry
 from hil.loads import Demand, StepProfile
 from hil.pack import SimulatedPack
@@ -92,10 +88,10 @@ def active_rows(fw: Firmware) -> frozenset[ActiveRow]:
     """The protection rows active now, and the faults raised outside the table."""
     p = fw.protection
     rows = {(r.fault, r.level, r.quantity) for r, on in zip(p.rows, p.active, strict=True) if on}
-    return frozenset(rows | {(name, "FAULT", None) for name in fw.event_faults})
+    return frozenset(rows | {(name, Level.FAULT, None) for name in fw.event_faults})
 
 
-def build_pack(sc: Scenario) -> SimulatedPack:
+def scenario_pack(sc: Scenario) -> SimulatedPack:
     """The scenario's pack, by the same code as `run`'s (`hil.pack_options.pack_spec`),
     with the load's faults: limits disregarded, another charge voltage."""
     cls = LimitBlindPack if sc.load.ignore_limits else SimulatedPack
@@ -106,7 +102,7 @@ def build_pack(sc: Scenario) -> SimulatedPack:
 
 
 def run_scenario(sc: Scenario) -> ScenarioResult:
-    pack = build_pack(sc)
+    pack = scenario_pack(sc)
     fw = Firmware(pack.chem, pack.n_series, pack.capacity_ah, sc.config)
     driver = TimelineFirmware(fw, list(sc.actions), sc.tick_s)
     load = TimelineLoad(sc.load.profile, [a for a in sc.actions if a.kind == "load"])

@@ -1,15 +1,6 @@
 """What a scenario may expect of a run, and how one step is judged against it.
 
-A check is a window of steps and a few conditions. An `expect` passes when every condition
-holds at every step of its window (one step for a bare `at`); an `expect_never` fails at
-the first step where all of its conditions hold at once. `[bounds]` are expectations over
-the whole run. Conditions read one `StepView`: the firmware's actuation, the protection rows
-active after the step, and the plant's true values (which the firmware never sees).
-
-Numeric conditions are bounds on an observable, named `<observable>_min` / `_max`; an
-observable that is a magnitude (`soc_error_pct`) takes only a maximum, under its own name.
-An observable over the cells (`cell_v`, `temp_c`) is bounded by its lowest cell below and
-its highest above.
+Why and how: docs/internals.md, hil/scenario_checks.py.
 """
 
 from __future__ import annotations

@@ -1,40 +1,7 @@
 """Scenario files: a scripted test of the firmware against the simulated pack, in TOML,
 read and checked once into frozen data (`Scenario`) before anything runs.
 
-    name = "over-voltage"                 # default: the file's stem
-    description = "why this scenario exists"
-    duration = "5m"                       # seconds or a duration (90s, 5m, 1h30m)
-    tick = 0.1                            # firmware step, s (default 0.1)
-
-    [pack]      # as `run`: chemistry, series, parallel, capacity_ah, cells_per_temp_sensor,
-                # initial_soc_pct, ambient_c, seed (the same defaults and ranges)
-    [load]      # profile = "current:1.5" (the `run --profile` grammar; default "rest"),
-                # ignore_limits = false (true: the load or charger disregards the limits
-                # the BMS publishes), charge_v_per_cell = 4.2 (the charger's CV setpoint;
-                # default the chemistry's charge voltage)
-    [config]    # firmware configuration overrides, as a `run --config` file
-
-    [[timeline]]   # at = DURATION and exactly one of:
-    inject = "sensor-offset:cell=2,offset_v=0.3"   # the --inject grammar without AT
-    request = "standby"                            # run | standby | storage | clear-faults
-    config = { "limits.max_charge_a" = 1.0 }       # a host write: all or nothing
-    rig = "silent"                                 # or "back": no measurements meanwhile
-    load = "current:-3"                            # a new profile from this time on
-
-    expect = { at = "30s", fault = "CELL_OVERVOLTAGE", level = "FAULT", contactors = "open" }
-    [[expect]]        # at (until), fault (level, quantity), no_fault, state, contactors,
-                      # <observable>_min / _max (see hil.scenario_checks), name
-    [[expect_never]]  # from, until, fault (level, quantity), state, contactors, name
-    [bounds]          # <observable>_min / _max over the whole run; soc_error_pct from
-                      # soc_error_after on
-
-Times are rounded up to the tick grid: an action or a check at `at` belongs to the first
-firmware step at or after it; the duration itself means the last step (one tick before
-it). A timeline action takes effect before the firmware step it is due at, so a check at
-the same time sees the firmware's first answer to it (the plant's current answers one
-step later). Paths (a cell profile, a CSV load) are relative to the file. Every problem
-is reported at once, naming the file, the table or array entry, the key, the value and
-what is allowed; nothing runs unless the whole file is good.
+Why and how: docs/internals.md, hil/scenario_file.py.
 """
 
 from __future__ import annotations
@@ -44,13 +11,14 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bms.core.signals import HOST_REQUESTS, STATES
-from bms.data.config import LEVELS, QUANTITIES, FirmwareConfig, default_config
+from bms.core.signals import HOST_REQUESTS, State
+from bms.data.config import FirmwareConfig, default_config
 from bms.data.config_toml import parse_config
 from bms.data.durations import parse_duration_s
-from bms.data.faults import FAULT_CODES
+from bms.data.faults import FAULT_CODES, Level
 from bms.data.parameters import ParameterError, apply_changes, catalogue
 from bms.data.presets import PRESETS, resolve_chemistry
+from bms.data.quantities import QUANTITY_INDEX
 from bms.data.validation import InputError, Problems, read_toml
 from hil.injections import Injection, parse_injection
 from hil.loads import StepProfile, resolve_profile
@@ -471,11 +439,13 @@ def _fault_rows(pack: SimulatedPack) -> frozenset[tuple[str, str, str | None]]:
 
 
 def _choice(problems: Problems, where: str, value: object, allowed) -> str | None:
+    """`value` if it is one of `allowed` (names, or a StrEnum)."""
     if value is None:
         return None
-    if isinstance(value, str) and value in allowed:
+    names = [str(name) for name in allowed]
+    if isinstance(value, str) and value in names:
         return value
-    problems.add(where, value, f"must be one of {list(allowed)}")
+    problems.add(where, value, f"must be one of {names}")
     return None
 
 
@@ -484,8 +454,8 @@ def _fault(problems: Problems, where: str, entry: dict, rows) -> FaultActive | N
     if not given:
         return None
     fault = _choice(problems, f"{where}.fault", entry.get("fault"), FAULT_CODES)
-    level = _choice(problems, f"{where}.level", entry.get("level"), LEVELS)
-    quantity = _choice(problems, f"{where}.quantity", entry.get("quantity"), QUANTITIES)
+    level = _choice(problems, f"{where}.level", entry.get("level"), Level)
+    quantity = _choice(problems, f"{where}.quantity", entry.get("quantity"), QUANTITY_INDEX)
     if len([v for v in (fault, level, quantity) if v is not None]) != len(given):
         return None
     cond = FaultActive(fault, level, quantity)
@@ -505,7 +475,7 @@ def _common(problems: Problems, where: str, entry: dict, rows) -> list[Condition
     fault = _fault(problems, where, entry, rows)
     if fault is not None:
         conds.append(fault)
-    state = _choice(problems, f"{where}.state", entry.get("state"), STATES)
+    state = _choice(problems, f"{where}.state", entry.get("state"), State)
     if state is not None:
         conds.append(StateIs(state))
     word = _choice(problems, f"{where}.contactors", entry.get("contactors"), CONTACTOR_WORDS)

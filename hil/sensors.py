@@ -1,11 +1,6 @@
 """Sensors as a real BMS sees them, and the faults that can be injected into them.
 
-Cell voltages: Gaussian noise and ADC quantisation; bleeding a cell drops its own
-reading by the bleed current times twice the sense-wire resistance and lifts each
-neighbour by once that drop (the shared wires carry the bleed current).
-Current: a fixed offset, a gain error and noise. Temperatures: one sensor per group of
-cells, reading the group's mean with noise and quantisation. The true values stay in
-the plant; only these readings reach the firmware.
+Why and how: docs/internals.md, hil/sensors.py.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Messages to bytes and back: the framing of `protocol.framing` around the payloads of
-`protocol.messages`. This is what a transport's user talks to.
+`protocol.messages`. This is what a transport's user talks to (`encode`, `Decoder.feed`).
 
-    data = encode(GetStatus(), seq=7)        # bytes for the wire
-    decoder = Decoder()
-    for item in decoder.feed(chunk):         # never raises
-        if isinstance(item, Frame): ...      # item.header.seq, item.message
-        else: ...                            # a FrameError: item.kind, item.detail
+Why and how: docs/internals.md, protocol/codec.py.
 """
 
 from __future__ import annotations

@@ -1,14 +1,7 @@
-"""Framing for a byte stream: header, CRC-32 and COBS with a 0x00 delimiter.
+"""Framing for a byte stream: header, CRC-32 and COBS with a 0x00 delimiter. Sans-IO:
+`encode_frame` returns bytes, `FrameDecoder.feed` takes bytes and returns what they completed.
 
-A frame on the wire is `0x00 COBS(header + payload + crc) 0x00`. COBS removes every zero
-byte from the frame, so a zero always ends a frame: a receiver that starts mid-stream or
-meets garbage throws away bytes up to the next zero and is back in step (overhead: one
-byte in 254, plus the two delimiters). The leading zero ends any line noise in front of
-the frame, so that noise costs nothing but itself; back to back, the empty run between two
-frames' zeros is padding.
-
-This module is sans-IO: `encode_frame` returns bytes, `FrameDecoder.feed` takes bytes and
-returns what they completed. Nothing here reads a port or a clock.
+Why and how: docs/internals.md, protocol/framing.py.
 """
 
 from __future__ import annotations

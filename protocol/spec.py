@@ -1,11 +1,7 @@
-"""The protocol reference (docs/protocol.md), generated from the definitions themselves.
+"""The protocol reference (docs/protocol.md), generated from the definitions themselves, so
+that the document cannot drift from the code.
 
-Every layout table is read from the construct Structs of `protocol.messages`, every code
-table from the enums, and every example is a frame `protocol.codec.encode` really produced,
-so the document cannot drift from the code: a test compares the committed file with a fresh
-render. Only what the definitions cannot say (why COBS, how requests are matched, which
-response answers which request) is prose here. `protocol` imports nothing of ours, so the
-tables of the firmware (states, faults, parameters) come in as `extra_sections`.
+Why and how: docs/internals.md, protocol/spec.py.
 """
 
 from __future__ import annotations

@@ -1,68 +1,16 @@
-"""Passive (bleed-resistor) cell balancing.
+"""Passive (bleed-resistor) cell balancing: `Balancer.step(...)` returns, once per firmware
+step, the mask of the cells whose bleed resistor should be on. Pure, no clock, no I/O.
 
-`Balancer.step(...)` is called once per firmware step with the measured cell voltages,
-an optional per-cell SoC estimate, the hottest temperature reading, the pack current and
-whether the firmware state allows balancing. It returns a bool mask, shape (n_series,),
-of the cells whose bleed resistor should be on. It is pure and synchronous: no clock
-(time is `now_s`), no I/O, no Python loop over cells.
-
-Rules (thresholds from `BalancingConfig`):
-
-- **What is compared.** `mode="voltage"`: each cell's voltage minus the lowest cell's.
-  `mode="soc"`: each cell's SoC minus the lowest cell's, with the thresholds converted by
-  `SOC_PER_MV` (layered-oxide sodium-ion cells: about 0.5 % SoC per 10 mV above 40 % SoC,
-  shared/sodium-ion.md); when no SoC is given the voltage rule is used. `mode="off"`:
-  never bleeds.
-- **Hysteresis per cell.** A cell starts bleeding when its excess over the lowest cell is
-  more than `start_mv` and keeps bleeding until the excess is `stop_mv` or less. The
-  latch follows every clean reading (below), whether or not the gates are open, so a
-  cell latched before a short pause (a load, a hot spell) resumes after it.
-- **Gates.** Nothing bleeds when `allowed` is False (the firmware state forbids it), when
-  `temperature_max_c` is above `max_temp_c` (or not a number), or when the current does
-  not match `when`: `rest` = |current| < rest current, `charge` = current > rest current,
-  `always`. A cell whose voltage is below `min_cell_v` never bleeds.
-- **At most `max_cells` at once**: the latched cells with the largest excess
-  (`np.argpartition`); the others stay latched and wait.
-- **Non-finite readings** (NaN) compare False: a NaN cell never bleeds, and a NaN in the
-  lowest-cell reference stops all bleeding until a finite reading arrives.
-
-Measurement windows. A bleed current flows through the sense wires, so a bleeding cell
-reads low by twice the bleed current times one wire's resistance and each neighbour reads
-high by once that (20 mV and 10 mV with 0.1 ohm wires and a ~0.1 A bleed; 100 and 50 mV
-with 0.5 ohm): as much as or more than the 5-10 mV the thresholds resolve. The balancer
-therefore decides only on *clean* readings, and holds them in between:
-
-- A reading is clean when the mask this balancer returned at the previous step was all
-  False (the plant then carried no bleed current during the tick that ended with the
-  reading). This holds at the first step and whenever the balancer is idle or gated.
-- While bleeding, once `measure_every_s` has passed since the last step that returned an
-  all-False mask, one step returns an all-False mask and sets `measuring = True`; the
-  reading passed to the *next* step is then clean, the held values (voltages and SoC) are
-  replaced and the decision is made again. With a tick of dt, bleeding is on for
-  `measure_every_s - dt` of every `measure_every_s`.
-- `clean_reading` tells the caller whether the reading passed to this step was clean
-  (useful to anything else in the firmware that the bleed's wire drop would disturb).
-- The firmware must actuate exactly the mask returned; the clean-reading inference
-  depends on it. Gate with `allowed`, do not override the mask.
-
-The bleed also leaves a little polarisation (bleed current times R1 + R2, a few mV) and
-moves the bleeding cell toward its discharge hysteresis branch, so a clean reading of a
-cell that has been bleeding still reads slightly low: voltage mode stops a little early.
-
-Returned masks are read-only and never changed: a step returns the same object as the
-step before when the mask has not changed and a different object when it has, so a
-consumer can detect changes by identity (`is`).
+Why and how: docs/internals.md, bms/core/balancing.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from bms.data.config import BalancingConfig
+from bms.data.config import BalancingConfig, BalancingMode, BalancingWhen
 from bms.data.validation import Problems
 
-MODES = ("off", "voltage", "soc")
-WHENS = ("rest", "charge", "always")
 # SoC per millivolt used to convert start_mv / stop_mv in soc mode: 0.5 % SoC per 10 mV
 # on the sloping part of a layered-oxide / hard-carbon OCV (shared/sodium-ion.md; the
 # na-nfm table gives ~18 mV per % above 35 % SoC). BalancingConfig has no SoC thresholds.
@@ -102,10 +50,12 @@ class Balancer:
     def check(cfg: BalancingConfig, n_series: int) -> None:
         """Raises InputError naming every field a balancer cannot work with."""
         problems = Problems("balancing configuration")
-        if cfg.mode not in MODES:
-            problems.add("balancing.mode", cfg.mode, f"must be one of {', '.join(MODES)}")
-        if cfg.when not in WHENS:
-            problems.add("balancing.when", cfg.when, f"must be one of {', '.join(WHENS)}")
+        if cfg.mode not in list(BalancingMode):
+            problems.add("balancing.mode", cfg.mode,
+                         f"must be one of {', '.join(BalancingMode)}")
+        if cfg.when not in list(BalancingWhen):
+            problems.add("balancing.when", cfg.when,
+                         f"must be one of {', '.join(BalancingWhen)}")
         problems.check_range("balancing.stop_mv", cfg.stop_mv, 0.0, None)
         problems.check_range("balancing.start_mv", cfg.start_mv, cfg.stop_mv, None)
         problems.check_range("balancing.max_cells", cfg.max_cells, 0, None)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from bms.core.signals import STATES
+from bms.core.signals import State
 
 # Extremes start empty: +inf for a minimum, -inf for a maximum, shown as None.
 EXTREMES = ("cell_v_max", "cell_v_min", "temp_c_max", "temp_c_min", "current_a_max",
@@ -30,7 +30,7 @@ class Counters:
     contactor_cycles: int = 0  # main contactors closed onto the bus
     opened_under_load: int = 0  # opened with a current of at least the rest current
     last_open_current_a: float = 0.0
-    time_in_state_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STATES, 0.0))
+    time_in_state_s: dict[str, float] = field(default_factory=lambda: dict.fromkeys(State, 0.0))
     extremes: dict[str, float] = field(default_factory=_no_extremes)
 
     def count_time(self, state: str, dt_s: float) -> None:

@@ -1,23 +1,7 @@
-"""State estimation: per-cell SoC, pack SoC, state of health, remaining energy and runtime.
+"""State estimation: per-cell SoC, pack SoC, state of health, remaining energy and runtime,
+updated by the firmware every step from the measurement.
 
-Called by the firmware every step with the measurement. Every step it counts the charge
-(pack current, and each bleeding cell's bleed current) and looks for current steps that
-reveal each cell's resistance; every `period_s` it runs the SoC filter (`bms.core.soc_filter`)
-and the events below, and publishes a new `Estimate` (the same object in between).
-
-Moments when the voltage alone says where a cell is - where the OCV curve is steep enough
-(`trusted_slope_mv_per_pct`) - reset the filter for those cells and anchor the capacity
-estimate:
-  - full: charging at charge voltage with the current tapered below `full_taper_c`;
-  - empty: discharging with a cell within `empty_margin_v` of undervoltage;
-  - relaxed rest: `rest_settle_s` without current, then every `REST_RESET_EVERY_S` while
-    the rest lasts.
-Capacity: the charge counted into a cell between two anchors at least `ANCHOR_MIN_SOC`
-apart, over their SoC difference (no coulomb count enters the SoC difference).
-Resistance: a current change of at least `STEP_MIN_C` between two filter runs (a step or a
-ramp) compares each cell's voltage change with the model's; the cell's resistance factor
-moves toward agreement, and it scales all three resistances of the cell's model, which is
-how a profile without ECM values adapts them.
+Why and how: docs/internals.md, bms/core/estimator.py.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The BMS firmware: protection, state machine and contactors, current limits, balancing
-and the fault log, composed by one step function.
+and the fault log, composed by one step function, `Firmware.step(measurement, now_s)`,
+which never reads a clock, never sleeps and does no I/O.
 
-`Firmware.step(measurement, now_s)` is pure in the sense that matters: it never reads a
-clock, never sleeps and does no I/O; the same inputs give the same outputs. A runtime
-calls it every tick with the newest measurement, or with `None` when none has arrived
-(a silent rig), so that the measurement timeout can act.
-
-State of charge, health and remaining energy come from `bms.core.estimator`.
+Why and how: docs/internals.md, bms/core/firmware.py.
 """
 
 from __future__ import annotations
@@ -30,10 +26,25 @@ from bms.core.signals import (
     Estimate,
     FaultEvent,
     Measurement,
+    State,
 )
 from bms.data.chemistry import Chemistry
-from bms.data.config import QUANTITIES, TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
-from bms.data.faults import FAULT_CODES, bitmap
+from bms.data.config import TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
+from bms.data.faults import FAULT_CODES, Level, bitmap
+from bms.data.quantities import QUANTITIES, QUANTITY_BY_NAME, QUANTITY_INDEX, Offender
+
+# The state machine as a table: the states each state may move on to. Any state goes to
+# FAULT the step a FAULT-level fault is active (not listed). A move not listed here is a
+# firmware bug: `_enter` raises, and the step's guard turns it into INTERNAL_ERROR.
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.INIT: frozenset({State.STANDBY}),
+    State.STANDBY: frozenset({State.PRECHARGE, State.STORAGE}),
+    State.PRECHARGE: frozenset({State.RUN, State.STANDBY}),
+    State.RUN: frozenset({State.STANDBY}),
+    State.FAULT: frozenset({State.STANDBY}),  # once every fault is cleared
+    State.STORAGE: frozenset({State.STANDBY}),  # once the pack passes its self-check
+    State.SERVICE: frozenset(),
+}
 
 NEGATIVE = Contactors(negative=True)
 PRECHARGING = Contactors(negative=True, precharge=True)
@@ -50,7 +61,7 @@ VOLTAGE_DOUBT = bitmap({"OPEN_WIRE", "VOLTAGE_SENSOR_FAULT"})
 
 
 # Where each quantity sits in the array the protection table reads.
-Q = {name: i for i, name in enumerate(QUANTITIES)}
+
 
 
 def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
@@ -89,7 +100,7 @@ class Firmware:
         self.current_check = CurrentCheck(
             cell_r0_ohm * chemistry.capacity_ah / pack_capacity_ah * n_series,
             min_step_a=0.1 * pack_capacity_ah)
-        self.state = "INIT"
+        self.state = State.INIT
         self.requested = "run"
         self.clear_requested = False
         self.soc = 0.0
@@ -147,7 +158,7 @@ class Firmware:
 
     @property
     def fault_active(self) -> bool:
-        return bool(self.event_faults) or self.protection.any_active("FAULT")
+        return bool(self.event_faults) or self.protection.any_active(Level.FAULT)
 
     # --- the step ------------------------------------------------------------------
 
@@ -160,7 +171,7 @@ class Firmware:
             if self.contactors.main_closed:
                 self.opened_at_s = now_s
             self.contactors = OPEN
-            self.state = "FAULT"
+            self.state = State.FAULT
             events: list[FaultEvent] = []
             try:
                 self._raise_event_fault(events, now_s, "INTERNAL_ERROR", None, None,
@@ -181,7 +192,7 @@ class Firmware:
                 self._raise_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", None,
                                         now_s - self.last_measurement_s)
                 self._open(now_s)
-                self.state = "FAULT"
+                self.state = State.FAULT
             return self._actuation(events, self.no_balancing)
         # The charge since the last measurement, not the last step: steps without one
         # (a silent rig) carry no current reading of their own.
@@ -206,12 +217,13 @@ class Firmware:
         self._limits(since_measurement_s)  # steps without a measurement leave limits alone
         self._suspend_undervoltage_in_storage(events, now_s)
         mask = self.balancer.step(
-            m.cell_voltage_v, self.estimate.cell_soc, q[Q["discharge_temp_max"]], m.current_a,
+            m.cell_voltage_v, self.estimate.cell_soc, self._figure("discharge_temp_max"),
+            m.current_a,
             self.cfg.rest_current_a,
             # An alarm stops balancing: bleeding healthy cells toward one with an internal
             # short, or during a sensor alarm, only makes matters worse.
-            allowed=(self.state in ("STANDBY", "RUN") and not self.fault_active
-                     and not self.protection.any_active("ALARM")),
+            allowed=(self.state in (State.STANDBY, State.RUN) and not self.fault_active
+                     and not self.protection.any_active(Level.ALARM)),
             now_s=now_s)
         if mask is not self._mask:
             self._mask = mask
@@ -222,7 +234,7 @@ class Firmware:
     # --- pieces ----------------------------------------------------------------------
 
     def _quantities(self, m: Measurement) -> np.ndarray:
-        """The numbers the protection table watches, in `bms.data.config.QUANTITIES` order."""
+        """The numbers the protection table watches (`bms.data.quantities`), in its order."""
         v = m.cell_voltage_v
         i_a = m.current_a
         if v.shape != (self.n_series,) or not math.isfinite(i_a):
@@ -277,13 +289,23 @@ class Firmware:
             e.cell_soc + e.cell_bled_soc, i_a, e.reset_epoch, self.last_s)
         pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
         mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
+        figures = {
+            "cell_v_max": v_max, "cell_v_min": v_min, "pack_v": pack_v,
+            "charge_temp_max": charge_t[0], "charge_temp_min": charge_t[1],
+            "discharge_temp_max": t_max, "discharge_temp_min": t_min,
+            "charge_a": i_a, "discharge_a": -i_a, "cell_v_spread": v_max - v_min,
+            "temp_spread": t_max - t_min, "open_wire_v": open_wire_v,
+            "temp_reading_max": t_reading[0], "temp_reading_min": t_reading[1],
+            "idle_current_a": idle_a, "rest_soc_drop": rest_soc_drop,
+            "reading_stuck_s": stuck_s, "current_step_mismatch_a": mismatch_a,
+        }
         q = self.quantities
-        q[:] = (  # in bms.data.config.QUANTITIES order
-            v_max, v_min, pack_v, *charge_t, t_max, t_min, i_a, -i_a,
-            v_max - v_min, t_max - t_min, open_wire_v, *t_reading, idle_a, rest_soc_drop,
-            stuck_s, mismatch_a,
-        )
+        q[:] = [figures[quantity.name] for quantity in QUANTITIES]
         return q
+
+    def _figure(self, quantity: str) -> float:
+        """This step's figure of one quantity."""
+        return float(self.quantities[QUANTITY_INDEX[quantity]])
 
     @staticmethod
     def _open_wire_v(v: np.ndarray) -> float:
@@ -302,33 +324,34 @@ class Firmware:
     def _offender(self, quantity: str, m: Measurement) -> int | None:
         """The cell or sensor (0-based) behind a quantity, located only when a row changes."""
         v, t = m.cell_voltage_v, m.temperature_c
-        if quantity in ("cell_v_max", "cell_v_spread"):
-            return int(np.argmax(v))
-        if quantity == "cell_v_min":
-            return int(np.argmin(v))
-        if quantity == "open_wire_v":
-            return int(np.argmax(np.abs(v - v.mean())))
-        if quantity == "reading_stuck_s":
-            return int(np.argmin(self._changed_at_s))
-        if quantity == "rest_soc_drop" and self.estimate is not None:
-            return self.rest_drift.worst_cell(self.estimate.cell_soc
-                                              + self.estimate.cell_bled_soc)
-        if quantity.endswith("temp_max") or quantity in ("temp_reading_max", "temp_spread"):
-            return int(np.argmax(t))
-        if quantity.endswith("temp_min") or quantity == "temp_reading_min":
-            return int(np.argmin(t))
+        match QUANTITY_BY_NAME[quantity].offender:
+            case Offender.HIGHEST_CELL:
+                return int(np.argmax(v))
+            case Offender.LOWEST_CELL:
+                return int(np.argmin(v))
+            case Offender.CELL_OFF_THE_MEAN:
+                return int(np.argmax(np.abs(v - v.mean())))
+            case Offender.STUCK_CELL:
+                return int(np.argmin(self._changed_at_s))
+            case Offender.SOC_DROP_CELL if self.estimate is not None:
+                return self.rest_drift.worst_cell(self.estimate.cell_soc
+                                                  + self.estimate.cell_bled_soc)
+            case Offender.HOTTEST_SENSOR:
+                return int(np.argmax(t))
+            case Offender.COLDEST_SENSOR:
+                return int(np.argmin(t))
         return None
 
     def _count(self, m: Measurement, q: np.ndarray, dt_s: float) -> None:
         """Throughput always; voltage extremes only from readings not in doubt (an open
         sense wire's reading is not a cell's)."""
         c = self.counters
-        c.count_charge(m.current_a, q[Q["pack_v"]], dt_s)
+        c.count_charge(m.current_a, self._figure("pack_v"), dt_s)
         if self.protection.active_bitmap() & VOLTAGE_DOUBT:
             v_min, v_max = math.inf, -math.inf
         else:
-            v_min, v_max = q[Q["cell_v_min"]], q[Q["cell_v_max"]]
-        c.see(v_min, v_max, q[Q["discharge_temp_min"]], q[Q["discharge_temp_max"]],
+            v_min, v_max = self._figure("cell_v_min"), self._figure("cell_v_max")
+        c.see(v_min, v_max, self._figure("discharge_temp_min"), self._figure("discharge_temp_max"),
               m.current_a)
 
     def _estimate(self, m: Measurement, dt_s: float, now_s: float) -> None:
@@ -343,38 +366,38 @@ class Firmware:
     def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
         """The state machine and the contactor order."""
         if self.fault_active:
-            if self.state != "FAULT":
+            if self.state != State.FAULT:
                 self._open(now_s)
-                self.state = "FAULT"
+                self.state = State.FAULT
             return
         state, req = self.state, self.requested
-        if state in ("INIT", "FAULT"):  # FAULT here means every fault has been cleared
-            self._enter("STANDBY", now_s)
-        elif state == "STORAGE":
+        if state in (State.INIT, State.FAULT):  # FAULT here means every fault has been cleared
+            self._enter(State.STANDBY, now_s)
+        elif state == State.STORAGE:
             if req != "storage" and self._self_check(m):
-                self._enter("STANDBY", now_s)
-        elif state == "STANDBY":
+                self._enter(State.STANDBY, now_s)
+        elif state == State.STANDBY:
             if req == "run" and self.opened_at_s is None and not self.protection.fault_pending():
                 self.precharge_attempt = 1
                 self.contactors = NEGATIVE
-                self._enter("PRECHARGE", now_s)
+                self._enter(State.PRECHARGE, now_s)
             elif req == "storage":
-                self._enter("STORAGE", now_s)
-        elif state == "PRECHARGE":
+                self._enter(State.STORAGE, now_s)
+        elif state == State.PRECHARGE:
             self._precharge(m, now_s, events)
-        elif state == "RUN" and req != "run" and (
+        elif state == State.RUN and req != "run" and (
                 abs(m.current_a) < self.cfg.rest_current_a
                 or now_s - self.phase_since_s >= STANDBY_OPEN_WAIT_S):
             self._open(now_s)
-            self._enter("STANDBY", now_s)
-        if self.state == "RUN" and req == "run":
+            self._enter(State.STANDBY, now_s)
+        if self.state == State.RUN and req == "run":
             self.phase_since_s = now_s  # restart the standby wait whenever run is held
 
     def _precharge(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
         cfg = self.cfg.precharge
         if self.requested != "run":
             self._open(now_s)
-            self._enter("STANDBY", now_s)
+            self._enter(State.STANDBY, now_s)
             return
         elapsed_s = now_s - self.phase_since_s
         if self.contactors == OPEN:  # waiting to retry; as from STANDBY, not with a FAULT due
@@ -388,9 +411,9 @@ class Firmware:
         if self.contactors == CLOSING:
             self.contactors = CLOSED
             self.counters.contactor_cycles += 1
-            self._enter("RUN", now_s)
+            self._enter(State.RUN, now_s)
             return
-        pack_v = self.quantities[Q["pack_v"]]
+        pack_v = self._figure("pack_v")
         if (m.bus_voltage_v >= cfg.done_fraction * pack_v
                 and abs(m.current_a) < cfg.done_current_a):
             self.contactors = CLOSING
@@ -400,14 +423,14 @@ class Firmware:
             if self.precharge_attempt > cfg.retries:
                 self._raise_event_fault(events, now_s, "PRECHARGE_FAILED", None,
                                         m.bus_voltage_v)
-                self.state = "FAULT"
+                self.state = State.FAULT
             else:
                 self.precharge_attempt += 1
 
     def _suspend_undervoltage_in_storage(self, events: list[FaultEvent], now_s: float) -> None:
         """The STORAGE_SUSPENDED rows are off exactly while the state is STORAGE (a
         sodium-ion pack may be taken to 0 V for shipping), however the state is left."""
-        in_storage = self.state == "STORAGE"
+        in_storage = self.state == State.STORAGE
         if in_storage == self._undervoltage_suspended:
             return
         self._undervoltage_suspended = in_storage
@@ -426,7 +449,9 @@ class Firmware:
                     and v.max() <= self.chem.limits.v_max
                     and t.min() > lo and t.max() < hi and not self.protection.active.any())
 
-    def _enter(self, state: str, now_s: float) -> None:
+    def _enter(self, state: State, now_s: float) -> None:
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError(f"no transition from {self.state} to {state}")
         self.state = state
         self.phase_since_s = now_s
 
@@ -448,21 +473,20 @@ class Firmware:
                 or now_s - self.opened_at_s < cfg.weld_check_s):
             return
         self.opened_at_s = None
-        pack_v = self.quantities[Q["pack_v"]]
+        pack_v = self._figure("pack_v")
         feedback = m.contactors
         if (abs(m.current_a) > cfg.weld_current_a
                 or feedback.negative or feedback.positive or feedback.precharge
                 or m.bus_voltage_v > cfg.weld_bus_fraction * pack_v):
             self._raise_event_fault(events, now_s, "CONTACTOR_WELDED", None, m.bus_voltage_v)
-            self.state = "FAULT"
+            self.state = State.FAULT
 
     def _limits(self, dt_s: float) -> None:
         """Charge and discharge limits, derated and ramped; zero unless running cleanly."""
         lc, thr, lim = self.cfg.limits, self.chem.thresholds, self.chem.limits
         charge = discharge = 0.0
-        if self.state == "RUN" and self.requested == "run" and not self.fault_active:
-            q = self.quantities
-            t_max, t_min = q[Q["discharge_temp_max"]], q[Q["discharge_temp_min"]]
+        if self.state == State.RUN and self.requested == "run" and not self.fault_active:
+            t_max, t_min = self._figure("discharge_temp_max"), self._figure("discharge_temp_min")
             cold = _ramp((t_min - lim.charge_temp_min_c)
                          / max(thr.cold_charge_derate_below_c - lim.charge_temp_min_c, 1e-9))
             cold = 0.0 if t_min <= lim.charge_temp_min_c else (
@@ -471,7 +495,7 @@ class Firmware:
                 cold,
                 _ramp((lim.charge_temp_max_c - t_max) / 5.0),
                 _ramp((1.0 - self.soc) / lc.soc_taper),
-                _ramp((thr.charge_v - q[Q["cell_v_max"]]) / lc.charge_taper_v),
+                _ramp((thr.charge_v - self._figure("cell_v_max")) / lc.charge_taper_v),
             )
             discharge = lc.max_discharge_a * min(
                 _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
@@ -480,9 +504,9 @@ class Firmware:
                 # what ends a discharge, so an estimate that is off cannot cut a UPS
                 # ride-through short.
                 _ramp(self.soc / lc.soc_taper + 0.2),
-                _ramp((q[Q["cell_v_min"]] - thr.undervoltage_v) / lc.discharge_taper_v),
+                _ramp((self._figure("cell_v_min") - thr.undervoltage_v) / lc.discharge_taper_v),
             )
-            if self.protection.any_active("ALARM"):
+            if self.protection.any_active(Level.ALARM):
                 charge *= lc.alarm_fraction
                 discharge *= lc.alarm_fraction
         rise_a = lc.ramp_a_per_s * dt_s
@@ -495,12 +519,12 @@ class Firmware:
         if name in self.event_faults:
             return
         self.event_faults.add(name)
-        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], "FAULT", "raised",
+        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], Level.FAULT, "raised",
                                      index, value), note)
 
     def _clear_event_fault(self, events, now_s, name) -> None:
         self.event_faults.discard(name)
-        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], "FAULT", "cleared"))
+        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], Level.FAULT, "cleared"))
 
     def _log(self, events: list[FaultEvent], event: FaultEvent, note: str = "") -> None:
         events.append(event)
@@ -519,7 +543,7 @@ class Firmware:
         self.log.record(event, snapshot)
 
     def _actuation(self, events: list[FaultEvent], mask: np.ndarray) -> Actuation:
-        if self.state != "RUN" or self.fault_active:
+        if self.state != State.RUN or self.fault_active:
             self.charge_limit_a = self.discharge_limit_a = 0.0
         else:  # never above the maximum in force: one lowered since the last measurement
             lc = self.cfg.limits  # (a step without one leaves the limits alone) binds now

@@ -1,18 +1,7 @@
-"""The protection table and its one debouncer.
+"""The protection table and its one debouncer: every check is a row, and all rows are
+evaluated together, vectorised, each step.
 
-Every check is a row (`bms.data.config.ProtectionRow`): a quantity, a direction, a threshold,
-a release value, a debounce time and a release time, at a level. All rows are evaluated
-together, vectorised, each step:
-
-- a row trips when its condition has held for at least its debounce time: with debounce
-  D and tick T, a condition seen on ticks spanning D - T does not trip, one spanning D
-  trips on that tick (and a contactor-open command goes out in the same step);
-- WARNING and ALARM rows clear themselves once the quantity has been back past the
-  release value for the release time;
-- FAULT rows latch: they clear only on a clear-faults request, and only if the quantity
-  is back past the release value at that moment.
-
-Each raise and each clear is reported once, never once per tick.
+Why and how: docs/internals.md, bms/core/protection.py.
 """
 
 from __future__ import annotations
@@ -22,8 +11,9 @@ from operator import attrgetter
 
 import numpy as np
 
-from bms.data.config import QUANTITIES, ProtectionRow
-from bms.data.faults import FAULT_CODES
+from bms.data.config import ProtectionRow
+from bms.data.faults import FAULT_CODES, Level
+from bms.data.quantities import QUANTITY_INDEX
 
 TIME_EPS_S = 1e-9  # sums of float ticks are not exact; a debounce of D trips at D - eps
 
@@ -50,11 +40,11 @@ class Protection:
 
     def __init__(self, rows: tuple[ProtectionRow, ...]):
         n = len(rows)
-        self.quantity_index = np.array([QUANTITIES.index(r.quantity) for r in rows], dtype=np.intp)
+        self.quantity_index = np.array([QUANTITY_INDEX[r.quantity] for r in rows], dtype=np.intp)
         # Flip "below" rows so that every condition reads `value * sign > threshold * sign`.
         self.sign = np.array([1.0 if r.above else -1.0 for r in rows])
         self._tune(rows)
-        self.latching = [r.level == "FAULT" for r in rows]
+        self.latching = [r.level == Level.FAULT for r in rows]
         self.bits = np.array([1 << FAULT_CODES[r.fault] for r in rows], dtype=np.int64)
         self.active = np.zeros(n, dtype=bool)
         self.enabled = np.ones(n, dtype=bool)
@@ -62,7 +52,7 @@ class Protection:
         self.safe_since_s: dict[int, float] = {}  # active rows back past release, since when
         self.value = np.zeros(n)  # each row's quantity at the last step, sign-flipped
         self.level_rows = {level: np.array([r.level == level for r in rows], dtype=bool)
-                           for level in ("WARNING", "ALARM", "FAULT")}
+                           for level in Level}
         self._summarise()
 
     def _tune(self, rows: tuple[ProtectionRow, ...]) -> None:
@@ -150,7 +140,7 @@ class Protection:
         """Raises the named FAULT rows as they were before a power-down (they clear, as
         ever, on a clear-faults request once their quantity is back). Returns the keys
         that name no FAULT row of this table."""
-        index = {row_key(r): i for i, r in enumerate(self.rows) if r.level == "FAULT"}
+        index = {row_key(r): i for i, r in enumerate(self.rows) if r.level == Level.FAULT}
         unknown = [k for k in keys if k not in index]
         for k in keys:
             if k in index:

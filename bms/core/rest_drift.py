@@ -1,16 +1,6 @@
 """Internal-short detection from the per-cell SoC estimates at rest.
 
-A cell with an internal short loses charge at rest while its neighbours keep theirs (the
-coulomb count sees no current; the SoC filter follows the cell's falling voltage). After
-the pack has rested `settle_s` (relaxation done; foxBMS waits 10 minutes), each cell's
-SoC deviation from the pack mean is taken as a reference; later estimates, one per
-`sample_every_s`, give each cell's fall against that reference (a fraction of SoC). What
-the balancer bled is added back first: bleeding lowers cells on purpose (and, once the
-shorted cell is the lowest, it bleeds all the others toward it). Any current ends the rest
-and the reference; so does a new reset of SoC from the voltage (the estimator's first
-relaxed-rest reset comes at about the same time as the reference and moves cells by their
-coulomb count's error, which is no drift; its repeats during the rest are what follow a
-leaking cell down).
+Why and how: docs/internals.md, bms/core/rest_drift.py.
 """
 
 from __future__ import annotations

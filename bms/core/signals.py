@@ -8,10 +8,36 @@ link or a recorded trace.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
-STATES = ("INIT", "STANDBY", "PRECHARGE", "RUN", "FAULT", "STORAGE", "SERVICE")
+from bms.data.faults import Level
+
+
+class State(StrEnum):
+    """The firmware's states, by the names the protocol, MQTT, CSV, JSON and logs carry.
+    A state's code on the wire is its place in this list: add new states at the end."""
+
+    INIT = "INIT"
+    STANDBY = "STANDBY"
+    PRECHARGE = "PRECHARGE"
+    RUN = "RUN"
+    FAULT = "FAULT"
+    STORAGE = "STORAGE"
+    SERVICE = "SERVICE"
+
+    @property
+    def code(self) -> int:
+        return _STATE_ORDER.index(self)
+
+    @classmethod
+    def from_code(cls, code: int) -> State:
+        """The state of a wire code; IndexError for a code no state has."""
+        return _STATE_ORDER[code]
+
+
+_STATE_ORDER: tuple[State, ...] = tuple(State)
 HOST_REQUESTS = ("standby", "run", "storage", "clear-faults")
 
 
@@ -50,7 +76,7 @@ class FaultEvent:
     t_s: float
     name: str
     code: int
-    level: str  # "WARNING", "ALARM" or "FAULT"
+    level: Level
     action: str  # "raised" or "cleared"
     index: int | None = None  # offending cell or sensor, 0-based
     value: float | None = None  # its reading when the event happened

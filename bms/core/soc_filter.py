@@ -1,25 +1,7 @@
 """Per-cell state-of-charge filter: an extended Kalman filter on the 2-RC + hysteresis model,
 vectorised over cells, with the current sensor's offset as a state.
 
-Each cell carries the state x = [soc, v1, v2, h, b]: SoC (fraction), the two RC voltages
-(V), the hysteresis state (+1 charge branch, -1 discharge branch) and the offset of the
-current sensor (A; measured = true + b). Every cell sees the same current sensor, so the
-offset is one quantity seen N times: each cell's filter estimates it from its own voltage,
-and after each update the estimates are fused into their median (robust to a cell whose
-own fault, such as an internal short, looks like an offset) and handed back to every cell
-- a federated filter without variance reset, which errs on the cautious side.
-
-Why the measurement noise adapts. The voltage model is wrong by a few millivolts in ways
-that persist for minutes (OCV table error, relaxation the two RC pairs do not capture,
-temperature). Treated as white noise, a persistent error of e volts would pull SoC by
-e / slope, and on a flat plateau (slope 0.2 V per unit SoC) a 5 mV error is 2.5 % SoC.
-So the model error's variance is scaled by its correlation time over the update period -
-the filter counts a few minutes of readings as one reading - and grows with the current
-(resistance error) and with the RC voltages (relaxation not yet done). Its effect on SoC
-is that error over the local OCV slope: where the curve is steep the voltage decides,
-where it is flat the coulomb count does. After a rest has relaxed the cells, the dynamic
-terms vanish and the rest voltage corrects SoC (`recalibrate` does it at once where the
-curve is steep enough to be trusted).
+Why and how: docs/internals.md, bms/core/soc_filter.py.
 """
 
 from __future__ import annotations

@@ -8,19 +8,10 @@ loosen them past the chemistry's absolute limits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from bms.data.chemistry import Chemistry
-
-LEVELS = ("WARNING", "ALARM", "FAULT")
-
-# Quantities the protection table can watch; each is one number per step, computed by
-# the firmware from the measurement (the offending cell or sensor is located on a trip).
-QUANTITIES = (
-    "cell_v_max", "cell_v_min", "pack_v", "charge_temp_max", "charge_temp_min",
-    "discharge_temp_max", "discharge_temp_min", "charge_a", "discharge_a", "cell_v_spread",
-    "temp_spread", "open_wire_v", "temp_reading_max", "temp_reading_min", "idle_current_a",
-    "rest_soc_drop", "reading_stuck_s", "current_step_mismatch_a",
-)
+from bms.data.faults import Level
 
 # Readings outside these cannot come from a working sensor (an NTC open or shorted reads
 # far outside them; a cell reading past its absolute limit by this margin is a sensor).
@@ -41,7 +32,7 @@ class ProtectionRow:
     clear-faults request)."""
 
     fault: str
-    level: str
+    level: Level
     quantity: str
     above: bool  # True: trips when the quantity rises above the threshold
     threshold: float
@@ -78,13 +69,29 @@ class LimitsConfig:
     alarm_fraction: float = 0.5  # an active ALARM cuts limits to this fraction
 
 
+class BalancingMode(StrEnum):
+    """What passive balancing compares (`bms.core.balancing`)."""
+
+    OFF = "off"
+    VOLTAGE = "voltage"
+    SOC = "soc"
+
+
+class BalancingWhen(StrEnum):
+    """When passive balancing may bleed."""
+
+    REST = "rest"
+    CHARGE = "charge"
+    ALWAYS = "always"
+
+
 @dataclass(frozen=True)
 class BalancingConfig:
-    mode: str = "voltage"  # off, voltage or soc
+    mode: BalancingMode = BalancingMode.VOLTAGE
     start_mv: float = 10.0
     stop_mv: float = 5.0
     min_cell_v: float = 3.0
-    when: str = "rest"  # rest, charge or always
+    when: BalancingWhen = BalancingWhen.REST
     max_cells: int = 8
     max_temp_c: float = 50.0
     measure_every_s: float = 10.0  # bleeding pauses for one tick this often to measure
@@ -139,7 +146,7 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
         releases `hysteresis` back on the safe side of its own threshold."""
         sign = 1.0 if above else -1.0
         rows = []
-        for level, k in zip(LEVELS, (2, 1, 0), strict=True):
+        for level, k in zip(Level, (2, 1, 0), strict=True):
             threshold = fault_at - sign * step * k
             rows.append(ProtectionRow(fault, level, quantity, above, threshold,
                                       threshold - sign * hysteresis, debounce_s, release_s))

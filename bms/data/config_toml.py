@@ -1,32 +1,7 @@
 """Firmware configuration as TOML: the defaults written out with a comment on every key,
 and a reader that lets a file override any subset of them.
 
-Layout (every key optional in a file; what a file leaves out keeps its default)::
-
-    measurement_timeout_s = 1.0
-    rest_current_a = 0.2
-    fault_log_size = 1000
-    [limits]       ... LimitsConfig fields
-    [precharge]    ... PrechargeConfig fields
-    [contactors]   ... ContactorConfig fields
-    [balancing]    ... BalancingConfig fields
-    [estimation]   ... EstimationConfig fields
-    [protection.CELL_OVERVOLTAGE.FAULT]
-    threshold = 4.08
-    release = 3.95
-    debounce_s = 2.0
-    release_s = 2.0
-
-A protection row is named by its fault and level. Where one fault has two rows at one
-level (a plausibility check on both ends of a reading), the row's quantity names it too:
-`[protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_min]`. A row's quantity and direction are
-fixed; a file sets only its numbers, and cannot add or remove rows.
-
-Protection may be tightened, never loosened past the chemistry's absolute limits:
-voltage and temperature thresholds stay inside the chemistry's windows, and a FAULT
-threshold with no absolute limit behind it (over-current, sensor plausibility) may only
-move to the safe side of its default. Every problem in a file is reported at once, and
-nothing is applied unless the whole file is good (`bms.data.validation`).
+Why and how: docs/internals.md, bms/data/config_toml.py.
 """
 
 from __future__ import annotations
@@ -36,11 +11,20 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import NamedTuple
 
 from bms.data.chemistry import Chemistry
-from bms.data.config import FirmwareConfig, ProtectionRow, default_config
+from bms.data.config import (
+    BalancingMode,
+    BalancingWhen,
+    FirmwareConfig,
+    ProtectionRow,
+    default_config,
+)
+from bms.data.faults import Level
+from bms.data.quantities import QUANTITY_BY_NAME
 from bms.data.validation import Problems, read_toml
 
 # --- what every key means ----------------------------------------------------------
@@ -106,35 +90,9 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
 }
 
 # Protection quantity -> (unit, what it is).
-QUANTITY_DOCS: dict[str, tuple[str, str]] = {
-    "cell_v_max": ("V", "highest cell voltage"),
-    "cell_v_min": ("V", "lowest cell voltage"),
-    "pack_v": ("V", "pack voltage"),
-    "charge_temp_max": ("°C", "highest valid temperature while charging"),
-    "charge_temp_min": ("°C", "lowest valid temperature while charging"),
-    "discharge_temp_max": ("°C", "highest valid temperature"),
-    "discharge_temp_min": ("°C", "lowest valid temperature"),
-    "charge_a": ("A", "charge current"),
-    "discharge_a": ("A", "discharge current"),
-    "cell_v_spread": ("V", "highest minus lowest cell voltage"),
-    "temp_spread": ("°C", "highest minus lowest valid temperature"),
-    "open_wire_v": ("V", "opposite deviation of two neighbouring cells (open sense wire)"),
-    "temp_reading_max": ("°C", "highest raw temperature reading"),
-    "temp_reading_min": ("°C", "lowest raw temperature reading"),
-    "idle_current_a": ("A", "current measured with the contactors open"),
-    "rest_soc_drop": ("fraction 0..1", "largest fall of one cell's SoC against the others at rest"),
-    "reading_stuck_s": ("s", "how long a cell reading has repeated exactly"),
-    "current_step_mismatch_a": (
-        "A", "current step the cell voltages do not follow (a current sensor gone wrong)"),
-}
 
 ROW_FIELDS = ("threshold", "release", "debounce_s", "release_s")
 FIXED_ROW_FIELDS = ("fault", "level", "quantity", "above")
-# Quantities that are magnitudes: their thresholds must be above 0, their releases >= 0.
-MAGNITUDES = frozenset({"charge_a", "discharge_a", "cell_v_spread", "temp_spread",
-                        "open_wire_v", "idle_current_a"})
-BALANCING_MODES = ("off", "voltage", "soc")
-BALANCING_WHEN = ("rest", "charge", "always")
 
 
 # --- bounds -------------------------------------------------------------------------
@@ -238,13 +196,13 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("contactors", "weld_check_s"): lambda p: POSITIVE,
     ("contactors", "weld_current_a"): lambda p: POSITIVE,
     ("contactors", "weld_bus_fraction"): lambda p: Bound(0.0, 1.0, True, True),
-    ("balancing", "mode"): lambda p: BALANCING_MODES,
+    ("balancing", "mode"): lambda p: tuple(BalancingMode),
     ("balancing", "start_mv"): lambda p: Bound(0.0, 1e3 * _v_window(p).high, low_open=True,
                                                why="the chemistry's voltage window"),
     ("balancing", "stop_mv"): lambda p: NON_NEGATIVE,
     ("balancing", "min_cell_v"): lambda p: Bound(p.chem.limits.v_min, p.chem.limits.v_max,
                                                  why="the chemistry's absolute limits"),
-    ("balancing", "when"): lambda p: BALANCING_WHEN,
+    ("balancing", "when"): lambda p: tuple(BalancingWhen),
     ("balancing", "max_cells"): lambda p: Bound(1),
     ("balancing", "max_temp_c"): _any_temp,
     ("balancing", "measure_every_s"): lambda p: POSITIVE,
@@ -363,10 +321,11 @@ def config_to_toml(cfg: FirmwareConfig, chem: Chemistry) -> str:
         "# move to the safe side of its default.",
     ]
     for key, row in zip(row_keys(cfg.protection), cfg.protection, strict=True):
-        unit, what = QUANTITY_DOCS.get(row.quantity, ("", row.quantity))
+        quantity = QUANTITY_BY_NAME[row.quantity]
+        unit, what = quantity.unit, quantity.doc
         unit_text = f" ({unit})" if unit else ""
         beyond, back = ("above", "below") if row.above else ("below", "above")
-        latch = "; latches until cleared" if row.level == "FAULT" else ""
+        latch = "; latches until cleared" if row.level == Level.FAULT else ""
         lines += [
             "",
             f"# {row.fault} {row.level}: {row.quantity}, {what}{unit_text}, trips {beyond}"
@@ -392,7 +351,9 @@ def _coerce(problems: Problems, where: str, value: object, default: object) -> o
     """`value` as the type of `default`, or _BAD after adding a problem."""
     if isinstance(default, str):
         if isinstance(value, str):
-            return value
+            # a choice's word as its enum (the rules check the word); other text as it is
+            kind = type(default)
+            return kind(value) if isinstance(default, StrEnum) and value in list(kind) else value
         problems.add(where, value, "must be a string")
     elif isinstance(default, bool):
         if isinstance(value, bool):
@@ -420,7 +381,7 @@ def _check_rule(problems: Problems, where: str, value: object, rule) -> bool:
     if isinstance(rule, tuple):
         if value in rule:
             return True
-        problems.add(where, value, f"must be one of {list(rule)}")
+        problems.add(where, value, f"must be one of {[str(word) for word in rule]}")
         return False
     if rule.admits(value):
         return True
@@ -505,12 +466,12 @@ def _read_row(problems: Problems, where: str, table: dict, row: ProtectionRow,
                                              NON_NEGATIVE):
             del values[key]
     # A FAULT row may act sooner, never later: a long debounce would switch it off.
-    if row.level == "FAULT" and values.get("debounce_s", 0.0) > row.debounce_s:
+    if row.level == Level.FAULT and values.get("debounce_s", 0.0) > row.debounce_s:
         problems.add(f"{where}.debounce_s", values.pop("debounce_s"),
                      f"must be at most the default {_num(row.debounce_s)} (a FAULT may be "
                      "made faster, not slower)")
     bound = absolute_bound(row.fault, pack)
-    if bound is None and row.quantity in MAGNITUDES:
+    if bound is None and QUANTITY_BY_NAME[row.quantity].magnitude:
         threshold_bound, release_bound = POSITIVE, NON_NEGATIVE
     else:
         threshold_bound = release_bound = bound
@@ -520,7 +481,7 @@ def _read_row(problems: Problems, where: str, table: dict, row: ProtectionRow,
         if threshold_bound is not None and not threshold_bound.admits(t):
             problems.add(f"{where}.threshold", t, threshold_bound.text())
             threshold_ok = False
-        elif bound is None and row.level == "FAULT" and _beyond(t, row.threshold, row.above):
+        elif bound is None and row.level == Level.FAULT and _beyond(t, row.threshold, row.above):
             limit = "exceed" if row.above else "fall below"
             problems.add(f"{where}.threshold", t,
                          f"must not {limit} the default {_num(row.threshold)} (a FAULT "

@@ -6,13 +6,30 @@ use these names and codes; never renumber an existing entry.
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import StrEnum
 
 
-class Level(IntEnum):
-    WARNING = 1  # reported
-    ALARM = 2  # current limits cut
-    FAULT = 3  # contactors open, latched until cleared
+class Level(StrEnum):
+    """How serious a fault is, by the names every edge carries. Its code on the wire (a
+    fault log entry's `level`) is its place in this list, from 1: add new levels at the end."""
+
+    WARNING = "WARNING"  # reported
+    ALARM = "ALARM"  # current limits cut
+    FAULT = "FAULT"  # contactors open, latched until cleared
+
+    @property
+    def code(self) -> int:
+        return _LEVEL_ORDER.index(self) + 1
+
+    @classmethod
+    def from_code(cls, code: int) -> Level:
+        """The level of a wire code; ValueError for a code no level has."""
+        if not 1 <= code <= len(_LEVEL_ORDER):
+            raise ValueError(f"no level has code {code}")
+        return _LEVEL_ORDER[code - 1]
+
+
+_LEVEL_ORDER: tuple[Level, ...] = tuple(Level)
 
 
 # name -> code; the code is also the bit position in the fault bitmap.

@@ -1,33 +1,6 @@
 """Run-time configuration by numeric parameter id: what a host may read and set, and how a
 request of changes is checked and applied - all of them or none.
-
-A parameter is one key the configuration file can set (`bms.data.config_toml`), named by its
-dotted TOML path as `bms-emu config --defaults` writes it: `measurement_timeout_s`,
-`limits.max_charge_a`, `protection.CELL_OVERVOLTAGE.FAULT.threshold`. Changes are merged
-into the overrides in effect and read by `parse_config`, so a host is held to exactly the
-rules a file is (chemistry limits, release against threshold, stop_mv below start_mv, ...).
-
-Ids (u16) follow from the configuration's structure, so a host's table stays valid from
-build to build:
-
-- 0x0001..: the top-level keys, in FirmwareConfig field order;
-- 0x0100 * k + 1..: the fields of the k-th section (k = 1.. in FirmwareConfig field order:
-  1 limits, 2 estimation, 3 precharge, 4 contactors, 5 balancing), in dataclass order;
-- 0x1000 + 4 * r + j: protection row r (in `default_config` order), field j (0 threshold,
-  1 release, 2 debounce_s, 3 release_s).
-
-They stay put as long as new fields go at the end of their dataclass, new sections at the
-end of FirmwareConfig and new rows at the end of the protection table; tests pin a few.
-
-A refused request raises ParameterError with one code - UNKNOWN_PARAM (no such id),
-BAD_VALUE (an id given twice), BAD_TYPE (a value of the wrong type) or OUT_OF_RANGE
-(`parse_config` refused it), the first of these that applies - and every problem found.
-Ids and types are checked for every change first; ranges only when all of them pass.
-
-Values: a float parameter takes an int or a finite float; an int parameter takes an int or
-a float with an integral value (3.0, not 3.5); a bool parameter only a bool; a choice only
-one of its words.
-"""
+Why and how: docs/internals.md, bms/data/parameters.py."""
 
 from __future__ import annotations
 
@@ -36,28 +9,26 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
+from enum import StrEnum
 
 from bms.data.chemistry import Chemistry
 from bms.data.config import FirmwareConfig, default_config
 from bms.data.config_toml import (
-    BALANCING_MODES,
-    BALANCING_WHEN,
     FIELD_DOCS,
-    QUANTITY_DOCS,
     ROW_FIELDS,
     config_scalars,
     config_sections,
     parse_config,
     row_keys,
 )
+from bms.data.quantities import QUANTITY_BY_NAME
 from bms.data.validation import InputError
 
 SECTION_BLOCK = 0x0100
 PROTECTION_BASE = 0x1000
 IDS_PER_ROW = 4
 MAX_ID = 0xFFFF
-KINDS = {bool: "bool", int: "int", float: "float", str: "choice"}  # by the default's type
-CHOICES = {("balancing", "mode"): BALANCING_MODES, ("balancing", "when"): BALANCING_WHEN}
+KINDS = {bool: "bool", int: "int", float: "float"}  # by the default's type; a StrEnum: choice
 # Error codes, most basic first: a refused request carries the first that applies.
 CODES = ("UNKNOWN_PARAM", "BAD_VALUE", "BAD_TYPE", "OUT_OF_RANGE")
 SOURCE = "parameter change"  # what parse_config's problems are reported against
@@ -115,14 +86,12 @@ class ParameterError(ValueError):
 
 
 def _field(pid: int, section: str, name: str, default: object) -> Parameter:
+    dotted = f"{section}.{name}" if section else name
+    if isinstance(default, StrEnum):  # its words are the enum's
+        return Parameter(pid, dotted, "choice", tuple(type(default)))
     kind = KINDS.get(type(default))
     if kind is None:
         raise TypeError(f"{section}.{name}: no parameter kind for {type(default).__name__}")
-    dotted = f"{section}.{name}" if section else name
-    if kind == "choice":
-        if (section, name) not in CHOICES:
-            raise TypeError(f"{dotted}: a text field needs its words in CHOICES")
-        return Parameter(pid, dotted, kind, CHOICES[section, name])
     unit = FIELD_DOCS.get((section, name), ("", ""))[0] if kind != "bool" else ""
     return Parameter(pid, dotted, kind, unit=unit)
 
@@ -135,7 +104,7 @@ def catalogue(cfg: FirmwareConfig) -> tuple[Parameter, ...]:
         params += [_field(SECTION_BLOCK * k + 1 + j, section, f.name, getattr(obj, f.name))
                    for j, f in enumerate(dataclasses.fields(obj))]
     for r, (key, row) in enumerate(zip(row_keys(cfg.protection), cfg.protection, strict=True)):
-        quantity_unit = QUANTITY_DOCS.get(row.quantity, ("", ""))[0]
+        quantity_unit = QUANTITY_BY_NAME[row.quantity].unit
         params += [
             Parameter(PROTECTION_BASE + IDS_PER_ROW * r + j, ".".join(("protection", *key, f)),
                       "float",
@@ -156,7 +125,8 @@ def value_of(cfg: FirmwareConfig, param: Parameter) -> float | int | bool | str:
         obj = cfg.protection[row_keys(cfg.protection).index(tuple(where[1:]))]
     elif where:
         obj = getattr(cfg, where[0])
-    return getattr(obj, name)
+    value = getattr(obj, name)
+    return value.value if isinstance(value, StrEnum) else value  # a choice as its word
 
 
 def _as_kind(param: Parameter, value: object) -> tuple[object, str]:
@@ -166,7 +136,7 @@ def _as_kind(param: Parameter, value: object) -> tuple[object, str]:
     if param.kind == "choice":
         if isinstance(value, str) and value in param.choices:
             return value, ""
-        return None, f"must be one of {list(param.choices)}"
+        return None, f"must be one of {[str(word) for word in param.choices]}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return None, "must be a number" if param.kind == "float" else "must be an integer"
     try:

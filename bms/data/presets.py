@@ -1,15 +1,7 @@
-"""Built-in sodium-ion chemistry presets.
+"""Built-in sodium-ion chemistry presets; every figure names its source ([TOB], [HAK], [CHA],
+[NA]) or is marked "Estimate".
 
-Every figure names its source. "Estimate" marks an engineering estimate where no
-public source gives the figure; replace it when a datasheet does. Sources:
-
-[TOB]  tobmachine.com, sodium-ion 18650 1.3 Ah datasheet.
-[HAK]  github.com/MaxMax-embedded/hakadi_soidum_ion_18650, README and raw measurements
-       (Hakadi 18650 1.5 Ah, NaNi1/3Fe1/3Mn1/3O2 / hard carbon).
-[CHA]  Chayambuka et al., Electrochim. Acta 404 (2022) 139764, as parameterised in PyBaMM
-       input/parameters/sodium_ion/Chayambuka2022.py (NVPF / hard carbon).
-[NA]   shared/sodium-ion.md (hysteresis, slope and temperature coefficient figures,
-       protection defaults derived there, foxBMS / LibreSolar reference numbers).
+Why and how: docs/internals.md, bms/data/presets.py.
 """
 
 from __future__ import annotations

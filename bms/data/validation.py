@@ -2,13 +2,16 @@
 
 Loaders (cell profiles, configuration, CSV files) call `Problems.add` for each bad
 field and `Problems.raise_if_any` at the end, so the user sees every mistake at
-once and nothing is half-applied.
+once and nothing is half-applied. An error about an unknown name says which names were
+meant with `close_names`, one rule for the CLI and MQTT.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -59,6 +62,22 @@ def _shown(value: object) -> str:
         return repr(value)
     except ValueError:
         return f"<a {type(value).__name__} too large to show>"
+
+
+def close_names(text: str, names: Sequence[str], *, similar: int = 5, contains: bool = True,
+                last_part: bool = True, limit: int = 6) -> list[str]:
+    """The names a mistyped `text` may have meant, best first, each once, at most `limit`:
+    those ending in `.text` (the section left out) or, with `contains`, holding a `text` of
+    3 characters or more; then the `similar` closest spellings; then, with `last_part`,
+    those whose last dotted part is spelled like `text`. The CLI takes the defaults; an
+    MQTT reason, which may name several unknown parameters, asks for fewer."""
+    near = [n for n in names
+            if n.endswith("." + text) or (contains and len(text) >= 3 and text in n)]
+    near += difflib.get_close_matches(text, names, n=similar, cutoff=0.6)
+    if last_part:
+        near += [n for n in names
+                 if difflib.get_close_matches(text, [n.rsplit(".", 1)[-1]], cutoff=0.75)]
+    return list(dict.fromkeys(near))[:limit]
 
 
 def read_toml(path: str | Path) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 
 from bms import __version__
 from bms.core.firmware import Firmware
-from bms.core.signals import STATES, Actuation, Contactors, Measurement
+from bms.core.signals import Actuation, Measurement, State
 from bms.data.chemistry import Chemistry
 from bms.data.faults import Level
 from bms.data.parameters import (
@@ -27,29 +27,13 @@ from bms.data.parameters import (
     value_of,
 )
 from bms.data.validation import InputError
+from bms.host.frames import BALANCING_MODES, COMMAND_REQUESTS, VALUE_KINDS, contactor_bits
+from bms.host.periodic import Periodic
 from protocol import messages as pm
 from protocol.framing import PROTOCOL_VERSION
 
-VALUE_KINDS = {"float": pm.ValueKind.FLOAT, "int": pm.ValueKind.INT,
-               "bool": pm.ValueKind.BOOL, "choice": pm.ValueKind.CHOICE}
-COMMANDS = {pm.Command.RUN: "run", pm.Command.STANDBY: "standby",
-            pm.Command.STORAGE: "storage", pm.Command.CLEAR_FAULTS: "clear-faults"}
-BALANCING_MODES = {pm.BalancingMode.OFF: "off", pm.BalancingMode.VOLTAGE: "voltage",
-                   pm.BalancingMode.SOC: "soc"}
 MAX_PAGE = 32  # fault log entries or parameters per page: 32 x 40 bytes stays far below a frame
 MIN_TELEMETRY_PERIOD_MS = 10
-
-
-def contactor_bits(c: Contactors) -> int:
-    bits = pm.CONTACTOR_BITS
-    return ((bits["negative"] if c.negative else 0) | (bits["precharge"] if c.precharge else 0)
-            | (bits["positive"] if c.positive else 0))
-
-
-def contactors_of(bits: int) -> Contactors:
-    b = pm.CONTACTOR_BITS
-    return Contactors(negative=bool(bits & b["negative"]), precharge=bool(bits & b["precharge"]),
-                      positive=bool(bits & b["positive"]))
 
 
 MAX_DETAIL_BYTES = 1000  # a Nack's reasons, cut to stay well inside one frame
@@ -107,8 +91,7 @@ class Device:
         self.param_by_id = {p.id: p for p in self.params}
         self.measurement: Measurement | None = None
         self.act: Actuation | None = None
-        self.subscriptions: dict[int, float] = {}  # response type -> period, s
-        self._next_due: dict[int, float] = {}
+        self.subscriptions: dict[int, Periodic] = {}  # response type -> its schedule
         self._answers: dict[type, Callable[[object, float], object]] = {
             pm.GetInfo: lambda _m, _t: self.info(),
             pm.GetStatus: lambda _m, now_s: self.status(now_s),
@@ -156,15 +139,8 @@ class Device:
 
     def telemetry_due(self, now_s: float) -> list[object]:
         """The subscribed messages whose period has come round."""
-        out = []
-        for msg_type, period_s in self.subscriptions.items():
-            if now_s + 1e-9 >= self._next_due[msg_type]:
-                # Skip the periods a stall missed, keeping the phase: no burst to catch up,
-                # and the next one a period on, not at the next call.
-                missed = math.floor((now_s + 1e-9 - self._next_due[msg_type]) / period_s)
-                self._next_due[msg_type] += (missed + 1) * period_s
-                out.append(self.telemetry[msg_type](now_s))
-        return out
+        return [self.telemetry[msg_type](now_s)
+                for msg_type, schedule in self.subscriptions.items() if schedule.due(now_s)]
 
     # --- answers ------------------------------------------------------------------------
 
@@ -185,7 +161,7 @@ class Device:
         nan = math.nan
         return pm.Status(
             time_s=now_s,
-            state=STATES.index(act.state if act is not None else self.fw.state),
+            state=State(act.state if act is not None else self.fw.state).code,
             contactors=contactor_bits(self.fw.contactors),
             fault_bitmap=0 if act is None else act.fault_bitmap,
             charge_limit_a=0.0 if act is None else act.charge_limit_a,
@@ -228,7 +204,7 @@ class Device:
         page = self.params[req.start:req.start + min(req.count, MAX_PAGE)]
         return pm.ParameterList(len(self.params), req.start, tuple(
             {"param_id": p.id, "kind": int(VALUE_KINDS[p.kind]), "name": p.name,
-             "unit": p.unit, "choices": tuple(p.choices)} for p in page))
+             "unit": p.unit, "choices": tuple(str(word) for word in p.choices)} for p in page))
 
     def config_values(self, ids: list[int]) -> pm.ConfigValues:
         unknown = [i for i in ids if i not in self.param_by_id]
@@ -261,14 +237,14 @@ class Device:
             self._apply([(mode_param.id, BALANCING_MODES[pm.BalancingMode(req.argument)])],
                         now_s)
             return ack
-        if req.command not in COMMANDS:
+        if req.command not in COMMAND_REQUESTS:
             raise RequestError(pm.ErrorCode.BAD_VALUE, f"command {req.command}; allowed: "
                                + ", ".join(f"{int(c)} {c.name}" for c in pm.Command))
-        self.fw.request(COMMANDS[pm.Command(req.command)])
+        self.fw.request(COMMAND_REQUESTS[pm.Command(req.command)])
         return ack
 
     def subscribe(self, req: pm.Subscribe, now_s: float) -> pm.Ack:
-        wanted: dict[int, float] = {}
+        wanted: dict[int, Periodic] = {}
         for sub in req.subscriptions:
             if sub["msg_type"] not in self.telemetry:
                 names = ", ".join(f"0x{t:02X} {pm.REGISTRY[t].name}" for t in self.telemetry)
@@ -279,9 +255,8 @@ class Device:
                 raise RequestError(pm.ErrorCode.OUT_OF_RANGE,
                                    f"period_ms = {sub['period_ms']}; at least "
                                    f"{MIN_TELEMETRY_PERIOD_MS}")
-            wanted[sub["msg_type"]] = sub["period_ms"] / 1000.0
+            wanted[sub["msg_type"]] = Periodic(sub["period_ms"] / 1000.0, first_due_s=now_s)
         self.subscriptions = wanted
-        self._next_due = {t: now_s for t in wanted}
         return pm.Ack(pm.BY_CLASS[pm.Subscribe].type_id)
 
     def injection(self, req: pm.Inject, now_s: float) -> pm.Ack:
@@ -324,9 +299,9 @@ def _extremes(prefix: str, values: np.ndarray | None) -> dict:
 
 def _log_entry(entry) -> dict:
     e, snap = entry.event, entry.snapshot
-    return {"t_s": e.t_s, "code": e.code, "level": int(Level[e.level]),
+    return {"t_s": e.t_s, "code": e.code, "level": Level(e.level).code,
             "action": 1 if e.action == "raised" else 0,
             "index": -1 if e.index is None else e.index,
             "value": math.nan if e.value is None else e.value,
-            "state": STATES.index(snap.get("state", "INIT")),
+            "state": State(snap.get("state", State.INIT)).code,
             "soc_pct": snap.get("soc_pct", math.nan)}

@@ -13,9 +13,8 @@ import math
 
 import numpy as np
 
-from bms.core.signals import STATES
 from bms.data.faults import FAULT_NAMES, Level, names_in
-from bms.host.device import BALANCING_MODES
+from bms.host.frames import BALANCING_MODES, state_name
 from protocol import messages as pm
 
 VALUE_KIND_NAMES = {int(k): k.name.lower() for k in pm.ValueKind}
@@ -46,17 +45,13 @@ def _code_name(names: dict[int, str] | tuple[str, ...], code: int) -> str:
         return f"code {code}"
 
 
-def state_name(code: int) -> str:
-    return _code_name(STATES, code)
-
-
 def fault_name(code: int) -> str:
     return _code_name(FAULT_NAMES, code)
 
 
 def level_name(code: int) -> str:
     try:
-        return Level(code).name
+        return Level.from_code(code).value
     except ValueError:
         return f"level {code}"
 

@@ -1,11 +1,6 @@
 """The asyncio client of the protocol: what `query`, `monitor`, `rig` and the tests use.
 
-Requests are matched to responses by sequence number; a NACK raises `Refused` with its
-error code and reasons; no answer in time raises `TimeoutError`. Frames that answer no
-request (telemetry, actuation frames) go to the callbacks registered for their type.
-
-    async with Client("/dev/ttyUSB0") as bms:
-        status = await bms.request(GetStatus())
+Why and how: docs/internals.md, bms/links/client.py.
 """
 
 from __future__ import annotations

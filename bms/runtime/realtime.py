@@ -16,10 +16,12 @@ from typing import Protocol
 
 import numpy as np
 
-from bms.core.signals import OPEN, STATES, Actuation, Measurement
-from bms.host.device import Device, contactor_bits, contactors_of, nack
+from bms.core.signals import OPEN, Actuation, Measurement, State
+from bms.host.device import Device, nack
+from bms.host.frames import actuation_frame, measurement_of
 from bms.links.mqtt.bridge import MqttBridge
 from bms.links.serial_link import Endpoint
+from bms.runtime.after_step import AfterStep
 from bms.runtime.pacing import ticks
 from bms.runtime.timing import TickStats
 from bms.store.persistence import Keeper
@@ -39,37 +41,19 @@ ANSWERED_ERRORS = {
 }
 
 
-class Plant(Protocol):
-    """What SIM mode runs the firmware against."""
+class PlantPort(Protocol):
+    """What SIM mode runs the firmware against (the CLI hands in `hil.plant.Plant`)."""
 
     def measure(self) -> Measurement: ...
     def actuate(self, act: Actuation) -> None: ...
     def advance(self, now_s: float) -> None: ...  # one tick under its own load
 
 
-def actuation_frame(act: Actuation, rig_seq: int, now_s: float) -> pm.ActuationFrame:
-    return pm.ActuationFrame(rig_seq, now_s, STATES.index(act.state),
-                             contactor_bits(act.contactors), act.fault_bitmap,
-                             act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
-                             np.asarray(act.balance_mask, bool))
-
-
-def measurement_of(frame: pm.MeasurementFrame) -> Measurement:
-    return Measurement(
-        cell_voltage_v=frame.cell_voltage_v.astype(np.float64),
-        temperature_c=frame.temperature_c.astype(np.float64),
-        current_a=float(frame.current_a),
-        bus_voltage_v=float(frame.bus_voltage_v),
-        contactors=contactors_of(frame.contactors),
-        balancing=frame.balancing,
-    )
-
-
 class Runtime:
     """Hosts one Device (and its firmware) on one Endpoint."""
 
     def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
-                 plant: Plant | None = None, bridge: MqttBridge | None = None,
+                 plant: PlantPort | None = None, bridge: MqttBridge | None = None,
                  keeper: Keeper | None = None, who: str = "protocol"):
         """`bridge`: MQTT telemetry and commands, fed after every step. `keeper`: the
         persistent store, saved after a step before anything of it is sent. `who`: the
@@ -82,6 +66,7 @@ class Runtime:
         self.tick_s = tick_s
         self.plant = plant
         self.bridge = bridge
+        self.after_step = AfterStep(device, keeper, bridge)
         self.hil = plant is None
         endpoint.on_frame = self._frame
         endpoint.on_error = self._error
@@ -128,8 +113,7 @@ class Runtime:
             self._step(None, now_s)
         for msg in self.device.telemetry_due(now_s):
             self.endpoint.send(msg, flags=Flags.EVENT)
-        if self.bridge is not None:
-            self.bridge.poll(now_s)
+        self.after_step.poll(now_s)
 
     def _sim_step(self, now_s: float) -> None:
         m = self.plant.measure()
@@ -141,11 +125,7 @@ class Runtime:
         act = self.fw.step(m, now_s)
         self._last_step_s = now_s
         self.steps += 1
-        if self.keeper is not None:  # on disk before any host hears of it
-            self.keeper.after_step(now_s, act)
-        self.device.observe(m, act)
-        if self.bridge is not None:
-            self.bridge.after_step(now_s, act)
+        self.after_step(now_s, m, act)
         for e in act.events:
             log.warning("%.1f s %s %s %s", e.t_s, e.level, e.name, e.action)
         if self.hil:
@@ -234,7 +214,7 @@ class Runtime:
     def _send_final_actuation(self) -> None:
         if self.hil and self.device.act is not None:
             act = self.device.act
-            state = "FAULT" if act.state == "FAULT" else "STANDBY"
+            state = State.FAULT if act.state == State.FAULT else State.STANDBY
             final = Actuation(state, OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
                               act.fault_bitmap, act.soc)
             self.endpoint.send(actuation_frame(final, self.last_rig_seq, self.now_s()),

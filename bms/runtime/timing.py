@@ -1,23 +1,6 @@
-"""How well a real-time loop keeps time, in bounded memory: a soak runs for hours, so the
-figures go into a fixed histogram, never into a list that grows with every tick.
+"""How well a real-time loop keeps time, in bounded memory: `Histogram` and `TickStats`.
 
-`Histogram` holds durations in linear bins (10 µs wide up to 100 ms by default; beyond
-that one overflow bin) plus the exact count, sum and maximum: percentiles come out to the
-bin's upper edge, at most one bin width above the true value, which is plenty for
-millisecond goals. Adding a value is a multiply, a compare and an increment.
-
-`TickStats` is what `bms.runtime.pacing.ticks` fills in for one loop:
-
-- lateness: each tick's wake time minus the time it fell due (k x tick_s after the start);
-  the loop's jitter; and when the latest tick fell due (is the worst one at start-up?). It
-  includes the event loop's own delay (other callbacks, the GIL held by another thread,
-  the OS scheduler, asyncio's epoll waits rounded up to whole milliseconds), which is the
-  point: it is what the firmware sees.
-- work: from the wake to the moment the loop body handed control back.
-- overruns: ticks whose work ended after the next tick fell due (a deadline miss: the next
-  tick starts late because of this one, wherever the time went).
-- skipped: ticks never run because the loop fell more than `RESYNC_AFTER_S` behind and
-  started afresh from now (`resyncs` times).
+Why and how: docs/internals.md, bms/runtime/timing.py.
 """
 
 from __future__ import annotations

@@ -1,20 +1,6 @@
 """The non-volatile store: one SQLite database a pack, what the firmware keeps over a
 power-down.
-
-It holds the pack it belongs to, the configuration a host wrote, the firmware's retained
-state (`bms.store.retained`: per-cell SoC and state of health, latched faults, counters), the
-fault log and the log of configuration writes (who, what, old value, new value).
-
-Crash safety: WAL journal, `synchronous = FULL` (a commit is on disk before `save`
-returns, so whatever the emulator answered or published after a save survives a kill or
-a power loss) and one transaction a save: a kill at any moment leaves the last complete
-save. The emulator holds the store exclusively while it runs (`locking_mode =
-EXCLUSIVE`): a second emulator on the same store is refused, as are readers (`bms-emu
-nvm show` on a running emulator's store says so).
-
-The schema has a version (`PRAGMA user_version`); opening an older store migrates it in
-order, one transaction a step; a store from a newer version is refused, never changed.
-"""
+Why and how: docs/internals.md, bms/store/nvm.py."""
 
 from __future__ import annotations
 
@@ -31,6 +17,7 @@ from bms import __version__
 from bms.core.counters import Counters
 from bms.core.fault_log import LogEntry, newer_than
 from bms.core.signals import FaultEvent
+from bms.data.parameters import ConfigChange
 from bms.data.validation import InputError
 from bms.store.retained import Retained
 
@@ -99,13 +86,6 @@ class Stored:
     retained: Retained | None  # None: only a configuration was ever saved
     soc: float | None
     overrides: dict
-
-
-@dataclass(frozen=True)
-class ConfigChange:
-    param: str  # the parameter's dotted name
-    old: object
-    new: object
 
 
 def _json(value: object) -> str:

@@ -1,16 +1,6 @@
 """When a running pack saves to its store, and how it resumes from it at start.
 
-A save (`bms.store.nvm.NvmStore.save`, one transaction) happens
-  - after every step that raised or cleared a fault, before anything is answered or
-    published (whatever a host was told of is on disk);
-  - after every change of state;
-  - every `period_s` of emulator time (SoC and counters: the SoC restored after a kill is
-    at most one period old);
-  - at shutdown.
-A configuration write is saved, with its log line, before it is acknowledged.
-
-A save that fails (a full disk) is logged and counted, and the next one tries again: the
-pack itself is no less safe for it, so it does not trip.
+Why and how: docs/internals.md, bms/store/persistence.py.
 """
 
 from __future__ import annotations

@@ -1,12 +1,7 @@
-"""What the firmware keeps over a power-down, and how a new firmware takes it back.
+"""What the firmware keeps over a power-down, and how a new firmware takes it back:
+`retain(fw)` and `restore(fw, kept, off_s)`, pure (no I/O, no clock).
 
-`retain(fw)` reads it from a running firmware (the store, `bms.store.nvm`, saves it);
-`restore(fw, kept, off_s)` puts it into a new firmware before its first step. Pure: no
-I/O and no clock; how long the pack was off is handed in.
-
-Latched faults stay latched, as on real hardware: a FAULT row raised before the restart is
-raised again at start (the firmware opens nothing it has not closed, and starts in FAULT),
-and clears only on a clear-faults request once its quantity is back.
+Why and how: docs/internals.md, bms/store/retained.py.
 """
 
 from __future__ import annotations
@@ -19,6 +14,7 @@ from bms.core.counters import Counters
 from bms.core.fault_log import LogEntry
 from bms.core.firmware import Firmware
 from bms.core.protection import RowKey
+from bms.core.signals import State
 from bms.data.faults import FAULT_CODES
 
 
@@ -71,6 +67,6 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
             lost.append(f"latched fault {name} is not one this firmware knows")
     fw.counters = Counters.from_dict(kept.counters.as_dict())
     fw.log.restore(list(kept.log), kept.log_dropped, kept.log_recorded)
-    if kept.state == "STORAGE":  # a pack put away stays put away until asked otherwise
+    if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise
         fw.requested = "storage"
     return lost

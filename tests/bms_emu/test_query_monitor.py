@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bms.core.signals import STATES
+from bms.core.signals import State
 from bms.data.validation import InputError
 from bms.host import views
 from bms.links.client import Client
@@ -102,7 +102,7 @@ def test_query_info_and_status_use_names(capsys, port):
     assert info["n_series"] == SERIES and info["mode"] == "SIM"
     assert info["chemistry"] == "na-nfm" and "TELEMETRY" in info["capabilities"]
     status = query_json(capsys, port, "status")
-    assert status["state"] in STATES and status["faults"] == []
+    assert status["state"] in list(State) and status["faults"] == []
     assert status["contactors"] in ("open", "closed")
     assert set(status["contactors_closed"]) <= set(pm.CONTACTOR_BITS)
     assert 0.0 <= status["soc_pct"] <= 100.0
@@ -111,7 +111,7 @@ def test_query_info_and_status_use_names(capsys, port):
     code, out, _ = query(capsys, port, "status")  # the table a person reads
     assert code == 0
     # By name; the state may have moved on since the JSON query (a fresh pack precharges).
-    assert any(name in out for name in STATES)
+    assert any(name in out for name in list(State))
     assert "%" in out and " V" in out and " A (" in out
 
 
@@ -132,7 +132,7 @@ def test_query_through_the_console_script(port):
     done = subprocess.run([*CLI, "query", "--serial", port, "--json", "status"],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["state"] in STATES
+    assert json.loads(done.stdout)["state"] in list(State)
 
 
 def _value(capsys, port: str, name: str):
@@ -228,7 +228,7 @@ def test_faults_pages_through_the_log_with_names(capsys, tmp_path):
         assert (first["name"], first["level"], first["action"]) == (
             "TEMP_SENSOR_FAULT", "FAULT", "raised")
         assert first["index"] == 1 and first["value"] == -60.0  # sensor 2, 0-based in JSON
-        assert first["state"] in STATES and log["total"] >= len(log["entries"])
+        assert first["state"] in list(State) and log["total"] >= len(log["entries"])
         code, out, _ = query(capsys, port, "faults")
         assert code == 0
         assert "TEMP_SENSOR_FAULT" in out and "sensor 2" in out and "-60 °C" in out
@@ -246,7 +246,7 @@ def test_monitor_once_shows_state_and_one_bar_per_cell(capsys, port):
     assert main(["monitor", "--serial", port, "--once", "--timeout", "2"]) == 0
     out = capsys.readouterr().out
     state = re.search(r"state\s+(\w+)", out).group(1)
-    assert state in STATES
+    assert state in list(State)
     assert len(BAR.findall(out)) == SERIES
     assert "link: connected" in out and "temperatures:" in out
 
@@ -309,7 +309,7 @@ async def test_monitor_skips_a_poll_answered_with_the_wrong_type():
 
 def _snapshot() -> Snapshot:
     status = pm.Status(
-        time_s=12.5, state=STATES.index("FAULT"), contactors=0, fault_bitmap=(1 << 0) | (1 << 15),
+        time_s=12.5, state=State("FAULT").code, contactors=0, fault_bitmap=(1 << 0) | (1 << 15),
         charge_limit_a=0.0, discharge_limit_a=0.0, pack_voltage_v=15.6, current_a=-0.5,
         soc_pct=55.0, soh_pct=98.0, remaining_wh=20.0, runtime_s=math.nan, cell_v_min=3.8,
         cell_v_min_index=0, cell_v_max=4.1, cell_v_max_index=3, temp_c_min=24.0,

@@ -21,8 +21,6 @@ from hypothesis import strategies as st
 from bms.core.firmware import Firmware
 from bms.data.config import FirmwareConfig, default_config
 from bms.data.config_toml import (
-    BALANCING_MODES,
-    BALANCING_WHEN,
     FIXED_ROW_FIELDS,
     ROW_FIELDS,
     config_scalars,
@@ -35,7 +33,7 @@ from bms.data.config_toml import (
 from bms.data.parameters import catalogue, value_of
 from bms.data.presets import PRESETS
 from bms.data.validation import InputError
-from bms.host.device import VALUE_KINDS
+from bms.host.frames import VALUE_KINDS
 from protocol import messages as pm
 from protocol.codec import encode
 from tests.fuzz.mutations import huge, mutated, mutated_text, toml_value
@@ -58,7 +56,7 @@ def near(default: object, wild: bool) -> st.SearchStrategy:
     if isinstance(default, bool):
         return st.booleans() if not wild else st.booleans() | toml_value
     if isinstance(default, str):
-        words = BALANCING_MODES if default in BALANCING_MODES else BALANCING_WHEN
+        words = [str(word) for word in type(default)]  # a choice: its enum's words
         return st.sampled_from(words) if not wild else st.sampled_from([*words, ""]) | toml_value
     if isinstance(default, int):
         good = st.integers(max(default // 2, 1), 2 * default)

@@ -9,7 +9,7 @@ import pytest
 from bms.core.signals import OPEN, Actuation, Contactors
 from bms.data.presets import PRESETS
 from bms.data.validation import InputError
-from hil.injections import KINDS, apply_injection, parse_injection
+from hil.injections import KINDS, InjectionSchedule, apply_injection, parse_injection
 from hil.loads import Demand
 from hil.pack import PackSpec, SimulatedPack
 
@@ -331,3 +331,37 @@ def test_precharge_open_keeps_the_bus_at_zero():
     (healthy_bus, pack_v), (broken_bus, _) = buses
     assert healthy_bus > 0.99 * pack_v
     assert broken_bus == 0.0
+
+
+# --- the schedule --------------------------------------------------------------------
+
+def parsed(text: str):
+    return parse_injection(text, N_SERIES, N_TEMP)
+
+
+def test_the_schedule_applies_each_injection_once_when_it_is_due_in_time_order():
+    pack = make_pack()
+    late = parsed("20:sensor-offset:cell=2,offset_v=0.2")
+    first = parsed("10:sensor-offset:cell=1,offset_v=0.1")
+    with_first = parsed("10:current-offset:offset_a=1.5")
+    schedule = InjectionSchedule([late, first, with_first])
+    assert schedule.pending == [first, with_first, late]  # equal times: in the order given
+    schedule.apply_due(pack, 9.9)
+    assert schedule.applied == [] and not pack.sensors.voltage_offset_v.any()
+    for _ in range(2):  # due twice over, applied once
+        schedule.apply_due(pack, 10.0)
+    assert schedule.applied == [first, with_first] and schedule.pending == [late]
+    assert pack.sensors.voltage_offset_v.tolist() == [0.1] + [0.0] * (N_SERIES - 1)
+    assert pack.sensors.extra_current_offset_a == 1.5
+    schedule.apply_due(pack, 1e9)
+    assert schedule.applied == [first, with_first, late] and schedule.pending == []
+
+
+def test_an_injection_added_later_comes_after_those_already_due_at_its_time():
+    at_10 = parsed("10:cooling-failure")
+    at_5 = parsed("5:current-offset:offset_a=1")
+    added = parsed("10:cooling-failure:factor=3")
+    schedule = InjectionSchedule([at_10])
+    schedule.add(added)
+    schedule.add(at_5)
+    assert schedule.pending == [at_5, at_10, added]

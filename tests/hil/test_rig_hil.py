@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bms.core.signals import OPEN, STATES, Contactors
+from bms.core.signals import OPEN, Contactors, State
 from bms.data.faults import FAULT_CODES, names_in
-from bms.host.views import state_name
+from bms.host.frames import state_name
 from bms.links.client import Client
 from bms_emu import rig_cmd
 from bms_emu.main import build_parser
@@ -153,7 +153,7 @@ async def test_a_silent_rig_trips_measurement_timeout(relay, emulator):
         await eventually(lambda: rig.last.fault_bitmap, 2 * MEASUREMENT_TIMEOUT_S,
                          "no fault after the rig went silent")
         status = await client.request(pm.GetStatus())
-        assert STATES[status.state] == "FAULT" and status.contactors == 0
+        assert State.from_code(status.state) == "FAULT" and status.contactors == 0
         assert names_in(status.fault_bitmap) == ["MEASUREMENT_TIMEOUT"]
         log = await client.request(pm.GetFaultLog(0, 32))
         tripped_s = next(e["t_s"] for e in log.entries
@@ -186,7 +186,7 @@ async def test_a_vanished_port_trips_the_emulator_and_it_recovers_when_the_port_
             relay.start()  # the same names: both sides reopen them
             await asyncio.to_thread(relay.wait_up)
             status = await answer(client, pm.GetStatus())
-            assert STATES[status.state] == "FAULT" and status.contactors == 0
+            assert State.from_code(status.state) == "FAULT" and status.contactors == 0
             assert "MEASUREMENT_TIMEOUT" in names_in(status.fault_bitmap)
             # Measurements flow again; the fault is latched until a host clears it.
             await eventually(lambda: not rig.interlocked, 2, "no actuation frames came back")
@@ -264,7 +264,7 @@ class Wire:
     def deliver(self, rig: Rig, state: str, *closed: str, limit_a: float = 50.0) -> None:
         """An actuation frame answering the rig's last measurement: `state`, the contactors
         named closed, both current limits `limit_a`."""
-        frame = pm.ActuationFrame(rig.rig_seq, 0.0, STATES.index(state),
+        frame = pm.ActuationFrame(rig.rig_seq, 0.0, State(state).code,
                                   sum(pm.CONTACTOR_BITS[c] for c in closed), 0, limit_a,
                                   limit_a, 50.0, np.zeros(rig.n_series, bool))
         for callback in self.callbacks[pm.ActuationFrame]:

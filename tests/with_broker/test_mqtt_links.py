@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import paho.mqtt.client as paho
 import pytest
 
-from bms.core.signals import STATES
+from bms.core.signals import State
 from bms.links.mqtt import session as mqtt_session
 from bms.links.mqtt.session import MqttSession, parse_broker
 from bms_emu.main import main
@@ -214,7 +214,7 @@ def test_query_over_mqtt_reads_the_pack(capsys, sim):
     code, out, err = cli(capsys, "query", *over_mqtt(sim), "status", "--json")
     assert code == 0, err
     status = json.loads(out)
-    assert status["state"] in STATES and status["faults"] == []
+    assert status["state"] in list(State) and status["faults"] == []
     assert status["time_s"] > 0 and status["pack_voltage_v"] > 0
     code, out, err = cli(capsys, "query", *over_mqtt(sim), "cells", "--json")
     assert code == 0, err
@@ -282,7 +282,7 @@ def test_monitor_once_over_mqtt_shows_the_state_and_a_bar_per_cell(capsys, sim):
     assert code == 0, err
     assert "8S1P" in out and "bms/p1" in out  # who, and over what
     state = re.search(r"│ state\s+(\w+)", out)
-    assert state and state.group(1) in STATES, out
+    assert state and state.group(1) in list(State), out
     assert re.search(r"│ faults\s+none", out), out
     bars = [line for line in out.splitlines() if BAR.search(line)]
     assert len(bars) == SERIES, out

@@ -25,8 +25,8 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from bms.core.signals import STATES
-from bms.data.faults import FAULT_CODES, names_in
+from bms.core.signals import State
+from bms.data.faults import FAULT_CODES, Level, names_in
 from bms.links.mqtt.discovery import discovery_messages
 from tests.support.mqtt_broker import Broker
 
@@ -37,7 +37,7 @@ SAFETY_S = 30.0  # --duration: the emulator ends by itself if a test forgets it
 STARTUP_S = 20.0  # the first wait of a test: Python starting on a busy machine
 DEADLINE_S = 5.0  # the usual wait for something that should come within a second or two
 QUIET_S = 1.0  # how long "nothing comes" is watched
-LEVELS = ("WARNING", "ALARM", "FAULT")
+LEVELS = [level.value for level in Level]
 # views.status_dict, which every interface gives, plus what the bridge adds.
 STATUS_KEYS = {
     "time_s", "state", "contactors", "contactors_closed", "faults", "fault_bitmap",
@@ -231,7 +231,7 @@ async def test_state_cells_and_temperatures_carry_sane_consistent_values(
 
     for s in states:
         assert s.keys() >= STATUS_KEYS | BRIDGE_KEYS, sorted(STATUS_KEYS | BRIDGE_KEYS - s.keys())
-        assert s["state"] in STATES
+        assert s["state"] in list(State)
         assert s["pack_id"] == PACK
         assert abs(s["unix_time_s"] - time.time()) < 60
         assert 0.0 <= s["soc_pct"] <= 100.0

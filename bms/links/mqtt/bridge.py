@@ -1,17 +1,7 @@
 """The emulator on MQTT: telemetry, fault events, commands and Home Assistant discovery
 under `<prefix>/<pack_id>/`.
 
-The control loop calls `after_step` after each firmware step and `poll` once a tick; both
-only queue work (`MqttSession.publish` never blocks), so a slow or absent broker never
-delays a step. Commands arrive in the session's thread and wait in `inbox` until `poll`
-runs them on the control loop, through the same request handler as the serial protocol.
-
-Topics (all JSON but availability):
-- `availability`: `online` / `offline`, retained; `offline` is the will.
-- `state`: retained, every `state_period_s` and at once on a state or fault change.
-- `cells`, `temperatures`, `balancing`: every `arrays_period_s`.
-- `events`: each fault raised or cleared, QoS 1, kept while the broker is away.
-- `cmd/<name>` -> `cmd/<name>/result`: see `bms.links.mqtt.commands`.
+Why and how: docs/internals.md, bms/links/mqtt/bridge.py.
 """
 
 from __future__ import annotations
@@ -23,9 +13,10 @@ from dataclasses import dataclass
 
 from bms import __version__
 from bms.core.signals import Actuation
-from bms.data.config import LEVELS
+from bms.data.faults import Level
 from bms.host import views
 from bms.host.device import Device
+from bms.host.periodic import Periodic
 from bms.links.mqtt.commands import CommandPolicy, handle_command
 from bms.links.mqtt.discovery import HA_ONLINE, HA_STATUS_TOPIC, discovery_messages
 from bms.links.mqtt.session import MqttSession
@@ -41,14 +32,6 @@ def availability(session_prefix: str, pack_id: str) -> tuple[tuple[str, bytes], 
     """(will, online) for a pack's session."""
     topic = f"{pack_topic(session_prefix, pack_id)}/availability"
     return (topic, UNAVAILABLE), (topic, AVAILABLE)
-
-
-def _next_due(due_s: float, now_s: float, period_s: float) -> float:
-    """The deadline after one met at `now_s` that fell due at `due_s`: a period after the
-    deadline, not after `now_s`, which comes a step late as often as not (`now_s + period`
-    turned a 1 s period into 1.1 s with 0.1 s ticks); from `now_s` when a period or more
-    behind (the first message, a stall), so that no burst follows."""
-    return due_s + period_s if now_s - due_s < period_s else now_s + period_s
 
 
 @dataclass(frozen=True)
@@ -68,7 +51,8 @@ class MqttBridge:
         self.options = options
         self.base = pack_topic(session.broker.prefix, pack_id)
         self.inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
-        self._next_state_s = self._next_arrays_s = 0.0
+        self._state_due = Periodic(options.state_period_s)
+        self._arrays_due = Periodic(options.arrays_period_s)
         self._last_change: tuple[str, int] | None = None
         self._seq = {"state": 0, "cells": 0, "temperatures": 0, "balancing": 0, "events": 0}
         session.subscribe(f"{self.base}/cmd/+", self._command_arrived)
@@ -82,15 +66,13 @@ class MqttBridge:
         for e in act.events:
             self._publish("events", e.as_dict(), qos=1, kept=True)
         change = (act.state, act.fault_bitmap)
-        due = now_s >= self._next_state_s
+        due = self._state_due.due(now_s)
         if due or change != self._last_change:
+            if not due:  # out of turn, on a change: the next one a whole period later
+                self._state_due.restart(now_s)
             self._last_change = change
-            self._next_state_s = (_next_due(self._next_state_s, now_s, self.options.state_period_s)
-                                  if due else now_s + self.options.state_period_s)
             self._publish("state", self.state(now_s), qos=1, retain=True)
-        if now_s >= self._next_arrays_s:
-            self._next_arrays_s = _next_due(self._next_arrays_s, now_s,
-                                            self.options.arrays_period_s)
+        if self._arrays_due.due(now_s):
             d = self.device
             self._publish("cells", views.cells_dict(d.cell_voltages()))
             self._publish("temperatures", views.temps_dict(d.temperatures()))
@@ -113,8 +95,8 @@ class MqttBridge:
         d = views.status_dict(self.device.status(now_s))
         v, i = d["pack_voltage_v"], d["current_a"]
         fw = self.device.fw
-        levels = {level: fw.protection.any_active(level) for level in LEVELS}
-        levels["FAULT"] = levels["FAULT"] or bool(fw.event_faults)
+        levels = {level: fw.protection.any_active(level) for level in Level}
+        levels[Level.FAULT] = levels[Level.FAULT] or bool(fw.event_faults)
         return {**d, "power_w": None if v is None or i is None else v * i, "levels": levels}
 
     # --- plumbing ------------------------------------------------------------------------

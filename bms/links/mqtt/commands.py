@@ -1,37 +1,9 @@
 """Commands over MQTT: a JSON payload on `<prefix>/<pack_id>/cmd/<name>` in, one JSON
 result object (for `cmd/<name>/result`) out.
-
-Every command becomes the protocol request a serial host would send (CommandRequest,
-GetConfig, SetConfig) and is answered by `bms.host.device.Device.handle`, so MQTT is held to
-exactly the checks the serial port is, and a refusal carries the device's ErrorCode name
-and reason. What only MQTT can get wrong has codes of its own: BAD_JSON (the payload is not
-a JSON object), UNKNOWN_COMMAND (no such command name) and NOT_ENABLED (the command is off,
-or the value or parameter is outside the limit the command policy sets).
-
-Commands are off unless a policy enables them (`parse_policy`):
-`state=run|standby,clear-faults,balancing,config=limits.*|balancing.mode` enables `state`
-for run and standby only, `clear-faults`, `balancing` for every mode, and `config` reading
-every parameter but setting only those whose names match one of the patterns (fnmatch).
-
-Payloads (each may carry `"id"`, a JSON string or number echoed in the result):
-
-- `state`: `{"state": "run" | "standby" | "storage"}`
-- `clear-faults`: `{}`
-- `balancing`: `{"mode": "off" | "voltage" | "soc"}`
-- `config`: `{"get": [NAME, ...]}` (names as `bms-emu config --defaults` writes them, ids,
-  or sections such as `limits`; `[]` or no `get` = every parameter), or
-  `{"set": {NAME: VALUE, ...}}`: all applied or none, values in the configuration file's
-  units and types (a fraction stays a fraction).
-
-Results: `{"id", "command", "ok": true, ...}` with what was requested (state, mode) or, for
-config, `"values": {name: value}` (for a set: the values now in effect); or
-`{"id", "command", "ok": false, "error": {"code", "detail"}}`. A refused command changes
-nothing. `handle_command` never raises, whatever the payload.
-"""
+Why and how: docs/internals.md, bms/links/mqtt/commands.py."""
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import math
@@ -40,10 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from bms.data.validation import InputError
+from bms.data.validation import InputError, close_names
 from bms.host import views
-from bms.host.device import BALANCING_MODES, VALUE_KINDS
-from bms.host.device import COMMANDS as DEVICE_COMMANDS
+from bms.host.frames import BALANCING_MODES, COMMAND_REQUESTS, VALUE_KINDS
 from protocol import messages as pm
 
 log = logging.getLogger(__name__)
@@ -51,7 +22,7 @@ log = logging.getLogger(__name__)
 COMMANDS = ("state", "clear-faults", "balancing", "config")
 # The words each command takes, from the device's own tables (the protocol's order).
 STATE_WORDS: dict[str, pm.Command] = {
-    word: command for command, word in DEVICE_COMMANDS.items() if word != "clear-faults"}
+    word: command for command, word in COMMAND_REQUESTS.items() if word != "clear-faults"}
 MODE_WORDS: dict[str, pm.BalancingMode] = {word: mode for mode, word in BALANCING_MODES.items()}
 LIMIT_WORDS = {"state": tuple(STATE_WORDS), "balancing": tuple(MODE_WORDS)}
 # The error codes that are not the protocol's (those are pm.ErrorCode names).
@@ -387,14 +358,10 @@ def _unknown(texts: list[str], by_name: dict) -> str:
 
 
 def _near(text: str, names: list[str]) -> str:
-    """Names a mistyped `text` may have meant, or where to find them all. (The serial CLI's
-    `close_names` does this better, but lives in bms_emu.query_cmd, which imports this
-    module through the MQTT bridge.)"""
-    text = text[:SHOWN_CHARS]
-    near = [n for n in names if n.endswith("." + text)]
-    near += [n for n in difflib.get_close_matches(text, names, n=3, cutoff=0.6)
-             if n not in near]
-    return (f"close names: {', '.join(near[:4])}" if near else
+    """Names a mistyped `text` may have meant, or where to find them all."""
+    near = close_names(text[:SHOWN_CHARS], names, similar=3, contains=False, last_part=False,
+                       limit=4)
+    return (f"close names: {', '.join(near)}" if near else
             'config with {"get": []} lists the parameters')
 
 

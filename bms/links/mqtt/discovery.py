@@ -2,25 +2,7 @@
 appear in Home Assistant as one device with its sensors, and the empty messages that take
 it away again.
 
-Every entity reads the pack's retained state JSON (`<prefix>/<pack_id>/state`) and is
-available while `<prefix>/<pack_id>/availability` says `online` (`offline` is the will).
-A config goes to `homeassistant/<component>/<node_id>/<object_id>/config`, where node_id
-is `<prefix>_<pack_id>` (`bms_<pack_id>` with the default prefix) reduced to the
-characters Home Assistant allows there, [a-zA-Z0-9_-]; when that changes the id, a short
-hash of the original is appended, so that `pack.1` and `pack/1` stay two devices. The
-object_id is the entity's key, and the unique_id is `<node_id>_<key>`: stable as long as
-the prefix and pack id are, and unique per pack.
-
-Value templates are all `{{ value_json.FIELD }}` (or `.levels.LEVEL`): a JSON null renders
-as `None`, which Home Assistant's MQTT sensor and binary sensor take as "unknown", and the
-tests can check every template against the real state JSON without a Jinja engine.
-
-Entities get `default_entity_id` (Home Assistant 2025.10 and later; `object_id`, which it
-replaces, is deprecated and goes in 2026.4, so it is not sent): older versions ignore the
-key and derive the entity id from the device and entity names.
-
-Home Assistant announces itself on `homeassistant/status` (`online`) when it starts; it
-may have lost the configs, so the emulator publishes `discovery_messages` again then.
+Why and how: docs/internals.md, bms/links/mqtt/discovery.py.
 """
 
 from __future__ import annotations
@@ -31,8 +13,8 @@ import re
 from dataclasses import dataclass
 
 from bms import __version__
-from bms.core.signals import STATES
-from bms.data.config import LEVELS  # the keys of the state JSON's `levels`
+from bms.core.signals import State
+from bms.data.faults import Level  # the keys of the state JSON's `levels`
 
 DISCOVERY_PREFIX = "homeassistant"
 HA_STATUS_TOPIC = f"{DISCOVERY_PREFIX}/status"
@@ -96,13 +78,13 @@ SENSORS: tuple[Entity, ...] = (
 )
 
 STATE_SENSOR = Entity("sensor", "state", "State", ("state",), device_class="enum",
-                      icon="mdi:state-machine", options=STATES,
+                      icon="mdi:state-machine", options=tuple(s.value for s in State),
                       attributes=("contactors", "faults"))
 
 LEVEL_SENSORS: tuple[Entity, ...] = tuple(
     Entity("binary_sensor", f"level_{level.lower()}", level.capitalize(), ("levels", level),
            device_class="problem")
-    for level in LEVELS
+    for level in Level
 )
 
 ENTITIES: tuple[Entity, ...] = (*SENSORS, STATE_SENSOR, *LEVEL_SENSORS)

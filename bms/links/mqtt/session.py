@@ -1,15 +1,7 @@
-"""One connection to an MQTT broker, kept up in a thread of its own.
+"""One connection to an MQTT broker, kept up in a thread of its own; `publish` never blocks
+and never raises.
 
-The firmware's loop must never wait for the broker, so everything it publishes goes into
-bounded queues that this session drains in its own thread and event loop (aiomqtt):
-`publish` never blocks and never raises. The session reconnects with exponential backoff
-and jitter, subscribes again, republishes every retained topic (a restarted broker without
-persistence has lost them) in place of its older copies still queued, and delivers the
-messages marked `kept` (fault events) that piled up while it was away, in order. Ordinary
-messages are newest-first: when their queue is full the oldest go, counted in `dropped`.
-
-Incoming messages go to the handler of the subscription they match, called in the
-session's thread: a handler hands work to its own loop, it does not do it there.
+Why and how: docs/internals.md, bms/links/mqtt/session.py.
 """
 
 from __future__ import annotations

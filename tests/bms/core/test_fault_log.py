@@ -8,7 +8,7 @@ import pytest
 
 from bms.core.fault_log import FaultLog, LogEntry
 from bms.core.firmware import Firmware
-from bms.core.signals import STATES, FaultEvent
+from bms.core.signals import FaultEvent, State
 from bms.data.config import default_config
 from tests.bms.core.test_firmware import TICK_S, Bench
 
@@ -94,7 +94,7 @@ def test_firmware_logs_every_raise_and_clear_with_a_pack_snapshot():
     for entry in entries:
         snap = entry.snapshot
         assert snap.keys() >= SNAPSHOT_KEYS, snap
-        assert snap["state"] in STATES
+        assert snap["state"] in list(State)
         m = bench.seen[round(entry.event.t_s, 6)]  # the measurement of the step it happened
         assert snap["pack_v"] == pytest.approx(float(m.cell_voltage_v.sum()), abs=1e-3)
         assert snap["current_a"] == pytest.approx(m.current_a, abs=1e-3)

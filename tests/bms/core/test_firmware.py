@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bms.core.firmware import Firmware
-from bms.core.signals import OPEN, Measurement
+from bms.core.firmware import TRANSITIONS, Firmware
+from bms.core.signals import OPEN, Measurement, State
 from bms.data.config import TEMP_PLAUSIBLE_C
 from bms.data.presets import PRESETS
 from hil.injections import apply_injection, parse_injection
@@ -187,6 +187,38 @@ def test_exception_in_the_step_is_internal_error_with_contactors_open():
     assert act.state == "FAULT" and not act.contactors.main_closed
     assert [e.name for e in act.events] == ["INTERNAL_ERROR"]
     assert "note" in bench.fw.log.entries[-1].snapshot
+
+
+def test_every_state_has_its_row_and_every_run_keeps_to_the_table():
+    """The transition table covers every state, and an ordinary run (standby, precharge,
+    run, a fault, its clearing, standby again) moves only along it."""
+    assert set(TRANSITIONS) == set(State)
+    bench = Bench()
+    bench.fw.request("run")
+    bench.run(10.0)
+    bench.inject("0:sensor-offset:cell=2,offset_v=1.5")  # past what a working sensor reads
+    bench.run(5.0)
+    bench.inject("0:sensor-offset:cell=2,offset_v=0")
+    bench.fw.request("clear-faults")
+    bench.run(10.0)
+    seen = [a.state for _, a in bench.history]
+    moves = {(s, t) for s, t in zip(seen, seen[1:], strict=False) if s != t}
+    assert {State.PRECHARGE, State.RUN, State.FAULT} <= set(seen)
+    assert all(t in TRANSITIONS[s] or t == State.FAULT for s, t in moves), moves
+    assert "INTERNAL_ERROR" not in bench.names()
+
+
+def test_a_move_the_table_does_not_list_is_an_internal_error_with_contactors_open():
+    bench = Bench()
+    bench.fw.request("run")
+    bench.run(10.0)
+    assert bench.fw.state == State.RUN and bench.history[-1][1].contactors.main_closed
+    bench.fw._enter = lambda state, now_s: Firmware._enter(bench.fw, State.STORAGE, now_s)
+    bench.fw.request("standby")  # RUN -> STANDBY, made RUN -> STORAGE: not in the table
+    bench.run(3.0)
+    assert bench.fw.state == State.FAULT
+    assert not bench.history[-1][1].contactors.main_closed
+    assert "INTERNAL_ERROR" in bench.names()
 
 
 def test_storage_suspends_undervoltage_and_leaves_through_a_self_check():

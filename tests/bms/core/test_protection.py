@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from bms.core.protection import Protection
-from bms.data.config import QUANTITIES, ProtectionRow
+from bms.data.config import ProtectionRow
+from bms.data.quantities import QUANTITIES, QUANTITY_INDEX
 
 TICK_S = 0.1
-V_MAX = QUANTITIES.index("cell_v_max")
-V_MIN = QUANTITIES.index("cell_v_min")
+V_MAX = QUANTITY_INDEX["cell_v_max"]
+V_MIN = QUANTITY_INDEX["cell_v_min"]
 
 
 def row(level="FAULT", above=True, threshold=4.1, release=3.95, debounce_s=2.0, release_s=2.0):

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from bms.core.protection import Protection
-from bms.data.config import QUANTITIES, ProtectionRow, default_config
+from bms.data.config import ProtectionRow, default_config
 from bms.data.faults import FAULT_CODES
 from bms.data.presets import PRESETS
+from bms.data.quantities import QUANTITIES, QUANTITY_INDEX
 
 TICK_S = 0.1
 LEAD_TICKS = 5  # neutral ticks before the condition appears: first seen at 0.5 s
@@ -72,7 +73,7 @@ class Drive:
     def __init__(self, row: ProtectionRow):
         self.row = row
         self.protection = Protection((row,))
-        self.index = QUANTITIES.index(row.quantity)
+        self.index = QUANTITY_INDEX[row.quantity]
         self.q = np.zeros(len(QUANTITIES))
         self.k = 0
         self.changes: list[tuple[float, str]] = []

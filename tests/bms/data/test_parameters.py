@@ -15,8 +15,8 @@ import pytest
 from bms.core.fault_log import FaultLog
 from bms.core.protection import Protection
 from bms.core.signals import FaultEvent, Measurement
-from bms.data.config import default_config
-from bms.data.config_toml import BALANCING_MODES, BALANCING_WHEN, config_to_toml
+from bms.data.config import BalancingMode, BalancingWhen, default_config
+from bms.data.config_toml import config_to_toml
 from bms.data.parameters import ParameterError, apply_changes, catalogue, value_of
 from bms.data.presets import PRESETS
 from bms.data.validation import InputError
@@ -100,7 +100,7 @@ def test_the_catalogue_is_exactly_the_keys_the_file_writes_with_their_values(pre
 
 def test_kinds_choices_and_units():
     assert [(p.kind, p.choices) for p in (BY_NAME["balancing.mode"], BY_NAME["balancing.when"])
-            ] == [("choice", BALANCING_MODES), ("choice", BALANCING_WHEN)]
+            ] == [("choice", tuple(BalancingMode)), ("choice", tuple(BalancingWhen))]
     assert BY_NAME["estimation.learn_offset_when_open"].kind == "bool"
     assert BY_NAME["fault_log_size"].kind == BY_NAME["precharge.retries"].kind == "int"
     assert BY_NAME["limits.max_charge_a"].kind == "float"

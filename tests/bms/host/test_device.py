@@ -13,12 +13,13 @@ import pytest
 
 from bms import __version__
 from bms.core.firmware import Firmware
-from bms.core.signals import OPEN, STATES, FaultEvent, Measurement
+from bms.core.signals import OPEN, FaultEvent, Measurement, State
 from bms.data.faults import FAULT_CODES, Level
 from bms.data.parameters import catalogue, value_of
 from bms.data.presets import PRESETS
 from bms.data.validation import InputError
-from bms.host.device import MAX_PAGE, Device, Identity, contactor_bits
+from bms.host.device import MAX_PAGE, Device, Identity
+from bms.host.frames import contactor_bits
 from protocol import messages as pm
 from protocol.codec import Decoder, Frame, encode
 from protocol.framing import PROTOCOL_VERSION, Flags
@@ -157,7 +158,7 @@ def test_every_request_type_in_the_catalogue_has_an_answer_of_its_type(bench):
 def test_requests_before_the_first_step_are_answered():
     b = Bench()
     status = b.ask(pm.GetStatus(), now_s=0.0)
-    assert STATES[status.state] == "INIT" and status.contactors == 0
+    assert State.from_code(status.state) == "INIT" and status.contactors == 0
     assert status.fault_bitmap == 0 and math.isnan(status.pack_voltage_v)
     assert math.isnan(status.soc_pct)
     assert len(b.ask(pm.GetCellVoltages()).cell_voltage_v) == 0
@@ -190,7 +191,7 @@ def test_status_reports_the_last_step(bench):
     act, m = bench.act, bench.m
     s = bench.ask(pm.GetStatus(), now_s=123.25)
     assert s.time_s == 123.25
-    assert STATES[s.state] == act.state == "RUN"
+    assert State.from_code(s.state) == act.state == "RUN"
     assert s.contactors == contactor_bits(act.contactors) == (
         pm.CONTACTOR_BITS["negative"] | pm.CONTACTOR_BITS["positive"])
     assert s.fault_bitmap == act.fault_bitmap
@@ -214,7 +215,7 @@ def test_status_fault_bitmap_is_the_actuations(bench):
     assert bench.act.fault_bitmap >> FAULT_CODES["CELL_OVERVOLTAGE"] & 1
     s = bench.ask(pm.GetStatus())
     assert s.fault_bitmap == bench.act.fault_bitmap
-    assert STATES[s.state] == "FAULT" and s.contactors == 0
+    assert State.from_code(s.state) == "FAULT" and s.contactors == 0
 
 
 def test_arrays_are_the_measurement_and_the_estimate(bench):
@@ -260,24 +261,25 @@ def test_fault_log_entries_carry_codes_levels_actions_and_readings(faulted):
     warn, alarm, fault, timeout, cleared = page.entries
     code = FAULT_CODES["CELL_OVERVOLTAGE"]
     assert [(e["code"], e["level"], e["action"]) for e in (warn, alarm, fault)] == [
-        (code, Level.WARNING, 1), (code, Level.ALARM, 1), (code, Level.FAULT, 1)]
+        (code, Level.WARNING.code, 1), (code, Level.ALARM.code, 1), (code, Level.FAULT.code, 1)]
     assert all(e["index"] == 2 for e in (warn, alarm, fault))
     assert fault["value"] == pytest.approx(4.09, abs=1e-3)
     assert (timeout["code"], timeout["level"], timeout["action"]) == (
-        FAULT_CODES["MEASUREMENT_TIMEOUT"], Level.FAULT, 1)
+        FAULT_CODES["MEASUREMENT_TIMEOUT"], Level.FAULT.code, 1)
     assert timeout["index"] == -1 and timeout["value"] > 1.0  # the silence, s
     assert (cleared["action"], cleared["index"]) == (0, -1) and math.isnan(cleared["value"])
-    assert STATES[cleared["state"]] == "FAULT"  # the over-voltage fault is still latched
+    assert State.from_code(cleared["state"]) == "FAULT"  # the over-voltage fault is still latched
     for entry, kept in zip(page.entries, faulted.fw.log.entries, strict=True):
         assert entry["t_s"] == kept.event.t_s
         assert entry["soc_pct"] == pytest.approx(kept.snapshot["soc_pct"], abs=1e-4)
-        assert STATES[entry["state"]] == kept.snapshot["state"]
+        assert State.from_code(entry["state"]) == kept.snapshot["state"]
 
 
 def test_fault_log_pages_from_start_for_count(faulted):
     page = faulted.ask(pm.GetFaultLog(1, 3))
     assert (page.total, page.start, len(page.entries)) == (5, 1, 3)
-    assert [e["level"] for e in page.entries] == [Level.ALARM, Level.FAULT, Level.FAULT]
+    assert [e["level"] for e in page.entries] == [
+        Level.ALARM.code, Level.FAULT.code, Level.FAULT.code]
     assert faulted.ask(pm.GetFaultLog(4, 10)).entries[0]["action"] == 0
     assert faulted.ask(pm.GetFaultLog(5, 10)).entries == ()
     assert faulted.ask(pm.GetFaultLog(1000, 10)).entries == ()
@@ -452,7 +454,7 @@ def test_commands_reach_the_firmware(bench):
     assert pm.same(bench.ask(pm.CommandRequest(pm.Command.STORAGE, 0)), ack)
     assert bench.fw.requested == "storage"
     bench.run(0.5)
-    assert STATES[bench.ask(pm.GetStatus()).state] == "STORAGE"
+    assert State.from_code(bench.ask(pm.GetStatus()).state) == "STORAGE"
 
     assert pm.same(bench.ask(pm.CommandRequest(pm.Command.RUN, 0)), ack)
     assert bench.fw.requested == "run"

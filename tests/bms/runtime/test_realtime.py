@@ -15,11 +15,12 @@ import pytest
 from cobs import cobs
 
 from bms.core.firmware import Firmware
-from bms.core.signals import STATES, Contactors
+from bms.core.signals import Contactors, State
 from bms.data.faults import FAULT_CODES
 from bms.data.presets import PRESETS
-from bms.host.device import Device, Identity, contactor_bits
-from bms.runtime.realtime import Runtime, actuation_frame, measurement_of
+from bms.host.device import Device, Identity
+from bms.host.frames import actuation_frame, contactor_bits, measurement_of
+from bms.runtime.realtime import Runtime
 from protocol import messages as pm
 from protocol.codec import Decoder, Frame, encode
 from protocol.framing import (
@@ -139,7 +140,7 @@ def test_a_measurement_frame_steps_once_and_is_answered_with_an_actuation_frame(
     act = rt.device.act
     assert isinstance(msg, pm.ActuationFrame) and flags == Flags.EVENT
     assert (msg.rig_seq, msg.time_s) == (77, 0.5)
-    assert STATES[msg.state] == act.state == "STANDBY"
+    assert State.from_code(msg.state) == act.state == "STANDBY"
     assert msg.contactors == contactor_bits(act.contactors) == 0
     assert msg.fault_bitmap == act.fault_bitmap == 0
     assert msg.soc_pct == pytest.approx(act.soc * 100.0)
@@ -161,10 +162,10 @@ def test_actuation_frames_follow_the_firmware_to_run_and_into_a_fault():
         act = rt.device.act
         assert frame.rig_seq == 1000 + k and frame.time_s == pytest.approx(clock.t)
         assert (frame.state, frame.contactors, frame.fault_bitmap) == (
-            STATES.index(act.state), contactor_bits(act.contactors), act.fault_bitmap)
+            State(act.state).code, contactor_bits(act.contactors), act.fault_bitmap)
         assert np.array_equal(frame.balance_mask, act.balance_mask)
         contactors = frame.contactors  # the rig closes what it is told to
-        states.append((STATES[frame.state], contactors))
+        states.append((State.from_code(frame.state), contactors))
     assert ("RUN", BITS["negative"] | BITS["positive"]) in states
     assert states[-1] == ("FAULT", 0)  # over-voltage on cell 2 held past its debounce
     assert frame.fault_bitmap >> FAULT_CODES["CELL_OVERVOLTAGE"] & 1
@@ -397,7 +398,7 @@ def test_actuation_frame_carries_the_actuation():
     act = fw.step(measurement_of(measurement_frame(1)), 0.0)
     frame = actuation_frame(act, 123, 4.5)
     back = Decoder().feed(encode(frame, 1))[0].message
-    assert (back.rig_seq, back.time_s, STATES[back.state]) == (123, 4.5, act.state)
+    assert (back.rig_seq, back.time_s, State.from_code(back.state)) == (123, 4.5, act.state)
     assert back.contactors == contactor_bits(act.contactors)
     assert back.soc_pct == pytest.approx(act.soc * 100.0, abs=1e-4)
     assert np.array_equal(back.balance_mask, act.balance_mask)
@@ -436,7 +437,7 @@ async def test_a_silent_rig_trips_the_timeout_and_opens_the_contactors():
     bit = 1 << FAULT_CODES["MEASUREMENT_TIMEOUT"]
     tripped = [f for f in frames if f.fault_bitmap & bit]
     assert tripped, "the rig was never told"
-    assert tripped[0].contactors == 0 and STATES[tripped[0].state] == "FAULT"
+    assert tripped[0].contactors == 0 and State.from_code(tripped[0].state) == "FAULT"
     assert all(f.rig_seq == 8 for f in tripped)  # the last measurement answered
     assert frames[-1].contactors == 0  # and on the way out
     # the watchdog stepped without measurements: every tick while silent
@@ -458,7 +459,7 @@ def test_leaving_in_run_tells_the_rig_to_open_everything():
     assert rt.fw.state == "RUN" and contactors == BITS["negative"] | BITS["positive"]
     rt._shut_down()
     [final] = actuations(ep.take())
-    assert (STATES[final.state], final.contactors) == ("STANDBY", 0)
+    assert (State.from_code(final.state), final.contactors) == ("STANDBY", 0)
     assert final.charge_limit_a == final.discharge_limit_a == 0.0
     assert not final.balance_mask.any() and final.rig_seq == 20
 

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from bms.core.signals import STATES
+from bms.core.signals import State
+from bms.data.faults import Level
 from bms.host.views import status_dict
 from bms.links.mqtt import discovery as md
 from protocol import messages as pm
@@ -29,7 +30,7 @@ UNITS = {"battery": {"%"}, "voltage": {"V", "mV"}, "current": {"A", "mA"},
 def state_json(runtime_s: float = math.nan, warning=False, alarm=False, fault=False) -> dict:
     """The state JSON the emulator publishes: status_dict plus power_w and levels, with a
     distinct value in every field a sensor reads, so that a mix-up shows."""
-    status = pm.Status(time_s=12.0, state=STATES.index("RUN"), contactors=0b101,
+    status = pm.Status(time_s=12.0, state=State("RUN").code, contactors=0b101,
                        fault_bitmap=0b1, charge_limit_a=40.0, discharge_limit_a=80.0,
                        pack_voltage_v=51.25, current_a=-12.5, soc_pct=87.5, soh_pct=98.0,
                        remaining_wh=2450.0, runtime_s=runtime_s, cell_v_min=3.125,
@@ -142,7 +143,7 @@ def test_templates_render_the_expected_values_from_the_state_json():
 def test_null_values_render_as_unknown_not_as_an_error():
     state = state_json()
     nulled = {k: (None if isinstance(v, float) else v) for k, v in state.items()}
-    nulled["levels"] = dict.fromkeys(md.LEVELS)
+    nulled["levels"] = dict.fromkeys(Level)
     for key, c in by_key(configs(*ARGS)).items():
         if key != "state":
             assert render(c["value_template"], nulled) == "None", key
@@ -183,8 +184,8 @@ def test_units_and_classes_are_valid_for_home_assistant():
 def test_state_sensor_is_an_enum_of_the_firmware_states():
     c = by_key(configs(*ARGS))["state"]
     assert c["device_class"] == "enum"
-    assert c["options"] == list(STATES)
-    assert set(c["options"]) <= set(STATES) and len(c["options"]) == len(set(c["options"]))
+    assert c["options"] == [s.value for s in State]
+    assert set(c["options"]) <= set(State) and len(c["options"]) == len(set(c["options"]))
 
 
 def test_one_problem_binary_sensor_per_fault_level():

@@ -1,0 +1,70 @@
+"""What the protection table can watch: one row a quantity (name, unit, meaning, how the
+offending cell or sensor is found on a trip), read by the configuration, the firmware and
+the documentation alike, so none of them keeps a list of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Offender(StrEnum):
+    """Where the firmware looks for the cell or sensor behind a quantity when a row trips."""
+
+    NONE = "none"  # a pack-level figure: no one cell or sensor
+    HIGHEST_CELL = "highest cell"
+    LOWEST_CELL = "lowest cell"
+    CELL_OFF_THE_MEAN = "cell furthest from the mean"
+    STUCK_CELL = "cell whose reading has repeated longest"
+    SOC_DROP_CELL = "cell whose SoC fell most against the others"
+    HOTTEST_SENSOR = "highest temperature reading"
+    COLDEST_SENSOR = "lowest temperature reading"
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """One number per step, computed by the firmware from the measurement."""
+
+    name: str
+    unit: str
+    doc: str
+    offender: Offender = Offender.NONE
+    magnitude: bool = False  # never negative: thresholds above 0, releases at or above 0
+
+
+QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("cell_v_max", "V", "highest cell voltage", Offender.HIGHEST_CELL),
+    Quantity("cell_v_min", "V", "lowest cell voltage", Offender.LOWEST_CELL),
+    Quantity("pack_v", "V", "pack voltage"),
+    Quantity("charge_temp_max", "°C", "highest valid temperature while charging",
+             Offender.HOTTEST_SENSOR),
+    Quantity("charge_temp_min", "°C", "lowest valid temperature while charging",
+             Offender.COLDEST_SENSOR),
+    Quantity("discharge_temp_max", "°C", "highest valid temperature", Offender.HOTTEST_SENSOR),
+    Quantity("discharge_temp_min", "°C", "lowest valid temperature", Offender.COLDEST_SENSOR),
+    Quantity("charge_a", "A", "charge current", magnitude=True),
+    Quantity("discharge_a", "A", "discharge current", magnitude=True),
+    Quantity("cell_v_spread", "V", "highest minus lowest cell voltage", Offender.HIGHEST_CELL,
+             magnitude=True),
+    Quantity("temp_spread", "°C", "highest minus lowest valid temperature",
+             Offender.HOTTEST_SENSOR, magnitude=True),
+    Quantity("open_wire_v", "V",
+             "opposite deviation of two neighbouring cells (open sense wire)",
+             Offender.CELL_OFF_THE_MEAN, magnitude=True),
+    Quantity("temp_reading_max", "°C", "highest raw temperature reading",
+             Offender.HOTTEST_SENSOR),
+    Quantity("temp_reading_min", "°C", "lowest raw temperature reading",
+             Offender.COLDEST_SENSOR),
+    Quantity("idle_current_a", "A", "current measured with the contactors open",
+             magnitude=True),
+    Quantity("rest_soc_drop", "fraction 0..1",
+             "largest fall of one cell's SoC against the others at rest", Offender.SOC_DROP_CELL),
+    Quantity("reading_stuck_s", "s", "how long a cell reading has repeated exactly",
+             Offender.STUCK_CELL),
+    Quantity("current_step_mismatch_a", "A",
+             "current step the cell voltages do not follow (a current sensor gone wrong)"),
+)
+
+QUANTITY_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}
+# Each quantity's place in the firmware's array of this step's figures.
+QUANTITY_INDEX: dict[str, int] = {q.name: i for i, q in enumerate(QUANTITIES)}

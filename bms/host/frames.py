@@ -1,0 +1,73 @@
+"""The firmware's signals on the wire: every mapping between a Measurement or an Actuation
+and its protocol frame, and the code tables that go with them (states, contactor bits,
+commands, balancing modes, parameter kinds). Sans-IO: the links and the rig call these."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bms.core.signals import Actuation, Contactors, Measurement, State
+from bms.data.config import BalancingMode
+from protocol import messages as pm
+
+VALUE_KINDS = {"float": pm.ValueKind.FLOAT, "int": pm.ValueKind.INT,
+               "bool": pm.ValueKind.BOOL, "choice": pm.ValueKind.CHOICE}
+# A protocol command and the host request it makes of the firmware.
+COMMAND_REQUESTS = {pm.Command.RUN: "run", pm.Command.STANDBY: "standby",
+                    pm.Command.STORAGE: "storage", pm.Command.CLEAR_FAULTS: "clear-faults"}
+# The wire's code of a balancing mode and the firmware's mode share the member's name.
+BALANCING_MODES: dict[pm.BalancingMode, BalancingMode] = {
+    code: BalancingMode[code.name] for code in pm.BalancingMode}
+
+
+def state_name(code: int) -> str:
+    """The state of a wire code; an unknown code (a newer device) as `code N`."""
+    try:
+        return State.from_code(code).value
+    except IndexError:
+        return f"code {code}"
+
+
+def contactor_bits(c: Contactors) -> int:
+    bits = pm.CONTACTOR_BITS
+    return ((bits["negative"] if c.negative else 0) | (bits["precharge"] if c.precharge else 0)
+            | (bits["positive"] if c.positive else 0))
+
+
+def contactors_of(bits: int) -> Contactors:
+    b = pm.CONTACTOR_BITS
+    return Contactors(negative=bool(bits & b["negative"]), precharge=bool(bits & b["precharge"]),
+                      positive=bool(bits & b["positive"]))
+
+
+def measurement_frame(m: Measurement, rig_seq: int, now_s: float,
+                      bleeding: np.ndarray) -> pm.MeasurementFrame:
+    """What a rig sends: `bleeding` is the bleed the readings were taken under."""
+    return pm.MeasurementFrame(rig_seq, now_s, m.current_a, m.bus_voltage_v,
+                               contactor_bits(m.contactors), m.cell_voltage_v, m.temperature_c,
+                               np.asarray(bleeding, bool))
+
+
+def measurement_of(frame: pm.MeasurementFrame) -> Measurement:
+    return Measurement(
+        cell_voltage_v=frame.cell_voltage_v.astype(np.float64),
+        temperature_c=frame.temperature_c.astype(np.float64),
+        current_a=float(frame.current_a),
+        bus_voltage_v=float(frame.bus_voltage_v),
+        contactors=contactors_of(frame.contactors),
+        balancing=frame.balancing,
+    )
+
+
+def actuation_frame(act: Actuation, rig_seq: int, now_s: float) -> pm.ActuationFrame:
+    return pm.ActuationFrame(rig_seq, now_s, State(act.state).code,
+                             contactor_bits(act.contactors), act.fault_bitmap,
+                             act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
+                             np.asarray(act.balance_mask, bool))
+
+
+def actuation_of(frame: pm.ActuationFrame) -> Actuation:
+    """The emulator's decisions as the plant takes them (state and SoC ride along)."""
+    return Actuation(state_name(frame.state), contactors_of(frame.contactors),
+                     np.asarray(frame.balance_mask, bool), float(frame.charge_limit_a),
+                     float(frame.discharge_limit_a), frame.fault_bitmap, frame.soc_pct / 100.0)
