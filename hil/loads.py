@@ -160,11 +160,18 @@ def pack_current_a(
     charge_voltage_v: float,
     charge_limit_a: float,
     discharge_limit_a: float,
+    discharge_voltage_v: float | None = None,
 ) -> float:
-    """The current the load or charger draws this step, within the firmware's limits."""
+    """The current the load or charger draws this step, within the firmware's limits: the
+    charger holds the terminals at `charge_voltage_v` at most, the load at
+    `discharge_voltage_v` (the DVL) at least."""
     wanted_a = demand.value if demand.unit == "a" else demand.value / max(terminal_v, 1.0)
     if wanted_a > 0.0:
         # Constant voltage: the current that puts the terminals exactly at charge voltage.
         cv_a = (charge_voltage_v - pack_emf_v) / pack_r_ohm
         return max(0.0, min(wanted_a, charge_limit_a, cv_a))
+    if discharge_voltage_v is not None:
+        # The current that puts the terminals exactly at the discharge voltage limit.
+        discharge_limit_a = min(discharge_limit_a,
+                                max(0.0, (pack_emf_v - discharge_voltage_v) / pack_r_ohm))
     return max(wanted_a, -discharge_limit_a)

@@ -90,6 +90,9 @@ class SimulatedPack:
         self.balancing = np.zeros(spec.n_series, dtype=bool)
         self.charge_limit_a = 0.0
         self.discharge_limit_a = 0.0
+        # The firmware's CVL and DVL, which the charger and the load keep to like an
+        # inverter does (None: not published, or a load that disregards them).
+        self.voltage_limits_v: tuple[float | None, float | None] = (None, None)
         self.cells.prepare()
         self.group_v = self.cells.advance(0.0)
         self.pack_voltage_v = float(self.group_v.sum())
@@ -117,6 +120,7 @@ class SimulatedPack:
                 self.bleed_a = np.zeros(self.n_series)
         self.charge_limit_a = act.charge_limit_a
         self.discharge_limit_a = act.discharge_limit_a
+        self.voltage_limits_v = (act.charge_voltage_limit_v, act.discharge_voltage_limit_v)
 
     def advance(self, demand: Demand) -> None:
         """One step of the plant under the load's demand and the last actuation."""
@@ -124,8 +128,10 @@ class SimulatedPack:
             self._slow_step()
         self.ticks += 1
         emf_v, r_ohm = self.cells.prepare()
-        load_a = pack_current_a(demand, self.pack_voltage_v, emf_v, r_ohm, self.charge_voltage_v,
-                                self.charge_limit_a, self.discharge_limit_a)
+        cvl_v, dvl_v = self.voltage_limits_v
+        charge_v = self.charge_voltage_v if cvl_v is None else min(self.charge_voltage_v, cvl_v)
+        load_a = pack_current_a(demand, self.pack_voltage_v, emf_v, r_ohm, charge_v,
+                                self.charge_limit_a, self.discharge_limit_a, dvl_v)
         self.current_a = self.power_path.step(self.dt_s, emf_v, r_ohm, load_a)
         if self.balancing_on:
             self.bleed_a = self.balancing * (self.group_v / self.spec.balance_resistor_ohm)

@@ -17,7 +17,7 @@ SUMMARY_COLUMNS = (
     "time_s", "pack_v", "current_a", "current_true_a", "soc_pct", "soc_true_pct",
     "cell_v_min", "cell_v_max", "cell_v_mean", "temp_c_min", "temp_c_max", "state",
     "contactors", "faults", "balancing_n", "balancing_mask", "charge_limit_a",
-    "discharge_limit_a", "bus_v",
+    "discharge_limit_a", "bus_v", "charge_voltage_limit_v", "discharge_voltage_limit_v",
 )
 
 
@@ -34,6 +34,10 @@ def mask_from_hex(text: str, n_series: int) -> np.ndarray:
         raise ValueError(f"{text!r} is not a mask of {n_series} cells")
     packed = np.frombuffer(bits.to_bytes((n_series + 7) // 8, "little"), dtype=np.uint8)
     return np.unpackbits(packed, bitorder="little")[:n_series].astype(bool)
+
+
+def _volts(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def columns(n_series: int, n_temp: int) -> list[str]:
@@ -61,6 +65,7 @@ class Recorder:
             str(int(np.count_nonzero(pack.balancing))), mask_hex(pack.balancing),
             f"{act.charge_limit_a:.3f}",
             f"{act.discharge_limit_a:.3f}", f"{pack.power_path.bus_v:.3f}",
+            _volts(act.charge_voltage_limit_v), _volts(act.discharge_voltage_limit_v),
         ]
         row += [f"{x:.4f}" for x in v.tolist()]
         row += [f"{x:.2f}" for x in t.tolist()]

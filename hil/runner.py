@@ -121,6 +121,10 @@ def run(
     return RunResult(n_ticks * tick_s, wall_s, act, m, totals)
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def summary(result: RunResult, pack: SimulatedPack) -> dict:
     """The run's summary as plain data: what `--json` prints and the table shows."""
     m, act, totals = result.last_measurement, result.last, result.totals
@@ -145,6 +149,8 @@ def summary(result: RunResult, pack: SimulatedPack) -> dict:
             "temp_c_max": round(float(m.temperature_c.max()), 2),
             "charge_limit_a": round(act.charge_limit_a, 3),
             "discharge_limit_a": round(act.discharge_limit_a, 3),
+            "charge_voltage_limit_v": _rounded(act.charge_voltage_limit_v, 3),
+            "discharge_voltage_limit_v": _rounded(act.discharge_voltage_limit_v, 3),
             "estimate": act.estimate.as_dict() if act.estimate is not None else None,
         },
         "extremes_true": {

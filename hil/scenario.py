@@ -28,6 +28,7 @@ class LimitBlindPack(SimulatedPack):
     def actuate(self, act: Actuation) -> None:
         super().actuate(act)
         self.charge_limit_a = self.discharge_limit_a = math.inf
+        self.voltage_limits_v = (None, None)
 
 
 class TimelineLoad:

@@ -368,6 +368,12 @@ class Estimator:
         self._anchor_soc = np.where(trusted, soc, self._anchor_soc)
         self._since_anchor_as = np.where(trusted, 0.0, self._since_anchor_as)
 
+    def cell_resistance_ohm(self) -> np.ndarray:
+        """Each cell's resistance to a steady current (R0 + R1 + R2) at the last filter run,
+        learnt factors included; zeros before the first."""
+        p = self._ecm_now
+        return p[0] + p[1] + p[3]
+
     # --- what is published --------------------------------------------------------------
 
     def _publish(self, m: Measurement, t: np.ndarray) -> None:

@@ -71,6 +71,20 @@ def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
                      default=np.inf)
 
 
+def voltage_window_v(cfg: FirmwareConfig, charge_v: float) -> tuple[float, float]:
+    """(floor, ceiling): the cell voltages the limits stop at, inside the first voltage row
+    each direction meets (its WARNING) by the configured margin; the ceiling never above
+    the charge voltage."""
+    under = [r.threshold for r in cfg.protection if r.quantity == "cell_v_min" and not r.above
+             and r.fault == "CELL_UNDERVOLTAGE"]
+    over = [r.threshold for r in cfg.protection if r.quantity == "cell_v_max" and r.above
+            and r.fault == "CELL_OVERVOLTAGE"]
+    lc = cfg.limits
+    floor = max(under, default=0.0) + lc.discharge_stop_margin_v
+    ceiling = min(charge_v, min(over, default=np.inf) - lc.charge_stop_margin_v)
+    return floor, ceiling
+
+
 def _ramp(x: float) -> float:
     """x clipped to [0, 1]: the share of a limit left as a quantity nears its threshold."""
     return min(max(x, 0.0), 1.0)
@@ -121,6 +135,7 @@ class Firmware:
         self._changed_at_s = np.zeros(n_series)  # when each reading last changed
         self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
         self._open_wire_spread_v = _open_wire_spread_v(self.cfg)
+        self.floor_v, self.ceiling_v = voltage_window_v(self.cfg, chemistry.thresholds.charge_v)
         self.counters = Counters()
         self.event_faults: set[str] = set()  # latched faults raised outside the table
         self._undervoltage_suspended = False
@@ -154,6 +169,7 @@ class Firmware:
         self.estimator.reconfigure(cfg.estimation, cfg.rest_current_a,
                                    cfg.balancing.bleed_resistor_ohm)
         self._open_wire_spread_v = _open_wire_spread_v(cfg)
+        self.floor_v, self.ceiling_v = voltage_window_v(cfg, self.chem.thresholds.charge_v)
         self.cfg = cfg
 
     @property
@@ -214,7 +230,7 @@ class Firmware:
         self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
-        self._limits(since_measurement_s)  # steps without a measurement leave limits alone
+        self._limits(m, since_measurement_s)  # steps without a measurement leave them alone
         self._suspend_undervoltage_in_storage(events, now_s)
         mask = self.balancer.step(
             m.cell_voltage_v, self.estimate.cell_soc, self._figure("discharge_temp_max"),
@@ -481,8 +497,11 @@ class Firmware:
             self._raise_event_fault(events, now_s, "CONTACTOR_WELDED", None, m.bus_voltage_v)
             self.state = State.FAULT
 
-    def _limits(self, dt_s: float) -> None:
-        """Charge and discharge limits, derated and ramped; zero unless running cleanly."""
+    def _limits(self, m: Measurement, dt_s: float) -> None:
+        """Charge and discharge limits, derated and ramped; zero unless running cleanly.
+        Each reaches 0 before the first voltage row of its direction: the current that
+        would take the weakest (strongest) cell to the floor (ceiling) from where it would
+        rest, through its resistance, is the most allowed."""
         lc, thr, lim = self.cfg.limits, self.chem.thresholds, self.chem.limits
         charge = discharge = 0.0
         if self.state == State.RUN and self.requested == "run" and not self.fault_active:
@@ -495,7 +514,7 @@ class Firmware:
                 cold,
                 _ramp((lim.charge_temp_max_c - t_max) / 5.0),
                 _ramp((1.0 - self.soc) / lc.soc_taper),
-                _ramp((thr.charge_v - self._figure("cell_v_max")) / lc.charge_taper_v),
+                _ramp((self.ceiling_v - self._figure("cell_v_max")) / lc.charge_taper_v),
             )
             discharge = lc.max_discharge_a * min(
                 _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
@@ -504,14 +523,28 @@ class Firmware:
                 # what ends a discharge, so an estimate that is off cannot cut a UPS
                 # ride-through short.
                 _ramp(self.soc / lc.soc_taper + 0.2),
-                _ramp((self._figure("cell_v_min") - thr.undervoltage_v) / lc.discharge_taper_v),
+                _ramp((self._figure("cell_v_min") - self.floor_v) / lc.discharge_taper_v),
             )
+            charge_ir_a, discharge_ir_a = self._voltage_room_a(m)
+            charge, discharge = min(charge, charge_ir_a), min(discharge, discharge_ir_a)
             if self.protection.any_active(Level.ALARM):
                 charge *= lc.alarm_fraction
                 discharge *= lc.alarm_fraction
         rise_a = lc.ramp_a_per_s * dt_s
         self.charge_limit_a = min(charge, self.charge_limit_a + rise_a)
         self.discharge_limit_a = min(discharge, self.discharge_limit_a + rise_a)
+
+    def _voltage_room_a(self, m: Measurement) -> tuple[float, float]:
+        """(charge, discharge): the currents that would take the strongest cell to the
+        ceiling and the weakest to the floor, from the voltage each would rest at."""
+        r_ohm = self.estimator.cell_resistance_ohm()
+        v = m.cell_voltage_v
+        if not (np.all(r_ohm > 0.0) and np.all(np.isfinite(v))):
+            return math.inf, math.inf  # no model yet, or a sensor fault deals with it
+        rest_v = v - m.current_a * r_ohm  # charging lifts the terminals, discharging sinks them
+        charge_a = float(np.min((self.ceiling_v - rest_v) / r_ohm))
+        discharge_a = float(np.min((rest_v - self.floor_v) / r_ohm))
+        return max(charge_a, 0.0), max(discharge_a, 0.0)
 
     # --- faults outside the table and the log -----------------------------------------
 
@@ -562,4 +595,6 @@ class Firmware:
             soc=min(max(self.soc, 0.0), 1.0),
             events=tuple(events),
             estimate=self.estimate,
+            charge_voltage_limit_v=self.ceiling_v * self.n_series,
+            discharge_voltage_limit_v=self.floor_v * self.n_series,
         )

@@ -137,3 +137,7 @@ class Actuation:
     soc: float  # pack SoC estimate, fraction
     events: tuple[FaultEvent, ...] = ()
     estimate: Estimate | None = None  # SoC, SoH, energy; the same object between updates
+    # Pack voltages a charger may charge to (CVL) and a load may discharge to (DVL), what an
+    # inverter takes as its setpoints; None where unknown (a frame that does not carry them).
+    charge_voltage_limit_v: float | None = None
+    discharge_voltage_limit_v: float | None = None

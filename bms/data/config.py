@@ -67,6 +67,10 @@ class LimitsConfig:
     soc_taper: float = 0.05  # limits taper over the last 5 % of SoC
     cold_charge_min_fraction: float = 0.1  # charge limit at the charge minimum temperature
     alarm_fraction: float = 0.5  # an active ALARM cuts limits to this fraction
+    # Limits reach 0 where a cell would stand this far inside the first voltage row it meets
+    # (its WARNING), under the current they allow (the cells' resistance taken into account).
+    discharge_stop_margin_v: float = 0.03
+    charge_stop_margin_v: float = 0.01
 
 
 class BalancingMode(StrEnum):

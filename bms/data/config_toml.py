@@ -48,6 +48,13 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("limits", "cold_charge_min_fraction"): (
         "fraction 0..1", "share of the charge limit left at the charge minimum temperature"),
     ("limits", "alarm_fraction"): ("fraction 0..1", "an active ALARM cuts limits to this share"),
+    ("limits", "discharge_stop_margin_v"): (
+        "V", "the discharge limit reaches 0 where the weakest cell, under the current it "
+        "allows, would stand this far above the highest under-voltage threshold"),
+    ("limits", "charge_stop_margin_v"): (
+        "V", "the charge limit reaches 0 where the strongest cell, under the current it "
+        "allows, would stand at the charge voltage or this far below the lowest "
+        "over-voltage threshold, whichever is lower"),
     ("precharge", "done_fraction"): (
         "fraction 0..1", "precharge is done when the bus reaches this share of pack voltage"),
     ("precharge", "done_current_a"): (
@@ -188,6 +195,8 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("limits", "soc_taper"): lambda p: Bound(0.0, 1.0, low_open=True),
     ("limits", "cold_charge_min_fraction"): lambda p: FRACTION,
     ("limits", "alarm_fraction"): lambda p: FRACTION,
+    ("limits", "discharge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
+    ("limits", "charge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
     ("precharge", "done_fraction"): lambda p: Bound(0.0, 1.0, low_open=True),
     ("precharge", "done_current_a"): lambda p: POSITIVE,
     ("precharge", "timeout_s"): lambda p: POSITIVE,

@@ -97,7 +97,11 @@ class MqttBridge:
         fw = self.device.fw
         levels = {level: fw.protection.any_active(level) for level in Level}
         levels[Level.FAULT] = levels[Level.FAULT] or bool(fw.event_faults)
-        return {**d, "power_w": None if v is None or i is None else v * i, "levels": levels}
+        act = self.device.act
+        return {**d, "power_w": None if v is None or i is None else v * i, "levels": levels,
+                "charge_voltage_limit_v": None if act is None else act.charge_voltage_limit_v,
+                "discharge_voltage_limit_v":
+                    None if act is None else act.discharge_voltage_limit_v}
 
     # --- plumbing ------------------------------------------------------------------------
 

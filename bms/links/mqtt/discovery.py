@@ -75,6 +75,10 @@ SENSORS: tuple[Entity, ...] = (
             precision=0),
     _sensor("soh", "State of health", "soh_pct", "%", None, icon="mdi:battery-heart-variant",
             precision=1, category="diagnostic"),
+    _sensor("charge_voltage_limit", "Charge voltage limit", "charge_voltage_limit_v", "V",
+            "voltage", precision=2, category="diagnostic"),
+    _sensor("discharge_voltage_limit", "Discharge voltage limit", "discharge_voltage_limit_v",
+            "V", "voltage", precision=2, category="diagnostic"),
 )
 
 STATE_SENSOR = Entity("sensor", "state", "State", ("state",), device_class="enum",

@@ -40,6 +40,7 @@ def state_json(runtime_s: float = math.nan, warning=False, alarm=False, fault=Fa
     d = status_dict(status)
     d["power_w"] = d["pack_voltage_v"] * d["current_a"]
     d["levels"] = {"WARNING": warning, "ALARM": alarm, "FAULT": fault}
+    d["charge_voltage_limit_v"], d["discharge_voltage_limit_v"] = 64.0, 30.88
     return json.loads(json.dumps(d, allow_nan=False))  # strict JSON, as published
 
 
@@ -69,7 +70,7 @@ def by_key(cfgs: dict[str, dict]) -> dict[str, dict]:
 
 def test_every_payload_has_the_required_keys_and_the_pack_topics():
     cfgs = configs(*ARGS)
-    assert len(cfgs) == len(md.ENTITIES) == 14
+    assert len(cfgs) == len(md.ENTITIES) == 16
     for topic, c in cfgs.items():
         assert c.keys() >= REQUIRED, f"{topic}: missing {REQUIRED - c.keys()}"
         assert c["state_topic"] == "bms/pack1/state"
@@ -130,7 +131,8 @@ def test_templates_render_the_expected_values_from_the_state_json():
             "cell_voltage_min": "3.125", "cell_voltage_max": "3.25",
             "temperature_max": "27.75", "remaining_energy": "2450.0", "runtime": "None",
             "soh": "98.0", "state": "RUN", "level_warning": "False", "level_alarm": "False",
-            "level_fault": "False"}
+            "level_fault": "False", "charge_voltage_limit": "64.0",
+            "discharge_voltage_limit": "30.88"}
     got = {k: render(c["value_template"], state) for k, c in by_key(configs(*ARGS)).items()}
     assert got == want
     busy = state_json(runtime_s=5400.0, alarm=True, fault=True)
