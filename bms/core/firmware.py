@@ -536,12 +536,26 @@ class Firmware:
 
     def _voltage_room_a(self, m: Measurement) -> tuple[float, float]:
         """(charge, discharge): the currents that would take the strongest cell to the
-        ceiling and the weakest to the floor, from the voltage each would rest at."""
+        ceiling and the weakest to the floor, from the voltage each would rest at. Far
+        from both ends a bound from the extremes shows neither binds, and the per-cell
+        figures are not worked out."""
         r_ohm = self.estimator.cell_resistance_ohm()
-        v = m.cell_voltage_v
-        if not (np.all(r_ohm > 0.0) and np.all(np.isfinite(v))):
+        r_max = float(r_ohm.max())
+        v_max, v_min = self._figure("cell_v_max"), self._figure("cell_v_min")
+        if not (r_ohm.min() > 0.0 and math.isfinite(v_max) and math.isfinite(v_min)):
             return math.inf, math.inf  # no model yet, or a sensor fault deals with it
-        rest_v = v - m.current_a * r_ohm  # charging lifts the terminals, discharging sinks them
+        i_a, lc = m.current_a, self.cfg.limits
+        # (v_k - i r_k - floor) / r_k >= (v_min - floor) / r_max - i while v_min is above the
+        # floor; likewise for the charge side.
+        far_from_empty = (v_min > self.floor_v
+                          and (v_min - self.floor_v) / r_max - i_a >= lc.max_discharge_a)
+        far_from_full = (v_max < self.ceiling_v
+                         and (self.ceiling_v - v_max) / r_max + i_a >= lc.max_charge_a)
+        if far_from_empty and far_from_full:
+            return math.inf, math.inf
+        if not np.isfinite(m.cell_voltage_v).all():
+            return math.inf, math.inf  # an unreadable cell: its sensor fault deals with it
+        rest_v = m.cell_voltage_v - i_a * r_ohm  # charging lifts the terminals
         charge_a = float(np.min((self.ceiling_v - rest_v) / r_ohm))
         discharge_a = float(np.min((rest_v - self.floor_v) / r_ohm))
         return max(charge_a, 0.0), max(discharge_a, 0.0)
