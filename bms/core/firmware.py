@@ -46,6 +46,10 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.SERVICE: frozenset(),
 }
 
+# A reading that has not changed while the pack's mean reading moved this much should have:
+# several converter steps, well above the mean's noise.
+STUCK_PACK_MOVE_V = 0.005
+
 NEGATIVE = Contactors(negative=True)
 PRECHARGING = Contactors(negative=True, precharge=True)
 CLOSING = Contactors(negative=True, precharge=True, positive=True)
@@ -132,7 +136,9 @@ class Firmware:
         self._bleeding = False
         self._open_wire_hold_v = 0.0
         self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
-        self._changed_at_s = np.zeros(n_series)  # when each reading last changed
+        self._last_v_s = 0.0  # when they were read
+        self._stuck_s = np.zeros(n_series)  # how long each has repeated while the pack moved
+        self._mean_at_change_v = np.zeros(n_series)  # the mean reading when each last changed
         self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
         self._open_wire_spread_v = _open_wire_spread_v(self.cfg)
         self.floor_v, self.ceiling_v = voltage_window_v(self.cfg, chemistry.thresholds.charge_v)
@@ -293,12 +299,8 @@ class Firmware:
             self._open_wire_hold_v = (
                 self._open_wire_v(v) if v_max - v_min > self._open_wire_spread_v else 0.0)
         open_wire_v = self._open_wire_hold_v
-        if self._last_v is None:
-            self._changed_at_s = np.full(v.shape, self.last_s)
-        else:
-            self._changed_at_s = np.where(v != self._last_v, self.last_s, self._changed_at_s)
-        self._last_v = v
-        stuck_s = math.inf if unreadable else self.last_s - float(self._changed_at_s.min())
+        self._count_repeats(v)
+        stuck_s = math.inf if unreadable else float(self._stuck_s.max())
         # The SoC estimates of the step before: this step's come after protection.
         e = self.estimate
         rest_soc_drop = 0.0 if e is None else self.rest_drift.update(
@@ -318,6 +320,24 @@ class Firmware:
         q = self.quantities
         q[:] = [figures[quantity.name] for quantity in QUANTITIES]
         return q
+
+    def _count_repeats(self, v: np.ndarray) -> None:
+        """How long each reading has repeated to the bit while the pack moved. At rest, or
+        held at constant voltage, readings that do not move are right, and noise smaller
+        than the converter's step leaves some readings unchanged for hours: time counts for
+        a reading only once the pack's mean reading has moved `STUCK_PACK_MOVE_V` since it
+        last changed, so a reading is stuck when it stands still while the pack does not."""
+        mean_v = float(v.mean())
+        if self._last_v is None or self._last_v.shape != v.shape:
+            self._stuck_s = np.zeros(v.shape)
+            self._mean_at_change_v = np.full(v.shape, mean_v)
+        else:
+            changed = v != self._last_v
+            self._mean_at_change_v = np.where(changed, mean_v, self._mean_at_change_v)
+            should_move = np.abs(mean_v - self._mean_at_change_v) > STUCK_PACK_MOVE_V
+            dt_s = self.last_s - self._last_v_s
+            self._stuck_s = np.where(changed, 0.0, self._stuck_s + dt_s * should_move)
+        self._last_v, self._last_v_s = v, self.last_s
 
     def _figure(self, quantity: str) -> float:
         """This step's figure of one quantity."""
@@ -348,7 +368,7 @@ class Firmware:
             case Offender.CELL_OFF_THE_MEAN:
                 return int(np.argmax(np.abs(v - v.mean())))
             case Offender.STUCK_CELL:
-                return int(np.argmin(self._changed_at_s))
+                return int(np.argmax(self._stuck_s))
             case Offender.SOC_DROP_CELL if self.estimate is not None:
                 return self.rest_drift.worst_cell(self.estimate.cell_soc
                                                   + self.estimate.cell_bled_soc)

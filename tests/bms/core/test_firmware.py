@@ -287,13 +287,16 @@ def test_a_healthy_pack_at_rest_shows_no_self_discharge():
     assert "CELL_SELF_DISCHARGE" not in bench.names()
 
 
-def test_stuck_cell_reading_is_a_voltage_sensor_fault():
+def test_stuck_cell_reading_is_a_voltage_sensor_fault_once_the_pack_moves():
+    """At rest an unchanging reading is right (nothing moves the cell); under a load the
+    others move, and a reading that does not is stuck: its 10 s count starts once the pack's
+    mean reading has moved 5 mV since the reading last changed."""
     bench = Bench()
     bench.run(5.0)
     bench.inject("0:sensor-stuck:cell=2")
-    bench.run(9.0)
-    assert "VOLTAGE_SENSOR_FAULT" not in bench.names()
-    bench.run(2.0)
+    bench.run(30.0)
+    assert "VOLTAGE_SENSOR_FAULT" not in bench.names()  # at rest: nothing to tell it by
+    bench.run(20.0, demand_a=-1.5)
     raised = [e for e in bench.events if e.name == "VOLTAGE_SENSOR_FAULT"]
     assert raised and raised[0].index == 1
     assert bench.fw.state == "FAULT"

@@ -8,6 +8,7 @@ import pytest
 
 from bms.core.firmware import Firmware
 from bms.data.presets import PRESETS
+from hil.injections import parse_injection
 from hil.loads import constant
 from hil.pack import PackSpec, SimulatedPack
 from hil.runner import RunOptions, run
@@ -76,3 +77,25 @@ def test_the_voltage_window_lies_inside_the_warnings_and_is_published(chemistry)
     act = firmware.step(pack.measure(), 0.0)
     assert act.charge_voltage_limit_v == pytest.approx(16 * firmware.ceiling_v)
     assert act.discharge_voltage_limit_v == pytest.approx(16 * firmware.floor_v)
+
+
+def test_hours_of_rest_at_a_1_s_measurement_period_raise_nothing():
+    """Identical 1 mV readings are normal at rest: not a stuck converter."""
+    pack = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=16, initial_soc=0.6), 1.0)
+    firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
+    result = run(pack, firmware, constant(0.0, "a"), RunOptions(duration_s=6 * 3600.0,
+                                                                 tick_s=1.0))
+    assert result.totals.events == [] and result.last.state == "RUN"
+
+
+def test_a_stuck_reading_under_load_at_a_1_s_period_trips_within_its_row():
+    pack = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=16, initial_soc=0.6), 1.0)
+    firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
+    firmware.request("run")
+    options = RunOptions(duration_s=120.0, tick_s=1.0,
+                         injections=(parse_injection("60:sensor-stuck:cell=7", 16,
+                                                     pack.sensors.n_temp),))
+    result = run(pack, firmware, constant(-1.5, "a"), options)
+    stuck = [e for e in result.totals.events if e.name == "VOLTAGE_SENSOR_FAULT"]
+    # its 10 s count starts once the pack's mean reading has moved 5 mV: some seconds at 1C
+    assert stuck and stuck[0].index == 6 and 70.0 <= stuck[0].t_s <= 90.0
