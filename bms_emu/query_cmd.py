@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[pm.Command, int]] = {
     "standby": (pm.Command.STANDBY, 0),
     "storage": (pm.Command.STORAGE, 0),
     "clear-faults": (pm.Command.CLEAR_FAULTS, 0),
+    "service-reset": (pm.Command.SERVICE_RESET, 0),
     "balancing-off": (pm.Command.BALANCING_MODE, pm.BalancingMode.OFF),
     "balancing-voltage": (pm.Command.BALANCING_MODE, pm.BalancingMode.VOLTAGE),
     "balancing-soc": (pm.Command.BALANCING_MODE, pm.BalancingMode.SOC),

@@ -59,6 +59,7 @@ class Command(IntEnum):
     STORAGE = 3
     CLEAR_FAULTS = 4
     BALANCING_MODE = 5  # argument: a BalancingMode
+    SERVICE_RESET = 6  # a service action: clears hardware faults and a lockout too
 
 
 class BalancingMode(IntEnum):

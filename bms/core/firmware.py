@@ -46,6 +46,11 @@ TRANSITIONS: dict[State, frozenset[State]] = {
     State.SERVICE: frozenset(),
 }
 
+# Faults of the hardware or of the firmware itself: clear-faults cannot clear them, only a
+# service action (`service-reset`), which the fault log records.
+HARDWARE_FAULTS = frozenset({"CONTACTOR_WELDED", "PRECHARGE_FAILED", "INTERNAL_ERROR"})
+SERVICE_NOTE = "cleared by a service action (service-reset)"
+
 # A reading that has not changed while the pack's mean reading moved this much should have:
 # several converter steps, well above the mean's noise.
 STUCK_PACK_MOVE_V = 0.005
@@ -121,6 +126,11 @@ class Firmware:
         self.state = State.INIT
         self.requested = "run"
         self.clear_requested = False
+        self.service_requested = False
+        # FAULTs that tripped lockout_trips times within lockout_window_s: the contactors stay
+        # open until a service action; the times each FAULT tripped, newest last.
+        self.locked_out: set[str] = set()
+        self._trips_s: dict[str, list[float]] = {}
         self.soc = 0.0
         self.last_s: float | None = None
         self.last_measurement_s: float | None = None
@@ -152,11 +162,15 @@ class Firmware:
     # --- host interface ------------------------------------------------------------
 
     def request(self, name: str) -> None:
-        """Host request: `run`, `standby`, `storage` or `clear-faults`."""
+        """Host request: `run`, `standby`, `storage`, `clear-faults` (every fault whose
+        cause is gone, but no hardware fault and nothing locked out) or `service-reset` (a
+        service action: clears those too)."""
         if name not in HOST_REQUESTS:
             raise ValueError(f"unknown request {name!r}; allowed: {', '.join(HOST_REQUESTS)}")
         if name == "clear-faults":
             self.clear_requested = True
+        elif name == "service-reset":
+            self.service_requested = True
         else:
             self.requested = name
 
@@ -224,14 +238,22 @@ class Firmware:
         self.last = m
 
         q = self._quantities(m)
-        for change in self.protection.evaluate(q, now_s, self.clear_requested):
+        service = self.service_requested
+        if service:
+            self.locked_out.clear()
+            self._trips_s.clear()
+        clear = service or (self.clear_requested and not self.locked_out)
+        note = SERVICE_NOTE if service else ""
+        for change in self.protection.evaluate(q, now_s, clear):
             row = self.protection.rows[change.row]
             self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
                                          change.action, self._offender(row.quantity, m),
-                                         self.protection.last_value(change.row)))
-        if self.clear_requested:  # with a measurement in hand, a timeout is over too
+                                         self.protection.last_value(change.row)),
+                      note if change.action == "cleared" else "")
+        if clear:  # with a measurement in hand, a timeout is over too
             for name in sorted(self.event_faults):
-                self._clear_event_fault(events, now_s, name)
+                if service or name not in HARDWARE_FAULTS:
+                    self._clear_event_fault(events, now_s, name, note)
         self._count(m, q, since_measurement_s)
         self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
@@ -250,7 +272,7 @@ class Firmware:
         if mask is not self._mask:
             self._mask = mask
             self._bleeding = bool(mask.any())
-        self.clear_requested = False
+        self.clear_requested = self.service_requested = False
         return self._actuation(events, mask)
 
     # --- pieces ----------------------------------------------------------------------
@@ -589,12 +611,15 @@ class Firmware:
         self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], Level.FAULT, "raised",
                                      index, value), note)
 
-    def _clear_event_fault(self, events, now_s, name) -> None:
+    def _clear_event_fault(self, events, now_s, name, note: str = "") -> None:
         self.event_faults.discard(name)
-        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], Level.FAULT, "cleared"))
+        self._log(events, FaultEvent(now_s, name, FAULT_CODES[name], Level.FAULT, "cleared"),
+                  note)
 
     def _log(self, events: list[FaultEvent], event: FaultEvent, note: str = "") -> None:
         events.append(event)
+        if event.level == Level.FAULT and event.action == "raised":
+            note = note or self._count_trip(event.name, event.t_s)
         m = self.last
         snapshot = {"state": self.state, "soc_pct": round(self.soc * 100.0, 2)}
         try:
@@ -608,6 +633,17 @@ class Firmware:
         if note:
             snapshot["note"] = note
         self.log.record(event, snapshot)
+
+    def _count_trip(self, name: str, now_s: float) -> str:
+        """Counts a FAULT's trip; the note for the log when it locks the pack out."""
+        window_s = self.cfg.lockout_window_s
+        trips = [t for t in self._trips_s.get(name, []) if now_s - t < window_s] + [now_s]
+        self._trips_s[name] = trips
+        if len(trips) < self.cfg.lockout_trips or name in self.locked_out:
+            return ""
+        self.locked_out.add(name)
+        return (f"locked out: {len(trips)} trips within {window_s:g} s; clear-faults is "
+                "refused until a service action (service-reset)")
 
     def _actuation(self, events: list[FaultEvent], mask: np.ndarray) -> Actuation:
         if self.state != State.RUN or self.fault_active:

@@ -38,7 +38,7 @@ class State(StrEnum):
 
 
 _STATE_ORDER: tuple[State, ...] = tuple(State)
-HOST_REQUESTS = ("standby", "run", "storage", "clear-faults")
+HOST_REQUESTS = ("standby", "run", "storage", "clear-faults", "service-reset")
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,6 +135,10 @@ class FirmwareConfig:
     measurement_timeout_s: float = 1.0
     rest_current_a: float = 0.2  # below this the pack is at rest
     fault_log_size: int = 1000
+    # The same FAULT this many times within the window locks the contactors open: only a
+    # service action (`service-reset`) clears it, not clear-faults.
+    lockout_trips: int = 3
+    lockout_window_s: float = 600.0
 
 
 def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> FirmwareConfig:

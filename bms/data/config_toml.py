@@ -48,6 +48,10 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("limits", "cold_charge_min_fraction"): (
         "fraction 0..1", "share of the charge limit left at the charge minimum temperature"),
     ("limits", "alarm_fraction"): ("fraction 0..1", "an active ALARM cuts limits to this share"),
+    ("", "lockout_trips"): (
+        "trips", "the same FAULT this many times within lockout_window_s locks the contactors "
+        "open until a service action (service-reset); clear-faults no longer clears it"),
+    ("", "lockout_window_s"): ("s", "the window lockout_trips counts in"),
     ("limits", "discharge_stop_margin_v"): (
         "V", "the discharge limit reaches 0 where the weakest cell, under the current it "
         "allows, would stand this far above the highest under-voltage threshold"),
@@ -195,6 +199,8 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("limits", "soc_taper"): lambda p: Bound(0.0, 1.0, low_open=True),
     ("limits", "cold_charge_min_fraction"): lambda p: FRACTION,
     ("limits", "alarm_fraction"): lambda p: FRACTION,
+    ("", "lockout_trips"): lambda p: Bound(1, 100),
+    ("", "lockout_window_s"): lambda p: Bound(1.0, 7 * 86400.0, why="a week"),
     ("limits", "discharge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
     ("limits", "charge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
     ("precharge", "done_fraction"): lambda p: Bound(0.0, 1.0, low_open=True),

@@ -14,7 +14,8 @@ VALUE_KINDS = {"float": pm.ValueKind.FLOAT, "int": pm.ValueKind.INT,
                "bool": pm.ValueKind.BOOL, "choice": pm.ValueKind.CHOICE}
 # A protocol command and the host request it makes of the firmware.
 COMMAND_REQUESTS = {pm.Command.RUN: "run", pm.Command.STANDBY: "standby",
-                    pm.Command.STORAGE: "storage", pm.Command.CLEAR_FAULTS: "clear-faults"}
+                    pm.Command.STORAGE: "storage", pm.Command.CLEAR_FAULTS: "clear-faults",
+                    pm.Command.SERVICE_RESET: "service-reset"}
 # The wire's code of a balancing mode and the firmware's mode share the member's name.
 BALANCING_MODES: dict[pm.BalancingMode, BalancingMode] = {
     code: BalancingMode[code.name] for code in pm.BalancingMode}

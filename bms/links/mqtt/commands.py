@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 COMMANDS = ("state", "clear-faults", "balancing", "config")
 # The words each command takes, from the device's own tables (the protocol's order).
 STATE_WORDS: dict[str, pm.Command] = {
-    word: command for command, word in COMMAND_REQUESTS.items() if word != "clear-faults"}
+    word: command for command, word in COMMAND_REQUESTS.items()
+    if word not in ("clear-faults", "service-reset")}  # a service action is not for MQTT
 MODE_WORDS: dict[str, pm.BalancingMode] = {word: mode for mode, word in BALANCING_MODES.items()}
 LIMIT_WORDS = {"state": tuple(STATE_WORDS), "balancing": tuple(MODE_WORDS)}
 # The error codes that are not the protocol's (those are pm.ErrorCode names).

@@ -160,6 +160,52 @@ def test_welded_contactor_is_detected_after_an_open_command():
     assert bench.fw.state == "FAULT"
 
 
+def test_clear_faults_cannot_clear_a_weld_and_a_service_action_can():
+    bench = Bench()
+    bench.run(10.0, demand_a=-0.5)
+    bench.inject("0:contactor-weld:contactor=positive")
+    bench.inject("0:contactor-weld:contactor=negative")
+    bench.fw.request("standby")
+    bench.run(bench.fw.cfg.contactors.weld_check_s + 6.0, demand_a=-0.5)
+    assert "CONTACTOR_WELDED" in bench.names()
+    for _ in range(3):  # a host that keeps clearing
+        bench.fw.request("clear-faults")
+        bench.run(2.0)
+    assert "CONTACTOR_WELDED" not in bench.names("cleared") and bench.fw.state == "FAULT"
+    bench.fw.request("service-reset")
+    bench.run(1.0)
+    assert "CONTACTOR_WELDED" in bench.names("cleared")
+    cleared = [e for e in bench.fw.log.entries if e.event.name == "CONTACTOR_WELDED"
+               and e.event.action == "cleared"]
+    assert "service" in cleared[-1].snapshot["note"]
+
+
+def test_the_same_fault_three_times_in_ten_minutes_locks_the_pack_out_until_service():
+    """A host that clears a fault whose cause comes back (a short that keeps returning)
+    gets the pack back twice; the third trip locks it out."""
+    bench = Bench()
+    bench.fw.request("run")
+    bench.run(10.0)
+    closings = []
+    for _ in range(5):
+        bench.inject("0:sensor-offset:cell=2,offset_v=1.5")  # an implausible reading
+        bench.run(3.0)
+        assert bench.fw.state == "FAULT"
+        bench.inject("0:sensor-offset:cell=2,offset_v=-1.5")  # offsets add up
+        bench.fw.request("clear-faults")
+        bench.run(15.0)
+        closings.append(bench.history[-1][1].contactors.main_closed)
+    assert closings == [True, True, False, False, False]
+    # the implausible reading trips its sensor row and the over-voltage FAULT alike
+    assert bench.fw.locked_out == {"VOLTAGE_SENSOR_FAULT", "CELL_OVERVOLTAGE"}
+    assert bench.names().count("VOLTAGE_SENSOR_FAULT") == 3  # it never closed again
+    locked = [e for e in bench.fw.log.entries if "locked out" in e.snapshot.get("note", "")]
+    assert len(locked) == 2
+    bench.fw.request("service-reset")
+    bench.run(15.0)
+    assert not bench.fw.locked_out and bench.history[-1][1].contactors.main_closed
+
+
 def test_no_weld_is_reported_on_a_clean_open():
     bench = Bench()
     bench.run(10.0)
@@ -198,12 +244,13 @@ def test_every_state_has_its_row_and_every_run_keeps_to_the_table():
     bench.run(10.0)
     bench.inject("0:sensor-offset:cell=2,offset_v=1.5")  # past what a working sensor reads
     bench.run(5.0)
-    bench.inject("0:sensor-offset:cell=2,offset_v=0")
+    bench.inject("0:sensor-offset:cell=2,offset_v=-1.5")  # offsets add up
     bench.fw.request("clear-faults")
     bench.run(10.0)
     seen = [a.state for _, a in bench.history]
     moves = {(s, t) for s, t in zip(seen, seen[1:], strict=False) if s != t}
     assert {State.PRECHARGE, State.RUN, State.FAULT} <= set(seen)
+    assert (State.FAULT, State.STANDBY) in moves
     assert all(t in TRANSITIONS[s] or t == State.FAULT for s, t in moves), moves
     assert "INTERNAL_ERROR" not in bench.names()
 

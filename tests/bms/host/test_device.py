@@ -483,7 +483,7 @@ def test_balancing_mode_command_sets_the_configuration(bench, mode):
 
 
 @pytest.mark.parametrize(("command", "argument"), [
-    (0, 0), (6, 0), (255, 0),  # no such command
+    (0, 0), (7, 0), (255, 0),  # no such command
     (pm.Command.BALANCING_MODE, 3), (pm.Command.BALANCING_MODE, 255),  # no such mode
 ])
 def test_a_bad_command_or_mode_changes_nothing(bench, command, argument):
