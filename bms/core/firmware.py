@@ -350,6 +350,9 @@ class Firmware:
         a reading only once the pack's mean reading has moved `STUCK_PACK_MOVE_V` since it
         last changed, so a reading is stuck when it stands still while the pack does not."""
         mean_v = float(v.mean())
+        if not math.isfinite(mean_v):  # an unreadable cell: the sensor rows deal with it
+            self._last_v = None
+            return
         if self._last_v is None or self._last_v.shape != v.shape:
             self._stuck_s = np.zeros(v.shape)
             self._mean_at_change_v = np.full(v.shape, mean_v)

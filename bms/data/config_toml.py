@@ -186,7 +186,11 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("", "measurement_timeout_s"): lambda p: Bound(0.0, MAX_MEASUREMENT_TIMEOUT_S,
                                                    low_open=True,
                                                    why="a silent rig must open the contactors"),
-    ("", "rest_current_a"): lambda p: NON_NEGATIVE,
+    # "At rest" also means "not charging" to the charge-temperature rows: a larger one
+    # would switch them off.
+    ("", "rest_current_a"): lambda p: Bound(0.0, max(0.25 * p.capacity_ah, 1.0),
+                                            why="a quarter C (1 A for a small pack): a pack "
+                                            "charging faster is not at rest"),
     # The protocol's fault log page counts entries in 16 bits.
     ("", "fault_log_size"): lambda p: Bound(1, 65535, why="what the protocol's fault log "
                                             "pages can count"),
@@ -203,13 +207,22 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("", "lockout_window_s"): lambda p: Bound(1.0, 7 * 86400.0, why="a week"),
     ("limits", "discharge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
     ("limits", "charge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
-    ("precharge", "done_fraction"): lambda p: Bound(0.0, 1.0, low_open=True),
-    ("precharge", "done_current_a"): lambda p: POSITIVE,
-    ("precharge", "timeout_s"): lambda p: POSITIVE,
-    ("precharge", "retries"): lambda p: NON_NEGATIVE,
-    ("precharge", "retry_wait_s"): lambda p: NON_NEGATIVE,
-    ("contactors", "weld_check_s"): lambda p: POSITIVE,
-    ("contactors", "weld_current_a"): lambda p: POSITIVE,
+    # The positive contactor closes only onto a bus charged near the pack voltage.
+    ("precharge", "done_fraction"): lambda p: Bound(0.8, 1.0,
+                                                    why="closing onto a bus further below "
+                                                    "the pack voltage is an inrush"),
+    ("precharge", "done_current_a"): lambda p: Bound(0.0, max(1.0, 0.5 * p.capacity_ah),
+                                                     low_open=True,
+                                                     why="half C: a precharge still drawing "
+                                                     "more has not finished"),
+    ("precharge", "timeout_s"): lambda p: Bound(0.0, 60.0, low_open=True, why="a minute"),
+    ("precharge", "retries"): lambda p: Bound(0, 10),
+    ("precharge", "retry_wait_s"): lambda p: Bound(0.0, 600.0, why="ten minutes"),
+    ("contactors", "weld_check_s"): lambda p: Bound(0.0, 60.0, low_open=True, why="a minute"),
+    ("contactors", "weld_current_a"): lambda p: Bound(0.0, max(2.0, 0.5 * p.capacity_ah),
+                                                      low_open=True,
+                                                      why="half C flowing through open "
+                                                      "contactors is a weld"),
     ("contactors", "weld_bus_fraction"): lambda p: Bound(0.0, 1.0, True, True),
     ("balancing", "mode"): lambda p: tuple(BalancingMode),
     ("balancing", "start_mv"): lambda p: Bound(0.0, 1e3 * _v_window(p).high, low_open=True,
@@ -551,14 +564,42 @@ def parse_config(data: dict, source: str, chem: Chemistry, n_series: int,
 
     if "protection" in data:
         rows = list(base.protection)
+        changed: set[int] = set()
         for i, table, where in _row_tables(problems, data["protection"],
                                            row_keys(base.protection)):
+            before = len(problems.items)
             values = _read_row(problems, where, table, rows[i], pack)
             rows[i] = dataclasses.replace(rows[i], **values)
+            if "threshold" in values and len(problems.items) == before:  # else said already
+                changed.add(i)
+        _check_level_order(problems, rows, changed)
         changes["protection"] = tuple(rows)
 
     problems.raise_if_any()
     return dataclasses.replace(base, **changes)
+
+
+def _check_level_order(problems: Problems, rows: list[ProtectionRow], changed: set[int]) -> None:
+    """In the direction of danger a fault's WARNING trips first, then its ALARM, then its
+    FAULT: a changed threshold may not pass the next level's (or fall short of the last)."""
+    keys = row_keys(tuple(rows))
+    order = list(Level)
+    groups: dict[tuple[str, str, bool], list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault((row.fault, row.quantity, row.above), []).append(i)
+    for members in groups.values():
+        members.sort(key=lambda i: order.index(rows[i].level))
+        for milder, severer in zip(members, members[1:], strict=False):
+            if not {milder, severer} & changed:
+                continue
+            low, high = rows[milder], rows[severer]
+            if _beyond(low.threshold, high.threshold, low.above):
+                i = milder if milder in changed else severer
+                direction = "above" if low.above else "below"
+                problems.add(f"protection.{'.'.join(keys[i])}.threshold", rows[i].threshold,
+                             f"the {low.level} ({_num(low.threshold)}) must trip before the "
+                             f"{high.level} ({_num(high.threshold)}): this row trips "
+                             f"{direction} its threshold")
 
 
 def _check_balancing(problems: Problems, merged, given: dict) -> None:

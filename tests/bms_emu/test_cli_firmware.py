@@ -90,14 +90,16 @@ SMALL = ["--series", "4", "--duration", "90s", "--profile", "rest"]
 
 
 def tightened_defaults(capsys, threshold_v: float) -> tuple[str, float]:
-    """`bms-emu config --defaults` output with the CELL_OVERVOLTAGE FAULT threshold changed;
-    returns the text and the default threshold it replaced."""
+    """`bms-emu config --defaults` output with the CELL_OVERVOLTAGE FAULT threshold changed
+    (and its WARNING and ALARM 20 and 10 mV under it: a WARNING trips before its ALARM,
+    an ALARM before its FAULT); returns the text and the default threshold it replaced."""
     assert main(["config", "--defaults", "--series", "4"]) == 0
     text = capsys.readouterr().out
     default_v = tomllib.loads(text)["protection"]["CELL_OVERVOLTAGE"]["FAULT"]["threshold"]
-    section = re.compile(r"(\[protection\.CELL_OVERVOLTAGE\.FAULT\]\nthreshold = )(\S+)")
-    text, n = section.subn(lambda m: f"{m.group(1)}{threshold_v}", text)
-    assert n == 1
+    for level, below_v in (("WARNING", 0.02), ("ALARM", 0.01), ("FAULT", 0.0)):
+        section = re.compile(rf"(\[protection\.CELL_OVERVOLTAGE\.{level}\]\nthreshold = )(\S+)")
+        text, n = section.subn(lambda m, v=threshold_v - below_v: f"{m.group(1)}{v:.3f}", text)
+        assert n == 1
     data = tomllib.loads(text)
     assert data["protection"]["CELL_OVERVOLTAGE"]["FAULT"]["threshold"] == threshold_v
     return text, default_v

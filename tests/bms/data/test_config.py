@@ -120,9 +120,21 @@ def test_tightening_is_accepted():
 [limits]
 max_charge_a = 1.0
 max_discharge_a = 3.0
+[protection.CELL_OVERVOLTAGE.WARNING]
+threshold = 3.96
+release = 3.9
+[protection.CELL_OVERVOLTAGE.ALARM]
+threshold = 3.98
+release = 3.9
 [protection.CELL_OVERVOLTAGE.FAULT]
 threshold = 4.0
 release = 3.9
+[protection.CHARGE_UNDERTEMP.WARNING]
+threshold = -6.0
+release = -1.0
+[protection.CHARGE_UNDERTEMP.ALARM]
+threshold = -8.0
+release = -3.0
 [protection.CHARGE_UNDERTEMP.FAULT]
 threshold = -10.0
 release = -5.0
@@ -220,7 +232,7 @@ BAD = [
     ("[limits]\nmax_discharge_a = 4.6", "limits.max_discharge_a",
      "must be within [0, 4.5] (the chemistry's max discharge 3 C x 1.5 Ah)"),
     ("[limits]\nalarm_fraction = 1.5", "limits.alarm_fraction", "must be within [0, 1]"),
-    ("[precharge]\nretries = -1", "precharge.retries", "must be at least 0"),
+    ("[precharge]\nretries = -1", "precharge.retries", "must be within [0, 10]"),
     ("[precharge]\nretries = true", "precharge.retries", "must be an integer"),
     ("[contactors]\nweld_bus_fraction = 1.0", "contactors.weld_bus_fraction",
      "must be within (0, 1)"),
@@ -309,7 +321,7 @@ threshold = 1.0
 def test_nothing_of_a_bad_file_is_applied(tmp_path):
     """One bad key refuses the whole file: the good keys beside it are not applied either,
     and only the bad one is reported."""
-    good = "fault_log_size = 50\n[protection.CELL_OVERVOLTAGE.FAULT]\nthreshold = 4.0\n"
+    good = "fault_log_size = 50\n[protection.CELL_OVERVOLTAGE.FAULT]\nthreshold = 4.06\n"
     path = tmp_path / "fw.toml"
     path.write_text(good + "[limits]\nmax_charge_a = 99.0\n")
     with pytest.raises(InputError) as failed:
@@ -318,7 +330,7 @@ def test_nothing_of_a_bad_file_is_applied(tmp_path):
     path.write_text(good)
     cfg = load_config(path, NFM, N, AH)
     assert cfg.fault_log_size == 50
-    assert row(cfg, "CELL_OVERVOLTAGE", "FAULT").threshold == 4.0
+    assert row(cfg, "CELL_OVERVOLTAGE", "FAULT").threshold == 4.06
 
 
 def test_unreadable_files_and_bad_toml_are_named(tmp_path):
@@ -387,3 +399,35 @@ def test_a_default_as_shown_in_its_message_is_accepted(with_sensor_rows, monkeyp
     assert "must not exceed the default 4.4 " in problem
     cfg = parse("[protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_max]\nthreshold = 4.4")
     assert cfg.protection[0].threshold == 4.4
+
+
+@pytest.mark.parametrize(("data", "named"), [
+    ({"rest_current_a": 1e9}, "rest_current_a"),  # would switch off the charge-temp rows
+    ({"precharge": {"done_fraction": 1e-6}}, "precharge.done_fraction"),
+    ({"precharge": {"done_current_a": 1e9}}, "precharge.done_current_a"),
+    ({"precharge": {"timeout_s": 1e9}}, "precharge.timeout_s"),
+    ({"precharge": {"retries": 2_000_000_000}}, "precharge.retries"),
+    ({"contactors": {"weld_check_s": 1e9}}, "contactors.weld_check_s"),
+    ({"contactors": {"weld_current_a": 1e9}}, "contactors.weld_current_a"),
+    ({"lockout_trips": 10**6}, "lockout_trips"),
+    ({"protection": {"CELL_OVERVOLTAGE": {"WARNING": {"threshold": 4.07}}}},
+     "protection.CELL_OVERVOLTAGE.WARNING.threshold"),
+    ({"protection": {"CELL_UNDERVOLTAGE": {"ALARM": {"threshold": 1.95, "release": 2.2}}}},
+     "protection.CELL_UNDERVOLTAGE.ALARM.threshold"),
+])
+def test_a_value_that_would_defeat_protection_is_refused(data, named):
+    """Every parameter has a safe range, and a WARNING trips before its ALARM before its
+    FAULT in the direction of danger: a value past either is refused, naming it."""
+    chem = PRESETS["na-nfm"]
+    with pytest.raises(InputError) as caught:
+        parse_config(data, "host", chem, 16, chem.capacity_ah)
+    assert any(p.startswith(named + " = ") for p in caught.value.problems), caught.value
+
+
+def test_levels_may_be_moved_together_in_order():
+    chem = PRESETS["na-nfm"]
+    cfg = parse_config({"protection": {"CELL_OVERVOLTAGE": {
+        "WARNING": {"threshold": 3.98, "release": 3.9},
+        "ALARM": {"threshold": 4.0, "release": 3.92}}}}, "host", chem, 16, chem.capacity_ah)
+    over = {r.level: r.threshold for r in cfg.protection if r.fault == "CELL_OVERVOLTAGE"}
+    assert over["WARNING"] == 3.98 and over["ALARM"] == 4.0

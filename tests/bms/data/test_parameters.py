@@ -124,7 +124,7 @@ def test_kinds_choices_and_units():
     ("precharge.retries", 5.0, 5),  # an integral float for an int
     ("estimation.learn_offset_when_open", False, False),
     ("balancing.mode", "soc", "soc"),
-    ("protection.CELL_OVERVOLTAGE.FAULT.threshold", 4.05, 4.05),
+    ("protection.CELL_OVERVOLTAGE.FAULT.threshold", 4.06, 4.06),
     ("protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_min.debounce_s", 0.2, 0.2),
 ])
 def test_a_valid_value_is_set_and_reads_back(name, value, expected):
