@@ -49,6 +49,7 @@ KINDS: dict[str, dict[str, Param]] = {
     "temp-sensor-offset": {"sensor": _SENSOR,
                            "offset_c": Param("float", None, -100.0, 100.0, unit="°C")},
     "current-offset": {"offset_a": Param("float", None, -1e5, 1e5, unit="A")},
+    "pack-sensor-offset": {"offset_v": Param("float", None, -1e4, 1e4, unit="V")},
     "internal-short": {"cell": _CELL,
                        "resistance_ohm": Param("float", 100.0, 1e-3, 1e9, unit="ohm")},
     "cooling-failure": {"factor": Param("float", 10.0, 1.0, 1e4, unit="x")},
@@ -152,6 +153,8 @@ def apply_injection(pack: SimulatedPack, inj: Injection) -> None:
             s.temp_faults = True
         case "current-offset":
             s.extra_current_offset_a += p["offset_a"]
+        case "pack-sensor-offset":
+            s.pack_v_offset_v += p["offset_v"]
         case "internal-short":
             pack.cells.short_conductance_s[cell, 0] += 1.0 / p["resistance_ohm"]
         case "cooling-failure":

@@ -64,7 +64,7 @@ class SimulatedPack:
         self.energy_wh = self.capacity_ah * self.chem.nominal_v * spec.n_series
         self.charge_voltage_v = self.chem.thresholds.charge_v * spec.n_series
         shape = (spec.n_series, spec.n_parallel)
-        seeds = np.random.SeedSequence(spec.seed).spawn(5)
+        seeds = np.random.SeedSequence(spec.seed).spawn(6)  # the first five as ever
         spread_rng = np.random.default_rng(seeds[0])
         sp = spec.spread
         soc = np.clip(spec.initial_soc + sp.initial_soc * spread_rng.standard_normal(shape), 0, 1)
@@ -109,6 +109,7 @@ class SimulatedPack:
             current_a=self.sensors.read_current(self.current_a),
             bus_voltage_v=self.power_path.bus_v,
             contactors=self.power_path.actual,
+            pack_voltage_v=self.sensors.read_pack_voltage(self.pack_voltage_v),
         )
 
     def actuate(self, act: Actuation) -> None:

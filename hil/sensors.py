@@ -23,6 +23,11 @@ class SensorSpec:
     temp_noise_c: float = 0.1  # rms
     temp_lsb_c: float = 0.1
     cells_per_temp_sensor: int = 4
+    # The pack's own voltage sensor (a divider inside the contactors, beside the AFE's cell
+    # channels): what the firmware checks the sum of the cells against.
+    pack_v_gain_error: float = 1e-3  # standard deviation of the relative gain error
+    pack_v_noise_v: float = 0.01  # rms
+    pack_v_lsb_v: float = 0.01
 
 
 class NoiseStream:
@@ -57,13 +62,16 @@ class Sensors:
         self.group_starts = np.arange(0, n_series, spec.cells_per_temp_sensor)
         self.group_sizes = np.diff(np.append(self.group_starts, n_series))
         self.n_temp = self.group_starts.size
-        voltage_rng, current_rng, temp_rng, bias_rng = rngs
+        voltage_rng, current_rng, temp_rng, bias_rng, pack_v_rng = rngs
         self.voltage_noise = NoiseStream(voltage_rng, n_series, spec.cell_noise_v)
         self.current_noise = NoiseStream(current_rng, 1, spec.current_noise_c * one_c_a)
         self.temp_noise = NoiseStream(temp_rng, self.n_temp, spec.temp_noise_c)
         sign = 1.0 if bias_rng.random() < 0.5 else -1.0
         self.current_offset_a = sign * spec.current_offset_c * one_c_a
         self.current_gain = 1.0 + spec.current_gain_error * float(bias_rng.standard_normal())
+        self.pack_v_noise = NoiseStream(pack_v_rng, 1, spec.pack_v_noise_v)
+        self.pack_v_gain = 1.0 + spec.pack_v_gain_error * float(pack_v_rng.standard_normal())
+        self.pack_v_offset_v = 0.0  # injected
         # Injected faults (see hil.injections); all inactive by default.
         self.voltage_offset_v = np.zeros(n_series)
         self.voltage_stuck = np.zeros(n_series, dtype=bool)
@@ -92,6 +100,10 @@ class Sensors:
         np.rint(v, out=v)
         v *= self.spec.cell_lsb_v
         return v
+
+    def read_pack_voltage(self, true_v: float) -> float:
+        v = true_v * self.pack_v_gain + self.pack_v_offset_v + float(self.pack_v_noise.next()[0])
+        return round(v / self.spec.pack_v_lsb_v) * self.spec.pack_v_lsb_v
 
     def read_current(self, true_a: float) -> float:
         noise_a = float(self.current_noise.next()[0])

@@ -329,6 +329,9 @@ class Firmware:
             e.cell_soc + e.cell_bled_soc, i_a, e.reset_epoch, self.last_s)
         pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
         mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
+        sensed_v = m.pack_voltage_v
+        pack_mismatch_v = (abs(sensed_v - pack_v) if sensed_v is not None and not unreadable
+                           and math.isfinite(sensed_v) else 0.0)
         figures = {
             "cell_v_max": v_max, "cell_v_min": v_min, "pack_v": pack_v,
             "charge_temp_max": charge_t[0], "charge_temp_min": charge_t[1],
@@ -338,6 +341,7 @@ class Firmware:
             "temp_reading_max": t_reading[0], "temp_reading_min": t_reading[1],
             "idle_current_a": idle_a, "rest_soc_drop": rest_soc_drop,
             "reading_stuck_s": stuck_s, "current_step_mismatch_a": mismatch_a,
+            "pack_v_mismatch_v": pack_mismatch_v,
         }
         q = self.quantities
         q[:] = [figures[quantity.name] for quantity in QUANTITIES]

@@ -69,6 +69,9 @@ class Measurement:
     # Which bleed switches were on during the interval this measurement closes, as an AFE
     # or a recording reports them; None: as the firmware commanded.
     balancing: np.ndarray | None = None
+    # The pack's own voltage sensor, inside the contactors; None where there is none (a
+    # rig's frame does not carry it): the sum of the cells is then not checked against it.
+    pack_voltage_v: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

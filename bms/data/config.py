@@ -218,6 +218,11 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
         # Current measured while both main contactors are open: the sensor has an offset.
         ProtectionRow("CURRENT_SENSOR_FAULT", "ALARM", "idle_current_a", True,
                       0.05 * pack_capacity_ah, 0.02 * pack_capacity_ah, 5.0, 5.0),
+        # The pack voltage sensor and the sum of the cells disagree: one of them is off (a
+        # cell reading's offset, or the sensor's). The band: 0.1 V and 0.5 % of the pack.
+        ProtectionRow("VOLTAGE_SENSOR_FAULT", "ALARM", "pack_v_mismatch_v", True,
+                      0.1 + 0.005 * chem.nominal_v * n_series,
+                      0.05 + 0.0025 * chem.nominal_v * n_series, 5.0, 5.0),
     ]
     return FirmwareConfig(
         protection=tuple(rows),

@@ -62,6 +62,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("reading_stuck_s", "s",
              "how long a cell reading has repeated exactly while most others moved",
              Offender.STUCK_CELL),
+    Quantity("pack_v_mismatch_v", "V",
+             "the pack voltage sensor against the sum of the cell readings", magnitude=True),
     Quantity("current_step_mismatch_a", "A",
              "current step the cell voltages do not follow (a current sensor gone wrong)"),
 )

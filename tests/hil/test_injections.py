@@ -69,6 +69,7 @@ PARSE_CASES = {
     "temp-sensor-offset": [("1h30m:temp-sensor-offset:sensor=2,offset_c=-7.5", 5400.0,
                             {"sensor": 2, "offset_c": -7.5})],
     "current-offset": [("2d:current-offset:offset_a=2.5", 172800.0, {"offset_a": 2.5})],
+    "pack-sensor-offset": [("1m:pack-sensor-offset:offset_v=-0.5", 60.0, {"offset_v": -0.5})],
     "internal-short": [("5:internal-short:cell=5,resistance_ohm=50", 5.0,
                         {"cell": 5, "resistance_ohm": 50.0}),
                        ("5:internal-short:cell=5", 5.0, {"cell": 5, "resistance_ohm": 100.0})],
@@ -253,6 +254,18 @@ def test_current_offset_adds_to_the_current_reading():
     # Current noise 0.75 mA rms: averaged over 200 it is 0.05 mA.
     assert after - before == pytest.approx(2.5, abs=1e-3)
     assert pack.current_a == 0.0  # the true current is untouched
+
+
+def test_pack_sensor_offset_adds_to_the_pack_voltage_reading_only():
+    pack = make_pack()
+    run(pack, 1.0)
+    before = np.mean([pack.measure().pack_voltage_v for _ in range(200)])
+    cells = pack.measure().cell_voltage_v.sum()
+    inject(pack, "0:pack-sensor-offset:offset_v=-0.5")
+    after = np.mean([pack.measure().pack_voltage_v for _ in range(200)])
+    assert after - before == pytest.approx(-0.5, abs=5e-3)
+    assert before == pytest.approx(pack.pack_voltage_v, rel=5e-3)  # the sensor's accuracy
+    assert pack.measure().cell_voltage_v.sum() == pytest.approx(cells, abs=0.05)
 
 
 def test_internal_short_drains_its_cell_at_rest_and_warms_it():

@@ -22,7 +22,7 @@ DT_S = 0.1
 
 def make_sensors(spec: SensorSpec = IDEAL, n_series: int = 8, one_c_a: float = 1.5,
                  seed: int = 0) -> Sensors:
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)]
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
     return Sensors(spec, n_series, one_c_a, rngs)
 
 
