@@ -149,24 +149,25 @@ def test_latched_fault_needs_condition_gone_and_clear_request():
     assert "VOLTAGE_SENSOR_FAULT" in bench.names("cleared")
 
 
-def test_welded_contactor_is_detected_after_an_open_command():
+def welded() -> Bench:
+    """Both main contactors welded under a load, then commanded open (standby)."""
     bench = Bench()
     bench.run(10.0, demand_a=-0.5)
     bench.inject("0:contactor-weld:contactor=positive")
     bench.inject("0:contactor-weld:contactor=negative")
     bench.fw.request("standby")
     bench.run(bench.fw.cfg.contactors.weld_check_s + 6.0, demand_a=-0.5)
+    return bench
+
+
+def test_welded_contactor_is_detected_after_an_open_command():
+    bench = welded()
     assert "CONTACTOR_WELDED" in bench.names()
     assert bench.fw.state == "FAULT"
 
 
 def test_clear_faults_cannot_clear_a_weld_and_a_service_action_can():
-    bench = Bench()
-    bench.run(10.0, demand_a=-0.5)
-    bench.inject("0:contactor-weld:contactor=positive")
-    bench.inject("0:contactor-weld:contactor=negative")
-    bench.fw.request("standby")
-    bench.run(bench.fw.cfg.contactors.weld_check_s + 6.0, demand_a=-0.5)
+    bench = welded()
     assert "CONTACTOR_WELDED" in bench.names()
     for _ in range(3):  # a host that keeps clearing
         bench.fw.request("clear-faults")
