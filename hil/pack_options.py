@@ -109,8 +109,11 @@ def pack_spec(values: PackValues) -> PackSpec:
     )
 
 
-def build_pack(values: PackValues, tick_s: float) -> SimulatedPack:
-    return SimulatedPack(resolve_chemistry(values.chemistry), pack_spec(values), tick_s)
+def build_pack(values: PackValues, tick_s: float,
+               kind: type[SimulatedPack] = SimulatedPack) -> SimulatedPack:
+    """The simulated pack the values describe; `kind` a SimulatedPack with faults of its own
+    (a scenario's load that disregards the limits)."""
+    return kind(resolve_chemistry(values.chemistry), pack_spec(values), tick_s)
 
 
 @dataclass(frozen=True)

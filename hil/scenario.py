@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from bms.core.firmware import Firmware
 from bms.core.signals import Actuation, FaultEvent, Measurement
 from bms.data.faults import Level
-from bms.data.presets import resolve_chemistry
 from hil.loads import Demand, StepProfile
 from hil.pack import SimulatedPack
-from hil.pack_options import pack_spec
+from hil.pack_options import build_pack
 from hil.runner import RunOptions, run
 from hil.scenario_checks import ActiveRow, StepView, Verdict
 from hil.scenario_file import Action, Scenario
@@ -93,10 +92,10 @@ def active_rows(fw: Firmware) -> frozenset[ActiveRow]:
 
 
 def scenario_pack(sc: Scenario) -> SimulatedPack:
-    """The scenario's pack, by the same code as `run`'s (`hil.pack_options.pack_spec`),
+    """The scenario's pack, by the same code as `run`'s (`hil.pack_options.build_pack`),
     with the load's faults: limits disregarded, another charge voltage."""
-    cls = LimitBlindPack if sc.load.ignore_limits else SimulatedPack
-    pack = cls(resolve_chemistry(sc.pack.chemistry), pack_spec(sc.pack), sc.tick_s)
+    kind = LimitBlindPack if sc.load.ignore_limits else SimulatedPack
+    pack = build_pack(sc.pack, sc.tick_s, kind)
     if sc.load.charge_v_per_cell is not None:
         pack.charge_voltage_v = sc.load.charge_v_per_cell * pack.n_series
     return pack

@@ -69,10 +69,6 @@ STORAGE_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE",
 VOLTAGE_DOUBT = bitmap({"OPEN_WIRE", "VOLTAGE_SENSOR_FAULT"})
 
 
-# Where each quantity sits in the array the protection table reads.
-
-
-
 def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
     """An open wire moves two cells apart by twice its score: a smaller spread rules it out
     without looking closer."""
@@ -150,8 +146,7 @@ class Firmware:
         self._stuck_s = np.zeros(n_series)  # how long each has repeated while the pack moved
         self._mean_at_change_v = np.zeros(n_series)  # the mean reading when each last changed
         self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
-        self._open_wire_spread_v = _open_wire_spread_v(self.cfg)
-        self.floor_v, self.ceiling_v = voltage_window_v(self.cfg, chemistry.thresholds.charge_v)
+        self._derive_from(self.cfg)
         self.counters = Counters()
         self.event_faults: set[str] = set()  # latched faults raised outside the table
         self._undervoltage_suspended = False
@@ -188,9 +183,13 @@ class Firmware:
         self.rest_drift.rest_current_a = cfg.rest_current_a
         self.estimator.reconfigure(cfg.estimation, cfg.rest_current_a,
                                    cfg.balancing.bleed_resistor_ohm)
+        self._derive_from(cfg)
+        self.cfg = cfg
+
+    def _derive_from(self, cfg: FirmwareConfig) -> None:
+        """The figures the step reads from a configuration, worked out once per one."""
         self._open_wire_spread_v = _open_wire_spread_v(cfg)
         self.floor_v, self.ceiling_v = voltage_window_v(cfg, self.chem.thresholds.charge_v)
-        self.cfg = cfg
 
     @property
     def fault_active(self) -> bool:
@@ -254,7 +253,7 @@ class Firmware:
             for name in sorted(self.event_faults):
                 if service or name not in HARDWARE_FAULTS:
                     self._clear_event_fault(events, now_s, name, note)
-        self._count(m, q, since_measurement_s)
+        self._count(m, since_measurement_s)
         self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
@@ -407,7 +406,7 @@ class Firmware:
                 return int(np.argmin(t))
         return None
 
-    def _count(self, m: Measurement, q: np.ndarray, dt_s: float) -> None:
+    def _count(self, m: Measurement, dt_s: float) -> None:
         """Throughput always; voltage extremes only from readings not in doubt (an open
         sense wire's reading is not a cell's)."""
         c = self.counters
