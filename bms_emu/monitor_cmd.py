@@ -46,7 +46,8 @@ STALE_PERIODS = 3  # no telemetry for this many periods: subscribe again
 TELEMETRY = (pm.Status, pm.CellVoltages, pm.Temperatures, pm.BalancingState)
 WINDOW_PARAMS = ("protection.CELL_UNDERVOLTAGE.FAULT.threshold",
                  "protection.CELL_OVERVOLTAGE.FAULT.threshold")
-STATE_STYLES = {State.RUN: "bold green", State.FAULT: "bold red", State.PRECHARGE: "bold yellow"}
+STATE_STYLES = {State.RUN: "bold green", State.FAULT: "bold red", State.PRECHARGE: "bold yellow",
+                State.RECOVERY: "bold yellow"}
 
 
 @dataclass

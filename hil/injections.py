@@ -52,6 +52,7 @@ KINDS: dict[str, dict[str, Param]] = {
     "pack-sensor-offset": {"offset_v": Param("float", None, -1e4, 1e4, unit="V")},
     "internal-short": {"cell": _CELL,
                        "resistance_ohm": Param("float", 100.0, 1e-3, 1e9, unit="ohm")},
+    "internal-short-removed": {"cell": _CELL},  # every short across the cell taken away
     "cooling-failure": {"factor": Param("float", 10.0, 1.0, 1e4, unit="x")},
     "contactor-weld": {"contactor": Param("choice", "positive",
                                           choices=("positive", "negative", "precharge"))},
@@ -157,6 +158,8 @@ def apply_injection(pack: SimulatedPack, inj: Injection) -> None:
             s.pack_v_offset_v += p["offset_v"]
         case "internal-short":
             pack.cells.short_conductance_s[cell, 0] += 1.0 / p["resistance_ohm"]
+        case "internal-short-removed":
+            pack.cells.short_conductance_s[cell, 0] = 0.0
         case "cooling-failure":
             pack.thermal.set_cooling_factor(p["factor"])
         case "contactor-weld":

@@ -64,7 +64,7 @@ class SimulatedPack:
         self.energy_wh = self.capacity_ah * self.chem.nominal_v * spec.n_series
         self.charge_voltage_v = self.chem.thresholds.charge_v * spec.n_series
         shape = (spec.n_series, spec.n_parallel)
-        seeds = np.random.SeedSequence(spec.seed).spawn(6)  # the first five as ever
+        seeds = np.random.SeedSequence(spec.seed).spawn(7)  # the first six as ever
         spread_rng = np.random.default_rng(seeds[0])
         sp = spec.spread
         soc = np.clip(spec.initial_soc + sp.initial_soc * spread_rng.standard_normal(shape), 0, 1)
@@ -97,23 +97,33 @@ class SimulatedPack:
         self.group_v = self.cells.advance(0.0)
         self.pack_voltage_v = float(self.group_v.sum())
         self.balancing_on = False
+        self.wire_test_due = False  # the firmware asked for the AFE's open-wire test
         self.temperature_reading_c = self.sensors.read_temperatures(self.true_group_temperature_c)
 
     # --- what the firmware sees -------------------------------------------------------
 
     def measure(self) -> Measurement:
+        """The readings that close the tick just gone, with the open-wire test the last
+        actuation asked for (taken once: a second measure without an actuation has none)."""
         bleed = self.bleed_a if self.balancing_on else None
+        cell_v = self.sensors.read_voltages(self.group_v, bleed, self.dt_s)
+        wire_test_v = None
+        if self.wire_test_due:
+            self.wire_test_due = False
+            wire_test_v = self.sensors.read_wire_test(self.group_v, bleed)
         return Measurement(
-            cell_voltage_v=self.sensors.read_voltages(self.group_v, bleed, self.dt_s),
+            cell_voltage_v=cell_v,
             temperature_c=self.temperature_reading_c,
             current_a=self.sensors.read_current(self.current_a),
             bus_voltage_v=self.power_path.bus_v,
             contactors=self.power_path.actual,
             pack_voltage_v=self.sensors.read_pack_voltage(self.pack_voltage_v),
+            open_wire_test_v=wire_test_v,
         )
 
     def actuate(self, act: Actuation) -> None:
         self.power_path.command(act.contactors)
+        self.wire_test_due = act.open_wire_test  # run during the coming tick
         if act.balance_mask is not self.balancing:
             self.balancing = act.balance_mask
             self.balancing_on = bool(self.balancing.any())

@@ -62,8 +62,11 @@ class Sensors:
         self.group_starts = np.arange(0, n_series, spec.cells_per_temp_sensor)
         self.group_sizes = np.diff(np.append(self.group_starts, n_series))
         self.n_temp = self.group_starts.size
-        voltage_rng, current_rng, temp_rng, bias_rng, pack_v_rng = rngs
+        voltage_rng, current_rng, temp_rng, bias_rng, pack_v_rng, wire_test_rng = rngs
         self.voltage_noise = NoiseStream(voltage_rng, n_series, spec.cell_noise_v)
+        # The open-wire test's conversion has its own noise (and stream: the ordinary
+        # readings of a seeded run are the same whether or not tests are asked for).
+        self.wire_test_noise = NoiseStream(wire_test_rng, n_series, spec.cell_noise_v)
         self.current_noise = NoiseStream(current_rng, 1, spec.current_noise_c * one_c_a)
         self.temp_noise = NoiseStream(temp_rng, self.n_temp, spec.temp_noise_c)
         sign = 1.0 if bias_rng.random() < 0.5 else -1.0
@@ -100,6 +103,25 @@ class Sensors:
         np.rint(v, out=v)
         v *= self.spec.cell_lsb_v
         return v
+
+    def read_wire_test(self, true_v: np.ndarray, bleed_a: np.ndarray | None) -> np.ndarray:
+        """The AFE's open-wire test: a conversion of every channel with a test current
+        pulling each sense line down. An intact wire holds its tap (the test current times
+        the wire's resistance is microvolts: the reading is an ordinary one, with noise of
+        its own); an open one lets the tap fall to the tap below, so the cell below it reads
+        about 0 V and the cell above it both cells. Channel faults (offset, stuck) apply as
+        to the ordinary readings."""
+        v = true_v + self.wire_test_noise.next()
+        if bleed_a is not None:
+            drop_v = bleed_a * self.spec.sense_wire_ohm
+            v -= 2.0 * drop_v
+            v[1:] += drop_v[:-1]
+            v[:-1] += drop_v[1:]
+        if self.voltage_faults:
+            for wire in self.open_wires:
+                wire.pull_down(v)
+            v = np.where(self.voltage_stuck, self.voltage_stuck_v, v + self.voltage_offset_v)
+        return np.rint(v / self.spec.cell_lsb_v) * self.spec.cell_lsb_v
 
     def read_pack_voltage(self, true_v: float) -> float:
         v = true_v * self.pack_v_gain + self.pack_v_offset_v + float(self.pack_v_noise.next()[0])
@@ -142,3 +164,13 @@ class OpenWire:
         self.reading_v += (target_v - self.reading_v) * (1.0 - np.exp(-dt_s / self.tau_s))
         v[self.cell] = self.reading_v
         v[self.pair] = total_v - self.reading_v
+
+    def pull_down(self, v: np.ndarray) -> None:
+        """Under the open-wire test's pull-down current the floating tap follows the test
+        current (its filter capacitor is all that holds it: microamps empty it within the
+        test) to the tap below it. The tap's drift in the ordinary readings is left as it
+        was: the test is over in milliseconds, and the model does not follow the capacitor
+        back."""
+        lower, upper = min(self.cell, self.pair), max(self.cell, self.pair)
+        v[upper] += v[lower]
+        v[lower] = 0.0

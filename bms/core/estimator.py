@@ -7,12 +7,13 @@ Why and how: docs/internals.md, bms/core/estimator.py.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
 from bms.core.signals import Estimate, Measurement
-from bms.core.soc_filter import V1, V2, FilterNoise, SocFilter
-from bms.data.chemistry import Chemistry
+from bms.core.soc_filter import HYST, V1, V2, FilterNoise, SocFilter
+from bms.data.chemistry import FULL_TOLERANCE_V, Chemistry
 from bms.data.config import TEMP_PLAUSIBLE_C, EstimationConfig, cell_v_plausible
 
 ANCHOR_MIN_SOC = 0.3  # capacity needs anchors at least this far apart
@@ -25,6 +26,18 @@ RESISTANCE_EXCESS_MAX = 3.0  # a step's relative excess beyond this is not the r
 ECM_REFRESH_S = 10.0  # the estimator's model parameters are read from the table this often
 REST_RESET_EVERY_S = 60.0  # while a relaxed rest lasts, the voltage resets SoC this often
 MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
+
+
+class PackModel(NamedTuple):
+    """The pack as one cell of the model (`Estimator.pack_model`): the cells' resistances
+    summed, their time constants averaged, and how fast the pack's OCV rises per coulomb."""
+
+    r0_ohm: float
+    r1_ohm: float
+    tau1_s: float
+    r2_ohm: float
+    tau2_s: float
+    ocv_v_per_as: float
 
 
 def pack_soc(cell_soc: np.ndarray, capacity_ah: np.ndarray) -> float:
@@ -103,6 +116,12 @@ class Estimator:
         self._step_ref: tuple | None = None
         self._ecm_now = np.zeros((5, n_series))  # r0, r1, tau1, r2, tau2 at the last run
         self._ecm_table = self._ecm_now  # the same from the table, without learnt factors
+        self._pack_model = PackModel(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        # Each cell's SoC by its voltage alone, its doubt, and the cells' spread beyond it.
+        self._rest_soc = np.full(n_series, np.nan)
+        self._rest_soc_sigma = np.full(n_series, np.inf)
+        self._soc_spread = 0.0
+        self._pack_model_of: np.ndarray | None = None  # the _ecm_now it was worked out from
         self._ecm_due_s = -np.inf
         self._sensor_of_cell: np.ndarray | None = None
         self._sensor_count = 0
@@ -239,6 +258,7 @@ class Estimator:
         self.filter = SocFilter(self.chem, soc, sigma, self.noise)
         self._ecm(t, now_s)
         self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.x[:, 3], t)[0]
+        self._read_rest_soc(v, finite, i_a, t, r[0])
         self._publish(m, t)
 
     def _plausible(self, v: np.ndarray) -> np.ndarray:
@@ -302,6 +322,7 @@ class Estimator:
             f.observe_offset(mean_a, self._samples)
         i_a = m.current_a - f.offset_a
         self._events(v, valid, i_a, t, p[0], now_s)
+        self._read_rest_soc(v, valid, i_a, t, p[0])
         self._charge_as = 0.0
         self._bleed_as = np.zeros(self.n)
         self._elapsed_s = 0.0
@@ -330,7 +351,11 @@ class Estimator:
             self._full_done = False
         if i_a > self.rest_current_a:
             self._empty_done = False
-        if (not self._full_done and v_max >= self.charge_v - 0.01
+        # Full: at the charge voltage with the current tapered, the end of a CC-CV charge.
+        # The table's 100 % is that charge's limit (the charge branch at the charge voltage);
+        # the reset reads the SoC off the charge branch, the current's drop taken out, so a
+        # charge ended at the taper current reads a hair below 100 %, as it is.
+        if (not self._full_done and v_max >= self.charge_v - FULL_TOLERANCE_V
                 and 0.0 <= i_a <= cfg.full_taper_c * self.nominal_ah):
             self._full_done = True
             self._voltage_anchor(v, valid, i_a, t, r0_ohm, 1.0)
@@ -338,6 +363,29 @@ class Estimator:
                 and v_min <= self.undervoltage_v + cfg.empty_margin_v):
             self._empty_done = True
             self._voltage_anchor(v, valid, i_a, t, r0_ohm, -1.0)
+
+    def _read_rest_soc(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
+                       r0_ohm: np.ndarray) -> None:
+        """Each cell's SoC by its voltage alone - the model's resistive and RC drops taken
+        out, on the cell's hysteresis branch - and how far that reading may be off: the
+        model's error over the OCV slope there. The cells' spread is what is left of the
+        highest less its doubt over the lowest plus its: where the OCV is flat a voltage
+        says little, and the spread counts little. Without a valid reading all stand."""
+        if not valid.any():
+            return
+        f, cfg = self.filter, self.cfg
+        ir_v = r0_ohm * i_a
+        rc_v = f.x[:, V1] + f.x[:, V2]
+        soc, slope = self.chem.ocv.soc_on_branch(np.where(valid, v - ir_v - rc_v, 0.0),
+                                                 f.x[:, HYST], t)
+        doubt_v = math.hypot(cfg.voltage_noise_v, cfg.model_error_v) + self.noise.model_dynamic * (
+            np.abs(ir_v) + np.abs(f.x[:, V1]) + np.abs(f.x[:, V2]))
+        sigma = doubt_v / np.maximum(slope, 1e-6)
+        self._rest_soc = np.where(valid, soc, np.nan)
+        self._rest_soc_sigma = np.where(valid, sigma, np.inf)
+        high = float(np.max(soc - sigma, where=valid, initial=-np.inf))
+        low = float(np.min(soc + sigma, where=valid, initial=np.inf))
+        self._soc_spread = max(high - low, 0.0)
 
     def _voltage_anchor(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
                         r0_ohm: np.ndarray, branch: float | None,
@@ -373,6 +421,20 @@ class Estimator:
         learnt factors included; zeros before the first."""
         p = self._ecm_now
         return p[0] + p[1] + p[3]
+
+    def pack_model(self) -> PackModel:
+        """The pack as one cell of the model at the last filter run, learnt factors
+        included; all zeros before the first."""
+        p = self._ecm_now
+        if self._pack_model_of is not p:
+            f = self.filter
+            slope_v = f.ocv_slope_v if f is not None else np.zeros(self.n)
+            r0, r1, tau1, r2, tau2 = p.sum(axis=1)
+            self._pack_model = PackModel(
+                float(r0), float(r1), float(tau1) / self.n, float(r2), float(tau2) / self.n,
+                float((slope_v / (self.capacity_ah * 3600.0)).sum()))
+            self._pack_model_of = p
+        return self._pack_model
 
     # --- what is published --------------------------------------------------------------
 
@@ -412,4 +474,7 @@ class Estimator:
             remaining_wh=remaining_wh,
             runtime_s=None if present_w is None else remaining_wh * 3600.0 / present_w,
             runtime_reference_s=usable_wh(ref_w) * 3600.0 / ref_w,
+            cell_rest_soc=self._rest_soc,
+            cell_rest_soc_sigma=self._rest_soc_sigma,
+            soc_spread=self._soc_spread,
         )

@@ -16,7 +16,8 @@ from bms.core.counters import Counters
 from bms.core.current_check import CurrentCheck
 from bms.core.estimator import Estimator
 from bms.core.fault_log import FaultLog
-from bms.core.protection import Protection
+from bms.core.open_wire import OpenWireCheck
+from bms.core.protection import TIME_EPS_S, Protection, row_key
 from bms.core.rest_drift import RestDrift
 from bms.core.signals import (
     HOST_REQUESTS,
@@ -39,17 +40,23 @@ from bms.data.quantities import QUANTITIES, QUANTITY_BY_NAME, QUANTITY_INDEX, Of
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.INIT: frozenset({State.STANDBY}),
     State.STANDBY: frozenset({State.PRECHARGE, State.STORAGE}),
-    State.PRECHARGE: frozenset({State.RUN, State.STANDBY}),
+    State.PRECHARGE: frozenset({State.RUN, State.RECOVERY, State.STANDBY}),
     State.RUN: frozenset({State.STANDBY}),
-    State.FAULT: frozenset({State.STANDBY}),  # once every fault is cleared
-    State.STORAGE: frozenset({State.STANDBY}),  # once the pack passes its self-check
+    # Once every fault is cleared, or only under-voltage stands and a recovery charge starts.
+    State.FAULT: frozenset({State.STANDBY}),
+    # Once the pack passes its self-check, or its cells are below the release but
+    # plausible and a recovery charge starts.
+    State.STORAGE: frozenset({State.STANDBY}),
     State.SERVICE: frozenset(),
+    State.RECOVERY: frozenset({State.RUN, State.STANDBY}),  # cells back; or not asked to run
 }
 
 # Faults of the hardware or of the firmware itself: clear-faults cannot clear them, only a
 # service action (`service-reset`), which the fault log records.
 HARDWARE_FAULTS = frozenset({"CONTACTOR_WELDED", "PRECHARGE_FAILED", "INTERNAL_ERROR"})
 SERVICE_NOTE = "cleared by a service action (service-reset)"
+RECOVERY_NOTE = ("recovery charge: charge at limits.recovery_charge_a at most, no discharge, "
+                 "until every cell is back above the under-voltage release")
 
 # A reading that has not changed while the pack's mean reading moved this much should have:
 # several converter steps, well above the mean's noise.
@@ -59,10 +66,13 @@ NEGATIVE = Contactors(negative=True)
 PRECHARGING = Contactors(negative=True, precharge=True)
 CLOSING = Contactors(negative=True, precharge=True, positive=True)
 CLOSED = Contactors(negative=True, positive=True)
+TEMP_TAPER_C = 5.0  # limits fall to 0 over this last stretch before a temperature stop
 STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
-# Suspended in STORAGE, where cells may be taken to 0 V: there their voltages say nothing
-# of under-voltage, imbalance or sense wires.
-STORAGE_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
+# Suspended in STORAGE, where cells may be taken to 0 V, and during a recovery charge out of
+# under-voltage: there their voltages say nothing of under-voltage, imbalance or sense wires.
+LOW_CELL_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
+# The faults a recovery charge is the way out of.
+UNDERVOLTAGE = frozenset({"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE"})
 # While one of these is active the cell readings are in doubt: estimation counts charge
 # only, and takes nothing from the voltages (a reading pulled high by an open sense wire
 # would otherwise "prove" the cell full).
@@ -70,8 +80,8 @@ VOLTAGE_DOUBT = bitmap({"OPEN_WIRE", "VOLTAGE_SENSOR_FAULT"})
 
 
 def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
-    """An open wire moves two cells apart by twice its score: a smaller spread rules it out
-    without looking closer."""
+    """Without the open-wire test: an open wire moves two cells apart by twice its score, so
+    a smaller spread rules it out without looking closer."""
     return 2.0 * min((r.threshold for r in cfg.protection if r.quantity == "open_wire_v"),
                      default=np.inf)
 
@@ -88,6 +98,24 @@ def voltage_window_v(cfg: FirmwareConfig, charge_v: float) -> tuple[float, float
     floor = max(under, default=0.0) + lc.discharge_stop_margin_v
     ceiling = min(charge_v, min(over, default=np.inf) - lc.charge_stop_margin_v)
     return floor, ceiling
+
+
+def temperature_window_c(cfg: FirmwareConfig, chem: Chemistry
+                         ) -> tuple[float, float, float, float]:
+    """(charge cold, charge hot, discharge cold, discharge hot): the temperatures the current
+    limits reach 0 at, the first temperature row each direction meets (its WARNING), so
+    that a charger or a load that obeys the limits never takes a temperature row past its
+    WARNING; the chemistry's limits where no row is left."""
+    lim = chem.limits
+
+    def first(fault: str, above: bool, default: float) -> float:
+        ts = [r.threshold for r in cfg.protection if r.fault == fault and r.above == above]
+        return (min if above else max)(ts, default=default)
+
+    return (first("CHARGE_UNDERTEMP", False, lim.charge_temp_min_c),
+            first("CHARGE_OVERTEMP", True, lim.charge_temp_max_c),
+            first("DISCHARGE_UNDERTEMP", False, lim.discharge_temp_min_c),
+            first("DISCHARGE_OVERTEMP", True, lim.discharge_temp_max_c))
 
 
 def _ramp(x: float) -> float:
@@ -114,11 +142,10 @@ class Firmware:
             thr.charge_v, thr.undervoltage_v, self.cfg.balancing.bleed_resistor_ohm,
             stored_soc)
         self.estimate: Estimate | None = None
-        # The pack's ohmic resistance at 25 °C, mid SoC, for the current plausibility check.
-        cell_r0_ohm = float(chemistry.ecm.lookup(np.array([0.5]), np.array([25.0]))[0, 0])
-        self.current_check = CurrentCheck(
-            cell_r0_ohm * chemistry.capacity_ah / pack_capacity_ah * n_series,
-            min_step_a=0.1 * pack_capacity_ah)
+        # Judged on the estimator's model of the pack (`Estimator.pack_model`); its noise is
+        # set from the configuration (`_derive_from`).
+        self.current_check = CurrentCheck(min_step_a=0.1 * pack_capacity_ah, pack_noise_v=0.0)
+        self._bleed_read: np.ndarray | None = None  # the bleed the last reading was taken under
         self.state = State.INIT
         self.requested = "run"
         self.clear_requested = False
@@ -140,7 +167,7 @@ class Firmware:
         self.no_balancing = np.zeros(n_series, dtype=bool)
         self._mask = self.no_balancing
         self._bleeding = False
-        self._open_wire_hold_v = 0.0
+        self.open_wire = OpenWireCheck(n_series)
         self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
         self._last_v_s = 0.0  # when they were read
         self._stuck_s = np.zeros(n_series)  # how long each has repeated while the pack moved
@@ -149,7 +176,11 @@ class Firmware:
         self._derive_from(self.cfg)
         self.counters = Counters()
         self.event_faults: set[str] = set()  # latched faults raised outside the table
-        self._undervoltage_suspended = False
+        self._low_cell_suspended = False
+        # A recovery charge is under way (or starting: STANDBY, PRECHARGE): since when, and
+        # since when the pack has been discharging in it (None: not).
+        self.recovering_since_s: float | None = None
+        self._recovery_discharge_since_s: float | None = None
         self.quantities = np.zeros(len(QUANTITIES))
         lim = chemistry.limits
         self._charge_temp_neutral_c = 0.5 * (lim.charge_temp_min_c + lim.charge_temp_max_c)
@@ -189,7 +220,26 @@ class Firmware:
     def _derive_from(self, cfg: FirmwareConfig) -> None:
         """The figures the step reads from a configuration, worked out once per one."""
         self._open_wire_spread_v = _open_wire_spread_v(cfg)
+        self.current_check.tune(cfg.estimation.voltage_noise_v * math.sqrt(self.n_series))
         self.floor_v, self.ceiling_v = voltage_window_v(cfg, self.chem.thresholds.charge_v)
+        self.temp_window_c = temperature_window_c(cfg, self.chem)
+        # The rows on the charge temperatures, by quantity (see `_quantities`).
+        self._charge_temp_rows = {
+            quantity: np.array([r.quantity == quantity for r in cfg.protection])
+            for quantity in ("charge_temp_max", "charge_temp_min")}
+        # A recovery charge ends once each under-voltage FAULT row's quantity is past its
+        # release; the cell row is the one a failed recovery latches again.
+        uv_rows = [r for r in cfg.protection if r.fault in UNDERVOLTAGE and r.level == Level.FAULT]
+        self._recovery_release = [(r.quantity, r.release) for r in uv_rows]
+        self._recovery_latch = [r for r in uv_rows if r.quantity == "cell_v_min"]
+        self._recovery_discharge_s = min((r.debounce_s for r in self._recovery_latch),
+                                         default=0.0) - TIME_EPS_S
+
+    @property
+    def _clearing(self) -> bool:
+        """This step answers a clear request: a service action, or clear-faults while
+        nothing is locked out."""
+        return self.service_requested or (self.clear_requested and not self.locked_out)
 
     @property
     def fault_active(self) -> bool:
@@ -241,7 +291,7 @@ class Firmware:
         if service:
             self.locked_out.clear()
             self._trips_s.clear()
-        clear = service or (self.clear_requested and not self.locked_out)
+        clear = self._clearing
         note = SERVICE_NOTE if service else ""
         for change in self.protection.evaluate(q, now_s, clear):
             row = self.protection.rows[change.row]
@@ -253,12 +303,14 @@ class Firmware:
             for name in sorted(self.event_faults):
                 if service or name not in HARDWARE_FAULTS:
                     self._clear_event_fault(events, now_s, name, note)
+            if self._only_undervoltage_stands():
+                self._start_recovery(events, now_s)
         self._count(m, since_measurement_s)
         self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
         self._check_weld(m, now_s, events)
         self._limits(m, since_measurement_s)  # steps without a measurement leave them alone
-        self._suspend_undervoltage_in_storage(events, now_s)
+        self._suspend_low_cell_rows(events, now_s)
         mask = self.balancer.step(
             m.cell_voltage_v, self.estimate.cell_soc, self._figure("discharge_temp_max"),
             m.current_a,
@@ -272,7 +324,9 @@ class Firmware:
             self._mask = mask
             self._bleeding = bool(mask.any())
         self.clear_requested = self.service_requested = False
-        return self._actuation(events, mask)
+        # The open-wire test runs in the coming interval: only one without a bleed.
+        wire_test = self.open_wire.request(now_s, not self._bleeding, self.cfg.open_wire)
+        return self._actuation(events, mask, wire_test)
 
     # --- pieces ----------------------------------------------------------------------
 
@@ -311,23 +365,40 @@ class Firmware:
             known = held[~np.isnan(held)]
             t_max, t_min = (float(known.max()), float(known.min())) if known.size else (
                 neutral, neutral)
-        charge_t = (t_max, t_min) if i_a > self.cfg.rest_current_a else (neutral, neutral)
+        # The charge temperatures are watched while charging; and a raised charge-temperature
+        # row keeps seeing the real one until it is back past its release: were it shown
+        # the neutral one as the charger pauses, it would clear, and trip again as the
+        # charger resumes.
+        charging = i_a > self.cfg.rest_current_a
+        active, rows = self.protection.active, self._charge_temp_rows
+        charge_t = (t_max if charging or active[rows["charge_temp_max"]].any() else neutral,
+                    t_min if charging or active[rows["charge_temp_min"]].any() else neutral)
         idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
-        # Bleeding shifts the readings of a cell and its neighbours in opposite directions,
-        # like an open wire: look for one only in readings taken with no cell bleeding.
-        # Between clean readings the last clean figure holds.
-        if not self._bleeding:
-            self._open_wire_hold_v = (
-                self._open_wire_v(v) if v_max - v_min > self._open_wire_spread_v else 0.0)
-        open_wire_v = self._open_wire_hold_v
+        # From the AFE's open-wire test where the source runs it, else (fallback) from the
+        # readings. Bleeding shifts the readings of a cell and its neighbours in opposite
+        # directions, like an open wire: only readings and tests taken with no cell
+        # bleeding count, and between them the last figure holds.
+        clean = not self._bleeding and (m.balancing is None or not m.balancing.any())
+        open_wire_v = self.open_wire.update(v, m.open_wire_test_v, clean,
+                                            self._open_wire_spread_v, self.cfg.open_wire)
         self._count_repeats(v)
         stuck_s = math.inf if unreadable else float(self._stuck_s.max())
-        # The SoC estimates of the step before: this step's come after protection.
+        # The SoC estimates of the step before: this step's come after protection. A
+        # suspected internal short latches: the fall is held until a clear request.
+        if self._clearing:
+            self.rest_drift.clear()
         e = self.estimate
         rest_soc_drop = 0.0 if e is None else self.rest_drift.update(
             e.cell_soc + e.cell_bled_soc, i_a, e.reset_epoch, self.last_s)
         pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
-        mismatch_a = self.current_check.update(i_a, pack_v, self.last_s)
+        # A bleed's own current drops the bleeding cells' voltages through their resistance:
+        # two readings under different bleeds do not show what the pack current did.
+        bleed = m.balancing if m.balancing is not None else self._mask
+        comparable = self._bleed_read is not None and np.array_equal(bleed, self._bleed_read)
+        self._bleed_read = bleed
+        mismatch_a = self.current_check.update(
+            i_a, math.nan if unreadable else pack_v, self.last_s,
+            self.estimator.pack_model(), comparable)
         sensed_v = m.pack_voltage_v
         pack_mismatch_v = (abs(sensed_v - pack_v) if sensed_v is not None and not unreadable
                            and math.isfinite(sensed_v) else 0.0)
@@ -335,7 +406,8 @@ class Firmware:
             "cell_v_max": v_max, "cell_v_min": v_min, "pack_v": pack_v,
             "charge_temp_max": charge_t[0], "charge_temp_min": charge_t[1],
             "discharge_temp_max": t_max, "discharge_temp_min": t_min,
-            "charge_a": i_a, "discharge_a": -i_a, "cell_v_spread": v_max - v_min,
+            "charge_a": i_a, "discharge_a": -i_a,
+            "cell_soc_spread": 0.0 if e is None else e.soc_spread,
             "temp_spread": t_max - t_min, "open_wire_v": open_wire_v,
             "temp_reading_max": t_reading[0], "temp_reading_min": t_reading[1],
             "idle_current_a": idle_a, "rest_soc_drop": rest_soc_drop,
@@ -371,20 +443,6 @@ class Firmware:
         """This step's figure of one quantity."""
         return float(self.quantities[QUANTITY_INDEX[quantity]])
 
-    @staticmethod
-    def _open_wire_v(v: np.ndarray) -> float:
-        """How far two neighbouring cells have moved apart in equal and opposite directions.
-
-        An open sense wire moves one reading up and its neighbour down by the same amount
-        (their sum stays right). For neighbours a and b (deviations from the mean) the score
-        min(|a|, |b|) - |a + b| is that amount for such a pair, and zero or less for one
-        cell off on its own or two moving the same way.
-        """
-        d = v - v.sum() / v.size
-        a, b = d[:-1], d[1:]
-        score = np.minimum(np.abs(a), np.abs(b)) - np.abs(a + b)
-        return float(score.max(initial=0.0))
-
     def _offender(self, quantity: str, m: Measurement) -> int | None:
         """The cell or sensor (0-based) behind a quantity, located only when a row changes."""
         v, t = m.cell_voltage_v, m.temperature_c
@@ -395,8 +453,16 @@ class Firmware:
                 return int(np.argmin(v))
             case Offender.CELL_OFF_THE_MEAN:
                 return int(np.argmax(np.abs(v - v.mean())))
+            case Offender.OPEN_WIRE_CELL:
+                return self.open_wire.worst_cell(v)
             case Offender.STUCK_CELL:
                 return int(np.argmax(self._stuck_s))
+            case Offender.REST_SOC_OUTLIER if self.estimate is not None:
+                soc = self.estimate.cell_rest_soc
+                if soc is None or np.isnan(soc).all():
+                    return None
+                off = np.abs(soc - np.nanmedian(soc))
+                return int(np.argmax(np.where(np.isnan(off), -1.0, off)))
             case Offender.SOC_DROP_CELL if self.estimate is not None:
                 return self.rest_drift.worst_cell(self.estimate.cell_soc
                                                   + self.estimate.cell_bled_soc)
@@ -430,6 +496,7 @@ class Firmware:
     def _sequence(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
         """The state machine and the contactor order."""
         if self.fault_active:
+            self.recovering_since_s = None  # a fault ends a recovery charge
             if self.state != State.FAULT:
                 self._open(now_s)
                 self.state = State.FAULT
@@ -438,10 +505,16 @@ class Firmware:
         if state in (State.INIT, State.FAULT):  # FAULT here means every fault has been cleared
             self._enter(State.STANDBY, now_s)
         elif state == State.STORAGE:
-            if req != "storage" and self._self_check(m):
-                self._enter(State.STANDBY, now_s)
+            if req != "storage" and self._plausible(m):
+                if self._charged_past_release(m):
+                    self._enter(State.STANDBY, now_s)
+                elif req == "run" and self.cfg.limits.recovery_charge_a > 0.0:
+                    self._start_recovery(events, now_s)
+                    self._enter(State.STANDBY, now_s)
         elif state == State.STANDBY:
-            if req == "run" and self.opened_at_s is None and not self.protection.fault_pending():
+            if self.recovering_since_s is not None and req != "run":
+                self.recovering_since_s = None  # the host no longer asks for the charge
+            elif req == "run" and self.opened_at_s is None and not self.protection.fault_pending():
                 self.precharge_attempt = 1
                 self.contactors = NEGATIVE
                 self._enter(State.PRECHARGE, now_s)
@@ -449,12 +522,15 @@ class Firmware:
                 self._enter(State.STORAGE, now_s)
         elif state == State.PRECHARGE:
             self._precharge(m, now_s, events)
-        elif state == State.RUN and req != "run" and (
-                abs(m.current_a) < self.cfg.rest_current_a
-                or now_s - self.phase_since_s >= STANDBY_OPEN_WAIT_S):
-            self._open(now_s)
-            self._enter(State.STANDBY, now_s)
-        if self.state == State.RUN and req == "run":
+        elif state in (State.RUN, State.RECOVERY) and req != "run":
+            if (abs(m.current_a) < self.cfg.rest_current_a
+                    or now_s - self.phase_since_s >= STANDBY_OPEN_WAIT_S):
+                self.recovering_since_s = None
+                self._open(now_s)
+                self._enter(State.STANDBY, now_s)
+        elif state == State.RECOVERY:
+            self._supervise_recovery(m, now_s, events)
+        if self.state in (State.RUN, State.RECOVERY) and req == "run":
             self.phase_since_s = now_s  # restart the standby wait whenever run is held
 
     def _precharge(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
@@ -475,7 +551,7 @@ class Firmware:
         if self.contactors == CLOSING:
             self.contactors = CLOSED
             self.counters.contactor_cycles += 1
-            self._enter(State.RUN, now_s)
+            self._enter(State.RUN if self.recovering_since_s is None else State.RECOVERY, now_s)
             return
         pack_v = self._figure("pack_v")
         if (m.bus_voltage_v >= cfg.done_fraction * pack_v
@@ -491,27 +567,82 @@ class Firmware:
             else:
                 self.precharge_attempt += 1
 
-    def _suspend_undervoltage_in_storage(self, events: list[FaultEvent], now_s: float) -> None:
-        """The STORAGE_SUSPENDED rows are off exactly while the state is STORAGE (a
-        sodium-ion pack may be taken to 0 V for shipping), however the state is left."""
-        in_storage = self.state == State.STORAGE
-        if in_storage == self._undervoltage_suspended:
+    def _suspend_low_cell_rows(self, events: list[FaultEvent], now_s: float) -> None:
+        """The LOW_CELL_SUSPENDED rows are off exactly while the state is STORAGE (a
+        sodium-ion pack may be taken to 0 V for shipping) or a recovery charge is under
+        way, however either ends."""
+        suspended = self.state == State.STORAGE or self.recovering_since_s is not None
+        if suspended == self._low_cell_suspended:
             return
-        self._undervoltage_suspended = in_storage
-        for change in self.protection.set_enabled(STORAGE_SUSPENDED, not in_storage):
+        self._low_cell_suspended = suspended
+        note = RECOVERY_NOTE if self.recovering_since_s is not None else ""
+        for change in self.protection.set_enabled(LOW_CELL_SUSPENDED, not suspended):
             row = self.protection.rows[change.row]
             self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
-                                         change.action))
+                                         change.action), note)
 
-    def _self_check(self, m: Measurement) -> bool:
-        """Leaving storage: every reading plausible, every cell charged past the
-        under-voltage release (else the pack stays in storage: a recovery charge from 0 V
-        is a service task) and no fault of any level pending."""
+    def _plausible(self, m: Measurement) -> bool:
+        """Leaving storage, first: every reading plausible, nothing raised or locked out."""
         v, t = m.cell_voltage_v, m.temperature_c
         lo, hi = TEMP_PLAUSIBLE_C
-        return bool(v.min() >= self.chem.thresholds.undervoltage_release_v
-                    and v.max() <= self.chem.limits.v_max
-                    and t.min() > lo and t.max() < hi and not self.protection.active.any())
+        return bool(v.min() >= 0.0 and v.max() <= self.chem.limits.v_max
+                    and t.min() > lo and t.max() < hi and not self.protection.active.any()
+                    and not self.locked_out)
+
+    def _charged_past_release(self, m: Measurement) -> bool:
+        """Every cell above the under-voltage release: the pack may run as it is. Below
+        it, the way out is a recovery charge."""
+        return bool(m.cell_voltage_v.min() >= self.chem.thresholds.undervoltage_release_v)
+
+    # --- the recovery charge ----------------------------------------------------------
+
+    def _only_undervoltage_stands(self) -> bool:
+        """After a clear: under-voltage FAULT rows stand, their cells still below the
+        release, with no other FAULT than those the low cells themselves make meaningless
+        (LOW_CELL_SUSPENDED), and a recovery charge is wanted and configured."""
+        latched = {fault for fault, _, _ in self.protection.latched_rows()}
+        return bool(latched & UNDERVOLTAGE and latched <= LOW_CELL_SUSPENDED
+                    and not self.event_faults
+                    and self.requested == "run" and self.cfg.limits.recovery_charge_a > 0.0)
+
+    def _start_recovery(self, events: list[FaultEvent], now_s: float) -> None:
+        """Suspends the low-cell rows (their raised rows clear, logged with the reason):
+        the state machine then precharges and closes into RECOVERY."""
+        self.recovering_since_s = now_s
+        self._recovery_discharge_since_s = None
+        self._suspend_low_cell_rows(events, now_s)
+
+    def _supervise_recovery(self, m: Measurement, now_s: float,
+                            events: list[FaultEvent]) -> None:
+        """RECOVERY: back to RUN, contactors closed, once every under-voltage FAULT row's
+        quantity is past its release. A discharge held as long as the cell row's debounce,
+        or a charge that has not got there within the timeout, ends it in the
+        under-voltage FAULT it came from (which counts toward a lockout)."""
+        if all(self._figure(q) >= release for q, release in self._recovery_release):
+            self.recovering_since_s = None
+            self._enter(State.RUN, now_s)
+            return
+        if m.current_a < -self.cfg.rest_current_a:
+            if self._recovery_discharge_since_s is None:
+                self._recovery_discharge_since_s = now_s
+        else:
+            self._recovery_discharge_since_s = None
+        if (self._recovery_discharge_since_s is not None
+                and now_s - self._recovery_discharge_since_s >= self._recovery_discharge_s):
+            why = f"discharged at {-m.current_a:.3g} A during a recovery charge"
+        elif now_s - self.recovering_since_s >= self.cfg.limits.recovery_timeout_s:
+            why = (f"a recovery charge left a cell below the release after "
+                   f"{self.cfg.limits.recovery_timeout_s:g} s")
+        else:
+            return
+        self.recovering_since_s = None
+        self.protection.latch([row_key(row) for row in self._recovery_latch])
+        for row in self._recovery_latch:
+            self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
+                                         "raised", self._offender(row.quantity, m),
+                                         self._figure(row.quantity)), why)
+        self._open(now_s)
+        self.state = State.FAULT
 
     def _enter(self, state: State, now_s: float) -> None:
         if state not in TRANSITIONS[self.state]:
@@ -549,24 +680,29 @@ class Firmware:
         """Charge and discharge limits, derated and ramped; zero unless running cleanly.
         Each reaches 0 before the first voltage row of its direction: the current that
         would take the weakest (strongest) cell to the floor (ceiling) from where it would
-        rest, through its resistance, is the most allowed."""
-        lc, thr, lim = self.cfg.limits, self.chem.thresholds, self.chem.limits
+        rest, through its resistance, is the most allowed; each temperature derating
+        likewise reaches 0 at the first temperature row of its direction
+        (`temperature_window_c`)."""
+        lc, thr = self.cfg.limits, self.chem.thresholds
         charge = discharge = 0.0
-        if self.state == State.RUN and self.requested == "run" and not self.fault_active:
+        if (self.state in (State.RUN, State.RECOVERY) and self.requested == "run"
+                and not self.fault_active):
             t_max, t_min = self._figure("discharge_temp_max"), self._figure("discharge_temp_min")
-            cold = _ramp((t_min - lim.charge_temp_min_c)
-                         / max(thr.cold_charge_derate_below_c - lim.charge_temp_min_c, 1e-9))
-            cold = 0.0 if t_min <= lim.charge_temp_min_c else (
+            # Each temperature derating ends at the first temperature row of its direction.
+            charge_lo, charge_hi, discharge_lo, discharge_hi = self.temp_window_c
+            cold = _ramp((t_min - charge_lo)
+                         / max(thr.cold_charge_derate_below_c - charge_lo, 1e-9))
+            cold = 0.0 if t_min <= charge_lo else (
                 lc.cold_charge_min_fraction + (1.0 - lc.cold_charge_min_fraction) * cold)
             charge = lc.max_charge_a * min(
                 cold,
-                _ramp((lim.charge_temp_max_c - t_max) / 5.0),
+                _ramp((charge_hi - t_max) / TEMP_TAPER_C),
                 _ramp((1.0 - self.soc) / lc.soc_taper),
                 _ramp((self.ceiling_v - self._figure("cell_v_max")) / lc.charge_taper_v),
             )
             discharge = lc.max_discharge_a * min(
-                _ramp((lim.discharge_temp_max_c - t_max) / 5.0),
-                _ramp((t_min - lim.discharge_temp_min_c) / 5.0),
+                _ramp((discharge_hi - t_max) / TEMP_TAPER_C),
+                _ramp((t_min - discharge_lo) / TEMP_TAPER_C),
                 # SoC only trims the discharge limit to a fifth: the voltage taper below is
                 # what ends a discharge, so an estimate that is off cannot cut a UPS
                 # ride-through short.
@@ -575,6 +711,8 @@ class Firmware:
             )
             charge_ir_a, discharge_ir_a = self._voltage_room_a(m)
             charge, discharge = min(charge, charge_ir_a), min(discharge, discharge_ir_a)
+            if self.state == State.RECOVERY:  # a trickle in, nothing out
+                charge, discharge = min(charge, lc.recovery_charge_a), 0.0
             if self.protection.any_active(Level.ALARM):
                 charge *= lc.alarm_fraction
                 discharge *= lc.alarm_fraction
@@ -625,7 +763,7 @@ class Firmware:
     def _log(self, events: list[FaultEvent], event: FaultEvent, note: str = "") -> None:
         events.append(event)
         if event.level == Level.FAULT and event.action == "raised":
-            note = note or self._count_trip(event.name, event.t_s)
+            note = "; ".join(filter(None, (note, self._count_trip(event.name, event.t_s))))
         m = self.last
         snapshot = {"state": self.state, "soc_pct": round(self.soc * 100.0, 2)}
         try:
@@ -651,8 +789,9 @@ class Firmware:
         return (f"locked out: {len(trips)} trips within {window_s:g} s; clear-faults is "
                 "refused until a service action (service-reset)")
 
-    def _actuation(self, events: list[FaultEvent], mask: np.ndarray) -> Actuation:
-        if self.state != State.RUN or self.fault_active:
+    def _actuation(self, events: list[FaultEvent], mask: np.ndarray,
+                   wire_test: bool = False) -> Actuation:
+        if self.state not in (State.RUN, State.RECOVERY) or self.fault_active:
             self.charge_limit_a = self.discharge_limit_a = 0.0
         else:  # never above the maximum in force: one lowered since the last measurement
             lc = self.cfg.limits  # (a step without one leaves the limits alone) binds now
@@ -673,4 +812,5 @@ class Firmware:
             estimate=self.estimate,
             charge_voltage_limit_v=self.ceiling_v * self.n_series,
             discharge_voltage_limit_v=self.floor_v * self.n_series,
+            open_wire_test=wire_test,
         )

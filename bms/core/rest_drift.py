@@ -22,12 +22,24 @@ class RestDrift:
         self.reference: np.ndarray | None = None
         self.epoch_seen = 0
         self.drop = 0.0  # the worst cell's SoC fall against the others (held between samples)
+        self.held = 0.0  # the largest fall since the last clear: a suspected short latches
+
+    def clear(self) -> None:
+        """A clear-faults request: the held fall is forgotten. A short still there shows
+        again once the pack next rests long enough."""
+        self.held = 0.0
 
     def update(self, cell_soc: np.ndarray, current_a: float, reset_epoch: int,
                now_s: float) -> float:
-        """Returns the largest fall of one cell's SoC against the pack mean, fraction.
-        `cell_soc` is the estimate with the charge bled since start added back;
-        `reset_epoch` counts the estimator's resets from the voltage."""
+        """Returns the largest fall of one cell's SoC against the pack mean seen since the
+        last `clear`, fraction. `cell_soc` is the estimate with the charge bled since start
+        added back; `reset_epoch` counts the estimator's resets from the voltage."""
+        self.held = max(self.held, self._live(cell_soc, current_a, reset_epoch, now_s))
+        return self.held
+
+    def _live(self, cell_soc: np.ndarray, current_a: float, reset_epoch: int,
+              now_s: float) -> float:
+        """The fall in this rest against its reference (0 without one)."""
         if reset_epoch != self.epoch_seen:
             self.epoch_seen = reset_epoch
             self.reference = None

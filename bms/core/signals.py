@@ -26,6 +26,7 @@ class State(StrEnum):
     FAULT = "FAULT"
     STORAGE = "STORAGE"
     SERVICE = "SERVICE"
+    RECOVERY = "RECOVERY"  # a recovery charge: charge at a reduced current, no discharge
 
     @property
     def code(self) -> int:
@@ -72,6 +73,11 @@ class Measurement:
     # The pack's own voltage sensor, inside the contactors; None where there is none (a
     # rig's frame does not carry it): the sum of the cells is then not checked against it.
     pack_voltage_v: float | None = None
+    # (n_series,) each cell channel's reading during the AFE's open-wire test (a test
+    # current on every sense line), taken in the interval this measurement closes beside
+    # the ordinary readings; None: no test in it (none asked for, or a source that cannot
+    # run one: a replayed trace, a rig's frame). See bms.core.open_wire.
+    open_wire_test_v: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +117,13 @@ class Estimate:
     remaining_wh: float  # at the present discharge power (else at the reference power)
     runtime_s: float | None  # at the present discharge power; None when not discharging
     runtime_reference_s: float  # at the configured reference power
+    # Each cell's SoC by its voltage alone (the model's drops taken out; NaN: no valid
+    # reading) and how far that may be off (the model's error over the OCV slope), fraction.
+    cell_rest_soc: np.ndarray | None = None
+    cell_rest_soc_sigma: np.ndarray | None = None
+    # How far apart the cells' SoC stand by their voltages, beyond that doubt: the pack's
+    # imbalance where the OCV can tell it (0 where it is flat), fraction.
+    soc_spread: float = 0.0
 
     def as_dict(self) -> dict:
         """The figures at the edges (percent, rounded), as the CLI and CSV give them."""
@@ -144,3 +157,7 @@ class Actuation:
     # inverter takes as its setpoints; None where unknown (a frame that does not carry them).
     charge_voltage_limit_v: float | None = None
     discharge_voltage_limit_v: float | None = None
+    # Asks the measurement front end to run its open-wire test during the coming interval
+    # and report it with the next measurement (`Measurement.open_wire_test_v`); only asked
+    # when no bleed switch is on in that interval.
+    open_wire_test: bool = False

@@ -50,6 +50,7 @@ class SocFilter:
         self.P[:, HYST, HYST] = 1.0  # the branch is unknown at start
         self.P[:, OFFSET, OFFSET] = noise.offset_a ** 2
         self.ocv_v = np.zeros(n)  # each cell's OCV at the last update
+        self.ocv_slope_v = np.zeros(n)  # and its slope there, V per unit SoC
         self.innovation_ms = np.full(n, noise.model_v ** 2)  # running mean square, V^2
         # Of the last update, for the resistance learner: the reading minus the prediction
         # before and after the correction, and the resistive + RC voltage before and after.
@@ -125,7 +126,7 @@ class SocFilter:
         """Corrects the state with one voltage reading per cell (only `valid` cells)."""
         x, nz = self.x, self.noise
         ocv, slope, half = self.chem.ocv.with_slope(x[:, SOC], x[:, HYST], temperature_c)
-        self.ocv_v = ocv
+        self.ocv_v, self.ocv_slope_v = ocv, slope
         i_true = current_a - x[:, OFFSET]
         ir_v = r0_ohm * i_true
         predicted = ocv + x[:, V1] + x[:, V2] + ir_v

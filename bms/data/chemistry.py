@@ -20,6 +20,10 @@ from bms.data.validation import Problems, read_toml
 # Below the 0 % point of the OCV table a sodium-ion cell may still be discharged
 # (to 0 V for storage and transport); the curve falls to 0 V over this much charge.
 BELOW_EMPTY_SOC = 0.03
+# Above the 100 % point (the cell charged to its charge voltage) the curve goes on rising
+# with the table's last slope over this much charge, then stays flat: an overcharged cell's
+# voltage climbs past the charge voltage, which is also what ends a CC-CV charge at 100 %.
+ABOVE_FULL_SOC = 0.05
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,11 +48,55 @@ class OcvCurve:
 
     @functools.cached_property
     def lookup_tables(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(soc, mid_v, half_gap_v) extended below 0 % down to 0 V, for np.interp."""
-        soc = np.concatenate(([-BELOW_EMPTY_SOC], self.soc))
-        mid = np.concatenate(([0.0], self.mid_v))
-        half = np.concatenate(([0.0], self.half_gap_v))
+        """(soc, mid_v, half_gap_v) extended below 0 % down to 0 V, and above 100 % over
+        ABOVE_FULL_SOC with the last segment's slope and the last hysteresis gap, for
+        np.interp."""
+        mid_v, half_v = self.mid_v, self.half_gap_v
+        rise_v = ABOVE_FULL_SOC * (mid_v[-1] - mid_v[-2]) / (self.soc[-1] - self.soc[-2])
+        soc = np.concatenate(([-BELOW_EMPTY_SOC], self.soc, [self.soc[-1] + ABOVE_FULL_SOC]))
+        mid = np.concatenate(([0.0], mid_v, [mid_v[-1] + rise_v]))
+        half = np.concatenate(([0.0], half_v, [half_v[-1]]))
         return soc, mid, half
+
+    @property
+    def full_v(self) -> float:
+        """The highest rest voltage of a full cell (at 25 °C): the charge branch at 100 %."""
+        return float(self.charge_v[-1])
+
+    def charge_soc_at(self, voltage_v: float) -> float:
+        """The SoC (fraction) where the charge branch first reaches `voltage_v` (25 °C);
+        the table's end if it never does."""
+        c, s = self.charge_v, self.soc
+        if voltage_v > c[-1]:
+            return float(s[-1])
+        j = int(np.argmax(c >= voltage_v))
+        if j == 0:
+            return float(s[0])
+        return float(s[j - 1] + (voltage_v - c[j - 1]) / (c[j] - c[j - 1]) * (s[j] - s[j - 1]))
+
+    def ending_at(self, charge_voltage_v: float) -> OcvCurve:
+        """This curve with 100 % moved to where its charge branch reaches the charge voltage.
+
+        100 % SoC is a cell charged to the charge voltage by CC-CV, in the limit of a
+        termination current going to zero: at rest it then sits on the charge branch at
+        exactly the charge voltage. A measured (sourced) table that goes on above the charge
+        voltage is cut there: the points above are dropped, the end point is interpolated
+        on both branches, and the SoC axis is stretched so that the cut is 100 %. A table
+        that ends at or below the charge voltage is returned as it is.
+        """
+        if charge_voltage_v >= self.charge_v[-1]:
+            return self
+        full = self.charge_soc_at(charge_voltage_v)
+        if full <= self.soc[0]:
+            raise ValueError(f"the charge branch starts at {self.charge_v[0]:g} V, at or above "
+                             f"the charge voltage {charge_voltage_v:g} V")
+        keep = self.soc < full
+        soc = np.append(self.soc[keep], full)
+        charge = np.append(self.charge_v[keep], charge_voltage_v)
+        discharge = np.append(self.discharge_v[keep], np.interp(full, self.soc,
+                                                                self.discharge_v))
+        return dataclasses.replace(self, soc=soc / full, charge_v=charge,
+                                   discharge_v=np.minimum(discharge, charge))
 
     def voltage_v(self, soc: np.ndarray, hysteresis: np.ndarray, temperature_c: np.ndarray):
         """OCV of each cell: hysteresis +1 is the charge branch, -1 the discharge branch."""
@@ -93,7 +141,8 @@ class OcvCurve:
         low, high = curves[rows, k], curves[rows, k + 1]
         slope = (high - low) / (soc_t[k + 1] - soc_t[k])
         soc = soc_t[k] + (corrected - low) / np.where(slope > 0, slope, np.inf)
-        return np.clip(soc, soc_t[0], soc_t[-1]), slope
+        # A reading above the full cell's says full: the voltage alone never says more.
+        return np.clip(soc, soc_t[0], self.soc[-1]), slope
 
 
 @dataclass(frozen=True, eq=False)
@@ -351,7 +400,8 @@ def parse_profile(data: dict, source: str) -> Chemistry:
     span_v = v_max - v_min
     thr = data.get("thresholds", {})
     thresholds = Thresholds(
-        charge_v=_number(problems, thr, "charge_v", "thresholds.charge_v", v_max - 0.05 * span_v),
+        # By default the cell is charged to its table's 100 %.
+        charge_v=_number(problems, thr, "charge_v", "thresholds.charge_v", ocv.full_v),
         overvoltage_v=_number(problems, thr, "overvoltage_v", "thresholds.overvoltage_v", v_max),
         overvoltage_release_v=_number(problems, thr, "overvoltage_release_v",
                                       "thresholds.overvoltage_release_v", v_max - 0.08 * span_v),
@@ -362,6 +412,8 @@ def parse_profile(data: dict, source: str) -> Chemistry:
                                            "thresholds.cold_charge_derate_below_c", 0.0),
     )
     check_thresholds(problems, thresholds, limits)
+    check_full_charge(problems, ocv, thresholds,
+                      "ocv.voltage_v" if "voltage_v" in data["ocv"] else "ocv.charge_v")
 
     th = data.get("thermal", {})
     thermal = ThermalParams(
@@ -395,19 +447,91 @@ def parse_profile(data: dict, source: str) -> Chemistry:
 
 
 def check_thresholds(problems: Problems, thr: Thresholds, limits: CellLimits) -> None:
-    """Thresholds must sit inside the absolute limits, each release on the safe side."""
+    """Thresholds must sit inside the absolute limits, in order, each release on the safe
+    side: limits.v_min <= undervoltage_v < undervoltage_release_v < charge_v < overvoltage_v
+    <= limits.v_max, undervoltage_release_v < overvoltage_release_v < overvoltage_v (an
+    over-voltage may release below the charge voltage: the cell must then give some charge
+    back before it clears)."""
     for key in ("charge_v", "overvoltage_v", "overvoltage_release_v", "undervoltage_v",
                 "undervoltage_release_v"):
         problems.check_range(f"thresholds.{key}", getattr(thr, key), limits.v_min, limits.v_max)
-    if thr.overvoltage_release_v >= thr.overvoltage_v:
-        problems.add("thresholds.overvoltage_release_v", thr.overvoltage_release_v,
-                     f"must be below thresholds.overvoltage_v ({thr.overvoltage_v:g})")
-    if thr.undervoltage_release_v <= thr.undervoltage_v:
-        problems.add("thresholds.undervoltage_release_v", thr.undervoltage_release_v,
-                     f"must be above thresholds.undervoltage_v ({thr.undervoltage_v:g})")
-    if thr.charge_v > thr.overvoltage_v:
-        problems.add("thresholds.charge_v", thr.charge_v,
-                     f"must not exceed thresholds.overvoltage_v ({thr.overvoltage_v:g})")
+    # (lower, higher, the one a problem names): a release on the wrong side is the release's.
+    for low, high, named in (
+        ("undervoltage_v", "undervoltage_release_v", "undervoltage_release_v"),
+        ("undervoltage_release_v", "overvoltage_release_v", "overvoltage_release_v"),
+        ("undervoltage_release_v", "charge_v", "charge_v"),
+        ("overvoltage_release_v", "overvoltage_v", "overvoltage_release_v"),
+        # Equal, a full cell would rest on the over-voltage rows (`default_config` puts its
+        # WARNING a third of the way from the charge voltage to overvoltage_v).
+        ("charge_v", "overvoltage_v", "charge_v"),
+    ):
+        low_v, high_v = getattr(thr, low), getattr(thr, high)
+        if low_v < high_v or low_v != low_v or high_v != high_v:  # NaN: said already
+            continue
+        if named == low:
+            problems.add(f"thresholds.{low}", low_v, f"must be below thresholds.{high} "
+                         f"({high_v:g}); allowed: [{limits.v_min:g}, {high_v:g})")
+        else:
+            problems.add(f"thresholds.{high}", high_v, f"must be above thresholds.{low} "
+                         f"({low_v:g}); allowed: ({low_v:g}, {limits.v_max:g}]")
+
+
+# 100 % is the cell charged to its charge voltage; a table whose charge branch ends this
+# little below it is close enough (the estimator calls a cell this close to it full).
+FULL_TOLERANCE_V = 0.01
+
+
+def check_full_charge(problems: Problems, ocv: OcvCurve, thr: Thresholds,
+                      field: str = "ocv.charge_v") -> None:
+    """100 % SoC must be the cell charged to thresholds.charge_v (CC-CV, the termination
+    current going to zero): the charge branch ends at the charge voltage (within
+    FULL_TOLERANCE_V below it), never above. A full cell at rest, on either branch (the
+    discharge branch lies below the charge branch), is then below overvoltage_v and below
+    every over-voltage row `default_config` derives, which lie above the charge voltage.
+    `field` names the charge branch as the input gave it."""
+    where = f"{field}[{ocv.charge_v.size - 1}]"
+    end_v, charge_v = ocv.full_v, thr.charge_v
+    allowed = (f"the OCV at 100 % must be within [{charge_v - FULL_TOLERANCE_V:.4g}, "
+               f"{charge_v:.4g}] V: 100 % is the cell charged to thresholds.charge_v "
+               f"({charge_v:g} V)")
+    if end_v > charge_v:
+        crossing_pct = 100.0 * ocv.charge_soc_at(charge_v)
+        problems.add(where, end_v, f"{allowed}; the charge branch reaches {charge_v:g} V at "
+                     f"{crossing_pct:.4g} % of this table: end the table there (drop the "
+                     f"points above, scale soc_pct so that {crossing_pct:.4g} % becomes 100 %) "
+                     "or raise thresholds.charge_v")
+    elif end_v < charge_v - FULL_TOLERANCE_V:
+        problems.add(where, end_v, f"{allowed}; extend the table up to {charge_v:g} V or "
+                     f"lower thresholds.charge_v to {end_v:g}")
+
+
+def full_at_charge_voltage(chem: Chemistry) -> Chemistry:
+    """`chem` with its OCV table ended at its charge voltage (`OcvCurve.ending_at`): how a
+    sourced table that goes on above the charge voltage becomes a coherent 0..100 %.
+
+    The capacity stays the rated capacity: a cell's rating is the charge it gives between
+    its charge voltage and its cut-off, which is the 0..100 % of the ended table."""
+    return dataclasses.replace(chem, ocv=chem.ocv.ending_at(chem.thresholds.charge_v))
+
+
+def check_chemistry(chem: Chemistry, source: str) -> Chemistry:
+    """A built chemistry (a preset) held to the rules a profile is: thresholds in order
+    inside the limits, the OCV table inside the limits and coherent with the charge
+    voltage. Returns it; raises InputError naming every problem."""
+    problems = Problems(source)
+    ocv, lim = chem.ocv, chem.limits
+    if ocv.soc[0] != 0 or ocv.soc[-1] != 1 or np.any(np.diff(ocv.soc) <= 0):
+        problems.add("ocv.soc", ocv.soc.tolist(), "must rise strictly from 0 to 1")
+    for key in ("charge_v", "discharge_v"):
+        vec = getattr(ocv, key)
+        if np.any(np.diff(vec) < 0) or vec.min() < lim.v_min or vec.max() > lim.v_max:
+            problems.add(f"ocv.{key}", vec.tolist(), "must not fall as SoC rises and must be "
+                         f"within the cell limits [{lim.v_min:g}, {lim.v_max:g}]")
+    _check_branches(problems, ocv.charge_v, ocv.discharge_v)
+    check_thresholds(problems, chem.thresholds, lim)
+    check_full_charge(problems, ocv, chem.thresholds)
+    problems.raise_if_any()
+    return chem
 
 
 def _parse_ocv(problems: Problems, ocv: dict | None, v_min: float, v_max: float) -> OcvCurve:
@@ -452,15 +576,20 @@ def _parse_ocv(problems: Problems, ocv: dict | None, v_min: float, v_max: float)
             bad = int(np.argmax(out))
             problems.add(f"ocv.{name}[{bad}]", float(vec[bad]),
                          f"must be within the cell limits [{v_min:g}, {v_max:g}]")
-    if charge.size == discharge.size and np.any(charge < discharge):
-        bad = int(np.argmax(charge < discharge))
-        problems.add(f"ocv.charge_v[{bad}]", float(charge[bad]),
-                     "the charge branch must not lie below the discharge branch")
+    if charge.size == discharge.size:
+        _check_branches(problems, charge, discharge)
     temp_coeff = _number(problems, ocv, "temp_coeff_v_per_k", "ocv.temp_coeff_v_per_k", -2e-4)
     problems.check_range("ocv.temp_coeff_v_per_k", temp_coeff, -0.01, 0.01)
     rate = _number(problems, ocv, "hysteresis_rate", "ocv.hysteresis_rate", 25.0)
     problems.check_range("ocv.hysteresis_rate", rate, 0.1, 1000.0)
     return OcvCurve(soc_pct / 100.0, charge, discharge, temp_coeff, rate)
+
+
+def _check_branches(problems: Problems, charge: np.ndarray, discharge: np.ndarray) -> None:
+    if np.any(charge < discharge):
+        bad = int(np.argmax(charge < discharge))
+        problems.add(f"ocv.charge_v[{bad}]", float(charge[bad]),
+                     "the charge branch must not lie below the discharge branch")
 
 
 def _parse_ecm(problems: Problems, ecm: dict, capacity_ah: float) -> EcmTable:

@@ -65,12 +65,18 @@ class LimitsConfig:
     charge_taper_v: float = 0.1  # charge limit falls to 0 over this far below charge_v
     discharge_taper_v: float = 0.2  # discharge limit falls to 0 over this above undervoltage
     soc_taper: float = 0.05  # limits taper over the last 5 % of SoC
-    cold_charge_min_fraction: float = 0.1  # charge limit at the charge minimum temperature
+    # The charge limit just above the CHARGE_UNDERTEMP WARNING (0 at and below it).
+    cold_charge_min_fraction: float = 0.1
     alarm_fraction: float = 0.5  # an active ALARM cuts limits to this fraction
     # Limits reach 0 where a cell would stand this far inside the first voltage row it meets
     # (its WARNING), under the current they allow (the cells' resistance taken into account).
     discharge_stop_margin_v: float = 0.03
     charge_stop_margin_v: float = 0.01
+    # The way back from an under-voltage FAULT or from storage at 0 V: a charge at this
+    # current at most, discharge forbidden, until every cell is back above the release
+    # (`bms.core.firmware`, RECOVERY). 0 turns recovery off: such a pack stays in FAULT.
+    recovery_charge_a: float = field(kw_only=True)
+    recovery_timeout_s: float = 4 * 3600.0  # cells not back above the release by then: FAULT
 
 
 class BalancingMode(StrEnum):
@@ -124,6 +130,24 @@ class EstimationConfig:
     learn_offset_when_open: bool = True
 
 
+class OpenWireFallback(StrEnum):
+    """What open-wire detection does with a measurement source that does not run the
+    AFE's open-wire test (a replayed trace, a rig's frame)."""
+
+    PASSIVE = "passive"  # look for the pattern in the readings, strictly
+    OFF = "off"  # no open-wire detection at all
+
+
+@dataclass(frozen=True)
+class OpenWireConfig:
+    """Open-wire detection (`bms.core.open_wire`): the AFE's active test, and what to do
+    without it. The OPEN_WIRE row's threshold is how far a test must pull a reading."""
+
+    test_every_s: float = 2.0  # the test is asked for this often, never while a cell bleeds
+    confirm_tests: int = 2  # a sense wire is open once this many tests in a row say so
+    fallback: OpenWireFallback = OpenWireFallback.PASSIVE
+
+
 @dataclass(frozen=True)
 class FirmwareConfig:
     protection: tuple[ProtectionRow, ...]
@@ -139,6 +163,7 @@ class FirmwareConfig:
     # service action (`service-reset`) clears it, not clear-faults.
     lockout_trips: int = 3
     lockout_window_s: float = 600.0
+    open_wire: OpenWireConfig = field(default_factory=OpenWireConfig)
 
 
 def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> FirmwareConfig:
@@ -189,8 +214,14 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
                       discharge_a, 0.3, 2.0),
         ProtectionRow("SHORT_CIRCUIT", "FAULT", "discharge_a", True, 4.0 * discharge_a,
                       discharge_a, 0.0, 2.0),
-        ProtectionRow("CELL_IMBALANCE", "WARNING", "cell_v_spread", True, 0.1, 0.05, 10.0, 10.0),
-        ProtectionRow("CELL_IMBALANCE", "ALARM", "cell_v_spread", True, 0.3, 0.1, 10.0, 10.0),
+        # Imbalance is a difference in charge, judged where the voltage can tell it: the
+        # cells' SoC by their voltages (`Estimate.soc_spread`). A voltage spread is not one:
+        # it grows with the load (resistance differences) and near empty, where the OCV is
+        # steep, and with the cell count (416 cells with a 1 % SoC spread span 6 %).
+        ProtectionRow("CELL_IMBALANCE", "WARNING", "cell_soc_spread", True, 0.1, 0.07,
+                      10.0, 10.0),
+        ProtectionRow("CELL_IMBALANCE", "ALARM", "cell_soc_spread", True, 0.2, 0.15,
+                      10.0, 10.0),
         ProtectionRow("TEMP_SPREAD", "WARNING", "temp_spread", True, 10.0, 7.0, 10.0, 10.0),
         # Plausibility: readings no working sensor gives.
         ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "cell_v_max", True,
@@ -232,5 +263,7 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
             current_noise_a=1e-3 * pack_capacity_ah,
             offset_sigma_a=0.01 * pack_capacity_ah),
         limits=LimitsConfig(max_charge_a=charge_a, max_discharge_a=discharge_a,
-                            ramp_a_per_s=max(charge_a, discharge_a) / 10.0),
+                            ramp_a_per_s=max(charge_a, discharge_a) / 10.0,
+                            # C/20: a trickle, as chargers pre-charge a deeply empty cell.
+                            recovery_charge_a=0.05 * pack_capacity_ah),
     )

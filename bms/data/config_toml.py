@@ -20,6 +20,7 @@ from bms.data.config import (
     BalancingMode,
     BalancingWhen,
     FirmwareConfig,
+    OpenWireFallback,
     ProtectionRow,
     default_config,
 )
@@ -46,7 +47,8 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
         "V", "the discharge limit falls to 0 over this far above the undervoltage threshold"),
     ("limits", "soc_taper"): ("fraction 0..1", "limits taper to 0 over this last share of SoC"),
     ("limits", "cold_charge_min_fraction"): (
-        "fraction 0..1", "share of the charge limit left at the charge minimum temperature"),
+        "fraction 0..1", "share of the charge limit left just above the CHARGE_UNDERTEMP "
+        "WARNING threshold (at and below it the limit is 0)"),
     ("limits", "alarm_fraction"): ("fraction 0..1", "an active ALARM cuts limits to this share"),
     ("", "lockout_trips"): (
         "trips", "the same FAULT this many times within lockout_window_s locks the contactors "
@@ -59,6 +61,13 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
         "V", "the charge limit reaches 0 where the strongest cell, under the current it "
         "allows, would stand at the charge voltage or this far below the lowest "
         "over-voltage threshold, whichever is lower"),
+    ("limits", "recovery_charge_a"): (
+        "A", "the charge limit of a recovery charge (after an under-voltage FAULT, or from "
+        "storage below the release): discharge is forbidden until every cell is back above "
+        "the under-voltage release; 0: no recovery charge"),
+    ("limits", "recovery_timeout_s"): (
+        "s", "a recovery charge that has not lifted every cell above the release by then "
+        "ends in CELL_UNDERVOLTAGE FAULT"),
     ("precharge", "done_fraction"): (
         "fraction 0..1", "precharge is done when the bus reaches this share of pack voltage"),
     ("precharge", "done_current_a"): (
@@ -98,6 +107,16 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("estimation", "stored_soc_sigma"): ("fraction 0..1", "how far a stored SoC may be off"),
     ("estimation", "learn_offset_when_open"): (
         "true | false", "contactors open: take the current reading as the sensor's offset"),
+    ("open_wire", "test_every_s"): (
+        "s", "the AFE's open-wire test is asked for this often, never while a cell bleeds "
+        "(bleeding pauses to measure every balancing.measure_every_s)"),
+    ("open_wire", "confirm_tests"): (
+        "count", "a sense wire is open once this many tests in a row pulled its reading "
+        "past the OPEN_WIRE threshold"),
+    ("open_wire", "fallback"): (
+        "passive | off", "a source that does not run the test (a replay, a rig's frame): "
+        "passive = two neighbours moved apart, standing out from every other cell; "
+        "off = no open-wire detection"),
 }
 
 # Protection quantity -> (unit, what it is).
@@ -207,6 +226,11 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("", "lockout_window_s"): lambda p: Bound(1.0, 7 * 86400.0, why="a week"),
     ("limits", "discharge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
     ("limits", "charge_stop_margin_v"): lambda p: Bound(0.0, 0.5, why="half a volt"),
+    # A trickle: a deeply discharged cell is charged gently until it is back in range.
+    ("limits", "recovery_charge_a"): lambda p: Bound(0.0, 0.2 * p.capacity_ah,
+                                                     why="a fifth C: a recovery charge is a "
+                                                     "trickle"),
+    ("limits", "recovery_timeout_s"): lambda p: Bound(60.0, 86400.0, why="a day"),
     # The positive contactor closes only onto a bus charged near the pack voltage.
     ("precharge", "done_fraction"): lambda p: Bound(0.8, 1.0,
                                                     why="closing onto a bus further below "
@@ -247,6 +271,12 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("estimation", "empty_margin_v"): _v_window,
     ("estimation", "trusted_slope_mv_per_pct"): lambda p: POSITIVE,
     ("estimation", "stored_soc_sigma"): lambda p: Bound(0.0, 1.0, low_open=True),
+    # An open sense wire blinds the voltage rows of two cells until it is found.
+    ("open_wire", "test_every_s"): lambda p: Bound(0.0, 60.0, low_open=True,
+                                                   why="an open wire must be found within "
+                                                   "minutes"),
+    ("open_wire", "confirm_tests"): lambda p: Bound(1, 10),
+    ("open_wire", "fallback"): lambda p: tuple(OpenWireFallback),
 }
 
 
@@ -573,6 +603,7 @@ def parse_config(data: dict, source: str, chem: Chemistry, n_series: int,
             if "threshold" in values and len(problems.items) == before:  # else said already
                 changed.add(i)
         _check_level_order(problems, rows, changed)
+        _check_full_pack_quiet(problems, rows, changed, pack)
         changes["protection"] = tuple(rows)
 
     problems.raise_if_any()
@@ -600,6 +631,27 @@ def _check_level_order(problems: Problems, rows: list[ProtectionRow], changed: s
                              f"the {low.level} ({_num(low.threshold)}) must trip before the "
                              f"{high.level} ({_num(high.threshold)}): this row trips "
                              f"{direction} its threshold")
+
+
+def _check_full_pack_quiet(problems: Problems, rows: list[ProtectionRow], changed: set[int],
+                           pack: _Pack) -> None:
+    """A full cell at rest (the charge branch at 100 %, `OcvCurve.full_v`) is no
+    over-voltage: a changed CELL_OVERVOLTAGE threshold must lie above it, and a
+    PACK_OVERVOLTAGE one above n_series times it; else a full pack would trip."""
+    keys = row_keys(tuple(rows))
+    full_v = pack.chem.ocv.full_v
+    for i in sorted(changed):
+        row = rows[i]
+        if row.fault == "CELL_OVERVOLTAGE":
+            n, what = 1, "a full cell's rest voltage, the OCV at 100 %"
+        elif row.fault == "PACK_OVERVOLTAGE":
+            n, what = pack.n_series, f"{pack.n_series} x a full cell's rest voltage"
+        else:
+            continue
+        if row.above and not row.threshold > n * full_v:
+            problems.add(f"protection.{'.'.join(keys[i])}.threshold", row.threshold,
+                         f"must be within ({_num(n * full_v)}, {_num(n * pack.chem.limits.v_max)}]"
+                         f" (above {what}): a full pack at rest would be an over-voltage")
 
 
 def _check_balancing(problems: Problems, merged, given: dict) -> None:

@@ -17,6 +17,8 @@ from bms.data.chemistry import (
     ThermalParams,
     Thresholds,
     arrhenius_factor,
+    check_chemistry,
+    full_at_charge_voltage,
     load_profile,
     separable_ecm,
 )
@@ -27,19 +29,27 @@ from bms.data.validation import InputError
 ECM_TEMP_C = np.array([-40.0, -20.0, 0.0, 25.0, 45.0, 60.0])
 ECM_TEMP_FACTOR = arrhenius_factor(ECM_TEMP_C, activation_j_per_mol=20e3)
 
+# The sourced OCV tables below are kept as published: they go on above the chemistry's
+# charge voltage (to the 4.1 / 4.2 V the sources charge to). `full_at_charge_voltage` ends
+# each at its thresholds.charge_v, so that 100 % SoC is the cell charged to that voltage
+# (CC-CV, termination current going to zero) and a full cell at rest is below every
+# over-voltage threshold; `check_chemistry` holds the result to the rules a profile is.
+
 # --- na-nfm: layered oxide / hard carbon, sloping OCV ------------------------------
 
-# Discharge branch [HAK] via [NA] (±0.03 V).
+# Discharge branch [HAK] via [NA] (±0.03 V), on the source's SoC axis (100 % there: 4.08 V).
 _NFM_SOC_PCT = np.array([0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100], dtype=float)
 _NFM_DISCHARGE_V = np.array([2.00, 2.32, 2.68, 2.79, 2.90, 3.05, 3.22, 3.44, 3.62, 3.84, 4.08])
 # Charge-minus-discharge gap [NA]: up to ~80 mV on the hard-carbon plateau (20-35 % SoC),
 # ~20 mV above 35 %; 50-60 mV below 20 % is an estimate between the two.
 _NFM_GAP_V = np.array([0.05, 0.06, 0.08, 0.08, 0.03, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02])
 
-NA_NFM = Chemistry(
+NA_NFM = full_at_charge_voltage(Chemistry(
     name="na-nfm",
     description="layered oxide (NaNi1/3Fe1/3Mn1/3O2) / hard carbon, sloping OCV; 18650 1.5 Ah",
-    capacity_ah=1.5,  # [HAK]
+    # [HAK]; the rated capacity of the cell charged to thresholds.charge_v, the 0..100 % of
+    # the ended table (what a datasheet rates: charge voltage to cut-off).
+    capacity_ah=1.5,
     nominal_v=3.0,  # [HAK] ~3.0 V; [TOB] 3.05 V
     ocv=OcvCurve(
         soc=_NFM_SOC_PCT / 100.0,
@@ -87,7 +97,7 @@ NA_NFM = Chemistry(
         resistance_to_neighbour_k_per_w=8.0,
     ),
     self_discharge_pct_per_month=3.0,  # estimate
-)
+))
 
 # --- na-nvpf: polyanion Na3V2(PO4)2F3 / hard carbon, two flat plateaus ---------------
 
@@ -102,7 +112,7 @@ _NVPF_DISCHARGE_V = np.array([2.00, 2.80, 3.35, 3.57, 3.62, 3.645, 3.67, 3.70, 3
 _NVPF_GAP_V = np.array([0.04, 0.04, 0.035, 0.03, 0.02, 0.015, 0.012, 0.012, 0.012, 0.012,
                         0.01, 0.01, 0.01, 0.01, 0.01, 0.01, 0.01])
 
-NA_NVPF = Chemistry(
+NA_NVPF = full_at_charge_voltage(Chemistry(
     name="na-nvpf",
     description="polyanion (Na3V2(PO4)2F3) / hard carbon, flat plateaus; 18650 1.0 Ah",
     capacity_ah=1.0,  # estimate for a power-oriented NVPF 18650
@@ -150,9 +160,10 @@ NA_NVPF = Chemistry(
         resistance_to_neighbour_k_per_w=8.0,
     ),
     self_discharge_pct_per_month=3.0,  # estimate
-)
+))
 
-PRESETS: dict[str, Chemistry] = {c.name: c for c in (NA_NFM, NA_NVPF)}
+PRESETS: dict[str, Chemistry] = {
+    c.name: check_chemistry(c, f"preset {c.name}") for c in (NA_NFM, NA_NVPF)}
 DEFAULT_PRESET = NA_NFM.name
 
 

@@ -15,8 +15,10 @@ class Offender(StrEnum):
     HIGHEST_CELL = "highest cell"
     LOWEST_CELL = "lowest cell"
     CELL_OFF_THE_MEAN = "cell furthest from the mean"
+    OPEN_WIRE_CELL = "cell the open-wire test pulled down (else furthest from the mean)"
     STUCK_CELL = "cell whose reading has repeated longest"
     SOC_DROP_CELL = "cell whose SoC fell most against the others"
+    REST_SOC_OUTLIER = "cell whose SoC by its voltage is furthest from the others' median"
     HOTTEST_SENSOR = "highest temperature reading"
     COLDEST_SENSOR = "lowest temperature reading"
 
@@ -44,13 +46,17 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("discharge_temp_min", "°C", "lowest valid temperature", Offender.COLDEST_SENSOR),
     Quantity("charge_a", "A", "charge current", magnitude=True),
     Quantity("discharge_a", "A", "discharge current", magnitude=True),
-    Quantity("cell_v_spread", "V", "highest minus lowest cell voltage", Offender.HIGHEST_CELL,
-             magnitude=True),
+    Quantity("cell_soc_spread", "fraction 0..1",
+             "how far apart the cells' SoC stand by their voltages (the model's drops taken "
+             "out), beyond what the OCV's slope lets a voltage tell: 0 where it is flat",
+             Offender.REST_SOC_OUTLIER, magnitude=True),
     Quantity("temp_spread", "°C", "highest minus lowest valid temperature",
              Offender.HOTTEST_SENSOR, magnitude=True),
     Quantity("open_wire_v", "V",
-             "opposite deviation of two neighbouring cells (open sense wire)",
-             Offender.CELL_OFF_THE_MEAN, magnitude=True),
+             "how far the AFE's open-wire test pulled a cell reading down, in every one of "
+             "the last tests (open sense wire); without the test, the opposite deviation of "
+             "two neighbouring cells that stand out from the rest",
+             Offender.OPEN_WIRE_CELL, magnitude=True),
     Quantity("temp_reading_max", "°C", "highest raw temperature reading",
              Offender.HOTTEST_SENSOR),
     Quantity("temp_reading_min", "°C", "lowest raw temperature reading",

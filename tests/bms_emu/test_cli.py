@@ -231,3 +231,32 @@ def test_plot_refuses_a_file_that_is_not_a_recording(capsys, tmp_path):
     other.write_text("a,b\n1,2\n")
     assert main(["plot", str(other)]) == 2
     assert "missing column 'pack_v'" in capsys.readouterr().err
+
+
+# A known miss: a cell whose two neighbours bleed reads ~25 mV high (the bleed current's
+# drop on the shared sense wires), and the voltage rows act on that reading. na-nvpf's
+# over-voltage WARNING is only 17 mV above a full cell (a third of 4.18..4.23 V), so a full
+# pack that balances raises it. Strict: the test says so the day it is fixed.
+NVPF_BLEED = pytest.mark.xfail(strict=True, reason="sense-wire drop of bleeding neighbours "
+                               "reads a full na-nvpf cell above its OV WARNING")
+
+
+@pytest.mark.parametrize("profile", ["rest", "current:0.1"])
+@pytest.mark.parametrize("chemistry", ["na-nfm", pytest.param("na-nvpf", marks=NVPF_BLEED)])
+def test_a_full_pack_is_quiet(capsys, chemistry, profile):
+    """`--initial-soc 100` is a full pack: at rest or on a small charge, nothing is raised."""
+    d = run_json(capsys, "--chemistry", chemistry, "--initial-soc", "100", "--series", "16",
+                 "--duration", "5m", "--profile", profile, "--quiet")
+    assert d["events"] == []
+    assert d["final"]["state"] == "RUN" and d["final"]["soc_true_pct"] > 99.0
+
+
+@pytest.mark.parametrize("profile", ["rest", "current:0.1"])
+def test_a_full_nvpf_pack_that_does_not_balance_is_quiet(capsys, tmp_path, profile):
+    """The full na-nvpf cells themselves rest below every over-voltage row."""
+    config = tmp_path / "config.toml"
+    config.write_text('[balancing]\nmode = "off"\n')
+    d = run_json(capsys, "--chemistry", "na-nvpf", "--initial-soc", "100", "--series", "16",
+                 "--duration", "5m", "--profile", profile, "--quiet", "--config", str(config))
+    assert d["events"] == []
+    assert d["final"]["state"] == "RUN" and d["final"]["soc_true_pct"] > 99.0

@@ -48,9 +48,10 @@ debounce_s = 0.0
 release_s = 0.0
 """
 ROW = "protection.CELL_IMBALANCE.WARNING"
-# The spread of four cells at rest is a few mV: above the first, below the second.
+# The SoC spread of four cells is a percent or two: above the first, below the second
+# (which stays under the ALARM's 0.2: a WARNING must trip before its ALARM).
 RAISE = {"threshold": 0.001, "release": 0.0005}
-CLEAR = {"threshold": 0.25, "release": 0.2}
+CLEAR = {"threshold": 0.15, "release": 0.1}
 
 
 class PtyClient:

@@ -98,13 +98,19 @@ def rest_voltage(cells: CellArray) -> float:
 
 # --- open-circuit voltage ----------------------------------------------------------
 
+# The presets' 100 %: the SoC, on their sources' axes, where the charge branch reaches the
+# charge voltage (na-nfm 3.86 -> 4.10 V from 90 to 100 %, 4.0 V; na-nvpf 4.15 -> 4.21 V from
+# 97 to 100 %, 4.18 V). A source table point at x % is at x / FULL on the presets' axes.
+NFM_FULL = 0.9 + 0.1 * (4.0 - 3.86) / (4.10 - 3.86)
+NVPF_FULL = 0.97 + 0.03 * (4.18 - 4.15) / (4.21 - 4.15)
+
 # (preset, SoC at a table point, discharge-branch V, charge-branch V), copied from the
 # tables in bms/data/presets.py (na-nfm gap 0.08 V at 30 %, 0.02 V above 35 %; na-nvpf 0.012 V).
 TABLE_POINTS = [
-    ("na-nfm", 0.3, 2.79, 2.87),
-    ("na-nfm", 0.6, 3.22, 3.24),
-    ("na-nfm", 0.9, 3.84, 3.86),
-    ("na-nvpf", 0.5, 3.82, 3.832),
+    ("na-nfm", 0.3 / NFM_FULL, 2.79, 2.87),
+    ("na-nfm", 0.6 / NFM_FULL, 3.22, 3.24),
+    ("na-nfm", 0.9 / NFM_FULL, 3.84, 3.86),
+    ("na-nvpf", 0.5 / NVPF_FULL, 3.82, 3.832),
 ]
 
 
@@ -125,7 +131,7 @@ def test_rest_voltage_at_table_point_is_the_table_value(preset, soc, discharge_v
 def test_ocv_temperature_coefficient(temperature_c):
     """The OCV moves by temp_coeff * (T - 25 °C): -0.2 mV/K for na-nfm."""
     chem = PRESETS["na-nfm"]
-    cells = make_cells(chem, 0.6)
+    cells = make_cells(chem, 0.6 / NFM_FULL)
     set_hysteresis(cells, 0.0, temperature_c)
     expected = 3.23 + (-0.2e-3) * (temperature_c - 25.0)
     assert chem.ocv.temp_coeff_v_per_k == -0.2e-3
@@ -194,7 +200,7 @@ def test_hysteresis_leaves_the_charge_branch_exponentially(seconds):
     branch."""
     chem = flat_chemistry(**FAST_RC)
     assert chem.ocv.hysteresis_rate == GAMMA
-    soc0 = 0.8
+    soc0 = 0.8 / NFM_FULL  # the table point 3.62 V (discharge)
     cells = make_cells(chem, soc0)
     set_hysteresis(cells, 1.0)
     bench = Bench(cells)
@@ -207,8 +213,9 @@ def test_hysteresis_leaves_the_charge_branch_exponentially(seconds):
     bench.run(0.0, 5.0)  # the fast RC branches relax completely; h does not move at rest
     assert cells.hysteresis[0, 0] == pytest.approx(h, abs=1e-9)
     soc = soc0 - d_soc
-    # Between 70 % and 80 % the na-nfm discharge branch runs 3.44 -> 3.62 V; charge is +20 mV.
-    discharge_v = 3.44 + (soc - 0.7) / 0.1 * (3.62 - 3.44)
+    # Between the table's 70 % and 80 % the na-nfm discharge branch runs 3.44 -> 3.62 V;
+    # charge is +20 mV.
+    discharge_v = 3.44 + (soc * NFM_FULL - 0.7) / 0.1 * (3.62 - 3.44)
     charge_v = discharge_v + 0.02
     expected = discharge_v + 0.5 * (h + 1.0) * (charge_v - discharge_v)
     assert rest_voltage(cells) == pytest.approx(expected, abs=1e-6)

@@ -22,7 +22,7 @@ DT_S = 0.1
 
 def make_sensors(spec: SensorSpec = IDEAL, n_series: int = 8, one_c_a: float = 1.5,
                  seed: int = 0) -> Sensors:
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)]
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)]
     return Sensors(spec, n_series, one_c_a, rngs)
 
 
@@ -129,6 +129,44 @@ def test_open_wire_reading_drifts_with_its_time_constant():
     assert v[2] == pytest.approx(expected, abs=1e-8)  # exact first-order lag, LSB 1e-9 V
     assert v[2] + v[3] == pytest.approx(TRUE_V[2] + TRUE_V[3], abs=1e-8)
     np.testing.assert_allclose(np.delete(v, [2, 3]), np.delete(TRUE_V, [2, 3]), atol=1e-8)
+
+
+def test_the_open_wire_test_pulls_an_open_tap_down_and_leaves_intact_ones():
+    """Intact channels read under the test as they do otherwise; an open tap falls to the
+    tap below: the cell below reads 0 V and the cell above both cells. An offset or a stuck
+    channel reads the same way in both, so only an open wire makes the two differ."""
+    s = make_sensors()
+    np.testing.assert_allclose(s.read_wire_test(TRUE_V, None), TRUE_V, atol=1e-8)
+    s.open_wires.append(OpenWire(cell=3, pair=2, bias_v=0.4, tau_s=2.0))  # the tap 3 | 4
+    s.voltage_offset_v[6] = 0.2
+    s.voltage_stuck[7], s.voltage_stuck_v[7] = True, 3.0
+    s.voltage_faults = True
+    ordinary = s.read_voltages(TRUE_V, None, DT_S)
+    tested = s.read_wire_test(TRUE_V, None)
+    assert tested[2] == pytest.approx(0.0, abs=1e-8)
+    assert tested[3] == pytest.approx(TRUE_V[2] + TRUE_V[3], abs=1e-8)
+    np.testing.assert_allclose(np.delete(tested, [2, 3]), np.delete(ordinary, [2, 3]),
+                               atol=1e-8)
+    # The floating tap's drift in the ordinary readings is not disturbed by the test.
+    assert s.open_wires[0].reading_v == pytest.approx(ordinary[3], abs=1e-8)
+
+
+def test_the_pack_runs_the_test_once_when_asked_with_noise_of_its_own():
+    pack = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=8), DT_S)
+    twin = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=8), DT_S)
+    assert pack.measure().open_wire_test_v is None
+    twin.measure()
+    ask = Actuation("RUN", Contactors(), np.zeros(8, bool), 0.0, 0.0, 0, 0.5,
+                    open_wire_test=True)
+    pack.actuate(ask)
+    pack.advance(Demand(0.0, "a"))
+    twin.advance(Demand(0.0, "a"))
+    m = pack.measure()
+    assert m.open_wire_test_v is not None
+    assert np.abs(m.open_wire_test_v - pack.group_v).max() < 5e-3  # noise and LSB only
+    assert pack.measure().open_wire_test_v is None  # once: the next asks anew
+    # The ordinary readings of a seeded pack are the same with or without tests.
+    np.testing.assert_array_equal(m.cell_voltage_v, twin.measure().cell_voltage_v)
 
 
 # --- current -----------------------------------------------------------------------

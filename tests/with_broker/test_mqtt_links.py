@@ -295,7 +295,7 @@ def test_monitor_once_over_mqtt_shows_the_state_and_a_bar_per_cell(capsys, sim):
 
 # Raised between 2 and 4 s of emulator time (run headless, these give VOLTAGE_SENSOR_FAULT,
 # TEMP_SENSOR_FAULT, then CELL_OVERVOLTAGE and CELL_UNDERVOLTAGE at three levels each).
-INJECTIONS = ("1.5:sensor-offset:cell=2,offset_v=0.6", "1.5:temp-sensor-open:sensor=1",
+INJECTIONS = ("1.5:sensor-offset:cell=2,offset_v=0.7", "1.5:temp-sensor-open:sensor=1",
               "2:sensor-stuck:cell=3,value_v=1.0")
 FIRST_INJECTION_S = 1.5
 AWAITED = ("FAULT VOLTAGE_SENSOR_FAULT raised", "FAULT TEMP_SENSOR_FAULT raised",

@@ -3,12 +3,14 @@ timeouts, storage, limits and fail-safe behaviour, in simulated time."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from bms.core.firmware import TRANSITIONS, Firmware
 from bms.core.signals import OPEN, Measurement, State
-from bms.data.config import TEMP_PLAUSIBLE_C
+from bms.data.config import TEMP_PLAUSIBLE_C, OpenWireFallback
 from bms.data.presets import PRESETS
 from hil.injections import apply_injection, parse_injection
 from hil.loads import Demand
@@ -20,11 +22,14 @@ TICK_S = 0.1
 class Bench:
     """A firmware driving a small simulated pack, one tick at a time."""
 
-    def __init__(self, n_series=4, initial_soc=0.6, **spec):
+    def __init__(self, n_series=4, initial_soc=0.6, wire_test=True, **spec):
+        """`wire_test=False`: a source that does not run the open-wire test (as a replay or
+        a rig's frame): the measurements never carry one."""
         self.pack = SimulatedPack(PRESETS["na-nfm"],
                                   PackSpec(n_series=n_series, initial_soc=initial_soc, **spec),
                                   TICK_S)
         self.fw = Firmware(self.pack.chem, n_series, self.pack.capacity_ah)
+        self.wire_test = wire_test
         self.k = 0
         self.events = []
         self.history = []
@@ -40,6 +45,8 @@ class Bench:
 
     def tick(self, demand_a: float = 0.0, measurement: bool = True):
         m = self.pack.measure() if measurement else None
+        if m is not None and not self.wire_test:
+            m = dataclasses.replace(m, open_wire_test_v=None)
         self.seen[round(self.now_s, 6)] = m
         act = self.fw.step(m, self.now_s)
         self.events.extend(act.events)
@@ -303,20 +310,99 @@ def test_limits_ramp_up_and_respect_the_maximum():
 
 
 def test_charge_limit_tapers_to_zero_near_the_charge_voltage():
-    # 95 % rests near 3.97 V, 30 mV under the 4.0 V charge voltage: 30 % of the taper
-    bench = Bench(initial_soc=0.95, spread=SpreadSpec(initial_soc=0.002))
+    # Resting at 3.97 V (about 99 %), 30 mV under the 4.0 V charge voltage: 30 % of the
+    # voltage taper. The SoC taper, which would cut the limit there too, is taken out.
+    ocv = PRESETS["na-nfm"].ocv
+    bench = Bench(initial_soc=float(np.interp(3.97, ocv.mid_v, ocv.soc)),
+                  spread=SpreadSpec(initial_soc=0.002))
+    cfg = bench.fw.cfg
+    bench.fw.reconfigure(dataclasses.replace(
+        cfg, limits=dataclasses.replace(cfg.limits, soc_taper=1e-3)))
     bench.run(30.0)
     act = bench.run(1.0)
     assert act.state == "RUN"
     assert act.charge_limit_a < 0.5 * bench.fw.cfg.limits.max_charge_a
 
 
-def test_open_wire_is_reported():
-    bench = Bench(n_series=8)
-    bench.run(5.0)
+def open_wire_raised(bench: Bench) -> list:
+    return [e for e in bench.events if e.name == "OPEN_WIRE" and e.action == "raised"]
+
+
+def open_wire_bound_s(fw: Firmware, period_s: float) -> float:
+    """Tests `period_s` apart: the first after the wire opens comes within a period and is
+    answered a tick later, the confirming ones a period each, then the row's debounce."""
+    cfg = fw.cfg.open_wire
+    row = next(r for r in fw.cfg.protection if r.fault == "OPEN_WIRE")
+    return cfg.confirm_tests * period_s + TICK_S + row.debounce_s + 1e-9
+
+
+@pytest.mark.parametrize("initial_soc", [0.03, 0.5, 0.97])
+def test_open_wire_is_found_by_the_afe_test_within_its_bound(initial_soc):
+    bench = Bench(n_series=8, initial_soc=initial_soc)
+    bench.run(5.0, -1.0)  # under load: no cell bleeds, a test every period
     bench.inject("0:sense-open:cell=3")
-    bench.run(20.0)
-    assert "OPEN_WIRE" in bench.names()
+    opened_s = bench.now_s
+    bench.run(10.0, -1.0)
+    hits = open_wire_raised(bench)
+    assert hits and hits[0].t_s - opened_s <= open_wire_bound_s(
+        bench.fw, bench.fw.cfg.open_wire.test_every_s)
+    assert hits[0].index == 2  # cell 3 on the label: the cell below the open tap
+    assert hits[0].value > 1.0  # its reading fell by volts under the test, not millivolts
+    assert bench.fw.open_wire.testing
+
+
+def test_the_test_is_asked_for_every_period_and_never_with_a_cell_bleeding():
+    bench = Bench(n_series=8, initial_soc=0.6, spread=SpreadSpec(initial_soc=0.02))
+    bench.run(60.0)  # at rest, cells apart: balancing bleeds, pausing every 10 s to measure
+    asked = [(t, act) for t, act in bench.history if act.open_wire_test]
+    assert any(act.balance_mask.any() for _, act in bench.history)
+    assert not any(act.balance_mask.any() for _, act in asked)
+    gaps = np.diff([t for t, _ in asked])
+    cfg = bench.fw.cfg
+    assert gaps.min() >= cfg.open_wire.test_every_s - 1e-9
+    # While bleeding, a test rides on each of the balancer's measuring pauses (the first
+    # pause may come up to a test period later: bleeding began before the test fell due).
+    assert gaps.max() <= cfg.open_wire.test_every_s + cfg.balancing.measure_every_s + 1e-9
+    assert np.count_nonzero(np.abs(gaps - cfg.balancing.measure_every_s) < 1e-6) >= 3
+    assert bench.fw.open_wire.testing and open_wire_raised(bench) == []
+
+
+def test_while_cells_bleed_an_open_wire_is_found_in_the_balancers_pauses():
+    bench = Bench(n_series=8, initial_soc=0.6, spread=SpreadSpec(initial_soc=0.02))
+    bench.run(30.0)
+    assert bench.pack.balancing.any()
+    bench.inject("0:sense-open:cell=3")
+    opened_s = bench.now_s
+    bench.run(30.0)
+    hits = open_wire_raised(bench)
+    assert hits and hits[0].index == 2
+    assert hits[0].t_s - opened_s <= open_wire_bound_s(
+        bench.fw, bench.fw.cfg.balancing.measure_every_s + TICK_S)
+
+
+def test_a_source_without_the_test_falls_back_to_the_readings():
+    bench = Bench(n_series=8, wire_test=False)
+    bench.run(5.0, -1.0)
+    assert not bench.fw.open_wire.testing and open_wire_raised(bench) == []
+    bench.inject("0:sense-open:cell=3")
+    bench.run(5.0, -1.0)
+    hits = open_wire_raised(bench)
+    assert hits and hits[0].index in (2, 3)  # the passive fallback: the reading off the mean
+
+
+def test_with_the_fallback_off_a_source_without_the_test_reports_no_open_wire():
+    bench = Bench(n_series=8, wire_test=False)
+    cfg = bench.fw.cfg
+    bench.fw.reconfigure(dataclasses.replace(
+        cfg, open_wire=dataclasses.replace(cfg.open_wire, fallback=OpenWireFallback.OFF)))
+    bench.run(5.0, -1.0)
+    bench.inject("0:sense-open:cell=3")
+    bench.run(10.0, -1.0)
+    assert open_wire_raised(bench) == []  # documented: detection is off for such a source
+    # The same pack with a source that runs the test: the fallback does not matter.
+    bench.wire_test = True
+    bench.run(6.0, -1.0)
+    assert open_wire_raised(bench)
 
 
 def test_internal_short_shows_as_self_discharge_at_rest():

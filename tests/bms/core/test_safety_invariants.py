@@ -14,9 +14,11 @@ and contactor faults. After every step it checks:
    open wire) - all three contactors (negative, precharge, positive) are commanded open
    in that very step, the state is FAULT and both published limits are 0. The first two
    definitions are checked to agree and the third implies them, so this is the strongest
-   of them. Besides: contactors are closed only in PRECHARGE and RUN; RUN means both main
-   contactors closed; and a closing (any contactor from all open, a precharge retry
-   included) never starts while a FAULT row is over its threshold and still debouncing.
+   of them. Besides: contactors are closed only in PRECHARGE, RUN and RECOVERY; RUN and
+   RECOVERY mean both main contactors closed; in RECOVERY nothing may be discharged and
+   the charge limit is at most `limits.recovery_charge_a`; and a closing (any contactor
+   from all open, a precharge retry included) never starts while a FAULT row is over its
+   threshold and still debouncing.
 2. Beyond an absolute limit means open within the debounce. An excursion starts with a
    measurement that has a reading beyond a limit and lasts while every measurement has
    one; at the first measurement step at least the debounce in force after its start, all
@@ -27,8 +29,9 @@ and contactor faults. After every step it checks:
      the reading is also a sensor fault; both rows are FAULT level and both open.
    - A cell below `limits.v_min` (or unreadable): the CELL_UNDERVOLTAGE FAULT row's
      debounce, except in STORAGE, where a sodium-ion pack may sit at 0 V, the contactors
-     are open (1.) and the under-voltage rows are off by design; the excursion counts
-     from the first measurement taken outside STORAGE.
+     are open (1.) and the under-voltage rows are off by design, and during a recovery
+     charge (its way back, discharge forbidden); the excursion counts from the first
+     measurement taken outside both.
    - A temperature beyond the chemistry's discharge limits (always), or beyond its charge
      limits while charging (current above the configured rest current, the firmware's own
      definition of charging): the matching DISCHARGE_/CHARGE_ over/undertemp FAULT row's
@@ -356,7 +359,7 @@ class FirmwareSafety(RuleBasedStateMachine):
 
         beyond: dict[str, bool | None] = {
             "cell_high": bool((unreadable_v | (v > lim.v_max + slack(lim.v_max))).any()),
-            "cell_low": pre_state != "STORAGE" and bool(
+            "cell_low": pre_state != "STORAGE" and self.fw.recovering_since_s is None and bool(
                 (unreadable_v | (v < lim.v_min - slack(lim.v_min))).any()),
             "hot": temp(t > lim.discharge_temp_max_c),
             "cold": temp(t < lim.discharge_temp_min_c),
@@ -402,8 +405,8 @@ class FirmwareSafety(RuleBasedStateMachine):
             assert act.state == "FAULT", act.state
             assert act.charge_limit_a == 0.0 and act.discharge_limit_a == 0.0
         if act.contactors != OPEN:
-            assert act.state in ("PRECHARGE", "RUN"), (act.state, act.contactors)
-        if act.state == "RUN":
+            assert act.state in ("PRECHARGE", "RUN", "RECOVERY"), (act.state, act.contactors)
+        if act.state in ("RUN", "RECOVERY"):
             assert act.contactors.main_closed, act.contactors
 
     def _check_limit_deadlines(self, act: Actuation, cfg: FirmwareConfig) -> None:
@@ -422,8 +425,11 @@ class FirmwareSafety(RuleBasedStateMachine):
         for value, maximum in ((act.charge_limit_a, lc.max_charge_a),
                                (act.discharge_limit_a, lc.max_discharge_a)):
             assert math.isfinite(value) and 0.0 <= value <= maximum, (value, maximum)
-        if act.state != "RUN" or self.fw.fault_active:
+        if act.state not in ("RUN", "RECOVERY") or self.fw.fault_active:
             assert act.charge_limit_a == 0.0 and act.discharge_limit_a == 0.0
+        if act.state == "RECOVERY":
+            assert act.discharge_limit_a == 0.0
+            assert act.charge_limit_a <= lc.recovery_charge_a
 
     # --- time -------------------------------------------------------------------------------
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from bms.data.chemistry import load_profile, parse_profile
+from bms.data import presets
+from bms.data.chemistry import OcvCurve, check_chemistry, load_profile, parse_profile
+from bms.data.config import default_config
 from bms.data.presets import PRESETS, resolve_chemistry
 from bms.data.validation import InputError
 
@@ -153,3 +157,110 @@ def test_with_capacity_scales_resistance_and_heat_capacity():
     assert r0_big == pytest.approx(r0_base / 100.0)
     assert big.thermal.heat_capacity_j_per_k == pytest.approx(100.0 * 45.0)
     assert big.ocv is base.ocv
+
+
+# --- 100 % is the cell charged to its charge voltage -----------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_preset_passes_the_coherence_check(name):
+    chem = PRESETS[name]
+    assert check_chemistry(chem, name) is chem
+    assert chem.ocv.full_v == chem.thresholds.charge_v
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_full_cell_at_rest_on_either_branch_is_below_every_over_voltage_row(name):
+    chem = PRESETS[name]
+    rows = default_config(chem, 16, chem.capacity_ah).protection
+    lowest = min(r.threshold for r in rows if r.fault == "CELL_OVERVOLTAGE")
+    full = chem.ocv.voltage_v(np.ones(2), np.array([1.0, -1.0]), np.full(2, 25.0))
+    assert full[0] == pytest.approx(chem.thresholds.charge_v)  # the charge branch
+    assert full[1] < full[0]  # the discharge branch
+    assert full.max() < lowest
+    pack_row = next(r for r in rows if r.fault == "PACK_OVERVOLTAGE")
+    assert 16 * full.max() < pack_row.threshold
+
+
+def test_the_sourced_table_ends_where_its_charge_branch_reaches_the_charge_voltage():
+    # na-nfm's source: the charge branch 3.86 V at 90 %, 4.10 V at 100 %; it reaches the
+    # 4.0 V charge voltage at 90 + 10 * 0.14 / 0.24 = 95.83 % of the source's axis.
+    source = OcvCurve(presets._NFM_SOC_PCT / 100.0, presets._NFM_DISCHARGE_V + presets._NFM_GAP_V,
+                      presets._NFM_DISCHARGE_V, -0.2e-3, 25.0)
+    full = 0.9 + 0.1 * 0.14 / 0.24
+    assert source.charge_soc_at(4.0) == pytest.approx(full)
+    ended = source.ending_at(4.0)
+    assert ended.soc[-1] == 1.0 and ended.soc[-2] == pytest.approx(0.9 / full)
+    assert ended.soc.size == source.soc.size  # 100 % dropped, the crossing put in its place
+    assert ended.charge_v[-1] == 4.0
+    assert ended.discharge_v[-1] == pytest.approx(3.84 + (4.08 - 3.84) * 0.14 / 0.24)
+    assert np.array_equal(ended.charge_v[:-1], source.charge_v[:-1])
+    assert ended.ending_at(4.0) is ended  # nothing left above
+    assert PRESETS["na-nfm"].ocv.soc == pytest.approx(ended.soc)
+    # Above 100 % the curve goes on with its last slope: an overcharged cell climbs.
+    over = ended.voltage_v(np.array([1.02]), np.array([1.0]), np.array([25.0]))[0]
+    assert 4.0 < over < 4.1
+
+
+def test_an_incoherent_preset_is_refused_naming_the_crossing():
+    source = OcvCurve(presets._NFM_SOC_PCT / 100.0, presets._NFM_DISCHARGE_V + presets._NFM_GAP_V,
+                      presets._NFM_DISCHARGE_V, -0.2e-3, 25.0)
+    with pytest.raises(InputError) as err:
+        check_chemistry(dataclasses.replace(PRESETS["na-nfm"], ocv=source), "preset na-nfm")
+    (problem,) = err.value.problems
+    assert problem.startswith("ocv.charge_v[10] = 4.1: the OCV at 100 % must be within "
+                              "[3.99, 4] V")
+    assert "reaches 4 V at 95.83 %" in problem
+
+
+ENDS_HIGH = MINIMAL + "[thresholds]\ncharge_v = 4.0\n"  # the table goes on to 4.2 V
+
+
+def test_a_profile_whose_table_ends_above_the_charge_voltage_is_refused(tmp_path):
+    with pytest.raises(InputError) as err:
+        load_profile(write(tmp_path, ENDS_HIGH))
+    (problem,) = err.value.problems
+    # 3.2 V at 50 %, 4.2 V at 100 %: 4.0 V at 90 %
+    assert problem.startswith("ocv.voltage_v[2] = 4.2: the OCV at 100 % must be within "
+                              "[3.99, 4] V: 100 % is the cell charged to thresholds.charge_v (4 V)")
+    assert "the charge branch reaches 4 V at 90 % of this table" in problem
+    # Ended there, as the message says, it loads.
+    fixed = ENDS_HIGH.replace("soc_pct = [0, 50, 100]", "soc_pct = [0, 55.5556, 100]").replace(
+        "voltage_v = [2.0, 3.2, 4.2]", "voltage_v = [2.0, 3.2, 4.0]")
+    assert load_profile(write(tmp_path, fixed)).ocv.full_v == 4.0
+
+
+def test_a_profile_whose_table_ends_well_below_the_charge_voltage_is_refused(tmp_path):
+    text = MINIMAL + "[thresholds]\ncharge_v = 4.25\n"
+    with pytest.raises(InputError) as err:
+        load_profile(write(tmp_path, text))
+    (problem,) = err.value.problems
+    assert problem.startswith("ocv.voltage_v[2] = 4.2: the OCV at 100 % must be within "
+                              "[4.24, 4.25] V")
+    assert "lower thresholds.charge_v to 4.2" in problem
+
+
+def test_a_profile_without_a_charge_voltage_is_charged_to_its_table_end(tmp_path):
+    chem = load_profile(write(tmp_path, MINIMAL))
+    assert chem.thresholds.charge_v == chem.ocv.full_v == 4.2
+    assert chem.thresholds.charge_v < chem.thresholds.overvoltage_v
+
+
+@pytest.mark.parametrize(("thresholds", "problem"), [
+    ({"undervoltage_release_v": 4.2, "overvoltage_release_v": 4.22},
+     "thresholds.charge_v = 4.2: must be above thresholds.undervoltage_release_v (4.2)"),
+    ({"overvoltage_v": 4.2, "overvoltage_release_v": 4.1},
+     "thresholds.charge_v = 4.2: must be below thresholds.overvoltage_v (4.2)"),
+    ({"undervoltage_release_v": 3.5, "overvoltage_release_v": 3.4},
+     "thresholds.overvoltage_release_v = 3.4: must be above "
+     "thresholds.undervoltage_release_v (3.5)"),
+    ({"undervoltage_v": 2.5, "undervoltage_release_v": 2.4},
+     "thresholds.undervoltage_release_v = 2.4: must be above thresholds.undervoltage_v (2.5)"),
+])
+def test_thresholds_out_of_order_are_refused(thresholds, problem):
+    data = {"name": "x", "capacity_ah": 1.0, "limits": {"v_min": 2.0, "v_max": 4.3},
+            "ocv": {"soc_pct": [0, 50, 100], "voltage_v": [2.0, 3.2, 4.2]},
+            "thresholds": thresholds}
+    with pytest.raises(InputError) as err:
+        parse_profile(data, "inline")
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems

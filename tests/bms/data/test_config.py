@@ -121,13 +121,13 @@ def test_tightening_is_accepted():
 max_charge_a = 1.0
 max_discharge_a = 3.0
 [protection.CELL_OVERVOLTAGE.WARNING]
-threshold = 3.96
+threshold = 4.01
 release = 3.9
 [protection.CELL_OVERVOLTAGE.ALARM]
-threshold = 3.98
+threshold = 4.03
 release = 3.9
 [protection.CELL_OVERVOLTAGE.FAULT]
-threshold = 4.0
+threshold = 4.05
 release = 3.9
 [protection.CHARGE_UNDERTEMP.WARNING]
 threshold = -6.0
@@ -143,7 +143,7 @@ threshold = {oc.threshold - 0.1!r}
 """)
     assert (cfg.limits.max_charge_a, cfg.limits.max_discharge_a) == (1.0, 3.0)
     ov = row(cfg, "CELL_OVERVOLTAGE", "FAULT")
-    assert (ov.threshold, ov.release, ov.quantity, ov.above) == (4.0, 3.9, "cell_v_max", True)
+    assert (ov.threshold, ov.release, ov.quantity, ov.above) == (4.05, 3.9, "cell_v_max", True)
     assert row(cfg, "CHARGE_UNDERTEMP", "FAULT").threshold == -10.0
     assert row(cfg, "CHARGE_UNDERTEMP", "FAULT").release == -5.0
     assert row(cfg, "CHARGE_OVERCURRENT", "FAULT").threshold == oc.threshold - 0.1
@@ -170,10 +170,10 @@ def test_a_fault_with_no_absolute_limit_cannot_be_loosened():
 
 def test_pack_voltage_bounds_follow_the_series_count():
     """A pack threshold valid for 16 cells is beyond the limits of 4."""
-    text = "[protection.PACK_OVERVOLTAGE.FAULT]\nthreshold = 60.0\nrelease = 58.0"
-    assert row(parse(text), "PACK_OVERVOLTAGE", "FAULT").threshold == 60.0
+    text = "[protection.PACK_OVERVOLTAGE.FAULT]\nthreshold = 64.5\nrelease = 58.0"
+    assert row(parse(text), "PACK_OVERVOLTAGE", "FAULT").threshold == 64.5
     assert problems_of(text, n_series=4) == [
-        "protection.PACK_OVERVOLTAGE.FAULT.threshold = 60.0: must be within [6, 16.4] "
+        "protection.PACK_OVERVOLTAGE.FAULT.threshold = 64.5: must be within [6, 16.4] "
         "(4 x the chemistry's absolute cell limits)",
         "protection.PACK_OVERVOLTAGE.FAULT.release = 58.0: must be within [6, 16.4] "
         "(4 x the chemistry's absolute cell limits)"]
@@ -414,6 +414,11 @@ def test_a_default_as_shown_in_its_message_is_accepted(with_sensor_rows, monkeyp
      "protection.CELL_OVERVOLTAGE.WARNING.threshold"),
     ({"protection": {"CELL_UNDERVOLTAGE": {"ALARM": {"threshold": 1.95, "release": 2.2}}}},
      "protection.CELL_UNDERVOLTAGE.ALARM.threshold"),
+    # A full pack at rest (4.0 V a cell) would be an over-voltage.
+    ({"protection": {"CELL_OVERVOLTAGE": {"WARNING": {"threshold": 3.99, "release": 3.9}}}},
+     "protection.CELL_OVERVOLTAGE.WARNING.threshold"),
+    ({"protection": {"PACK_OVERVOLTAGE": {"FAULT": {"threshold": 63.9, "release": 62.0}}}},
+     "protection.PACK_OVERVOLTAGE.FAULT.threshold"),
 ])
 def test_a_value_that_would_defeat_protection_is_refused(data, named):
     """Every parameter has a safe range, and a WARNING trips before its ALARM before its
@@ -427,7 +432,23 @@ def test_a_value_that_would_defeat_protection_is_refused(data, named):
 def test_levels_may_be_moved_together_in_order():
     chem = PRESETS["na-nfm"]
     cfg = parse_config({"protection": {"CELL_OVERVOLTAGE": {
-        "WARNING": {"threshold": 3.98, "release": 3.9},
-        "ALARM": {"threshold": 4.0, "release": 3.92}}}}, "host", chem, 16, chem.capacity_ah)
+        "WARNING": {"threshold": 4.01, "release": 3.9},
+        "ALARM": {"threshold": 4.02, "release": 3.92}}}}, "host", chem, 16, chem.capacity_ah)
     over = {r.level: r.threshold for r in cfg.protection if r.fault == "CELL_OVERVOLTAGE"}
-    assert over["WARNING"] == 3.98 and over["ALARM"] == 4.0
+    assert over["WARNING"] == 4.01 and over["ALARM"] == 4.02
+
+
+def test_an_over_voltage_row_at_or_below_a_full_cell_is_refused():
+    """100 % is the cell charged to 4.0 V: a row there would make a full pack at rest an
+    over-voltage. Just above it is a tightening like any other."""
+    assert problems_of("[protection.CELL_OVERVOLTAGE.WARNING]\nthreshold = 4.0\n"
+                       "release = 3.9") == [
+        "protection.CELL_OVERVOLTAGE.WARNING.threshold = 4.0: must be within (4, 4.1] (above "
+        "a full cell's rest voltage, the OCV at 100 %): a full pack at rest would be an "
+        "over-voltage"]
+    assert problems_of("[protection.PACK_OVERVOLTAGE.FAULT]\nthreshold = 64.0\n"
+                       "release = 62.0") == [
+        "protection.PACK_OVERVOLTAGE.FAULT.threshold = 64.0: must be within (64, 65.6] (above "
+        "16 x a full cell's rest voltage): a full pack at rest would be an over-voltage"]
+    cfg = parse("[protection.CELL_OVERVOLTAGE.WARNING]\nthreshold = 4.005\nrelease = 3.9")
+    assert row(cfg, "CELL_OVERVOLTAGE", "WARNING").threshold == 4.005
