@@ -5,6 +5,7 @@ Why and how: docs/internals.md, hil/sensors.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,20 +90,8 @@ class Sensors:
 
     def read_voltages(self, true_v: np.ndarray, bleed_a: np.ndarray | None,
                       dt_s: float) -> np.ndarray:
-        v = true_v + self.voltage_noise.next()
-        if bleed_a is not None:
-            drop_v = bleed_a * self.spec.sense_wire_ohm
-            v -= 2.0 * drop_v
-            v[1:] += drop_v[:-1]
-            v[:-1] += drop_v[1:]
-        if self.voltage_faults:
-            for wire in self.open_wires:
-                wire.apply(v, dt_s)
-            v = np.where(self.voltage_stuck, self.voltage_stuck_v, v + self.voltage_offset_v)
-        v *= 1.0 / self.spec.cell_lsb_v
-        np.rint(v, out=v)
-        v *= self.spec.cell_lsb_v
-        return v
+        return self._convert(true_v + self.voltage_noise.next(), bleed_a,
+                             lambda wire, v: wire.apply(v, dt_s))
 
     def read_wire_test(self, true_v: np.ndarray, bleed_a: np.ndarray | None) -> np.ndarray:
         """The AFE's open-wire test: a conversion of every channel with a test current
@@ -111,7 +100,15 @@ class Sensors:
         its own); an open one lets the tap fall to the tap below, so the cell below it reads
         about 0 V and the cell above it both cells. Channel faults (offset, stuck) apply as
         to the ordinary readings."""
-        v = true_v + self.wire_test_noise.next()
+        return self._convert(true_v + self.wire_test_noise.next(), bleed_a,
+                             lambda wire, v: wire.pull_down(v))
+
+    def _convert(self, v: np.ndarray, bleed_a: np.ndarray | None,
+                 open_wire: Callable[[OpenWire, np.ndarray], None]) -> np.ndarray:
+        """What every conversion of the cell channels shares, on `v` (true voltages plus
+        this conversion's noise, changed in place): the bleed currents' drop in the shared
+        sense wires, each open wire as this conversion sees it, the channel faults, and the
+        converter's step."""
         if bleed_a is not None:
             drop_v = bleed_a * self.spec.sense_wire_ohm
             v -= 2.0 * drop_v
@@ -119,9 +116,12 @@ class Sensors:
             v[:-1] += drop_v[1:]
         if self.voltage_faults:
             for wire in self.open_wires:
-                wire.pull_down(v)
+                open_wire(wire, v)
             v = np.where(self.voltage_stuck, self.voltage_stuck_v, v + self.voltage_offset_v)
-        return np.rint(v / self.spec.cell_lsb_v) * self.spec.cell_lsb_v
+        v *= 1.0 / self.spec.cell_lsb_v
+        np.rint(v, out=v)
+        v *= self.spec.cell_lsb_v
+        return v
 
     def read_pack_voltage(self, true_v: float) -> float:
         v = true_v * self.pack_v_gain + self.pack_v_offset_v + float(self.pack_v_noise.next()[0])

@@ -68,6 +68,9 @@ CLOSING = Contactors(negative=True, precharge=True, positive=True)
 CLOSED = Contactors(negative=True, positive=True)
 TEMP_TAPER_C = 5.0  # limits fall to 0 over this last stretch before a temperature stop
 STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
+# The states with the pack on the bus through its main contactors: the only ones whose
+# published limits may be above 0.
+CONNECTED = frozenset({State.RUN, State.RECOVERY})
 # Suspended in STORAGE, where cells may be taken to 0 V, and during a recovery charge out of
 # under-voltage: there their voltages say nothing of under-voltage, imbalance or sense wires.
 LOW_CELL_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
@@ -227,8 +230,8 @@ class Firmware:
         self._charge_temp_rows = {
             quantity: np.array([r.quantity == quantity for r in cfg.protection])
             for quantity in ("charge_temp_max", "charge_temp_min")}
-        # A recovery charge ends once each under-voltage FAULT row's quantity is past its
-        # release; the cell row is the one a failed recovery latches again.
+        # Leaving storage and ending a recovery charge need each under-voltage FAULT row's
+        # quantity past its release; the cell row is the one a failed recovery latches again.
         uv_rows = [r for r in cfg.protection if r.fault in UNDERVOLTAGE and r.level == Level.FAULT]
         self._recovery_release = [(r.quantity, r.release) for r in uv_rows]
         self._recovery_latch = [r for r in uv_rows if r.quantity == "cell_v_min"]
@@ -506,9 +509,9 @@ class Firmware:
             self._enter(State.STANDBY, now_s)
         elif state == State.STORAGE:
             if req != "storage" and self._plausible(m):
-                if self._charged_past_release(m):
+                if self._past_release():
                     self._enter(State.STANDBY, now_s)
-                elif req == "run" and self.cfg.limits.recovery_charge_a > 0.0:
+                elif req == "run" and self._recovery_on:
                     self._start_recovery(events, now_s)
                     self._enter(State.STANDBY, now_s)
         elif state == State.STANDBY:
@@ -522,7 +525,7 @@ class Firmware:
                 self._enter(State.STORAGE, now_s)
         elif state == State.PRECHARGE:
             self._precharge(m, now_s, events)
-        elif state in (State.RUN, State.RECOVERY) and req != "run":
+        elif state in CONNECTED and req != "run":
             if (abs(m.current_a) < self.cfg.rest_current_a
                     or now_s - self.phase_since_s >= STANDBY_OPEN_WAIT_S):
                 self.recovering_since_s = None
@@ -530,7 +533,7 @@ class Firmware:
                 self._enter(State.STANDBY, now_s)
         elif state == State.RECOVERY:
             self._supervise_recovery(m, now_s, events)
-        if self.state in (State.RUN, State.RECOVERY) and req == "run":
+        if self.state in CONNECTED and req == "run":
             self.phase_since_s = now_s  # restart the standby wait whenever run is held
 
     def _precharge(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
@@ -589,10 +592,16 @@ class Firmware:
                     and t.min() > lo and t.max() < hi and not self.protection.active.any()
                     and not self.locked_out)
 
-    def _charged_past_release(self, m: Measurement) -> bool:
-        """Every cell above the under-voltage release: the pack may run as it is. Below
-        it, the way out is a recovery charge."""
-        return bool(m.cell_voltage_v.min() >= self.chem.thresholds.undervoltage_release_v)
+    def _past_release(self) -> bool:
+        """Every under-voltage FAULT row's quantity past its release: the pack may run as
+        it is (leaving storage, ending a recovery charge). Below it, the way out is a
+        recovery charge."""
+        return all(self._figure(q) >= release for q, release in self._recovery_release)
+
+    @property
+    def _recovery_on(self) -> bool:
+        """A recovery charge is configured (`limits.recovery_charge_a` 0 turns it off)."""
+        return self.cfg.limits.recovery_charge_a > 0.0
 
     # --- the recovery charge ----------------------------------------------------------
 
@@ -603,7 +612,7 @@ class Firmware:
         latched = {fault for fault, _, _ in self.protection.latched_rows()}
         return bool(latched & UNDERVOLTAGE and latched <= LOW_CELL_SUSPENDED
                     and not self.event_faults
-                    and self.requested == "run" and self.cfg.limits.recovery_charge_a > 0.0)
+                    and self.requested == "run" and self._recovery_on)
 
     def _start_recovery(self, events: list[FaultEvent], now_s: float) -> None:
         """Suspends the low-cell rows (their raised rows clear, logged with the reason):
@@ -618,7 +627,7 @@ class Firmware:
         quantity is past its release. A discharge held as long as the cell row's debounce,
         or a charge that has not got there within the timeout, ends it in the
         under-voltage FAULT it came from (which counts toward a lockout)."""
-        if all(self._figure(q) >= release for q, release in self._recovery_release):
+        if self._past_release():
             self.recovering_since_s = None
             self._enter(State.RUN, now_s)
             return
@@ -685,8 +694,7 @@ class Firmware:
         (`temperature_window_c`)."""
         lc, thr = self.cfg.limits, self.chem.thresholds
         charge = discharge = 0.0
-        if (self.state in (State.RUN, State.RECOVERY) and self.requested == "run"
-                and not self.fault_active):
+        if self.state in CONNECTED and self.requested == "run" and not self.fault_active:
             t_max, t_min = self._figure("discharge_temp_max"), self._figure("discharge_temp_min")
             # Each temperature derating ends at the first temperature row of its direction.
             charge_lo, charge_hi, discharge_lo, discharge_hi = self.temp_window_c
@@ -791,7 +799,7 @@ class Firmware:
 
     def _actuation(self, events: list[FaultEvent], mask: np.ndarray,
                    wire_test: bool = False) -> Actuation:
-        if self.state not in (State.RUN, State.RECOVERY) or self.fault_active:
+        if self.state not in CONNECTED or self.fault_active:
             self.charge_limit_a = self.discharge_limit_a = 0.0
         else:  # never above the maximum in force: one lowered since the last measurement
             lc = self.cfg.limits  # (a step without one leaves the limits alone) binds now
