@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bms.core.balancing import sense_wire_shift_v
+
 NOISE_BLOCK_TICKS = 512  # noise is drawn in blocks: one RNG call per 512 ticks
 
 
@@ -110,10 +112,7 @@ class Sensors:
         sense wires, each open wire as this conversion sees it, the channel faults, and the
         converter's step."""
         if bleed_a is not None:
-            drop_v = bleed_a * self.spec.sense_wire_ohm
-            v -= 2.0 * drop_v
-            v[1:] += drop_v[:-1]
-            v[:-1] += drop_v[1:]
+            v += sense_wire_shift_v(bleed_a, self.spec.sense_wire_ohm)
         if self.voltage_faults:
             for wire in self.open_wires:
                 open_wire(wire, v)

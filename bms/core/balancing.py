@@ -20,6 +20,18 @@ SOC_PER_MV = 0.0005
 TIME_EPS_S = 1e-6
 
 
+def sense_wire_shift_v(bleed_a: np.ndarray, wire_ohm: float) -> np.ndarray:
+    """How far each cell's reading moves while cells bleed: a cell and its two neighbours
+    share sense wires, so a bleed current's drop in them lowers the bleeding cell's reading
+    by two drops and raises each neighbour's by one. (The plant applies it; the firmware
+    takes it off again.)"""
+    drop_v = bleed_a * wire_ohm
+    shift_v = -2.0 * drop_v
+    shift_v[1:] += drop_v[:-1]
+    shift_v[:-1] += drop_v[1:]
+    return shift_v
+
+
 def _frozen(mask: np.ndarray) -> np.ndarray:
     mask.flags.writeable = False
     return mask

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from bms.core.balancing import Balancer
+from bms.core.balancing import Balancer, sense_wire_shift_v
 from bms.core.counters import Counters
 from bms.core.current_check import CurrentCheck
 from bms.core.estimator import Estimator
@@ -340,10 +340,19 @@ class Firmware:
         if v.shape != (self.n_series,) or not math.isfinite(i_a):
             raise ValueError(f"measurement has {v.shape} cell voltages for {self.n_series} "
                              f"cells and current {i_a!r}")
-        v_max, v_min = float(v.max()), float(v.min())
+        # A bleed's current drops the bleeding cells' voltages through their resistance:
+        # two readings under different bleeds do not show what the pack current did.
+        bleed = m.balancing if m.balancing is not None else self._mask
+        # The voltage rows judge the cells, not the sense wires: a cell whose neighbours
+        # bleed reads high by their drop in the shared wires (25 mV on a full na-nvpf
+        # cell, past its over-voltage WARNING), and that drop is known.
+        judged_v = v - sense_wire_shift_v(
+            bleed * v / self.cfg.balancing.bleed_resistor_ohm,
+            self.cfg.balancing.sense_wire_ohm) if bleed.any() else v
+        v_max, v_min = float(judged_v.max()), float(judged_v.min())
         unreadable = not (math.isfinite(v_max) and math.isfinite(v_min))
         if unreadable:  # a NaN or infinite cell reading: a sensor fault, never a value
-            finite = v[np.isfinite(v)]
+            finite = judged_v[np.isfinite(judged_v)]
             v_max, v_min = (float(finite.max()), float(finite.min())) if finite.size else (
                 0.0, 0.0)
         t = m.temperature_c
@@ -394,9 +403,6 @@ class Firmware:
         rest_soc_drop = 0.0 if e is None else self.rest_drift.update(
             e.cell_soc + e.cell_bled_soc, i_a, e.reset_epoch, self.last_s)
         pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
-        # A bleed's own current drops the bleeding cells' voltages through their resistance:
-        # two readings under different bleeds do not show what the pack current did.
-        bleed = m.balancing if m.balancing is not None else self._mask
         comparable = self._bleed_read is not None and np.array_equal(bleed, self._bleed_read)
         self._bleed_read = bleed
         mismatch_a = self.current_check.update(

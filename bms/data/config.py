@@ -106,6 +106,7 @@ class BalancingConfig:
     max_temp_c: float = 50.0
     measure_every_s: float = 10.0  # bleeding pauses for one tick this often to measure
     bleed_resistor_ohm: float = 33.0  # what a bleeding cell's charge is counted through
+    sense_wire_ohm: float = 0.1  # per sense wire: its bleed drop is taken off the readings
 
 
 @dataclass(frozen=True)

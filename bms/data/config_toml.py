@@ -90,6 +90,8 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
     ("balancing", "measure_every_s"): ("s", "bleeding pauses for one tick this often to measure"),
     ("balancing", "bleed_resistor_ohm"): (
         "ohm", "bleed resistor: a bleeding cell loses its voltage over this much current"),
+    ("balancing", "sense_wire_ohm"): (
+        "ohm", "per sense wire: the voltage rows see readings less the bleed currents' drop"),
     ("estimation", "reference_power_w"): ("W", "runtime is also given at this discharge power"),
     ("estimation", "current_noise_a"): ("A", "rms noise of one current reading"),
     ("estimation", "offset_sigma_a"): ("A", "how far the current sensor's zero may be off"),
@@ -259,6 +261,7 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
     ("balancing", "max_temp_c"): _any_temp,
     ("balancing", "measure_every_s"): lambda p: POSITIVE,
     ("balancing", "bleed_resistor_ohm"): lambda p: POSITIVE,
+    ("balancing", "sense_wire_ohm"): lambda p: Bound(0.0, 1.0),
     ("estimation", "reference_power_w"): lambda p: POSITIVE,
     ("estimation", "current_noise_a"): lambda p: POSITIVE,
     ("estimation", "offset_sigma_a"): lambda p: POSITIVE,

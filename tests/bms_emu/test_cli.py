@@ -233,16 +233,8 @@ def test_plot_refuses_a_file_that_is_not_a_recording(capsys, tmp_path):
     assert "missing column 'pack_v'" in capsys.readouterr().err
 
 
-# A known miss: a cell whose two neighbours bleed reads ~25 mV high (the bleed current's
-# drop on the shared sense wires), and the voltage rows act on that reading. na-nvpf's
-# over-voltage WARNING is only 17 mV above a full cell (a third of 4.18..4.23 V), so a full
-# pack that balances raises it. Strict: the test says so the day it is fixed.
-NVPF_BLEED = pytest.mark.xfail(strict=True, reason="sense-wire drop of bleeding neighbours "
-                               "reads a full na-nvpf cell above its OV WARNING")
-
-
 @pytest.mark.parametrize("profile", ["rest", "current:0.1"])
-@pytest.mark.parametrize("chemistry", ["na-nfm", pytest.param("na-nvpf", marks=NVPF_BLEED)])
+@pytest.mark.parametrize("chemistry", ["na-nfm", "na-nvpf"])
 def test_a_full_pack_is_quiet(capsys, chemistry, profile):
     """`--initial-soc 100` is a full pack: at rest or on a small charge, nothing is raised."""
     d = run_json(capsys, "--chemistry", chemistry, "--initial-soc", "100", "--series", "16",

@@ -2,17 +2,20 @@
 faulted one stays visibly faulted. Each case here raised (or cleared) a row before the fix:
 the current-step check at long ticks and at a CV taper, CELL_IMBALANCE on long strings and
 near empty, CELL_SELF_DISCHARGE clearing when the rest was broken off, and charge-temperature
-rows chattering as a charger paused."""
+rows chattering as a charger paused, and a full na-nvpf cell read over-voltage by its
+bleeding neighbours' drop in the shared sense wires."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from bms.core.balancing import sense_wire_shift_v
 from bms.core.current_check import CurrentCheck
 from bms.core.estimator import PackModel
 from bms.core.firmware import Firmware, temperature_window_c
 from bms.core.rest_drift import RestDrift
+from bms.core.signals import Contactors, Measurement
 from bms.data.config import default_config
 from bms.data.presets import PRESETS
 from hil.injections import parse_injection
@@ -261,3 +264,40 @@ def test_a_raised_charge_temperature_fault_clears_only_once_warm():
     firmware.request("clear-faults")
     act = firmware.step(pack.measure(), now)
     assert act.state == "FAULT"  # still -22 °C: the fault stands
+
+
+# --- 6. readings taken while cells bleed -------------------------------------------------
+
+
+def test_the_firmware_takes_off_the_shift_the_plant_puts_on():
+    """A bleeding cell reads two wire drops low and each neighbour one drop high; taken
+    off again with the bleed current worked out from the readings, the cells come back to
+    well within a converter step."""
+    true_v = np.array([4.19, 4.20, 4.21, 4.20, 4.19])
+    mask = np.array([False, True, False, True, False])
+    reading = true_v + sense_wire_shift_v(mask * true_v / 33.0, 0.1)
+    drop_v = 4.2 / 33.0 * 0.1
+    assert reading - true_v == pytest.approx([drop_v, -2 * drop_v, 2 * drop_v, -2 * drop_v,
+                                              drop_v], abs=1e-4)
+    judged = reading - sense_wire_shift_v(mask * reading / 33.0, 0.1)
+    assert np.abs(judged - true_v).max() < 0.5e-3  # half a 1 mV step
+
+
+@pytest.mark.parametrize(("bled", "raises"), [(True, False), (False, True)])
+def test_a_cell_between_two_bleeding_neighbours_is_judged_on_its_own_voltage(bled, raises):
+    """Cell 3 reads 15 mV above the over-voltage WARNING: with cells 2 and 4 bleeding that
+    is their 25 mV in the shared wires, not the cell (before: a full, balancing na-nvpf pack
+    raised the WARNING); the same reading with nothing bleeding is an over-voltage."""
+    chem = PRESETS["na-nvpf"]
+    firmware = Firmware(chem, 5, 10.0)
+    warning_v = next(r.threshold for r in firmware.protection.rows
+                     if r.fault == "CELL_OVERVOLTAGE" and r.level == "WARNING")
+    cells_v = np.full(5, warning_v - 0.010)
+    cells_v[2] = warning_v + 0.015
+    cells_v[[1, 3]] -= 0.025
+    mask = np.array([False, True, False, True, False]) if bled else np.zeros(5, dtype=bool)
+    events = []
+    for k in range(100):
+        m = Measurement(cells_v, np.full(2, 25.0), 0.0, 0.0, Contactors(), balancing=mask)
+        events += firmware.step(m, k * 0.1).events
+    assert any(e.name == "CELL_OVERVOLTAGE" for e in events) is raises
