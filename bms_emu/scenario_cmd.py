@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -27,15 +28,38 @@ def add_parser(sub) -> None:
                    help="write a JUnit XML report: a testsuite per file, a testcase per "
                    "expectation")
     p.add_argument("--json", action="store_true", help="print the results as one JSON object")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="changes",
+                   help="set a key over each file's, to run its story on another pack or "
+                   "load: --set pack.series=416 --set pack.chemistry=na-nvpf --set "
+                   "load.profile=cycles:2 --set tick=1 (repeatable)")
     p.set_defaults(handler=handle)
 
 
-def load_all(paths: list[str]) -> list[Scenario]:
+def parse_changes(items: list[str]) -> dict[str, object]:
+    """`--set KEY=VALUE` items: each value read as a TOML value (416, 0.5, true), else
+    taken as text (na-nvpf). The keys and values are checked with the file's."""
+    changes, problems = {}, []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or "" in key.split("."):
+            problems.append(f"{item!r}: give KEY=VALUE, e.g. pack.series=416")
+            continue
+        try:
+            changes[key] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            changes[key] = text
+    if problems:
+        raise InputError("--set", problems)
+    return changes
+
+
+def load_all(paths: list[str], changes: dict | None = None) -> list[Scenario]:
     """Every file read and checked before any runs; InputError lists every bad file."""
     scenarios, problems = [], []
     for path in paths:
         try:
-            scenarios.append(load_scenario(path))
+            scenarios.append(load_scenario(path, changes))
         except InputError as exc:
             problems.extend(f"{exc.source}: {p}" for p in exc.problems)
     if problems:
@@ -44,7 +68,7 @@ def load_all(paths: list[str]) -> list[Scenario]:
 
 
 def handle(args) -> int:
-    results = [run_scenario(sc) for sc in load_all(args.files)]
+    results = [run_scenario(sc) for sc in load_all(args.files, parse_changes(args.changes))]
     if args.junit:
         write_junit(results, args.junit)
     if args.json:

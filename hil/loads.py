@@ -74,6 +74,25 @@ def datacenter(pack_energy_wh: float) -> StepProfile:
     )
 
 
+# `cycles:C`: the C-rates a cycling rig uses, and the time each half gets beyond 1/C hours:
+# the charger's CV taper, and the discharge's derated tail near empty.
+CYCLE_RATES_C = (0.0, 5.0)  # open at 0
+CYCLE_CHARGE_EXTRA_S = 3600.0
+CYCLE_DISCHARGE_EXTRA_S = 1800.0
+
+
+def cycles(pack_capacity_ah: float, c_rate: float) -> StepProfile:
+    """Full cycles at one C-rate, as a cycle-life rig runs them: a charge for 1/C hours
+    plus an hour, then a discharge for 1/C hours plus half an hour, repeating. The limits
+    the firmware publishes end each half (CC-CV to the charge voltage limit; the
+    discharge limit's taper near empty), not the timer."""
+    current_a = c_rate * pack_capacity_ah
+    charge_s = 3600.0 / c_rate + CYCLE_CHARGE_EXTRA_S
+    discharge_s = 3600.0 / c_rate + CYCLE_DISCHARGE_EXTRA_S
+    return StepProfile((0.0, charge_s), (current_a, -current_a), "a",
+                       period_s=charge_s + discharge_s)
+
+
 def pulses(pack_capacity_ah: float, seed: int = 0, hours: float = 48.0) -> StepProfile:
     """Random current pulses with rests, a dynamic test of estimation: each pulse lasts
     10-60 s at a current drawn evenly from 2C discharge to 0.5C charge (regeneration),
@@ -130,7 +149,8 @@ def load_csv_profile(path: str | Path) -> StepProfile:
 
 
 def resolve_profile(spec: str, pack_energy_wh: float, pack_capacity_ah: float) -> StepProfile:
-    """`datacenter`, `pulses[:SEED]`, `rest`, `current:A`, `power:W` or a CSV file path."""
+    """`datacenter`, `pulses[:SEED]`, `rest`, `current:A`, `power:W`, `cycles:C` or a CSV
+    file path."""
     if spec == "datacenter":
         return datacenter(pack_energy_wh)
     if spec == "pulses" or spec.startswith("pulses:") and spec[7:].isdigit():
@@ -139,16 +159,29 @@ def resolve_profile(spec: str, pack_energy_wh: float, pack_capacity_ah: float) -
         return constant(0.0, "a")
     kind, _, number = spec.partition(":")
     if kind in ("current", "power") and number:
+        c_rate = kind == "current" and number[-1] in "Cc"  # `current:0.5C`: of this pack
         try:
-            return constant(float(number), "a" if kind == "current" else "w")
+            value = float(number[:-1]) * pack_capacity_ah if c_rate else float(number)
+            return constant(value, "a" if kind == "current" else "w")
         except ValueError:
             pass
+    if kind == "cycles" and number:
+        try:
+            c_rate = float(number)
+        except ValueError:
+            c_rate = math.nan
+        low, high = CYCLE_RATES_C
+        if not low < c_rate <= high:
+            raise InputError("--profile", [f"{spec!r}: the C-rate must be a number in "
+                                           f"({low:g}, {high:g}], for example cycles:0.5"])
+        return cycles(pack_capacity_ah, c_rate)
     if spec.endswith(".csv") or Path(spec).exists():
         return load_csv_profile(spec)
     raise InputError("--profile", [
         f"{spec!r}: use datacenter, pulses (or pulses:SEED), rest, current:A (for example "
-        "current:-10), power:W (for example power:-500) or a CSV file with time_s,current_a "
-        "or time_s,power_w"
+        "current:-10, or a C-rate: current:0.5C), power:W (for example power:-500), "
+        "cycles:C (full cycles at C, for example cycles:0.5) or a CSV file with "
+        "time_s,current_a or time_s,power_w"
     ])
 
 

@@ -59,8 +59,9 @@ PACK_OPTIONS: tuple[PackOption, ...] = (
                help="cells sharing one temperature sensor", low=1, high=1024),
     PackOption("profile", str, "datacenter", metavar="NAME|PATH", plant=True, file_key=None,
                help="load: datacenter, pulses[:SEED] (random -2C..+0.5C pulses with rests), "
-               "rest, current:A, power:W (negative = discharge) or a CSV file with "
-               "time_s,current_a or time_s,power_w"),
+               "rest, current:A (or current:0.5C), power:W (negative = discharge), "
+               "cycles:C (full cycles at C-rate C) or a CSV file with time_s,current_a or "
+               "time_s,power_w"),
     PackOption("seed", int, 0, plant=True, help="seed for cell spread and sensor noise"),
     PackOption("ambient_c", float, 25.0, metavar="C", plant=True,
                help="ambient temperature, °C", low=-60.0, high=80.0),

@@ -104,9 +104,24 @@ class Scenario:
     checks: tuple[Check, ...]
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """Reads and checks a scenario file; InputError names the file and every problem."""
-    return parse_scenario(read_toml(path), str(path), Path(path).parent)
+def load_scenario(path: str | Path, changes: dict[str, object] | None = None) -> Scenario:
+    """Reads and checks a scenario file; InputError names the file and every problem.
+    `changes`: dotted keys set over the file's (`pack.series`, `load.profile`, `tick`), to
+    run its story on another pack or load; checked as the file's own keys are."""
+    data = read_toml(path)
+    problems = Problems("--set")
+    for key, value in (changes or {}).items():
+        *tables, last = key.split(".")
+        table = data
+        for name in tables:
+            table = table.setdefault(name, {})
+            if not isinstance(table, dict):
+                problems.add(key, value, f"{name} is not a table in {path}")
+                break
+        else:
+            table[last] = value
+    problems.raise_if_any()
+    return parse_scenario(data, str(path), Path(path).parent)
 
 
 def parse_scenario(data: dict, source: str, base_dir: Path = Path(".")) -> Scenario:

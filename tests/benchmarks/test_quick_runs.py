@@ -142,3 +142,16 @@ def test_fuzz_protocol_quick_never_crashes_and_loses_nothing():
     assert out["frames_decoded"] > out["fed_by_kind"]["valid"]
     assert 0 < out["max_buffered_bytes"] <= out["buffer_bound_bytes"]
     assert out["goal_met"] is True
+
+
+def test_duty_cycles_quick_passes_every_run_and_names_its_command():
+    out = quick("duty_cycles.py", "--jobs", "2")
+    assert out["benchmark"] == "duty_cycles"
+    names = [r["name"] for r in out["runs"]]
+    assert names == ["full cycle 2C na-nfm 16S", "rest 1 h na-nvpf 16S", "UPS outage na-nvpf 16S"]
+    for run in out["runs"]:
+        assert run["passed"] and run["problems"] == [] and run["events"] == [], run
+        assert run["command"].startswith("bms-emu ") and run["sim_s"] > 0
+    cycle = out["runs"][0]
+    assert cycle["soc_true_min_pct"] < 10 and cycle["soc_true_max_pct"] > 95
+    assert (out["passed"], out["failed"], out["goal_met"]) == (3, 0, True)

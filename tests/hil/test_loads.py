@@ -72,9 +72,29 @@ def test_resolve_profile_named_forms():
     assert resolve_profile("rest", 1.0, 1.0).demand(123.0) == Demand(0.0, "a")
     assert resolve_profile("current:-10", 1.0, 1.0).demand(5.0) == Demand(-10.0, "a")
     assert resolve_profile("power:250", 1.0, 1.0).demand(5.0) == Demand(250.0, "w")
+    assert resolve_profile("current:-0.5C", 1.0, 10.0).demand(5.0) == Demand(-5.0, "a")
+    assert resolve_profile("current:2c", 1.0, 1.5).demand(5.0) == Demand(3.0, "a")
     with pytest.raises(InputError) as exc:
         resolve_profile("current:lots", 1.0, 1.0)
     assert "current:lots" in str(exc.value)
+
+
+def test_cycles_charge_then_discharge_at_the_rate_and_repeat():
+    """`cycles:0.5` on 10 Ah: +5 A for 2 h + 1 h, then -5 A for 2 h + 30 min, repeating."""
+    p = resolve_profile("cycles:0.5", 1.0, 10.0)
+    assert p.demand(0.0) == Demand(5.0, "a")
+    assert p.demand(3 * 3600.0 - 1.0) == Demand(5.0, "a")
+    assert p.demand(3 * 3600.0 + 1.0) == Demand(-5.0, "a")
+    assert p.demand(5.5 * 3600.0 - 1.0) == Demand(-5.0, "a")
+    assert p.demand(5.5 * 3600.0 + 1.0) == Demand(5.0, "a")
+
+
+@pytest.mark.parametrize("spec", ["cycles:0", "cycles:-1", "cycles:6", "cycles:fast",
+                                  "cycles:nan"])
+def test_cycles_refuses_a_rate_outside_its_range_naming_it(spec):
+    with pytest.raises(InputError) as exc:
+        resolve_profile(spec, 1.0, 10.0)
+    assert spec in str(exc.value) and "(0, 5]" in str(exc.value)
 
 
 # --- CSV profiles ------------------------------------------------------------------

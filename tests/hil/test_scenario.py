@@ -14,6 +14,7 @@ import pytest
 
 from bms.data.validation import InputError
 from bms_emu.main import main
+from bms_emu.scenario_cmd import parse_changes
 from hil.scenario import TimelineFirmware, run_scenario
 from hil.scenario_file import load_scenario
 
@@ -311,6 +312,27 @@ def test_cli_exits_1_when_an_expectation_fails_and_reports_each_line(tmp_path, c
 
 def test_cli_exits_0_when_everything_passes(tmp_path, capsys):
     assert main(["scenario", str(write(tmp_path, PASSING))]) == 0
+
+
+def test_cli_set_runs_the_story_on_another_pack_and_load(tmp_path, capsys):
+    """`--set` sets keys over the file's: a value read as TOML, else as text."""
+    path = write(tmp_path, PASSING)
+    assert load_scenario(path).pack.series == 4
+    sc = load_scenario(path, parse_changes(["pack.series=6", "pack.chemistry=na-nvpf",
+                                            "load.profile=current:-1", "tick=0.5"]))
+    assert (sc.pack.series, sc.pack.chemistry, sc.pack.initial_soc) == (6, "na-nvpf", 60)
+    assert sc.load.profile.demand(0.0).value == -1.0 and sc.tick_s == 0.5
+    assert main(["scenario", str(path), "--set", "pack.series=6", "--json"]) == 0
+
+
+@pytest.mark.parametrize(("item", "named"), [
+    ("pack.series", "give KEY=VALUE"), ("pack..series=4", "give KEY=VALUE"),
+    ("pack.series=0", "pack.series = 0"), ("pack.cells=4", "pack.cells = 4: unknown key"),
+    ("name.x=1", "name is not a table")])
+def test_cli_set_refuses_what_it_cannot_set_and_runs_nothing(tmp_path, capsys, item, named):
+    assert main(["scenario", str(write(tmp_path, PASSING)), "--set", item]) == 2
+    captured = capsys.readouterr()
+    assert named in captured.err and captured.out == ""
 
 
 def test_cli_json(tmp_path, capsys):
