@@ -85,6 +85,7 @@ def summary_lines(data: dict, path: str) -> list[str]:
             f"SoC {soc}; weakest cell {capacity:.4g} Ah",
             "latched: " + (", ".join(sorted({r[0] for r in saved["latched_rows"]}
                                              | set(saved["latched_faults"]))) or "none"),
+            "locked out until a service action: " + (", ".join(saved["locked_out"]) or "none"),
         ]
         c = saved["counters"]
         cycles = c["charge_out_ah"] / pack["capacity_ah"] if pack else float("nan")

@@ -50,10 +50,13 @@ _V2 = """
         id INTEGER PRIMARY KEY AUTOINCREMENT, boot INTEGER NOT NULL, t_s REAL NOT NULL,
         unix_s REAL NOT NULL, who TEXT NOT NULL, param TEXT NOT NULL, old TEXT, new TEXT)
 """  # version 2 logs every configuration write
+_V3 = """
+    ALTER TABLE snapshot ADD COLUMN locked_out TEXT NOT NULL DEFAULT '[]'
+"""  # version 3 keeps a lockout over a power-down
 
 
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store runs them all.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -149,7 +152,7 @@ class NvmStore:
         row = self.db.execute(
             "SELECT boot, saved_at_s, saved_unix_s, state, soc, cell_soc, cell_capacity_ah, "
             "cell_resistance_factor, latched_rows, event_faults, counters, log_dropped, "
-            "log_recorded FROM snapshot").fetchone()
+            "log_recorded, locked_out FROM snapshot").fetchone()
         config = self.db.execute("SELECT overrides FROM config").fetchone()
         overrides = json.loads(config[0]) if config else {}
         if row is None:
@@ -169,6 +172,7 @@ class NvmStore:
             log=tuple(entries),
             log_dropped=int(row[11]),
             log_recorded=int(row[12]),
+            locked_out=tuple(json.loads(row[13])),
         )
         return Stored(int(row[0]), float(row[1]), float(row[2]), kept, row[4], overrides)
 
@@ -183,12 +187,12 @@ class NvmStore:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?)",
+                "?, ?, ?)",
                 (self.boot, now_s, self.unix_s(), reason, kept.state, soc,
                  _array(kept.cell_soc), _array(kept.cell_capacity_ah),
                  _array(kept.cell_resistance_factor), _json(kept.latched_rows),
                  _json(list(kept.event_faults)), _json(kept.counters.as_dict()),
-                 kept.log_dropped, kept.log_recorded))
+                 kept.log_dropped, kept.log_recorded, _json(list(kept.locked_out))))
             self.db.executemany(
                 "INSERT OR REPLACE INTO fault_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(first + k, e.snapshot.get("boot", self.boot), e.event.t_s, e.event.name,
@@ -341,6 +345,7 @@ def _snapshot_out(row: dict) -> dict:
     out["cell_resistance_factor"] = json.loads(row["cell_resistance_factor"])
     out["latched_rows"] = json.loads(row["latched_rows"])
     out["latched_faults"] = json.loads(row["event_faults"])
+    out["locked_out"] = json.loads(row["locked_out"])
     out["counters"] = json.loads(row["counters"])
     out["fault_log_dropped"] = row["log_dropped"]
     out["fault_log_recorded"] = row["log_recorded"]

@@ -30,6 +30,7 @@ class Retained:
     log: tuple[LogEntry, ...] = ()
     log_dropped: int = 0
     log_recorded: int = 0
+    locked_out: tuple[str, ...] = ()  # FAULTs locked out until a service action
 
 
 def retain(fw: Firmware) -> Retained:
@@ -46,6 +47,7 @@ def retain(fw: Firmware) -> Retained:
         log=tuple(fw.log.entries),
         log_dropped=fw.log.dropped,
         log_recorded=fw.log.recorded,
+        locked_out=tuple(sorted(fw.locked_out)),
     )
 
 
@@ -65,6 +67,13 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
             fw.event_faults.add(name)
         else:
             lost.append(f"latched fault {name} is not one this firmware knows")
+    # A lockout outlives a power-down, as in a real BMS's EEPROM: cycling the supply is
+    # not the service action it waits for.
+    for name in kept.locked_out:
+        if name in FAULT_CODES:
+            fw.locked_out.add(name)
+        else:
+            lost.append(f"lockout of {name} is not one this firmware knows")
     fw.counters = Counters.from_dict(kept.counters.as_dict())
     fw.log.restore(list(kept.log), kept.log_dropped, kept.log_recorded)
     if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise

@@ -162,6 +162,31 @@ def test_a_latched_event_fault_stays_latched(store_path):
     assert act.state == "FAULT" and kept.fw.event_faults == {"MEASUREMENT_TIMEOUT"}
 
 
+def test_a_lockout_outlives_a_power_cycle_until_a_service_action(store_path):
+    """Three trips lock the pack out; a power cycle (a host's way round clear-faults) leaves
+    it locked out, clear-faults is still refused, and only a service action frees it."""
+    kept = Kept(store_path)
+    kept.fw.request("run")
+    kept.run(10.0)
+    for _ in range(3):
+        kept.inject("0:sensor-offset:cell=2,offset_v=1.5")  # an implausible reading
+        kept.run(3.0)
+        kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")  # gone again
+        kept.fw.request("clear-faults")
+        kept.run(15.0)
+    assert "VOLTAGE_SENSOR_FAULT" in kept.fw.locked_out
+    kept.reboot(off_s=60.0, clean=False)  # the power just went: the trip's save stands
+    assert "VOLTAGE_SENSOR_FAULT" in kept.fw.locked_out
+    kept.fw.request("clear-faults")
+    kept.run(15.0)
+    assert kept.fw.state == "FAULT" and not kept.history[-1][1].contactors.negative
+    kept.fw.request("service-reset")
+    kept.run(15.0)
+    assert not kept.fw.locked_out and kept.history[-1][1].contactors.main_closed
+    kept.reboot()
+    assert not kept.fw.locked_out  # the service action was saved too
+
+
 def test_storage_is_kept_across_a_restart(store_path):
     kept = Kept(store_path)
     kept.fw.request("storage")
