@@ -38,11 +38,14 @@ OVERVOLTAGE = {"cells": [3.5, 3.5, 4.09, 3.5]}  # cell 2 past the fault threshol
 
 
 def measurement(cells=CELLS_V, temps=TEMPS_C, current_a=0.0, contactors=OPEN) -> Measurement:
-    """Readings at rest; the bus is up when the contactors (the feedback) connect it."""
+    """Readings at rest; the bus is up when the contactors (the feedback) connect it. The
+    readings carry no bleed's drop in the sense wires, so they say no bleed switch was on
+    (else the firmware would take the drop of the bleed it commanded off them)."""
     v = np.asarray(cells, float)
     bus_up = contactors.negative and (contactors.positive or contactors.precharge)
     return Measurement(v, np.asarray(temps, float), current_a,
-                       float(v.sum()) if bus_up else 0.0, contactors)
+                       float(v.sum()) if bus_up else 0.0, contactors,
+                       balancing=np.zeros(v.shape, dtype=bool))
 
 
 class Bench:
