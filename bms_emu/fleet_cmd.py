@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bms.data.validation import InputError, Problems
 from bms_emu import run_cmd
+from bms_emu.cli_errors import input_error_text
 from bms_emu.mqtt_args import PACK_ID, default_pack_id
 
 MAX_PACKS = 1000
@@ -169,7 +170,7 @@ def _run_in_child(run_parser: argparse.ArgumentParser, argv: list[str], out_path
     try:
         return run_cmd.handle(run_parser.parse_args(argv)) or 0
     except InputError as exc:  # as `bms-emu run` says it (bms_emu.main)
-        print(f"bms-emu run: error: {exc}", file=sys.stderr)
+        print(input_error_text("run", exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
@@ -220,6 +221,13 @@ def _summary(path: Path) -> dict | None:
         return None
 
 
+def _mqtt_counts(m: dict | None) -> str:
+    if m is None:
+        return ""
+    return (f"; MQTT {m['published']} published, {m['dropped']} dropped, {m['kept']} fault "
+            f"events kept, {m['kept_dropped']} lost")
+
+
 def _reap(pid: int) -> int | None:
     """The child's exit code (negative: the signal that ended it), or None while it runs."""
     try:
@@ -261,7 +269,7 @@ class Fleet:
             if s is not None:
                 text = (f"pack {c.pack_id} done: {s['sim_s']:g} s simulated in "
                         f"{s['wall_s']:g} s (rtf {s['rtf']:g}), {s['final']['state']}, "
-                        f"SoC {s['final']['soc_pct']:g} %")
+                        f"SoC {s['final']['soc_pct']:g} %{_mqtt_counts(s.get('mqtt'))}")
             else:
                 text = f"pack {c.pack_id} stopped"
             self._say({"event": "done" if s is not None else "stopped", "pack_id": c.pack_id,

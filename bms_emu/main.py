@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from bms import __version__
@@ -23,6 +24,9 @@ from bms_emu import (
     serve_cmd,
     spec_cmd,
 )
+from bms_emu.cli_errors import input_error_text
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command Ctrl-C ended
 
 SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, rig_cmd, pty_cmd, config_cmd, chemistries_cmd,
                plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd, nvm_cmd,
@@ -48,8 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except InputError as exc:
-        print(f"bms-emu {args.command}: error: {exc}", file=sys.stderr)
+        print(input_error_text(args.command, exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # `run` takes a first Ctrl-C itself (bms_emu.lifetime)
+        print(f"bms-emu {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

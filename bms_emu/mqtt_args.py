@@ -10,17 +10,21 @@ from pathlib import Path
 
 from bms.data.validation import Problems
 from bms.host.device import Device
+from bms.host.policy import COMMANDS, parse_policy
 from bms.links.mqtt.bridge import MqttBridge, MqttOptions, availability, pack_topic
-from bms.links.mqtt.commands import parse_policy
-from bms.links.mqtt.link import mqtt_link
+from bms.links.mqtt.inbound import DEFAULT_MAX_MESSAGE_BYTES
+from bms.links.mqtt.link import MAX_MESSAGE_BYTES, MIN_FRAME_RATE_PER_S, mqtt_link
 from bms.links.mqtt.session import PASSWORD_ENV, MqttSession, parse_broker
 from bms.links.serial_link import LinkFactory
+from bms.store.nvm import NvmStore
+from bms.store.outbox import StoredOutbox
 
 PACK_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
 
-def add_mqtt_arguments(p, device: bool) -> None:
-    """`device`: the emulator's side (telemetry, commands, discovery); else a client's."""
+def add_mqtt_arguments(p, device: bool, protocol: bool = False) -> None:
+    """`device`: the emulator's side (telemetry, commands, discovery); else a client's.
+    `protocol`: the emulator also serves the protocol on the broker (`serve`)."""
     p.add_argument("--mqtt", metavar="URL",
                    help="broker: mqtt://[user[:password]@]host[:port][/prefix] or mqtts://...; "
                    f"the password may come from ${PASSWORD_ENV} instead (prefix default: bms)")
@@ -33,9 +37,22 @@ def add_mqtt_arguments(p, device: bool) -> None:
     if not device:
         return
     p.add_argument("--mqtt-commands", metavar="POLICY", default="",
-                   help="commands accepted on <prefix>/<pack-id>/cmd/<name>, each optionally "
-                   "limited: e.g. 'state=run|standby,clear-faults,balancing,config=limits.*' "
-                   "(default: none)")
+                   help="what MQTT may change, on <prefix>/<pack-id>/cmd/<name> and through "
+                   "the protocol on proto/in, each optionally limited: e.g. "
+                   "'state=run|standby,clear-faults,balancing,config=limits.*'; from: "
+                   f"{', '.join(COMMANDS)} (default: none; reading is always allowed)")
+    p.add_argument("--mqtt-max-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES,
+                   metavar="N", help="the largest MQTT message taken; a bigger one is dropped "
+                   "unread and counted (default: %(default)s; give the broker a matching "
+                   "message_size_limit)")
+    p.add_argument("--mqtt-command-rate", type=float, default=MqttOptions.command_rate_per_s,
+                   metavar="PER_S", help="messages a second taken on each cmd/<name> topic; "
+                   "the rest are dropped unread and counted (default: %(default)s)")
+    if protocol:
+        p.add_argument("--mqtt-frame-rate", type=float, default=None, metavar="PER_S",
+                       help="messages a second taken on proto/in (a rig sends one a tick, "
+                       "plus requests); the rest are dropped unread and counted (default: "
+                       f"twice the tick rate, {MIN_FRAME_RATE_PER_S:g} at least)")
     p.add_argument("--state-period", type=float, default=1.0, metavar="S",
                    help="seconds between retained state messages (also sent on every change)")
     p.add_argument("--arrays-period", type=float, default=1.0, metavar="S",
@@ -64,6 +81,14 @@ def check_mqtt_arguments(args, problems: Problems, serial: str | None = None) ->
     for flag in ("state_period", "arrays_period"):
         if hasattr(args, flag):
             problems.check_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 0.01, 3600)
+    if hasattr(args, "mqtt_max_bytes"):  # the longest protocol frame must get through
+        problems.check_range("--mqtt-max-bytes", args.mqtt_max_bytes, MAX_MESSAGE_BYTES)
+    for flag in ("mqtt_command_rate", "mqtt_frame_rate"):
+        if getattr(args, flag, None) is not None:
+            problems.check_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 0.1,
+                                 100_000)
+    if hasattr(args, "mqtt_commands"):  # told with the rest; its patterns with the pack
+        problems.take(parse_policy, args.mqtt_commands)
 
 
 def broker(args):
@@ -74,14 +99,19 @@ def device_session(args) -> MqttSession:
     """The emulator's session: its will says `offline` when it dies."""
     b = broker(args)
     will, online = availability(b.prefix, args.pack_id)
-    return MqttSession(b, f"bms-emu-{args.pack_id}", will=will, online=online)
+    return MqttSession(b, f"bms-emu-{args.pack_id}", will=will, online=online,
+                       max_message_bytes=args.mqtt_max_bytes)
 
 
-def device_bridge(args, session: MqttSession, device: Device) -> MqttBridge:
+def device_bridge(args, session: MqttSession, device: Device,
+                  store: NvmStore | None) -> MqttBridge:
+    """`store`: the pack's, where fault events wait for the broker (None: in memory)."""
     options = MqttOptions(args.state_period, args.arrays_period, args.ha_discovery,
                           parse_policy(args.mqtt_commands,
-                                       param_names=[p.name for p in device.params]))
-    return MqttBridge(session, device, args.pack_id, options)
+                                       param_names=[p.name for p in device.params]),
+                          args.mqtt_command_rate)
+    return MqttBridge(session, device, args.pack_id, options,
+                      StoredOutbox(store) if store is not None else None)
 
 
 def client_link(args) -> LinkFactory:

@@ -13,6 +13,7 @@ from bms.data.validation import Problems
 from bms.store.nvm import NvmStore, PackIdentity, Stored
 from bms.store.persistence import DEFAULT_SAVE_PERIOD_S, Keeper, resume
 from hil.pack_options import PackConfig
+from protocol.messages import Mode
 
 
 def data_dir() -> Path:
@@ -24,7 +25,7 @@ def data_dir() -> Path:
 
 def add_nvm_arguments(p, by_default: bool) -> None:
     """`by_default`: a store unless --no-nvm (serve); else only with --nvm (run)."""
-    where = (f"default: {data_dir()}/<pack-id>.sqlite" if by_default
+    where = (f"default: {data_dir()}/<pack-id>-<sim|hil>.sqlite" if by_default
              else "default: none, the run keeps nothing")
     p.add_argument("--nvm", metavar="PATH",
                    help="persistent store (SQLite): configuration, SoC and health, counters, "
@@ -43,13 +44,14 @@ def check_nvm_arguments(args, problems: Problems) -> None:
         problems.add("--no-nvm", True, "and --nvm PATH contradict each other: give one")
 
 
-def nvm_path(args) -> Path | None:
-    """The store's path, or None for no store; the default needs `args.pack_id`."""
+def nvm_path(args, mode: Mode) -> Path | None:
+    """The store's path, or None for no store; the default needs `args.pack_id`, and is
+    one a mode: a rig's pack (`serve --hil`) is not the simulated one (`serve --sim`)."""
     if args.nvm:
         return Path(args.nvm)
     if getattr(args, "no_nvm", True):
         return None
-    return data_dir() / f"{args.pack_id}.sqlite"
+    return data_dir() / f"{args.pack_id}-{mode.name.lower()}.sqlite"
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,17 +63,20 @@ class Started:
     lost: list[str]  # what could not be restored, in words
 
 
-def start_firmware(args, pc: PackConfig) -> Started:
+def start_firmware(args, pc: PackConfig, mode: Mode) -> Started:
     """The pack's firmware: resumed from its store when there is one (a --config file
     given at start replaces the stored configuration, and is logged as a write), else
-    made afresh from --config. Raises NvmError for a store that cannot be used."""
-    path = nvm_path(args)
+    made afresh from --config. Raises NvmError for a store that cannot be used, or is
+    another pack's (pack id, mode, chemistry, cells, capacity)."""
+    path = nvm_path(args, mode)
     if path is None:
         fw = Firmware(pc.chem, pc.n_series, pc.capacity_ah, pc.config)
         return Started(fw, pc.overrides, None, None, [])
     if not args.nvm:
         path.parent.mkdir(parents=True, exist_ok=True)
-    store = NvmStore(path, PackIdentity(pc.chem.name, pc.n_series, pc.capacity_ah), time.time)
+    pack = PackIdentity(args.pack_id, mode.name.lower(), pc.chem.name, pc.n_series,
+                        pc.capacity_ah)
+    store = NvmStore(path, pack, time.time)
     try:
         given = ((pc.config, pc.overrides, f"--config {args.config}")
                  if pc.config is not None else None)

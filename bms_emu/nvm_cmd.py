@@ -8,7 +8,9 @@ import sys
 from datetime import UTC, datetime
 
 from bms.core.counters import EXTREMES
-from bms.store.nvm import export, reset
+from bms.data.validation import Problems
+from bms.store.nvm import check_resettable, export, reset
+from bms_emu.output_paths import check_output_path
 
 SHOWN_LOG_ENTRIES = 20
 SHOWN_CHANGES = 10
@@ -18,9 +20,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "nvm", help="show, export or reset a persistent store",
         description="Inspect a pack's persistent store (serve keeps one under "
-        "$XDG_DATA_HOME/bms-emu/nvm by default; run with --nvm PATH). show: a summary; "
-        "export: everything as JSON; reset: delete it, so the pack starts afresh (asks "
-        "first unless --yes). A running emulator holds its store: stop it first.")
+        "$XDG_DATA_HOME/bms-emu/nvm/<pack-id>-<sim|hil>.sqlite by default; run with --nvm "
+        "PATH). show: a summary; export: everything as JSON; reset: delete it, so the pack "
+        "starts afresh (asks first unless --yes); reset also deletes a damaged store, one "
+        "of another pack or of a newer bms-emu, or an empty file. A running emulator holds "
+        "its store: stop it first.")
     p.add_argument("action", choices=("show", "export", "reset"))
     p.add_argument("path", metavar="PATH", help="the store (an SQLite file)")
     p.add_argument("-o", "--output", metavar="FILE", help="export: write here, not stdout")
@@ -31,6 +35,9 @@ def add_parser(sub) -> None:
 def handle(args) -> int:
     if args.action == "reset":
         return _reset(args.path, args.yes)
+    problems = Problems("bms-emu nvm")
+    check_output_path(problems, "--output", args.output)
+    problems.raise_if_any()
     data = export(args.path)
     if args.action == "export":
         text = json.dumps(data, indent=1, allow_nan=False)
@@ -45,7 +52,7 @@ def handle(args) -> int:
 
 
 def _reset(path: str, yes: bool) -> int:
-    export(path)  # refuses a missing, foreign, newer or running store before asking
+    check_resettable(path)  # refuses a missing, foreign or running store before asking
     if not yes:
         if not sys.stdin.isatty():
             print(f"bms-emu nvm: reset {path} deletes its contents; not asked on a terminal, "
@@ -72,7 +79,8 @@ def summary_lines(data: dict, path: str) -> list[str]:
     lines = [f"store {path} (schema version {data['schema_version']})"]
     if pack:
         lines.append(f"pack: {pack['n_series']} cells of {pack['chemistry']}, "
-                     f"{pack['capacity_ah']:g} Ah; created {_when(pack['created_unix_s'])}")
+                     f"{pack['capacity_ah']:g} Ah, pack id {pack['pack_id'] or '-'} "
+                     f"({pack['mode'] or '-'}); created {_when(pack['created_unix_s'])}")
     lines.append(f"boots: {len(data['boots'])}")
     if saved is None:
         lines.append("saved: nothing yet")

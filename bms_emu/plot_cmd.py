@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bms.data.validation import Problems
+from bms_emu.output_paths import check_output_path
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("plot", help="draw a recorded run as a multi-panel PNG",
@@ -17,9 +20,12 @@ def add_parser(sub) -> None:
 
 
 def handle(args) -> int:
-    from hil.plot import plot_run
+    from hil.plot import image_types, plot_run
 
     output = args.output or str(Path(args.csv).with_suffix(".png"))
+    problems = Problems("bms-emu plot")
+    check_output_path(problems, "--output", output, image_types())
+    problems.raise_if_any()
     plot_run(args.csv, output)
     print(output)
     return 0

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from bms.data.validation import InputError, Problems
+from bms_emu.output_paths import check_output_path
 
 
 def add_parser(sub) -> None:
@@ -42,6 +43,8 @@ def handle(args) -> int:
     problems.check_range("--parallel", args.parallel, 1, 1000)
     if Path(args.out).resolve() == Path(args.csv).resolve():
         problems.add("--out", args.out, "is the input file: the recording would be lost")
+    else:
+        check_output_path(problems, "--out", args.out)
     problems.raise_if_any()
     chemistry = resolve_chemistry(args.cell)
     trace = read_trace(args.csv, chemistry)

@@ -17,6 +17,7 @@ from bms.host.device import Device, Identity
 from bms.links.mqtt.bridge import MqttBridge
 from bms.runtime.after_step import AfterStep
 from bms.store.persistence import Keeper
+from bms_emu.lifetime import stop_requests
 from bms_emu.mqtt_args import (
     add_mqtt_arguments,
     check_mqtt_arguments,
@@ -29,12 +30,17 @@ from bms_emu.nvm_args import (
     describe_start,
     start_firmware,
 )
+from bms_emu.output_paths import check_output_path
 from bms_emu.pack_args import add_config_argument, add_pack_arguments, check_pack_arguments
+from bms_emu.query_cmd import EXIT_NO_LINK
 from hil.loads import resolve_profile
 from hil.pack import SimulatedPack
 from hil.pack_options import build_pack, firmware_config, parse_injections
 from hil.runner import RunOptions, run, summary
 from protocol.messages import Mode
+
+# The run went through, but its store does not hold all of it (a full or read-only disk).
+EXIT_SAVE_FAILED = 5
 
 
 def add_parser(sub) -> None:
@@ -93,6 +99,15 @@ def _options(args, problems: Problems) -> tuple[float, float | None, float]:
     return duration_s, speed, record_every_s
 
 
+def _check_outputs(args, problems: Problems) -> None:
+    """The recording and the plot are written as the run ends: checked before it starts."""
+    check_output_path(problems, "--record", args.record)
+    if args.plot:
+        from hil.plot import image_types
+
+        check_output_path(problems, "--plot", args.plot, image_types())
+
+
 @dataclass(frozen=True, eq=False)
 class Built:
     """Everything a run needs."""
@@ -113,12 +128,14 @@ def build(args) -> Built:
     duration_s, speed, record_every_s = _options(args, problems)
     check_mqtt_arguments(args, problems)
     check_nvm_arguments(args, problems)
+    _check_outputs(args, problems)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
-    pc = firmware_config(args.config, pack)
-    injections = parse_injections(args.inject, pack)
-    profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
-    started = start_firmware(args, pc)
+    pc = problems.take(firmware_config, args.config, pack)
+    injections = problems.take(parse_injections, args.inject, pack)
+    profile = problems.take(resolve_profile, args.profile, pack.energy_wh, pack.capacity_ah)
+    problems.raise_if_any()
+    started = start_firmware(args, pc, Mode.SIM)
     firmware, keeper = started.firmware, started.keeper
     options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
                          record_every_s=record_every_s, injections=injections)
@@ -127,8 +144,10 @@ def build(args) -> Built:
         identity = Identity(pack.chem.name, Mode.SIM, args.parallel, pack.capacity_ah,
                             pack.sensors.n_temp)
         device = Device(firmware, pack.chem, identity, started.overrides,
-                        on_config_change=keeper.config_written if keeper else None)
-        bridge = device_bridge(args, device_session(args), device)
+                        on_config_change=keeper.config_written if keeper else None,
+                        store=keeper)
+        bridge = device_bridge(args, device_session(args), device,
+                               keeper.store if keeper else None)
     return Built(pack, firmware, profile, options, bridge, keeper, describe_start(started))
 
 
@@ -167,9 +186,13 @@ def _run_and_report(args, b: Built) -> int:
         show_progress = not (args.quiet or args.json) and sys.stderr.isatty()
         progress = stack.enter_context(_progress(options.duration_s)) if show_progress else None
         try:
-            result = run(pack, firmware, profile, options, record_to=record_to,
-                         progress=progress, on_step=after_step(bridge, b.keeper))
+            with stop_requests() as stop:  # a Ctrl-C ends the run between two steps
+                result = run(pack, firmware, profile, options, record_to=record_to,
+                             progress=progress, on_step=after_step(bridge, b.keeper),
+                             stop=stop)
         finally:
+            if bridge is not None:  # before the store closes: it forgets what was delivered
+                bridge.close()
             if b.keeper is not None:
                 b.keeper.close(firmware.last_s or 0.0)
         if record_to is not None:
@@ -179,13 +202,49 @@ def _run_and_report(args, b: Built) -> int:
 
             plot_run(record_path, args.plot, title=Path(args.plot).stem)
     data = summary(result, pack)
+    data["interrupted"] = stop.name  # None, or the signal that ended the run early
+    if bridge is not None:
+        data["mqtt"] = bridge.counts()
+    if b.keeper is not None:
+        data["nvm"] = b.keeper.figures()
     if args.json:
         print(json.dumps(data))
     elif not args.quiet:
         from bms_emu.summary_view import print_summary
 
         print_summary(data)
-    return 0
+    if stop.name is not None:
+        print(f"bms-emu run: interrupted by {stop.name} after {result.sim_s:g} s of the "
+              f"{options.duration_s:g} s asked: the summary is of the run so far",
+              file=sys.stderr)
+    code = 0
+    if b.keeper is not None and b.keeper.failures:
+        print(_saves_failed(b.keeper), file=sys.stderr)
+        code = EXIT_SAVE_FAILED
+    if bridge is not None and bridge.session.connects == 0:
+        print(_never_connected(bridge, kept_in_store=b.keeper is not None), file=sys.stderr)
+        return EXIT_NO_LINK
+    return code or stop.exit_code
+
+
+def _saves_failed(keeper: Keeper) -> str:
+    """One line: the store, how many saves failed and the last error, and what it holds."""
+    if not keeper.failing:
+        held = "the end of the run (saving worked again)"
+    elif keeper.saved_at_s is None:
+        held = "nothing of this run"
+    else:
+        held = f"the run up to {keeper.saved_at_s:.1f} s"
+    return (f"bms-emu run: error: store {keeper.store.path}: {keeper.failures} save(s) "
+            f"failed (the last: {keeper.last_error}); it holds {held}")
+
+
+def _never_connected(bridge: MqttBridge, kept_in_store: bool) -> str:
+    session = bridge.session
+    where = "wait in the store for the next start" if kept_in_store else "are lost"
+    return (f"bms-emu run: never reached the broker {session.broker.describe()} "
+            f"({session.last_error or 'no answer'}): {bridge.outbox.waiting} fault event(s) "
+            f"{where}")
 
 
 def _temporary_csv():

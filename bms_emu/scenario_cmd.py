@@ -9,7 +9,8 @@ import tomllib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from bms.data.validation import InputError
+from bms.data.validation import InputError, Problems
+from bms_emu.output_paths import check_output_path
 from hil.scenario import ScenarioResult, run_scenario
 from hil.scenario_file import Scenario, load_scenario
 
@@ -49,6 +50,10 @@ def parse_changes(items: list[str]) -> dict[str, object]:
             changes[key] = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:
             changes[key] = text
+        except RecursionError:  # as `read_toml` says it
+            problems.append(f"{key}: arrays or inline tables nested too deep to read")
+        except ValueError as exc:  # an integer of over 4300 digits
+            problems.append(f"{key}: cannot read the value: {str(exc).split(';')[0]}")
     if problems:
         raise InputError("--set", problems)
     return changes
@@ -68,6 +73,9 @@ def load_all(paths: list[str], changes: dict | None = None) -> list[Scenario]:
 
 
 def handle(args) -> int:
+    problems = Problems("bms-emu scenario")
+    check_output_path(problems, "--junit", args.junit)
+    problems.raise_if_any()
     results = [run_scenario(sc) for sc in load_all(args.files, parse_changes(args.changes))]
     if args.junit:
         write_junit(results, args.junit)

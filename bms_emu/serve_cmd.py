@@ -8,13 +8,15 @@ import logging
 import math
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
 from bms.data.validation import Problems
 from bms.host.device import Device, Identity
+from bms.host.policy import TRUSTED, CommandPolicy
 from bms.links.mqtt.bridge import pack_topic
-from bms.links.mqtt.link import mqtt_link
+from bms.links.mqtt.link import frame_rate_per_s, mqtt_link
 from bms.links.serial_link import DEFAULT_BAUD, Endpoint
 from bms.runtime.realtime import Runtime
 from bms_emu.lifetime import run_until_signalled
@@ -30,12 +32,17 @@ from bms_emu.nvm_args import (
     describe_start,
     start_firmware,
 )
+from bms_emu.output_paths import check_output_path
 from bms_emu.pack_args import add_config_argument, add_pack_arguments, check_pack_arguments
 from hil.loads import resolve_profile
 from hil.pack_options import build_pack, firmware_config, parse_injections
 from hil.plant import Plant
 from protocol.fields import MAX_CELLS, MAX_TEMP_SENSORS
 from protocol.messages import Mode
+
+# How long another thread (the MQTT session's, reading a flood say) may keep the interpreter
+# once the control loop wakes wanting it: Python's default, 5 ms, is half a 10 ms tick.
+GIL_SWITCH_S = 0.0005
 
 
 def add_serial_arguments(p) -> None:
@@ -85,7 +92,7 @@ def add_parser(sub) -> None:
     mode.add_argument("--hil", action="store_true", help="take measurements from a rig")
     add_pack_arguments(p)
     add_config_argument(p)
-    add_mqtt_arguments(p, device=True)
+    add_mqtt_arguments(p, device=True, protocol=True)
     add_nvm_arguments(p, by_default=True)
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period (SIM), watchdog period (HIL), seconds")
@@ -95,7 +102,8 @@ def add_parser(sub) -> None:
                    "JSON to PATH: the tick loop's lateness (wake time minus due time) p50 / "
                    "p99 / max, work time, overruns (ticks whose work ended after the next "
                    "was due) and skipped ticks; steps, frames and decoding errors; MQTT "
-                   "messages published and dropped")
+                   "connections, messages published and dropped, fault events still kept "
+                   "for the broker and lost; the store's saves and failed saves")
     p.add_argument("-v", "--verbose", action="store_true", help="log every fault event")
     p.set_defaults(handler=handle)
 
@@ -108,28 +116,36 @@ def build(args) -> tuple[Runtime, str | None]:
     check_nvm_arguments(args, problems)
     if args.serial is None and args.mqtt is None:
         problems.add("--serial/--mqtt", None, "give --serial PORT, --mqtt URL or both")
+    check_output_path(problems, "--stats", args.stats)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     pc = firmware_config(args.config, pack)
-    started = start_firmware(args, pc)
+    mode = Mode.SIM if args.sim else Mode.HIL
+    started = start_firmware(args, pc, mode)
     keeper = started.keeper
     plant = None
     if args.sim:
         profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
         plant = Plant(pack, profile, parse_injections(args.inject, pack))
-    identity = Identity(pc.chem.name, Mode.SIM if args.sim else Mode.HIL, args.parallel,
+    identity = Identity(pc.chem.name, mode, args.parallel,
                         pc.capacity_ah, pack.sensors.n_temp)
     device = Device(started.firmware, pc.chem, identity, started.overrides,
                     inject=plant.inject if plant is not None else None,
-                    on_config_change=keeper.config_written if keeper is not None else None)
+                    on_config_change=keeper.config_written if keeper is not None else None,
+                    store=keeper)
     session = device_session(args) if args.mqtt else None
-    bridge = device_bridge(args, session, device) if session else None
-    # The protocol goes on the serial port when there is one, else on the MQTT proto topics.
+    store = keeper.store if keeper is not None else None
+    bridge = device_bridge(args, session, device, store) if session else None
+    # The protocol goes on the serial port when there is one (trusted: a cable), else on the
+    # MQTT proto topics, held to the same command policy as cmd/*.
     link = (args.serial if args.serial else
             mqtt_link(session, pack_topic(session.broker.prefix, args.pack_id),
-                      device_side=True, owns_session=False))
+                      device_side=True, owns_session=False,
+                      rate_per_s=args.mqtt_frame_rate or frame_rate_per_s(args.tick)))
     who = f"protocol on {args.serial}" if args.serial else "protocol on MQTT"
-    runtime = Runtime(device, Endpoint(link, args.baud), args.tick, plant, bridge, keeper, who)
+    policy = TRUSTED if args.serial else bridge.options.commands or CommandPolicy()
+    runtime = Runtime(device, Endpoint(link, args.baud), args.tick, plant, bridge, keeper, who,
+                      policy)
     return runtime, describe_start(started)
 
 
@@ -146,6 +162,7 @@ def handle(args) -> int:
     if resumed:
         print(f"bms-emu serve: {resumed}", flush=True)
     started_s = time.monotonic()
+    sys.setswitchinterval(GIL_SWITCH_S)
     try:
         run_until_signalled(_serve(runtime, args.duration))
     finally:
@@ -163,9 +180,7 @@ def write_stats(path: Path, runtime: Runtime, wall_s: float) -> None:
              "max_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,  # Linux: KiB
              **runtime.stats()}
     if runtime.bridge is not None:
-        session = runtime.bridge.session
-        stats["mqtt"] = {"connects": session.connects, "published": session.published,
-                         "dropped": session.dropped, "kept_dropped": session.kept_dropped}
+        stats["mqtt"] = runtime.bridge.counts()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(stats) + "\n")
     tmp.replace(path)

@@ -23,6 +23,21 @@ def _estimate_rows(e: dict | None) -> list[tuple[str, str]]:
     ]
 
 
+def _mqtt_rows(m: dict | None) -> list[tuple[str, str]]:
+    if m is None:
+        return []
+    return [("MQTT", f"{m['connects']} connection(s); {m['published']} published, "
+             f"{m['dropped']} dropped; fault events: {m['kept']} kept for the broker, "
+             f"{m['kept_dropped']} lost")]
+
+
+def _nvm_rows(n: dict | None) -> list[tuple[str, str]]:
+    if n is None:
+        return []
+    failed = f", {n['failures']} failed (the last: {n['last_error']})" if n["failures"] else ""
+    return [("store", f"{n['path']}: {n['saves']} saves{failed}")]
+
+
 def print_summary(d: dict) -> None:
     f, x = d["final"], d["extremes_true"]
     table = Table(title=f"bms-emu run: {d['series']}S{d['parallel']}P {d['chemistry']}",
@@ -30,7 +45,8 @@ def print_summary(d: dict) -> None:
     table.add_column("what", style="bold")
     table.add_column("value")
     rows = [
-        ("simulated time", _duration(d["sim_s"])),
+        ("simulated time", _duration(d["sim_s"])
+         + (f" (interrupted by {d['interrupted']})" if d.get("interrupted") else "")),
         ("wall time", f"{d['wall_s']:.2f} s"),
         ("real-time factor", f"{d['rtf']:,.0f}x"),
         ("final state", f"{f['state']}, contactors {f['contactors']}"),
@@ -44,6 +60,8 @@ def print_summary(d: dict) -> None:
         ("energy in / out", f"{d['energy_in_wh']:.1f} / {d['energy_out_wh']:.1f} Wh"),
         ("balancing energy", f"{d['balancing_wh']:.3f} Wh"),
         ("fault events", str(len(d["events"]))),
+        *_mqtt_rows(d.get("mqtt")),
+        *_nvm_rows(d.get("nvm")),
     ]
     for row in rows:
         table.add_row(*row)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bms.data.validation import InputError, Problems, read_csv_lines
+from bms.data.csv_table import Findings, read_table
+from bms.data.validation import InputError, Problems
 
 DAY_S = 86400.0
 
@@ -113,39 +114,37 @@ def pulses(pack_capacity_ah: float, seed: int = 0, hours: float = 48.0) -> StepP
 
 def load_csv_profile(path: str | Path) -> StepProfile:
     """Reads `time_s,current_a` or `time_s,power_w`; errors name the line and the value."""
-    path = Path(path)
-    problems = Problems(str(path))
-    rows = read_csv_lines(path)
-    header = [h.strip() for h in rows[0].cells] if rows else []
+    table = read_table(path)
+    problems = Problems(table.source)
+    header = table.header
     if len(header) != 2 or header[0] != "time_s" or header[1] not in ("current_a", "power_w"):
-        problems.add("line 1 (header)", rows[0].text if rows else "",
+        problems.add("line 1 (header)", table.first.text if table.first else "",
                      "must be 'time_s,current_a' or 'time_s,power_w'")
         problems.raise_if_any()
-    times: list[float] = []
-    values: list[float] = []
-    for line_no, row, text in rows[1:]:
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != 2:
-            problems.add(f"line {line_no}", text, "must have exactly 2 columns")
-            continue
-        try:
-            t_s, value = float(row[0]), float(row[1])
-        except ValueError:
-            t_s = value = math.nan
-        if not (math.isfinite(t_s) and math.isfinite(value)):
-            problems.add(f"line {line_no}", text, "both columns must be finite numbers")
-            continue
-        if times and t_s <= times[-1]:
-            problems.add(f"line {line_no} time_s", t_s,
-                         f"must be greater than the previous time ({times[-1]:g})")
-            continue
-        times.append(t_s)
-        values.append(value)
-    if not times and not problems.items:
+    nums = table.numbers([0, 1])
+    found = Findings()
+    found.add([row.line for row in nums.misshapen], 0,
+              lambda k: f"line {nums.misshapen[k].line} = {nums.misshapen[k].text!r}: "
+              "must have exactly 2 columns")
+    lines, values = nums.lines, nums.values
+    bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+    found.add(lines[bad], 0, lambda k: f"line {lines[bad[k]]} = {nums.rows[bad[k]].text!r}: "
+              "both columns must be finite numbers")
+    finite, finite_lines = np.delete(values, bad, axis=0), np.delete(lines, bad)
+    # A time that does not pass every time before it is left out: the one to pass is the
+    # highest so far.
+    previous_s = np.maximum.accumulate(np.concatenate(([-np.inf], finite[:-1, 0])))
+    back = np.flatnonzero(finite[:, 0] <= previous_s)
+    found.add(finite_lines[back], 0, lambda k: f"line {finite_lines[back[k]]} time_s = "
+              f"{float(finite[back[k], 0])!r}: must be greater than the previous time "
+              f"({previous_s[back[k]]:g})")
+    if not table.rows:
         problems.add("rows", 0, "the profile needs at least one data row")
+    found.report(problems)
     problems.raise_if_any()
-    return StepProfile(tuple(times), tuple(values), "a" if header[1] == "current_a" else "w")
+    steps = np.delete(finite, back, axis=0)
+    return StepProfile(tuple(steps[:, 0].tolist()), tuple(steps[:, 1].tolist()),
+                       "a" if header[1] == "current_a" else "w")
 
 
 def resolve_profile(spec: str, pack_energy_wh: float, pack_capacity_ah: float) -> StepProfile:
@@ -162,9 +161,14 @@ def resolve_profile(spec: str, pack_energy_wh: float, pack_capacity_ah: float) -
         c_rate = kind == "current" and number[-1] in "Cc"  # `current:0.5C`: of this pack
         try:
             value = float(number[:-1]) * pack_capacity_ah if c_rate else float(number)
-            return constant(value, "a" if kind == "current" else "w")
         except ValueError:
-            pass
+            value = None
+        if value is not None and not math.isfinite(value):  # the plant would go NaN
+            example = "current:-10" if kind == "current" else "power:-500"
+            raise InputError("--profile", [f"{spec!r}: the {kind} must be a finite number, "
+                                           f"for example {example}"])
+        if value is not None:
+            return constant(value, "a" if kind == "current" else "w")
     if kind == "cycles" and number:
         try:
             c_rate = float(number)

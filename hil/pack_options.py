@@ -62,7 +62,8 @@ PACK_OPTIONS: tuple[PackOption, ...] = (
                "rest, current:A (or current:0.5C), power:W (negative = discharge), "
                "cycles:C (full cycles at C-rate C) or a CSV file with time_s,current_a or "
                "time_s,power_w"),
-    PackOption("seed", int, 0, plant=True, help="seed for cell spread and sensor noise"),
+    PackOption("seed", int, 0, plant=True, help="seed for cell spread and sensor noise",
+               low=0, high=2**32 - 1),
     PackOption("ambient_c", float, 25.0, metavar="C", plant=True,
                help="ambient temperature, °C", low=-60.0, high=80.0),
     PackOption("initial_soc", float, 90.0, metavar="PCT", plant=True,
@@ -146,8 +147,8 @@ def parse_injections(specs: list[str], pack: SimulatedPack) -> tuple[Injection, 
     for text in specs:
         try:
             injections.append(parse_injection(text, pack.n_series, pack.sensors.n_temp))
-        except InputError as exc:
-            errors.extend(f"{exc.source}: {p}" for p in exc.problems)
+        except InputError as exc:  # its source, `--inject TEXT`, is said once: as "--inject"
+            errors.extend(f"{text}: {p}" for p in exc.problems)
     if errors:
         raise InputError("--inject", errors)
     return tuple(injections)

@@ -9,50 +9,54 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
 from bms.core.signals import State  # noqa: E402
+from bms.data.csv_table import Findings, read_table  # noqa: E402
 from bms.data.faults import names_in  # noqa: E402
-from bms.data.validation import InputError, read_csv_rows  # noqa: E402
+from bms.data.validation import InputError, Problems  # noqa: E402
 from hil.recorder import SUMMARY_COLUMNS  # noqa: E402
 
 MAX_CELL_LINES = 32  # draw each cell's voltage when there are at most this many
 TEXT_COLUMNS = ("state", "contactors", "balancing_mask")
 
 
+def image_types() -> frozenset[str]:
+    """The file types `plot_run` writes, by suffix (without the dot)."""
+    return frozenset(FigureCanvasBase.get_supported_filetypes())
+
+
 def read_run(path: str | Path) -> dict[str, np.ndarray]:
-    """Columns of a recorded run; InputError names a missing column or a bad line."""
-    path = Path(path)
-    rows = read_csv_rows(path)
-    if not rows:
-        raise InputError(str(path), ["the file is empty"])
-    header = rows[0]
+    """Columns of a recorded run; InputError names a missing column or each bad line."""
+    table = read_table(path)
+    header = table.header
+    if table.first is None:
+        raise InputError(table.source, ["the file is empty"])
     missing = [c for c in SUMMARY_COLUMNS if c not in header]
     if missing:
-        raise InputError(str(path), [f"missing column {c!r} (is this a `bms-emu run --record` "
-                                     "file?)" for c in missing])
-    if len(rows) < 2:
-        raise InputError(str(path), ["no data rows"])
-    data = {}
+        raise InputError(table.source, [f"missing column {c!r} (is this a `bms-emu run "
+                                        "--record` file?)" for c in missing])
+    if not table.rows:
+        raise InputError(table.source, ["no data rows"])
+    numeric = [j for j, name in enumerate(header) if name not in TEXT_COLUMNS]
+    nums = table.numbers(numeric)
+    found = Findings()
+    found.add([row.line for row in nums.misshapen], 0,
+              lambda k: f"line {nums.misshapen[k].line}: has {len(nums.misshapen[k].cells)} "
+              f"columns, the header has {len(header)}")
+    lines = nums.lines
+    rows, cols = np.nonzero(~nums.is_number)
+    found.add(lines[rows], cols,
+              lambda k: f"line {lines[rows[k]]}, column {header[numeric[cols[k]]]!r}: "
+              f"{nums.cell(rows[k], cols[k])!r} is not a number")
+    problems = Problems(table.source)
+    found.report(problems)
+    problems.raise_if_any()
+    data = {header[j]: nums.values[:, c] for c, j in enumerate(numeric)}
     for j, name in enumerate(header):
-        column = [r[j] if j < len(r) else "" for r in rows[1:]]
         if name in TEXT_COLUMNS:
-            data[name] = np.array(column)
-            continue
-        try:
-            data[name] = np.array(column, dtype=float)
-        except ValueError:
-            bad = next(i for i, v in enumerate(column) if not _is_number(v))
-            raise InputError(str(path), [f"line {bad + 2}, column {name!r}: {column[bad]!r} is "
-                                         "not a number"]) from None
+            data[name] = np.array([row.cells[j] for row in nums.rows])
     return data
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def plot_run(csv_path: str | Path, png_path: str | Path, title: str | None = None) -> None:

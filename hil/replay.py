@@ -10,6 +10,7 @@ import dataclasses
 import math
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -20,15 +21,15 @@ from bms.core.firmware import Firmware
 from bms.core.signals import OPEN, Actuation, Measurement
 from bms.data.chemistry import Chemistry
 from bms.data.config import TEMP_PLAUSIBLE_C, FirmwareConfig
+from bms.data.csv_table import Findings, read_table
 from bms.data.faults import names_in
-from bms.data.validation import Problems, read_csv_lines
+from bms.data.validation import Problems
 from hil.recorder import mask_from_hex
 
 DEFAULT_TEMPERATURE_C = 25.0
 COVER_MARGIN_V = 0.1  # how far past the profile's voltage limits a reading may go
 MAX_CURRENT_A = 1e5  # beyond any pack: a unit or parsing mistake
 MAX_TIME_S = 1e10  # three centuries
-MAX_REPORTED = 20  # problems listed before "... and N more"
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,8 +42,11 @@ class Trace:
     source: str
 
 
+_NUMBERED = {prefix: re.compile(prefix + "[0-9]+") for prefix in ("v", "t")}
+
+
 def _is_numbered(name: str, prefix: str) -> bool:
-    return re.fullmatch(prefix + r"[0-9]+", name) is not None
+    return _NUMBERED[prefix].fullmatch(name) is not None
 
 
 def _column_number(name: str) -> int:
@@ -63,17 +67,15 @@ def _numbered_columns(header: list[str], prefix: str) -> list[int]:
 
 def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     """Reads and checks a measurement CSV; InputError lists every problem with its line."""
-    source = str(path)
-    numbered = read_csv_lines(path)
-    rows = [row.cells for row in numbered]
-    problems = Problems(source)
-    header = [h.strip() for h in rows[0]] if rows else []
-    twice = sorted({h for h in header if header.count(h) > 1 and h})
+    table = read_table(path)
+    header = table.header
+    problems = Problems(table.source)
+    twice = sorted(name for name, count in Counter(header).items() if count > 1 and name)
     if twice:
         problems.add("line 1 (header)", twice[0], "a column name appears more than once")
     missing = [c for c in ("time_s", "current_a", "v1") if c not in header]
     if missing:
-        problems.add("line 1 (header)", numbered[0].text[:80] if numbered else "",
+        problems.add("line 1 (header)", table.first.text[:80] if table.first else "",
                      f"missing column(s) {', '.join(missing)}; need time_s, current_a, "
                      "v1..vN and optionally t1..tM")
         problems.raise_if_any()
@@ -88,78 +90,86 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
                          "numbered without gaps")
     problems.raise_if_any()
 
-    used = [header.index("time_s"), header.index("current_a"), *v_cols, *t_cols]
-    names = [header[j] for j in used]
+    nums = table.numbers([header.index("time_s"), header.index("current_a"), *v_cols, *t_cols])
+    names = [header[j] for j in nums.indices]
+    found = Findings()
+    width = len(header)
+    found.add([row.line for row in nums.misshapen], 0,
+              lambda k: _bad(nums.misshapen[k].line, "-", nums.misshapen[k].text[:60],
+                             f"has {len(nums.misshapen[k].cells)} columns, the header has "
+                             f"{width}"))
+    lines, values = nums.lines, nums.values
+    rows, cols = np.nonzero(~np.isfinite(values))
+    found.add(lines[rows], cols, lambda k: _bad(lines[rows[k]], names[cols[k]],
+                                                nums.cell(rows[k], cols[k]),
+                                                "must be a finite number"))
+    finite = np.flatnonzero(np.isfinite(values).all(axis=1))
+    # A row whose time does not pass every time before it is left out, so the time it must
+    # pass is the highest so far.
+    time_s = values[finite, 0]
+    previous_s = np.maximum.accumulate(np.concatenate(([-np.inf], time_s[:-1])))
+    back = np.flatnonzero(time_s <= previous_s)
+    found.add(lines[finite[back]], 0,
+              lambda k: _bad(lines[finite[back[k]]], "time_s", float(time_s[back[k]]),
+                             f"must be greater than the previous time "
+                             f"({previous_s[back[k]]:g})"))
+    kept = np.delete(finite, back)
+    n_v = len(v_cols)
+    _check_ranges(found, lines[kept], values[kept], n_v, chemistry)
+    bleeding = np.zeros((kept.size, n_v), dtype=bool)
+    mask_col = header.index("balancing_mask") if "balancing_mask" in header else None
+    if mask_col is not None:
+        bad_masks = []
+        for k, i in enumerate(kept.tolist()):
+            text = nums.rows[i].cells[mask_col]
+            try:
+                bleeding[k] = mask_from_hex(text.strip() or "0", n_v)
+            except ValueError:
+                bad_masks.append(i)
+        found.add(lines[bad_masks], values.shape[1],
+                  lambda k: _bad(lines[bad_masks[k]], "balancing_mask",
+                                 nums.rows[bad_masks[k]].cells[mask_col],
+                                 f"must be a hexadecimal mask of {n_v} cells (bit i = cell "
+                                 "i + 1)"))
+    if not table.rows:
+        problems.items.append("the file has no data rows")
+    found.report(problems)
+    problems.raise_if_any()
+    data = values[kept]
+    temps = (data[:, 2 + n_v:] if t_cols
+             else np.full((kept.size, 1), DEFAULT_TEMPERATURE_C))
+    return Trace(data[:, 0], data[:, 1], data[:, 2:2 + n_v], temps, bleeding, table.source)
+
+
+def _bad(line: int, column: str, value: object, why: str) -> str:
+    return f"line {line}, column {column} = {value!r}: {why}"
+
+
+def _check_ranges(found: Findings, lines: np.ndarray, values: np.ndarray, n_v: int,
+                  chemistry: Chemistry) -> None:
+    """The plausibility of rows of finite values (time_s, current_a, v1..vN, t1..tM), in that
+    order within a row: an absurd current or time, a temperature no working sensor reads, a
+    cell voltage the profile does not cover."""
     lim = chemistry.limits
     low_v, high_v = lim.v_min - COVER_MARGIN_V, lim.v_max + COVER_MARGIN_V
-    table: list[list[float]] = []
-    masks: list[np.ndarray] = []
-    mask_col = header.index("balancing_mask") if "balancing_mask" in header else None
-    no_bleed = np.zeros(len(v_cols), dtype=bool)
-    found: list[str] = []
-
-    def bad(line_no: int, column: str, value: object, why: str) -> None:
-        found.append(f"line {line_no}, column {column} = {value!r}: {why}")
-
-    for line_no, row, text in numbered[1:]:
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        if len(row) != len(header):
-            bad(line_no, "-", text[:60],
-                f"has {len(row)} columns, the header has {len(header)}")
-            continue
-        values = []
-        for j, name in zip(used, names, strict=True):
-            try:
-                x = float(row[j])
-            except ValueError:
-                x = math.nan
-            if not math.isfinite(x):
-                bad(line_no, name, row[j], "must be a finite number")
-            values.append(x)
-        if not all(map(math.isfinite, values)):
-            continue
-        if table and values[0] <= table[-1][0]:
-            bad(line_no, "time_s", values[0],
-                f"must be greater than the previous time ({table[-1][0]:g})")
-            continue
-        if abs(values[1]) > MAX_CURRENT_A:
-            bad(line_no, "current_a", values[1], f"must be within +/-{MAX_CURRENT_A:g} A")
-        if abs(values[0]) > MAX_TIME_S:
-            bad(line_no, "time_s", values[0], f"must be within +/-{MAX_TIME_S:g} s")
-        lo_c, hi_c = TEMP_PLAUSIBLE_C
-        for k, temp in enumerate(values[2 + len(v_cols):]):
-            if not lo_c < temp < hi_c:
-                bad(line_no, f"t{k + 1}", temp,
-                    f"must be within ({lo_c:g}, {hi_c:g}) °C, what a working sensor reads")
-        cells = values[2:2 + len(v_cols)]
-        for k, v in enumerate(cells):
-            if not low_v <= v <= high_v:
-                bad(line_no, f"v{k + 1}", v,
-                    f"outside the voltages the cell profile covers ({lim.v_min:g}-"
-                    f"{lim.v_max:g} V, +/-{COVER_MARGIN_V:g} V): use a profile for this cell")
-        mask = no_bleed
-        if mask_col is not None:
-            try:
-                mask = mask_from_hex(row[mask_col].strip() or "0", len(v_cols))
-            except ValueError:
-                bad(line_no, "balancing_mask", row[mask_col],
-                    f"must be a hexadecimal mask of {len(v_cols)} cells (bit i = cell i + 1)")
-        table.append(values)
-        masks.append(mask)
-    if not table and not found:
-        found.append("the file has no data rows")
-    if found:
-        extra = len(found) - MAX_REPORTED
-        problems.items.extend(found[:MAX_REPORTED])
-        if extra > 0:
-            problems.items.append(f"... and {extra} more")
-        problems.raise_if_any()
-    data = np.array(table)
-    n_v = len(v_cols)
-    temps = (data[:, 2 + n_v:] if t_cols
-             else np.full((len(table), 1), DEFAULT_TEMPERATURE_C))
-    return Trace(data[:, 0], data[:, 1], data[:, 2:2 + n_v], temps, np.array(masks), source)
+    lo_c, hi_c = TEMP_PLAUSIBLE_C
+    temps, cells = values[:, 2 + n_v:], values[:, 2:2 + n_v]
+    checks = (
+        (values[:, 1:2], np.abs(values[:, 1:2]) > MAX_CURRENT_A, 0, lambda j: "current_a",
+         f"must be within +/-{MAX_CURRENT_A:g} A"),
+        (values[:, 0:1], np.abs(values[:, 0:1]) > MAX_TIME_S, 1, lambda j: "time_s",
+         f"must be within +/-{MAX_TIME_S:g} s"),
+        (temps, ~((lo_c < temps) & (temps < hi_c)), 2, lambda j: f"t{j + 1}",
+         f"must be within ({lo_c:g}, {hi_c:g}) °C, what a working sensor reads"),
+        (cells, (cells < low_v) | (cells > high_v), 2 + temps.shape[1], lambda j: f"v{j + 1}",
+         f"outside the voltages the cell profile covers ({lim.v_min:g}-{lim.v_max:g} V, "
+         f"+/-{COVER_MARGIN_V:g} V): use a profile for this cell"),
+    )
+    for block, out, first_place, name, why in checks:
+        rows, cols = np.nonzero(out)
+        found.add(lines[rows], first_place + cols,
+                  lambda k, block=block, rows=rows, cols=cols, name=name, why=why: _bad(
+                      lines[rows[k]], name(cols[k]), float(block[rows[k], cols[k]]), why))
 
 
 def replay_config(config: FirmwareConfig) -> FirmwareConfig:

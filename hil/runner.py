@@ -18,6 +18,8 @@ from hil.loads import StepProfile
 from hil.pack import SimulatedPack
 from hil.recorder import Recorder
 
+STOP_POLL_S = 0.1  # a paced run sleeps at most this long before it looks for a stop request
+
 
 class Stepper(Protocol):
     """What the runner steps: the firmware, or a wrapper of it (a scenario's timeline)."""
@@ -72,9 +74,12 @@ def run(
     record_to: TextIO | None = None,
     progress: Callable[[float], None] | None = None,
     on_step: Callable[[float, Measurement, Actuation], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Runs `options.duration_s` of simulated time; returns the totals and the end state.
-    `on_step(now_s, measurement, actuation)` sees every step (MQTT publishes from it)."""
+    `on_step(now_s, measurement, actuation)` sees every step (MQTT publishes from it).
+    `stop()` true (Ctrl-C) ends the run after the step in progress, with its row recorded:
+    the result is the run so far."""
     tick_s = options.tick_s
     n_ticks = round(options.duration_s / tick_s)
     record_every = max(1, round(options.record_every_s / tick_s))
@@ -88,6 +93,7 @@ def run(
     wh_per_ws = tick_s / 3600.0
     start = time.perf_counter()
     m = act = None
+    done = 0
     for k in range(n_ticks):
         now_s = k * tick_s
         injections.apply_due(pack, now_s)  # before measuring: a fault due now is seen now
@@ -113,12 +119,25 @@ def run(
         if progress is not None and k % progress_every == 0:
             progress(now_s)
         if options.speed:
-            ahead_s = (now_s + tick_s) / options.speed - (time.perf_counter() - start)
-            if ahead_s > 0:
-                time.sleep(ahead_s)
+            _sleep_until(start + (now_s + tick_s) / options.speed, stop)
+        done = k + 1
+        if stop is not None and stop():
+            break
     wall_s = time.perf_counter() - start
     totals.track_extremes(pack)
-    return RunResult(n_ticks * tick_s, wall_s, act, m, totals)
+    return RunResult(done * tick_s, wall_s, act, m, totals)
+
+
+def _sleep_until(wall_s: float, stop: Callable[[], bool] | None) -> None:
+    """Sleeps until time.perf_counter() reaches `wall_s`; with `stop`, in slices short enough
+    that a stop request does not wait for a long paced tick."""
+    while (left_s := wall_s - time.perf_counter()) > 0:
+        if stop is None:
+            time.sleep(left_s)
+        elif stop():
+            return
+        else:
+            time.sleep(min(left_s, STOP_POLL_S))
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

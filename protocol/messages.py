@@ -51,6 +51,8 @@ class ErrorCode(IntEnum):
     NOT_IN_THIS_MODE = 9  # e.g. a measurement frame to an emulator running its own pack
     WRONG_SIZE = 10  # an array whose length is not the pack's cell or sensor count
     INTERNAL = 11  # the device could not build its answer (its own fault; it logs it)
+    NOT_ENABLED = 12  # the link's command policy does not allow it (MQTT: --mqtt-commands)
+    SAVE_FAILED = 13  # a configuration write the persistent store could not save: not in effect
 
 
 class Command(IntEnum):
@@ -91,6 +93,8 @@ class ValueKind(IntEnum):
 
 # Contactor bits, in DeviceStatus.contactors, Measurement.contactors, Actuation.contactors.
 CONTACTOR_BITS = {"negative": 0x01, "precharge": 0x02, "positive": 0x04}
+# Store bits, in Status.store: the persistent store, and whether its last save failed.
+STORE_BITS = {"kept": 0x01, "failing": 0x02}
 
 # A configuration value: parameter id, ValueKind, then the value in that kind's layout.
 ParamValue = c.Struct("param_id" / U16, "kind" / U8, "value" / c.Switch(
@@ -181,15 +185,17 @@ class GetStatus:
          "current_a" / F32, "soc_pct" / F32, "soh_pct" / F32, "remaining_wh" / F32,
          "runtime_s" / F32, "cell_v_min" / F32, "cell_v_min_index" / U16, "cell_v_max" / F32,
          "cell_v_max_index" / U16, "temp_c_min" / F32, "temp_c_min_index" / U16,
-         "temp_c_max" / F32, "temp_c_max_index" / U16, "balancing_count" / U16)
+         "temp_c_max" / F32, "temp_c_max_index" / U16, "balancing_count" / U16,
+         "store" / U8, "save_failures" / U32)
 @frozen
 class Status:
     """The pack at a glance: emulator time, state, contactor bits (as commanded; the
     auxiliary-contact feedback is the rig's), fault bitmap (bit =
     fault code), published current limits (magnitudes), pack voltage and current, SoC, SoH,
     remaining energy and runtime at the present discharge power (NaN when not
-    discharging), cell voltage and temperature extremes with their 0-based indices, and
-    how many cells are bleeding."""
+    discharging), cell voltage and temperature extremes with their 0-based indices (of
+    the readable cells and sensors), how many cells are bleeding, and the persistent
+    store: its bits and how many saves failed since start."""
 
     time_s: float
     state: int
@@ -212,6 +218,8 @@ class Status:
     temp_c_max: float
     temp_c_max_index: int
     balancing_count: int
+    store: int = 0  # STORE_BITS
+    save_failures: int = 0
 
 
 @message(0x05, REQ, *NO_PAYLOAD)

@@ -52,6 +52,8 @@ MEANINGS = {
     "balance_mask": "bit per cell: bleed resistor on",
     "balancing": "bit per cell: bleed switch was on",
     "balancing_count": "cells bleeding",
+    "store": "store bits (see Store bits)",
+    "save_failures": "saves to the persistent store that failed since start",
     "FaultLogPage.value": "the reading of `index`, NaN none",
     "ParameterList.name": "dotted name, as in the TOML file",
     "ParameterList.unit": "unit, empty when none",
@@ -225,7 +227,8 @@ def examples() -> list[tuple[str, object, int]]:
             discharge_limit_a=4.5, pack_voltage_v=52.875, current_a=-2.0, soc_pct=62.5,
             soh_pct=100.0, remaining_wh=38.25, runtime_s=1303.0, cell_v_min=3.3,
             cell_v_min_index=0, cell_v_max=3.315, cell_v_max_index=15, temp_c_min=24.5,
-            temp_c_min_index=1, temp_c_max=26.0, temp_c_max_index=3, balancing_count=2), 1),
+            temp_c_min_index=1, temp_c_max=26.0, temp_c_max_index=3, balancing_count=2,
+            store=0x01, save_failures=0), 1),
         ("MeasurementFrame, 16 cells and 4 sensors, event, seq 42", messages.MeasurementFrame(
             rig_seq=42, rig_time_s=12.5, current_a=-2.0, bus_voltage_v=52.875, contactors=0x05,
             cell_voltage_v=cells, temperature_c=np.array([24.5, 25.0, 25.5, 26.0], np.float32)),
@@ -319,6 +322,11 @@ def matching() -> str:
   UNSUPPORTED_VERSION, or BAD_PAYLOAD (for BAD_PAYLOAD and BAD_LENGTH). Frames with bad
   COBS, a bad CRC or too short are dropped without an answer: their `seq` cannot be
   trusted. Should the device fail to build an answer, it sends Nack INTERNAL.
+- A link may be held to a command policy: the serial port is not, the MQTT `proto/in`
+  topic is (the emulator's `--mqtt-commands`, off by default). Reads (the Get requests,
+  Subscribe, TimeSync) are always answered; a request that would change the pack
+  (SetConfig, CommandRequest, Inject) and that the policy does not enable is refused with
+  Nack NOT_ENABLED, naming what would enable it.
 - Other events (EVENT flag) get no answer. Telemetry set up by Subscribe arrives as EVENT
   frames of the subscribed response types. In HIL mode each MeasurementFrame from the rig
   is answered by an ActuationFrame event whose `rig_seq` repeats the measurement's: that
@@ -363,7 +371,13 @@ def codes() -> str:
         + "\n## Contactor bits\n\nIn Status, MeasurementFrame (auxiliary-contact feedback) "
         "and ActuationFrame (commands); a set bit is a closed contactor.\n\n"
         + table(("Bit", "Contactor"),
-                ((f"0x{bit:02X}", name) for name, bit in messages.CONTACTOR_BITS.items())))
+                ((f"0x{bit:02X}", name) for name, bit in messages.CONTACTOR_BITS.items()))
+        + "\n## Store bits\n\nIn Status: `kept`, the emulator keeps a persistent store; "
+        "`failing`, its last save failed (the store does not hold the pack as it is now; "
+        "each save point tries again). `store` and `save_failures` were appended to the end "
+        "of Status: every field before them is where it was.\n\n"
+        + table(("Bit", "Meaning"),
+                ((f"0x{bit:02X}", name) for name, bit in messages.STORE_BITS.items())))
 
 
 def render(extra_sections: Sequence[tuple[str, str]] = ()) -> str:

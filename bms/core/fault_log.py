@@ -43,12 +43,14 @@ class FaultLog:
         self.entries.append(LogEntry(event, snapshot))
         self.recorded += 1
 
-    def restore(self, entries: list[LogEntry], dropped: int, recorded: int) -> None:
-        """The log as a store kept it: the newest entries that fit, and the counts."""
-        self.dropped = dropped + max(len(entries) - self.entries.maxlen, 0)
+    def restore(self, entries: list[LogEntry], recorded: int) -> None:
+        """The log as a store kept it: the newest entries that fit, and the count of all
+        ever recorded. Those not held (the store keeps more than memory, or pruned them) are
+        the dropped ones."""
         self.entries.clear()
         self.entries.extend(entries)
         self.recorded = recorded
+        self.dropped = max(recorded - len(self.entries), 0)
 
     def resize(self, size: int) -> None:
         """A new capacity (a configuration change): the newest entries stay, and those that

@@ -7,6 +7,7 @@ Why and how: docs/internals.md, bms/core/firmware.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from bms.core.current_check import CurrentCheck
 from bms.core.estimator import Estimator
 from bms.core.fault_log import FaultLog
 from bms.core.open_wire import OpenWireCheck
+from bms.core.pack_v_drift import PackVoltageDrift
 from bms.core.protection import TIME_EPS_S, Protection, row_key
 from bms.core.rest_drift import RestDrift
 from bms.core.signals import (
@@ -126,6 +128,22 @@ def _ramp(x: float) -> float:
     return min(max(x, 0.0), 1.0)
 
 
+def _rounded(x: float, digits: int) -> float | None:
+    """`x` rounded for a log entry; None when it is not a number (NaN, infinite)."""
+    return round(x, digits) if math.isfinite(x) else None
+
+
+def _readable(a: np.ndarray, fill: float) -> np.ndarray:
+    """`a` with its unreadable (non-finite) readings replaced by `fill`: they never win."""
+    return np.where(np.isfinite(a), a, fill)
+
+
+def _first_unreadable(a: np.ndarray, otherwise: int) -> int:
+    """The first unreadable (non-finite) reading of `a`, else `otherwise`."""
+    bad = ~np.isfinite(a)
+    return int(np.argmax(bad)) if bad.any() else otherwise
+
+
 class Firmware:
     def __init__(self, chemistry: Chemistry, n_series: int, pack_capacity_ah: float,
                  config: FirmwareConfig | None = None,
@@ -171,6 +189,7 @@ class Firmware:
         self._mask = self.no_balancing
         self._bleeding = False
         self.open_wire = OpenWireCheck(n_series)
+        self.pack_v_drift = PackVoltageDrift(n_series)
         self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
         self._last_v_s = 0.0  # when they were read
         self._stuck_s = np.zeros(n_series)  # how long each has repeated while the pack moved
@@ -226,6 +245,10 @@ class Firmware:
         self.current_check.tune(cfg.estimation.voltage_noise_v * math.sqrt(self.n_series))
         self.floor_v, self.ceiling_v = voltage_window_v(cfg, self.chem.thresholds.charge_v)
         self.temp_window_c = temperature_window_c(cfg, self.chem)
+        # While one of these is over its threshold or raised, the readings are in doubt and
+        # the pack sensor's ratio to the cells is not learnt (`_quantities`).
+        self._voltage_sensor_rows = [i for i, r in enumerate(cfg.protection)
+                                     if r.fault == "VOLTAGE_SENSOR_FAULT"]
         # The rows on the charge temperatures, by quantity (see `_quantities`).
         self._charge_temp_rows = {
             quantity: np.array([r.quantity == quantity for r in cfg.protection])
@@ -293,6 +316,7 @@ class Firmware:
         service = self.service_requested
         if service:
             self.locked_out.clear()
+            self.pack_v_drift.restart()  # a sensor may have been replaced: learn afresh
             self._trips_s.clear()
         clear = self._clearing
         note = SERVICE_NOTE if service else ""
@@ -347,7 +371,7 @@ class Firmware:
         # bleed reads high by their drop in the shared wires (25 mV on a full na-nvpf
         # cell, past its over-voltage WARNING), and that drop is known.
         judged_v = v - sense_wire_shift_v(
-            bleed * v / self.cfg.balancing.bleed_resistor_ohm,
+            np.where(bleed & np.isfinite(v), v, 0.0) / self.cfg.balancing.bleed_resistor_ohm,
             self.cfg.balancing.sense_wire_ohm) if bleed.any() else v
         v_max, v_min = float(judged_v.max()), float(judged_v.min())
         unreadable = not (math.isfinite(v_max) and math.isfinite(v_min))
@@ -411,6 +435,11 @@ class Firmware:
         sensed_v = m.pack_voltage_v
         pack_mismatch_v = (abs(sensed_v - pack_v) if sensed_v is not None and not unreadable
                            and math.isfinite(sensed_v) else 0.0)
+        # Tightly, against the ratio learnt while the voltage sensor rows were quiet (as of
+        # the step before): a fault is never learnt away.
+        pack_drift_v = self.pack_v_drift.update(
+            sensed_v, math.nan if unreadable else float(judged_v.sum()), self.last_s,
+            hold=self.protection.over_or_active(self._voltage_sensor_rows))
         figures = {
             "cell_v_max": v_max, "cell_v_min": v_min, "pack_v": pack_v,
             "charge_temp_max": charge_t[0], "charge_temp_min": charge_t[1],
@@ -422,6 +451,7 @@ class Firmware:
             "idle_current_a": idle_a, "rest_soc_drop": rest_soc_drop,
             "reading_stuck_s": stuck_s, "current_step_mismatch_a": mismatch_a,
             "pack_v_mismatch_v": pack_mismatch_v,
+            "pack_v_drift_v": pack_drift_v,
         }
         q = self.quantities
         q[:] = [figures[quantity.name] for quantity in QUANTITIES]
@@ -457,15 +487,15 @@ class Firmware:
         v, t = m.cell_voltage_v, m.temperature_c
         match QUANTITY_BY_NAME[quantity].offender:
             case Offender.HIGHEST_CELL:
-                return int(np.argmax(v))
+                return int(np.argmax(_readable(v, -np.inf)))
             case Offender.LOWEST_CELL:
-                return int(np.argmin(v))
+                return int(np.argmin(_readable(v, np.inf)))
             case Offender.CELL_OFF_THE_MEAN:
                 return int(np.argmax(np.abs(v - v.mean())))
             case Offender.OPEN_WIRE_CELL:
                 return self.open_wire.worst_cell(v)
-            case Offender.STUCK_CELL:
-                return int(np.argmax(self._stuck_s))
+            case Offender.STUCK_CELL:  # an unreadable cell is the stuck one
+                return _first_unreadable(v, int(np.argmax(self._stuck_s)))
             case Offender.REST_SOC_OUTLIER if self.estimate is not None:
                 soc = self.estimate.cell_rest_soc
                 if soc is None or np.isnan(soc).all():
@@ -476,9 +506,13 @@ class Firmware:
                 return self.rest_drift.worst_cell(self.estimate.cell_soc
                                                   + self.estimate.cell_bled_soc)
             case Offender.HOTTEST_SENSOR:
-                return int(np.argmax(t))
+                return int(np.argmax(_readable(t, -np.inf)))
             case Offender.COLDEST_SENSOR:
-                return int(np.argmin(t))
+                return int(np.argmin(_readable(t, np.inf)))
+            case Offender.HOTTEST_READING if t.size:
+                return _first_unreadable(t, int(np.argmax(t)))
+            case Offender.COLDEST_READING if t.size:
+                return _first_unreadable(t, int(np.argmin(t)))
         return None
 
     def _count(self, m: Measurement, dt_s: float) -> None:
@@ -775,22 +809,37 @@ class Firmware:
                   note)
 
     def _log(self, events: list[FaultEvent], event: FaultEvent, note: str = "") -> None:
+        """Publishes and logs `event` with a snapshot of the pack. Both hold finite numbers
+        only (a store and a broker keep them as strict JSON): a value that is none is None."""
+        if event.value is not None and not math.isfinite(event.value):
+            event = dataclasses.replace(event, value=None)
         events.append(event)
         if event.level == Level.FAULT and event.action == "raised":
             note = "; ".join(filter(None, (note, self._count_trip(event.name, event.t_s))))
-        m = self.last
-        snapshot = {"state": self.state, "soc_pct": round(self.soc * 100.0, 2)}
+        snapshot = {"state": self.state, "soc_pct": _rounded(self.soc * 100.0, 2)}
         try:
-            snapshot.update(pack_v=round(float(m.cell_voltage_v.sum()), 3),
-                            current_a=round(m.current_a, 3),
-                            cell_v_min=round(float(m.cell_voltage_v.min()), 4),
-                            cell_v_max=round(float(m.cell_voltage_v.max()), 4),
-                            temp_c_max=round(float(m.temperature_c.max()), 2))
+            snapshot.update(self._measured_snapshot(self.last))
         except (AttributeError, TypeError, ValueError):  # no measurement, or a broken one
             snapshot["measurement"] = "unavailable"
         if note:
             snapshot["note"] = note
         self.log.record(event, snapshot)
+
+    @staticmethod
+    def _measured_snapshot(m: Measurement) -> dict:
+        """The readings in a log entry: extremes of the readable ones, and the unreadable
+        ones (NaN, infinite) named as people count them, from 1."""
+        v, t = m.cell_voltage_v, m.temperature_c
+        v_ok, t_ok = np.isfinite(v), np.isfinite(t)
+        out = {"pack_v": _rounded(float(v.sum()), 3), "current_a": _rounded(m.current_a, 3),
+               "cell_v_min": _rounded(float(v[v_ok].min(initial=np.inf)), 4),
+               "cell_v_max": _rounded(float(v[v_ok].max(initial=-np.inf)), 4),
+               "temp_c_max": _rounded(float(t[t_ok].max(initial=-np.inf)), 2)}
+        unreadable = ([f"cell {k + 1}" for k in np.flatnonzero(~v_ok)]
+                      + [f"sensor {k + 1}" for k in np.flatnonzero(~t_ok)])
+        if unreadable:
+            out["unreadable"] = ", ".join(unreadable)
+        return out
 
     def _count_trip(self, name: str, now_s: float) -> str:
         """Counts a FAULT's trip; the note for the log when it locks the pack out."""

@@ -132,6 +132,10 @@ class Protection:
         """A FAULT row is over its threshold, tripped or not: no time to close contactors."""
         return any(self.latching[i] for i in self.over_since_s)
 
+    def over_or_active(self, rows: list[int]) -> bool:
+        """One of these rows is over its threshold (debouncing) or raised."""
+        return any(self.active[i] or i in self.over_since_s for i in rows)
+
     def latched_rows(self) -> list[RowKey]:
         """The FAULT rows raised and not yet cleared, by what identifies a row."""
         return [row_key(self.rows[i]) for i in np.flatnonzero(self.active) if self.latching[i]]

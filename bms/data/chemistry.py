@@ -367,7 +367,8 @@ def parse_profile(data: dict, source: str) -> Chemistry:
         for key in sorted(set(table) - allowed):  # an unknown table too: a misspelt [thermal]
             where = f"{section}.{key}" if section else key
             problems.add(where, table[key], f"unknown field; allowed: {sorted(allowed)}")
-    problems.raise_if_any()
+    if any(not isinstance(data.get(section, {}), dict) for section in _PROFILE_KEYS if section):
+        problems.raise_if_any()  # the fields below are read from these tables
 
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -561,8 +562,10 @@ def _parse_ocv(problems: Problems, ocv: dict | None, v_min: float, v_max: float)
     if soc_pct[0] != 0 or soc_pct[-1] != 100:
         problems.add("ocv.soc_pct", [float(soc_pct[0]), float(soc_pct[-1])],
                      "must start at 0 and end at 100")
-    for key, vec in (("charge_v", charge), ("discharge_v", discharge)):
-        name = "voltage_v" if one is not None else key
+    # one voltage_v is both branches: checked once, so that a problem is told once
+    branches = ((("voltage_v", one),) if one is not None
+                else (("charge_v", charge), ("discharge_v", discharge)))
+    for name, vec in branches:
         if vec.size != soc_pct.size:
             problems.add(f"ocv.{name}", f"{vec.size} values",
                          f"must have as many values as ocv.soc_pct ({soc_pct.size})")
@@ -572,7 +575,7 @@ def _parse_ocv(problems: Problems, ocv: dict | None, v_min: float, v_max: float)
             problems.add(f"ocv.{name}[{bad}]", float(vec[bad]),
                          "OCV must not fall as SoC rises")
         out = (vec < v_min) | (vec > v_max)
-        if np.any(out):
+        if v_min < v_max and np.any(out):  # limits in the wrong order are told already
             bad = int(np.argmax(out))
             problems.add(f"ocv.{name}[{bad}]", float(vec[bad]),
                          f"must be within the cell limits [{v_min:g}, {v_max:g}]")

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from bms.data.chemistry import Chemistry
 from bms.data.config import (
+    FAULT_LOG_SIZE_MAX,
     BalancingMode,
     BalancingWhen,
     FirmwareConfig,
@@ -213,8 +214,9 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
                                             why="a quarter C (1 A for a small pack): a pack "
                                             "charging faster is not at rest"),
     # The protocol's fault log page counts entries in 16 bits.
-    ("", "fault_log_size"): lambda p: Bound(1, 65535, why="what the protocol's fault log "
-                                            "pages can count"),
+    ("", "fault_log_size"): lambda p: Bound(1, FAULT_LOG_SIZE_MAX,
+                                            why="what the protocol's fault log pages can "
+                                            "count"),
     ("limits", "max_charge_a"): lambda p: _max_current(p, p.chem.limits.max_charge_c, "charge"),
     ("limits", "max_discharge_a"): lambda p: _max_current(p, p.chem.limits.max_discharge_c,
                                                           "discharge"),

@@ -16,11 +16,13 @@ class Offender(StrEnum):
     LOWEST_CELL = "lowest cell"
     CELL_OFF_THE_MEAN = "cell furthest from the mean"
     OPEN_WIRE_CELL = "cell the open-wire test pulled down (else furthest from the mean)"
-    STUCK_CELL = "cell whose reading has repeated longest"
+    STUCK_CELL = "cell whose reading has repeated longest (an unreadable one first)"
     SOC_DROP_CELL = "cell whose SoC fell most against the others"
     REST_SOC_OUTLIER = "cell whose SoC by its voltage is furthest from the others' median"
     HOTTEST_SENSOR = "highest temperature reading"
     COLDEST_SENSOR = "lowest temperature reading"
+    HOTTEST_READING = "highest raw temperature reading (an unreadable one first)"
+    COLDEST_READING = "lowest raw temperature reading (an unreadable one first)"
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,9 @@ QUANTITIES: tuple[Quantity, ...] = (
              "two neighbouring cells that stand out from the rest",
              Offender.OPEN_WIRE_CELL, magnitude=True),
     Quantity("temp_reading_max", "°C", "highest raw temperature reading",
-             Offender.HOTTEST_SENSOR),
+             Offender.HOTTEST_READING),
     Quantity("temp_reading_min", "°C", "lowest raw temperature reading",
-             Offender.COLDEST_SENSOR),
+             Offender.COLDEST_READING),
     Quantity("idle_current_a", "A", "current measured with the contactors open",
              magnitude=True),
     Quantity("rest_soc_drop", "fraction 0..1",
@@ -72,6 +74,11 @@ QUANTITIES: tuple[Quantity, ...] = (
              "the pack voltage sensor against the sum of the cell readings", magnitude=True),
     Quantity("current_step_mismatch_a", "A",
              "current step the cell voltages do not follow (a current sensor gone wrong)"),
+    Quantity("pack_v_drift_v", "V",
+             "how far the pack voltage sensor and the sum of the cell readings (as the "
+             "voltage rows judge them) have moved apart since their ratio was learnt, "
+             "filtered over seconds: a reading's offset that appeared in operation",
+             magnitude=True),
 )
 
 QUANTITY_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}

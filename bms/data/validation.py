@@ -8,13 +8,14 @@ meant with `close_names`, one rule for the CLI and MQTT.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class InputError(ValueError):
@@ -46,13 +47,28 @@ class Problems:
             or (low is not None and value < low)
             or (high is not None and value > high)
         ):
-            lo = "-inf" if low is None else f"{low:g}"
-            hi = "inf" if high is None else f"{high:g}"
+            lo = "-inf" if low is None else _bound(low)
+            hi = "inf" if high is None else _bound(high)
             self.add(where, value, f"must be within [{lo}, {hi}]")
+
+    def take(self, load: Callable[..., T], *args: object) -> T | None:
+        """What `load(*args)` returns; or None, its InputError's problems added (under the
+        error's source), so that the next input is still checked and all are told at once."""
+        try:
+            return load(*args)
+        except InputError as exc:
+            self.items.extend(p if exc.source == self.source else f"{exc.source}: {p}"
+                              for p in exc.problems)
+            return None
 
     def raise_if_any(self) -> None:
         if self.items:
             raise InputError(self.source, self.items)
+
+
+def _bound(limit: float) -> str:
+    """A range's end as written: an int in full (a seed's 4294967295, not 4.29497e+09)."""
+    return str(limit) if isinstance(limit, int) else f"{limit:g}"
 
 
 def _shown(value: object) -> str:
@@ -80,52 +96,54 @@ def close_names(text: str, names: Sequence[str], *, similar: int = 5, contains: 
     return list(dict.fromkeys(near))[:limit]
 
 
+MAX_TOML_CHARS = 16 * 2**20  # far beyond any configuration, scenario or cell profile
+TEXT_CHUNK_CHARS = 2**20
+
+
+class NotText(ValueError):
+    """A file read as text that holds a NUL or goes on past its bound."""
+
+
+def read_text_bounded(path: Path, max_chars: int, encoding: str = "utf-8",
+                      newline: str | None = None) -> str:
+    """A text file's contents, read a chunk at a time so that what is no text (a NUL:
+    /dev/zero) or does not end (a pipe) is refused early with NotText, not read into memory
+    whole. OSError and UnicodeDecodeError as open() and read() raise them."""
+    chunks, size = [], 0
+    with path.open(encoding=encoding, newline=newline) as f:
+        while chunk := f.read(TEXT_CHUNK_CHARS):
+            if "\x00" in chunk:
+                raise NotText("it holds a NUL character")
+            size += len(chunk)
+            if size > max_chars:
+                raise NotText(f"it is longer than {max_chars:,} characters")
+            chunks.append(chunk)
+    return "".join(chunks)
+
+
 def read_toml(path: str | Path) -> dict:
     """A TOML file's contents; InputError naming the file when it cannot be read or parsed."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = read_text_bounded(path, MAX_TOML_CHARS)
     except OSError as exc:
         raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (NotText, UnicodeDecodeError) as exc:
         raise InputError(str(path), [f"not valid TOML: {exc}"]) from exc
-    except ValueError as exc:  # a NUL in the name; an integer of over 4300 digits
-        raise InputError(str(path), [f"cannot read the file: {exc}"]) from exc
-
-
-def read_csv_rows(path: str | Path) -> list[list[str]]:
-    """A CSV file's rows; InputError naming the file when it cannot be read."""
-    return [row.cells for row in read_csv_lines(path)]
-
-
-class CsvRow(NamedTuple):
-    """One row of a CSV file: the line it starts on, its cells, and its text as written
-    (a quoted cell may hold commas and line breaks, so an error quotes `text`, not the
-    cells joined again)."""
-
-    line: int
-    cells: list[str]
-    text: str
-
-
-def read_csv_lines(path: str | Path) -> list[CsvRow]:
-    """A CSV file's rows, each with the line it starts on and its text as written;
-    InputError naming the file when it cannot be read."""
-    path = Path(path)
-    try:
-        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            lines = f.readlines()  # split where the csv reader splits: \n, \r\n or \r
-        reader = csv.reader(lines)
-        rows, line = [], 1
-        for cells in reader:
-            text = "".join(lines[line - 1:reader.line_num]).rstrip("\r\n")
-            rows.append(CsvRow(line, cells, text))
-            line = reader.line_num + 1
-        return rows
-    except OSError as exc:
-        raise InputError(str(path), [f"cannot read the file: {exc.strerror}"]) from exc
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise InputError(str(path), [f"not a readable CSV text file: {exc}"]) from exc
     except ValueError as exc:  # a NUL in the name
         raise InputError(str(path), [f"cannot read the file: {exc}"]) from exc
+    return parse_toml(text, str(path))
+
+
+def parse_toml(text: str, source: str) -> dict:
+    """TOML text's contents; InputError naming `source` when it is not TOML or holds what
+    cannot be read."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(source, [f"not valid TOML: {exc}"]) from exc
+    except RecursionError as exc:  # tomllib reads each [ or { of a value one call deeper
+        raise InputError(source, ["arrays or inline tables nested too deep to read (a few "
+                                  "hundred levels)"]) from exc
+    except ValueError as exc:  # an integer of over 4300 digits
+        raise InputError(source, [f"cannot read a value: {str(exc).split(';')[0]}"]) from exc

@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from bms.data.parameters import (
 from bms.data.validation import InputError
 from bms.host.frames import BALANCING_MODES, COMMAND_REQUESTS, VALUE_KINDS, contactor_bits
 from bms.host.periodic import Periodic
+from bms.host.policy import TRUSTED, CommandPolicy
 from protocol import messages as pm
 from protocol.framing import PROTOCOL_VERSION
 
@@ -56,6 +58,16 @@ class RequestError(Exception):
         self.detail = detail
 
 
+class StoreHealth(Protocol):
+    """What Status shows of the persistent store (`bms.store.persistence.Keeper`)."""
+
+    @property
+    def failures(self) -> int: ...  # failed saves since start
+
+    @property
+    def failing(self) -> bool: ...  # the last save failed
+
+
 @dataclass(frozen=True)
 class Identity:
     chemistry: str
@@ -70,18 +82,21 @@ class Device:
 
     `inject(spec, now_s)` is given in SIM mode (the simulated pack's fault injection); it
     raises InputError for a bad spec. `on_config_change(who, changes, overrides, now_s)` is
-    told of every configuration write applied, before it is acknowledged (the persistent
-    store logs it): who wrote, the parameters written with their old and new values, and
-    the overrides now in effect.
+    told of every valid configuration write before it is put in effect (the persistent
+    store saves and logs it): who wrote, the parameters written with their old and new
+    values, and the overrides the write makes. It raises when it could not keep the write:
+    the write is then not in effect, and the answer is a Nack SAVE_FAILED. `store` is the
+    persistent store's health, shown in Status (None: no store).
     """
 
     def __init__(self, firmware: Firmware, chem: Chemistry, identity: Identity,
                  config_overrides: dict | None = None,
                  inject: Callable[[str, float], None] | None = None,
                  on_config_change: Callable[[str, list[ConfigChange], dict, float], None]
-                 | None = None):
+                 | None = None, store: StoreHealth | None = None):
         self.fw = firmware
         self.on_config_change = on_config_change
+        self.store = store
         self._who = ""  # who sent the request being handled
         self.chem = chem
         self.identity = identity
@@ -92,6 +107,7 @@ class Device:
         self.measurement: Measurement | None = None
         self.act: Actuation | None = None
         self.subscriptions: dict[int, Periodic] = {}  # response type -> its schedule
+        self.not_enabled: Counter[str] = Counter()  # requests a policy refused, by type
         self._answers: dict[type, Callable[[object, float], object]] = {
             pm.GetInfo: lambda _m, _t: self.info(),
             pm.GetStatus: lambda _m, now_s: self.status(now_s),
@@ -124,14 +140,20 @@ class Device:
             self.measurement = m
         self.act = act
 
-    def handle(self, msg: object, now_s: float, who: str = "protocol") -> object:
+    def handle(self, msg: object, now_s: float, who: str = "protocol",
+               policy: CommandPolicy = TRUSTED) -> object:
         """The response to a request: its answer, an Ack, or a Nack. `who` names the sender
-        (a link, an MQTT command topic) in the log of configuration writes."""
+        (a link, an MQTT command topic) in the log of configuration writes; `policy` is
+        what that way in may change (Nack NOT_ENABLED otherwise, counted in `not_enabled`)."""
         self._who = who
         answer = self._answers.get(type(msg))
         if answer is None:
             return nack(pm.BY_CLASS[type(msg)].type_id, pm.ErrorCode.NOT_A_REQUEST,
                         f"{type(msg).__name__} is not a request this device answers")
+        refusal = policy.refusal(msg, self.param_by_id)
+        if refusal is not None:
+            self.not_enabled[type(msg).__name__] += 1
+            return nack(pm.BY_CLASS[type(msg)].type_id, pm.ErrorCode.NOT_ENABLED, refusal)
         try:
             return answer(msg, now_s)
         except RequestError as exc:
@@ -174,7 +196,15 @@ class Device:
             runtime_s=nan if est is None or est.runtime_s is None else est.runtime_s,
             **_extremes("cell_v", v), **_extremes("temp_c", t),
             balancing_count=0 if act is None else int(np.count_nonzero(act.balance_mask)),
+            **self._store_fields(),
         )
+
+    def _store_fields(self) -> dict:
+        store = self.store
+        if store is None:
+            return {"store": 0, "save_failures": 0}
+        bits = pm.STORE_BITS["kept"] | (pm.STORE_BITS["failing"] if store.failing else 0)
+        return {"store": bits, "save_failures": store.failures}
 
     def cell_voltages(self) -> pm.CellVoltages:
         m = self.measurement
@@ -271,28 +301,37 @@ class Device:
         return pm.Ack(pm.BY_CLASS[pm.Inject].type_id)
 
     def _apply(self, changes: list[tuple[int, object]], now_s: float) -> None:
-        """All or nothing; a write applied is reported to `on_config_change` with each
-        parameter written, changed or not."""
+        """All or nothing; a valid write is reported to `on_config_change` with each
+        parameter written, changed or not, and takes effect only once that has kept it."""
         try:
             cfg, overrides = apply_changes(self.overrides, changes, self.chem, self.fw.n_series,
                                            self.identity.capacity_ah)
         except ParameterError as exc:
             raise RequestError(pm.ErrorCode[exc.code], "; ".join(exc.problems)) from None
         old = self.fw.cfg
+        if self.on_config_change is not None:  # saved first: only a kept write takes effect
+            written = tuple(self.param_by_id[pid] for pid, _ in changes)
+            try:
+                self.on_config_change(self._who, [ConfigChange(p.name, value_of(old, p),
+                                                               value_of(cfg, p))
+                                                  for p in written], overrides, now_s)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, the write is refused
+                raise RequestError(pm.ErrorCode.SAVE_FAILED,
+                                   f"the write could not be saved, so it is not in effect "
+                                   f"and nothing changed: {exc}") from None
         self.fw.reconfigure(cfg)
         self.overrides = overrides
-        if self.on_config_change is not None:
-            written = tuple(self.param_by_id[pid] for pid, _ in changes)
-            self.on_config_change(self._who, [ConfigChange(p.name, value_of(old, p),
-                                                           value_of(cfg, p)) for p in written],
-                                  overrides, now_s)
 
 
 def _extremes(prefix: str, values: np.ndarray | None) -> dict:
-    if values is None:
+    """The lowest and highest readable (finite) values and their indices; NaN and 0 when
+    there is none (an unreadable reading is the sensor fault's to name)."""
+    readable = None if values is None else np.isfinite(values)
+    if readable is None or not readable.any():
         return {f"{prefix}_min": math.nan, f"{prefix}_min_index": 0,
                 f"{prefix}_max": math.nan, f"{prefix}_max_index": 0}
-    lo, hi = int(np.argmin(values)), int(np.argmax(values))
+    lo = int(np.argmin(np.where(readable, values, np.inf)))
+    hi = int(np.argmax(np.where(readable, values, -np.inf)))
     return {f"{prefix}_min": float(values[lo]), f"{prefix}_min_index": lo,
             f"{prefix}_max": float(values[hi]), f"{prefix}_max_index": hi}
 
@@ -304,4 +343,4 @@ def _log_entry(entry) -> dict:
             "index": -1 if e.index is None else e.index,
             "value": math.nan if e.value is None else e.value,
             "state": State(snap.get("state", State.INIT)).code,
-            "soc_pct": snap.get("soc_pct", math.nan)}
+            "soc_pct": math.nan if snap.get("soc_pct") is None else snap["soc_pct"]}

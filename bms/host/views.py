@@ -3,8 +3,8 @@
 
 States, faults, levels and contactors appear by name (the names of `bms.core.signals`,
 `bms.data.faults` and `protocol.messages`), SoC in percent as `soc_pct`, current positive when
-charging, cell and sensor indices 0-based (`index`), arrays as lists, and NaN ("no
-reading", "not discharging") as None so that the output is strict JSON.
+charging, cell and sensor indices 0-based (`index`), arrays as lists, and NaN or an
+infinite value ("no reading", "not discharging") as None so that the output is strict JSON.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ SIGNIFICANT_DIGITS = 7  # what a float32 on the wire carries; 25.200000000000003
 
 
 def _num(x: float | None) -> float | None:
-    """A float for JSON: None for NaN (or None), rounded to what the readings carry."""
+    """A float for strict JSON: None for no number (None, NaN, infinite: an unreadable
+    reading), rounded to what the readings carry."""
     if x is None:
         return None
     x = float(x)
-    if math.isnan(x):
-        return None
-    return float(f"{x:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(x) else x
+    return float(f"{x:.{SIGNIFICANT_DIGITS}g}") if math.isfinite(x) else None
 
 
 def _floats(a: np.ndarray) -> list[float | None]:
@@ -92,7 +91,17 @@ def status_dict(s: pm.Status) -> dict:
         "temp_c_max": _num(s.temp_c_max),
         "temp_c_max_index": s.temp_c_max_index,
         "balancing_count": s.balancing_count,
+        "store": store_state(s.store),
+        "save_failures": s.save_failures,
     }
+
+
+def store_state(bits: int) -> str:
+    """The persistent store in a word: "none" (not kept), "ok", or "failing" (its last
+    save failed)."""
+    if not bits & pm.STORE_BITS["kept"]:
+        return "none"
+    return "failing" if bits & pm.STORE_BITS["failing"] else "ok"
 
 
 def info_dict(i: pm.DeviceInfo) -> dict:

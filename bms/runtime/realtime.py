@@ -19,6 +19,7 @@ import numpy as np
 from bms.core.signals import OPEN, Actuation, Measurement, State
 from bms.host.device import Device, nack
 from bms.host.frames import actuation_frame, measurement_of
+from bms.host.policy import TRUSTED, CommandPolicy
 from bms.links.mqtt.bridge import MqttBridge
 from bms.links.serial_link import Endpoint
 from bms.runtime.after_step import AfterStep
@@ -54,13 +55,16 @@ class Runtime:
 
     def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
                  plant: PlantPort | None = None, bridge: MqttBridge | None = None,
-                 keeper: Keeper | None = None, who: str = "protocol"):
+                 keeper: Keeper | None = None, who: str = "protocol",
+                 policy: CommandPolicy = TRUSTED):
         """`bridge`: MQTT telemetry and commands, fed after every step. `keeper`: the
         persistent store, saved after a step before anything of it is sent. `who`: the
-        link's name in the log of configuration writes."""
+        link's name in the log of configuration writes. `policy`: what requests on the link
+        may change (TRUSTED: a serial port; over MQTT the emulator's command policy)."""
         self.device = device
         self.keeper = keeper
         self.who = who
+        self.policy = policy
         self.fw = device.fw
         self.endpoint = endpoint
         self.tick_s = tick_s
@@ -133,20 +137,23 @@ class Runtime:
         return act
 
     def stats(self) -> dict:
-        """What `serve --stats` writes: the tick loop's timing and what went over the link."""
+        """What `serve --stats` writes: the tick loop's timing, what went over the link and,
+        with a store, its saves and failures."""
         ep = self.endpoint
         return {"mode": "hil" if self.hil else "sim", "tick": self.tick_stats.summary(),
                 "steps": self.steps, "watchdog_steps": self.watchdog_steps,
                 "tick_errors": self.errors, "refused_measurements": self.refused_measurements,
                 "frames_in": ep.frames_in, "bytes_in": ep.bytes_in, "bytes_out": ep.bytes_out,
-                "decode_errors": dict(ep.errors)}
+                "decode_errors": dict(ep.errors),
+                "not_enabled": dict(self.device.not_enabled),
+                **({"nvm": self.keeper.figures()} if self.keeper is not None else {})}
 
     # --- what arrives -------------------------------------------------------------------
 
     def _frame(self, frame: Frame) -> None:
         msg, header = frame.message, frame.header
         if header.flags & Flags.REQUEST:
-            reply = self.device.handle(msg, self.now_s(), self.who)
+            reply = self.device.handle(msg, self.now_s(), self.who, self.policy)
             try:
                 self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
             except ValueError:
@@ -200,11 +207,17 @@ class Runtime:
 
     def _shut_down(self) -> None:
         """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one),
-        then the store saves. Never raises: closing the port must still happen."""
+        MQTT delivers what it can and says offline (the store then forgets what the broker
+        has), then the store saves. Never raises: closing the port must still happen."""
         try:
             self._send_final_actuation()
         except Exception:  # noqa: BLE001
             log.exception("could not tell the rig to open its contactors")
+        if self.bridge is not None:
+            try:
+                self.bridge.close()
+            except Exception:  # noqa: BLE001
+                log.exception("could not close the MQTT session")
         if self.keeper is not None:
             try:
                 self.keeper.close(self.now_s())

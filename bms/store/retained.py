@@ -75,7 +75,7 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
         else:
             lost.append(f"lockout of {name} is not one this firmware knows")
     fw.counters = Counters.from_dict(kept.counters.as_dict())
-    fw.log.restore(list(kept.log), kept.log_dropped, kept.log_recorded)
+    fw.log.restore(list(kept.log), kept.log_recorded)
     if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise
         fw.requested = "storage"
     return lost

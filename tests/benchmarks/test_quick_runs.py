@@ -128,6 +128,45 @@ def test_soak_quick_loses_nothing_and_publishes():
     assert out["goals"]["frames_lost"]["met"] is True
 
 
+def test_mqtt_flood_quick_refuses_the_flood_unread_and_reports_both_emulators():
+    """A flood at one of two emulators on one broker (the benchmark's figures are its
+    lateness beside the other's, printed, not asserted: a shared machine's neighbours
+    move them as much as the flood does)."""
+    require_mosquitto()
+    out = quick("mqtt_flood.py")
+    print(json.dumps(out))
+    assert out["benchmark"] == "mqtt_flood" and (out["seconds"], out["tick_s"]) == (8, 0.01)
+    assert out["flood"] == {"big_mb": 4.0, "big_proto_mb": 0.5, "small": 10_000}
+    calm, flooded = out["calm"], out["flooded"]
+    assert calm["flood_sent"] == 0 and flooded["flood_sent"] == 10_002
+    for run in (calm, flooded):
+        for pack in ("target", "reference"):
+            figures = run[pack]
+            assert figures["exit"] == 0 and "error" not in figures, figures
+            assert figures["ticks"] > 0 and figures["published"] > 0
+            assert 0 <= figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+            assert figures["tick_errors"] == 0
+            assert figures["telemetry_received"] > 0
+    for run in (calm, flooded):  # nothing reached the reference, nor the calm target
+        assert run["reference"]["refused_messages"] == {}
+        assert run["reference"]["dropped_by_broker"] == 0
+    assert calm["target"]["refused_messages"] == {}
+    target = flooded["target"]
+    # the big ones: kept off the wire by the broker (the session's Maximum Packet Size)
+    assert target["dropped_by_broker"] == 2
+    refused = target["refused_messages"]
+    assert set(refused) == {"bench/target/cmd/+", "bench/target/proto/in"}, refused
+    for reasons in refused.values():
+        assert reasons["over_rate"] > 0 and "too_large" not in reasons, refused
+    assert set(target["refused_commands"]) <= {"NOT_ENABLED"}
+    assert target["not_enabled"] == {}  # GetStatus floods are reads
+    assert out["p99_ratio_calm"] > 0 and out["p99_ratio_flood"] > 0
+    assert set(out["goals"]) == {"p99_ratio_within_noise", "extra_overruns",
+                                 "telemetry_lost", "big_messages_kept_out"}
+    assert out["goals"]["big_messages_kept_out"]["met"] is True
+    assert all(isinstance(goal["met"], bool) for goal in out["goals"].values())
+
+
 def test_fuzz_protocol_quick_never_crashes_and_loses_nothing():
     out = quick("fuzz_protocol.py")
     assert out["benchmark"] == "fuzz_protocol"
@@ -155,3 +194,26 @@ def test_duty_cycles_quick_passes_every_run_and_names_its_command():
     cycle = out["runs"][0]
     assert cycle["soc_true_min_pct"] < 10 and cycle["soc_true_max_pct"] > 95
     assert (out["passed"], out["failed"], out["goal_met"]) == (3, 0, True)
+
+
+def test_csv_readers_quick_are_linear_in_rows_and_columns():
+    """Four times the columns or rows costs about four times the CPU, not sixteen (the
+    replay reader was quadratic in its columns: 20k took 7 s, 80k 128 s). A ratio of CPU
+    times in one run, not a time."""
+    out = quick("csv_readers.py")
+    assert out["benchmark"] == "csv_readers"
+    assert set(out["cases"]) == {"replay_columns", "replay_rows", "profile_rows"}
+    assert out["cases"]["replay_columns"]["sizes"] == [20_000, 40_000, 80_000]
+    for name, case in out["cases"].items():
+        assert all(t > 0 for t in case["seconds"]), name
+        assert case["ratio_4x"] < out["linear_ratio_4x"] == 8.0, (name, case)
+    assert out["linear"] is True
+
+
+def test_pack_v_drift_quick_stays_under_its_threshold_on_a_healthy_pack():
+    out = quick("pack_v_drift.py")
+    assert out["benchmark"] == "pack_v_drift"
+    (case,) = out["cases"].values()
+    assert 0 < case["rms_v"] < case["max_v"] < case["threshold_v"]
+    assert case["margin"] > 1 and case["events"] == []
+    assert case["bleeding_share"] > 0  # the balancer's sense-wire drop was in the readings

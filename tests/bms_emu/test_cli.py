@@ -211,6 +211,18 @@ def test_bad_input_is_refused_with_a_clear_message(capsys, args, expected):
     assert captured.out == ""
 
 
+def test_serves_mqtt_bounds_and_policy_are_told_with_every_other_problem(capsys):
+    assert main(["serve", "--sim", "--mqtt", "mqtt://127.0.0.1:1", "--no-nvm",
+                 "--series", "0", "--mqtt-max-bytes", "100", "--mqtt-command-rate", "0",
+                 "--mqtt-frame-rate", "nan", "--mqtt-commands", "inject=x,reboot"]) == 2
+    err = capsys.readouterr().err
+    for expected in ("--series = 0", "--mqtt-max-bytes = 100: must be within [4126, inf]",
+                     "--mqtt-command-rate = 0.0: must be within [0.1, 100000]",
+                     "--mqtt-frame-rate = nan", "'inject=x': inject takes no limit",
+                     "'reboot' is not a command"):
+        assert expected in err, err
+
+
 def test_malformed_cell_profile_is_refused(capsys, tmp_path):
     cell = tmp_path / "bad.toml"
     cell.write_text('name = "c"\ncapacity_ah = 2.0\n[limits]\nv_min = 2.0\nv_max = 4.2\n'

@@ -10,6 +10,7 @@ import subprocess
 import pytest
 
 from bms.store.nvm import SCHEMA_VERSION
+from tests.bms.store.test_integrity import DAMAGE, files
 from tests.support.processes import CLI, Proc
 
 
@@ -102,7 +103,7 @@ def test_nvm_refuses_what_is_not_a_readable_store_and_changes_nothing(tmp_path, 
     elif case == "foreign":
         store.write_text("some notes, not a database\n" * 50)
     before = store.read_bytes() if store.exists() else None
-    for action in ("show", "reset"):
+    for action in ("show",) if case == "newer" else ("show", "reset"):  # reset: a store's
         done = bms_emu("nvm", action, str(store), "--yes")
         assert done.returncode == 2
         assert str(store) in done.stderr
@@ -123,7 +124,7 @@ def test_serve_keeps_its_store_in_the_data_directory_and_holds_it(tmp_path, own_
         serve = Proc("serve", "--sim", "--serial", pair.paths[0], "--series", "4",
                      "--pack-id", "ups-7", "--tick", "0.05")
         serve.wait_for("store")
-        store = own_data_dir / "bms-emu" / "nvm" / "ups-7.sqlite"
+        store = own_data_dir / "bms-emu" / "nvm" / "ups-7-sim.sqlite"
         assert serve.said(f"store {store}: new")
         second = bms_emu("serve", "--sim", "--serial", pair.paths[1], "--series", "4",
                          "--pack-id", "ups-7", "--duration", "1")
@@ -141,5 +142,74 @@ def test_serve_keeps_its_store_in_the_data_directory_and_holds_it(tmp_path, own_
                         "--pack-id", "ups-7", "--no-nvm", "--duration", "0.5")
         assert fresh.returncode == 0 and "store" not in fresh.stdout
         assert len(export(store)["boots"]) == 2
+    finally:
+        pair.close()
+
+
+def one_line_refusal(done: subprocess.CompletedProcess, store) -> str:
+    """A refusal: exit code 2 and one line naming the store; that line."""
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and str(store) in lines[0], done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", ["random bytes inside", "a 0-byte file"])  # all: test_integrity
+def test_a_damaged_store_is_refused_in_one_line_unchanged_until_reset(tmp_path, case):
+    store = tmp_path / "pack.sqlite"
+    run(store, "--duration", "1m", "--inject", "30:temp-sensor-open:sensor=1")
+    damage, words = DAMAGE[case]
+    damage(store)
+    before = files(tmp_path)
+    for argv in (("run", "--series", "4", "--nvm", str(store), "--duration", "1m"),
+                 ("nvm", "show", str(store))):
+        line = one_line_refusal(bms_emu(*argv), store)
+        assert words in line and f"run `bms-emu nvm reset {store}` to start afresh" in line
+        assert files(tmp_path) == before
+    done = bms_emu("nvm", "reset", str(store), "--yes")
+    assert done.returncode == 0, done.stderr
+    fresh = run(store, "--duration", "1m")
+    assert fresh["final"]["state"] != "FAULT"  # afresh: nothing latched from before
+    assert [b["boot"] for b in export(store)["boots"]] == [1]
+
+
+@pytest.mark.parametrize("other", [("--series", "8"), ("--pack-id", "rack-2")])
+def test_a_store_of_another_pack_is_refused_in_one_line_unchanged(tmp_path, other):
+    store = tmp_path / "pack.sqlite"
+    run(store, "--duration", "1m", "--pack-id", "rack-1")
+    before = files(tmp_path)
+    done = bms_emu("run", "--series", "4", "--pack-id", "rack-1", "--nvm", str(store),
+                   "--duration", "1m", *other)  # the last of a repeated option counts
+    line = one_line_refusal(done, store)
+    assert "belongs to pack rack-1 (sim, 4 cells of na-nfm, 1.5 Ah), not to this pack" in line
+    assert "bms-emu nvm reset" in line
+    assert files(tmp_path) == before
+    assert "pack id rack-1 (sim)" in bms_emu("nvm", "show", str(store)).stdout
+
+
+def test_serve_sim_after_serve_hil_is_a_new_store_not_the_rigs(tmp_path, own_data_dir):
+    """The README's session: `serve --hil` with a rig, then `serve --sim` on the same port
+    (the same default pack id). Each mode has its own default store; given the rig's store,
+    `serve --sim` refuses it."""
+    from hil.pty_pair import PtyPair
+
+    pair = PtyPair()
+    try:
+        said = {}
+        for mode in ("--hil", "--sim"):
+            done = bms_emu("serve", mode, "--serial", pair.paths[0], "--series", "4",
+                           "--duration", "0.5")
+            assert done.returncode == 0, done.stderr
+            said[mode] = done.stdout
+        nvm = own_data_dir / "bms-emu" / "nvm"
+        pack_id = next(nvm.glob("*-hil.sqlite")).name.removesuffix("-hil.sqlite")
+        assert f"store {nvm / (pack_id + '-hil.sqlite')}: new" in said["--hil"]
+        assert f"store {nvm / (pack_id + '-sim.sqlite')}: new" in said["--sim"]
+        hil_store = nvm / f"{pack_id}-hil.sqlite"
+        refused = bms_emu("serve", "--sim", "--serial", pair.paths[0], "--series", "4",
+                          "--duration", "0.5", "--nvm", str(hil_store))
+        line = one_line_refusal(refused, hil_store)
+        assert f"belongs to pack {pack_id} (hil, 4 cells" in line
+        assert f"not to this pack {pack_id} (sim, 4 cells" in line
     finally:
         pair.close()

@@ -397,7 +397,9 @@ def test_junit_report_is_valid_and_counts_failures(tmp_path, capsys):
 def test_junit_to_an_unwritable_path_is_a_clear_error(tmp_path, capsys):
     good = write(tmp_path, PASSING, "good.toml")
     assert main(["scenario", str(good), "--junit", str(tmp_path / "no" / "r.xml")]) == 2
-    assert "--junit: " in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "--junit = " in captured.err and "does not exist" in captured.err
+    assert captured.out == ""  # refused before the scenario ran
 
 
 def test_the_readme_example_is_a_passing_scenario(tmp_path):

@@ -164,10 +164,10 @@ def wait_ready(broker: Broker, proc: Proc, pack_id: str = "p1",
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     """One broker and one `serve --sim --mqtt` (pack p1, 8 cells) for the query and monitor
-    tests, which only read (and set one limit)."""
+    tests, which only read (and set one limit: the command policy lets them)."""
     require_mosquitto()
     broker = Broker(tmp_path_factory.mktemp("mosquitto")).start()
-    proc = serve(broker, "--sim", "--tick", "0.05")
+    proc = serve(broker, "--sim", "--tick", "0.05", "--mqtt-commands", "config=limits.*")
     try:
         wait_ready(broker, proc)
         yield broker

@@ -44,7 +44,7 @@ STATUS_KEYS = {
     "charge_limit_a", "discharge_limit_a", "pack_voltage_v", "current_a", "soc_pct",
     "soh_pct", "remaining_wh", "runtime_s", "cell_v_min", "cell_v_min_index", "cell_v_max",
     "cell_v_max_index", "temp_c_min", "temp_c_min_index", "temp_c_max", "temp_c_max_index",
-    "balancing_count"}
+    "balancing_count", "store", "save_failures"}
 BRIDGE_KEYS = {"power_w", "levels", "seq", "pack_id", "unix_time_s"}
 POLICY = "state,clear-faults,config=limits.*"
 CLIENT_ID = f"bms-emu-{PACK}"  # the emulator's MQTT client id, as the broker logs it
@@ -92,16 +92,20 @@ class Serve:
 
 @contextlib.contextmanager
 def serve(url: str, tmp_path: Path, *options: str, series: int = 8,
-          env: dict[str, str] | None = None, watch: tuple[Seen, ...] = ()) -> Iterator[Serve]:
-    """`watch`: subscribers whose failed waits show this emulator's output."""
+          env: dict[str, str] | None = None, watch: tuple[Seen, ...] = (),
+          pack_id: str = PACK, preexec: Callable[[], None] | None = None) -> Iterator[Serve]:
+    """`watch`: subscribers whose failed waits show this emulator's output. `preexec`: run
+    in the child before it starts (resource limits)."""
     argv = [sys.executable, "-m", "bms_emu.main", "serve", "--sim", "--mqtt", url,
-            "--pack-id", PACK, "--series", str(series), "--duration", str(SAFETY_S), *options]
+            "--pack-id", pack_id, "--series", str(series), "--duration", str(SAFETY_S),
+            *options]
     output = tmp_path / f"serve-{time.monotonic_ns()}.out"
     environment = {k: v for k, v in os.environ.items() if k != "BMS_MQTT_PASSWORD"}
     environment.update(env or {})
     with output.open("wb") as sink:
         process = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=sink,
-                                   stderr=subprocess.STDOUT, env=environment)
+                                   stderr=subprocess.STDOUT, env=environment,
+                                   preexec_fn=preexec)
     emulator = Serve(process, output)
     for seen in watch:
         seen.emulator = emulator

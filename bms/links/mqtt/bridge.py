@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from bms import __version__
@@ -17,11 +19,16 @@ from bms.data.faults import Level
 from bms.host import views
 from bms.host.device import Device
 from bms.host.periodic import Periodic
-from bms.links.mqtt.commands import CommandPolicy, handle_command
+from bms.links.mqtt.commands import CommandPolicy, Parsed, parse_command, run_command
 from bms.links.mqtt.discovery import HA_ONLINE, HA_STATUS_TOPIC, discovery_messages
+from bms.links.mqtt.inbound import BACKLOG_FULL, Intake
+from bms.links.mqtt.outbox import Gap, Outbox, OutboxStore
 from bms.links.mqtt.session import MqttSession
 
 AVAILABLE, UNAVAILABLE = b"online", b"offline"
+HA_STATUS_RATE_PER_S = 1.0  # Home Assistant announces itself once a start
+COMMANDS_PER_POLL = 4  # done a tick at most: a burst waits, it does not stall the loop
+INBOX_SIZE = 64  # commands waiting for the loop; more are refused unread
 
 
 def pack_topic(session_prefix: str, pack_id: str) -> str:
@@ -40,31 +47,41 @@ class MqttOptions:
     arrays_period_s: float = 1.0
     ha_discovery: bool = True
     commands: CommandPolicy | None = None  # None: every command refused (NOT_ENABLED)
+    command_rate_per_s: float = 10.0  # taken on each cmd/<name>; the rest refused unread
 
 
 class MqttBridge:
     def __init__(self, session: MqttSession, device: Device, pack_id: str,
-                 options: MqttOptions):
+                 options: MqttOptions, outbox_store: OutboxStore | None = None):
+        """`outbox_store`: the pack's store, where fault events wait for the broker over
+        any outage and a restart (None: in memory, up to outbox.WINDOW of them)."""
         self.session = session
         self.device = device
         self.pack_id = pack_id
         self.options = options
         self.base = pack_topic(session.broker.prefix, pack_id)
-        self.inbox: queue.SimpleQueue[tuple[str, bytes]] = queue.SimpleQueue()
+        self.inbox: queue.SimpleQueue[Parsed] = queue.SimpleQueue()  # for the control loop
+        self.refused_commands: Counter[str] = Counter()  # results not ok, by error code
+        self._refused_lock = threading.Lock()  # counted from the session's thread and the loop
         self._state_due = Periodic(options.state_period_s)
         self._arrays_due = Periodic(options.arrays_period_s)
         self._last_change: tuple[str, int] | None = None
-        self._seq = {"state": 0, "cells": 0, "temperatures": 0, "balancing": 0, "events": 0}
-        session.subscribe(f"{self.base}/cmd/+", self._command_arrived)
+        self.outbox = Outbox(outbox_store, self._gap_report)
+        session.use_outbox(self.outbox)
+        # Events are numbered on from the store's last: a restart starts no second seq 1.
+        self._seq = {"state": 0, "cells": 0, "temperatures": 0, "balancing": 0,
+                     "events": self.outbox.last_seq}
+        self._commands_filter = f"{self.base}/cmd/+"
+        session.subscribe(self._commands_filter, self._command_arrived,
+                          Intake(options.command_rate_per_s))
         if options.ha_discovery:
-            session.subscribe(HA_STATUS_TOPIC, self._ha_status)
+            session.subscribe(HA_STATUS_TOPIC, self._ha_status, Intake(HA_STATUS_RATE_PER_S))
             session.on_connect.append(self._publish_discovery)
 
     # --- from the control loop ---------------------------------------------------------
 
     def after_step(self, now_s: float, act: Actuation) -> None:
-        for e in act.events:
-            self._publish("events", e.as_dict(), qos=1, kept=True)
+        self.outbox.put([self._message("events", e.as_dict()) for e in act.events])
         change = (act.state, act.fault_bitmap)
         due = self._state_due.due(now_s)
         if due or change != self._last_change:
@@ -79,15 +96,17 @@ class MqttBridge:
             self._publish("balancing", views.balancing_dict(d.balancing()))
 
     def poll(self, now_s: float) -> None:
-        """Runs the commands that have arrived; each answers on its result topic."""
-        while True:
+        """Runs the commands that have arrived, COMMANDS_PER_POLL at most, oldest first;
+        each answers on its result topic. Keeps the outbox's store up with what the broker
+        has acknowledged."""
+        self.outbox.sync()
+        for _ in range(COMMANDS_PER_POLL):
             try:
-                name, payload = self.inbox.get_nowait()
+                parsed = self.inbox.get_nowait()
             except queue.Empty:
                 return
-            result = handle_command(name, payload, self.options.commands, self.device, now_s)
-            self.session.publish(f"{self.base}/cmd/{name}/result",
-                                 json.dumps(result, allow_nan=False), qos=1)
+            self._answer(parsed.name,
+                         run_command(parsed, self.options.commands, self.device, now_s))
 
     def state(self, now_s: float) -> dict:
         """The retained state: the status every interface gives, plus power and which
@@ -103,21 +122,66 @@ class MqttBridge:
                 "discharge_voltage_limit_v":
                     None if act is None else act.discharge_voltage_limit_v}
 
+    def close(self) -> None:
+        """Stops the session (it delivers what it can in its time, then says offline) and
+        deletes from the store what the broker has acknowledged, before the store closes:
+        the next start sends none of it twice."""
+        self.session.stop()
+        self.outbox.sync(final=True)
+
+    def counts(self) -> dict:
+        """What went to the broker: connections made, messages published, ordinary ones
+        dropped from a full queue; fault events still waiting (`kept`: in the store for the
+        next start when there is one, else lost with the process) and lost for want of
+        room (`kept_dropped`, reported on `events/lost`). What came in and was refused:
+        messages dropped unread (`refused_messages`, by subscription and reason) and
+        commands answered with an error (`refused_commands`, by code)."""
+        s = self.session
+        with self._refused_lock:
+            refused_commands = dict(self.refused_commands)
+        return {"connects": s.connects, "published": s.published, "dropped": s.dropped,
+                "kept": self.outbox.waiting, "kept_dropped": self.outbox.lost,
+                "refused_messages": s.inbound.counts(), "refused_commands": refused_commands}
+
     # --- plumbing ------------------------------------------------------------------------
 
-    def _publish(self, sub: str, body: dict, qos: int = 0, retain: bool = False,
-                 kept: bool = False) -> None:
-        """JSON with the pack id, a per-topic sequence number (a gap is a lost message)
-        and the wall-clock time it was queued (for latency)."""
-        if sub in self._seq:
-            self._seq[sub] += 1
-            body = {**body, "seq": self._seq[sub]}
-        body = {**body, "pack_id": self.pack_id, "unix_time_s": round(time.time(), 6)}
-        self.session.publish(f"{self.base}/{sub}", json.dumps(body, allow_nan=False),
-                             qos=qos, retain=retain, kept=kept)
+    def _message(self, sub: str, body: dict) -> tuple[int, str, bytes]:
+        """(seq, topic, payload): JSON with the pack id, a per-topic sequence number (a gap
+        is a lost message) and the wall-clock time it was queued (for latency)."""
+        self._seq[sub] += 1
+        body = {**body, "seq": self._seq[sub], "pack_id": self.pack_id,
+                "unix_time_s": round(time.time(), 6)}
+        return self._seq[sub], f"{self.base}/{sub}", json.dumps(body, allow_nan=False).encode()
+
+    def _publish(self, sub: str, body: dict, qos: int = 0, retain: bool = False) -> None:
+        _, topic, payload = self._message(sub, body)
+        self.session.publish(topic, payload, qos=qos, retain=retain)
+
+    def _gap_report(self, gap: Gap) -> tuple[str, bytes]:
+        """`events/lost`: how many events were lost for want of room, and their seqs."""
+        body = {"dropped": gap.count, "first_seq": gap.first_seq, "last_seq": gap.last_seq,
+                "pack_id": self.pack_id, "unix_time_s": round(time.time(), 6)}
+        return f"{self.base}/events/lost", json.dumps(body).encode()
 
     def _command_arrived(self, topic: str, payload: bytes) -> None:
-        self.inbox.put((topic.rsplit("/", 1)[1], payload))
+        """In the session's thread: the payload is parsed and gated here, and a command
+        refused by then is answered at once; only the rest wait for the control loop."""
+        if self.inbox.qsize() >= INBOX_SIZE:
+            self.session.inbound.refuse(self._commands_filter, BACKLOG_FULL,
+                                        f"{INBOX_SIZE} commands waiting for the loop")
+            return
+        parsed = parse_command(topic.rsplit("/", 1)[1], payload, self.options.commands)
+        if parsed.refused is not None:
+            self._answer(parsed.name, parsed.refused)
+        else:
+            self.inbox.put(parsed)
+
+    def _answer(self, name: str, result: dict) -> None:
+        if not result["ok"]:
+            with self._refused_lock:
+                self.refused_commands[result["error"]["code"]] += 1
+        self.session.publish(f"{self.base}/cmd/{name}/result",
+                             json.dumps(result, allow_nan=False), qos=1)
 
     def _ha_status(self, _topic: str, payload: bytes) -> None:
         if payload.strip() == HA_ONLINE.encode():

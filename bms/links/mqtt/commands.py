@@ -8,112 +8,29 @@ import json
 import logging
 import math
 import reprlib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
+from collections.abc import Iterable
+from dataclasses import dataclass
 
-from bms.data.validation import InputError, close_names
 from bms.host import views
-from bms.host.frames import BALANCING_MODES, COMMAND_REQUESTS, VALUE_KINDS
+from bms.host.frames import VALUE_KINDS
+from bms.host.policy import (
+    COMMANDS,
+    LISTED,
+    MODE_WORDS,
+    STATE_WORDS,
+    CommandPolicy,
+    listed,
+    near_names,
+)
 from protocol import messages as pm
 
 log = logging.getLogger(__name__)
 
-COMMANDS = ("state", "clear-faults", "balancing", "config")
-# The words each command takes, from the device's own tables (the protocol's order).
-STATE_WORDS: dict[str, pm.Command] = {
-    word: command for command, word in COMMAND_REQUESTS.items()
-    if word not in ("clear-faults", "service-reset")}  # a service action is not for MQTT
-MODE_WORDS: dict[str, pm.BalancingMode] = {word: mode for mode, word in BALANCING_MODES.items()}
-LIMIT_WORDS = {"state": tuple(STATE_WORDS), "balancing": tuple(MODE_WORDS)}
-# The error codes that are not the protocol's (those are pm.ErrorCode names).
+# The error codes that are not the protocol's (the others are pm.ErrorCode names).
 BAD_JSON = "BAD_JSON"
 UNKNOWN_COMMAND = "UNKNOWN_COMMAND"
-NOT_ENABLED = "NOT_ENABLED"
+NOT_ENABLED = pm.ErrorCode.NOT_ENABLED.name  # the policy's refusal: the protocol's own code
 SHOWN_CHARS = 80  # a value quoted in a reason is cut to this
-LISTED = 5  # names listed in a reason, the rest counted
-
-
-@dataclass(frozen=True)
-class CommandPolicy:
-    """Which commands are enabled, and each one's limit: the words `state` and `balancing`
-    may be given, the name patterns of the parameters `config` may set; None = no limit.
-    A command not in `limits` is off; the default policy enables nothing."""
-
-    limits: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
-
-    def enabled(self, command: str) -> bool:
-        return command in self.limits
-
-    def allows(self, command: str, word: str) -> bool:
-        """Whether an enabled `command` may be given `word` (a state, a mode)."""
-        limit = self.limits.get(command)
-        return limit is None or word in limit
-
-    def may_set(self, param_name: str) -> bool:
-        """Whether `config` may set the parameter (get is always allowed)."""
-        limit = self.limits.get("config")
-        return limit is None or any(fnmatchcase(param_name, p) for p in limit)
-
-    def describe(self) -> str:
-        """The policy as `parse_policy` reads it; "" when nothing is enabled."""
-        return ",".join(name if limit is None else f"{name}={'|'.join(limit)}"
-                        for name, limit in self.limits.items())
-
-
-def parse_policy(text: str | None, source: str = "--mqtt-commands",
-                 param_names: Iterable[str] | None = None) -> CommandPolicy:
-    """A policy from its text: comma-separated commands, each optionally `=` and its limit
-    (`|`-separated words for state and balancing, fnmatch patterns of parameter names for
-    config; clear-faults takes none). Empty or None enables nothing. With `param_names`
-    (the device's parameters), a config pattern that matches none of them is refused too.
-    InputError (from `source`) names every bad part and what is allowed."""
-    if text is None or not text.strip():
-        return CommandPolicy()
-    names = None if param_names is None else list(param_names)
-    problems: list[str] = []
-    limits: dict[str, tuple[str, ...] | None] = {}
-    for part in text.split(","):
-        command, has_limit, limit_text = (s.strip() for s in part.partition("="))
-        shown = repr(part.strip())
-        if not command:
-            problems.append(f"{shown} in {text!r}: no command; give commands separated by "
-                            f"single commas, from: {', '.join(COMMANDS)}")
-            continue
-        if command not in COMMANDS:
-            problems.append(f"{shown}: {command!r} is not a command; allowed: "
-                            f"{', '.join(COMMANDS)}")
-            continue
-        if command in limits:
-            problems.append(f"{shown}: {command} given twice; give each command once, its "
-                            "words or patterns joined with |")
-            continue
-        if not has_limit:
-            limits[command] = None
-            continue
-        if command == "clear-faults":
-            problems.append(f"{shown}: clear-faults takes no limit; write clear-faults")
-            continue
-        words = tuple(w.strip() for w in limit_text.split("|"))
-        if not all(words):
-            problems.append(f"{shown}: an empty word; separate the words with single |, or "
-                            f"write {command} alone for no limit")
-            continue
-        bad = [w for w in words if command in LIMIT_WORDS and w not in LIMIT_WORDS[command]]
-        if bad:
-            problems.append(f"{shown}: {', '.join(map(repr, bad))} not a {command} word; "
-                            f"allowed: {'|'.join(LIMIT_WORDS[command])}")
-            continue
-        if command == "config" and names is not None:
-            unmatched = [w for w in words if not any(fnmatchcase(n, w) for n in names)]
-            if unmatched:
-                problems.append(f"{shown}: {', '.join(map(repr, unmatched))} matches no "
-                                f"parameter; {_near(unmatched[0], names)}")
-                continue
-        limits[command] = tuple(dict.fromkeys(words))
-    if problems:
-        raise InputError(source, problems)
-    return CommandPolicy(limits)
 
 
 class Refusal(Exception):
@@ -125,11 +42,29 @@ class Refusal(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class Parsed:
+    """A command as far as it can be taken without the device: its name, the `id` to echo
+    and the JSON object; or, in `refused`, its whole result already (a refusal)."""
+
+    name: str
+    ident: object = None
+    obj: dict | None = None
+    refused: dict | None = None
+
+
 def handle_command(name: str, payload: bytes, policy: CommandPolicy | None, device,
                    now_s: float) -> dict:
     """The result object for command `name` with its JSON `payload`, done on `device` (a
     bms.host.device.Device) at `now_s` if `policy` allows it (None: nothing is enabled). Never
     raises; a refused command changes nothing and its result says why (module docstring)."""
+    return run_command(parse_command(name, payload, policy), policy, device, now_s)
+
+
+def parse_command(name: str, payload: bytes, policy: CommandPolicy | None) -> Parsed:
+    """The name, the policy's gate and the JSON: what needs no device, so the MQTT session's
+    thread does it as a message arrives and the control loop never parses a payload. The
+    payload is bounded before it gets here (bms.links.mqtt.inbound)."""
     policy = policy if policy is not None else CommandPolicy()
     try:
         obj, bad_json = _decode(payload), None
@@ -138,16 +73,13 @@ def handle_command(name: str, payload: bytes, policy: CommandPolicy | None, devi
     raw_id = obj.get("id") if isinstance(obj, dict) else None
     good_id = raw_id is None or (isinstance(raw_id, int | float | str)
                                  and not isinstance(raw_id, bool))
-    result: dict = {"id": raw_id if good_id else None, "command": name}
+    ident = raw_id if good_id else None
     try:
         if name not in COMMANDS:
             raise Refusal(UNKNOWN_COMMAND, f"no command {_shown(name)}; the commands are "
                                            f"{', '.join(COMMANDS)}")
         if not policy.enabled(name):
-            enabled = policy.describe() or "none"
-            raise Refusal(NOT_ENABLED, f"the {name} command is not enabled here (enabled: "
-                                       f"{enabled}); the emulator's --mqtt-commands option "
-                                       "enables commands")
+            raise Refusal(NOT_ENABLED, policy.not_enabled(name))
         if bad_json is not None:
             raise bad_json
         if not isinstance(obj, dict):
@@ -157,15 +89,32 @@ def handle_command(name: str, payload: bytes, policy: CommandPolicy | None, devi
             raise Refusal(pm.ErrorCode.BAD_TYPE.name,
                           f"id = {_shown(raw_id)}: must be a JSON string or number (it is "
                           "echoed in the result)")
-        result.update(HANDLERS[name](obj, policy, device, now_s))
     except Refusal as exc:
-        return result | {"ok": False, "error": {"code": exc.code, "detail": exc.detail}}
+        return Parsed(name, ident, refused=_refused(name, ident, exc.code, exc.detail))
+    return Parsed(name, ident, obj)
+
+
+def run_command(parsed: Parsed, policy: CommandPolicy | None, device, now_s: float) -> dict:
+    """The result of a parsed command, done on `device` (on the control loop) through the
+    protocol request a serial host would send, held to `policy` by the device."""
+    if parsed.refused is not None:
+        return parsed.refused
+    policy = policy if policy is not None else CommandPolicy()
+    try:
+        done = HANDLERS[parsed.name](parsed.obj, policy, device, now_s)
+    except Refusal as exc:
+        return _refused(parsed.name, parsed.ident, exc.code, exc.detail)
     except Exception as exc:  # the device's own fault: refuse, log, keep serving
-        log.exception("MQTT command %s failed", name)
-        return result | {"ok": False, "error": {
-            "code": pm.ErrorCode.INTERNAL.name,
-            "detail": f"the device could not do it: {type(exc).__name__}: {_shown(str(exc))}"}}
-    return {"id": result.pop("id"), "command": name, "ok": True, **result}
+        log.exception("MQTT command %s failed", parsed.name)
+        return _refused(parsed.name, parsed.ident, pm.ErrorCode.INTERNAL.name,
+                        f"the device could not do it: {type(exc).__name__}: "
+                        f"{_shown(str(exc))}")
+    return {"id": parsed.ident, "command": parsed.name, "ok": True, **done}
+
+
+def _refused(name: str, ident: object, code: str, detail: str) -> dict:
+    return {"id": ident, "command": name, "ok": False,
+            "error": {"code": code, "detail": detail}}
 
 
 # --- the payload ------------------------------------------------------------------------
@@ -173,8 +122,10 @@ def handle_command(name: str, payload: bytes, policy: CommandPolicy | None, devi
 EXAMPLES = {
     "state": '{"state": "' + '" | "'.join(STATE_WORDS) + '"}',
     "clear-faults": "{}",
+    "service-reset": "{}",
     "balancing": '{"mode": "' + '" | "'.join(MODE_WORDS) + '"}',
     "config": '{"get": [NAME, ...]} or {"set": {NAME: VALUE, ...}}',
+    "inject": '{"spec": "AT:KIND[:key=value,...]"}',
 }
 
 
@@ -225,14 +176,13 @@ def _fields(obj: dict, command: str, allowed: tuple[str, ...]) -> None:
     unknown = [k for k in obj if k not in (*allowed, "id")]
     if unknown:
         raise Refusal(pm.ErrorCode.BAD_VALUE.name,
-                      f"{_listed(map(_shown, unknown))}: not a field of {command}; "
+                      f"{listed(map(_shown, unknown))}: not a field of {command}; "
                       f"allowed: {', '.join((*allowed, 'id'))}, as in {EXAMPLES[command]}")
 
 
-def _word(obj: dict, command: str, key: str, words: Iterable[str],
-          policy: CommandPolicy) -> str:
-    """The word `obj[key]` gives: BAD_VALUE/BAD_TYPE when it is none of `words`, NOT_ENABLED
-    when the policy's limit leaves it out."""
+def _word(obj: dict, command: str, key: str, words: Iterable[str]) -> str:
+    """The word `obj[key]` gives: BAD_VALUE/BAD_TYPE when it is none of `words` (whether
+    the policy allows it is the device's to say, as for a protocol request)."""
     _fields(obj, command, (key,))
     words = tuple(words)
     if key not in obj:
@@ -245,17 +195,16 @@ def _word(obj: dict, command: str, key: str, words: Iterable[str],
     if word not in words:
         raise Refusal(pm.ErrorCode.BAD_VALUE.name,
                       f"{key} = {_shown(word)}: allowed: {', '.join(words)}")
-    if not policy.allows(command, word):
-        raise Refusal(NOT_ENABLED, f"{key} = {word!r} is not enabled here; allowed: "
-                                   f"{', '.join(policy.limits[command] or ())}")
     return word
 
 
 # --- the commands -------------------------------------------------------------------------
 
-def _ask(device, request: object, now_s: float, expected: type) -> object:
-    """The device's answer; a Nack becomes a Refusal with its ErrorCode name and reason."""
-    reply = device.handle(request, now_s, who="MQTT command")
+def _ask(device, request: object, now_s: float, expected: type,
+         policy: CommandPolicy) -> object:
+    """The device's answer under `policy`; a Nack becomes a Refusal with its ErrorCode name
+    and reason."""
+    reply = device.handle(request, now_s, who="MQTT command", policy=policy)
     if isinstance(reply, pm.Nack):
         try:
             code = pm.ErrorCode(reply.error).name
@@ -269,22 +218,38 @@ def _ask(device, request: object, now_s: float, expected: type) -> object:
 
 
 def _state(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
-    word = _word(obj, "state", "state", STATE_WORDS, policy)
-    _ask(device, pm.CommandRequest(int(STATE_WORDS[word]), 0), now_s, pm.Ack)
+    word = _word(obj, "state", "state", STATE_WORDS)
+    _ask(device, pm.CommandRequest(int(STATE_WORDS[word]), 0), now_s, pm.Ack, policy)
     return {"state": word}
 
 
-def _clear_faults(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
-    _fields(obj, "clear-faults", ())
-    _ask(device, pm.CommandRequest(int(pm.Command.CLEAR_FAULTS), 0), now_s, pm.Ack)
-    return {}
+def _action(command: pm.Command):
+    """A command of no arguments (`{}`): clear-faults, service-reset."""
+    name = command.name.lower().replace("_", "-")
+
+    def act(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
+        _fields(obj, name, ())
+        _ask(device, pm.CommandRequest(int(command), 0), now_s, pm.Ack, policy)
+        return {}
+    return act
 
 
 def _balancing(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
-    word = _word(obj, "balancing", "mode", MODE_WORDS, policy)
+    word = _word(obj, "balancing", "mode", MODE_WORDS)
     _ask(device, pm.CommandRequest(int(pm.Command.BALANCING_MODE), int(MODE_WORDS[word])),
-         now_s, pm.Ack)
+         now_s, pm.Ack, policy)
     return {"mode": word}
+
+
+def _inject(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
+    _fields(obj, "inject", ("spec",))
+    spec = obj.get("spec")
+    if not isinstance(spec, str):
+        raise Refusal(pm.ErrorCode.BAD_TYPE.name if "spec" in obj else
+                      pm.ErrorCode.BAD_VALUE.name,
+                      f"spec = {_shown(spec)}: send {EXAMPLES['inject']}")
+    _ask(device, pm.Inject(spec), now_s, pm.Ack, policy)
+    return {"spec": spec}
 
 
 def _config(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
@@ -309,7 +274,7 @@ def _config(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
         ids = list(dict.fromkeys(i for found in chosen.values() for i in found))
     else:
         ids = [p.id for p in device.params]
-    reply = _ask(device, pm.GetConfig(tuple(ids)), now_s, pm.ConfigValues)
+    reply = _ask(device, pm.GetConfig(tuple(ids)), now_s, pm.ConfigValues, policy)
     return {"values": _values(device, reply)}
 
 
@@ -326,16 +291,12 @@ def _set(changes: object, by_name: dict, policy: CommandPolicy, device,
     if unknown:
         raise Refusal(pm.ErrorCode.UNKNOWN_PARAM.name, _unknown(unknown, by_name))
     params = [(by_name[text], value) for text, value in changes.items()]
-    refused = [p.name for p, _ in params if not policy.may_set(p.name)]
-    if refused:
-        raise Refusal(NOT_ENABLED, f"config may not set {_listed(refused)} here; it may set "
-                                   f"the parameters matching {'|'.join(policy.limits['config'])}"
-                                   " (and get any)")
-    # Values as JSON gave them: the device checks their type (2.5 for an int, 1 for a bool
-    # are BAD_TYPE) and range, as it does a serial host's.
+    # Values as JSON gave them: the device checks the policy, their type (2.5 for an int, 1
+    # for a bool are BAD_TYPE) and range, as it does a protocol host's.
     request = pm.SetConfig(tuple({"param_id": p.id, "kind": int(VALUE_KINDS[p.kind]),
                                   "value": value} for p, value in params))
-    return {"values": _values(device, _ask(device, request, now_s, pm.ConfigValues))}
+    return {"values": _values(device, _ask(device, request, now_s, pm.ConfigValues,
+                                             policy))}
 
 
 def _select(text: str, by_name: dict) -> list[int]:
@@ -352,18 +313,10 @@ def _values(device, reply: pm.ConfigValues) -> dict:
 
 def _unknown(texts: list[str], by_name: dict) -> str:
     """Each unknown name (the first few) with the names it may have meant."""
-    shown = [f"{_shown(t)}: no such parameter; {_near(t, list(by_name))}"
+    shown = [f"{_shown(t)}: no such parameter; {near_names(t, list(by_name), SHOWN_CHARS)}"
              for t in texts[:LISTED]]
     more = f"; and {len(texts) - LISTED} more unknown" if len(texts) > LISTED else ""
     return "; ".join(shown) + more
-
-
-def _near(text: str, names: list[str]) -> str:
-    """Names a mistyped `text` may have meant, or where to find them all."""
-    near = close_names(text[:SHOWN_CHARS], names, similar=3, contains=False, last_part=False,
-                       limit=4)
-    return (f"close names: {', '.join(near)}" if near else
-            'config with {"get": []} lists the parameters')
 
 
 def _shown(value: object) -> str:
@@ -375,17 +328,11 @@ def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _listed(items: Iterable[str]) -> str:
-    """The first few of `items`, and how many more."""
-    items = list(items)
-    more = f" and {len(items) - LISTED} more" if len(items) > LISTED else ""
-    return ", ".join(items[:LISTED]) + more
-
-
 _REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
 _REPR.maxstring = _REPR.maxlong = _REPR.maxother = SHOWN_CHARS
 
 
-HANDLERS = {"state": _state, "clear-faults": _clear_faults, "balancing": _balancing,
-            "config": _config}
+HANDLERS = {"state": _state, "clear-faults": _action(pm.Command.CLEAR_FAULTS),
+            "service-reset": _action(pm.Command.SERVICE_RESET), "balancing": _balancing,
+            "config": _config, "inject": _inject}

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -18,8 +19,12 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from bms.data.validation import InputError
+from bms.links.mqtt.inbound import DEFAULT_MAX_MESSAGE_BYTES, InboundGate, Intake
+from bms.links.mqtt.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +33,11 @@ DEFAULT_PREFIX = "bms"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
 KEEPALIVE_S = 10
+PACKET_OVERHEAD_BYTES = 1024  # a PUBLISH's header and topic, beside its payload
+# A QoS 1 publish waits for its PUBACK: sent behind a small QoS 0 message not yet
+# acknowledged, Nagle's algorithm would hold it for the broker's delayed ACK (~40 ms a
+# message: a backlog of events would drain at ~20 a second).
+NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(frozen=True)
@@ -88,17 +98,18 @@ class Outgoing:
 class MqttSession:
     def __init__(self, broker: Broker, client_id: str,
                  will: tuple[str, bytes] | None = None, online: tuple[str, bytes] | None = None,
-                 queue_size: int = 2000, kept_size: int = 1000):
+                 queue_size: int = 2000, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
         """`will` is published by the broker if this session dies (retained); `online` is
-        published, retained, on every connect."""
+        published, retained, on every connect. A message received of over
+        `max_message_bytes` is dropped unread (`inbound` counts it)."""
+        self.inbound = InboundGate(max_message_bytes)
         self.broker = broker
         self.client_id = client_id
         self.will = will
         self.online = online
         self._lock = threading.Lock()
         self._queue: deque[Outgoing] = deque(maxlen=queue_size)
-        self._kept: deque[Outgoing] = deque()
-        self._kept_size = kept_size
+        self.outbox: Outbox | None = None  # see use_outbox
         self._retained: dict[str, Outgoing] = {}
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
         # Called in the session's thread on every connect and every loss of the connection.
@@ -108,7 +119,6 @@ class MqttSession:
         self.connects = 0
         self.published = 0
         self.dropped = 0  # ordinary messages pushed out of a full queue
-        self.kept_dropped = 0  # kept messages (fault events) lost to a full backlog
         self.last_error = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
@@ -118,27 +128,31 @@ class MqttSession:
 
     # --- for the owner's thread -------------------------------------------------------
 
-    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None]) -> None:
-        """Before `start`: messages matching `topic_filter` go to `handler(topic, payload)`."""
+    def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None],
+                  intake: Intake | None = None) -> None:
+        """Before `start`: messages matching `topic_filter` go to `handler(topic, payload)`,
+        within `intake`'s bounds (rate, size, check) and the session's size cap."""
         self._handlers.append((topic_filter, handler))
+        if intake is not None:
+            self.inbound.add(topic_filter, intake)
 
-    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False,
-                kept: bool = False) -> None:
-        """Queues a message; never blocks. `kept`: survives a disconnection (bounded)."""
+    def use_outbox(self, outbox: Outbox) -> None:
+        """Before `start`: `outbox`'s messages go at QoS 1, in order, each until the broker
+        has acknowledged it, taking turns with the ordinary ones."""
+        self.outbox = outbox
+        outbox.on_change = self._notify
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0,
+                retain: bool = False) -> None:
+        """Queues a message; never blocks."""
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         item = Outgoing(topic, data, qos, retain)
         with self._lock:
             if retain:
                 self._retained[topic] = item
-            if kept:
-                if len(self._kept) >= self._kept_size:
-                    self._kept.popleft()
-                    self.kept_dropped += 1
-                self._kept.append(item)
-            else:
-                if len(self._queue) == self._queue.maxlen:
-                    self.dropped += 1
-                self._queue.append(item)
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1
+            self._queue.append(item)
         self._notify()
 
     def start(self) -> None:
@@ -157,7 +171,15 @@ class MqttSession:
     @property
     def backlog(self) -> int:
         with self._lock:
-            return len(self._queue) + len(self._kept)
+            queued = len(self._queue)
+        return queued + (self.outbox.waiting if self.outbox is not None else 0)
+
+    @property
+    def behind(self) -> bool:
+        """A quarter of the ordinary queue is waiting for the broker: work that would add
+        to it (answering a flood of requests) should wait, before it pushes telemetry out."""
+        with self._lock:
+            return len(self._queue) >= self._queue.maxlen // 4
 
     # --- the session's thread -----------------------------------------------------------
 
@@ -203,7 +225,11 @@ class MqttSession:
         will = aiomqtt.Will(self.will[0], self.will[1], qos=1, retain=True) if self.will else None
         async with aiomqtt.Client(b.host, b.port, username=b.username, password=b.password,
                                   identifier=self.client_id, will=will, tls_params=b.tls,
-                                  keepalive=KEEPALIVE_S, timeout=10) as client:
+                                  keepalive=KEEPALIVE_S, timeout=10,
+                                  socket_options=(NO_DELAY,),
+                                  protocol=aiomqtt.ProtocolVersion.V5,
+                                  properties=self._connect_properties(),
+                                  queue_type=self._dispatching_queue()) as client:
             for topic_filter, _ in self._handlers:
                 await client.subscribe(topic_filter, qos=1)
             if self.online:
@@ -234,30 +260,62 @@ class MqttSession:
             if self.will:  # a clean stop: say so, as the will would have after a crash
                 await client.publish(self.will[0], self.will[1], qos=1, retain=True)
 
+    def _connect_properties(self) -> Properties:
+        """MQTT 5's Maximum Packet Size: the broker sends this session nothing bigger than
+        its size cap (it drops the message for us), so a huge one never crosses the wire."""
+        properties = Properties(PacketTypes.CONNECT)
+        properties.MaximumPacketSize = self.inbound.max_message_bytes + PACKET_OVERHEAD_BYTES
+        return properties
+
+    def _dispatching_queue(self) -> type[asyncio.Queue]:
+        """aiomqtt's queue of received messages, made to hand each one on as paho reads it:
+        nothing piles up (a flood read faster than it is handled would, in memory without
+        bound), and no task is made for each message."""
+        dispatch = self._dispatch
+
+        class Dispatching(asyncio.Queue):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                dispatch(item)
+        return Dispatching
+
     async def _receive(self, client: aiomqtt.Client) -> None:
-        async for message in client.messages:
-            for topic_filter, handler in self._handlers:
-                if message.topic.matches(topic_filter):
-                    try:
-                        handler(message.topic.value, bytes(message.payload or b""))
-                    except Exception:  # noqa: BLE001 - one bad message must not end the session
-                        log.exception("MQTT handler for %s failed", message.topic.value)
+        """Ends (MqttError) when the connection is lost; the messages never wait in its
+        queue (`_dispatching_queue`)."""
+        async for _ in client.messages:
+            pass
+
+    def _dispatch(self, message: aiomqtt.Message) -> None:
+        """Each handler whose subscription matches gets the message, if the inbound gate
+        takes it."""
+        topic, payload = message.topic.value, bytes(message.payload or b"")
+        for topic_filter, handler in self._handlers:
+            if self.inbound.matches(topic_filter, topic) and self.inbound.admit(
+                    topic_filter, topic, payload):
+                try:
+                    handler(topic, payload)
+                except Exception:  # noqa: BLE001 - one bad message must not end the session
+                    log.exception("MQTT handler for %s failed", topic)
 
     async def _send(self, client: aiomqtt.Client) -> None:
-        """Kept messages first, each removed only once the broker has it; then the rest."""
+        """The outbox's messages and the ordinary ones take turns, so that a long backlog
+        of events does not hold up the telemetry; an outbox message leaves the outbox only
+        once the broker has acknowledged it."""
+        outbox_turn = True
         while True:
+            kept = self.outbox.next() if self.outbox is not None else None
             with self._lock:
-                kept = self._kept[0] if self._kept else None
-                item = kept or (self._queue.popleft() if self._queue else None)
-            if item is None:
-                if self._stopping:
-                    return
+                item = (self._queue.popleft() if self._queue and not (kept and outbox_turn)
+                        else None)
+            if item is not None:
+                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
+            elif kept is not None:
+                await client.publish(kept[0], kept[1], qos=1)
+                self.outbox.done()
+            elif self._stopping:
+                return
+            else:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
             self.published += 1
-            if kept is not None:
-                with self._lock:
-                    if self._kept and self._kept[0] is kept:
-                        self._kept.popleft()
+            outbox_turn = item is not None

@@ -20,6 +20,7 @@ from bms.data.faults import FAULT_CODES
 from bms.data.presets import PRESETS
 from bms.host.device import Device, Identity
 from bms.host.frames import actuation_frame, contactor_bits, measurement_of
+from bms.host.policy import parse_policy
 from bms.runtime.realtime import Runtime
 from protocol import messages as pm
 from protocol.codec import Decoder, Frame, encode
@@ -245,6 +246,29 @@ def test_a_refused_request_is_a_nack_with_the_error_flag(msg, code):
     [(reply, seq, flags)] = ep.take()
     assert isinstance(reply, pm.Nack) and reply.error == code and reply.detail
     assert (reply.request_type, seq, flags) == (TYPE[type(msg)], 0xFFFF, NACK)
+
+
+def test_a_link_held_to_a_policy_answers_reads_and_refuses_changes_with_not_enabled():
+    """The MQTT proto/in link: the emulator's command policy, as on cmd/*."""
+    fw = Firmware(CHEM, N_SERIES, CHEM.capacity_ah)
+    device = Device(fw, CHEM, Identity(CHEM.name, pm.Mode.HIL, 1, CHEM.capacity_ah, N_TEMP))
+    ep = FakeEndpoint()
+    rt = Runtime(device, ep, 0.1, policy=parse_policy("state=standby"))
+    rt.now_s = lambda: 1.0
+    deliver(ep, encode(pm.CommandRequest(pm.Command.STORAGE, 0), seq=5, flags=Flags.REQUEST))
+    deliver(ep, encode(pm.SetConfig(({"param_id": 0x0101, "kind": int(pm.ValueKind.FLOAT),
+                                      "value": 1.0},)), seq=6, flags=Flags.REQUEST))
+    deliver(ep, encode(pm.CommandRequest(pm.Command.STANDBY, 0), seq=7, flags=Flags.REQUEST))
+    deliver(ep, encode(pm.GetStatus(), seq=8, flags=Flags.REQUEST))
+    (storage, s5, f5), (config, s6, f6), (standby, s7, f7), (status, s8, f8) = ep.take()
+    assert (s5, f5, s6, f6) == (5, NACK, 6, NACK)
+    assert storage.error == config.error == pm.ErrorCode.NOT_ENABLED
+    assert "state 'storage' is not enabled" in storage.detail
+    assert "config command is not enabled" in config.detail
+    assert isinstance(standby, pm.Ack) and (s7, f7) == (7, Flags.RESPONSE)
+    assert isinstance(status, pm.Status) and (s8, f8) == (8, Flags.RESPONSE)
+    assert fw.requested == "standby" and fw.cfg.limits.max_charge_a != 1.0
+    assert device.not_enabled == {"CommandRequest": 1, "SetConfig": 1}  # in serve's --stats
 
 
 def test_an_answer_the_device_cannot_encode_becomes_a_nack_internal():

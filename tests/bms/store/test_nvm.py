@@ -37,7 +37,8 @@ class Clock:
 
 
 def identity(bench: Bench) -> PackIdentity:
-    return PackIdentity(bench.pack.chem.name, bench.pack.n_series, bench.pack.capacity_ah)
+    return PackIdentity("rack1", "sim", bench.pack.chem.name, bench.pack.n_series,
+                        bench.pack.capacity_ah)
 
 
 class Kept(Bench):
@@ -203,7 +204,8 @@ def test_storage_is_kept_across_a_restart(store_path):
 def device_on(kept: Kept) -> Device:
     return Device(kept.fw, kept.pack.chem, Identity(kept.pack.chem.name, pm.Mode.SIM, 1,
                                               kept.pack.capacity_ah, kept.pack.sensors.n_temp),
-                  kept.resumed.overrides, on_config_change=kept.keeper.config_written)
+                  kept.resumed.overrides, on_config_change=kept.keeper.config_written,
+                  store=kept.keeper)
 
 
 def param_id(device: Device, name: str) -> int:
@@ -286,7 +288,12 @@ def test_saves_come_on_faults_state_changes_the_period_and_shutdown(store_path):
     db.close()
 
 
-def test_the_fault_log_is_saved_incrementally_and_pruned_to_its_size(store_path):
+def test_the_fault_log_is_saved_incrementally_and_pruned_by_the_stores_own_bound(
+        store_path, monkeypatch):
+    """The store's log is the pack's history: it keeps what the firmware's smaller log
+    (5 here) pushed out, and prunes only beyond its own bound (FAULT_LOG_SIZE_MAX, made 10
+    here); a restart hands back the newest the firmware's log holds."""
+    monkeypatch.setattr("bms.store.nvm.FAULT_LOG_SIZE_MAX", 10)
     kept = Kept(store_path)
     fw = kept.fw
     from bms.core.signals import FaultEvent
@@ -295,13 +302,13 @@ def test_the_fault_log_is_saved_incrementally_and_pruned_to_its_size(store_path)
         fw.log.record(FaultEvent(float(k), "CELL_IMBALANCE", 11, "WARNING",
                                  "raised" if k % 2 == 0 else "cleared"), {"k": k})
         if k % 4 == 3:
-            kept.store.save(retain(fw), None, float(k), "fault", 5)
-    kept.store.save(retain(fw), None, 12.0, "fault", 5)
+            kept.store.save(retain(fw), None, float(k), "fault")
+    kept.store.save(retain(fw), None, 12.0, "fault")
     rows = kept.store.db.execute("SELECT seq, t_s FROM fault_log ORDER BY seq").fetchall()
-    assert rows == [(k, float(k)) for k in range(7, 12)]
-    kept.reboot()
-    assert [e.event.t_s for e in kept.fw.log.entries] == [7.0, 8.0, 9.0, 10.0, 11.0]
-    assert kept.fw.log.recorded == 12 and kept.fw.log.dropped == 7
+    assert rows == [(k, float(k)) for k in range(2, 12)]
+    kept.reboot()  # fault_log_size is the default 1000 again: all the store holds comes back
+    assert [e.event.t_s for e in kept.fw.log.entries] == [float(k) for k in range(2, 12)]
+    assert kept.fw.log.recorded == 12 and kept.fw.log.dropped == 2
 
 
 def test_a_failed_save_is_counted_and_the_next_one_tries_again(store_path):
@@ -332,8 +339,8 @@ def test_a_store_of_another_pack_is_refused_and_left_alone(store_path):
     kept.run(1.0)
     kept.keeper.close(1.0)
     content = store_path.read_bytes()
-    other = PackIdentity("na-nfm", 8, identity(kept).capacity_ah)
-    with pytest.raises(NvmError, match=r"belongs to another pack \(4 cells of na-nfm"):
+    other = PackIdentity("rack1", "sim", "na-nfm", 8, identity(kept).capacity_ah)
+    with pytest.raises(NvmError, match=r"belongs to pack rack1 \(sim, 4 cells of na-nfm"):
         NvmStore(store_path, other, Clock())
     assert store_path.read_bytes() == content
 
@@ -390,7 +397,8 @@ def test_the_default_store_lives_under_the_users_data_directory(own_data_dir):
 
 
 def test_mqtt_configuration_commands_are_logged_as_such(store_path):
-    from bms.links.mqtt.commands import handle_command, parse_policy
+    from bms.host.policy import parse_policy
+    from bms.links.mqtt.commands import handle_command
 
     kept = Kept(store_path)
     device = device_on(kept)

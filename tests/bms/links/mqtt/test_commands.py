@@ -15,7 +15,8 @@ from bms.data.parameters import catalogue, value_of
 from bms.data.presets import PRESETS
 from bms.data.validation import InputError
 from bms.host.device import Device, Identity
-from bms.links.mqtt.commands import COMMANDS, CommandPolicy, handle_command, parse_policy
+from bms.host.policy import COMMANDS, CommandPolicy, parse_policy
+from bms.links.mqtt.commands import handle_command
 from protocol import messages as pm
 
 CHEM = PRESETS["na-nfm"]
@@ -79,6 +80,24 @@ def test_clear_faults_requests_a_clear(device):
     assert run(device, "clear-faults", {}) == {"id": None, "command": "clear-faults",
                                                 "ok": True}
     assert device.fw.clear_requested is True
+
+
+def test_service_reset_requests_a_service_action(device):
+    assert run(device, "service-reset", {"id": 4}) == {"id": 4, "command": "service-reset",
+                                                       "ok": True}
+    assert device.fw.service_requested is True
+
+
+def test_inject_hands_the_spec_to_the_simulated_pack(device):
+    assert refused(run(device, "inject", {"spec": "1:open-wire:cell=1"}),
+                   "NOT_IN_THIS_MODE")  # no simulated pack: as the protocol says
+    injected = []
+    device.inject = lambda spec, now_s: injected.append((spec, now_s))
+    result = run(device, "inject", {"spec": "1:open-wire:cell=1"}, now_s=2.0)
+    assert result == {"id": None, "command": "inject", "ok": True, "spec": "1:open-wire:cell=1"}
+    assert injected == [("1:open-wire:cell=1", 2.0)]
+    assert "spec" in refused(run(device, "inject", {"spec": 1}), "BAD_TYPE")
+    assert "spec" in refused(run(device, "inject", {}), "BAD_VALUE")
 
 
 @pytest.mark.parametrize("mode", ["off", "soc", "voltage"])
@@ -272,7 +291,8 @@ def test_empty_policy_enables_nothing(text):
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("reboot", ["'reboot'", "not a command", "state, clear-faults, balancing, config"]),
+    ("reboot", ["'reboot'", "not a command",
+                "state, clear-faults, service-reset, balancing, config, inject"]),
     ("state=run|go", ["'state=run|go'", "'go'", "run|standby|storage"]),
     ("state=Run", ["'Run'"]),
     ("balancing=fast", ["'fast'", "off|voltage|soc"]),

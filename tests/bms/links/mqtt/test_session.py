@@ -1,11 +1,16 @@
-"""The MQTT session's parts that need no broker: the URL and its errors, and the bounded
-queues that keep a slow broker from ever holding up the firmware."""
+"""The MQTT session's parts that need no broker: the URL and its errors, the bounded
+queues that keep a slow broker from ever holding up the firmware, and the order in which
+the outbox's messages and the ordinary ones go out."""
 
 from __future__ import annotations
 
+import asyncio
+
+import aiomqtt
 import pytest
 
 from bms.data.validation import InputError
+from bms.links.mqtt.outbox import Outbox
 from bms.links.mqtt.session import PASSWORD_ENV, MqttSession, parse_broker
 
 
@@ -52,13 +57,51 @@ def test_a_full_queue_drops_the_oldest_ordinary_messages_and_counts_them():
     assert [item.payload for item in s._queue] == [b"2", b"3", b"4"]
 
 
-def test_kept_messages_are_bounded_separately_and_keep_their_order():
-    s = session(queue_size=1, kept_size=2)
-    for k in range(3):
-        s.publish("bms/p/events", f"e{k}", qos=1, kept=True)
-    s.publish("bms/p/cells", "c")
-    assert s.kept_dropped == 1 and s.dropped == 0
-    assert [item.payload for item in s._kept] == [b"e1", b"e2"]
+class Broker:
+    """Stands in for the aiomqtt client `_send` publishes through: what it was given, in
+    order; `fail_on` a payload raises MqttError, as a connection lost mid-publish does."""
+
+    def __init__(self, fail_on: bytes | None = None):
+        self.sent: list[tuple[str, bytes, int]] = []
+        self.fail_on = fail_on
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 0,
+                      retain: bool = False) -> None:
+        if payload == self.fail_on:
+            raise aiomqtt.MqttError("Disconnected")
+        self.sent.append((topic, payload, qos))
+
+
+def with_outbox(*events: bytes) -> tuple[MqttSession, Outbox]:
+    s = session()
+    outbox = Outbox(None, lambda gap: ("bms/p/events/lost", b""))
+    s.use_outbox(outbox)
+    outbox.put([(seq, "bms/p/events", payload)
+                for seq, payload in enumerate(events, start=1)])
+    return s, outbox
+
+
+def test_outbox_messages_and_ordinary_ones_take_turns_each_in_order():
+    s, _ = with_outbox(b"e1", b"e2", b"e3")
+    for k in (1, 2):
+        s.publish("bms/p/cells", f"c{k}")
+    assert s.backlog == 5
+    s._stopping = True  # _send returns once everything is out
+    broker = Broker()
+    asyncio.run(s._send(broker))
+    assert [(payload, qos) for _, payload, qos in broker.sent] == [
+        (b"e1", 1), (b"c1", 0), (b"e2", 1), (b"c2", 0), (b"e3", 1)]
+    assert s.backlog == 0 and s.published == 5
+
+
+def test_an_outbox_message_whose_publish_fails_stays_first_for_the_next_connection():
+    s, outbox = with_outbox(b"e1", b"e2")
+    s._stopping = True
+    broker = Broker(fail_on=b"e2")
+    with pytest.raises(aiomqtt.MqttError):
+        asyncio.run(s._send(broker))
+    assert [payload for _, payload, _ in broker.sent] == [b"e1"]
+    assert outbox.waiting == 1 and outbox.next() == ("bms/p/events", b"e2")
 
 
 def test_the_last_retained_payload_of_each_topic_is_remembered_for_a_reconnect():
