@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -186,7 +187,8 @@ class GetStatus:
          "runtime_s" / F32, "cell_v_min" / F32, "cell_v_min_index" / U16, "cell_v_max" / F32,
          "cell_v_max_index" / U16, "temp_c_min" / F32, "temp_c_min_index" / U16,
          "temp_c_max" / F32, "temp_c_max_index" / U16, "balancing_count" / U16,
-         "store" / U8, "save_failures" / U32)
+         "store" / U8, "save_failures" / U32,
+         "charge_voltage_limit_v" / F32, "discharge_voltage_limit_v" / F32)
 @frozen
 class Status:
     """The pack at a glance: emulator time, state, contactor bits (as commanded; the
@@ -194,8 +196,9 @@ class Status:
     fault code), published current limits (magnitudes), pack voltage and current, SoC, SoH,
     remaining energy and runtime at the present discharge power (NaN when not
     discharging), cell voltage and temperature extremes with their 0-based indices (of
-    the readable cells and sensors), how many cells are bleeding, and the persistent
-    store: its bits and how many saves failed since start."""
+    the readable cells and sensors), how many cells are bleeding, the persistent
+    store: its bits and how many saves failed since start, and the pack voltage limits an
+    inverter keeps to (CVL / DVL; NaN before the first step)."""
 
     time_s: float
     state: int
@@ -220,6 +223,8 @@ class Status:
     balancing_count: int
     store: int = 0  # STORE_BITS
     save_failures: int = 0
+    charge_voltage_limit_v: float = math.nan
+    discharge_voltage_limit_v: float = math.nan
 
 
 @message(0x05, REQ, *NO_PAYLOAD)

@@ -54,6 +54,9 @@ MEANINGS = {
     "balancing_count": "cells bleeding",
     "store": "store bits (see Store bits)",
     "save_failures": "saves to the persistent store that failed since start",
+    "charge_voltage_limit_v": "pack voltage a charger must not exceed (CVL), NaN none yet",
+    "discharge_voltage_limit_v": "pack voltage a load must not take the pack below (DVL), "
+                                 "NaN none yet",
     "FaultLogPage.value": "the reading of `index`, NaN none",
     "ParameterList.name": "dotted name, as in the TOML file",
     "ParameterList.unit": "unit, empty when none",
@@ -228,7 +231,8 @@ def examples() -> list[tuple[str, object, int]]:
             soh_pct=100.0, remaining_wh=38.25, runtime_s=1303.0, cell_v_min=3.3,
             cell_v_min_index=0, cell_v_max=3.315, cell_v_max_index=15, temp_c_min=24.5,
             temp_c_min_index=1, temp_c_max=26.0, temp_c_max_index=3, balancing_count=2,
-            store=0x01, save_failures=0), 1),
+            store=0x01, save_failures=0, charge_voltage_limit_v=57.6,
+            discharge_voltage_limit_v=33.6), 1),
         ("MeasurementFrame, 16 cells and 4 sensors, event, seq 42", messages.MeasurementFrame(
             rig_seq=42, rig_time_s=12.5, current_a=-2.0, bus_voltage_v=52.875, contactors=0x05,
             cell_voltage_v=cells, temperature_c=np.array([24.5, 25.0, 25.5, 26.0], np.float32)),
@@ -374,7 +378,8 @@ def codes() -> str:
                 ((f"0x{bit:02X}", name) for name, bit in messages.CONTACTOR_BITS.items()))
         + "\n## Store bits\n\nIn Status: `kept`, the emulator keeps a persistent store; "
         "`failing`, its last save failed (the store does not hold the pack as it is now; "
-        "each save point tries again). `store` and `save_failures` were appended to the end "
+        "each save point tries again). `store` and `save_failures`, then "
+        "`charge_voltage_limit_v` and `discharge_voltage_limit_v`, were appended to the end "
         "of Status: every field before them is where it was.\n\n"
         + table(("Bit", "Meaning"),
                 ((f"0x{bit:02X}", name) for name, bit in messages.STORE_BITS.items())))

@@ -197,6 +197,10 @@ class Device:
             **_extremes("cell_v", v), **_extremes("temp_c", t),
             balancing_count=0 if act is None else int(np.count_nonzero(act.balance_mask)),
             **self._store_fields(),
+            charge_voltage_limit_v=(nan if act is None or act.charge_voltage_limit_v is None
+                                    else act.charge_voltage_limit_v),
+            discharge_voltage_limit_v=(nan if act is None or act.discharge_voltage_limit_v is None
+                                       else act.discharge_voltage_limit_v),
         )
 
     def _store_fields(self) -> dict:

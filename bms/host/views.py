@@ -93,6 +93,8 @@ def status_dict(s: pm.Status) -> dict:
         "balancing_count": s.balancing_count,
         "store": store_state(s.store),
         "save_failures": s.save_failures,
+        "charge_voltage_limit_v": _num(s.charge_voltage_limit_v),
+        "discharge_voltage_limit_v": _num(s.discharge_voltage_limit_v),
     }
 
 

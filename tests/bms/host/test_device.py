@@ -210,7 +210,16 @@ def test_status_reports_the_last_step(bench):
     assert s.charge_limit_a == pytest.approx(act.charge_limit_a, abs=1e-5)
     assert s.discharge_limit_a == pytest.approx(act.discharge_limit_a, abs=1e-5)
     assert s.balancing_count == np.count_nonzero(act.balance_mask)
+    # the pack voltage limits an inverter keeps to (CVL / DVL), as the step published them
+    assert (s.charge_voltage_limit_v, s.discharge_voltage_limit_v) == pytest.approx(
+        (act.charge_voltage_limit_v, act.discharge_voltage_limit_v), abs=1e-4)
+    assert s.discharge_voltage_limit_v < s.pack_voltage_v < s.charge_voltage_limit_v
     assert m is bench.device.measurement
+
+
+def test_status_before_any_step_has_no_voltage_limits():
+    s = Bench().ask(pm.GetStatus())
+    assert math.isnan(s.charge_voltage_limit_v) and math.isnan(s.discharge_voltage_limit_v)
 
 
 def test_status_fault_bitmap_is_the_actuations(bench):
