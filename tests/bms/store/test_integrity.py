@@ -152,9 +152,9 @@ def test_a_store_of_another_pack_is_refused_unchanged(tmp_path, part):
     NvmStore(path, ours, Clock()).close()  # its own pack still opens it
 
 
-def test_a_store_from_before_pack_ids_becomes_the_first_openers(tmp_path):
-    """A version-4 store names no pack id or mode: it resumes, and is that pack's from then
-    on."""
+def version_4_store(tmp_path) -> tuple:
+    """A store as made before pack ids (version 4), for a 4-cell na-nfm pack: its path and an
+    open connection to it."""
     path = tmp_path / "pack.sqlite"
     db = sqlite3.connect(path, isolation_level=None)
     for migration in MIGRATIONS[:4]:
@@ -163,6 +163,13 @@ def test_a_store_from_before_pack_ids_becomes_the_first_openers(tmp_path):
     db.execute("PRAGMA user_version = 4")
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute("INSERT INTO pack VALUES (1, 'na-nfm', 4, 1.5, 0)")
+    return path, db
+
+
+def test_a_store_from_before_pack_ids_becomes_the_first_openers(tmp_path):
+    """A version-4 store names no pack id or mode: it resumes, and is that pack's from then
+    on."""
+    path, db = version_4_store(tmp_path)
     db.execute("INSERT INTO config VALUES (1, ?)",
                (json.dumps({"limits": {"max_charge_a": 1.2}}),))
     db.close()
@@ -177,14 +184,7 @@ def test_a_store_from_before_pack_ids_becomes_the_first_openers(tmp_path):
 def test_an_older_store_is_read_as_migrated_and_left_as_it_was(tmp_path):
     """`nvm show|export` of a store from before pack ids (version 4): read from a migrated
     copy in memory, the file untouched."""
-    path = tmp_path / "pack.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:4]:
-        for statement in migration.split(";"):
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 4")
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    db.execute("INSERT INTO pack VALUES (1, 'na-nfm', 4, 1.5, 0)")
+    path, db = version_4_store(tmp_path)
     db.close()
     before = files(tmp_path)
     data = nvm.export(path)
