@@ -216,10 +216,16 @@ def test_an_incoherent_preset_is_refused_naming_the_crossing():
 ENDS_HIGH = MINIMAL + "[thresholds]\ncharge_v = 4.0\n"  # the table goes on to 4.2 V
 
 
-def test_a_profile_whose_table_ends_above_the_charge_voltage_is_refused(tmp_path):
+def the_one_problem(tmp_path, text: str) -> str:
+    """The single problem loading the profile `text` is refused with."""
     with pytest.raises(InputError) as err:
-        load_profile(write(tmp_path, ENDS_HIGH))
+        load_profile(write(tmp_path, text))
     (problem,) = err.value.problems
+    return problem
+
+
+def test_a_profile_whose_table_ends_above_the_charge_voltage_is_refused(tmp_path):
+    problem = the_one_problem(tmp_path, ENDS_HIGH)
     # 3.2 V at 50 %, 4.2 V at 100 %: 4.0 V at 90 %
     assert problem.startswith("ocv.voltage_v[2] = 4.2: the OCV at 100 % must be within "
                               "[3.99, 4] V: 100 % is the cell charged to thresholds.charge_v (4 V)")
@@ -231,10 +237,7 @@ def test_a_profile_whose_table_ends_above_the_charge_voltage_is_refused(tmp_path
 
 
 def test_a_profile_whose_table_ends_well_below_the_charge_voltage_is_refused(tmp_path):
-    text = MINIMAL + "[thresholds]\ncharge_v = 4.25\n"
-    with pytest.raises(InputError) as err:
-        load_profile(write(tmp_path, text))
-    (problem,) = err.value.problems
+    problem = the_one_problem(tmp_path, MINIMAL + "[thresholds]\ncharge_v = 4.25\n")
     assert problem.startswith("ocv.voltage_v[2] = 4.2: the OCV at 100 % must be within "
                               "[4.24, 4.25] V")
     assert "lower thresholds.charge_v to 4.2" in problem
