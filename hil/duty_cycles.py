@@ -9,13 +9,13 @@ drives it to reached. tests/hil/test_duty_cycles.py runs the shorter ones at eve
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from bms.core.firmware import Firmware
 from bms.core.signals import Actuation, FaultEvent, Measurement
 from bms.data.durations import parse_duration_s
 from bms.data.presets import PRESETS
-from hil.loads import CYCLE_CHARGE_EXTRA_S, CYCLE_DISCHARGE_EXTRA_S, resolve_profile
+from hil.loads import cycles, resolve_profile
 from hil.pack import PackSpec, SimulatedPack
 from hil.runner import RunOptions, run
 
@@ -53,7 +53,10 @@ class DutyResult:
     contactors: str
     sim_s: float
     wall_s: float
-    problems: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        return judge(self)
 
     def as_dict(self) -> dict:
         return {"name": self.cycle.name, "command": self.cycle.command,
@@ -68,8 +71,7 @@ class DutyResult:
 def full_cycle(c_rate: float, chemistry: str = "na-nfm", series: int = 16) -> DutyCycle:
     """One charge from 5 % to full and one discharge to empty at `c_rate`, both taken to
     their ends by the published limits (`cycles:C`)."""
-    one_way_s = 3600.0 / c_rate
-    duration_s = 2 * one_way_s + CYCLE_CHARGE_EXTRA_S + CYCLE_DISCHARGE_EXTRA_S
+    duration_s = cycles(1.0, c_rate).period_s  # one charge and one discharge
     return DutyCycle(f"full cycle {c_rate:g}C {chemistry} {series}S", f"cycles:{c_rate:g}",
                      f"{duration_s:g}s", chemistry, series, initial_soc_pct=5.0,
                      reaches_below_pct=10.0, reaches_above_pct=95.0)
@@ -110,10 +112,8 @@ def run_duty_cycle(cycle: DutyCycle) -> DutyResult:
                  on_step=sample)
     wall_s = time.perf_counter() - started
     soc.append(pack.true_pack_soc * 100.0)
-    out = DutyResult(cycle, result.totals.events, min(soc), max(soc), result.last.state,
-                     result.last.contactors.describe(), result.sim_s, wall_s)
-    out.problems = judge(out)
-    return out
+    return DutyResult(cycle, result.totals.events, min(soc), max(soc), result.last.state,
+                      result.last.contactors.describe(), result.sim_s, wall_s)
 
 
 def judge(r: DutyResult) -> list[str]:

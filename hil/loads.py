@@ -158,9 +158,9 @@ def resolve_profile(spec: str, pack_energy_wh: float, pack_capacity_ah: float) -
         return constant(0.0, "a")
     kind, _, number = spec.partition(":")
     if kind in ("current", "power") and number:
-        c_rate = kind == "current" and number[-1] in "Cc"  # `current:0.5C`: of this pack
+        per_c = kind == "current" and number[-1] in "Cc"  # `current:0.5C`: of this pack
         try:
-            value = float(number[:-1]) * pack_capacity_ah if c_rate else float(number)
+            value = float(number[:-1]) * pack_capacity_ah if per_c else float(number)
         except ValueError:
             value = None
         if value is not None and not math.isfinite(value):  # the plant would go NaN
