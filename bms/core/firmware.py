@@ -861,8 +861,10 @@ class Firmware:
             self.charge_limit_a = min(self.charge_limit_a, lc.max_charge_a)
             self.discharge_limit_a = min(self.discharge_limit_a, lc.max_discharge_a)
         bitmap = self.protection.active_bitmap()
-        for name in self.event_faults:
+        warning_bits, alarm_bits, fault_bits = self.protection.level_bitmaps
+        for name in self.event_faults:  # raised outside the table: latched, FAULT level
             bitmap |= 1 << FAULT_CODES[name]
+            fault_bits |= 1 << FAULT_CODES[name]
         return Actuation(
             state=self.state,
             contactors=self.contactors,
@@ -876,4 +878,5 @@ class Firmware:
             charge_voltage_limit_v=self.ceiling_v * self.n_series,
             discharge_voltage_limit_v=self.floor_v * self.n_series,
             open_wire_test=wire_test,
+            level_bitmaps=(warning_bits, alarm_bits, fault_bits),
         )

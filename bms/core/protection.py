@@ -78,6 +78,9 @@ class Protection:
         self.bitmap = int(np.bitwise_or.reduce(self.bits[self.active], initial=0))
         self.level_active = {level: bool((self.active & rows).any())
                              for level, rows in self.level_rows.items()}
+        self.level_bitmaps = tuple(
+            int(np.bitwise_or.reduce(self.bits[self.active & self.level_rows[level]], initial=0))
+            for level in Level)
 
     def last_value(self, row: int) -> float:
         """The row's quantity at the last step, in its own units."""

@@ -161,3 +161,6 @@ class Actuation:
     # and report it with the next measurement (`Measurement.open_wire_test_v`); only asked
     # when no bleed switch is on in that interval.
     open_wire_test: bool = False
+    # The fault bitmap split by level: the faults with a WARNING, an ALARM and a FAULT row
+    # active, in Level order (a fault may be in several at once).
+    level_bitmaps: tuple[int, int, int] = (0, 0, 0)

@@ -113,6 +113,9 @@ def test_levels_are_independent_rows_and_bitmap_has_the_fault_bit():
     assert protection.active.tolist() == [True, True, False]
     assert protection.active_bitmap() == 1  # CELL_OVERVOLTAGE is code 0
     assert protection.any_active("ALARM") and not protection.any_active("FAULT")
+    assert protection.level_bitmaps == (1, 1, 0)  # WARNING and ALARM rows, no FAULT row
+    drive(protection, [3.0] * 60, start_s=10.0)
+    assert protection.level_bitmaps == (0, 0, 0)
 
 
 def test_disabled_rows_neither_trip_nor_stay_raised():
