@@ -1,0 +1,250 @@
+"""The Modbus server: the pack's SunSpec map on Modbus TCP or RTU (pymodbus, asyncio), on the
+runtime's event loop beside the protocol link and MQTT, reading the same Device.
+
+Reads render the map from what the firmware has published (`bms.links.modbus.pack_view`),
+at most once a step. Writes go through the protocol request they stand for and the link's
+command policy, as MQTT's commands do (`bms.host.policy`); the answers, per the Modbus
+application protocol:
+
+- a register outside the map (reads too), or not a whole point a client may write:
+  ILLEGAL_DATA_ADDRESS (02);
+- a value the point does not take: ILLEGAL_DATA_VALUE (03);
+- a write the policy does not enable (the default: read-only), or that the firmware will
+  not act on in its present state: ILLEGAL_FUNCTION (01), "not a request this server
+  processes now" (Modbus: "the server is in the wrong state to process a request of this
+  type"); so is any function but 03 (read holding registers), 06 and 16 (write);
+- anything else going wrong: SERVER_DEVICE_FAILURE (04), logged with its traceback.
+
+TCP answers any unit id (a direct connection has only this device behind it); RTU answers
+only its own (`unit_id`) and stays silent for the others and for broadcasts, as a device
+on a shared bus must. A serial port that cannot be opened or vanishes is retried, and said
+once per episode, as the protocol's serial link does; so is a TCP address that cannot be
+listened on. pymodbus's own log is held to errors: this module says what matters once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import Counter
+from collections.abc import Callable
+
+import serial
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from bms.core.signals import Actuation, Measurement
+from bms.host.device import Device
+from bms.host.policy import CommandPolicy
+from bms.links.modbus.address import ModbusAddress
+from bms.links.modbus.pack_view import Nameplate, view_of
+from bms.links.modbus.register_map import SunSpecMap, WriteRefused
+from protocol import messages as pm
+
+log = logging.getLogger(__name__)
+
+REOPEN_EVERY_S = 1.0
+READ_HOLDING, WRITE_ONE, WRITE_MANY = 3, 6, 16
+# What a refusal of the device means on Modbus (any other refusal: SERVER_DEVICE_FAILURE).
+REFUSALS: dict[int, ExcCodes] = {
+    pm.ErrorCode.NOT_ENABLED: ExcCodes.ILLEGAL_FUNCTION,
+    pm.ErrorCode.NOT_NOW: ExcCodes.ILLEGAL_FUNCTION,
+    pm.ErrorCode.BAD_VALUE: ExcCodes.ILLEGAL_VALUE,
+}
+
+
+class ModbusLink:
+    """Serves one Device's SunSpec map at `address` until closed. `start(now_s)` is given
+    the runtime's clock; `stats()` is what `serve --stats` shows of it."""
+
+    name = "modbus"
+
+    def __init__(self, address: ModbusAddress, device: Device, plate: Nameplate,
+                 policy: CommandPolicy, reopen_every_s: float = REOPEN_EVERY_S):
+        self.address = address
+        self.device = device
+        self.plate = plate
+        self.policy = policy
+        self.map = SunSpecMap(plate)
+        self.reopen_every_s = reopen_every_s
+        self.who = f"modbus {address.describe()}"
+        self.counts: Counter[str] = Counter()  # reads, writes, refusals by exception, ...
+        self.opened = asyncio.Event()
+        self.port: int | None = None  # the TCP port listened on
+        self.last_error = ""
+        self._now_s: Callable[[], float] = lambda: 0.0
+        self._task: asyncio.Task | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._lost = asyncio.Event()
+        self._image: list[int] = []
+        self._image_of: tuple[Actuation | None, Measurement | None, int] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.opened.is_set()
+
+    async def start(self, now_s: Callable[[], float]) -> None:
+        logging.getLogger("pymodbus").setLevel(logging.ERROR)
+        self._now_s = now_s
+        self._task = asyncio.create_task(self._keep_serving(), name=self.who)
+        self._task.add_done_callback(_report_end)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def stats(self) -> dict:
+        return {"address": self.address.describe(self.port), "up": self.connected,
+                **dict(sorted(self.counts.items()))}
+
+    def describe(self) -> str:
+        unit = f" unit {self.plate.unit_id}" if self.address.transport == "rtu" else ""
+        return f"Modbus {self.address.describe(self.port)}{unit}"
+
+    # --- the server, kept up ------------------------------------------------------------
+
+    async def _keep_serving(self) -> None:
+        try:
+            while True:
+                self._lost.clear()
+                self._server = self._make_server()
+                try:
+                    await self._server.serve_forever(background=True)
+                except RuntimeError:  # pymodbus: could not open / listen
+                    await self._server.shutdown()
+                    self.counts["open_failed"] += 1
+                    self._note_error(self._why_not_open())
+                    await asyncio.sleep(self.reopen_every_s)
+                    continue
+                self._up()
+                await self._lost.wait()  # only a serial port goes away under a server
+                self.counts["lost"] += 1
+                self._down(f"{self.address.describe()}: the port went away")
+                await self._server.shutdown()
+                await asyncio.sleep(self.reopen_every_s)
+        finally:
+            if self._server is not None:
+                await self._server.shutdown()
+                self._server = None
+            self.opened.clear()
+
+    def _make_server(self) -> ModbusTcpServer | ModbusSerialServer:
+        device = SimDevice(0, simdata=[SimData(self.map.base, values=[0] * self.map.size,
+                                               datatype=DataType.REGISTERS)],
+                           action=self._action)
+        a = self.address
+        if a.transport == "tcp":
+            return ModbusTcpServer(device, address=(a.host, a.port))
+        return ModbusSerialServer(device, port=a.device, baudrate=a.baud, parity=a.parity,
+                                  stopbits=a.stop_bits, bytesize=8,
+                                  trace_pdu=self._only_this_unit,
+                                  trace_connect=self._connection)
+
+    def _up(self) -> None:
+        if self.address.transport == "tcp":
+            self.port = self._server.transport.sockets[0].getsockname()[1]
+        self.opened.set()
+        self.last_error = ""
+        self.counts["opened"] += 1
+        log.info("Modbus server on %s (SunSpec map at %d)", self.address.describe(self.port),
+                 self.map.base)
+
+    def _down(self, why: str) -> None:
+        self.opened.clear()
+        log.warning("%s; reopening every %g s", why, self.reopen_every_s)
+
+    def _note_error(self, text: str) -> None:
+        if text != self.last_error:  # once an episode, not every retry
+            log.warning("%s; retrying every %g s", text, self.reopen_every_s)
+            self.last_error = text
+
+    def _why_not_open(self) -> str:
+        """pymodbus only says that it failed: try it the plain way to learn why."""
+        a = self.address
+        try:
+            if a.transport == "tcp":
+                with socket.create_server((a.host, a.port)):
+                    pass
+            else:
+                serial.Serial(a.device, a.baud).close()
+        except (OSError, ValueError) as exc:
+            return f"{a.describe()}: cannot {'listen' if a.transport == 'tcp' else 'open'}: {exc}"
+        return f"{a.describe()}: could not be opened"
+
+    def _connection(self, up: bool) -> None:
+        if not up:
+            self._lost.set()
+
+    def _only_this_unit(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        """RTU: a request for another unit, or a broadcast, is dropped unanswered."""
+        if sending or pdu.dev_id == self.plate.unit_id:
+            return pdu
+        self.counts["other_unit"] += 1
+        return None
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def _action(self, function: int, start: int, address: int, count: int,
+                      registers: list[int], values: list[int] | None) -> ExcCodes | None:
+        """pymodbus asks this for every request that falls inside the map: fill the
+        registers for a read, act on a write, or say which exception answers it."""
+        try:
+            if values is None and function == READ_HOLDING:
+                image = self._current_image()
+                offset = address - start
+                registers[offset:offset + count] = image[offset:offset + count]
+                self.counts["reads"] += 1
+                return None
+            if function in (WRITE_ONE, WRITE_MANY):
+                if values is None:  # pymodbus reading back what was written, to echo it
+                    return None
+                return self._refuse(self._write(address, values))
+            return self._refuse(ExcCodes.ILLEGAL_FUNCTION)
+        except Exception:  # noqa: BLE001 - a bad request must not take the server down
+            log.exception("Modbus request %d at %d failed", function, address)
+            return self._refuse(ExcCodes.DEVICE_FAILURE)
+
+    def _write(self, address: int, values: list[int]) -> ExcCodes | None:
+        try:
+            writes = self.map.writes(address, values)
+        except WriteRefused as exc:
+            log.info("%s: write refused: %s", self.who, exc.reason)
+            return exc.code
+        for w in writes:
+            reply = self.device.handle(w.request, self._now_s(), self.who, self.policy)
+            if isinstance(reply, pm.Nack):
+                log.info("%s: %s = %d refused: %s", self.who, w.key, w.value, reply.detail)
+                self.counts[f"refused_{pm.ErrorCode(reply.error).name}"] += 1
+                return REFUSALS.get(reply.error, ExcCodes.DEVICE_FAILURE)
+            self.counts["writes"] += 1
+        return None
+
+    def _refuse(self, code: ExcCodes | None) -> ExcCodes | None:
+        if code is not None:
+            self.counts[f"exception_{code.name}"] += 1
+        return code
+
+    def _current_image(self) -> list[int]:
+        """The map as of the firmware's latest step (and the heartbeat's second)."""
+        now_s = self._now_s()
+        act, m = self.device.act, self.device.measurement
+        cached = self._image_of
+        if (cached is None or cached[0] is not act or cached[1] is not m
+                or cached[2] != int(now_s)):
+            self._image = self.map.image(view_of(self.device, self.plate, now_s))
+            self._image_of = (act, m, int(now_s))
+        return self._image
+
+
+def _report_end(task: asyncio.Task) -> None:
+    """The task only ends when cancelled; anything else is a bug to shout about, since the
+    emulator would run on without its Modbus server."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the Modbus server's task died", exc_info=task.exception())

@@ -1,0 +1,186 @@
+"""The Modbus server as clients nobody here wrote see it: pysunspec2 (the SunSpec Alliance's
+own client) discovers the models and reads what `query status` says; pymodbus's client
+writes, and is refused per the Modbus standard unless the command policy allows; the alarm
+bitfields carry a WARNING and an ALARM on their own bits. Real TCP on a free localhost
+port; the firmware is stepped by hand in simulated time."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+import sunspec2.modbus.client as sunspec_client
+from pymodbus.client import AsyncModbusTcpClient
+
+from bms.core.signals import State
+from bms.data.faults import FAULT_CODES
+from bms.host.policy import parse_policy
+from bms.links.modbus.server import ModbusLink
+from bms.links.modbus.sunspec_points import point
+from tests.bms.links.modbus.pack_bench import CELLS_V, PACK_ID, Bench, serving
+
+ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 1, 2, 3
+
+
+def scan(port: int) -> dict:
+    """What pysunspec2 finds: {model id: model}."""
+    device = sunspec_client.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1",
+                                                         ipport=port, timeout=5)
+    try:
+        device.scan()
+        return {mid: models[0] for mid, models in device.models.items() if isinstance(mid, int)}
+    finally:
+        device.close()
+
+
+def address_of(link: ModbusLink, key: str) -> int:
+    return next(s.address for s in link.map.layout.slots() if s.point.key == key)
+
+
+def close_to(read: float, expected: float, sf: int) -> bool:
+    """Equal to within half a step of the scale factor."""
+    return abs(read - expected) <= 0.5 * 10.0 ** sf + 1e-9
+
+
+async def client_for(link: ModbusLink) -> AsyncModbusTcpClient:
+    client = AsyncModbusTcpClient("127.0.0.1", port=link.port, timeout=5, retries=0)
+    assert await client.connect()
+    return client
+
+
+async def test_pysunspec2_discovers_the_models_and_reads_what_query_status_says():
+    bench = Bench()
+    bench.run()
+    bench.step(current_a=-1.2, n=20)  # a discharge: limits, current and power not zero
+    status = bench.status()
+    async with serving(bench) as link:
+        models = await asyncio.to_thread(scan, link.port)
+    assert sorted(models) == [1, 802, 803, 804, 805]
+    common, battery, cells = models[1], models[802], models[805]
+    assert (common.Mn.cvalue, common.SN.cvalue) == ("bms-emu", PACK_ID)
+    exponents = link.map.exponents
+    for name, expected, sf in (
+            ("SoC", status.soc_pct, "SoC_SF"), ("SoH", status.soh_pct, "SoH_SF"),
+            ("AChaMax", status.charge_limit_a, "AMax_SF"),
+            ("ADisChaMax", status.discharge_limit_a, "AMax_SF"),
+            ("VMax", status.charge_voltage_limit_v, "V_SF"),
+            ("VMin", status.discharge_voltage_limit_v, "V_SF"),
+            ("V", status.pack_voltage_v, "V_SF"), ("A", status.current_a, "A_SF"),
+            ("CellVMax", status.cell_v_max, "CellV_SF")):
+        assert math.isfinite(expected) and close_to(getattr(battery, name).cvalue, expected,
+                                                    exponents[sf]), name
+    assert status.discharge_limit_a > 0 and battery.A.cvalue < 0  # positive = charging
+    assert battery.State.value == point("802.State").symbols["CONNECTED"]
+    assert battery.StateVnd.value == State.RUN.code == status.state
+    assert battery.ChaSt.value == point("802.ChaSt").symbols["DISCHARGING"]
+    cell_group = cells.groups["lithium-ion-module-cell"]
+    assert [round(c.CellV.cvalue, 2) for c in cell_group] == list(CELLS_V)
+    assert (cells.CellVMaxCell.value, cells.CellVMinCell.value) == (3, 2)  # from 1
+
+
+async def test_reads_outside_the_map_get_illegal_data_address():
+    bench = Bench()
+    bench.step()
+    async with serving(bench) as link:
+        client = await client_for(link)
+        inside = await client.read_holding_registers(link.map.base, count=4, device_id=1)
+        end = link.map.layout.end_address
+        outside = [await client.read_holding_registers(a, count=n, device_id=1)
+                   for a, n in ((0, 2), (50000, 2), (link.map.base - 1, 2), (end, 1),
+                                (end - 1, 2))]
+        client.close()
+    assert inside.registers == [0x5375, 0x6E53, 1, 66]  # SunS, then model 1 and its length
+    assert [r.exception_code for r in outside] == [ILLEGAL_ADDRESS] * 5
+
+
+async def test_writes_are_refused_by_default_with_illegal_function_and_counted():
+    bench = Bench()
+    bench.step()
+    async with serving(bench) as link:
+        client = await client_for(link)
+        reply = await client.write_register(address_of(link, "802.SetOp"), 1, device_id=1)
+        client.close()
+    bench.step(n=10)
+    assert reply.exception_code == ILLEGAL_FUNCTION
+    assert bench.device.not_enabled["CommandRequest"] == 1  # the policy's refusal, counted
+    assert bench.fw.state == State.STANDBY  # nothing asked of the firmware
+    assert link.stats()["exception_ILLEGAL_FUNCTION"] == 1
+
+
+async def test_enabled_writes_reach_the_firmware_through_the_policy():
+    bench = Bench()
+    bench.step()
+    policy = parse_policy("state=run,clear-faults", "--modbus-commands")
+    async with serving(bench, policy) as link:
+        client = await client_for(link)
+        set_op = address_of(link, "802.SetOp")
+        connect = await client.write_register(set_op, 1, device_id=1)
+        for _ in range(100):
+            if bench.step().state == State.RUN:
+                break
+        read_back = await client.read_holding_registers(set_op, count=1, device_id=1)
+        disconnect = await client.write_register(set_op, 2, device_id=1)  # not `run`
+        client.close()
+    assert not connect.isError() and bench.fw.state == State.RUN
+    assert read_back.registers == [1]  # CONNECT: what the firmware does
+    assert disconnect.exception_code == ILLEGAL_FUNCTION
+    assert bench.device.not_enabled["CommandRequest"] == 1
+    assert link.stats()["writes"] == 1
+
+
+async def test_bad_writes_name_the_address_or_the_value_and_change_nothing():
+    bench = Bench()
+    bench.step()
+    policy = parse_policy("state,clear-faults", "--modbus-commands")
+    async with serving(bench, policy) as link:
+        client = await client_for(link)
+        set_op = address_of(link, "802.SetOp")
+        replies = {
+            "read-only SoC": await client.write_register(address_of(link, "802.SoC"), 50,
+                                                         device_id=1),
+            "SetOp = 7": await client.write_register(set_op, 7, device_id=1),
+            "SetOp and the unimplemented SetInvState": await client.write_registers(
+                set_op, [1, 1], device_id=1),
+            "the SunS marker": await client.write_register(link.map.base, 0, device_id=1),
+            "AlmRst = 2": await client.write_register(address_of(link, "802.AlmRst"), 2,
+                                                      device_id=1),
+            "input registers": await client.read_input_registers(set_op, count=1,
+                                                                 device_id=1),
+        }
+        client.close()
+    bench.step(n=10)
+    assert {what: r.exception_code for what, r in replies.items()} == {
+        "read-only SoC": ILLEGAL_ADDRESS, "SetOp = 7": ILLEGAL_VALUE,
+        "SetOp and the unimplemented SetInvState": ILLEGAL_ADDRESS,
+        "the SunS marker": ILLEGAL_ADDRESS, "AlmRst = 2": ILLEGAL_VALUE,
+        "input registers": ILLEGAL_FUNCTION}
+    assert bench.fw.state == State.STANDBY and not bench.device.not_enabled
+
+
+@pytest.mark.parametrize("key", ["802.Evt1", "803.StrEvt1", "804.Evt1"])
+async def test_a_warning_and_an_alarm_show_on_their_own_bits(key):
+    bench = Bench()
+    symbols = point(key).symbols
+    warning = 1 << symbols["OVER_TEMP_WARNING"]
+    alarm = 1 << symbols["OVER_TEMP_ALARM"]
+    vendor = 1 << FAULT_CODES["DISCHARGE_OVERTEMP"]
+
+    async def read(link, client, what):
+        regs = (await client.read_holding_registers(address_of(link, what), count=2,
+                                                    device_id=1)).registers
+        return regs[0] << 16 | regs[1]
+
+    async with serving(bench) as link:
+        client = await client_for(link)
+        vendor_key = key.replace("Evt1", "EvtVnd1")
+        bench.step(temps=[25.0, 25.0], n=10)
+        quiet = await read(link, client, key)
+        bench.step(temps=[55.0, 55.0], n=60)  # DISCHARGE_OVERTEMP WARNING: 54 °C for 5 s
+        at_warning = await read(link, client, key), await read(link, client, vendor_key)
+        bench.step(temps=[58.0, 58.0], n=60)  # its ALARM: 57 °C for 5 s
+        at_alarm = await read(link, client, key)
+        client.close()
+    assert quiet == 0
+    assert at_warning == (warning, vendor)
+    assert at_alarm == warning | alarm  # the WARNING row still stands above 54 °C
