@@ -51,7 +51,7 @@ def ups(changes: dict) -> dict:
             "passed": result.passed,
             "problems": [f"{v.check.label}: {v.message}" for v in result.verdicts
                          if not v.passed],
-            "events": [f"t={e.t_s:g} {e.name} {e.level} {e.action}" for e in result.events],
+            "events": [e.describe() for e in result.events],
             "sim_s": result.sim_s, "wall_s": round(result.wall_s, 2)}
 
 

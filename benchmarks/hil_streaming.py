@@ -136,7 +136,7 @@ async def stream(n_cells: int, rate_hz: float, args) -> dict:
     tick_s = args.tick if args.tick is not None else max(0.1, 2.5 / rate_hz)
     serve_args = ["--hil", "--series", str(n_cells), "--cells-per-temp-sensor",
                   str(CELLS_PER_TEMP_SENSOR), "--chemistry", CHEMISTRY, "--tick", f"{tick_s:g}",
-                  "--baud", str(args.baud)]
+                  "--baud", str(args.baud), "--autostart"]
     sender = Sender(n_cells, args.seed)
     period_s = 1.0 / rate_hz
     n_frames = max(1, round(args.seconds * rate_hz))

@@ -35,6 +35,7 @@ import numpy as np
 from protocol import messages as pm
 from protocol.codec import Decoder, Frame, encode
 from protocol.fields import F32, F64, U8, U16, U32
+from protocol.framing import REVISION_1_0
 
 GOAL_DECODE_FPS = {16: 50_000, 416: 20_000}
 CELLS_PER_TEMP_SENSOR = 4
@@ -145,7 +146,7 @@ def codec_figures(bench: Bench, name: str, case: dict, goal: int | None) -> dict
 
 def add_construct_comparison(bench: Bench, msg: pm.MeasurementFrame) -> dict:
     """Payload parse and build, numpy.frombuffer adapter against construct's Array."""
-    ours = pm.CODECS[pm.BY_CLASS[pm.MeasurementFrame].type_id].compiled
+    ours = pm.CODECS[pm.BY_CLASS[pm.MeasurementFrame].type_id, REVISION_1_0].compiled
     _, payload = pm.encode_payload(msg)
     fields = {f: getattr(msg, f) for f in ("rig_seq", "rig_time_s", "current_a",
                                            "bus_voltage_v", "contactors", "cell_voltage_v",

@@ -3,7 +3,7 @@ process on one end, a `bms.links.client.Client` in this process on the other. Pr
 line.
 
     .venv/bin/python benchmarks/pty_roundtrip.py [--requests 2000] [--series 16,416]
-        [--relay inprocess|process] [--quick]
+        [--relay inprocess|process] [--revision 2] [--quick]
 
 For each pack size: a fresh pty pair and emulator, a wait for its first firmware step
 (until then it has no cell voltages to give, and answers GetCellVoltages with an empty
@@ -46,7 +46,7 @@ from bms.links.serial_link import DEFAULT_BAUD
 from hil.pty_pair import PtyPair
 from protocol import messages as pm
 from protocol.codec import Frame, encode
-from protocol.framing import Flags
+from protocol.framing import LATEST_REVISION, REVISION_1_0, REVISIONS, Flags
 
 REPO = Path(__file__).resolve().parents[1]
 BMS_EMU = (sys.executable, "-m", "bms_emu.main")
@@ -163,9 +163,11 @@ class Emulator:
         return {"count": len(lines), "first": lines[:3]}
 
 
-async def connect(port: str, timeout_s: float = 30.0) -> tuple[Client, pm.DeviceInfo]:
-    """A client whose emulator answers (it may still be opening its end)."""
-    client = Client(port)
+async def connect(port: str, revision: int = REVISION_1_0,
+                  timeout_s: float = 30.0) -> tuple[Client, pm.DeviceInfo]:
+    """A client speaking `revision` whose emulator answers (it may still be opening its
+    end)."""
+    client = Client(port, revision=revision)
     await client.start()
     deadline = time.monotonic() + timeout_s
     while True:
@@ -189,7 +191,8 @@ async def first_step(client: Client, series: int, timeout_s: float = 30.0) -> No
 
 def frame_bytes(frame: Frame) -> int:
     """A received frame's length on the wire, delimiters included (encoding is exact)."""
-    return len(encode(frame.message, frame.header.seq, frame.header.flags))
+    return len(encode(frame.message, frame.header.seq, frame.header.flags,
+                      frame.header.revision))
 
 
 def percentile_ms(times_s: list[float], q: float) -> float:
@@ -248,10 +251,10 @@ async def measure_pack(series: int, args) -> dict:
     n = args.requests
     duration_s = 120.0 + n * 0.02  # a safety net: the emulator is stopped when done
     serve_args = ["--sim", "--series", str(series), "--cells-per-temp-sensor", "4",
-                  "--baud", str(args.baud)]
+                  "--baud", str(args.baud), "--autostart"]  # a running pack, as before 1.1
     async with PtyLink(args.relay) as link:
         async with Emulator(link.paths[0], serve_args, duration_s) as emu:
-            client, info = await connect(link.paths[1])
+            client, info = await connect(link.paths[1], args.revision)
             try:
                 if info.n_series != series:
                     raise RuntimeError(f"emulator reports {info.n_series} cells, not {series}")
@@ -287,6 +290,7 @@ async def run(args) -> dict:
         "benchmark": "pty_roundtrip",
         "baud": args.baud,
         "relay": args.relay,
+        "protocol": REVISIONS[args.revision],
         "mode": "serve --sim",
         "warmup": args.warmup,
         "requests": args.requests,
@@ -322,6 +326,9 @@ def main() -> None:
     parser.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     parser.add_argument("--relay", choices=("inprocess", "process"), default="inprocess",
                         help="who carries bytes between the two ptys")
+    parser.add_argument("--revision", type=int, choices=sorted(REVISIONS),
+                        default=LATEST_REVISION,
+                        help="the protocol revision the client speaks (1 = 1.0, 2 = 1.1)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: 100 requests after 20 warm-up ones")
     args = parser.parse_args()

@@ -231,7 +231,7 @@ class JsonChild:
 
 
 def emulator_command(a, broker_url: str, stats: Path) -> list[str]:
-    return ["--hil", *pack_options(a), "--tick", f"{a.tick:g}", "--mqtt",
+    return ["--hil", "--autostart", *pack_options(a), "--tick", f"{a.tick:g}", "--mqtt",
             f"{broker_url}/{PREFIX}", "--pack-id", PACK_ID, "--stats", str(stats),
             *a.serve_option]
 

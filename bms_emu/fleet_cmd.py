@@ -101,6 +101,9 @@ def check(args) -> None:
                      "a fleet names its packs <pack-prefix>-<k>: use --pack-prefix")
     if args.mqtt is None:
         problems.add("--mqtt", None, "a fleet publishes over MQTT: give --mqtt URL")
+    if args.can is not None:
+        problems.add("--can", args.can, "a CAN bus carries one battery's frame set: put each "
+                     "pack on its own bus with `bms-emu run --can` or `serve --can`")
     for name in PER_PACK_FILES:
         path = getattr(args, name)
         if path and not Path(path).resolve().parent.is_dir():

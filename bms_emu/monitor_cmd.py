@@ -37,6 +37,7 @@ from bms_emu.query_cmd import (
     run_reporting,
 )
 from protocol import messages as pm
+from protocol.framing import LATEST_REVISION
 
 BAR_WIDTH = 24
 BAR_FULL, BAR_EMPTY, BAR_NONE = "█", "░", "·"
@@ -95,7 +96,11 @@ def _header(snap: Snapshot) -> Text:
     if info is not None:
         text.append(f"{info['chemistry']} {info['n_series']}S{info['n_parallel']}P "
                     f"{views.fmt(info['capacity_ah'], 'g', 'Ah')}, {info['mode']}, "
-                    f"firmware {info['firmware_version']}\n")
+                    f"firmware {info['firmware_version']}, protocol revision "
+                    f"{info['protocol_version']}\n")
+        if info["pack_id"] is not None:
+            text.append(f"pack {info['pack_id']}, serial {info['serial'] or '-'}, "
+                        f"build {info['firmware_build'] or '-'}\n")
     style = {"connected": "green", "reconnecting": "bold red"}.get(snap.link, "yellow")
     text.append("link: ")
     text.append(snap.link, style=style)
@@ -107,8 +112,11 @@ def _header(snap: Snapshot) -> Text:
 
 def _status_table(d: dict) -> Table:
     """`views.status_rows`, the state and the faults coloured."""
+    levels = d["faults_by_level"] or {}
     styles = {"state": STATE_STYLES.get(d["state"], "bold yellow"),
-              "faults": "bold red" if d["faults"] else "green"}
+              "faults": "bold red" if d["faults"] else "green",
+              "fault levels": "bold red" if levels.get("FAULT") else "yellow"
+              if any(levels.values()) else "green"}
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -182,7 +190,8 @@ class Monitor:
         self.request_errors = 0
         self.last_telemetry: float | None = None  # loop time
         self.subscribed_at: float | None = None
-        client.on(pm.Status, lambda m: self._got("status", views.status_dict(m)))
+        client.on(pm.Status,
+                  lambda m: self._got("status", views.status_dict(m, client.revision)))
         client.on(pm.CellVoltages,
                   lambda m: self._got("cells_v", views.cells_dict(m)["cell_voltage_v"]))
         client.on(pm.Temperatures,
@@ -214,7 +223,8 @@ class Monitor:
         """Everything once, by request: what `--once` shows."""
         c, t = self.client, self.timeout_s
         await self.identify()
-        self.snap.status = views.status_dict(await ask(c, pm.GetStatus(), pm.Status, t))
+        self.snap.status = views.status_dict(await ask(c, pm.GetStatus(), pm.Status, t),
+                                             c.revision)
         self.snap.cells_v = views.cells_dict(
             await ask(c, pm.GetCellVoltages(), pm.CellVoltages, t))["cell_voltage_v"]
         self.snap.temps_c = views.temps_dict(
@@ -310,7 +320,7 @@ async def once(args, console: Console | None = None) -> int:
 
 async def live(args) -> None:
     quiet_link_log()
-    client = Client(client_target(args), args.baud)
+    client = Client(client_target(args), args.baud, LATEST_REVISION)
     monitor = Monitor(client, args.period, args.timeout, window=args.scale == "window")
     loop = asyncio.get_running_loop()
     end = None if args.duration is None else loop.time() + args.duration

@@ -51,7 +51,12 @@ def nvm_path(args, mode: Mode) -> Path | None:
         return Path(args.nvm)
     if getattr(args, "no_nvm", True):
         return None
-    return data_dir() / f"{args.pack_id}-{mode.name.lower()}.sqlite"
+    return data_dir() / f"{instance_name(args.pack_id, mode)}.sqlite"
+
+
+def instance_name(pack_id: str, mode: Mode) -> str:
+    """One pack in one mode: its store's default name, and the emulator's serial number."""
+    return f"{pack_id}-{mode.name.lower()}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,14 +68,15 @@ class Started:
     lost: list[str]  # what could not be restored, in words
 
 
-def start_firmware(args, pc: PackConfig, mode: Mode) -> Started:
+def start_firmware(args, pc: PackConfig, mode: Mode, autostart: bool = True) -> Started:
     """The pack's firmware: resumed from its store when there is one (a --config file
     given at start replaces the stored configuration, and is logged as a write), else
-    made afresh from --config. Raises NvmError for a store that cannot be used, or is
-    another pack's (pack id, mode, chemistry, cells, capacity)."""
+    made afresh from --config; `autostart`: `run` requested at boot (see Firmware). Raises
+    NvmError for a store that cannot be used, or is another pack's (pack id, mode,
+    chemistry, cells, capacity)."""
     path = nvm_path(args, mode)
     if path is None:
-        fw = Firmware(pc.chem, pc.n_series, pc.capacity_ah, pc.config)
+        fw = Firmware(pc.chem, pc.n_series, pc.capacity_ah, pc.config, autostart=autostart)
         return Started(fw, pc.overrides, None, None, [])
     if not args.nvm:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +86,7 @@ def start_firmware(args, pc: PackConfig, mode: Mode) -> Started:
     try:
         given = ((pc.config, pc.overrides, f"--config {args.config}")
                  if pc.config is not None else None)
-        r = resume(store, pc.chem, pc.n_series, pc.capacity_ah, given)
+        r = resume(store, pc.chem, pc.n_series, pc.capacity_ah, given, autostart)
     except BaseException:
         store.close()
         raise

@@ -8,6 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from bms.core.counters import EXTREMES
+from bms.data.faults import subject_text
 from bms.data.validation import Problems
 from bms.store.nvm import check_resettable, export, reset
 from bms_emu.output_paths import check_output_path
@@ -112,9 +113,9 @@ def summary_lines(data: dict, path: str) -> list[str]:
     lines.append(f"fault log: {len(log)} entries"
                  + (f", the last {SHOWN_LOG_ENTRIES}:" if len(log) > SHOWN_LOG_ENTRIES else ""))
     for e in log[-SHOWN_LOG_ENTRIES:]:
-        where = "" if e["cell_index"] is None else f" #{e['cell_index'] + 1}"
+        where = subject_text(e)
         lines.append(f"  boot {e['boot']} {e['t_s']:10.1f} s  {e['level']:7} {e['name']}"
-                     f"{where} {e['action']}")
+                     f"{' ' + where if where else ''} {e['action']}")
     changes = data["config_changes"]
     lines.append(f"configuration writes: {len(changes)}")
     for ch in changes[-SHOWN_CHANGES:]:

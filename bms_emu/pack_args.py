@@ -4,7 +4,10 @@ the one table of them (`hil.pack_options.PACK_OPTIONS`)."""
 from __future__ import annotations
 
 from bms.data.validation import Problems
-from hil.pack_options import PACK_OPTIONS, PackOption, check_pack_values
+from hil.injections import Injection
+from hil.loads import StepProfile, resolve_profile
+from hil.pack import SimulatedPack
+from hil.pack_options import PACK_OPTIONS, PackOption, check_pack_values, parse_injections
 
 
 def add_pack_arguments(p, plant: bool = True) -> None:
@@ -33,3 +36,11 @@ def _flag(option: PackOption) -> str:
 
 def check_pack_arguments(args, problems: Problems) -> None:
     check_pack_values(args, problems, _flag)
+
+
+def plant_inputs(args, pack: SimulatedPack, problems: Problems
+                 ) -> tuple[tuple[Injection, ...] | None, StepProfile | None]:
+    """--inject and --profile for `pack`. Their problems go to `problems` (None for an input
+    that had some), for the caller to list with every other one at once."""
+    return (problems.take(parse_injections, args.inject, pack),
+            problems.take(resolve_profile, args.profile, pack.energy_wh, pack.capacity_ah))

@@ -20,12 +20,14 @@ from rich import box
 from rich.console import Console, Group
 from rich.table import Table
 
+from bms.data.faults import subject_text
 from bms.data.validation import Problems, close_names
 from bms.host import views
 from bms.links.client import Client, Refused
 from bms.links.serial_link import DEFAULT_BAUD
 from bms_emu.mqtt_args import check_one_link, client_target
 from protocol import messages as pm
+from protocol.framing import LATEST_REVISION
 
 EXIT_REFUSED = 3
 EXIT_NO_LINK = 4
@@ -95,9 +97,9 @@ def add_parser(sub) -> None:
         "query", help="ask a running emulator for status, cells, faults, config; set, command",
         description="Ask a device speaking the bms-emu protocol (e.g. `bms-emu serve`) over "
         "a serial port. Readings are in SI units with the unit shown; SoC in percent; "
-        "current positive when charging; cells and sensors numbered from 1 in tables (as on "
-        "a pack label) and from 0 (`index`) in --json. Exit codes: 0 ok, 2 bad input, "
-        "3 refused by the device, 4 no link or no answer.")
+        "current positive when charging; cells and sensors numbered from 1 (as on a pack "
+        "label) in tables and in --json (`cell`, `sensor`; list position 0 is cell 1). "
+        "Exit codes: 0 ok, 2 bad input, 3 refused by the device, 4 no link or no answer.")
     add_link_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     what = p.add_subparsers(dest="what", metavar="WHAT", required=True)
@@ -165,7 +167,7 @@ async def ask(client: Client, msg: object, expected: type, timeout_s: float):
 async def open_client(args, timeout_s: float) -> Client:
     """A started client; TimeoutError (naming the port and why) when it does not open."""
     quiet_link_log()
-    client = Client(client_target(args), args.baud)
+    client = Client(client_target(args), args.baud, LATEST_REVISION)  # falls back to 1.0
     await client.start(connect_timeout_s=timeout_s)
     return client
 
@@ -350,7 +352,8 @@ def _pairs_table(title: str, rows: list[tuple[str, str]]) -> Table:
 
 
 async def _status(client, args):
-    d = views.status_dict(await ask(client, pm.GetStatus(), pm.Status, args.timeout))
+    d = views.status_dict(await ask(client, pm.GetStatus(), pm.Status, args.timeout),
+                          client.revision)
     return d, _pairs_table(f"status of {link_name(args)}", views.status_rows(d))
 
 
@@ -362,6 +365,12 @@ async def _info(client, args):
                      f"{views.fmt(d['capacity_ah'], 'g', 'Ah')}"),
             ("temperature sensors", str(d["n_temp_sensors"])),
             ("capabilities", ", ".join(d["capabilities"]) or "none")]
+    if d["pack_id"] is not None or d["protocol_revisions"]:  # a 1.1 device says who it is
+        rows += [("pack id", d["pack_id"] or "-"), ("serial", d["serial"] or "-"),
+                 ("build", d["firmware_build"] or "-"),
+                 ("protocol revisions", ", ".join(map(str, d["protocol_revisions"]))),
+                 ("config schema version", str(d["config_schema_version"])),
+                 ("page entries", str(d["max_page_entries"]))]
     return d, _pairs_table(f"device on {link_name(args)}", rows)
 
 
@@ -398,7 +407,7 @@ async def _soc(client, args):
 async def _balancing(client, args):
     d = views.balancing_dict(await ask(client, pm.GetBalancing(), pm.BalancingState,
                                        args.timeout))
-    cells = ", ".join(str(i + 1) for i in d["balancing"]) or "none"
+    cells = ", ".join(str(n) for n in d["bleeding_cells"]) or "none"
     return d, _pairs_table("balancing", [("mode", d["mode"]), ("cells bleeding", cells)])
 
 
@@ -417,10 +426,8 @@ async def _faults(client, args):
                          justify="right" if column in ("time", "value") else "left")
     for e in log["entries"]:
         unit = units.get(e["name"], "")
-        where = "" if e["index"] is None else \
-            f"{'sensor' if unit == '°C' else 'cell'} {e['index'] + 1}"
         table.add_row(views.fmt(e["t_s"], ".1f", "s"), e["name"], e["level"], e["action"],
-                      where, views.fmt(e["value"], ".4g", unit),
+                      subject_text(e), views.fmt(e["value"], ".4g", unit),
                       f"{e['state']}, {views.fmt(e['soc_pct'], '.0f', '%')}")
     return log, table
 
@@ -429,13 +436,27 @@ def _values_result(params: list[dict], values: dict[int, dict], title: str):
     result = {"values": {p["name"]: views.config_value(values[p["param_id"]])
                          for p in params if p["param_id"] in values},
               "parameters": {p["name"]: views.parameter_dict(p) for p in params}}
-    table = _table(title, "id", "parameter", "value", "unit")
+    table = _table(title, "id", "parameter", "value", "unit", "range", "default")
     for p in params:
         if p["param_id"] in values:
+            d = result["parameters"][p["name"]]
             table.add_row(f"0x{p['param_id']:04X}", p["name"],
                           views.fmt_value(views.config_value(values[p["param_id"]])),
-                          p["unit"] or (" | ".join(p["choices"])))
+                          p["unit"] or (" | ".join(p["choices"])), range_text(d),
+                          "-" if d["default"] is None else views.fmt_value(d["default"]))
     return result, table
+
+
+def range_text(d: dict) -> str:
+    """A parameter's range as an interval: "(0, 10]", ">= 1"; "-" when it has none."""
+    lo, hi = d["min"], d["max"]
+    if lo is None and hi is None:
+        return "-"
+    if hi is None:
+        return f"{'>' if d['min_excluded'] else '>='} {lo:g}"
+    if lo is None:
+        return f"{'<' if d['max_excluded'] else '<='} {hi:g}"
+    return f"{'(' if d['min_excluded'] else '['}{lo:g}, {hi:g}{')' if d['max_excluded'] else ']'}"
 
 
 async def _config(client, args):

@@ -11,11 +11,10 @@ from bms.data.validation import Problems
 from bms.links.client import Client
 from bms_emu.lifetime import run_until_signalled
 from bms_emu.mqtt_args import add_mqtt_arguments, check_one_link, client_target
-from bms_emu.pack_args import add_pack_arguments
+from bms_emu.pack_args import add_pack_arguments, plant_inputs
 from bms_emu.query_cmd import link_name
 from bms_emu.serve_cmd import add_duration_argument, add_serial_arguments, check_realtime_arguments
-from hil.loads import resolve_profile
-from hil.pack_options import build_pack, parse_injections
+from hil.pack_options import build_pack
 from hil.plant import Plant
 from hil.rig import Rig
 
@@ -51,8 +50,9 @@ def build(args) -> Plant:
     problems.check_range("--actuation-timeout", args.actuation_timeout, 1e-3, 3600.0)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
-    profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
-    return Plant(pack, profile, parse_injections(args.inject, pack))
+    injections, profile = plant_inputs(args, pack, problems)
+    problems.raise_if_any()
+    return Plant(pack, profile, injections)
 
 
 def handle(args) -> int:

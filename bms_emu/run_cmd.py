@@ -6,17 +6,21 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 from bms.core.firmware import Firmware
+from bms.core.signals import Actuation, Measurement
 from bms.data.durations import parse_duration_s
 from bms.data.validation import Problems
 from bms.host.device import Device, Identity
+from bms.links.can.link import CanLink
 from bms.links.mqtt.bridge import MqttBridge
 from bms.runtime.after_step import AfterStep
 from bms.store.persistence import Keeper
+from bms_emu.can_args import add_can_arguments, can_links, check_can_arguments
 from bms_emu.lifetime import stop_requests
 from bms_emu.mqtt_args import (
     add_mqtt_arguments,
@@ -31,11 +35,15 @@ from bms_emu.nvm_args import (
     start_firmware,
 )
 from bms_emu.output_paths import check_output_path
-from bms_emu.pack_args import add_config_argument, add_pack_arguments, check_pack_arguments
+from bms_emu.pack_args import (
+    add_config_argument,
+    add_pack_arguments,
+    check_pack_arguments,
+    plant_inputs,
+)
 from bms_emu.query_cmd import EXIT_NO_LINK
-from hil.loads import resolve_profile
 from hil.pack import SimulatedPack
-from hil.pack_options import build_pack, firmware_config, parse_injections
+from hil.pack_options import build_pack, firmware_config
 from hil.runner import RunOptions, run, summary
 from protocol.messages import Mode
 
@@ -54,6 +62,7 @@ def add_parser(sub) -> None:
     add_pack_arguments(p)
     add_config_argument(p)
     add_mqtt_arguments(p, device=True)
+    add_can_arguments(p)
     add_nvm_arguments(p, by_default=False)
     p.add_argument("--duration", default="24h", help="simulated time to run")
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
@@ -119,6 +128,7 @@ class Built:
     bridge: MqttBridge | None
     keeper: Keeper | None  # the persistent store, with --nvm
     resumed: str | None  # what the store resumed, in words
+    can: CanLink | None = None  # --can: polled after each step, in simulated time
 
 
 def build(args) -> Built:
@@ -128,36 +138,56 @@ def build(args) -> Built:
     duration_s, speed, record_every_s = _options(args, problems)
     check_mqtt_arguments(args, problems)
     check_nvm_arguments(args, problems)
+    check_can_arguments(args, problems)
+    if args.can is not None and speed is None:
+        problems.add("--speed", args.speed, "a run with --can is paced: give a number (1 = "
+                     "real time); the frames' periods and the keep-alive timeout are in "
+                     "simulated seconds")
     _check_outputs(args, problems)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
     pc = problems.take(firmware_config, args.config, pack)
-    injections = problems.take(parse_injections, args.inject, pack)
-    profile = problems.take(resolve_profile, args.profile, pack.energy_wh, pack.capacity_ah)
+    injections, profile = plant_inputs(args, pack, problems)
     problems.raise_if_any()
     started = start_firmware(args, pc, Mode.SIM)
     firmware, keeper = started.firmware, started.keeper
     options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
                          record_every_s=record_every_s, injections=injections)
-    bridge = None
-    if args.mqtt:
+    bridge = device = None
+    if args.mqtt or args.can:
         identity = Identity(pack.chem.name, Mode.SIM, args.parallel, pack.capacity_ah,
                             pack.sensors.n_temp)
         device = Device(firmware, pack.chem, identity, started.overrides,
                         on_config_change=keeper.config_written if keeper else None,
                         store=keeper)
+    if args.mqtt:
         bridge = device_bridge(args, device_session(args), device,
                                keeper.store if keeper else None)
-    return Built(pack, firmware, profile, options, bridge, keeper, describe_start(started))
+    can = can_links(args, device) if device is not None else []
+    return Built(pack, firmware, profile, options, bridge, keeper, describe_start(started),
+                 can[0] if can else None)
 
 
-def after_step(bridge: MqttBridge | None, keeper: Keeper | None) -> AfterStep | None:
-    """What `run` calls after each step, in simulated time (None when there is neither a
-    store nor MQTT). A headless tick is one step, so MQTT commands run right after it."""
-    if bridge is None and keeper is None:
+OnStep = Callable[[float, Measurement, Actuation], None]
+
+
+def after_step(bridge: MqttBridge | None, keeper: Keeper | None,
+               can: CanLink | None = None) -> OnStep | None:
+    """What `run` calls after each step, in simulated time (None when there is no store,
+    MQTT nor CAN). A headless tick is one step, so MQTT commands run right after it, and
+    the CAN link polls after it."""
+    if bridge is None and keeper is None and can is None:
         return None
-    device = bridge.device if bridge is not None else None
-    return AfterStep(device, keeper, bridge, poll_each_step=True)
+    device = bridge.device if bridge is not None else can.device if can is not None else None
+    then = AfterStep(device, keeper, bridge, poll_each_step=True)
+    if can is None:
+        return then
+
+    def and_can(now_s: float, m: Measurement, act: Actuation) -> None:
+        then(now_s, m, act)
+        can.poll(now_s)
+
+    return and_can
 
 
 def handle(args) -> int:
@@ -188,9 +218,11 @@ def _run_and_report(args, b: Built) -> int:
         try:
             with stop_requests() as stop:  # a Ctrl-C ends the run between two steps
                 result = run(pack, firmware, profile, options, record_to=record_to,
-                             progress=progress, on_step=after_step(bridge, b.keeper),
+                             progress=progress, on_step=after_step(bridge, b.keeper, b.can),
                              stop=stop)
         finally:
+            if b.can is not None:
+                b.can.shutdown()
             if bridge is not None:  # before the store closes: it forgets what was delivered
                 bridge.close()
             if b.keeper is not None:
@@ -205,6 +237,8 @@ def _run_and_report(args, b: Built) -> int:
     data["interrupted"] = stop.name  # None, or the signal that ended the run early
     if bridge is not None:
         data["mqtt"] = bridge.counts()
+    if b.can is not None:
+        data["can"] = b.can.stats()
     if b.keeper is not None:
         data["nvm"] = b.keeper.figures()
     if args.json:

@@ -113,7 +113,7 @@ def print_report(results: list[ScenarioResult]) -> None:
             print(line if v.passed else f"{line}\n         {v.message}")
         if not r.passed:  # what happened, to read the failure against
             for e in r.events:
-                print(f"         t={e.t_s:g} s {e.name} {e.level} {e.action}")
+                print(f"         {e.describe()}")
     n = sum(len(r.verdicts) for r in results)
     failed = sum(r.failures for r in results)
     print(f"{len(results)} scenario(s), {n} expectation(s), {failed} failed")
@@ -139,8 +139,8 @@ def junit_tree(results: list[ScenarioResult]) -> ET.ElementTree:
             if not v.passed:
                 failure = ET.SubElement(case, "failure", message=v.message,
                                         type="ExpectationFailed")
-                failure.text = "\n".join([v.message, "fault events:", *(
-                    f"t={e.t_s:g} s {e.name} {e.level} {e.action}" for e in r.events)])
+                failure.text = "\n".join([v.message, "fault events:",
+                                          *(e.describe() for e in r.events)])
     ET.indent(root)
     return ET.ElementTree(root)
 

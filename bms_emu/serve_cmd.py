@@ -19,7 +19,10 @@ from bms.links.mqtt.bridge import pack_topic
 from bms.links.mqtt.link import frame_rate_per_s, mqtt_link
 from bms.links.serial_link import DEFAULT_BAUD, Endpoint
 from bms.runtime.realtime import Runtime
+from bms_emu.build_info import firmware_build
+from bms_emu.can_args import add_can_arguments, can_links, check_can_arguments
 from bms_emu.lifetime import run_until_signalled
+from bms_emu.modbus_args import add_modbus_arguments, check_modbus_arguments, modbus_links
 from bms_emu.mqtt_args import (
     add_mqtt_arguments,
     check_mqtt_arguments,
@@ -30,12 +33,17 @@ from bms_emu.nvm_args import (
     add_nvm_arguments,
     check_nvm_arguments,
     describe_start,
+    instance_name,
     start_firmware,
 )
 from bms_emu.output_paths import check_output_path
-from bms_emu.pack_args import add_config_argument, add_pack_arguments, check_pack_arguments
-from hil.loads import resolve_profile
-from hil.pack_options import build_pack, firmware_config, parse_injections
+from bms_emu.pack_args import (
+    add_config_argument,
+    add_pack_arguments,
+    check_pack_arguments,
+    plant_inputs,
+)
+from hil.pack_options import build_pack, firmware_config
 from hil.plant import Plant
 from protocol.fields import MAX_CELLS, MAX_TEMP_SENSORS
 from protocol.messages import Mode
@@ -85,7 +93,9 @@ def add_parser(sub) -> None:
         "is silent, so a lost rig trips MEASUREMENT_TIMEOUT. A vanished port is reopened "
         "when it returns. With --mqtt it also publishes telemetry, events and Home Assistant "
         "discovery and takes commands on the broker (README: MQTT); without --serial it "
-        "serves the protocol on the broker's proto topics.")
+        "serves the protocol on the broker's proto topics. With --can it also speaks to an "
+        "inverter on a CAN bus (README: Connect an inverter). With --modbus it also serves "
+        "the pack as a SunSpec battery on Modbus TCP or RTU (docs/modbus.md).")
     add_serial_arguments(p)
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--sim", action="store_true", help="run the emulator's own simulated pack")
@@ -93,9 +103,14 @@ def add_parser(sub) -> None:
     add_pack_arguments(p)
     add_config_argument(p)
     add_mqtt_arguments(p, device=True, protocol=True)
+    add_can_arguments(p)
+    add_modbus_arguments(p)
     add_nvm_arguments(p, by_default=True)
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="firmware step period (SIM), watchdog period (HIL), seconds")
+    p.add_argument("--autostart", action="store_true",
+                   help="request run at boot, as a pack that closes on power-up (default: "
+                   "wait in STANDBY for a host's run: `query ... command run`)")
     add_duration_argument(p)
     p.add_argument("--stats", metavar="PATH", type=Path,
                    help="on leaving (SIGTERM, Ctrl-C, --duration) write run statistics as "
@@ -103,7 +118,9 @@ def add_parser(sub) -> None:
                    "p99 / max, work time, overruns (ticks whose work ended after the next "
                    "was due) and skipped ticks; steps, frames and decoding errors; MQTT "
                    "connections, messages published and dropped, fault events still kept "
-                   "for the broker and lost; the store's saves and failed saves")
+                   "for the broker and lost; the store's saves and failed saves; with --can, "
+                   "the CAN frames sent and received, unknown and malformed ones, and the "
+                   "bus's failures; with --modbus, its reads, writes and exceptions")
     p.add_argument("-v", "--verbose", action="store_true", help="log every fault event")
     p.set_defaults(handler=handle)
 
@@ -114,21 +131,25 @@ def build(args) -> tuple[Runtime, str | None]:
     check_realtime_arguments(args, problems)
     check_mqtt_arguments(args, problems, args.serial)
     check_nvm_arguments(args, problems)
+    check_can_arguments(args, problems)
+    check_modbus_arguments(args, problems)
     if args.serial is None and args.mqtt is None:
-        problems.add("--serial/--mqtt", None, "give --serial PORT, --mqtt URL or both")
+        problems.add("--serial/--mqtt", None,
+                     "give --serial PORT, --mqtt URL or both (--can runs beside them)")
     check_output_path(problems, "--stats", args.stats)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
-    pc = firmware_config(args.config, pack)
+    pc = problems.take(firmware_config, args.config, pack)
+    # The plant's inputs only where there is a plant: a rig's pack is the rig's.
+    injections, profile = plant_inputs(args, pack, problems) if args.sim else (None, None)
+    problems.raise_if_any()  # every problem at once, before the store is opened
     mode = Mode.SIM if args.sim else Mode.HIL
-    started = start_firmware(args, pc, mode)
+    started = start_firmware(args, pc, mode, args.autostart)
     keeper = started.keeper
-    plant = None
-    if args.sim:
-        profile = resolve_profile(args.profile, pack.energy_wh, pack.capacity_ah)
-        plant = Plant(pack, profile, parse_injections(args.inject, pack))
-    identity = Identity(pc.chem.name, mode, args.parallel,
-                        pc.capacity_ah, pack.sensors.n_temp)
+    plant = Plant(pack, profile, injections) if args.sim else None
+    identity = Identity(pc.chem.name, mode, args.parallel, pc.capacity_ah,
+                        pack.sensors.n_temp, args.pack_id, instance_name(args.pack_id, mode),
+                        firmware_build())
     device = Device(started.firmware, pc.chem, identity, started.overrides,
                     inject=plant.inject if plant is not None else None,
                     on_config_change=keeper.config_written if keeper is not None else None,
@@ -145,7 +166,8 @@ def build(args) -> tuple[Runtime, str | None]:
     who = f"protocol on {args.serial}" if args.serial else "protocol on MQTT"
     policy = TRUSTED if args.serial else bridge.options.commands or CommandPolicy()
     runtime = Runtime(device, Endpoint(link, args.baud), args.tick, plant, bridge, keeper, who,
-                      policy)
+                      policy, [*modbus_links(args, device, pack.sensors.spec.cells_per_temp_sensor),
+                               *can_links(args, device)])
     return runtime, describe_start(started)
 
 
@@ -157,6 +179,7 @@ def handle(args) -> int:
     where = [f"{args.serial} at {args.baud} baud"] if args.serial else []
     if args.mqtt:
         where.append(f"{runtime.bridge.session.broker.describe()}/{args.pack_id}")
+    where += [link.describe() for link in runtime.field_links]
     print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "
           f"({runtime.device.identity.chemistry}) on {' and '.join(where)}", flush=True)
     if resumed:

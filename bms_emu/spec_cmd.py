@@ -30,7 +30,23 @@ def add_parser(sub) -> None:
 
 def states() -> str:
     return ("The `state` of Status, ActuationFrame and fault log entries.\n\n"
-            + table(("Code", "State"), ((s.code, s.value) for s in State)))
+            + table(("Code", "State"), ((s.code, s.value) for s in State))
+            + "\n" + START)
+
+
+# How a pack starts: the firmware's rule (bms.core.firmware), as a host sees it.
+START = """\
+At start the state is INIT, contactors open; the first step with a measurement moves it to
+STANDBY. The contactors close (PRECHARGE, then RUN) only when RUN is requested: by a host's
+CommandRequest RUN, or at start when the device is run with `serve --autostart` (a pack
+that closes on power-up). Without it the device waits in STANDBY. A device that gets no
+measurement for `measurement_timeout_s` (1 s unless configured) from start raises
+MEASUREMENT_TIMEOUT and is in FAULT, contactors open; as nothing was decided without a
+measurement, that one clears itself with the first measurement (logged, with the reason),
+and a RUN sent meanwhile is taken and acted on then. A MEASUREMENT_TIMEOUT after
+measurements had come latches until CLEAR_FAULTS, which is refused (NOT_NOW) while the rig
+is still silent.
+"""
 
 
 def levels() -> str:

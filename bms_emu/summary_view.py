@@ -5,6 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from bms.data.faults import subject_text
+
 
 def _duration(seconds: float) -> str:
     h, rest = divmod(seconds, 3600)
@@ -68,5 +70,7 @@ def print_summary(d: dict) -> None:
     console = Console()
     console.print(table)
     for e in d["events"]:
-        where = "" if e["index"] is None else f" at index {e['index']} ({e['value']})"
+        where = subject_text(e)
+        where = (f" at {where}" if where else "") + ("" if e["value"] is None
+                                                     else f" ({e['value']})")
         console.print(f"  t={e['t_s']:.1f} s  {e['name']} {e['level']} {e['action']}{where}")

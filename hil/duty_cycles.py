@@ -61,7 +61,7 @@ class DutyResult:
     def as_dict(self) -> dict:
         return {"name": self.cycle.name, "command": self.cycle.command,
                 "passed": not self.problems, "problems": self.problems,
-                "events": [f"t={e.t_s:g} {e.name} {e.level} {e.action}" for e in self.events],
+                "events": [e.describe() for e in self.events],
                 "soc_true_min_pct": round(self.soc_true_min_pct, 2),
                 "soc_true_max_pct": round(self.soc_true_max_pct, 2),
                 "state": self.state, "contactors": self.contactors,

@@ -35,6 +35,8 @@ class Param:
 
 _CELL = Param("cell")
 _SENSOR = Param("sensor")
+# The pack-level readings a `reading-lost` makes unreadable, by the Measurement field each is.
+LOSABLE_READINGS = {"current": "current_a", "bus": "bus_voltage_v", "pack": "pack_voltage_v"}
 
 KINDS: dict[str, dict[str, Param]] = {
     "sense-open": {"cell": _CELL, "bias_v": Param("float", 0.5, -5.0, 5.0, unit="V"),
@@ -50,6 +52,7 @@ KINDS: dict[str, dict[str, Param]] = {
                            "offset_c": Param("float", None, -100.0, 100.0, unit="°C")},
     "current-offset": {"offset_a": Param("float", None, -1e5, 1e5, unit="A")},
     "pack-sensor-offset": {"offset_v": Param("float", None, -1e4, 1e4, unit="V")},
+    "reading-lost": {"reading": Param("choice", "current", choices=tuple(LOSABLE_READINGS))},
     "internal-short": {"cell": _CELL,
                        "resistance_ohm": Param("float", 100.0, 1e-3, 1e9, unit="ohm")},
     "internal-short-removed": {"cell": _CELL},  # every short across the cell taken away
@@ -156,6 +159,8 @@ def apply_injection(pack: SimulatedPack, inj: Injection) -> None:
             s.extra_current_offset_a += p["offset_a"]
         case "pack-sensor-offset":
             s.pack_v_offset_v += p["offset_v"]
+        case "reading-lost":
+            s.lost_readings.add(LOSABLE_READINGS[p["reading"]])
         case "internal-short":
             pack.cells.short_conductance_s[cell, 0] += 1.0 / p["resistance_ohm"]
         case "internal-short-removed":

@@ -7,7 +7,8 @@ One `tick` is: the firmware reads `measure()`, its actuation goes to `actuate()`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -111,7 +112,7 @@ class SimulatedPack:
         if self.wire_test_due:
             self.wire_test_due = False
             wire_test_v = self.sensors.read_wire_test(self.group_v, bleed)
-        return Measurement(
+        m = Measurement(
             cell_voltage_v=cell_v,
             temperature_c=self.temperature_reading_c,
             current_a=self.sensors.read_current(self.current_a),
@@ -120,6 +121,8 @@ class SimulatedPack:
             pack_voltage_v=self.sensors.read_pack_voltage(self.pack_voltage_v),
             open_wire_test_v=wire_test_v,
         )
+        lost = self.sensors.lost_readings
+        return replace(m, **dict.fromkeys(lost, math.nan)) if lost else m
 
     def actuate(self, act: Actuation) -> None:
         self.power_path.command(act.contactors)

@@ -87,6 +87,9 @@ class Sensors:
         self.temp_forced = np.zeros(self.n_temp, dtype=bool)
         self.temp_forced_c = np.zeros(self.n_temp)
         self.extra_current_offset_a = 0.0
+        # Measurement fields read as NaN: a sensor that stopped answering (a current sensor
+        # on a bus that fell silent, a failed conversion).
+        self.lost_readings: set[str] = set()
         self.voltage_faults = False
         self.temp_faults = False
 

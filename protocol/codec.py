@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from protocol.framing import (
+    REVISION_1_0,
+    REVISIONS,
     Flags,
     FrameDecoder,
     FrameError,
@@ -17,7 +19,15 @@ from protocol.framing import (
     RawFrame,
     encode_frame,
 )
-from protocol.messages import BY_CLASS, REGISTRY, Nack, PayloadError, decode_payload, encode_payload
+from protocol.messages import (
+    BY_CLASS,
+    REGISTRY,
+    Nack,
+    PayloadError,
+    decode_payload,
+    encode_payload,
+    in_revision,
+)
 
 
 class Frame(NamedTuple):
@@ -25,23 +35,30 @@ class Frame(NamedTuple):
     message: object
 
 
-def encode(msg: object, seq: int, flags: Flags | None = None) -> bytes:
-    """A message as one delimited frame; the flags default to the type's own (a Nack also
-    carries ERROR)."""
+def encode(msg: object, seq: int, flags: Flags | None = None,
+           revision: int = REVISION_1_0) -> bytes:
+    """A message as one delimited frame in `revision`'s layout (1.0 unless asked: what a
+    peer of any revision reads); the flags default to the type's own (a Nack also carries
+    ERROR)."""
     if flags is None:
         flags = BY_CLASS[type(msg)].flags | (Flags.ERROR if isinstance(msg, Nack) else 0)
-    msg_type, payload = encode_payload(msg)
-    return encode_frame(msg_type, flags, seq, payload)
+    msg_type, payload = encode_payload(msg, revision)
+    return encode_frame(msg_type, flags, seq, payload, revision)
 
 
 def decode(raw: RawFrame) -> Frame | FrameError:
-    """The message in a frame whose framing and CRC were good."""
+    """The message in a frame whose framing and CRC were good, read in its revision."""
     header = raw.header
-    if header.msg_type not in REGISTRY:
-        return FrameError(FrameErrorKind.UNKNOWN_TYPE,
-                          f"message type 0x{header.msg_type:02X} is not in the catalogue", header)
+    if not in_revision(header.msg_type, header.revision):
+        known = REGISTRY.get(header.msg_type)
+        detail = (f"message type 0x{header.msg_type:02X} is not in the catalogue"
+                  if known is None else
+                  f"{known.name} (0x{header.msg_type:02X}) is protocol "
+                  f"{REVISIONS[known.since]} (revision {known.since}) and later; this frame "
+                  f"is revision {header.revision}")
+        return FrameError(FrameErrorKind.UNKNOWN_TYPE, detail, header)
     try:
-        return Frame(header, decode_payload(header.msg_type, raw.payload))
+        return Frame(header, decode_payload(header.msg_type, raw.payload, header.revision))
     except PayloadError as exc:
         name = REGISTRY[header.msg_type].name
         return FrameError(FrameErrorKind.BAD_PAYLOAD, f"{name}: {exc}", header)

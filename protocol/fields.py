@@ -40,19 +40,24 @@ def read_text(stream, length_format: str, encoding: str) -> str:
 
 
 class CheckedFlag(type(c.Flag)):
-    """construct's Flag (one byte, non-zero is true), but its compiled parser refuses a
-    missing byte: construct's own reads nothing as true."""
+    """construct's Flag, but strict: one byte, 0 false or 1 true. construct's own reads any
+    other byte as true, and its compiled parser reads a missing byte as true too."""
+
+    def _parse(self, stream, context, path):
+        return read_flag(stream, path)
 
     def _emitparse(self, code):
         code.append("from protocol.fields import read_flag")
         return "read_flag(io)"
 
 
-def read_flag(stream) -> bool:
+def read_flag(stream, path: str | None = None) -> bool:
     data = stream.read(1)
     if len(data) != 1:
-        raise c.StreamError("a flag byte needed, none left")
-    return data != b"\x00"
+        raise c.StreamError("a flag byte needed, none left", path=path)
+    if data not in (b"\x00", b"\x01"):
+        raise c.ValidationError(f"flag byte 0x{data[0]:02X}; 0 (false) or 1 (true)", path=path)
+    return data == b"\x01"
 
 
 Bool = CheckedFlag()

@@ -9,6 +9,7 @@ alternatives keep construct's parser. Both refuse the same payloads.
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import construct as c
@@ -27,28 +28,48 @@ class FlatReader:
         self.steps = steps
 
     def parse(self, payload: bytes) -> dict:
-        """The fields by name; ValueError (a struct.error or a message) when the payload is
-        short, long or has a count over its limit."""
+        """The fields by name; ValueError naming the field and what was wrong, in the
+        protocol's terms, when the payload is short, long or has a count over its limit."""
         fields: dict = {}
         at = 0
         for step in self.steps:
             if step[0] == NUMBERS:
                 _, layout, names = step
+                if at + layout.size > len(payload):
+                    raise ValueError(self._short(payload, at, layout, names))
                 fields.update(zip(names, layout.unpack_from(payload, at), strict=True))
                 at += layout.size
                 continue
             _, name, kind, count, limit = step
             n = fields[count]
             if n > limit:
-                raise ValueError(f"{count} = {n}; at most {limit}")
+                raise ValueError(f"`{count}` = {n}; at most {limit}")
             size = kind.size(n)
             if at + size > len(payload):
-                raise ValueError(f"{name}: {size} bytes needed, {len(payload) - at} left")
+                raise ValueError(f"payload is {_bytes(len(payload))}: it ends inside `{name}` "
+                                 f"({size} bytes for {count} = {n}, {len(payload) - at} left)")
             fields[name] = kind.from_buffer(payload, at, n)
             at += size
         if at != len(payload):
-            raise ValueError(f"{len(payload) - at} bytes left over after the fields")
+            if len(self.steps) == 1:  # numbers only: the payload has one size
+                raise ValueError(f"payload is {_bytes(len(payload))}, expected {at}")
+            raise ValueError(f"payload is {_bytes(len(payload))}: {_bytes(len(payload) - at)} "
+                             "left over after the last field")
         return fields
+
+    def _short(self, payload: bytes, at: int, layout: struct.Struct,
+               names: tuple[str, ...]) -> str:
+        """A payload that ends inside a run of numbers: its size, and the field it ends in."""
+        if len(self.steps) == 1:
+            return f"payload is {_bytes(len(payload))}, expected {layout.size}"
+        ends = itertools.accumulate(struct.calcsize("<" + code) for code in layout.format[1:])
+        inside = next(name for name, end in zip(names, ends, strict=True)
+                      if at + end > len(payload))
+        return f"payload is {_bytes(len(payload))}: it ends inside `{inside}`"
+
+
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n} bytes"
 
 
 def flat_reader(definition: c.Struct) -> FlatReader | None:

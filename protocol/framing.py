@@ -14,9 +14,13 @@ from typing import NamedTuple
 
 from cobs import cobs
 
-PROTOCOL_VERSION = 1
+# The header's first byte: the protocol revision a frame's payload is laid out in. A frame
+# is answered in the revision it came in, so a peer that speaks only 1.0 sees only 1.0.
+REVISIONS = {1: "1.0", 2: "1.1"}  # revision -> the protocol version it is
+REVISION_1_0, REVISION_1_1 = 1, 2
+LATEST_REVISION = max(REVISIONS)
 DELIMITER = b"\x00"
-HEADER = struct.Struct("<BBBHH")  # version, type, flags, sequence, payload length
+HEADER = struct.Struct("<BBBHH")  # revision, type, flags, sequence, payload length
 CRC = struct.Struct("<I")
 HEADER_BYTES = HEADER.size
 CRC_BYTES = CRC.size
@@ -39,20 +43,22 @@ class Flags(IntFlag):
 
 
 class FrameErrorKind(IntEnum):
-    """Why bytes between two delimiters were not a frame; the codes are stable."""
+    """Why bytes between two delimiters were not a frame. One code space with the Nack's
+    ErrorCode (`protocol.messages`): a name both have has the same number there, and the
+    kinds only a decoder reports are numbered from 32 up."""
 
-    BAD_COBS = 1  # not valid COBS (a zero inside, or a block running past the end)
-    TOO_SHORT = 2  # shorter than header and CRC
-    BAD_CRC = 3
-    UNSUPPORTED_VERSION = 4
-    BAD_LENGTH = 5  # the header's payload length is not what arrived
-    OVERSIZE = 6  # no delimiter within MAX_ENCODED_BYTES: the run was thrown away
-    UNKNOWN_TYPE = 7  # a good frame of a message type this end does not know
-    BAD_PAYLOAD = 8  # a good frame whose payload does not parse as its type
+    UNKNOWN_TYPE = 1  # a good frame of a message type this end does not know in its revision
+    BAD_PAYLOAD = 2  # a good frame whose payload does not parse as its type
+    UNSUPPORTED_VERSION = 3  # a header revision this end does not speak
+    BAD_COBS = 32  # not valid COBS (a zero inside, or a block running past the end)
+    TOO_SHORT = 33  # shorter than header and CRC
+    BAD_CRC = 34  # the CRC does not match: the header is not trusted either
+    BAD_LENGTH = 35  # the header's payload length is not what arrived
+    OVERSIZE = 36  # no delimiter within MAX_ENCODED_BYTES: the run was thrown away
 
 
 class Header(NamedTuple):  # a tuple, not a dataclass: one is made for every frame
-    version: int
+    revision: int  # REVISIONS: the layout of the payload
     msg_type: int
     flags: int  # Flags bits; the upper four are reserved and ignored
     seq: int  # 0..65535; a response carries its request's
@@ -73,15 +79,24 @@ class RawFrame(NamedTuple):
     payload: bytes
 
 
+def spoken() -> str:
+    """The revisions this end speaks, as a message says them: "1 (1.0) and 2 (1.1)"."""
+    return " and ".join(f"{r} ({v})" for r, v in REVISIONS.items())
+
+
 def crc32(data: bytes) -> int:
     return binascii.crc32(data)
 
 
-def encode_frame(msg_type: int, flags: int, seq: int, payload: bytes) -> bytes:
-    """One frame ready for the wire, between two delimiters."""
+def encode_frame(msg_type: int, flags: int, seq: int, payload: bytes,
+                 revision: int = REVISION_1_0) -> bytes:
+    """One frame ready for the wire, between two delimiters; `revision` goes in the header
+    (the payload must be laid out in it)."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ValueError(f"payload of {len(payload)} bytes; at most {MAX_PAYLOAD_BYTES}")
-    body = HEADER.pack(PROTOCOL_VERSION, msg_type, flags, seq & 0xFFFF, len(payload)) + payload
+    if revision not in REVISIONS:
+        raise ValueError(f"revision {revision}; this end speaks {spoken()}")
+    body = HEADER.pack(revision, msg_type, flags, seq & 0xFFFF, len(payload)) + payload
     return DELIMITER + cobs.encode(body + CRC.pack(binascii.crc32(body))) + DELIMITER
 
 
@@ -99,11 +114,11 @@ def decode_frame(encoded: bytes) -> RawFrame | FrameError:
     if binascii.crc32(body) != sent:
         return FrameError(FrameErrorKind.BAD_CRC,
                           f"CRC 0x{sent:08X} sent, 0x{binascii.crc32(body):08X} computed")
-    version, msg_type, flags, seq, length = HEADER.unpack_from(body)
-    header = Header(version, msg_type, flags & 0x0F, seq, length)
-    if version != PROTOCOL_VERSION:
+    revision, msg_type, flags, seq, length = HEADER.unpack_from(body)
+    header = Header(revision, msg_type, flags & 0x0F, seq, length)
+    if revision not in REVISIONS:
         return FrameError(FrameErrorKind.UNSUPPORTED_VERSION,
-                          f"version {version}; this end speaks {PROTOCOL_VERSION}", header)
+                          f"revision {revision}; this end speaks {spoken()}", header)
     if length != len(body) - HEADER_BYTES:
         return FrameError(FrameErrorKind.BAD_LENGTH,
                           f"header says {length} payload bytes, "

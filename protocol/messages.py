@@ -35,17 +35,26 @@ from protocol.fields import (
     array_fields,
 )
 from protocol.flat import FlatReader, flat_reader
-from protocol.framing import Flags
+from protocol.framing import LATEST_REVISION, REVISION_1_0, REVISION_1_1, REVISIONS, Flags
+from protocol.payload_errors import payload_problem
+from protocol.revisions import (
+    at_revision,
+    check_definition,
+    element_defaults,
+    revision_of,
+    since,
+)
 
 
 class ErrorCode(IntEnum):
-    """Why a request was refused (the NACK's `error`); the codes are stable."""
+    """Why a request was refused (the NACK's `error`); the codes are stable and stay within
+    1..31. One code space with the decoder's FrameErrorKind: a name both have, one number."""
 
-    UNKNOWN_TYPE = 1  # no such message type
+    UNKNOWN_TYPE = 1  # no such message type in the frame's revision
     BAD_PAYLOAD = 2  # the payload does not parse as its type
     UNSUPPORTED_VERSION = 3
     NOT_A_REQUEST = 4  # a response or event type sent with the REQUEST flag
-    UNKNOWN_PARAM = 5
+    UNKNOWN_PARAM = 5  # no parameter has that id
     BAD_TYPE = 6  # a parameter value of the wrong type
     OUT_OF_RANGE = 7  # a value outside what the firmware and chemistry allow
     BAD_VALUE = 8  # a value that is malformed (a repeated id, an unknown command)
@@ -54,6 +63,7 @@ class ErrorCode(IntEnum):
     INTERNAL = 11  # the device could not build its answer (its own fault; it logs it)
     NOT_ENABLED = 12  # the link's command policy does not allow it (MQTT: --mqtt-commands)
     SAVE_FAILED = 13  # a configuration write the persistent store could not save: not in effect
+    NOT_NOW = 14  # the firmware cannot do it in its present state; the detail says why
 
 
 class Command(IntEnum):
@@ -96,6 +106,10 @@ class ValueKind(IntEnum):
 CONTACTOR_BITS = {"negative": 0x01, "precharge": 0x02, "positive": 0x04}
 # Store bits, in Status.store: the persistent store, and whether its last save failed.
 STORE_BITS = {"kept": 0x01, "failing": 0x02}
+# Access bits, in a ParameterList entry's `access`.
+ACCESS_BITS = {"read": 0x01, "write": 0x02}
+# Open-end bits, in a ParameterList entry's `open_ends`: that bound itself is not allowed.
+OPEN_END_BITS = {"min": 0x01, "max": 0x02}
 
 # A configuration value: parameter id, ValueKind, then the value in that kind's layout.
 ParamValue = c.Struct("param_id" / U16, "kind" / U8, "value" / c.Switch(
@@ -109,23 +123,43 @@ class MessageType:
     type_id: int
     name: str
     cls: type
-    struct: c.Struct
+    definition: c.Struct  # the fields, each with the revision that added it (`since`)
+    structs: dict[int, c.Struct]  # the layout in each revision that has the type
     flags: Flags  # the flag a frame of this type carries (REQUEST, RESPONSE or EVENT)
     doc: str
+    since: int  # the revision that added the type
+
+    @property
+    def struct(self) -> c.Struct:
+        """The newest layout."""
+        return self.structs[LATEST_REVISION]
 
 
 REGISTRY: dict[int, MessageType] = {}
 BY_CLASS: dict[type, MessageType] = {}
 
 
-def message(type_id: int, flags: Flags, *fields: c.Construct):
-    """Registers a dataclass as message type `type_id` with the payload `fields`."""
+def message(type_id: int, flags: Flags, *fields: c.Construct, added: int = REVISION_1_0):
+    """Registers a dataclass as message type `type_id` with the payload `fields`; the type
+    is in revision `added` and later. A field wrapped in `since(revision, ...)` is in that
+    revision's layout and later ones: such fields go after the older ones, and the class
+    gives them the default that an older frame's message takes (NaN for an unknown
+    quantity, 0 for bits and counters)."""
 
     def register(cls: type) -> type:
         if type_id in REGISTRY:
             raise ValueError(f"message type 0x{type_id:02X} registered twice")
-        mt = MessageType(type_id, cls.__name__, cls, c.Struct(*fields), flags,
-                         (cls.__doc__ or "").strip())
+        definition = c.Struct(*fields)
+        check_definition(cls.__name__, definition, added)
+        lacking = {f.name for f in dataclasses.fields(cls)
+                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        for field in fields:
+            if revision_of(field) > added and field.name in lacking:
+                raise ValueError(f"{cls.__name__}.{field.name}: added in revision "
+                                 f"{revision_of(field)} without a default for older frames")
+        structs = {r: at_revision(definition, r) for r in REVISIONS if r >= added}
+        mt = MessageType(type_id, cls.__name__, cls, definition, structs, flags,
+                         (cls.__doc__ or "").strip(), added)
         REGISTRY[type_id] = BY_CLASS[cls] = mt
         return cls
 
@@ -144,7 +178,10 @@ FAULT_ENTRY = c.Struct(
     "state" / U8, "soc_pct" / F32)
 PARAM_ENTRY = c.Struct(
     "param_id" / U16, "kind" / U8, "name" / Text, "unit" / Text,
-    "choices" / c.PrefixedArray(U8, Text))
+    "choices" / c.PrefixedArray(U8, Text),
+    since(REVISION_1_1, "min" / F64, math.nan), since(REVISION_1_1, "max" / F64, math.nan),
+    since(REVISION_1_1, "open_ends" / U8, 0), since(REVISION_1_1, "default" / F64, math.nan),
+    since(REVISION_1_1, "access" / U8, 0), since(REVISION_1_1, "persisted" / Bool, False))
 SUBSCRIPTION = c.Struct("msg_type" / U8, "period_ms" / U32)
 
 
@@ -158,11 +195,19 @@ class GetInfo:
 
 @message(0x02, RSP, "protocol_version" / U8, "firmware_version" / Text, "chemistry" / Text,
          "mode" / U8, "n_series" / U16, "n_parallel" / U16, "n_temp_sensors" / U16,
-         "capacity_ah" / F32, "capabilities" / U32)
+         "capacity_ah" / F32, "capabilities" / U32,
+         since(REVISION_1_1, "pack_id" / Text), since(REVISION_1_1, "serial" / Text),
+         since(REVISION_1_1, "firmware_build" / Text),
+         since(REVISION_1_1, "config_schema_version" / U16),
+         since(REVISION_1_1, "max_page_entries" / U8),
+         since(REVISION_1_1, "protocol_revisions" / c.PrefixedArray(U8, U8)),
+         since(REVISION_1_1, "message_types" / c.PrefixedArray(U8, U8)))
 @frozen
 class DeviceInfo:
     """What the device is: versions, chemistry, mode (Mode), cell and sensor counts, pack
-    capacity and the Capability bits."""
+    capacity and the Capability bits; from 1.1 also who it is (pack id, serial, build), the
+    version of its configuration parameters' layout, the most entries a page holds, the
+    header revisions it speaks and the message types it knows in this answer's revision."""
 
     protocol_version: int
     firmware_version: str
@@ -173,6 +218,13 @@ class DeviceInfo:
     n_temp_sensors: int
     capacity_ah: float
     capabilities: int
+    pack_id: str = ""
+    serial: str = ""
+    firmware_build: str = ""
+    config_schema_version: int = 0
+    max_page_entries: int = 0
+    protocol_revisions: tuple = ()
+    message_types: tuple = ()
 
 
 @message(0x03, REQ, *NO_PAYLOAD)
@@ -187,18 +239,23 @@ class GetStatus:
          "runtime_s" / F32, "cell_v_min" / F32, "cell_v_min_index" / U16, "cell_v_max" / F32,
          "cell_v_max_index" / U16, "temp_c_min" / F32, "temp_c_min_index" / U16,
          "temp_c_max" / F32, "temp_c_max_index" / U16, "balancing_count" / U16,
-         "store" / U8, "save_failures" / U32,
-         "charge_voltage_limit_v" / F32, "discharge_voltage_limit_v" / F32)
+         since(REVISION_1_1, "store" / U8), since(REVISION_1_1, "save_failures" / U32),
+         since(REVISION_1_1, "charge_voltage_limit_v" / F32),
+         since(REVISION_1_1, "discharge_voltage_limit_v" / F32),
+         since(REVISION_1_1, "warning_bitmap" / U32), since(REVISION_1_1, "alarm_bitmap" / U32),
+         since(REVISION_1_1, "fault_level_bitmap" / U32),
+         since(REVISION_1_1, "bus_voltage_v" / F32),
+         since(REVISION_1_1, "contactor_feedback" / U8))
 @frozen
 class Status:
-    """The pack at a glance: emulator time, state, contactor bits (as commanded; the
-    auxiliary-contact feedback is the rig's), fault bitmap (bit =
-    fault code), published current limits (magnitudes), pack voltage and current, SoC, SoH,
-    remaining energy and runtime at the present discharge power (NaN when not
-    discharging), cell voltage and temperature extremes with their 0-based indices (of
-    the readable cells and sensors), how many cells are bleeding, the persistent
-    store: its bits and how many saves failed since start, and the pack voltage limits an
-    inverter keeps to (CVL / DVL; NaN before the first step)."""
+    """The pack at a glance: emulator time, state, contactor bits (as commanded), fault
+    bitmap (bit = fault code, any level), published current limits (magnitudes), pack
+    voltage and current, SoC, SoH, remaining energy and runtime at the present discharge
+    power (NaN when not discharging), cell voltage and temperature extremes with their
+    0-based indices (of the readable cells and sensors), how many cells are bleeding. From
+    1.1 also: the persistent store (its bits and how many saves failed since start), the
+    pack voltage limits an inverter keeps to (CVL / DVL), the faults active by level, the
+    bus voltage and the contactors' auxiliary-contact feedback as last measured."""
 
     time_s: float
     state: int
@@ -225,6 +282,11 @@ class Status:
     save_failures: int = 0
     charge_voltage_limit_v: float = math.nan
     discharge_voltage_limit_v: float = math.nan
+    warning_bitmap: int = 0
+    alarm_bitmap: int = 0
+    fault_level_bitmap: int = 0
+    bus_voltage_v: float = math.nan
+    contactor_feedback: int = 0  # CONTACTOR_BITS
 
 
 @message(0x05, REQ, *NO_PAYLOAD)
@@ -288,7 +350,11 @@ class BalancingState:
 @message(0x0D, REQ, "start" / U16, "count" / U8)
 @frozen
 class GetFaultLog:
-    """Asks for up to `count` fault log entries from entry `start` (0 = the oldest kept)."""
+    """Asks for up to `count` fault log entries from entry `start` (0 = the oldest kept). A
+    page holds at most `max_page_entries` of DeviceInfo (bms-emu: 32), and fewer when more
+    would not fit one frame: ask on from `start` + the entries received, never from `start`
+    + `count`. Entry `start + i` of a page is the log's entry number `dropped + start + i`
+    since the log began, a number that stays with the entry as older ones are pushed out."""
 
     start: int
     count: int
@@ -312,7 +378,9 @@ class FaultLogPage:
 @message(0x0F, REQ, "start" / U16, "count" / U8)
 @frozen
 class GetParameterList:
-    """Asks for up to `count` parameter descriptions from position `start`."""
+    """Asks for up to `count` parameter descriptions from position `start`. A page holds at
+    most `max_page_entries` of DeviceInfo (bms-emu: 32), and fewer when more would not fit
+    one frame: ask on from `start` + the entries received."""
 
     start: int
     count: int
@@ -323,7 +391,9 @@ class GetParameterList:
 @frozen
 class ParameterList:
     """Configuration parameters: id, ValueKind, dotted name (as in the TOML file), unit,
-    and for CHOICE parameters the allowed texts."""
+    and for CHOICE parameters the allowed texts; from 1.1 also what a settings form needs:
+    the range (`min`, `max`, and which of them is itself excluded), the default, the access
+    bits and whether a written value is kept across restarts."""
 
     total: int
     start: int
@@ -472,29 +542,44 @@ class PayloadError(ValueError):
 
 @dataclass(frozen=True)
 class _Codec:
-    names: tuple[str, ...]
+    names: tuple[str, ...]  # the message's fields this revision carries
     counts: tuple[tuple[str, str], ...]  # (count field, array field)
     nested: frozenset[str]  # fields construct returns as its own containers
     compiled: object
     flat: FlatReader | None  # the fast reader, for payloads of numbers and arrays only
+    element_defaults: dict[str, dict[str, object]]  # list element fields this revision lacks
 
 
-def _codec(mt: MessageType) -> _Codec:
-    arrays = array_fields(mt.struct)
-    nested = {f.name for f in dataclasses.fields(mt.cls) if f.type == "tuple"}
-    return _Codec(tuple(f.name for f in dataclasses.fields(mt.cls)),
-                  tuple((a.count, name) for name, a in arrays.items()),
-                  frozenset(nested), mt.struct.compile(), flat_reader(mt.struct))
+def _codec(mt: MessageType, revision: int) -> _Codec:
+    struct_ = mt.structs[revision]
+    arrays = array_fields(struct_)
+    carried = {sc.name for sc in struct_.subcons}
+    names = tuple(f.name for f in dataclasses.fields(mt.cls) if f.name in carried)
+    nested = {f.name for f in dataclasses.fields(mt.cls) if f.type == "tuple"} & carried
+    return _Codec(names, tuple((a.count, name) for name, a in arrays.items()),
+                  frozenset(nested), struct_.compile(), flat_reader(struct_),
+                  element_defaults(mt.definition, revision))
 
 
-CODECS: dict[int, _Codec] = {t: _codec(mt) for t, mt in REGISTRY.items()}
+# (type id, revision) -> its codec, for every revision that has the type.
+CODECS: dict[tuple[int, int], _Codec] = {
+    (t, r): _codec(mt, r) for t, mt in REGISTRY.items() for r in mt.structs}
 
 
-def encode_payload(msg: object) -> tuple[int, bytes]:
-    """(message type, payload bytes) for a message object; ValueError naming the message
-    when a field does not fit its layout (a count over its limit, a number out of range)."""
+def in_revision(msg_type: int, revision: int) -> bool:
+    """Whether `revision` has message type `msg_type` (an older one may not know it)."""
+    return (msg_type, revision) in CODECS
+
+
+def encode_payload(msg: object, revision: int = REVISION_1_0) -> tuple[int, bytes]:
+    """(message type, payload bytes) for a message object in `revision`'s layout (the fields
+    added later are left out); ValueError naming the message when a field does not fit its
+    layout (a count over its limit, a number out of range) or the revision lacks the type."""
     mt = BY_CLASS[type(msg)]
-    codec = CODECS[mt.type_id]
+    codec = CODECS.get((mt.type_id, revision))
+    if codec is None:
+        raise ValueError(f"{mt.name} is protocol {REVISIONS[mt.since]} (revision {mt.since}) "
+                         f"and later; it cannot be sent in revision {revision}")
     fields = {name: getattr(msg, name) for name in codec.names}
     for count, array in codec.counts:
         value = fields[array]
@@ -505,10 +590,11 @@ def encode_payload(msg: object) -> tuple[int, bytes]:
         raise ValueError(f"{mt.name} cannot be encoded: {exc}") from None
 
 
-def decode_payload(msg_type: int, payload: bytes) -> object:
-    """The message object for a payload; raises KeyError for an unknown type and
+def decode_payload(msg_type: int, payload: bytes, revision: int = REVISION_1_0) -> object:
+    """The message object for a payload laid out in `revision` (the fields it lacks take
+    their defaults); raises KeyError for a type the revision does not have and
     PayloadError for a payload that does not parse."""
-    codec = CODECS[msg_type]
+    codec = CODECS[msg_type, revision]
     if codec.flat is not None:
         try:
             fields = codec.flat.parse(payload)
@@ -518,12 +604,15 @@ def decode_payload(msg_type: int, payload: bytes) -> object:
     stream = io.BytesIO(payload)
     try:
         parsed = codec.compiled.parse_stream(stream)
-    except (c.ConstructError, ValueError, struct.error) as exc:  # struct: a short field
-        raise PayloadError(str(exc)) from None
+    except (c.ConstructError, ValueError, struct.error):  # struct: a short field
+        raise PayloadError(payload_problem(codec.compiled.defersubcon, payload)) from None
     if stream.tell() != len(payload):
         raise PayloadError(f"{len(payload) - stream.tell()} bytes left over after the fields")
     if codec.nested:
-        return REGISTRY[msg_type].cls(**{name: _plain(parsed[name]) for name in codec.names})
+        values = {name: _plain(parsed[name]) for name in codec.names}
+        for name, defaults in codec.element_defaults.items():
+            values[name] = tuple(item | defaults for item in values[name])
+        return REGISTRY[msg_type].cls(**values)
     return REGISTRY[msg_type].cls(**{name: parsed[name] for name in codec.names})
 
 

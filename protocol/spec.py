@@ -18,8 +18,15 @@ from cobs import cobs
 
 from protocol import fields, framing, messages
 from protocol.codec import encode
-from protocol.framing import Flags, FrameErrorKind
+from protocol.framing import LATEST_REVISION, REVISION_1_0, REVISIONS, Flags, FrameErrorKind
 from protocol.messages import REGISTRY, ErrorCode, MessageType
+from protocol.revisions import (
+    Since,
+    at_revision,
+    element_defaults,
+    prefixed_parts,
+    revision_of,
+)
 
 # Which response answers which request; any request may instead be refused with a Nack.
 # Not derivable from the names (GetBalancing -> BalancingState), so it is listed, and
@@ -57,10 +64,37 @@ MEANINGS = {
     "charge_voltage_limit_v": "pack voltage a charger must not exceed (CVL), NaN none yet",
     "discharge_voltage_limit_v": "pack voltage a load must not take the pack below (DVL), "
                                  "NaN none yet",
+    "warning_bitmap": "bit n set: fault code n has a WARNING row active",
+    "alarm_bitmap": "bit n set: fault code n has an ALARM row active",
+    "fault_level_bitmap": "bit n set: fault code n has a FAULT row active (latched until "
+                          "cleared)",
+    "Status.soc_pct": "%, NaN before the first estimate (the first measurement)",
+    "Status.bus_voltage_v": "V, the bus (load side of the contactors) as last measured; NaN "
+                            "before the first measurement",
+    "contactor_feedback": "contactor bits as the auxiliary contacts last reported them (0 "
+                          "before the first measurement)",
     "FaultLogPage.value": "the reading of `index`, NaN none",
     "ParameterList.name": "dotted name, as in the TOML file",
     "ParameterList.unit": "unit, empty when none",
     "ParameterList.choices": "the allowed texts of a CHOICE parameter",
+    "ParameterList.min": "the lowest value allowed, in `unit`; NaN none (BOOL, CHOICE, or "
+                         "no lower bound)",
+    "ParameterList.max": "the highest value allowed, in `unit`; NaN none",
+    "open_ends": "open-end bits (see Parameter bits): a set bit excludes that bound itself",
+    "ParameterList.default": "the value the device starts with without a configuration: a "
+                             "number (BOOL: 0 or 1), for a CHOICE the 0-based position of "
+                             "its word in `choices`",
+    "access": "access bits (see Parameter bits)",
+    "persisted": "a written value is kept in the persistent store across restarts",
+    "pack_id": "the pack's name (as in MQTT topics and the store's name); empty: unknown",
+    "serial": "the device's serial number; empty: unknown",
+    "firmware_build": "the firmware build (a VCS description); `unknown` when not known",
+    "config_schema_version": "version of the configuration parameters' ids, names and "
+                             "kinds: a client may keep a parameter list while it is the "
+                             "same",
+    "max_page_entries": "entries a FaultLogPage or ParameterList page holds at most",
+    "protocol_revisions": "the header revisions the device speaks",
+    "message_types": "type ids of the messages the device knows in this answer's revision",
     "capabilities": "Capability bits",
     "request_type": "type id of the request answered",
     "msg_type": "type id of a response type",
@@ -72,7 +106,7 @@ MEANINGS = {
     "current_a": "A, positive = charging",
     "DeviceInfo.mode": "Mode",
     "BalancingState.mode": "BalancingMode",
-    "DeviceInfo.protocol_version": f"{framing.PROTOCOL_VERSION} for this document",
+    "DeviceInfo.protocol_version": "the header revision of this answer (the request's)",
 }
 FORMATS = {"B": "u8", "H": "u16", "I": "u32", "L": "u32", "Q": "u64", "b": "i8", "h": "i16",
            "i": "i32", "l": "i32", "q": "i64", "f": "float32", "d": "float64"}
@@ -117,7 +151,7 @@ def hex_bytes(data: bytes, per_line: int = 16) -> str:
 
 def layout(con: c.Construct, nested: list[tuple[str, c.Struct]], field: str = "") -> str:
     """The wire layout of one field; element structs go to `nested` for their own table."""
-    if isinstance(con, c.Renamed):
+    if isinstance(con, c.Renamed | Since):
         return layout(con.subcon, nested, field)
     if isinstance(con, fields.FloatArray):
         return (f"count x float32 LE (count from field `{con.count}`, "
@@ -132,9 +166,8 @@ def layout(con: c.Construct, nested: list[tuple[str, c.Struct]], field: str = ""
         return "u8 (0 false, 1 true)"
     if isinstance(con, c.StringEncoded):
         return f"{layout(con.subcon.lengthfield, nested)} length + UTF-8"
-    if isinstance(con, c.FocusedSeq):  # PrefixedArray: a count, then that many items
-        count = next(sc.subcon.subcon for sc in con.subcons if sc.name != con.parsebuildfrom)
-        items = next(sc.subcon.subcon for sc in con.subcons if sc.name == con.parsebuildfrom)
+    if prefixed_parts(con) is not None:  # a count, then that many items
+        count, items = prefixed_parts(con)
         return f"{layout(count, nested)} count, then count x {layout(items, nested, field)}"
     if isinstance(con, c.Switch):
         key = con.keyfunc(_FieldNames())  # this.kind -> "kind"
@@ -177,19 +210,25 @@ def fixed_size(con: c.Construct) -> int | None:
         return None
 
 
-def struct_table(owner: str, st: c.Struct, nested: list[tuple[str, c.Struct]]) -> str:
-    """Offset (while every earlier field is fixed-size, else "+"), size, field, type, unit."""
-    counts = {a.count: n for n, a in fields.array_fields(st).items()}
+def struct_table(owner: str, st: c.Struct, nested: list[tuple[str, c.Struct]],
+                 added: int = REVISION_1_0) -> str:
+    """Offset (while every earlier field is fixed-size, else "+"), size, field, type, unit,
+    and the protocol version that added the field. `st` is a definition: the fields added
+    later come last, so an older revision's layout is the rows up to its own."""
+    plain = at_revision(st, LATEST_REVISION)
+    counts = {a.count: n for n, a in fields.array_fields(plain).items()}
     rows, offset = [], 0
     for sc in st.subcons:
-        size = fixed_size(sc.subcon)
+        con = sc.subcon.subcon if isinstance(sc, Since) else sc.subcon
+        size = fixed_size(con)
         rows.append(("+" if offset is None else offset, "var" if size is None else size,
-                     f"`{sc.name}`", layout(sc.subcon, nested, sc.name),
-                     unit(owner, sc.name, sc.subcon, counts)))
+                     f"`{sc.name}`", layout(con, nested, sc.name),
+                     unit(owner, sc.name, con, counts),
+                     REVISIONS[max(added, revision_of(sc))]))
         offset = None if offset is None or size is None else offset + size
     if not rows:
         return "No payload (length 0).\n"
-    return table(("Offset", "Size", "Field", "Type", "Unit / meaning"), rows)
+    return table(("Offset", "Size", "Field", "Type", "Unit / meaning", "Since"), rows)
 
 
 def kind_of(mt: MessageType) -> str:
@@ -207,47 +246,66 @@ def answer_of(mt: MessageType) -> str:
     return "answers " + ", ".join(asked_by) if asked_by else "answers any request"
 
 
+def sizes(mt: MessageType) -> str:
+    """The payload size in each revision that has the type, when it has one."""
+    found = {r: fixed_size(st) for r, st in mt.structs.items()}
+    if None in found.values() or not any(found.values()):
+        return ""
+    if len(set(found.values())) == 1:
+        return f" Payload: {next(iter(found.values()))} bytes."
+    return " Payload: " + ", ".join(f"{n} bytes in {REVISIONS[r]}"
+                                    for r, n in found.items()) + "."
+
+
 def message_section(mt: MessageType) -> str:
     nested: list[tuple[str, c.Struct]] = []
-    body = struct_table(mt.name, mt.struct, nested)
+    body = struct_table(mt.name, mt.definition, nested, mt.since)
     for name, st in nested:
-        body += f"\n{name}:\n\n" + struct_table(mt.name, st, [])
+        body += f"\n{name}:\n\n" + struct_table(mt.name, st, [], mt.since)
     flags = kind_of(mt).upper() + (" + ERROR" if mt.cls is messages.Nack else "")
-    return (f"### 0x{mt.type_id:02X} {mt.name} ({kind_of(mt)})\n\n{prose(mt.doc)}\n\n"
-            f"Flags: {flags}; {answer_of(mt)}.\n\n{body}")
+    return (f"### 0x{mt.type_id:02X} {mt.name} ({kind_of(mt)}, since "
+            f"{REVISIONS[mt.since]})\n\n{prose(mt.doc)}\n\n"
+            f"Flags: {flags}; {answer_of(mt)}.{sizes(mt)}\n\n{body}")
 
 
 # --- examples: real frames ------------------------------------------------------------------
 
-def examples() -> list[tuple[str, object, int]]:
+def examples() -> list[tuple[str, object, int, int]]:
+    """(title, message, seq, revision) of each example frame."""
     cells = np.round(3.300 + 0.001 * np.arange(16), 3).astype(np.float32)
     mask = np.zeros(16, bool)
     mask[[3, 12]] = True
+    status = messages.Status(
+        time_s=3600.0, state=3, contactors=0x05, fault_bitmap=0x0202, charge_limit_a=1.5,
+        discharge_limit_a=4.5, pack_voltage_v=52.875, current_a=-2.0, soc_pct=62.5,
+        soh_pct=100.0, remaining_wh=38.25, runtime_s=1303.0, cell_v_min=3.3,
+        cell_v_min_index=0, cell_v_max=3.315, cell_v_max_index=15, temp_c_min=24.5,
+        temp_c_min_index=1, temp_c_max=26.0, temp_c_max_index=3, balancing_count=2,
+        store=0x01, save_failures=0, charge_voltage_limit_v=57.6,
+        discharge_voltage_limit_v=33.6, warning_bitmap=0x0202, alarm_bitmap=0x0002,
+        fault_level_bitmap=0, bus_voltage_v=52.75, contactor_feedback=0x05)
+    latest, first = LATEST_REVISION, REVISION_1_0
     return [
-        ("GetStatus, request, seq 1", messages.GetStatus(), 1),
-        ("Status, its response (seq 1)", messages.Status(
-            time_s=3600.0, state=3, contactors=0x05, fault_bitmap=0, charge_limit_a=1.5,
-            discharge_limit_a=4.5, pack_voltage_v=52.875, current_a=-2.0, soc_pct=62.5,
-            soh_pct=100.0, remaining_wh=38.25, runtime_s=1303.0, cell_v_min=3.3,
-            cell_v_min_index=0, cell_v_max=3.315, cell_v_max_index=15, temp_c_min=24.5,
-            temp_c_min_index=1, temp_c_max=26.0, temp_c_max_index=3, balancing_count=2,
-            store=0x01, save_failures=0, charge_voltage_limit_v=57.6,
-            discharge_voltage_limit_v=33.6), 1),
+        (f"GetStatus, request, seq 1, revision {latest}", messages.GetStatus(), 1, latest),
+        (f"Status, its response (seq 1, revision {latest})", status, 1, latest),
+        (f"The same Status to a 1.0 client (a revision {first} GetStatus, seq 1)", status, 1,
+         first),
         ("MeasurementFrame, 16 cells and 4 sensors, event, seq 42", messages.MeasurementFrame(
             rig_seq=42, rig_time_s=12.5, current_a=-2.0, bus_voltage_v=52.875, contactors=0x05,
             cell_voltage_v=cells, temperature_c=np.array([24.5, 25.0, 25.5, 26.0], np.float32)),
-         42),
+         42, latest),
         ("ActuationFrame answering it, event, seq 42", messages.ActuationFrame(
             rig_seq=42, time_s=12.5, state=3, contactors=0x05, fault_bitmap=0,
-            charge_limit_a=1.5, discharge_limit_a=4.5, soc_pct=62.5, balance_mask=mask), 42),
+            charge_limit_a=1.5, discharge_limit_a=4.5, soc_pct=62.5, balance_mask=mask), 42,
+         latest),
         ("Nack of a SetConfig, seq 7", messages.Nack(
             request_type=0x13, error=int(ErrorCode.UNKNOWN_PARAM),
-            detail="no parameter 999"), 7),
+            detail="no parameter 999"), 7, latest),
     ]
 
 
-def example_section(title: str, msg: object, seq: int) -> str:
-    wire = encode(msg, seq)
+def example_section(title: str, msg: object, seq: int, revision: int) -> str:
+    wire = encode(msg, seq, revision=revision)
     data = cobs.decode(wire[1:-1])
     header, payload = data[:framing.HEADER_BYTES], data[framing.HEADER_BYTES:-framing.CRC_BYTES]
     parts = [f"header  {header.hex(' ')}",
@@ -268,10 +326,14 @@ def overview() -> str:
 
 One binary protocol carries everything between the emulator and a host (HIL rig, pack
 simulator, monitoring software) over a byte stream such as a serial port or a
-pseudo-terminal. Protocol version {framing.PROTOCOL_VERSION}. All integers and IEEE-754 floats
-are little-endian; quantities are in the SI unit their field name carries (`_v` volt, `_a`
-ampere, `_c` degree Celsius, `_s` second, `_ms` millisecond, `_pct` percent, `_wh`
-watt-hour, `_ah` ampere-hour); current is positive when charging.
+pseudo-terminal, or over MQTT (see MQTT transport). Protocol version
+{REVISIONS[LATEST_REVISION]} (header revision {LATEST_REVISION}); a 1.0 peer keeps working (see
+Versions and negotiation). All integers and IEEE-754 floats are little-endian; quantities
+are in the SI unit their field name carries (`_v` volt, `_a` ampere, `_c` degree Celsius,
+`_s` second, `_ms` millisecond, `_pct` percent, `_wh` watt-hour, `_ah` ampere-hour);
+current is positive when charging. Cells and temperature sensors are numbered from 0
+inside payloads (`index` fields, array positions) and from 1 wherever the emulator shows
+them to a person (tables, logs, JSON `cell` / `sensor` fields): `index` 2 is cell 3.
 
 A frame on the wire is `0x00`, then `COBS(header + payload + CRC)`, then `0x00`.
 Consistent Overhead Byte Stuffing removes every zero byte from the frame, so a zero always
@@ -287,7 +349,8 @@ accept frames with or without the leading zero.
 Before COBS encoding:
 
 {table(("Offset", "Size", "Field", "Type", "Meaning"), [
-        (0, 1, "version", "u8", f"protocol version, {framing.PROTOCOL_VERSION}"),
+        (0, 1, "revision", "u8", "protocol revision the payload is laid out in: "
+         + ", ".join(f"{r} = {v}" for r, v in REVISIONS.items())),
         (1, 1, "type", "u8", "message type id (see Messages)"),
         (2, 1, "flags", "u8", "Flags bits; the upper four are reserved: send 0, ignored"),
         (3, 2, "seq", "u16 LE", "sequence number, 0..65535, wrapping"),
@@ -310,6 +373,46 @@ RESPONSE and ERROR.
 """
 
 
+def versions() -> str:
+    latest, first = LATEST_REVISION, REVISION_1_0
+    new_types = [mt.name for _, mt in sorted(REGISTRY.items()) if mt.since > first]
+    grown = [mt.name for _, mt in sorted(REGISTRY.items()) if mt.since == first and (
+        any(revision_of(f) > first for f in mt.definition.subcons)
+        or element_defaults(mt.definition, first))]
+    added = "; ".join(
+        ([f"the message types {', '.join(new_types)}"] if new_types else [])
+        + ([f"fields at the end of {', '.join(grown)}"] if grown else []))
+    return f"""\
+## Versions and negotiation
+
+The header's first byte is the protocol revision the frame's payload is laid out in:
+{", ".join(f"{r} for protocol {v}" for r, v in REVISIONS.items())}. A later revision only
+appends: fields added to a message come after all its older fields (inside list elements
+too), and new message types take new type ids. Each field table below says in its Since
+column which version added the field; the revision-{first} layout of a message is its rows
+up to the last one of 1.0. A peer reads a frame in the frame's own revision and gives the
+fields that revision lacks their "unknown" value: NaN for a quantity, 0 for bits and
+counters, empty for a text or a list.
+
+- The device answers every request in the revision the request came in: a 1.0 client sends
+  revision {first} and sees exactly protocol 1.0. Telemetry goes out in the revision of the
+  Subscribe that set it up; an ActuationFrame in the revision of the MeasurementFrame it
+  answers, and the ones the device sends while the rig is silent in the revision the rig
+  last used (revision {first} before it has sent anything).
+- A frame whose revision the receiver does not speak is refused whole: a REQUEST with Nack
+  UNSUPPORTED_VERSION (the Nack in revision {first}, which every peer reads), anything else
+  dropped. A message type that the frame's revision does not have is UNKNOWN_TYPE, as a
+  device of that revision would answer; a payload longer or shorter than its type's layout
+  in the frame's revision is BAD_PAYLOAD (a newer layout is not cut to fit).
+- Negotiation: a client sends its first request (GetInfo is the natural one) in the newest
+  revision it speaks. A Nack UNSUPPORTED_VERSION means an older device: the client goes
+  down one revision and asks again. A 1.{latest - 1} device answers in revision {latest};
+  its DeviceInfo lists every revision it speaks (`protocol_revisions`) and `protocol_version`
+  says the revision of that very answer. `bms-emu query` and `monitor` do exactly this.
+- Added in {REVISIONS[latest]}: {added}.
+"""
+
+
 def matching() -> str:
     return """\
 ## Sequence numbers and matching
@@ -321,11 +424,16 @@ def matching() -> str:
 - A host may have several requests outstanding: it matches the answers by `seq`.
 - A request is done or refused as a whole: a Nack means nothing was changed.
 - A frame with the REQUEST flag whose type is a response or event type (a
-  MeasurementFrame included) is answered with Nack NOT_A_REQUEST. A REQUEST frame whose
-  header passed the CRC but which cannot be served is answered with a Nack: UNKNOWN_TYPE,
-  UNSUPPORTED_VERSION, or BAD_PAYLOAD (for BAD_PAYLOAD and BAD_LENGTH). Frames with bad
-  COBS, a bad CRC or too short are dropped without an answer: their `seq` cannot be
-  trusted. Should the device fail to build an answer, it sends Nack INTERNAL.
+  MeasurementFrame included) is answered with Nack NOT_A_REQUEST, decided from the header
+  alone: the payload is not looked at, so it is NOT_A_REQUEST whether or not the payload
+  would parse. A REQUEST frame whose header passed the CRC but which cannot be served is
+  answered with a Nack: UNKNOWN_TYPE, UNSUPPORTED_VERSION, or BAD_PAYLOAD (for BAD_PAYLOAD
+  and BAD_LENGTH; see Refusals for its detail). Frames with bad COBS, a bad CRC or too
+  short are dropped without an answer: their `seq` cannot be trusted. Should the device
+  fail to build an answer, it sends Nack INTERNAL.
+- An Ack means done: the device acts on the request from its next step. A request it
+  cannot act on in its present state is refused with NOT_NOW, never acknowledged for
+  nothing (see Refusals).
 - A link may be held to a command policy: the serial port is not, the MQTT `proto/in`
   topic is (the emulator's `--mqtt-commands`, off by default). Reads (the Get requests,
   Subscribe, TimeSync) are always answered; a request that would change the pack
@@ -334,10 +442,96 @@ def matching() -> str:
 - Other events (EVENT flag) get no answer. Telemetry set up by Subscribe arrives as EVENT
   frames of the subscribed response types. In HIL mode each MeasurementFrame from the rig
   is answered by an ActuationFrame event whose `rig_seq` repeats the measurement's: that
-  field, not `seq`, ties the two together; the emulator also sends ActuationFrames of its
-  own (with the last `rig_seq` answered) when the rig is silent. A MeasurementFrame the
-  emulator cannot use (WRONG_SIZE, NOT_IN_THIS_MODE) is refused with a Nack carrying the
-  measurement's `seq`, flags RESPONSE + ERROR: a rig should stop and report it.
+  field, not `seq`, ties the two together. While the rig is silent the device sends
+  ActuationFrames of its own (with the last `rig_seq` answered), one a tick (`serve
+  --tick`, 0.1 s unless set): at each tick with no MeasurementFrame since the tick before,
+  the firmware steps without one and says what it decided. After `measurement_timeout_s`
+  (1 s unless configured) without a measurement - counted from start when none has come
+  yet - that is MEASUREMENT_TIMEOUT (see States).
+- A MeasurementFrame is an event, but a rig must know when one was not used: one the
+  emulator cannot read (BAD_PAYLOAD: a count above its limit, a payload cut short or with
+  bytes left over; BAD_LENGTH is answered as BAD_PAYLOAD; UNSUPPORTED_VERSION) or cannot
+  use (WRONG_SIZE, NOT_IN_THIS_MODE) is refused with a Nack carrying the measurement's
+  `seq`, flags RESPONSE + ERROR, and the firmware does not step on it: a rig should stop
+  and report it. No other event is ever answered.
+"""
+
+
+def refusals() -> str:
+    return f"""\
+## Refusals
+
+A Nack's `detail` is for a person: it names what was refused and why - the field, the
+value, what is allowed and, where the device's state is the reason, what to do. The
+`error` is for a program; this table gives the code of every cause.
+
+{table(("Request", "Cause", "Error"), [
+        ("any", "the payload does not parse as its type in the frame's revision; the detail "
+         "says `Type: problem`, naming the field (``GetFaultLog: payload is 1 byte, expected "
+         "3``; ``SetConfig: `values[].value`: flag byte 0x02; 0 (false) or 1 (true)``)",
+         "BAD_PAYLOAD"),
+        ("SetConfig, GetConfig", "an id no parameter has", "UNKNOWN_PARAM"),
+        ("SetConfig, GetConfig", "an id given twice", "BAD_VALUE"),
+        ("SetConfig", "a value sent as another `kind` than its parameter's ValueKind (INT 1 "
+         "for a FLOAT parameter, FLOAT 500.0 for an INT one): nothing is converted",
+         "BAD_TYPE"),
+        ("SetConfig", "a CHOICE text that is not one of the parameter's `choices`",
+         "BAD_VALUE"),
+        ("SetConfig", "a FLOAT that is NaN or infinite", "OUT_OF_RANGE"),
+        ("SetConfig", "a value outside the parameter's range, or refused for how it stands to "
+         "another parameter (a release against its threshold)", "OUT_OF_RANGE"),
+        ("SetConfig", "a BOOL byte other than 0 or 1, a `kind` that is no ValueKind, a text "
+         "that is not UTF-8: the value cannot be read", "BAD_PAYLOAD"),
+        ("SetConfig", "the persistent store could not keep the write", "SAVE_FAILED"),
+        ("SetConfig, CommandRequest, Inject", "the link's command policy does not enable it",
+         "NOT_ENABLED"),
+        ("CommandRequest", "a command or balancing mode that does not exist", "BAD_VALUE"),
+        ("CommandRequest", "RUN or STORAGE while a FAULT is latched and no CLEAR_FAULTS is "
+         "on its way (but see RUN below)", "NOT_NOW"),
+        ("CommandRequest", "CLEAR_FAULTS or SERVICE_RESET that would leave the pack in FAULT",
+         "NOT_NOW"),
+    ])}
+A SetConfig with several bad values lists every one in the detail and carries the code
+of the first of UNKNOWN_PARAM, BAD_VALUE, BAD_TYPE, OUT_OF_RANGE that applies; ranges are
+checked only once every id and kind has passed.
+
+Commands, as the firmware decides them on the readings of its last step (a host that has
+just removed a cause waits one tick for the next measurement before it clears):
+
+- STANDBY is always done: opening is always safe.
+- RUN and STORAGE wait while a FAULT is latched: NOT_NOW, naming the latched faults and,
+  for each one a clear would leave, what to do. They are done when the FAULT is ending
+  anyway: a CLEAR_FAULTS was taken, or the only fault is a MEASUREMENT_TIMEOUT from start
+  (it clears itself with the first measurement). RUN is also done in FAULT when only
+  under-voltage stands (with the imbalance and open-wire rows that low cells make
+  meaningless) and a recovery charge is configured: it is what lets a CLEAR_FAULTS start
+  the recovery charge.
+- CLEAR_FAULTS is done when it ends the FAULT (every latched fault's cause gone) or starts
+  a recovery charge (only under-voltage stands and RUN is requested). Otherwise NOT_NOW,
+  and nothing is cleared; the detail names each fault that would stand: a reading not yet
+  back past its release, a hardware fault (CONTACTOR_WELDED, PRECHARGE_FAILED,
+  INTERNAL_ERROR: only SERVICE_RESET clears them), a lockout (likewise), MEASUREMENT_TIMEOUT
+  while no measurement comes. With nothing latched it is done (there is nothing to clear).
+- SERVICE_RESET likewise, but it also clears hardware faults and lockouts.
+- BALANCING_MODE is a configuration write (`balancing.mode`), refused as SetConfig is.
+"""
+
+
+def mqtt_transport() -> str:
+    return """\
+## MQTT transport
+
+Over MQTT the same frames travel as message payloads, byte for byte as on a serial line
+(delimiters included), at QoS 0 and not retained: `<prefix>/<pack-id>/proto/in` to the
+device and `<prefix>/<pack-id>/proto/out` from it (prefix `bms` unless the device's
+`--mqtt` URL names another). A message to the device holds exactly one frame: a leading
+`0x00` is optional, one `0x00` must end it and none may be inside; anything else is
+dropped unanswered. The device sends one frame per message too. Requests, answers,
+telemetry and Nacks are as on a serial link; the `proto/in` topic is held to the device's
+command policy (see Sequence numbers and matching) and takes at most
+`serve --mqtt-frame-rate` messages a second (by default twice the tick rate, 50 at least);
+the rest, and any that arrive while the device is behind with what it sends, are dropped
+rather than answered late.
 """
 
 
@@ -352,9 +546,9 @@ payload + {framing.CRC_BYTES} CRC bytes, plus COBS overhead); a longer run witho
 delimiter is reported once as OVERSIZE and dropped up to the next delimiter. After any
 error the next delimiter starts afresh (resynchronisation). Arrays are limited to
 {fields.MAX_CELLS} cells and {fields.MAX_TEMP_SENSORS} temperature sensors; a count above
-the limit is BAD_PAYLOAD, and an encoder refuses to build such a frame.
-
-{enum_table(FrameErrorKind)}"""
+the limit is BAD_PAYLOAD, and an encoder refuses to build such a frame. The errors a
+decoder reports are in the table of Error codes: the ones marked "decoder" there.
+"""
 
 
 def summary() -> str:
@@ -363,9 +557,32 @@ def summary() -> str:
                   for t, mt in sorted(REGISTRY.items())))
 
 
+def error_codes() -> str:
+    """One code space: the Nack's ErrorCode and the decoder's FrameErrorKind, a shared name
+    with one number (refuses to render two meanings for a number or two numbers for a
+    name)."""
+    nack, decoder = ErrorCode.__members__, FrameErrorKind.__members__
+    numbers: dict[int, str] = {}
+    for name, code in [*nack.items(), *decoder.items()]:
+        if numbers.setdefault(int(code), name) != name:
+            raise ValueError(f"code {int(code)} is both {numbers[int(code)]} and {name}")
+    notes = {**member_comments(FrameErrorKind), **member_comments(ErrorCode)}
+    where = {name: ("Nack `error` and decoder" if name in nack and name in decoder else
+                    "Nack `error`" if name in nack else "decoder only")
+             for name in numbers.values()}
+    return ("## Error codes\n\nOne table for the `error` of a Nack and the errors a decoder "
+            "reports: a name has one number wherever it appears. Codes 1..31 are Nack "
+            "codes; decoder-only codes start at 32 and never travel in a frame (a receiver "
+            "answers a REQUEST frame that fails to decode with the Nack code of the same "
+            "name, BAD_LENGTH as BAD_PAYLOAD, and drops the others unanswered).\n\n"
+            + table(("Code", "Name", "Where", "Meaning"),
+                    ((code, name, where[name], notes.get(name, ""))
+                     for code, name in sorted(numbers.items()))))
+
+
 def codes() -> str:
     return (
-        "## Error codes\n\nThe `error` of a Nack.\n\n" + enum_table(ErrorCode)
+        error_codes()
         + "\n## Commands\n\nThe `command` of a CommandRequest.\n\n" + enum_table(messages.Command)
         + "\n## Balancing modes\n\n" + enum_table(messages.BalancingMode)
         + "\n## Modes\n\nDeviceInfo `mode`.\n\n" + enum_table(messages.Mode)
@@ -376,22 +593,32 @@ def codes() -> str:
         "and ActuationFrame (commands); a set bit is a closed contactor.\n\n"
         + table(("Bit", "Contactor"),
                 ((f"0x{bit:02X}", name) for name, bit in messages.CONTACTOR_BITS.items()))
-        + "\n## Store bits\n\nIn Status: `kept`, the emulator keeps a persistent store; "
+        + "\n## Store bits\n\nIn Status (1.1): `kept`, the emulator keeps a persistent store; "
         "`failing`, its last save failed (the store does not hold the pack as it is now; "
-        "each save point tries again). `store` and `save_failures`, then "
-        "`charge_voltage_limit_v` and `discharge_voltage_limit_v`, were appended to the end "
-        "of Status: every field before them is where it was.\n\n"
+        "each save point tries again).\n\n"
         + table(("Bit", "Meaning"),
-                ((f"0x{bit:02X}", name) for name, bit in messages.STORE_BITS.items())))
+                ((f"0x{bit:02X}", name) for name, bit in messages.STORE_BITS.items()))
+        + "\n## Parameter bits\n\nIn a ParameterList entry (1.1): `access` says whether "
+        "the parameter may be read (GetConfig) and written (SetConfig; a link's command "
+        "policy may still refuse a write with NOT_ENABLED); `open_ends` marks a bound that "
+        "is itself excluded (`min` 0 with the `min` bit: above 0). A value within `min` .. "
+        "`max` may still be refused as OUT_OF_RANGE for how it stands to another parameter "
+        "(a release against its threshold, a WARNING against its ALARM); the Nack says "
+        "which.\n\n"
+        + table(("Field", "Bit", "Meaning"),
+                [*(("`access`", f"0x{bit:02X}", name)
+                   for name, bit in messages.ACCESS_BITS.items()),
+                 *(("`open_ends`", f"0x{bit:02X}", f"`{name}` excluded")
+                   for name, bit in messages.OPEN_END_BITS.items())]))
 
 
 def render(extra_sections: Sequence[tuple[str, str]] = ()) -> str:
     """docs/protocol.md: deterministic, so the committed file can be compared with it."""
     parts = [
-        f"# Binary protocol, version {framing.PROTOCOL_VERSION}\n\n"
+        f"# Binary protocol, version {REVISIONS[LATEST_REVISION]}\n\n"
         "Generated by `bms-emu spec` from the definitions in `protocol/`; do not edit by "
         "hand (run `bms-emu spec > docs/protocol.md`).\n",
-        overview(), matching(), decoder_rules(),
+        overview(), versions(), matching(), refusals(), mqtt_transport(), decoder_rules(),
         "## Messages\n\n" + summary(),
         *(message_section(mt) for _, mt in sorted(REGISTRY.items())),
         codes(),

@@ -17,6 +17,7 @@ from bms.core.counters import Counters
 from bms.core.current_check import CurrentCheck
 from bms.core.estimator import Estimator
 from bms.core.fault_log import FaultLog
+from bms.core.inverter_watch import InverterWatch
 from bms.core.open_wire import OpenWireCheck
 from bms.core.pack_v_drift import PackVoltageDrift
 from bms.core.protection import TIME_EPS_S, Protection, row_key
@@ -32,7 +33,13 @@ from bms.core.signals import (
     State,
 )
 from bms.data.chemistry import Chemistry
-from bms.data.config import TEMP_PLAUSIBLE_C, FirmwareConfig, default_config
+from bms.data.config import (
+    KEEPALIVE_LEVELS,
+    TEMP_PLAUSIBLE_C,
+    FirmwareConfig,
+    default_config,
+    inverter_rows,
+)
 from bms.data.faults import FAULT_CODES, Level, bitmap
 from bms.data.quantities import QUANTITIES, QUANTITY_BY_NAME, QUANTITY_INDEX, Offender
 
@@ -59,6 +66,10 @@ HARDWARE_FAULTS = frozenset({"CONTACTOR_WELDED", "PRECHARGE_FAILED", "INTERNAL_E
 SERVICE_NOTE = "cleared by a service action (service-reset)"
 RECOVERY_NOTE = ("recovery charge: charge at limits.recovery_charge_a at most, no discharge, "
                  "until every cell is back above the under-voltage release")
+# A timeout before the first measurement ever: nothing was decided blind and the contactors
+# never closed, so it clears itself when measurements begin.
+BOOT_TIMEOUT_NOTE = "no measurement since start"
+BOOT_TIMEOUT_CLEARED = "the first measurement arrived"
 
 # A reading that has not changed while the pack's mean reading moved this much should have:
 # several converter steps, well above the mean's noise.
@@ -138,6 +149,17 @@ def _readable(a: np.ndarray, fill: float) -> np.ndarray:
     return np.where(np.isfinite(a), a, fill)
 
 
+def _magnitude(x: float) -> float:
+    """|x|; infinite when `x` is unreadable (NaN): beyond every plausibility threshold."""
+    return math.inf if math.isnan(x) else abs(x)
+
+
+def _with_usable_current(m: Measurement) -> Measurement:
+    """`m` for the parts of the step that need a current: an unreadable one (NaN, infinite)
+    as none flowing. Its sensor row (`current_reading_a`, FAULT, at once) opens the pack."""
+    return m if math.isfinite(m.current_a) else dataclasses.replace(m, current_a=0.0)
+
+
 def _first_unreadable(a: np.ndarray, otherwise: int) -> int:
     """The first unreadable (non-finite) reading of `a`, else `otherwise`."""
     bad = ~np.isfinite(a)
@@ -147,13 +169,18 @@ def _first_unreadable(a: np.ndarray, otherwise: int) -> int:
 class Firmware:
     def __init__(self, chemistry: Chemistry, n_series: int, pack_capacity_ah: float,
                  config: FirmwareConfig | None = None,
-                 stored_soc: float | np.ndarray | None = None):
+                 stored_soc: float | np.ndarray | None = None, autostart: bool = True):
         """`stored_soc` (fraction, pack or per cell) is the estimate kept over a power-down;
-        without it, estimation starts from the rest voltage."""
+        without it, estimation starts from the rest voltage. `autostart`: `run` is requested
+        at boot (a pack that closes on power-up, and the headless harnesses, which play the
+        host); without it the pack waits in STANDBY for a host's `run`."""
         self.chem = chemistry
         self.n_series = n_series
         self.cfg = config or default_config(chemistry, n_series, pack_capacity_ah)
-        self.protection = Protection(self.cfg.protection)
+        # The configurable table, then the inverter keep-alive rows (`_enable_inverter_row`).
+        self.protection = Protection(self.cfg.protection + inverter_rows(self.cfg.can))
+        self.inverter_watch = InverterWatch()  # fed by a field link (`bms.links.can`)
+        self._inverter_level: str | None = ""  # the INVERTER_TIMEOUT row enabled; "": unset
         self.balancer = Balancer(self.cfg.balancing, n_series)
         self.log = FaultLog(self.cfg.fault_log_size)
         self.rest_drift = RestDrift(self.cfg.rest_current_a)
@@ -168,7 +195,7 @@ class Firmware:
         self.current_check = CurrentCheck(min_step_a=0.1 * pack_capacity_ah, pack_noise_v=0.0)
         self._bleed_read: np.ndarray | None = None  # the bleed the last reading was taken under
         self.state = State.INIT
-        self.requested = "run"
+        self.requested = "run" if autostart else "standby"
         self.clear_requested = False
         self.service_requested = False
         # FAULTs that tripped lockout_trips times within lockout_window_s: the contactors stay
@@ -177,7 +204,9 @@ class Firmware:
         self._trips_s: dict[str, list[float]] = {}
         self.soc = 0.0
         self.last_s: float | None = None
+        self.first_step_s = 0.0  # a silence from start times out from here
         self.last_measurement_s: float | None = None
+        self._boot_timeout = False  # MEASUREMENT_TIMEOUT raised before any measurement
         self.last: Measurement | None = None
         self.contactors = OPEN
         self.phase_since_s = 0.0
@@ -209,18 +238,96 @@ class Firmware:
 
     # --- host interface ------------------------------------------------------------
 
-    def request(self, name: str) -> None:
+    def request(self, name: str) -> str | None:
         """Host request: `run`, `standby`, `storage`, `clear-faults` (every fault whose
         cause is gone, but no hardware fault and nothing locked out) or `service-reset` (a
-        service action: clears those too)."""
+        service action: clears those too). Taken (None) only when the firmware will act on
+        it; else nothing changes, and the answer is why not and what to do (`refusal`)."""
         if name not in HOST_REQUESTS:
             raise ValueError(f"unknown request {name!r}; allowed: {', '.join(HOST_REQUESTS)}")
+        why = self.refusal(name)
+        if why is not None:
+            return why
         if name == "clear-faults":
             self.clear_requested = True
         elif name == "service-reset":
             self.service_requested = True
         else:
             self.requested = name
+        return None
+
+    def refusal(self, name: str) -> str | None:
+        """Why the firmware cannot act on host request `name` now, as of its last step
+        (None: it can). `standby` always can: opening is always safe. A clear must end the
+        FAULT, or start a recovery charge out of it. `run` and `storage` wait while a FAULT
+        is latched and no clear is on its way (a timeout from start ends by itself: it
+        counts as one), except a `run` that a recovery charge out of under-voltage needs.
+        Every way in (protocol, MQTT, scenarios) asks here."""
+        if name in ("clear-faults", "service-reset"):
+            standing = self._standing_after_clear(service=name == "service-reset")
+            return (f"{name} would leave the pack in FAULT, so nothing was cleared: "
+                    + "; ".join(standing)) if standing else None
+        latched = sorted({f for f, _, _ in self.protection.latched_rows()} | self.event_faults)
+        ends_itself = self._boot_timeout and latched == ["MEASUREMENT_TIMEOUT"]
+        if (name == "standby" or not self.fault_active or self.clear_requested
+                or self.service_requested or ends_itself
+                or name == "run" and self._recovery_way_out(False)):
+            return None
+        standing = self._standing_after_clear(service=False)
+        return (f"{name} waits while a FAULT is latched ({', '.join(latched)}): "
+                + ("; ".join(standing) if standing else "send clear-faults first"))
+
+    def _standing_after_clear(self, service: bool) -> list[str]:
+        """What a clear (`service`: a service action) would leave latched, each with what
+        to do about it; [] when it ends the FAULT or starts a recovery charge."""
+        if self.locked_out and not service:  # then a clear clears nothing at all
+            return [f"{name} is locked out ({self.cfg.lockout_trips} trips within "
+                    f"{self.cfg.lockout_window_s:g} s): only a service action (service-reset) "
+                    "clears it" for name in sorted(self.locked_out)]
+        standing = [self._event_standing(name, service) for name in sorted(self.event_faults)]
+        standing = [text for text in standing if text]
+        held = self.protection.held_rows()
+        if not standing and self._recovery_way_out(service):
+            if self.requested == "run":
+                return []  # the clear starts a recovery charge
+            return [f"{self.protection.rows[i].fault}: {self._held_text(i)}; the way out is a "
+                    "recovery charge, which closes the contactors: send run, then clear-faults"
+                    for i in held]
+        return standing + [f"{self.protection.rows[i].fault}: {self._held_text(i)}; clear "
+                           "again once it is" for i in held]
+
+    def _recovery_way_out(self, service: bool) -> bool:
+        """After a clear only under-voltage rows (and those the low cells make meaningless)
+        would stand, and a recovery charge is configured: it is the way out of the FAULT."""
+        held = {self.protection.rows[i].fault for i in self.protection.held_rows()}
+        events = [name for name in self.event_faults if self._event_standing(name, service)]
+        return bool(held & UNDERVOLTAGE and held <= LOW_CELL_SUSPENDED and not events
+                    and (service or not self.locked_out) and self._recovery_on)
+
+    def _held_text(self, row: int) -> str:
+        """A held row's reading against its release, in words."""
+        r = self.protection.rows[row]
+        unit = QUANTITY_BY_NAME[r.quantity].unit
+        return (f"{r.quantity} was {self.protection.last_value(row):.4g} {unit}, not yet "
+                f"{'below' if r.above else 'above'} its release {r.release:g} {unit}")
+
+    def _event_standing(self, name: str, service: bool) -> str:
+        """Why a latched fault raised outside the table would stand after a clear; ""
+        when it would clear."""
+        if name in HARDWARE_FAULTS and not service:
+            return (f"{name} is a hardware fault: only a service action (service-reset) "
+                    "clears it, once the hardware is seen to")
+        if name == "MEASUREMENT_TIMEOUT" and self._boot_timeout:
+            return ("MEASUREMENT_TIMEOUT: no measurement since start; it clears itself with "
+                    "the first one")
+        if name == "MEASUREMENT_TIMEOUT":
+            last_s = self.last_measurement_s
+            if last_s is None or self.last_s - last_s > self.cfg.measurement_timeout_s:
+                return ("MEASUREMENT_TIMEOUT: no measurement "
+                        + ("since start" if last_s is None else
+                           f"for {self.last_s - last_s:.3g} s")
+                        + "; clear again once measurements arrive")
+        return ""
 
     def reconfigure(self, cfg: FirmwareConfig) -> None:
         """Replaces the configuration at run time and keeps every state: raised faults and
@@ -230,7 +337,7 @@ class Firmware:
         pack and validated (`bms.data.parameters.apply_changes`); one with other protection rows
         or a balancing configuration the balancer refuses changes nothing."""
         Balancer.check(cfg.balancing, self.n_series)  # both refusals before any change
-        self.protection.retune(cfg.protection)
+        self.protection.retune(cfg.protection + inverter_rows(cfg.can))
         self.balancer.retune(cfg.balancing)
         self.log.resize(cfg.fault_log_size)
         self.rest_drift.rest_current_a = cfg.rest_current_a
@@ -251,7 +358,7 @@ class Firmware:
                                      if r.fault == "VOLTAGE_SENSOR_FAULT"]
         # The rows on the charge temperatures, by quantity (see `_quantities`).
         self._charge_temp_rows = {
-            quantity: np.array([r.quantity == quantity for r in cfg.protection])
+            quantity: np.array([r.quantity == quantity for r in self.protection.rows])
             for quantity in ("charge_temp_max", "charge_temp_min")}
         # Leaving storage and ending a recovery charge need each under-voltage FAULT row's
         # quantity past its release; the cell row is the one a failed recovery latches again.
@@ -294,14 +401,18 @@ class Firmware:
     def _step(self, m: Measurement | None, now_s: float) -> Actuation:
         if self.last_s is not None:
             self.counters.count_time(self.state, now_s - self.last_s)
+        else:
+            self.first_step_s = now_s
         self.last_s = now_s
         events: list[FaultEvent] = []
         if m is None:
-            if (self.last_measurement_s is not None
-                    and now_s - self.last_measurement_s > self.cfg.measurement_timeout_s
+            never = self.last_measurement_s is None
+            silent_s = now_s - (self.first_step_s if never else self.last_measurement_s)
+            if (silent_s > self.cfg.measurement_timeout_s
                     and "MEASUREMENT_TIMEOUT" not in self.event_faults):
-                self._raise_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", None,
-                                        now_s - self.last_measurement_s)
+                self._boot_timeout = never
+                self._raise_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", None, silent_s,
+                                        BOOT_TIMEOUT_NOTE if never else "")
                 self._open(now_s)
                 self.state = State.FAULT
             return self._actuation(events, self.no_balancing)
@@ -310,9 +421,13 @@ class Firmware:
         since_measurement_s = (0.0 if self.last_measurement_s is None
                                else now_s - self.last_measurement_s)
         self.last_measurement_s = now_s
-        self.last = m
+        self.last = m  # as read: a log entry names what was unreadable
+        read_m, m = m, _with_usable_current(m)
+        if self._boot_timeout:
+            self._boot_timeout = False
+            self._clear_event_fault(events, now_s, "MEASUREMENT_TIMEOUT", BOOT_TIMEOUT_CLEARED)
 
-        q = self._quantities(m)
+        q = self._quantities(m, read_m)
         service = self.service_requested
         if service:
             self.locked_out.clear()
@@ -320,6 +435,7 @@ class Firmware:
             self._trips_s.clear()
         clear = self._clearing
         note = SERVICE_NOTE if service else ""
+        self._enable_inverter_row(events, now_s)
         for change in self.protection.evaluate(q, now_s, clear):
             row = self.protection.rows[change.row]
             self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
@@ -335,7 +451,7 @@ class Firmware:
         self._count(m, since_measurement_s)
         self._estimate(m, since_measurement_s, now_s)
         self._sequence(m, now_s, events)
-        self._check_weld(m, now_s, events)
+        self._check_weld(read_m, now_s, events)
         self._limits(m, since_measurement_s)  # steps without a measurement leave them alone
         self._suspend_low_cell_rows(events, now_s)
         mask = self.balancer.step(
@@ -357,13 +473,14 @@ class Firmware:
 
     # --- pieces ----------------------------------------------------------------------
 
-    def _quantities(self, m: Measurement) -> np.ndarray:
-        """The numbers the protection table watches (`bms.data.quantities`), in its order."""
+    def _quantities(self, m: Measurement, read_m: Measurement) -> np.ndarray:
+        """The numbers the protection table watches (`bms.data.quantities`), in its order;
+        `read_m` is `m` as read, before `_with_usable_current`."""
         v = m.cell_voltage_v
         i_a = m.current_a
-        if v.shape != (self.n_series,) or not math.isfinite(i_a):
+        if v.shape != (self.n_series,):
             raise ValueError(f"measurement has {v.shape} cell voltages for {self.n_series} "
-                             f"cells and current {i_a!r}")
+                             "cells")
         # A bleed's current drops the bleeding cells' voltages through their resistance:
         # two readings under different bleeds do not show what the pack current did.
         bleed = m.balancing if m.balancing is not None else self._mask
@@ -380,11 +497,13 @@ class Firmware:
             v_max, v_min = (float(finite.max()), float(finite.min())) if finite.size else (
                 0.0, 0.0)
         t = m.temperature_c
-        # No temperature reading at all is no reading a working sensor gives.
-        t_reading = (float(t.max()), float(t.min())) if t.size else (math.inf, -math.inf)
         lo, hi = TEMP_PLAUSIBLE_C
-        if not all(map(math.isfinite, t_reading)):  # NaN: a faulty sensor
-            t_reading = (math.inf, -math.inf)
+        # An unreadable reading (NaN, infinite), or none at all, is no reading a working
+        # sensor gives: it counts as the highest, one sensor fault (the lowest is then
+        # among the readable ones).
+        t_read = t[np.isfinite(t)]
+        t_reading = (float(t.max()) if t.size and t_read.size == t.size else math.inf,
+                     float(t_read.min()) if t_read.size else hi)
         neutral = self._charge_temp_neutral_c
         # A reading on the window's edge is plausible (the TEMP_SENSOR_FAULT rows trip only
         # beyond it): were it left out here too, a sensor at exactly 125 °C would trip nothing.
@@ -430,11 +549,12 @@ class Firmware:
         comparable = self._bleed_read is not None and np.array_equal(bleed, self._bleed_read)
         self._bleed_read = bleed
         mismatch_a = self.current_check.update(
-            i_a, math.nan if unreadable else pack_v, self.last_s,
-            self.estimator.pack_model(), comparable)
+            i_a, math.nan if unreadable or not math.isfinite(read_m.current_a) else pack_v,
+            self.last_s, self.estimator.pack_model(), comparable)
         sensed_v = m.pack_voltage_v
-        pack_mismatch_v = (abs(sensed_v - pack_v) if sensed_v is not None and not unreadable
-                           and math.isfinite(sensed_v) else 0.0)
+        # An unreadable pack sensor disagrees with any sum of the cells.
+        pack_mismatch_v = (0.0 if sensed_v is None or (unreadable and math.isfinite(sensed_v))
+                           else _magnitude(sensed_v - pack_v))
         # Tightly, against the ratio learnt while the voltage sensor rows were quiet (as of
         # the step before): a fault is never learnt away.
         pack_drift_v = self.pack_v_drift.update(
@@ -452,6 +572,9 @@ class Firmware:
             "reading_stuck_s": stuck_s, "current_step_mismatch_a": mismatch_a,
             "pack_v_mismatch_v": pack_mismatch_v,
             "pack_v_drift_v": pack_drift_v,
+            "current_reading_a": _magnitude(read_m.current_a),
+            "bus_v_reading_v": _magnitude(m.bus_voltage_v),
+            "inverter_silence_s": self.inverter_watch.silence_s(self.last_s),
         }
         q = self.quantities
         q[:] = [figures[quantity.name] for quantity in QUANTITIES]
@@ -511,8 +634,6 @@ class Firmware:
                 return int(np.argmin(_readable(t, np.inf)))
             case Offender.HOTTEST_READING if t.size:
                 return _first_unreadable(t, int(np.argmax(t)))
-            case Offender.COLDEST_READING if t.size:
-                return _first_unreadable(t, int(np.argmin(t)))
         return None
 
     def _count(self, m: Measurement, dt_s: float) -> None:
@@ -597,7 +718,9 @@ class Firmware:
             self._enter(State.RUN if self.recovering_since_s is None else State.RECOVERY, now_s)
             return
         pack_v = self._figure("pack_v")
-        if (m.bus_voltage_v >= cfg.done_fraction * pack_v
+        # Only a readable bus confirms it: an infinite reading (a failing sensor, its row
+        # still debouncing) must not close the pack onto the bus.
+        if (math.isfinite(m.bus_voltage_v) and m.bus_voltage_v >= cfg.done_fraction * pack_v
                 and abs(m.current_a) < cfg.done_current_a):
             self.contactors = CLOSING
         elif elapsed_s >= cfg.timeout_s:
@@ -609,6 +732,22 @@ class Firmware:
                 self.state = State.FAULT
             else:
                 self.precharge_attempt += 1
+
+    def _enable_inverter_row(self, events: list[FaultEvent], now_s: float) -> None:
+        """Only the INVERTER_TIMEOUT row of the configured keep-alive action's level watches
+        the inverter's silence (none for `off`); a row an action changed at run time turns
+        off clears, reported like any clear."""
+        level = KEEPALIVE_LEVELS.get(self.cfg.can.keepalive_action)
+        if level == self._inverter_level:
+            return
+        self._inverter_level = level
+        changes = self.protection.set_enabled({"INVERTER_TIMEOUT"}, False)
+        if level is not None:
+            self.protection.set_enabled({"INVERTER_TIMEOUT"}, True, {level})
+        for change in changes:
+            row = self.protection.rows[change.row]
+            self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
+                                         change.action), "can.keepalive_action changed")
 
     def _suspend_low_cell_rows(self, events: list[FaultEvent], now_s: float) -> None:
         """The LOW_CELL_SUSPENDED rows are off exactly while the state is STORAGE (a
@@ -711,10 +850,13 @@ class Firmware:
                 self.counters.last_open_current_a = current_a
 
     def _check_weld(self, m: Measurement, now_s: float, events: list[FaultEvent]) -> None:
-        """Commanded open, yet current flows, the bus stays up or the feedback says closed."""
+        """Commanded open, yet current flows, the bus stays up or the feedback says closed.
+        An unreadable current or bus voltage proves nothing open: the check waits for
+        readable ones (and a precharge for the check)."""
         cfg = self.cfg.contactors
         if (self.opened_at_s is None or self.contactors.main_closed
-                or now_s - self.opened_at_s < cfg.weld_check_s):
+                or now_s - self.opened_at_s < cfg.weld_check_s
+                or not (math.isfinite(m.current_a) and math.isfinite(m.bus_voltage_v))):
             return
         self.opened_at_s = None
         pack_v = self._figure("pack_v")
@@ -835,8 +977,12 @@ class Firmware:
                "cell_v_min": _rounded(float(v[v_ok].min(initial=np.inf)), 4),
                "cell_v_max": _rounded(float(v[v_ok].max(initial=-np.inf)), 4),
                "temp_c_max": _rounded(float(t[t_ok].max(initial=-np.inf)), 2)}
+        pack_level = {"current": m.current_a, "bus voltage": m.bus_voltage_v,
+                      "pack voltage": m.pack_voltage_v}
         unreadable = ([f"cell {k + 1}" for k in np.flatnonzero(~v_ok)]
-                      + [f"sensor {k + 1}" for k in np.flatnonzero(~t_ok)])
+                      + [f"sensor {k + 1}" for k in np.flatnonzero(~t_ok)]
+                      + [name for name, x in pack_level.items()
+                         if x is not None and not math.isfinite(x)])
         if unreadable:
             out["unreadable"] = ", ".join(unreadable)
         return out

@@ -139,6 +139,12 @@ class Protection:
         """One of these rows is over its threshold (debouncing) or raised."""
         return any(self.active[i] or i in self.over_since_s for i in rows)
 
+    def held_rows(self) -> list[int]:
+        """The FAULT rows raised whose quantity was not back past its release at the last
+        step: a clear request leaves them raised."""
+        return [int(i) for i in np.flatnonzero(self.active & self.enabled)
+                if self.latching[i] and self.value[i] >= self.safe_below[i]]
+
     def latched_rows(self) -> list[RowKey]:
         """The FAULT rows raised and not yet cleared, by what identifies a row."""
         return [row_key(self.rows[i]) for i in np.flatnonzero(self.active) if self.latching[i]]
@@ -155,12 +161,14 @@ class Protection:
         self._summarise()
         return unknown
 
-    def set_enabled(self, faults: set[str], enabled: bool) -> list[Change]:
-        """Turns the rows of the named faults on or off (storage suspends under-voltage);
-        an active row turned off clears at once, and that is reported like any clear."""
+    def set_enabled(self, faults: set[str], enabled: bool,
+                    levels: set[str] | None = None) -> list[Change]:
+        """Turns the rows of the named faults (at `levels`, None: every level) on or off
+        (storage suspends under-voltage); an active row turned off clears at once, and that
+        is reported like any clear."""
         changes = []
         for i, row in enumerate(self.rows):
-            if row.fault in faults:
+            if row.fault in faults and (levels is None or row.level in levels):
                 self.enabled[i] = enabled
                 if not enabled:
                     if self.active[i]:

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from bms.data.faults import Level
+from bms.data.faults import Level, subject_fields, subject_text
 
 
 class State(StrEnum):
@@ -91,15 +91,24 @@ class FaultEvent:
     value: float | None = None  # its reading when the event happened
 
     def as_dict(self) -> dict:
+        """The event as people and JSON read it: the offending one as `cell` or `sensor`,
+        numbered from 1."""
         return {
             "t_s": round(self.t_s, 6),
             "name": self.name,
             "code": self.code,
             "level": self.level,
             "action": self.action,
-            "index": self.index,
+            **subject_fields(self.name, self.index),
             "value": None if self.value is None else round(self.value, 6),
         }
+
+    def describe(self) -> str:
+        """The event on one line of a log or report, its cell or sensor numbered from 1:
+        `t=12.3 s FAULT CELL_OVERVOLTAGE raised, cell 3`."""
+        where = subject_text(subject_fields(self.name, self.index))
+        return (f"t={self.t_s:.10g} s {self.level} {self.name} {self.action}"
+                + (f", {where}" if where else ""))
 
 
 @dataclass(frozen=True, eq=False)

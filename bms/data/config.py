@@ -18,6 +18,11 @@ from bms.data.faults import Level
 TEMP_PLAUSIBLE_C = (-55.0, 125.0)
 CELL_V_IMPLAUSIBLE_MARGIN = 0.3
 CELL_V_IMPLAUSIBLE_BELOW = -0.1  # a cell may be at 0 V (storage), never this far below
+# A current of this many times the short-circuit threshold no pack drives and no charger
+# pushes; a bus reading of this many times the pack's highest voltage no bus it is wired to
+# has. Beyond them (or unreadable) the sensor has failed.
+CURRENT_IMPLAUSIBLE_SHORTS = 10.0
+BUS_V_IMPLAUSIBLE_PACKS = 2.0
 # The most entries `fault_log_size` allows (the protocol's fault log page counts them in 16
 # bits); the persistent store keeps this many of the pack's history whatever the size.
 FAULT_LOG_SIZE_MAX = 65535
@@ -152,6 +157,40 @@ class OpenWireConfig:
     fallback: OpenWireFallback = OpenWireFallback.PASSIVE
 
 
+class KeepaliveAction(StrEnum):
+    """What the firmware does once the inverter on a CAN link has stopped its keep-alive
+    for `CanConfig.keepalive_timeout_s`: the level it raises INVERTER_TIMEOUT at."""
+
+    OFF = "off"  # nothing: an inverter that sends no keep-alive
+    WARN = "warn"  # WARNING: reported
+    DERATE = "derate"  # ALARM: the limits cut to limits.alarm_fraction
+    OPEN = "open"  # FAULT: contactors open, latched until clear-faults
+
+
+KEEPALIVE_LEVELS: dict[KeepaliveAction, Level] = {
+    KeepaliveAction.WARN: Level.WARNING, KeepaliveAction.DERATE: Level.ALARM,
+    KeepaliveAction.OPEN: Level.FAULT}
+
+
+@dataclass(frozen=True)
+class CanConfig:
+    """The CAN link to an inverter (`bms.links.can`): how long the inverter's keep-alive
+    may stop, and what the firmware does then."""
+
+    keepalive_timeout_s: float = 10.0
+    keepalive_action: KeepaliveAction = KeepaliveAction.WARN
+
+
+def inverter_rows(can: CanConfig) -> tuple[ProtectionRow, ...]:
+    """INVERTER_TIMEOUT at every level: trips once the keep-alive has been silent for the
+    timeout, releases as soon as one arrives. Not in the configurable table (the timeout
+    is their one number): the firmware appends them and enables the row of the action's
+    level (`KEEPALIVE_LEVELS`)."""
+    timeout_s = can.keepalive_timeout_s
+    return tuple(ProtectionRow("INVERTER_TIMEOUT", level, "inverter_silence_s", True,
+                               timeout_s, 0.5 * timeout_s, 0.0, 0.0) for level in Level)
+
+
 @dataclass(frozen=True)
 class FirmwareConfig:
     protection: tuple[ProtectionRow, ...]
@@ -168,6 +207,7 @@ class FirmwareConfig:
     lockout_trips: int = 3
     lockout_window_s: float = 600.0
     open_wire: OpenWireConfig = field(default_factory=OpenWireConfig)
+    can: CanConfig = field(default_factory=CanConfig)
 
 
 def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> FirmwareConfig:
@@ -176,6 +216,7 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
     lim, thr = chem.limits, chem.thresholds
     charge_a = lim.max_charge_c * pack_capacity_ah
     discharge_a = lim.max_discharge_c * pack_capacity_ah
+    short_a = 4.0 * discharge_a
     span = thr.overvoltage_v - thr.overvoltage_release_v
 
     def three(fault, quantity, above, fault_at, hysteresis, debounce_s, release_s, step):
@@ -216,7 +257,7 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
                       discharge_a, 5.0, 2.0),
         ProtectionRow("DISCHARGE_OVERCURRENT", "FAULT", "discharge_a", True, 1.5 * discharge_a,
                       discharge_a, 0.3, 2.0),
-        ProtectionRow("SHORT_CIRCUIT", "FAULT", "discharge_a", True, 4.0 * discharge_a,
+        ProtectionRow("SHORT_CIRCUIT", "FAULT", "discharge_a", True, short_a,
                       discharge_a, 0.0, 2.0),
         # Imbalance is a difference in charge, judged where the voltage can tell it: the
         # cells' SoC by their voltages (`Estimate.soc_spread`). A voltage spread is not one:
@@ -266,6 +307,14 @@ def default_config(chem: Chemistry, n_series: int, pack_capacity_ah: float) -> F
         # wrong cells) takes hours; the operator is told at once.
         ProtectionRow("VOLTAGE_SENSOR_FAULT", "WARNING", "pack_v_drift_v", True,
                       0.02, 0.01, 2.0, 10.0),
+        # Plausibility of the pack-level readings. Without the current the firmware is blind
+        # to a short circuit: at once. Without the bus voltage a precharge cannot be confirmed
+        # nor a contactor proved open: as the cell readings.
+        ProtectionRow("CURRENT_SENSOR_FAULT", "FAULT", "current_reading_a", True,
+                      CURRENT_IMPLAUSIBLE_SHORTS * short_a, short_a, 0.0, 1.0),
+        ProtectionRow("VOLTAGE_SENSOR_FAULT", "FAULT", "bus_v_reading_v", True,
+                      BUS_V_IMPLAUSIBLE_PACKS * n_series * lim.v_max, n_series * lim.v_max,
+                      0.5, 1.0),
     ]
     return FirmwareConfig(
         protection=tuple(rows),

@@ -21,6 +21,7 @@ from bms.data.config import (
     BalancingMode,
     BalancingWhen,
     FirmwareConfig,
+    KeepaliveAction,
     OpenWireFallback,
     ProtectionRow,
     default_config,
@@ -120,6 +121,11 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
         "passive | off", "a source that does not run the test (a replay, a rig's frame): "
         "passive = two neighbours moved apart, standing out from every other cell; "
         "off = no open-wire detection"),
+    ("can", "keepalive_timeout_s"): (
+        "s", "the inverter on a CAN link may be silent this long: then INVERTER_TIMEOUT"),
+    ("can", "keepalive_action"): (
+        "off | warn | derate | open", "INVERTER_TIMEOUT as nothing, a WARNING, an ALARM "
+        "(limits cut) or a FAULT (contactors open)"),
 }
 
 # Protection quantity -> (unit, what it is).
@@ -140,6 +146,7 @@ class Bound:
     low_open: bool = False
     high_open: bool = False
     why: str = ""
+    named: str = ""  # what the bound is, said before its number: "the default"
 
     def admits(self, value: float) -> bool:
         low_ok = self.low is None or (value > self.low if self.low_open
@@ -149,14 +156,17 @@ class Bound:
         return low_ok and high_ok
 
     def text(self) -> str:
+        named = f"{self.named} " if self.named else ""
         if self.low is not None and self.high is not None:
             text = "must be within {}{}, {}{}".format(
                 "(" if self.low_open else "[", _num(self.low), _num(self.high),
                 ")" if self.high_open else "]")
         elif self.low is not None:
-            text = f"must be {'above' if self.low_open else 'at least'} {_num(self.low)}"
+            text = (f"must be {'above' if self.low_open else 'at least'} "
+                    f"{named}{_num(self.low)}")
         else:
-            text = f"must be {'below' if self.high_open else 'at most'} {_num(self.high)}"
+            text = (f"must be {'below' if self.high_open else 'at most'} "
+                    f"{named}{_num(self.high)}")
         return f"{text} ({self.why})" if self.why else text
 
 
@@ -282,6 +292,10 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
                                                    "minutes"),
     ("open_wire", "confirm_tests"): lambda p: Bound(1, 10),
     ("open_wire", "fallback"): lambda p: tuple(OpenWireFallback),
+    # Inverters send their keep-alive every second or so; a day of silence is no watch.
+    ("can", "keepalive_timeout_s"): lambda p: Bound(1.0, 86400.0,
+                                                    why="from a keep-alive period to a day"),
+    ("can", "keepalive_action"): lambda p: tuple(KeepaliveAction),
 }
 
 
@@ -300,6 +314,63 @@ def absolute_bound(fault: str, p: _Pack) -> Bound | None:
         return Bound(lim.discharge_temp_min_c, lim.discharge_temp_max_c,
                      why="the chemistry's discharge temperature limits")
     return None
+
+
+def row_bounds(row: ProtectionRow, pack: _Pack) -> dict[str, tuple[Bound, ...]]:
+    """The bounds each settable field of a protection row keeps to on its own, in the order
+    they are checked (a value is told of the first it breaks); the release against the
+    threshold and the levels' order are checked beside them."""
+    bound = absolute_bound(row.fault, pack)
+    magnitude = bound is None and QUANTITY_BY_NAME[row.quantity].magnitude
+    threshold = [bound or (POSITIVE if magnitude else None)]
+    release = [bound or (NON_NEGATIVE if magnitude else None)]
+    debounce = [NON_NEGATIVE]
+    full = _full_pack_v(row, pack)
+    if full is not None:
+        threshold.append(full)
+    if row.level == Level.FAULT:
+        # A FAULT may act sooner, never later: a long debounce would switch it off.
+        debounce.append(Bound(high=row.debounce_s, named="the default",
+                              why="a FAULT may be made faster, not slower"))
+        if bound is None:  # nor be loosened where the chemistry sets no limit
+            why = "a FAULT threshold with no absolute limit may be tightened, not loosened"
+            threshold.append(Bound(high=row.threshold, named="the default", why=why)
+                             if row.above else
+                             Bound(low=row.threshold, named="the default", why=why))
+    return {"debounce_s": tuple(debounce), "release_s": (NON_NEGATIVE,),
+            "threshold": tuple(b for b in threshold if b is not None),
+            "release": tuple(b for b in release if b is not None)}
+
+
+def _full_pack_v(row: ProtectionRow, pack: _Pack) -> Bound | None:
+    """A full cell at rest (the charge branch at 100 %, `OcvCurve.full_v`) is no
+    over-voltage: a CELL_OVERVOLTAGE threshold must lie above it, and a PACK_OVERVOLTAGE
+    one above n_series times it; else a full pack would trip."""
+    if not row.above or row.fault not in ("CELL_OVERVOLTAGE", "PACK_OVERVOLTAGE"):
+        return None
+    n, what = ((1, "a full cell's rest voltage, the OCV at 100 %")
+               if row.fault == "CELL_OVERVOLTAGE"
+               else (pack.n_series, f"{pack.n_series} x a full cell's rest voltage"))
+    return Bound(low=n * pack.chem.ocv.full_v, low_open=True,
+                 why=f"{what}: a full pack at rest would be an over-voltage")
+
+
+def static_bounds(chem: Chemistry, n_series: int,
+                  pack_capacity_ah: float) -> dict[tuple[str, ...], tuple[Bound, ...]]:
+    """The bounds every numeric key keeps to on its own, by its dotted path split (as
+    `bms.data.parameters` names keys): the range a host may show. A value within them may
+    still be refused for how it stands to another key (`parse_config` says which)."""
+    pack = _Pack(chem, n_series, pack_capacity_ah)
+    cfg = default_config(chem, n_series, pack_capacity_ah)
+    out: dict[tuple[str, ...], tuple[Bound, ...]] = {}
+    for (section, name), rule in FIELD_RULES.items():
+        bound = rule(pack)
+        if isinstance(bound, Bound):
+            out[(section, name) if section else (name,)] = (bound,)
+    for key, row in zip(row_keys(cfg.protection), cfg.protection, strict=True):
+        for name, bounds in row_bounds(row, pack).items():
+            out[("protection", *key, name)] = bounds
+    return out
 
 
 # --- the shape of the file -----------------------------------------------------------
@@ -524,37 +595,14 @@ def _read_row(problems: Problems, where: str, table: dict, row: ProtectionRow,
             value = _coerce(problems, at, value, 0.0)
             if value is not _BAD:
                 values[key] = value
-    for key in ("debounce_s", "release_s"):
-        if key in values and not _check_rule(problems, f"{where}.{key}", values[key],
-                                             NON_NEGATIVE):
+    refused = set()
+    for key, bounds in row_bounds(row, pack).items():
+        if key in values and not all(_check_rule(problems, f"{where}.{key}", values[key], b)
+                                     for b in bounds):  # the first bound broken is said
+            refused.add(key)
             del values[key]
-    # A FAULT row may act sooner, never later: a long debounce would switch it off.
-    if row.level == Level.FAULT and values.get("debounce_s", 0.0) > row.debounce_s:
-        problems.add(f"{where}.debounce_s", values.pop("debounce_s"),
-                     f"must be at most the default {_num(row.debounce_s)} (a FAULT may be "
-                     "made faster, not slower)")
-    bound = absolute_bound(row.fault, pack)
-    if bound is None and QUANTITY_BY_NAME[row.quantity].magnitude:
-        threshold_bound, release_bound = POSITIVE, NON_NEGATIVE
-    else:
-        threshold_bound = release_bound = bound
-    threshold_ok = release_ok = True
-    if "threshold" in values:
-        t = values["threshold"]
-        if threshold_bound is not None and not threshold_bound.admits(t):
-            problems.add(f"{where}.threshold", t, threshold_bound.text())
-            threshold_ok = False
-        elif bound is None and row.level == Level.FAULT and _beyond(t, row.threshold, row.above):
-            limit = "exceed" if row.above else "fall below"
-            problems.add(f"{where}.threshold", t,
-                         f"must not {limit} the default {_num(row.threshold)} (a FAULT "
-                         "threshold with no absolute limit may be tightened, not loosened)")
-            threshold_ok = False
-    if "release" in values and release_bound is not None \
-            and not release_bound.admits(values["release"]):
-        problems.add(f"{where}.release", values["release"], release_bound.text())
-        release_ok = False
-    if threshold_ok and release_ok and ("threshold" in values or "release" in values):
+    if not refused & {"threshold", "release"} and ("threshold" in values
+                                                   or "release" in values):
         t = values.get("threshold", row.threshold)
         r = values.get("release", row.release)
         if (r >= t) if row.above else (r <= t):
@@ -608,7 +656,6 @@ def parse_config(data: dict, source: str, chem: Chemistry, n_series: int,
             if "threshold" in values and len(problems.items) == before:  # else said already
                 changed.add(i)
         _check_level_order(problems, rows, changed)
-        _check_full_pack_quiet(problems, rows, changed, pack)
         changes["protection"] = tuple(rows)
 
     problems.raise_if_any()
@@ -636,27 +683,6 @@ def _check_level_order(problems: Problems, rows: list[ProtectionRow], changed: s
                              f"the {low.level} ({_num(low.threshold)}) must trip before the "
                              f"{high.level} ({_num(high.threshold)}): this row trips "
                              f"{direction} its threshold")
-
-
-def _check_full_pack_quiet(problems: Problems, rows: list[ProtectionRow], changed: set[int],
-                           pack: _Pack) -> None:
-    """A full cell at rest (the charge branch at 100 %, `OcvCurve.full_v`) is no
-    over-voltage: a changed CELL_OVERVOLTAGE threshold must lie above it, and a
-    PACK_OVERVOLTAGE one above n_series times it; else a full pack would trip."""
-    keys = row_keys(tuple(rows))
-    full_v = pack.chem.ocv.full_v
-    for i in sorted(changed):
-        row = rows[i]
-        if row.fault == "CELL_OVERVOLTAGE":
-            n, what = 1, "a full cell's rest voltage, the OCV at 100 %"
-        elif row.fault == "PACK_OVERVOLTAGE":
-            n, what = pack.n_series, f"{pack.n_series} x a full cell's rest voltage"
-        else:
-            continue
-        if row.above and not row.threshold > n * full_v:
-            problems.add(f"protection.{'.'.join(keys[i])}.threshold", row.threshold,
-                         f"must be within ({_num(n * full_v)}, {_num(n * pack.chem.limits.v_max)}]"
-                         f" (above {what}): a full pack at rest would be an over-voltage")
 
 
 def _check_balancing(problems: Problems, merged, given: dict) -> None:

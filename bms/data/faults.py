@@ -56,9 +56,65 @@ FAULT_CODES: dict[str, int] = {
     "PRECHARGE_FAILED": 19,
     "CONTACTOR_WELDED": 20,
     "INTERNAL_ERROR": 21,
+    # The inverter's keep-alive on a field link stopped; its level is the link's
+    # configured action (`can.keepalive_action`).
+    "INVERTER_TIMEOUT": 22,
 }
 
 FAULT_NAMES: dict[int, str] = {code: name for name, code in FAULT_CODES.items()}
+
+# What the cell-or-sensor number of a fault counts: "cell", "sensor" (temperature), or None
+# for a fault of the pack as a whole. Inside binary payloads it is a 0-based `index`;
+# wherever a person reads it, it is numbered from 1 and named by its kind (`subject`).
+SUBJECT_KINDS: tuple[str, ...] = ("cell", "sensor")
+FAULT_SUBJECTS: dict[str, str | None] = {
+    "CELL_OVERVOLTAGE": "cell",
+    "CELL_UNDERVOLTAGE": "cell",
+    "PACK_OVERVOLTAGE": None,
+    "PACK_UNDERVOLTAGE": None,
+    "CHARGE_OVERTEMP": "sensor",
+    "CHARGE_UNDERTEMP": "sensor",
+    "DISCHARGE_OVERTEMP": "sensor",
+    "DISCHARGE_UNDERTEMP": "sensor",
+    "CHARGE_OVERCURRENT": None,
+    "DISCHARGE_OVERCURRENT": None,
+    "SHORT_CIRCUIT": None,
+    "CELL_IMBALANCE": "cell",
+    "TEMP_SPREAD": "sensor",
+    "OPEN_WIRE": "cell",
+    "VOLTAGE_SENSOR_FAULT": "cell",  # a cell's reading; the pack voltage sensor's: no index
+    "TEMP_SENSOR_FAULT": "sensor",
+    "CURRENT_SENSOR_FAULT": None,
+    "CELL_SELF_DISCHARGE": "cell",
+    "MEASUREMENT_TIMEOUT": None,
+    "PRECHARGE_FAILED": None,
+    "CONTACTOR_WELDED": None,
+    "INTERNAL_ERROR": None,
+    "INVERTER_TIMEOUT": None,
+}
+
+
+def subject(name: str, index: int | None) -> tuple[str, int] | None:
+    """The cell or sensor behind a fault as a person counts it: (kind, number from 1) from
+    the 0-based `index`; None for none (no index, -1 on the wire, a pack-level fault, or a
+    fault this firmware does not know)."""
+    kind = FAULT_SUBJECTS.get(name)
+    if kind is None or index is None or index < 0:
+        return None
+    return kind, index + 1
+
+
+def subject_fields(name: str, index: int | None) -> dict[str, int | None]:
+    """The `cell` and `sensor` fields of a fault at a human edge (JSON, MQTT): the one
+    behind it numbered from 1 under its kind, the other None."""
+    found = subject(name, index)
+    return {kind: found[1] if found and found[0] == kind else None for kind in SUBJECT_KINDS}
+
+
+def subject_text(fields: dict) -> str:
+    """"cell 3", "sensor 2" or "" from a dict with the `subject_fields` fields."""
+    return next((f"{kind} {fields[kind]}" for kind in SUBJECT_KINDS
+                 if fields.get(kind) is not None), "")
 
 
 def bitmap(names: set[str] | list[str]) -> int:

@@ -20,6 +20,7 @@ from bms.data.config_toml import (
     config_sections,
     parse_config,
     row_keys,
+    static_bounds,
 )
 from bms.data.quantities import QUANTITY_BY_NAME
 from bms.data.validation import InputError
@@ -32,6 +33,10 @@ KINDS = {bool: "bool", int: "int", float: "float"}  # by the default's type; a S
 # Error codes, most basic first: a refused request carries the first that applies.
 CODES = ("UNKNOWN_PARAM", "BAD_VALUE", "BAD_TYPE", "OUT_OF_RANGE")
 SOURCE = "parameter change"  # what parse_config's problems are reported against
+# The version of the catalogue (ids, names, kinds, units, choices) that a host may keep a
+# copy of: bump it with any change there. tests/bms/data/test_parameters.py pins each
+# version's fingerprint, so a change cannot go out under an old number.
+CONFIG_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,35 @@ class Parameter:
     def label(self) -> str:
         """How messages name it: both the name and the id."""
         return f"{self.name} (id 0x{self.id:04X})"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a settings form needs of a parameter beyond its kind and unit: the range its
+    value keeps to on its own (None: no bound that way; `*_open`: the bound itself is
+    refused) and the value it has without a configuration."""
+
+    low: float | None
+    high: float | None
+    low_open: bool
+    high_open: bool
+    default: float | int | bool | str
+
+
+def limits(chem: Chemistry, n_series: int,
+           pack_capacity_ah: float) -> dict[int, Limits]:
+    """Every parameter's Limits for this pack, by id: the bounds `parse_config` checks a key
+    against on its own, narrowed to one interval."""
+    cfg = default_config(chem, n_series, pack_capacity_ah)
+    bounds = static_bounds(chem, n_series, pack_capacity_ah)
+    out = {}
+    for p in catalogue(cfg):
+        lows = [(b.low, b.low_open) for b in bounds.get(p.path, ()) if b.low is not None]
+        highs = [(b.high, not b.high_open) for b in bounds.get(p.path, ()) if b.high is not None]
+        low, low_open = max(lows, default=(None, False))  # the highest, open before closed
+        high, high_closed = min(highs, default=(None, True))  # the lowest, open first
+        out[p.id] = Limits(low, high, low_open, not high_closed, value_of(cfg, p))
+    return out
 
 
 @dataclass(frozen=True)
@@ -129,36 +163,43 @@ def value_of(cfg: FirmwareConfig, param: Parameter) -> float | int | bool | str:
     return value.value if isinstance(value, StrEnum) else value  # a choice as its word
 
 
-def _as_kind(param: Parameter, value: object) -> tuple[object, str]:
-    """(the value as the parameter's type, "") or (None, what is allowed)."""
+def _as_kind(param: Parameter, value: object) -> tuple[object, str, str]:
+    """(the value as the parameter's type, "", "") or (None, error code, what is allowed):
+    BAD_TYPE for a value of another type, BAD_VALUE for a word that is not one of a
+    choice's, OUT_OF_RANGE for a number no parameter allows (NaN, infinite)."""
     if param.kind == "bool":
-        return (value, "") if isinstance(value, bool) else (None, "must be true or false")
+        return ((value, "", "") if isinstance(value, bool)
+                else (None, "BAD_TYPE", "must be true or false"))
     if param.kind == "choice":
-        if isinstance(value, str) and value in param.choices:
-            return value, ""
-        return None, f"must be one of {[str(word) for word in param.choices]}"
+        allowed = f"must be one of {[str(word) for word in param.choices]}"
+        if not isinstance(value, str):
+            return None, "BAD_TYPE", allowed
+        return (value, "", "") if value in param.choices else (None, "BAD_VALUE", allowed)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None, "must be a number" if param.kind == "float" else "must be an integer"
+        return None, "BAD_TYPE", ("must be a number" if param.kind == "float"
+                                  else "must be an integer")
     try:
         number = float(value)
     except OverflowError:  # an int too large for a float
         number = math.inf
     if param.kind == "float":
-        return (number, "") if math.isfinite(number) else (None, "must be a finite number")
+        return ((number, "", "") if math.isfinite(number)
+                else (None, "OUT_OF_RANGE", "must be a finite number"))
     if isinstance(value, numbers.Integral):
-        return int(value), ""
+        return int(value), "", ""
     if math.isfinite(number) and number.is_integer():
-        return int(number), ""
-    return None, "must be an integer"
+        return int(number), "", ""
+    return None, "BAD_TYPE", "must be an integer"
 
 
-def _check(changes: list[tuple[int, object]], by_id: dict[int, Parameter]
-           ) -> list[tuple[Parameter, object]]:
+def _check(changes: list[tuple[int, object]], by_id: dict[int, Parameter],
+           sent_kinds: list[str] | None = None) -> list[tuple[Parameter, object]]:
     """The changes with their values typed; raises ParameterError for an unknown id, an id
-    given twice or a value of the wrong type, naming every such change."""
+    given twice, a value of the wrong type or sent as another kind than the parameter's
+    (`sent_kinds`, by change), naming every such change."""
     typed, seen = [], set()
     found: list[tuple[str, str]] = []  # (code, problem), in request order
-    for pid, value in changes:
+    for k, (pid, value) in enumerate(changes):
         param = by_id.get(pid) if isinstance(pid, int) and not isinstance(pid, bool) else None
         if param is None:
             shown = f"0x{pid:04X}" if isinstance(pid, int) else repr(pid)
@@ -168,9 +209,14 @@ def _check(changes: list[tuple[int, object]], by_id: dict[int, Parameter]
                                        "one request; set each parameter once"))
         else:
             seen.add(param.id)
-            typed_value, allowed = _as_kind(param, value)
+            if sent_kinds is not None and sent_kinds[k] != param.kind:
+                found.append(("BAD_TYPE", f"{param.label} = {value!r}: sent as "
+                                          f"{sent_kinds[k].upper()}; this parameter is "
+                                          f"{param.kind.upper()}"))
+                continue
+            typed_value, code, allowed = _as_kind(param, value)
             if allowed:
-                found.append(("BAD_TYPE", f"{param.label} = {value!r}: {allowed}"))
+                found.append((code, f"{param.label} = {value!r}: {allowed}"))
             else:
                 typed.append((param, typed_value))
     if found:
@@ -187,13 +233,17 @@ def _with_id(problem: str, by_name: dict[str, Parameter]) -> str:
 
 
 def apply_changes(cfg_overrides: dict, changes: list[tuple[int, object]], chem: Chemistry,
-                  n_series: int, pack_capacity_ah: float) -> tuple[FirmwareConfig, dict]:
+                  n_series: int, pack_capacity_ah: float,
+                  sent_kinds: list[str] | None = None) -> tuple[FirmwareConfig, dict]:
     """The configuration with `changes` ((id, value) pairs) applied over `cfg_overrides`
     (the TOML-shaped overrides in effect, {} for the defaults), and the new overrides.
     Raises ParameterError and applies nothing if any change is bad; ids and types are
-    checked for every change before the ranges. `cfg_overrides` is not changed."""
+    checked for every change before the ranges. `sent_kinds` (by change): the kind each
+    value was sent as, which must be its parameter's (the binary protocol's values carry
+    one); None where the value's type is all there is (TOML, JSON). `cfg_overrides` is not
+    changed."""
     params = catalogue(default_config(chem, n_series, pack_capacity_ah))
-    typed = _check(changes, {p.id: p for p in params})
+    typed = _check(changes, {p.id: p for p in params}, sent_kinds)
     merged = copy.deepcopy(cfg_overrides)
     for param, value in typed:
         node = merged

@@ -22,7 +22,6 @@ class Offender(StrEnum):
     HOTTEST_SENSOR = "highest temperature reading"
     COLDEST_SENSOR = "lowest temperature reading"
     HOTTEST_READING = "highest raw temperature reading (an unreadable one first)"
-    COLDEST_READING = "lowest raw temperature reading (an unreadable one first)"
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,13 @@ QUANTITIES: tuple[Quantity, ...] = (
              "the last tests (open sense wire); without the test, the opposite deviation of "
              "two neighbouring cells that stand out from the rest",
              Offender.OPEN_WIRE_CELL, magnitude=True),
-    Quantity("temp_reading_max", "°C", "highest raw temperature reading",
-             Offender.HOTTEST_READING),
+    Quantity("temp_reading_max", "°C",
+             "highest raw temperature reading; infinite when one is unreadable (NaN, "
+             "infinite) or there is none", Offender.HOTTEST_READING),
+    # An unreadable reading counts as the highest (one sensor fault, not two), so the
+    # lowest is among the readable ones.
     Quantity("temp_reading_min", "°C", "lowest raw temperature reading",
-             Offender.COLDEST_READING),
+             Offender.COLDEST_SENSOR),
     Quantity("idle_current_a", "A", "current measured with the contactors open",
              magnitude=True),
     Quantity("rest_soc_drop", "fraction 0..1",
@@ -79,6 +81,15 @@ QUANTITIES: tuple[Quantity, ...] = (
              "voltage rows judge them) have moved apart since their ratio was learnt, "
              "filtered over seconds: a reading's offset that appeared in operation",
              magnitude=True),
+    Quantity("current_reading_a", "A",
+             "magnitude of the current reading; infinite when unreadable (NaN, infinite)",
+             magnitude=True),
+    Quantity("bus_v_reading_v", "V",
+             "magnitude of the bus voltage reading; infinite when unreadable (NaN, infinite)",
+             magnitude=True),
+    Quantity("inverter_silence_s", "s",
+             "time since the inverter's last keep-alive on a field link (CAN); 0 while no "
+             "link watches for one", magnitude=True),
 )
 
 QUANTITY_BY_NAME: dict[str, Quantity] = {q.name: q for q in QUANTITIES}

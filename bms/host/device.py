@@ -21,20 +21,28 @@ from bms.core.signals import Actuation, Measurement, State
 from bms.data.chemistry import Chemistry
 from bms.data.faults import Level
 from bms.data.parameters import (
+    CONFIG_SCHEMA_VERSION,
     ConfigChange,
     ParameterError,
     apply_changes,
     catalogue,
+    limits,
     value_of,
 )
 from bms.data.validation import InputError
-from bms.host.frames import BALANCING_MODES, COMMAND_REQUESTS, VALUE_KINDS, contactor_bits
+from bms.host.frames import (
+    BALANCING_MODES,
+    COMMAND_REQUESTS,
+    VALUE_KINDS,
+    contactor_bits,
+    parameter_entry,
+)
 from bms.host.periodic import Periodic
 from bms.host.policy import TRUSTED, CommandPolicy
 from protocol import messages as pm
-from protocol.framing import PROTOCOL_VERSION
+from protocol.framing import LATEST_REVISION, MAX_PAYLOAD_BYTES, REVISIONS
 
-MAX_PAGE = 32  # fault log entries or parameters per page: 32 x 40 bytes stays far below a frame
+MAX_PAGE = 32  # fault log entries or parameters a page holds at most (fewer if a frame is full)
 MIN_TELEMETRY_PERIOD_MS = 10
 
 
@@ -75,6 +83,9 @@ class Identity:
     n_parallel: int
     capacity_ah: float  # the pack's: cell capacity x parallel cells
     n_temp_sensors: int  # what a measurement carries; in HIL mode a rig must send this many
+    pack_id: str = ""  # the pack's name (MQTT topics, the store's name); "" unknown
+    serial: str = ""  # "" unknown
+    firmware_build: str = "unknown"  # the build, as a VCS describes it
 
 
 class Device:
@@ -98,11 +109,14 @@ class Device:
         self.on_config_change = on_config_change
         self.store = store
         self._who = ""  # who sent the request being handled
+        self._revision = LATEST_REVISION  # the protocol revision it came in
+        self.telemetry_revision = LATEST_REVISION  # that of the Subscribe in effect
         self.chem = chem
         self.identity = identity
         self.overrides = dict(config_overrides or {})
         self.inject = inject
         self.params = catalogue(firmware.cfg)
+        self.limits = limits(chem, firmware.n_series, identity.capacity_ah)
         self.param_by_id = {p.id: p for p in self.params}
         self.measurement: Measurement | None = None
         self.act: Actuation | None = None
@@ -141,11 +155,13 @@ class Device:
         self.act = act
 
     def handle(self, msg: object, now_s: float, who: str = "protocol",
-               policy: CommandPolicy = TRUSTED) -> object:
+               policy: CommandPolicy = TRUSTED, revision: int = LATEST_REVISION) -> object:
         """The response to a request: its answer, an Ack, or a Nack. `who` names the sender
         (a link, an MQTT command topic) in the log of configuration writes; `policy` is
-        what that way in may change (Nack NOT_ENABLED otherwise, counted in `not_enabled`)."""
+        what that way in may change (Nack NOT_ENABLED otherwise, counted in `not_enabled`);
+        `revision` the protocol revision the request came in (and its answer goes out in)."""
         self._who = who
+        self._revision = revision
         answer = self._answers.get(type(msg))
         if answer is None:
             return nack(pm.BY_CLASS[type(msg)].type_id, pm.ErrorCode.NOT_A_REQUEST,
@@ -171,9 +187,14 @@ class Device:
         caps = pm.Capability.CONFIG_SET | pm.Capability.TELEMETRY
         caps |= pm.Capability.HIL if ident.mode == pm.Mode.HIL else 0
         caps |= pm.Capability.INJECT if self.inject is not None else 0
-        return pm.DeviceInfo(PROTOCOL_VERSION, __version__, ident.chemistry, int(ident.mode),
-                             self.fw.n_series, ident.n_parallel, ident.n_temp_sensors,
-                             ident.capacity_ah, int(caps))
+        revision = self._revision
+        return pm.DeviceInfo(
+            revision, __version__, ident.chemistry, int(ident.mode), self.fw.n_series,
+            ident.n_parallel, ident.n_temp_sensors, ident.capacity_ah, int(caps),
+            pack_id=ident.pack_id, serial=ident.serial, firmware_build=ident.firmware_build,
+            config_schema_version=CONFIG_SCHEMA_VERSION, max_page_entries=MAX_PAGE,
+            protocol_revisions=tuple(REVISIONS),
+            message_types=tuple(t for t in sorted(pm.REGISTRY) if pm.in_revision(t, revision)))
 
     def status(self, now_s: float) -> pm.Status:
         act, m = self.act, self.measurement
@@ -181,6 +202,7 @@ class Device:
         v = None if m is None else m.cell_voltage_v
         t = None if m is None or len(m.temperature_c) == 0 else m.temperature_c
         nan = math.nan
+        warning, alarm, fault = (0, 0, 0) if act is None else act.level_bitmaps
         return pm.Status(
             time_s=now_s,
             state=State(act.state if act is not None else self.fw.state).code,
@@ -190,7 +212,7 @@ class Device:
             discharge_limit_a=0.0 if act is None else act.discharge_limit_a,
             pack_voltage_v=nan if v is None else float(v.sum()),
             current_a=nan if m is None else m.current_a,
-            soc_pct=nan if act is None else act.soc * 100.0,
+            soc_pct=nan if est is None else act.soc * 100.0,  # none before an estimate
             soh_pct=nan if est is None else est.soh_pct,
             remaining_wh=nan if est is None else est.remaining_wh,
             runtime_s=nan if est is None or est.runtime_s is None else est.runtime_s,
@@ -201,6 +223,9 @@ class Device:
                                     else act.charge_voltage_limit_v),
             discharge_voltage_limit_v=(nan if act is None or act.discharge_voltage_limit_v is None
                                        else act.discharge_voltage_limit_v),
+            warning_bitmap=warning, alarm_bitmap=alarm, fault_level_bitmap=fault,
+            bus_voltage_v=nan if m is None else m.bus_voltage_v,
+            contactor_feedback=0 if m is None else contactor_bits(m.contactors),
         )
 
     def _store_fields(self) -> dict:
@@ -231,14 +256,27 @@ class Device:
     def fault_log(self, req: pm.GetFaultLog) -> pm.FaultLogPage:
         entries = list(self.fw.log.entries)
         page = entries[req.start:req.start + min(req.count, MAX_PAGE)]
-        return pm.FaultLogPage(len(entries), self.fw.log.dropped, req.start,
-                               tuple(_log_entry(e) for e in page))
+        return self._fitted(lambda kept: pm.FaultLogPage(
+            len(entries), self.fw.log.dropped, req.start, kept), [_log_entry(e) for e in page])
 
     def parameter_list(self, req: pm.GetParameterList) -> pm.ParameterList:
         page = self.params[req.start:req.start + min(req.count, MAX_PAGE)]
-        return pm.ParameterList(len(self.params), req.start, tuple(
-            {"param_id": p.id, "kind": int(VALUE_KINDS[p.kind]), "name": p.name,
-             "unit": p.unit, "choices": tuple(str(word) for word in p.choices)} for p in page))
+        persisted = self.on_config_change is not None  # it keeps every write
+        return self._fitted(lambda kept: pm.ParameterList(len(self.params), req.start, kept),
+                            [parameter_entry(p, self.limits[p.id], persisted) for p in page])
+
+    def _fitted(self, page: Callable[[tuple], object], entries: list) -> object:
+        """The page with as many of `entries` as fit one frame in the request's revision:
+        a client asks on from where the entries it got end."""
+        while True:
+            answer = page(tuple(entries))
+            try:
+                size = len(pm.encode_payload(answer, self._revision)[1])
+            except ValueError:  # its sending fails too, and is answered with Nack INTERNAL
+                return answer
+            if len(entries) <= 1 or size <= MAX_PAYLOAD_BYTES:
+                return answer
+            entries.pop()
 
     def config_values(self, ids: list[int]) -> pm.ConfigValues:
         unknown = [i for i in ids if i not in self.param_by_id]
@@ -257,7 +295,11 @@ class Device:
              "value": value_of(cfg, self.param_by_id[i])} for i in ids))
 
     def set_config(self, req: pm.SetConfig, now_s: float) -> pm.ConfigValues:
-        self._apply([(v["param_id"], v["value"]) for v in req.values], now_s)
+        """Each value must come as its parameter's ValueKind: 1 (INT) for a FLOAT
+        parameter is BAD_TYPE, as the spec says, not taken as 1.0."""
+        kind_names = {code: name for name, code in VALUE_KINDS.items()}
+        self._apply([(v["param_id"], v["value"]) for v in req.values], now_s,
+                    [kind_names[v["kind"]] for v in req.values])
         return self.config_values([v["param_id"] for v in req.values])
 
     def command(self, req: pm.CommandRequest, now_s: float) -> pm.Ack:
@@ -274,14 +316,17 @@ class Device:
         if req.command not in COMMAND_REQUESTS:
             raise RequestError(pm.ErrorCode.BAD_VALUE, f"command {req.command}; allowed: "
                                + ", ".join(f"{int(c)} {c.name}" for c in pm.Command))
-        self.fw.request(COMMAND_REQUESTS[pm.Command(req.command)])
+        why = self.fw.request(COMMAND_REQUESTS[pm.Command(req.command)])
+        if why is not None:
+            raise RequestError(pm.ErrorCode.NOT_NOW, why)
         return ack
 
     def subscribe(self, req: pm.Subscribe, now_s: float) -> pm.Ack:
         wanted: dict[int, Periodic] = {}
+        allowed = [t for t in self.telemetry if pm.in_revision(t, self._revision)]
         for sub in req.subscriptions:
-            if sub["msg_type"] not in self.telemetry:
-                names = ", ".join(f"0x{t:02X} {pm.REGISTRY[t].name}" for t in self.telemetry)
+            if sub["msg_type"] not in allowed:  # a type of a later revision included
+                names = ", ".join(f"0x{t:02X} {pm.REGISTRY[t].name}" for t in allowed)
                 raise RequestError(pm.ErrorCode.BAD_VALUE,
                                    f"msg_type 0x{sub['msg_type']:02X} cannot be subscribed; "
                                    f"allowed: {names}")
@@ -291,6 +336,7 @@ class Device:
                                    f"{MIN_TELEMETRY_PERIOD_MS}")
             wanted[sub["msg_type"]] = Periodic(sub["period_ms"] / 1000.0, first_due_s=now_s)
         self.subscriptions = wanted
+        self.telemetry_revision = self._revision
         return pm.Ack(pm.BY_CLASS[pm.Subscribe].type_id)
 
     def injection(self, req: pm.Inject, now_s: float) -> pm.Ack:
@@ -304,12 +350,14 @@ class Device:
             raise RequestError(pm.ErrorCode.BAD_VALUE, "; ".join(exc.problems)) from None
         return pm.Ack(pm.BY_CLASS[pm.Inject].type_id)
 
-    def _apply(self, changes: list[tuple[int, object]], now_s: float) -> None:
+    def _apply(self, changes: list[tuple[int, object]], now_s: float,
+               sent_kinds: list[str] | None = None) -> None:
         """All or nothing; a valid write is reported to `on_config_change` with each
-        parameter written, changed or not, and takes effect only once that has kept it."""
+        parameter written, changed or not, and takes effect only once that has kept it.
+        `sent_kinds`: the kind each value came as (`apply_changes`)."""
         try:
             cfg, overrides = apply_changes(self.overrides, changes, self.chem, self.fw.n_series,
-                                           self.identity.capacity_ah)
+                                           self.identity.capacity_ah, sent_kinds)
         except ParameterError as exc:
             raise RequestError(pm.ErrorCode[exc.code], "; ".join(exc.problems)) from None
         old = self.fw.cfg

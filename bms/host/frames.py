@@ -4,10 +4,13 @@ commands, balancing modes, parameter kinds). Sans-IO: the links and the rig call
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from bms.core.signals import Actuation, Contactors, Measurement, State
 from bms.data.config import BalancingMode
+from bms.data.parameters import Limits, Parameter
 from protocol import messages as pm
 
 VALUE_KINDS = {"float": pm.ValueKind.FLOAT, "int": pm.ValueKind.INT,
@@ -65,6 +68,22 @@ def actuation_frame(act: Actuation, rig_seq: int, now_s: float) -> pm.ActuationF
                              contactor_bits(act.contactors), act.fault_bitmap,
                              act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
                              np.asarray(act.balance_mask, bool))
+
+
+def parameter_entry(p: Parameter, limits: Limits, persisted: bool) -> dict:
+    """A ParameterList entry: what a client builds a settings form from. Every parameter
+    may be read and written; a CHOICE's default travels as its word's position."""
+    default = p.choices.index(limits.default) if p.kind == "choice" else limits.default
+    bits = pm.OPEN_END_BITS
+    return {"param_id": p.id, "kind": int(VALUE_KINDS[p.kind]), "name": p.name,
+            "unit": p.unit, "choices": tuple(str(word) for word in p.choices),
+            "min": math.nan if limits.low is None else float(limits.low),
+            "max": math.nan if limits.high is None else float(limits.high),
+            "open_ends": (bits["min"] if limits.low_open else 0)
+            | (bits["max"] if limits.high_open else 0),
+            "default": float(default),
+            "access": pm.ACCESS_BITS["read"] | pm.ACCESS_BITS["write"],
+            "persisted": persisted}
 
 
 def actuation_of(frame: pm.ActuationFrame) -> Actuation:

@@ -3,8 +3,10 @@
 
 States, faults, levels and contactors appear by name (the names of `bms.core.signals`,
 `bms.data.faults` and `protocol.messages`), SoC in percent as `soc_pct`, current positive when
-charging, cell and sensor indices 0-based (`index`), arrays as lists, and NaN or an
-infinite value ("no reading", "not discharging") as None so that the output is strict JSON.
+charging, cells and sensors numbered from 1 as people count them (`cell`, `sensor`; the
+payloads' 0-based `index` stays inside the protocol), arrays as lists (position 0: cell or
+sensor 1), and NaN or an infinite value ("no reading", "not discharging") as None so that
+the output is strict JSON.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ import math
 
 import numpy as np
 
-from bms.data.faults import FAULT_NAMES, Level, names_in
+from bms.data.faults import FAULT_NAMES, Level, names_in, subject_fields
 from bms.host.frames import BALANCING_MODES, state_name
 from protocol import messages as pm
+from protocol.framing import LATEST_REVISION, REVISION_1_1
 
 VALUE_KIND_NAMES = {int(k): k.name.lower() for k in pm.ValueKind}
+MESSAGE_NAMES = {t: mt.name for t, mt in pm.REGISTRY.items()}
 
 
 SIGNIFICANT_DIGITS = 7  # what a float32 on the wire carries; 25.200000000000003 reads 25.2
@@ -66,8 +70,15 @@ def main_contactors(bits: int) -> str:
     return "closed" if bits & b["negative"] and bits & b["positive"] else "open"
 
 
-def status_dict(s: pm.Status) -> dict:
-    return {
+# What a 1.0 Status does not carry: None (unknown) in the dict of one, not a default.
+STATUS_KEYS_1_1 = ("store", "save_failures", "charge_voltage_limit_v",
+                   "discharge_voltage_limit_v", "faults_by_level", "bus_voltage_v",
+                   "contactor_feedback")
+
+
+def status_dict(s: pm.Status, revision: int = LATEST_REVISION) -> dict:
+    """`revision`: the protocol revision the Status came in."""
+    d = {
         "time_s": s.time_s,
         "state": state_name(s.state),
         "contactors": main_contactors(s.contactors),
@@ -83,19 +94,32 @@ def status_dict(s: pm.Status) -> dict:
         "remaining_wh": _num(s.remaining_wh),
         "runtime_s": _num(s.runtime_s),
         "cell_v_min": _num(s.cell_v_min),
-        "cell_v_min_index": s.cell_v_min_index,
+        "cell_v_min_cell": _number_of(s.cell_v_min_index, s.cell_v_min),
         "cell_v_max": _num(s.cell_v_max),
-        "cell_v_max_index": s.cell_v_max_index,
+        "cell_v_max_cell": _number_of(s.cell_v_max_index, s.cell_v_max),
         "temp_c_min": _num(s.temp_c_min),
-        "temp_c_min_index": s.temp_c_min_index,
+        "temp_c_min_sensor": _number_of(s.temp_c_min_index, s.temp_c_min),
         "temp_c_max": _num(s.temp_c_max),
-        "temp_c_max_index": s.temp_c_max_index,
+        "temp_c_max_sensor": _number_of(s.temp_c_max_index, s.temp_c_max),
         "balancing_count": s.balancing_count,
         "store": store_state(s.store),
         "save_failures": s.save_failures,
         "charge_voltage_limit_v": _num(s.charge_voltage_limit_v),
         "discharge_voltage_limit_v": _num(s.discharge_voltage_limit_v),
+        "faults_by_level": {level.value: names_in(bits) for level, bits in zip(
+            Level, (s.warning_bitmap, s.alarm_bitmap, s.fault_level_bitmap), strict=True)},
+        "bus_voltage_v": _num(s.bus_voltage_v),
+        "contactor_feedback": closed_contactors(s.contactor_feedback),
     }
+    if revision < REVISION_1_1:
+        d.update(dict.fromkeys(STATUS_KEYS_1_1))
+    return d
+
+
+def _number_of(index: int, value: float) -> int | None:
+    """The cell or sensor of an extreme, numbered from 1; None when there is no reading
+    (the payload's index is then 0 and means nothing)."""
+    return None if _num(value) is None else index + 1
 
 
 def store_state(bits: int) -> str:
@@ -121,6 +145,14 @@ def info_dict(i: pm.DeviceInfo) -> dict:
         "n_temp_sensors": i.n_temp_sensors,
         "capacity_ah": _num(i.capacity_ah),
         "capabilities": [c.name for c in pm.Capability if i.capabilities & c],
+        # from 1.1; None (or empty) from a 1.0 device
+        "pack_id": i.pack_id or None,
+        "serial": i.serial or None,
+        "firmware_build": i.firmware_build or None,
+        "config_schema_version": i.config_schema_version or None,
+        "max_page_entries": i.max_page_entries or None,
+        "protocol_revisions": list(i.protocol_revisions),
+        "message_types": [f"0x{t:02X} {_code_name(MESSAGE_NAMES, t)}" for t in i.message_types],
     }
 
 
@@ -139,19 +171,21 @@ def cell_soc_dict(m: pm.CellSoc) -> dict:
 def balancing_dict(m: pm.BalancingState) -> dict:
     mask = [bool(x) for x in np.asarray(m.mask, bool)]
     return {"mode": _code_name(BALANCING_MODES, m.mode), "mask": mask,
-            "balancing": [i for i, on in enumerate(mask) if on]}
+            "bleeding_cells": [i + 1 for i, on in enumerate(mask) if on]}
 
 
 def fault_entry_dict(e: dict) -> dict:
     """A fault log entry: the names of `FaultEvent.as_dict`, plus the state and pack SoC
-    when it happened; `index` 0-based (None: no cell or sensor), `value` None: no reading."""
+    when it happened; `cell` / `sensor` from 1 (None: not that kind, or none), `value`
+    None: no reading."""
+    name = fault_name(e["code"])
     return {
         "t_s": e["t_s"],
-        "name": fault_name(e["code"]),
+        "name": name,
         "code": e["code"],
         "level": level_name(e["level"]),
         "action": "raised" if e["action"] == 1 else "cleared",
-        "index": None if e["index"] < 0 else e["index"],
+        **subject_fields(name, e["index"]),
         "value": _num(e["value"]),
         "state": state_name(e["state"]),
         "soc_pct": _num(e["soc_pct"]),
@@ -159,10 +193,34 @@ def fault_entry_dict(e: dict) -> dict:
 
 
 def parameter_dict(p: dict) -> dict:
-    """A ParameterList entry: id, name, kind name, unit, choices."""
+    """A ParameterList entry: id, name, kind name, unit, choices; the range, default,
+    access and persistence a 1.1 device adds (None from a 1.0 one)."""
+    access = p["access"]
     return {"id": p["param_id"], "name": p["name"],
             "kind": _code_name(VALUE_KIND_NAMES, p["kind"]), "unit": p["unit"],
-            "choices": list(p["choices"])}
+            "choices": list(p["choices"]),
+            "min": _bound(p["min"]), "min_excluded": bool(p["open_ends"] & pm.OPEN_END_BITS["min"]),
+            "max": _bound(p["max"]), "max_excluded": bool(p["open_ends"] & pm.OPEN_END_BITS["max"]),
+            "default": _default(p),
+            "access": [name for name, bit in pm.ACCESS_BITS.items() if access & bit] or None,
+            "persisted": p["persisted"] if access else None}
+
+
+def _bound(x: float) -> float | None:
+    """A parameter's bound as it is (a setting, exact on the wire); None for none."""
+    return None if math.isnan(x) else x
+
+
+def _default(p: dict) -> float | int | bool | str | None:
+    """The default as the parameter's kind: a CHOICE's travels as its word's position."""
+    x, kind = p["default"], p["kind"]
+    if math.isnan(x):
+        return None
+    if kind == pm.ValueKind.CHOICE:
+        return p["choices"][int(x)] if 0 <= x < len(p["choices"]) else None
+    if kind == pm.ValueKind.BOOL:
+        return bool(x)
+    return int(x) if kind == pm.ValueKind.INT else x
 
 
 def config_value(v: dict) -> float | int | bool | str | None:
@@ -215,36 +273,50 @@ def fmt_contactors(d: dict) -> str:
 
 
 def status_rows(d: dict) -> list[tuple[str, str]]:
-    """A status dict (`status_dict`) as (label, text) rows; cells and sensors 1-based."""
+    """A status dict (`status_dict`) as (label, text) rows."""
 
-    def where(kind: str, index: int, value: float | None) -> str:
-        return "" if value is None else f" ({kind} {index + 1})"
+    def where(kind: str, number: int | None) -> str:
+        return "" if number is None else f" ({kind} {number})"
 
     return [
         ("state", d["state"]),
         ("contactors", fmt_contactors(d)),
+        ("contactor feedback", "-" if d["contactor_feedback"] is None
+         else ", ".join(d["contactor_feedback"]) or "all open"),
         ("faults", ", ".join(d["faults"]) or "none"),
-        ("pack voltage", fmt(d["pack_voltage_v"], ".2f", "V")),
+        ("fault levels", fmt_levels(d["faults_by_level"])),
+        ("pack / bus voltage", f"{fmt(d['pack_voltage_v'], '.2f', 'V')} / "
+                               f"{fmt(d['bus_voltage_v'], '.2f', 'V')}"),
         ("current", fmt_current(d["current_a"])),
         ("SoC / SoH", f"{fmt(d['soc_pct'], '.1f', '%')} / {fmt(d['soh_pct'], '.1f', '%')}"),
         ("limits charge / discharge", f"{fmt(d['charge_limit_a'], '.2f', 'A')} / "
                                       f"{fmt(d['discharge_limit_a'], '.2f', 'A')}"),
+        ("voltage limits CVL / DVL", f"{fmt(d['charge_voltage_limit_v'], '.2f', 'V')} / "
+                                     f"{fmt(d['discharge_voltage_limit_v'], '.2f', 'V')}"),
         ("remaining energy", fmt(d["remaining_wh"], ".1f", "Wh")),
         ("runtime", "- (not discharging)" if d["runtime_s"] is None
          else fmt_duration(d["runtime_s"])),
         ("cell voltage min / max",
          f"{fmt(d['cell_v_min'], '.3f', 'V')}"
-         f"{where('cell', d['cell_v_min_index'], d['cell_v_min'])} / "
+         f"{where('cell', d['cell_v_min_cell'])} / "
          f"{fmt(d['cell_v_max'], '.3f', 'V')}"
-         f"{where('cell', d['cell_v_max_index'], d['cell_v_max'])}"),
+         f"{where('cell', d['cell_v_max_cell'])}"),
         ("temperature min / max",
          f"{fmt(d['temp_c_min'], '.1f', '°C')}"
-         f"{where('sensor', d['temp_c_min_index'], d['temp_c_min'])} / "
+         f"{where('sensor', d['temp_c_min_sensor'])} / "
          f"{fmt(d['temp_c_max'], '.1f', '°C')}"
-         f"{where('sensor', d['temp_c_max_index'], d['temp_c_max'])}"),
+         f"{where('sensor', d['temp_c_max_sensor'])}"),
         ("balancing", f"{d['balancing_count']} cell(s) bleeding"),
         ("device time", fmt(d["time_s"], ".1f", "s")),
     ]
+
+
+def fmt_levels(levels: dict[str, list[str]] | None) -> str:
+    """The active faults by level ("WARNING: A, B; ALARM: A"); "-" when not known."""
+    if levels is None:
+        return "-"
+    return "; ".join(f"{level}: {', '.join(names)}" for level, names in levels.items()
+                     if names) or "none"
 
 
 def fmt_value(v: object) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from bms.links.serial_link import DEFAULT_BAUD, Endpoint, LinkFactory
 from protocol.codec import Frame
-from protocol.framing import Flags
+from protocol.framing import REVISION_1_0, REVISIONS, Flags
 from protocol.messages import ErrorCode, Nack
 
 DEFAULT_TIMEOUT_S = 1.0
@@ -30,8 +30,15 @@ class Refused(Exception):
 
 
 class Client:
-    def __init__(self, port: str | LinkFactory, baud: int = DEFAULT_BAUD):
-        """`port`: a serial port's path, or a LinkFactory (MQTT: `bms.links.mqtt.link`)."""
+    def __init__(self, port: str | LinkFactory, baud: int = DEFAULT_BAUD,
+                 revision: int = REVISION_1_0):
+        """`port`: a serial port's path, or a LinkFactory (MQTT: `bms.links.mqtt.link`).
+        `revision`: the protocol revision to speak; a device that refuses it as
+        UNSUPPORTED_VERSION is asked again one revision lower (`revision` then says which
+        one it speaks)."""
+        if revision not in REVISIONS:
+            raise ValueError(f"revision {revision}; one of {list(REVISIONS)}")
+        self.revision = revision
         self.endpoint = Endpoint(port, baud, on_frame=self._frame)
         self._pending: dict[int, asyncio.Future] = {}
         self._callbacks: dict[type, list[Callable[[object], None]]] = defaultdict(list)
@@ -70,24 +77,34 @@ class Client:
         self._callbacks[msg_class].append(callback)
 
     def send_event(self, msg: object) -> int:
-        return self.endpoint.send(msg, flags=Flags.EVENT)
+        return self.endpoint.send(msg, flags=Flags.EVENT, revision=self.revision)
 
     async def request(self, msg: object, timeout_s: float = DEFAULT_TIMEOUT_S) -> object:
-        """Sends a request and returns the response message."""
+        """Sends a request and returns the response message; an older device's refusal of
+        the revision lowers `revision` and asks again."""
+        while True:
+            reply = await self._ask(msg, timeout_s)
+            older = self.revision - 1
+            if not (isinstance(reply, Nack) and reply.error == ErrorCode.UNSUPPORTED_VERSION
+                    and older in REVISIONS):
+                break
+            self.revision = older
+        if isinstance(reply, Nack):
+            raise Refused(reply)
+        return reply
+
+    async def _ask(self, msg: object, timeout_s: float) -> object:
         seq = self.endpoint.next_seq()
         fut = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
         try:
-            self.endpoint.send(msg, seq=seq, flags=Flags.REQUEST)
-            reply = await asyncio.wait_for(fut, timeout_s)
+            self.endpoint.send(msg, seq=seq, flags=Flags.REQUEST, revision=self.revision)
+            return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
             raise TimeoutError(f"no answer to {type(msg).__name__} within {timeout_s:g} s "
                                f"on {self.endpoint.link.port}") from None
         finally:
             self._pending.pop(seq, None)
-        if isinstance(reply, Nack):
-            raise Refused(reply)
-        return reply
 
     def _frame(self, frame: Frame) -> None:
         if frame.header.flags & Flags.RESPONSE:

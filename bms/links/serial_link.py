@@ -20,7 +20,7 @@ import serial
 import serial_asyncio_fast
 
 from protocol.codec import Decoder, Frame, encode
-from protocol.framing import Flags, FrameError
+from protocol.framing import REVISION_1_0, Flags, FrameError
 
 log = logging.getLogger(__name__)
 
@@ -172,10 +172,12 @@ class Endpoint:
         self._seq = (self._seq + 1) & 0xFFFF
         return self._seq
 
-    def send(self, msg: object, seq: int | None = None, flags: Flags | None = None) -> int:
-        """Sends a message (dropped while the port is away); returns its sequence number."""
+    def send(self, msg: object, seq: int | None = None, flags: Flags | None = None,
+             revision: int = REVISION_1_0) -> int:
+        """Sends a message in `revision`'s layout (dropped while the port is away); returns
+        its sequence number."""
         seq = self.next_seq() if seq is None else seq
-        data = encode(msg, seq, flags)
+        data = encode(msg, seq, flags, revision)
         if self.link.send(data):
             self.bytes_out += len(data)
         return seq

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -28,7 +29,7 @@ from bms.runtime.timing import TickStats
 from bms.store.persistence import Keeper
 from protocol import messages as pm
 from protocol.codec import Frame
-from protocol.framing import Flags, FrameError, FrameErrorKind
+from protocol.framing import REVISION_1_0, REVISIONS, Flags, FrameError, FrameErrorKind, Header
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +51,32 @@ class PlantPort(Protocol):
     def advance(self, now_s: float) -> None: ...  # one tick under its own load
 
 
+class FieldLink(Protocol):
+    """A field interface beside the protocol link (Modbus, CAN): started with the runtime's
+    clock, closed when it ends; it reads the Device between steps on the same loop."""
+
+    name: str  # its key in `stats()`
+
+    async def start(self, now_s: Callable[[], float]) -> None: ...
+    async def close(self) -> None: ...
+    def stats(self) -> dict: ...
+    def describe(self) -> str: ...  # what it serves on, for people
+
+
 class Runtime:
     """Hosts one Device (and its firmware) on one Endpoint."""
 
     def __init__(self, device: Device, endpoint: Endpoint, tick_s: float,
                  plant: PlantPort | None = None, bridge: MqttBridge | None = None,
                  keeper: Keeper | None = None, who: str = "protocol",
-                 policy: CommandPolicy = TRUSTED):
+                 policy: CommandPolicy = TRUSTED, field_links: Sequence[FieldLink] = ()):
         """`bridge`: MQTT telemetry and commands, fed after every step. `keeper`: the
         persistent store, saved after a step before anything of it is sent. `who`: the
         link's name in the log of configuration writes. `policy`: what requests on the link
-        may change (TRUSTED: a serial port; over MQTT the emulator's command policy)."""
+        may change (TRUSTED: a serial port; over MQTT the emulator's command policy).
+        `field_links`: Modbus, CAN, served for as long as the runtime runs."""
         self.device = device
+        self.field_links = tuple(field_links)
         self.keeper = keeper
         self.who = who
         self.policy = policy
@@ -77,7 +92,9 @@ class Runtime:
         endpoint.on_connection = self._connection
         self._t0 = 0.0
         self._last_step_s = -1.0
+        self._last_tick_s = -1.0  # HIL: a tick with no step since the one before steps
         self.last_rig_seq = 0
+        self.rig_revision = REVISION_1_0  # of the rig's last measurement: its actuations' too
         self.steps = 0
         self.watchdog_steps = 0  # HIL: steps without a measurement
         self.refused_measurements = 0
@@ -92,11 +109,15 @@ class Runtime:
         self._t0 = asyncio.get_running_loop().time()
         await self.endpoint.start()
         try:
+            for link in self.field_links:
+                await link.start(self.now_s)
             await asyncio.wait_for(self._ticks(), duration_s)
         except TimeoutError:
             pass
         finally:
             self._shut_down()
+            for link in self.field_links:
+                await link.close()
             await self.endpoint.close()
 
     async def _ticks(self) -> None:
@@ -112,11 +133,12 @@ class Runtime:
     def _tick(self, now_s: float) -> None:
         if not self.hil:
             self._sim_step(now_s)
-        elif now_s - self._last_step_s >= self.tick_s:
+        elif self._last_step_s <= self._last_tick_s:  # no measurement since the last tick
             self.watchdog_steps += 1
             self._step(None, now_s)
+        self._last_tick_s = now_s
         for msg in self.device.telemetry_due(now_s):
-            self.endpoint.send(msg, flags=Flags.EVENT)
+            self.endpoint.send(msg, flags=Flags.EVENT, revision=self.device.telemetry_revision)
         self.after_step.poll(now_s)
 
     def _sim_step(self, now_s: float) -> None:
@@ -131,9 +153,10 @@ class Runtime:
         self.steps += 1
         self.after_step(now_s, m, act)
         for e in act.events:
-            log.warning("%.1f s %s %s %s", e.t_s, e.level, e.name, e.action)
+            log.warning("%s", e.describe())
         if self.hil:
-            self.endpoint.send(actuation_frame(act, self.last_rig_seq, now_s), flags=Flags.EVENT)
+            self.endpoint.send(actuation_frame(act, self.last_rig_seq, now_s), flags=Flags.EVENT,
+                               revision=self.rig_revision)
         return act
 
     def stats(self) -> dict:
@@ -146,22 +169,30 @@ class Runtime:
                 "frames_in": ep.frames_in, "bytes_in": ep.bytes_in, "bytes_out": ep.bytes_out,
                 "decode_errors": dict(ep.errors),
                 "not_enabled": dict(self.device.not_enabled),
-                **({"nvm": self.keeper.figures()} if self.keeper is not None else {})}
+                **({"nvm": self.keeper.figures()} if self.keeper is not None else {}),
+                **{link.name: link.stats() for link in self.field_links}}
 
     # --- what arrives -------------------------------------------------------------------
 
     def _frame(self, frame: Frame) -> None:
         msg, header = frame.message, frame.header
-        if header.flags & Flags.REQUEST:
-            reply = self.device.handle(msg, self.now_s(), self.who, self.policy)
+        wrong_kind = _not_a_request(header) if header.flags & Flags.REQUEST else None
+        if wrong_kind is not None:
+            self._answer_error(header, pm.ErrorCode.NOT_A_REQUEST, wrong_kind)
+        elif header.flags & Flags.REQUEST:
+            reply = self.device.handle(msg, self.now_s(), self.who, self.policy,
+                                       header.revision)
             try:
-                self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply))
+                self.endpoint.send(reply, seq=header.seq, flags=_reply_flags(reply),
+                                   revision=header.revision)
             except ValueError:
                 log.exception("cannot encode the answer to %s", type(msg).__name__)
                 self.endpoint.send(nack(header.msg_type, pm.ErrorCode.INTERNAL,
                                         "the device could not encode its answer; see its log"),
-                                   seq=header.seq, flags=Flags.RESPONSE | Flags.ERROR)
+                                   seq=header.seq, flags=Flags.RESPONSE | Flags.ERROR,
+                                   revision=header.revision)
         elif isinstance(msg, pm.MeasurementFrame):
+            self.rig_revision = header.revision
             self._measurement(msg, header.seq)
         # responses and events of other kinds are not for a BMS: ignored
 
@@ -171,7 +202,8 @@ class Runtime:
             self.refused_measurements += 1
             code, detail = problem
             self.endpoint.send(nack(pm.BY_CLASS[pm.MeasurementFrame].type_id, code, detail),
-                               seq=seq, flags=Flags.RESPONSE | Flags.ERROR)
+                               seq=seq, flags=Flags.RESPONSE | Flags.ERROR,
+                               revision=self.rig_revision)
             return
         self.last_rig_seq = msg.rig_seq
         self._step(measurement_of(msg), self.now_s())
@@ -194,11 +226,27 @@ class Runtime:
         return None
 
     def _error(self, error: FrameError) -> None:
-        code = ANSWERED_ERRORS.get(error.kind)
-        if code is None or error.header is None or not error.header.flags & Flags.REQUEST:
+        """A request that cannot be served is told why (NOT_A_REQUEST decided from the
+        header, before the payload is looked at); so is a rig whose measurement cannot be
+        read, though a MeasurementFrame is an event: it must stop and report it."""
+        code, header, detail = ANSWERED_ERRORS.get(error.kind), error.header, error.detail
+        if code is None or header is None:
             return
-        self.endpoint.send(nack(error.header.msg_type, code, error.detail),
-                           seq=error.header.seq, flags=Flags.RESPONSE | Flags.ERROR)
+        if header.flags & Flags.REQUEST:
+            wrong_kind = _not_a_request(header)
+            if wrong_kind is not None and error.kind != FrameErrorKind.UNSUPPORTED_VERSION:
+                code, detail = pm.ErrorCode.NOT_A_REQUEST, wrong_kind
+        elif header.msg_type == pm.BY_CLASS[pm.MeasurementFrame].type_id:
+            self.refused_measurements += 1
+        else:
+            return
+        self._answer_error(header, code, detail)
+
+    def _answer_error(self, header: Header, code: pm.ErrorCode, detail: str) -> None:
+        # in the frame's revision; one this end does not speak is answered in 1.0's
+        revision = header.revision if header.revision in REVISIONS else REVISION_1_0
+        self.endpoint.send(nack(header.msg_type, code, detail), seq=header.seq,
+                           flags=Flags.RESPONSE | Flags.ERROR, revision=revision)
 
     def _connection(self, up: bool) -> None:
         """A host that comes back subscribes afresh; until then nobody reads telemetry."""
@@ -231,7 +279,18 @@ class Runtime:
             final = Actuation(state, OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
                               act.fault_bitmap, act.soc)
             self.endpoint.send(actuation_frame(final, self.last_rig_seq, self.now_s()),
-                               flags=Flags.EVENT)
+                               flags=Flags.EVENT, revision=self.rig_revision)
+
+
+def _not_a_request(header: Header) -> str | None:
+    """Why a frame with the REQUEST flag is not one, from its header alone; None when its
+    type is a request type (or unknown: that is UNKNOWN_TYPE)."""
+    mt = pm.REGISTRY.get(header.msg_type)
+    if mt is None or mt.flags is Flags.REQUEST:
+        return None
+    kind = "an event" if mt.flags is Flags.EVENT else "a response"
+    return (f"{mt.name} (0x{mt.type_id:02X}) is {kind}, not a request: only request types "
+            "take the REQUEST flag")
 
 
 def _reply_flags(reply: object) -> Flags:

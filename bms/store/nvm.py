@@ -22,6 +22,7 @@ from bms.core.counters import Counters
 from bms.core.fault_log import LogEntry, newer_than
 from bms.core.signals import FaultEvent
 from bms.data.config import FAULT_LOG_SIZE_MAX
+from bms.data.faults import subject_fields
 from bms.data.parameters import ConfigChange
 from bms.data.validation import InputError
 from bms.store import integrity
@@ -466,8 +467,9 @@ def open_for_reading(path: str | Path) -> sqlite3.Connection:
 
 
 def export(path: str | Path) -> dict:
-    """Everything a store holds, as plain data (`bms-emu nvm export`): SoC in percent at
-    the edge, the rest as stored."""
+    """Everything a store holds, as plain data (`bms-emu nvm export`): SoC in percent and a
+    fault log entry's cell or sensor numbered from 1 (`cell`, `sensor`) at the edge, the
+    rest as stored."""
     db = open_for_reading(path)
     try:
         def rows(sql: str) -> list[dict]:
@@ -486,8 +488,7 @@ def export(path: str | Path) -> dict:
         outbox = rows("SELECT seq, topic, payload FROM outbox ORDER BY seq")
     finally:
         db.close()
-    for entry in log:
-        entry["snapshot"] = json.loads(entry["snapshot"])
+    log = [_log_row_out(entry) for entry in log]
     for message in outbox:
         message["payload"] = json.loads(message["payload"])
     for change in changes:
@@ -502,6 +503,14 @@ def export(path: str | Path) -> dict:
         "config_changes": changes,
         "mqtt_outbox": outbox,  # fault events the broker has not yet acknowledged
     }
+
+
+def _log_row_out(row: dict) -> dict:
+    """A fault log row as people read it: its stored 0-based `cell_index` (a cell's or a
+    sensor's, by the fault) as `cell` / `sensor` from 1."""
+    out = {k: v for k, v in row.items() if k not in ("cell_index", "value", "snapshot")}
+    return {**out, **subject_fields(row["name"], row["cell_index"]), "value": row["value"],
+            "snapshot": json.loads(row["snapshot"])}
 
 
 def _snapshot_out(row: dict) -> dict:

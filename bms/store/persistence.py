@@ -127,11 +127,12 @@ class Resumed:
 
 
 def resume(store: NvmStore, chem: Chemistry, n_series: int, capacity_ah: float,
-           given: tuple[FirmwareConfig, dict, str] | None) -> Resumed:
-    """A firmware resumed from `store`: its configuration (the one `given` at start as
-    (config, overrides, source) when there is one, logged as a write by that source, else
-    the stored one), SoC, state of health, counters, latched faults and fault log. How
-    long the pack was off comes from the wall-clock times of the last save and now."""
+           given: tuple[FirmwareConfig, dict, str] | None, autostart: bool = True) -> Resumed:
+    """A firmware resumed from `store` (`autostart`: see Firmware): its configuration (the
+    one `given` at start as (config, overrides, source) when there is one, logged as a
+    write by that source, else the stored one), SoC, state of health, counters, latched
+    faults and fault log. How long the pack was off comes from the wall-clock times of the
+    last save and now."""
     overrides = store.overrides() or {}
     config = None
     if overrides:
@@ -143,7 +144,7 @@ def resume(store: NvmStore, chem: Chemistry, n_series: int, capacity_ah: float,
         before = config or default_config(chem, n_series, capacity_ah)
         written = (new_overrides, changes_between(before, new_config), source)
         config, overrides = new_config, new_overrides
-    fw = Firmware(chem, n_series, capacity_ah, config)
+    fw = Firmware(chem, n_series, capacity_ah, config, autostart=autostart)
     stored = store.load(fw.cfg.fault_log_size)  # the store may keep more: the pack's history
     if written is not None:
         try:

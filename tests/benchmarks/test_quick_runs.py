@@ -217,3 +217,18 @@ def test_pack_v_drift_quick_stays_under_its_threshold_on_a_healthy_pack():
     assert 0 < case["rms_v"] < case["max_v"] < case["threshold_v"]
     assert case["margin"] > 1 and case["events"] == []
     assert case["bleeding_share"] > 0  # the balancer's sense-wire drop was in the readings
+
+
+def test_can_link_quick_reports_periods_answers_and_cpu():
+    from tests.bms.links.can.test_udp_multicast import group, multicast_or_skip
+
+    multicast_or_skip(group())
+    out = quick("can_link.py")
+    assert out["benchmark"] == "can_link"
+    frames = out["pylon_lv"]["frames"]
+    assert {"0x351", "0x355", "0x356", "0x359", "0x35C", "0x35E"} <= set(frames)
+    assert all(frames[i]["frames"] >= 3 for i in ("0x351", "0x355", "0x356", "0x359", "0x35C"))
+    assert isinstance(out["pylon_lv"]["goal_met"], bool)
+    assert out["pylon_hv"]["answers"] >= 3 and out["pylon_hv"]["answer_ms_max"] > 0
+    for key in ("cpu_pct_without_can", "cpu_pct_pylon_lv", "cpu_pct_pylon_hv"):
+        assert out[key] > 0

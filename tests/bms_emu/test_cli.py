@@ -110,7 +110,8 @@ def test_injection_ends_in_a_fault_event(capsys):
     raised = [e for e in d["events"] if e["action"] == "raised"]
     # 0.6 V on a cell near 3.9 V: beyond what a working sensor reads, and over-voltage
     assert raised and raised[0]["name"] in ("VOLTAGE_SENSOR_FAULT", "CELL_OVERVOLTAGE")
-    assert raised[0]["index"] == 2 and raised[0]["t_s"] >= 60.0
+    assert raised[0]["cell"] == 3 and raised[0]["sensor"] is None  # numbered as injected
+    assert raised[0]["t_s"] >= 60.0
     assert d["final"]["state"] == "FAULT" and d["final"]["contactors"] == "open"
 
 
@@ -144,6 +145,15 @@ def test_summary_table_is_printed(capsys):
         assert fragment in out
 
 
+def test_summary_table_names_the_faulty_cell_as_injected(capsys):
+    """Issue 16: the 3rd cell is `cell 3` in the table, as on the label and in --inject."""
+    assert main(["run", *SHORT, "--inject", "60:sensor-offset:cell=3,offset_v=0.6"]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "CELL_OVERVOLTAGE" in line]
+    assert lines and all(" at cell 3 (" in line for line in lines), out
+    assert "index" not in out
+
+
 def record(tmp_path: Path, name: str, *extra: str) -> bytes:
     path = tmp_path / name
     assert main(["run", "--quiet", *SHORT, "--record", str(path), *extra]) == 0
@@ -167,6 +177,20 @@ def test_recording_has_the_documented_columns(tmp_path):
         assert column in header
     assert len(lines) == 1 + 30
     assert lines[2].split(",")[0] == "10.000"
+
+
+def test_recording_columns_count_cells_and_sensors_from_1(tmp_path):
+    """Issue 16: `v3` is the 3rd cell and `t2` the 2nd sensor, as --inject numbers them."""
+    text = record(tmp_path, "r.csv", "--series", "8", "--record-every", "10s",
+                  "--inject", "0:sensor-offset:cell=3,offset_v=0.2",
+                  "--inject", "0:temp-sensor-offset:sensor=2,offset_c=5").decode()
+    header, *rows = [line.split(",") for line in text.splitlines()]
+    col = {name: j for j, name in enumerate(header)}
+    assert "v0" not in col and "t0" not in col and "t3" not in col
+    for row in rows[1:]:  # the first was measured before the injections took effect
+        v = {k: float(row[col[f"v{k}"]]) for k in range(1, 9)}
+        assert max(v, key=v.get) == 3, row
+        assert float(row[col["t2"]]) > float(row[col["t1"]]) + 3.0, row
 
 
 def test_run_plot_and_plot_command_write_pngs(tmp_path, capsys):

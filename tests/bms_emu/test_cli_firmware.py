@@ -39,7 +39,7 @@ def test_sensor_offset_trips_within_the_debounce_and_opens_the_contactors(capsys
     first = hits[0]
     row = default_row(first["name"], first["level"], "cell_v_max", 4)
     assert 600.0 <= first["t_s"] <= 600.0 + row.debounce_s + 1.0
-    assert first["index"] == 2  # cell 3 on the label is index 2
+    assert first["cell"] == 3  # numbered as on the label, as injected
     assert first["value"] > row.threshold
     assert not [e for e in d["events"] if e["t_s"] < 600.0]
     assert d["final"]["state"] == "FAULT"
@@ -53,7 +53,7 @@ def test_open_sense_wire_is_reported_after_it_opens(capsys):
     hits = raised(d, "OPEN_WIRE")
     assert hits, d["events"]
     assert 300.0 < hits[0]["t_s"] < 300.0 + 10.0
-    assert hits[0]["index"] in (4, 5)  # cell 5 or the neighbour sharing the wire
+    assert hits[0]["cell"] in (5, 6)  # cell 5 or the neighbour sharing the wire
     assert not [e for e in d["events"] if e["t_s"] < 300.0]
     assert d["final"]["state"] == "FAULT" and d["final"]["contactors"] == "open"
 
@@ -129,7 +129,7 @@ def test_config_file_with_a_tighter_overvoltage_fault_trips_where_the_default_do
     debounce_s = default_row("CELL_OVERVOLTAGE", "FAULT", "cell_v_max", 4).debounce_s
     (trip,) = ov_fault(tight_run)
     assert trip["t_s"] == pytest.approx(60.0 + debounce_s)
-    assert trip["index"] == 0
+    assert trip["cell"] == 1
     assert TIGHT_OV_FAULT_V < trip["value"] < default_v
     assert tight_run["final"]["state"] == "FAULT"
     assert tight_run["final"]["contactors"] == "open"

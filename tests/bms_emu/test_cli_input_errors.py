@@ -53,17 +53,27 @@ def test_a_profile_that_is_not_a_finite_number_is_refused(capsys, profile):
     assert f"'{profile}'" in err and "must be a finite number" in err
 
 
-def test_every_problem_of_config_injections_and_profile_is_listed_together(capsys, tmp_path):
+@pytest.mark.parametrize("command", [
+    ["run", *SHORT], ["serve", "--sim", "--series", "4"], ["rig", "--series", "4"]],
+    ids=["run", "serve", "rig"])
+def test_every_problem_of_config_injections_and_profile_is_listed_together(capsys, tmp_path,
+                                                                          command):
+    """In one error, whichever command (the rig takes no --config); and a refused start
+    opens no store."""
     config = tmp_path / "bad.toml"
     config.write_text("rest_current_aa = 0.2\nfault_log_size = -5\n")
-    err = refused(capsys, ["run", *SHORT, "--config", str(config), "--inject", "5s:bogus",
+    store = tmp_path / "pack.sqlite"
+    port = [] if command[0] == "run" else ["--serial", str(tmp_path / "port")]
+    file_options = [] if command[0] == "rig" else ["--config", str(config), "--nvm", str(store)]
+    err = refused(capsys, [*command, *port, *file_options, "--inject", "5s:bogus",
                            "--profile", "current:nan"])
-    assert "4 problem(s)" in err
-    for fragment in (f"{config}: rest_current_aa = 0.2: unknown key",
-                     f"{config}: fault_log_size = -5: must be within [1, 65535]",
-                     "--inject: 5s:bogus: KIND = 'bogus'",
-                     "--profile: 'current:nan'"):
+    expected = [f"{config}: rest_current_aa = 0.2: unknown key",
+                f"{config}: fault_log_size = -5: must be within [1, 65535]"] if file_options else []
+    expected += ["--inject: 5s:bogus: KIND = 'bogus'", "--profile: 'current:nan'"]
+    assert f"{len(expected)} problem(s)" in err
+    for fragment in expected:
         assert fragment in err, fragment
+    assert not store.exists()
 
 
 # --- output paths, before the run ---------------------------------------------------------------

@@ -63,12 +63,28 @@ def test_show_summarises_and_export_writes_a_file(tmp_path):
     assert f"schema version {SCHEMA_VERSION}" in text
     assert "pack: 4 cells of na-nfm" in text
     assert "latched: TEMP_SENSOR_FAULT" in text
-    assert "FAULT   TEMP_SENSOR_FAULT #1 raised" in text
+    assert "FAULT   TEMP_SENSOR_FAULT sensor 1 raised" in text
     out = tmp_path / "export.json"
     assert bms_emu("nvm", "export", str(store), "-o", str(out)).returncode == 0
     data = json.loads(out.read_text())
     assert data["saved"]["latched_rows"] == [["TEMP_SENSOR_FAULT", "temp_reading_min", False]]
     assert [e["name"] for e in data["fault_log"]] == ["TEMP_SENSOR_FAULT"]
+    assert (data["fault_log"][0]["sensor"], data["fault_log"][0]["cell"]) == (1, None)
+
+
+def test_show_and_export_number_the_faulty_cell_from_1(tmp_path):
+    """Issue 16: the store keeps the 0-based index; what `nvm` prints says `cell 3`."""
+    store = tmp_path / "pack.sqlite"
+    run(store, "--duration", "2m", "--inject", "30:sensor-offset:cell=3,offset_v=0.6")
+    shown = bms_emu("nvm", "show", str(store))
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines()
+             if line.startswith("  boot") and "CELL_OVERVOLTAGE" in line]
+    assert lines and all("CELL_OVERVOLTAGE cell 3 raised" in line for line in lines), lines
+    log = export(store)["fault_log"]
+    over = [e for e in log if e["name"] == "CELL_OVERVOLTAGE"]
+    assert over and all((e["cell"], e["sensor"]) == (3, None) for e in over), over
+    assert not any("cell_index" in e for e in log)
 
 
 def test_a_latched_fault_keeps_the_next_run_open(tmp_path):

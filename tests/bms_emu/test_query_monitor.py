@@ -107,12 +107,31 @@ def test_query_info_and_status_use_names(capsys, port):
     assert set(status["contactors_closed"]) <= set(pm.CONTACTOR_BITS)
     assert 0.0 <= status["soc_pct"] <= 100.0
     assert 1.0 < status["cell_v_min"] <= status["cell_v_max"] < 5.0
-    assert 0 <= status["cell_v_max_index"] < SERIES
+    assert 1 <= status["cell_v_max_cell"] <= SERIES  # numbered as on the label
     code, out, _ = query(capsys, port, "status")  # the table a person reads
     assert code == 0
     # By name; the state may have moved on since the JSON query (a fresh pack precharges).
     assert any(name in out for name in list(State))
     assert "%" in out and " V" in out and " A (" in out
+
+
+def test_query_speaks_1_1_and_shows_identity_levels_and_ranges(capsys, port):
+    """`query` asks in the newest revision: DeviceInfo names the pack and build, Status gives
+    the faults by level, the bus voltage and the feedback, the parameters their ranges."""
+    info = query_json(capsys, port, "info")
+    assert info["protocol_version"] == 2 and info["protocol_revisions"] == [1, 2]
+    assert info["pack_id"] and info["serial"] == f"{info['pack_id']}-sim"
+    assert info["firmware_build"] and info["max_page_entries"] == 32
+    assert info["config_schema_version"] >= 1 and "0x04 Status" in info["message_types"]
+    status = query_json(capsys, port, "status")
+    assert set(status["faults_by_level"]) == {"WARNING", "ALARM", "FAULT"}
+    assert status["store"] in ("none", "ok") and isinstance(status["contactor_feedback"], list)
+    config = query_json(capsys, port, "config", "measurement_timeout_s")
+    timeout = config["parameters"]["measurement_timeout_s"]
+    assert (timeout["min"], timeout["min_excluded"], timeout["max"]) == (0.0, True, 10.0)
+    assert timeout["default"] == 1.0 and timeout["access"] == ["read", "write"]
+    code, out, _ = query(capsys, port, "config", "measurement_timeout_s")
+    assert code == 0 and "(0, 10]" in out
 
 
 def test_query_cells_temps_soc_balancing(capsys, port):
@@ -227,7 +246,8 @@ def test_faults_pages_through_the_log_with_names(capsys, tmp_path):
         first = log["entries"][0]
         assert (first["name"], first["level"], first["action"]) == (
             "TEMP_SENSOR_FAULT", "FAULT", "raised")
-        assert first["index"] == 1 and first["value"] == -60.0  # sensor 2, 0-based in JSON
+        assert (first["sensor"], first["cell"]) == (2, None)  # as injected, from 1
+        assert first["value"] == -60.0
         assert first["state"] in list(State) and log["total"] >= len(log["entries"])
         code, out, _ = query(capsys, port, "faults")
         assert code == 0
@@ -313,11 +333,15 @@ def _snapshot() -> Snapshot:
         charge_limit_a=0.0, discharge_limit_a=0.0, pack_voltage_v=15.6, current_a=-0.5,
         soc_pct=55.0, soh_pct=98.0, remaining_wh=20.0, runtime_s=math.nan, cell_v_min=3.8,
         cell_v_min_index=0, cell_v_max=4.1, cell_v_max_index=3, temp_c_min=24.0,
-        temp_c_min_index=0, temp_c_max=26.0, temp_c_max_index=1, balancing_count=2)
+        temp_c_min_index=0, temp_c_max=26.0, temp_c_max_index=1, balancing_count=2,
+        warning_bitmap=1 << 0, fault_level_bitmap=(1 << 0) | (1 << 15), bus_voltage_v=15.5,
+        contactor_feedback=pm.CONTACTOR_BITS["negative"])
+    info = pm.DeviceInfo(2, "9.9", "na-nfm", int(pm.Mode.HIL), 4, 1, 2, 1.5, 1,
+                         pack_id="rack-7", serial="rack-7-hil", firmware_build="v9.9-2-gabc",
+                         protocol_revisions=(1, 2))
     return Snapshot(
         port="/dev/ttyTEST", link="reconnecting", frames=42, errors=1,
-        info={"chemistry": "na-nfm", "n_series": 4, "n_parallel": 1, "capacity_ah": 1.5,
-              "mode": "HIL", "firmware_version": "9.9"},
+        info=views.info_dict(info),
         status=views.status_dict(status), cells_v=[3.8, 3.9, 4.0, 4.1], temps_c=[24.0, 26.0],
         balancing={"mode": "voltage", "mask": [False, True, False, True]})
 
@@ -337,10 +361,18 @@ def test_render_marks_balancing_cells_and_names_faults():
     assert len(BAR.findall(out)) == 4
     assert "░" * BAR_WIDTH in lines[1] and "█" * BAR_WIDTH in lines[4]  # lowest .. highest
     assert "CELL_OVERVOLTAGE" in out and "TEMP_SENSOR_FAULT" in out
+    # The extremes by the cells and sensors a person counts: payload index 3 is cell 4.
+    assert "3.800 V (cell 1) / 4.100 V (cell 4)" in out
+    assert "24.0 °C (sensor 1) / 26.0 °C (sensor 2)" in out
     assert "FAULT" in out and "open (all open)" in out and "-0.500 A (discharging)" in out
     assert "link: reconnecting" in out and "42 frames" in out
     assert "1: 24.0 °C" in out and "2: 26.0 °C" in out
     assert "55.0 %" in out and "not discharging" in out
+    # protocol 1.1: who the device is, the faults by level, the bus and the feedback
+    assert "protocol revision 2" in out
+    assert "pack rack-7, serial rack-7-hil, build v9.9-2-gabc" in out
+    assert "WARNING: CELL_OVERVOLTAGE; FAULT: CELL_OVERVOLTAGE, TEMP_SENSOR_FAULT" in out
+    assert "15.60 V / 15.50 V" in out and re.search(r"contactor feedback\s+negative", out)
 
 
 def test_render_without_data_and_with_many_cells():

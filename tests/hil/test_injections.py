@@ -70,6 +70,8 @@ PARSE_CASES = {
                             {"sensor": 2, "offset_c": -7.5})],
     "current-offset": [("2d:current-offset:offset_a=2.5", 172800.0, {"offset_a": 2.5})],
     "pack-sensor-offset": [("1m:pack-sensor-offset:offset_v=-0.5", 60.0, {"offset_v": -0.5})],
+    "reading-lost": [("5:reading-lost:reading=bus", 5.0, {"reading": "bus"}),
+                     ("5:reading-lost", 5.0, {"reading": "current"})],
     "internal-short": [("5:internal-short:cell=5,resistance_ohm=50", 5.0,
                         {"cell": 5, "resistance_ohm": 50.0}),
                        ("5:internal-short:cell=5", 5.0, {"cell": 5, "resistance_ohm": 100.0})],
@@ -269,6 +271,18 @@ def test_pack_sensor_offset_adds_to_the_pack_voltage_reading_only():
     assert after - before == pytest.approx(-0.5, abs=5e-3)
     assert before == pytest.approx(pack.pack_voltage_v, rel=5e-3)  # the sensor's accuracy
     assert pack.measure().cell_voltage_v.sum() == pytest.approx(cells, abs=0.05)
+
+
+@pytest.mark.parametrize(("reading", "field"), [
+    ("current", "current_a"), ("bus", "bus_voltage_v"), ("pack", "pack_voltage_v")])
+def test_a_lost_reading_is_nan_and_only_that_one(reading, field):
+    pack = make_pack()
+    run(pack, 1.0)
+    inject(pack, f"0:reading-lost:reading={reading}")
+    m = pack.measure()
+    fields = ("current_a", "bus_voltage_v", "pack_voltage_v")
+    assert [np.isnan(getattr(m, f)) for f in fields] == [f == field for f in fields]
+    assert np.isfinite(m.cell_voltage_v).all() and np.isfinite(m.temperature_c).all()
 
 
 def test_internal_short_drains_its_cell_at_rest_and_warms_it():

@@ -70,7 +70,7 @@ def emulator(relay):
     """`serve --hil` on the relay's first end, ready when it has opened its port (both
     processes start at once: the emulator retries the port until the relay is up)."""
     proc = Proc("serve", "--serial", relay.emulator_end, "--hil", "--tick", str(TICK_S),
-                "--duration", "60", "-v", *PACK)
+                "--duration", "60", "--autostart", "-v", *PACK)
     try:
         proc.wait_for(f"serial port {relay.emulator_end} open")
         yield proc
@@ -215,6 +215,28 @@ def test_a_fault_injected_into_the_rigs_pack_opens_its_contactors(relay, emulato
     assert final["state"] == "FAULT" and set(final["faults"]) <= VOLTAGE_FAULTS
     assert final["contactors_commanded"] == final["contactors"] == "open"
     assert f"raised    {raised[0]['text']}" in done.stderr  # the line a user reads
+
+
+async def test_unreadable_readings_from_a_rig_are_one_sensor_fault_each_at_their_own_index(
+        relay, emulator):
+    """Issue 16: a NaN on cell index 2 was logged at index 0 with +inf, and a NaN
+    temperature twice (+inf and -inf). Each is one entry naming its own cell or sensor,
+    with no value (NaN on the wire, as the protocol gives none)."""
+    async with asyncio.timeout(30), Client(relay.rig_end) as client:
+        info = await answer(client, pm.GetInfo())
+        n_cells, n_sensors = info.n_series, info.n_temp_sensors
+        for seq in range(1, 26):  # 2 s of NaN: past the temperature row's 1 s debounce
+            cells = np.full(n_cells, 3.4 + 1e-3 * (seq % 2), np.float32)  # not stuck
+            temps = np.full(n_sensors, 25.0, np.float32)
+            if seq > 5:
+                cells[2] = temps[1] = np.nan
+            client.send_event(pm.MeasurementFrame(seq, seq * TICK_S, 0.0, 0.0, 0, cells, temps))
+            await asyncio.sleep(TICK_S)
+        log = await client.request(pm.GetFaultLog(0, 32))
+    raised = [(e["code"], e["index"]) for e in log.entries if e["action"] == 1]
+    assert raised == [(FAULT_CODES["VOLTAGE_SENSOR_FAULT"], 2),
+                      (FAULT_CODES["TEMP_SENSOR_FAULT"], 1)]
+    assert all(np.isnan(e["value"]) for e in log.entries)
 
 
 def test_sigterm_on_the_emulator_opens_the_rigs_contactors_and_ends_both_cleanly(

@@ -394,6 +394,32 @@ def test_junit_report_is_valid_and_counts_failures(tmp_path, capsys):
     assert "expected state STORAGE, found state RUN" in failure.get("message")
 
 
+CELL_3_TRIPS = BASE + """
+    [[timeline]]
+    at = "2s"
+    inject = "sensor-offset:cell=3,offset_v=1.0"
+    [[expect]]
+    name = "fails, to show what happened"
+    at = "15s"
+    state = "RUN"
+"""
+
+
+def test_reports_name_the_faulty_cell_as_the_file_does(tmp_path, capsys):
+    """Issue 16: `cell=3` in the file is `cell 3` in the report, its JSON and JUnit."""
+    path = write(tmp_path, CELL_3_TRIPS)
+    report = tmp_path / "report.xml"
+    assert main(["scenario", str(path), "--junit", str(report)]) == 1
+    lines = [x for x in capsys.readouterr().out.splitlines() if "CELL_OVERVOLTAGE" in x]
+    assert lines and all(x.endswith(" raised, cell 3") for x in lines), lines
+    failure = ET.parse(report).getroot().find("testsuite/testcase/failure")
+    assert "FAULT CELL_OVERVOLTAGE raised, cell 3" in failure.text
+    assert main(["scenario", str(path), "--json"]) == 1
+    (sc,) = json.loads(capsys.readouterr().out)["scenarios"]
+    over = [e for e in sc["events"] if e["name"] == "CELL_OVERVOLTAGE"]
+    assert over and all((e["cell"], e["sensor"]) == (3, None) for e in over), over
+
+
 def test_junit_to_an_unwritable_path_is_a_clear_error(tmp_path, capsys):
     good = write(tmp_path, PASSING, "good.toml")
     assert main(["scenario", str(good), "--junit", str(tmp_path / "no" / "r.xml")]) == 2

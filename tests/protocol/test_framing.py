@@ -15,7 +15,9 @@ from protocol.framing import (
     HEADER,
     MAX_ENCODED_BYTES,
     MAX_PAYLOAD_BYTES,
-    PROTOCOL_VERSION,
+    REVISION_1_0,
+    REVISION_1_1,
+    REVISIONS,
     FrameError,
     FrameErrorKind,
     crc32,
@@ -29,13 +31,18 @@ from protocol.messages import (
     MeasurementFrame,
     Nack,
     encode_payload,
+    in_revision,
     same,
 )
 from tests.protocol.test_messages import fits, message_strategy
 
-any_message = st.sampled_from(sorted(REGISTRY)).flatmap(message_strategy).filter(fits)
-small_message = st.sampled_from([t for t, mt in REGISTRY.items() if mt.struct.subcons == []
-                                 or t in (0x04, 0x0D, 0x7E, 0x7F)]).flatmap(message_strategy)
+# Messages as every peer reads them (revision 1: what `encode` sends unless told).
+FIRST = sorted(t for t, mt in REGISTRY.items() if REVISION_1_0 in mt.structs)
+any_message = st.sampled_from(FIRST).flatmap(
+    lambda t: message_strategy(t, REVISION_1_0)).filter(fits)
+small_message = st.sampled_from([t for t in FIRST if REGISTRY[t].struct.subcons == []
+                                 or t in (0x04, 0x0D, 0x7E, 0x7F)]).flatmap(
+    lambda t: message_strategy(t, REVISION_1_0))
 
 
 def reference_crc32(data: bytes) -> int:
@@ -87,24 +94,28 @@ def test_crc_matches_the_bitwise_definition(data: bytes):
 
 
 @settings(max_examples=50, deadline=None)
-@given(msg=any_message, seq=st.integers(0, 0xFFFF))
-def test_frame_is_header_payload_then_crc_of_both(msg, seq: int):
-    data = raw(encode(msg, seq))
-    msg_type, payload = encode_payload(msg)
+@given(msg=any_message, seq=st.integers(0, 0xFFFF), revision=st.sampled_from(sorted(REVISIONS)))
+def test_frame_is_header_payload_then_crc_of_both(msg, seq: int, revision: int):
+    msg_type, payload = encode_payload(msg, revision)
+    data = raw(encode(msg, seq, revision=revision))
     body, crc = data[:-4], data[-4:]
-    assert body == HEADER.pack(PROTOCOL_VERSION, msg_type, REGISTRY[msg_type].flags
+    assert body == HEADER.pack(revision, msg_type, REGISTRY[msg_type].flags
                                | (framing.Flags.ERROR if isinstance(msg, Nack) else 0),
                                seq, len(payload)) + payload
     assert int.from_bytes(crc, "little") == reference_crc32(body)
 
 
 def test_get_status_frame_is_pinned():
-    """Worked by hand from the spec: header 01 03 01 0100 0000 (version 1, GetStatus,
+    """Worked by hand from the spec: header 01 03 01 0100 0000 (revision 1, GetStatus,
     REQUEST, seq 1 LE, length 0 LE), CRC-32 LE 0x3853E8B1; COBS: 05|01 03 01 01, 01, 01,
-    05|b1 e8 53 38; then the delimiter."""
+    05|b1 e8 53 38; then the delimiter. Revision 2 differs in the first byte (and the CRC)."""
     header = bytes.fromhex("01030101000000")
     assert reference_crc32(header) == 0x3853E8B1
     assert encode(GetStatus(), 1).hex(" ") == "00 05 01 03 01 01 01 01 05 b1 e8 53 38 00"
+    assert encode(GetStatus(), 1, revision=REVISION_1_0) == encode(GetStatus(), 1)
+    crc = reference_crc32(bytes.fromhex("02030101000000")).to_bytes(4, "little")
+    assert encode(GetStatus(), 1, revision=REVISION_1_1) == (
+        b"\x00\x05\x02\x03\x01\x01\x01\x01\x05" + crc + b"\x00")
 
 
 def test_zero_bytes_never_appear_inside_a_frame():
@@ -202,9 +213,9 @@ def test_empty_runs_are_padding():
 # --- every error kind from a crafted input ------------------------------------------------
 
 
-def status_body(length_delta: int = 0, version: int = PROTOCOL_VERSION, msg_type: int = 0x03,
+def status_body(length_delta: int = 0, revision: int = REVISION_1_0, msg_type: int = 0x03,
                 payload: bytes = b"") -> bytes:
-    return HEADER.pack(version, msg_type, 0x01, 7, len(payload) + length_delta) + payload
+    return HEADER.pack(revision, msg_type, 0x01, 7, len(payload) + length_delta) + payload
 
 
 def test_bad_cobs():
@@ -227,9 +238,23 @@ def test_bad_crc_on_any_flipped_byte():
         assert err.header is None  # a header under a bad CRC is not to be trusted
 
 
-def test_unsupported_version():
-    (err,) = Decoder().feed(wire(status_body(version=2)))
-    assert err.kind is FrameErrorKind.UNSUPPORTED_VERSION and err.header.version == 2
+@pytest.mark.parametrize("revision", [0, max(REVISIONS) + 1, 0xFF])
+def test_unsupported_revision(revision: int):
+    (err,) = Decoder().feed(wire(status_body(revision=revision)))
+    assert err.kind is FrameErrorKind.UNSUPPORTED_VERSION and err.header.revision == revision
+    assert err.header.seq == 7 and "1 (1.0) and 2 (1.1)" in err.detail
+
+
+@pytest.mark.parametrize("revision", sorted(REVISIONS))
+def test_every_revision_is_read_in_its_own_layout(revision: int):
+    (frame,) = Decoder().feed(wire(status_body(revision=revision)))
+    assert frame.header.revision == revision and isinstance(frame.message, GetStatus)
+    assert all(in_revision(t, revision) for t, mt in REGISTRY.items() if mt.since <= revision)
+
+
+def test_encode_refuses_a_revision_nobody_speaks():
+    with pytest.raises(ValueError, match="revision 3"):
+        encode_frame(0x03, 0x01, 1, b"", 3)
 
 
 @pytest.mark.parametrize("delta", [1, -1, 0x100])

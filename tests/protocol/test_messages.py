@@ -1,4 +1,5 @@
-"""Every message type survives encode -> bytes split anywhere -> Decoder -> decode unchanged.
+"""Every message type survives encode -> bytes split anywhere -> Decoder -> decode unchanged,
+in every protocol revision that has it.
 
 The strategies are derived from the construct definitions themselves (one mechanism for all
 types), so a new message type or field is covered without writing a new strategy.
@@ -7,6 +8,7 @@ types), so a new message type or field is covered without writing a new strategy
 from __future__ import annotations
 
 import dataclasses
+import math
 import struct
 
 import construct as c
@@ -18,18 +20,33 @@ from hypothesis.extra import numpy as hnp
 
 from protocol.codec import Decoder, Frame, encode
 from protocol.fields import BitArray, FloatArray
-from protocol.framing import MAX_PAYLOAD_BYTES, Flags, FrameError, FrameErrorKind, encode_frame
+from protocol.framing import (
+    LATEST_REVISION,
+    MAX_PAYLOAD_BYTES,
+    REVISION_1_0,
+    REVISION_1_1,
+    REVISIONS,
+    Flags,
+    FrameError,
+    FrameErrorKind,
+    encode_frame,
+)
 from protocol.messages import (
     BY_CLASS,
+    CODECS,
     REGISTRY,
     CellVoltages,
+    DeviceInfo,
+    ErrorCode,
     FaultLogPage,
     MeasurementFrame,
     Nack,
+    ParameterList,
     Status,
     encode_payload,
     same,
 )
+from protocol.revisions import since
 
 MAX_LIST = 4  # elements of a prefixed list: enough to show order and nesting, small payloads
 MAX_TEXT_BYTES = 255
@@ -88,15 +105,26 @@ def struct_strategy(struct_: c.Struct, names: list[str]) -> st.SearchStrategy:
                       for k, case in switch.cases.items()])
 
 
-def message_strategy(type_id: int) -> st.SearchStrategy:
-    """Instances of a message type; count fields are the encoder's, not the message's."""
+def message_strategy(type_id: int, revision: int = LATEST_REVISION) -> st.SearchStrategy:
+    """Instances of a message type with the fields `revision` carries and the others at
+    their defaults (in list elements too: as a peer of that revision reads them); count
+    fields are the encoder's, not the message's."""
     mt = REGISTRY[type_id]
     names = [f.name for f in dataclasses.fields(mt.cls)]
-    return struct_strategy(mt.struct, names).map(lambda d: mt.cls(**d))
+    defaults = CODECS[type_id, revision].element_defaults
+    return struct_strategy(mt.structs[revision], names).map(lambda d: mt.cls(**{
+        **d, **{name: tuple(item | late for item in d[name]) for name, late in defaults.items()}}))
 
 
-def fits(msg: object) -> bool:
-    return len(encode_payload(msg)[1]) <= MAX_PAYLOAD_BYTES
+def fits(msg: object, revision: int = LATEST_REVISION) -> bool:
+    return len(encode_payload(msg, revision)[1]) <= MAX_PAYLOAD_BYTES
+
+
+TYPES_BY_REVISION = sorted(CODECS)
+
+
+def type_and_revision(key: tuple[int, int]) -> str:
+    return f"{REGISTRY[key[0]].name}-{REVISIONS[key[1]]}"
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -104,22 +132,50 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip(points, points[1:], strict=False)]
 
 
-@pytest.mark.parametrize("type_id", sorted(REGISTRY), ids=lambda t: REGISTRY[t].name)
+@pytest.mark.parametrize("key", TYPES_BY_REVISION, ids=type_and_revision)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_every_message_round_trips(type_id: int, data: st.DataObject):
-    msg = data.draw(message_strategy(type_id), label="message")
-    assume(fits(msg))
+def test_every_message_round_trips_in_every_revision(key: tuple[int, int], data: st.DataObject):
+    type_id, revision = key
+    msg = data.draw(message_strategy(type_id, revision), label="message")
+    assume(fits(msg, revision))
     seq = data.draw(st.integers(0, 0xFFFF), label="seq")
-    wire = encode(msg, seq)
+    wire = encode(msg, seq, revision=revision)
     cuts = data.draw(st.lists(st.integers(0, len(wire)), max_size=6), label="cuts")
     decoder = Decoder()
     out = [item for chunk in split(wire, cuts) for item in decoder.feed(chunk)]
     assert len(out) == 1 and isinstance(out[0], Frame), out
     frame = out[0]
     assert frame.header.seq == seq and frame.header.msg_type == type_id
+    assert frame.header.revision == revision
     assert same(frame.message, msg), (frame.message, msg)
     assert decoder.frames.buffered == 0
+
+
+@pytest.mark.parametrize("type_id", sorted(REGISTRY), ids=lambda t: REGISTRY[t].name)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_an_older_revision_carries_exactly_its_own_fields(type_id: int, data: st.DataObject):
+    """A message sent in an older revision arrives with the fields that revision has and
+    every later field at its default; its payload is the newer one's leading bytes when
+    the type has no lists (a list's elements grow too)."""
+    mt = REGISTRY[type_id]
+    msg = data.draw(message_strategy(type_id), label="message")
+    assume(fits(msg))
+    newest = encode_payload(msg, LATEST_REVISION)[1]
+    for revision in mt.structs:
+        (frame,) = Decoder().feed(encode(msg, 1, revision=revision))
+        carried = set(CODECS[type_id, revision].names)
+        for f in dataclasses.fields(mt.cls):
+            got = getattr(frame.message, f.name)
+            if f.name not in carried:
+                assert same_value(got, f.default), (f.name, got)
+        if not CODECS[type_id, revision].element_defaults:
+            assert newest.startswith(encode_payload(msg, revision)[1])
+
+
+def same_value(x: object, y: object) -> bool:
+    return x == y or (isinstance(x, float) and isinstance(y, float) and x != x and y != y)
 
 
 @pytest.mark.parametrize("type_id", sorted(REGISTRY), ids=lambda t: REGISTRY[t].name)
@@ -186,23 +242,151 @@ def test_float_arrays_are_float32_little_endian():
     assert payload == struct.pack("<H2f", 2, 1.0, -2.5)
 
 
+# The Status of the first 1.0 spec (commit d385d93), field by field: what a 1.0 client reads.
+STATUS_1_0 = (("time_s", "d"), ("state", "B"), ("contactors", "B"), ("fault_bitmap", "I"),
+              ("charge_limit_a", "f"), ("discharge_limit_a", "f"), ("pack_voltage_v", "f"),
+              ("current_a", "f"), ("soc_pct", "f"), ("soh_pct", "f"), ("remaining_wh", "f"),
+              ("runtime_s", "f"), ("cell_v_min", "f"), ("cell_v_min_index", "H"),
+              ("cell_v_max", "f"), ("cell_v_max_index", "H"), ("temp_c_min", "f"),
+              ("temp_c_min_index", "H"), ("temp_c_max", "f"), ("temp_c_max_index", "H"),
+              ("balancing_count", "H"))
+
+
 @settings(max_examples=20)
 @given(msg=message_strategy(0x04))
-def test_status_layout_is_fixed_size(msg: Status):
-    """Status has no variable field: its payload size is pinned so a layout change shows
-    (72 bytes, and 5 appended for the store: its bits and failed saves)."""
-    assert len(encode_payload(msg)[1]) == REGISTRY[0x04].struct.sizeof() == 85
+def test_a_1_0_client_gets_the_1_0_status_byte_for_byte(msg: Status):
+    """Revision 1 is the first 1.0 layout, whatever 1.1 appends; 1.1 only appends."""
+    layout = struct.Struct("<" + "".join(code for _, code in STATUS_1_0))
+    values = [getattr(msg, name) for name, _ in STATUS_1_0]
+    floats = [np.float32(v) if code == "f" else v for v, (_, code) in zip(values, STATUS_1_0,
+                                                                         strict=True)]
+    assert encode_payload(msg, REVISION_1_0)[1] == layout.pack(*floats)
+    assert len(encode_payload(msg, REVISION_1_0)[1]) == layout.size
+    newer = encode_payload(msg, REVISION_1_1)[1]
+    assert newer[:layout.size] == layout.pack(*floats)
+    assert len(newer) == REGISTRY[0x04].structs[REVISION_1_1].sizeof()
 
 
-@pytest.mark.parametrize("type_id", sorted(REGISTRY), ids=lambda t: REGISTRY[t].name)
+def test_status_1_1_appends_the_levels_bus_voltage_and_feedback():
+    fields = [sc.name for sc in REGISTRY[0x04].structs[REVISION_1_1].subcons]
+    assert fields[:len(STATUS_1_0)] == [name for name, _ in STATUS_1_0]
+    assert fields[len(STATUS_1_0):] == [
+        "store", "save_failures", "charge_voltage_limit_v", "discharge_voltage_limit_v",
+        "warning_bitmap", "alarm_bitmap", "fault_level_bitmap", "bus_voltage_v",
+        "contactor_feedback"]
+
+
+def test_a_1_0_status_reads_as_unknown_where_1_1_added_fields():
+    (frame,) = Decoder().feed(encode(Status(*[1.0, 3, 5, 7], *[1.5] * 8, 3.3, 1, 3.4, 2,
+                                            25.0, 0, 26.0, 1, 2, store=1, save_failures=4,
+                                            warning_bitmap=2, bus_voltage_v=50.0,
+                                            contactor_feedback=5), 1, revision=REVISION_1_0))
+    s = frame.message
+    assert (s.store, s.save_failures, s.warning_bitmap, s.contactor_feedback) == (0, 0, 0, 0)
+    assert math.isnan(s.bus_voltage_v) and math.isnan(s.charge_voltage_limit_v)
+    assert (s.fault_bitmap, s.balancing_count) == (7, 2)
+
+
+def test_parameter_list_1_0_entries_are_the_1_0_layout_and_read_back_with_defaults():
+    entry = {"param_id": 0x0101, "kind": 0, "name": "limits.max_charge_a", "unit": "A",
+             "choices": (), "min": 0.0, "max": 1.5, "open_ends": 0, "default": 1.5,
+             "access": 3, "persisted": True}
+    page = ParameterList(1, 0, (entry,))
+    name = b"limits.max_charge_a"
+    assert encode_payload(page, REVISION_1_0)[1] == (
+        struct.pack("<HHBHB", 1, 0, 1, 0x0101, 0) + bytes([len(name)]) + name + b"\x01A\x00")
+    (frame,) = Decoder().feed(encode(page, 1, revision=REVISION_1_0))
+    (got,) = frame.message.entries
+    assert got["name"] == entry["name"] and got["access"] == 0 and not got["persisted"]
+    assert math.isnan(got["min"]) and math.isnan(got["max"]) and math.isnan(got["default"])
+    (frame,) = Decoder().feed(encode(page, 1, revision=REVISION_1_1))
+    assert same(frame.message, page)
+
+
+def test_device_info_identity_is_1_1():
+    info = DeviceInfo(2, "0.1.0", "na-nfm", 0, 16, 1, 4, 3.0, 15, pack_id="rack-7",
+                      serial="rack-7-sim", firmware_build="v0.1-3-gabc", config_schema_version=1,
+                      max_page_entries=32, protocol_revisions=(1, 2), message_types=(1, 2))
+    (frame,) = Decoder().feed(encode(info, 1, revision=REVISION_1_1))
+    assert same(frame.message, info)
+    (frame,) = Decoder().feed(encode(info, 1, revision=REVISION_1_0))
+    assert (frame.message.pack_id, frame.message.protocol_revisions) == ("", ())
+    assert frame.message.capabilities == 15
+
+
+# --- the revision mechanism --------------------------------------------------------------
+
+@pytest.fixture
+def scratch_catalogue():
+    """The catalogue as it was after the test, whatever the test registered."""
+    import protocol.messages as pm
+
+    kept = [(d, dict(d)) for d in (pm.REGISTRY, pm.BY_CLASS, pm.CODECS)]
+    yield pm
+    for live, saved in kept:
+        live.clear()
+        live.update(saved)
+
+
+def test_a_type_of_a_later_revision_is_unknown_in_an_older_one(scratch_catalogue):
+    """A 1.0 device does not know a 1.1 type: a revision-1 frame of it is UNKNOWN_TYPE, and
+    an encoder refuses to lay it out in revision 1."""
+    pm = scratch_catalogue
+
+    @pm.message(0x60, Flags.REQUEST, "when_s" / pm.F64, added=REVISION_1_1)
+    @pm.frozen
+    class Later:
+        """A request 1.1 added."""
+
+        when_s: float
+
+    mt = pm.REGISTRY[0x60]
+    pm.CODECS.update({(0x60, r): pm._codec(mt, r) for r in mt.structs})
+    assert set(mt.structs) == {REVISION_1_1}
+    (frame,) = Decoder().feed(encode(Later(2.5), 3, revision=REVISION_1_1))
+    assert frame.message.when_s == 2.5
+    with pytest.raises(ValueError, match="protocol 1.1"):
+        encode(Later(2.5), 3, revision=REVISION_1_0)
+    (err,) = Decoder().feed(encode_frame(0x60, int(Flags.REQUEST), 4, bytes(8), REVISION_1_0))
+    assert err.kind is FrameErrorKind.UNKNOWN_TYPE and "Later" in err.detail
+    assert err.header.seq == 4
+
+
+def test_a_field_added_later_must_come_last_and_have_a_default(scratch_catalogue):
+    pm = scratch_catalogue
+
+    with pytest.raises(ValueError, match="add fields at the end"):
+        pm.message(0x61, Flags.EVENT, since(REVISION_1_1, "a" / pm.U8), "b" / pm.U8)(
+            dataclasses.make_dataclass("Bad", [("a", int, dataclasses.field(default=0)),
+                                               ("b", int, dataclasses.field(default=0))]))
+    with pytest.raises(ValueError, match="without a default"):
+        pm.message(0x61, Flags.EVENT, "a" / pm.U8, since(REVISION_1_1, "b" / pm.U8))(
+            dataclasses.make_dataclass("Bad", [("a", int), ("b", int)]))
+    assert 0x61 not in pm.REGISTRY
+
+
+def test_one_code_space_for_nacks_and_decoder_errors():
+    """A name the Nack's ErrorCode and the decoder's FrameErrorKind share has one number;
+    a number has one name; decoder-only kinds sit above the Nack codes (1..31)."""
+    for kind in FrameErrorKind:
+        if kind.name in ErrorCode.__members__:
+            assert ErrorCode[kind.name] == kind, kind
+        else:
+            assert kind >= 32 and kind not in set(ErrorCode), kind
+    assert all(1 <= code < 32 for code in ErrorCode)
+
+
+@pytest.mark.parametrize("key", TYPES_BY_REVISION, ids=type_and_revision)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
-def test_a_cut_or_padded_payload_is_bad_payload(type_id: int, data: st.DataObject):
-    """A good CRC over a payload that is too short (even inside a string) or too long is a
-    BAD_PAYLOAD error naming the type: never an exception, never a shorter message."""
-    msg = data.draw(message_strategy(type_id), label="message")
-    assume(fits(msg))
-    _, payload = encode_payload(msg)
+def test_a_cut_or_padded_payload_is_bad_payload(key: tuple[int, int], data: st.DataObject):
+    """A good CRC over a payload that is too short (even inside a string) or too long for
+    the frame's revision is a BAD_PAYLOAD error naming the type: never an exception, never
+    a shorter message (a newer, longer layout is not cut to the older one)."""
+    type_id, revision = key
+    msg = data.draw(message_strategy(type_id, revision), label="message")
+    assume(fits(msg, revision))
+    _, payload = encode_payload(msg, revision)
     if payload:
         cut = data.draw(st.integers(0, len(payload) - 1), label="cut")
         wrong = payload[:cut]
@@ -210,6 +394,11 @@ def test_a_cut_or_padded_payload_is_bad_payload(type_id: int, data: st.DataObjec
         wrong = data.draw(st.binary(min_size=1, max_size=3), label="extra")
     if data.draw(st.booleans(), label="pad instead") and len(payload) < MAX_PAYLOAD_BYTES:
         wrong = payload + b"\x00"
-    (err,) = Decoder().feed(encode_frame(type_id, int(REGISTRY[type_id].flags), 5, wrong))
+    if revision < LATEST_REVISION and data.draw(st.booleans(), label="a newer layout"):
+        newer = encode_payload(msg, LATEST_REVISION)[1]
+        assume(newer != payload)
+        wrong = newer
+    (err,) = Decoder().feed(encode_frame(type_id, int(REGISTRY[type_id].flags), 5, wrong,
+                                         revision))
     assert isinstance(err, FrameError) and err.kind is FrameErrorKind.BAD_PAYLOAD, err
     assert err.detail.startswith(REGISTRY[type_id].name) and err.header.seq == 5

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from protocol import spec
 from protocol.codec import Decoder, Frame
-from protocol.framing import Flags, FrameErrorKind
+from protocol.framing import REVISIONS, Flags, FrameErrorKind
 from protocol.messages import REGISTRY, ErrorCode
+from protocol.revisions import revision_of
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 
@@ -35,8 +36,32 @@ def test_every_message_type_and_code_is_documented():
         assert f"| {code.value} | {code.name} |" in text, code
     for kind in FrameErrorKind:
         assert f"| {kind.value} | {kind.name} |" in text, kind
-    for title in ("## States", "## Faults", "## Configuration parameters", "0xCBF43926"):
+    for title in ("## States", "## Faults", "## Configuration parameters", "0xCBF43926",
+                  "## Versions and negotiation", "## MQTT transport"):
         assert title in text
+
+
+def test_every_message_and_field_says_the_version_that_added_it():
+    """A 1.0 client can tell from the document alone what its revision carries: each
+    message heading and each field row names the version that added it."""
+    text = DOC.read_text(encoding="utf-8")
+    for type_id, mt in REGISTRY.items():
+        heading = f"### 0x{type_id:02X} {mt.name} ("
+        section = text[text.index(heading):].split("\n### ", 1)[0]
+        assert f"since {REVISIONS[mt.since]})" in section.splitlines()[0], mt.name
+        for field in mt.definition.subcons:
+            version = REVISIONS[max(mt.since, revision_of(field))]
+            rows = [line for line in section.splitlines() if f"| `{field.name}` |" in line]
+            assert rows and rows[0].rstrip(" |").endswith(version), (mt.name, field.name)
+
+
+def test_one_table_holds_every_nack_and_decoder_code():
+    text = DOC.read_text(encoding="utf-8")
+    assert "## Decoder errors" not in text and text.count("| Code | Name | Where |") == 1
+    for kind in FrameErrorKind:
+        where = "Nack `error` and decoder" if kind.name in ErrorCode.__members__ \
+            else "decoder only"
+        assert f"| {kind.value} | {kind.name} | {where} |" in text, kind
 
 
 def test_every_request_has_a_registered_answer():
@@ -52,11 +77,12 @@ def test_wire_examples_decode_to_their_frames():
     blocks = re.findall(r"On the wire \((\d+) bytes.*?\n\n```\n(.*?)\n```", DOC.read_text(),
                         re.DOTALL)
     assert len(blocks) == len(spec.examples())
-    for (size, block), (_, msg, seq) in zip(blocks, spec.examples(), strict=True):
+    for (size, block), (_, msg, seq, revision) in zip(blocks, spec.examples(), strict=True):
         data = bytes.fromhex(block.replace("\n", " "))
         assert len(data) == int(size)
         (frame,) = Decoder().feed(data)
         assert isinstance(frame, Frame) and frame.header.seq == seq
+        assert frame.header.revision == revision
         assert type(frame.message) is type(msg)
 
 

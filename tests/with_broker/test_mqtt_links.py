@@ -25,6 +25,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from bms.core.signals import State
+from bms.data.faults import subject_text
 from bms.links.mqtt import session as mqtt_session
 from bms.links.mqtt.session import MqttSession, parse_broker
 from bms_emu.main import main
@@ -37,8 +38,9 @@ SERIES = 8
 PACK = ["--series", str(SERIES)]
 SAFETY_S = "60"  # --duration of every emulator: it ends by itself if a test hangs
 BAR = re.compile(f"[█░]{{{BAR_WIDTH}}}")
-# serve's log line for a fault event: "<time> WARNING 3.1 s FAULT TEMP_SENSOR_FAULT raised"
-EVENT_LINE = re.compile(r"WARNING ([\d.]+) s (\w+) (\w+) (raised|cleared)$")
+# serve's log line for a fault event:
+# "<time> WARNING t=3.1 s FAULT TEMP_SENSOR_FAULT raised, sensor 1" (FaultEvent.describe)
+EVENT_LINE = re.compile(r"WARNING t=[\d.e+-]+ s (\w+) (\w+) (raised|cleared)(?:, (\w+ \d+))?$")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -46,9 +48,10 @@ EVENT_LINE = re.compile(r"WARNING ([\d.]+) s (\w+) (\w+) (raised|cleared)$")
 class Proc(processes.Proc):
     """serve or rig, whose fault events a test reads back from its log."""
 
-    def events(self) -> list[tuple[str, str, str]]:
-        """(level, name, action) of every fault event it logged, in order."""
-        return [m.groups()[1:] for line in list(self.lines)
+    def events(self) -> list[tuple[str, str, str, str]]:
+        """(level, name, action, "cell N" / "sensor N" / "") of every fault event it
+        logged, in order."""
+        return [(m[1], m[2], m[3], m[4] or "") for line in list(self.lines)
                 if (m := EVENT_LINE.search(line)) is not None]
 
 
@@ -139,7 +142,7 @@ def over_mqtt(broker: Broker, pack_id: str = "p1") -> list[str]:
 
 def serve(broker: Broker, *args: str, pack_id: str = "p1") -> Proc:
     return Proc("serve", *over_mqtt(broker, pack_id), *PACK, "--duration", SAFETY_S, "-v",
-                *args)
+                "--autostart", *args)
 
 
 def wait_ready(broker: Broker, proc: Proc, pack_id: str = "p1",
@@ -222,7 +225,11 @@ def test_query_over_mqtt_reads_the_pack(capsys, sim):
     assert len(cells) == SERIES and all(1.0 < v < 4.5 for v in cells)
     code, out, err = cli(capsys, "query", *over_mqtt(sim), "info", "--json")
     assert code == 0, err
-    assert json.loads(out)["n_series"] == SERIES
+    info = json.loads(out)
+    assert info["n_series"] == SERIES
+    # protocol 1.1 over MQTT too: the device says who it is, in the revision asked in
+    assert info["protocol_version"] == 2 and info["pack_id"] and info["protocol_revisions"]
+    assert set(status["faults_by_level"]) == {"WARNING", "ALARM", "FAULT"}
 
 
 def test_query_over_mqtt_sets_a_limit_and_reads_it_back(capsys, sim):
@@ -330,17 +337,21 @@ def test_fault_events_raised_while_the_broker_is_down_all_arrive_in_order_after_
         code, out, err = cli(capsys, "query", *over_mqtt(broker), "faults", "--json")
         assert code == 0, err
         log = json.loads(out)["entries"]
-        # Every event the emulator raised is in its fault log (and was logged, in order).
-        assert [(e["level"], e["name"], e["action"]) for e in log] == emulator.events()
+        # Every event the emulator raised is in its fault log (and was logged, in order),
+        # its cell or sensor numbered from 1 in both, as the injections number them.
+        assert [(e["level"], e["name"], e["action"], subject_text(e))
+                for e in log] == emulator.events()
         assert {t.split()[1] for t in AWAITED} <= {e["name"] for e in log}
+        assert {("TEMP_SENSOR_FAULT", "sensor 1"), ("CELL_OVERVOLTAGE", "cell 2")} <= {
+            (e["name"], subject_text(e)) for e in log}
         assert all(e["t_s"] > killed_at_s for e in log)  # all raised while the broker was down
         wait_until(lambda: len(after.events()) >= len(log), 10,
                    f"only {len(after.events())} of {len(log)} fault events arrived",
                    lambda: f"\n{after.events()}\n{log}")
         events = after.events()[:len(log)]
         # Each one, once, in the order raised: no gap, nothing swapped.
-        assert [(e["name"], e["level"], e["action"], e["index"]) for e in events] == [
-            (e["name"], e["level"], e["action"], e["index"]) for e in log]
+        assert [(e["name"], e["level"], e["action"], e["cell"], e["sensor"]) for e in events] == [
+            (e["name"], e["level"], e["action"], e["cell"], e["sensor"]) for e in log]
         assert all(abs(e["t_s"] - g["t_s"]) < 1e-3 for e, g in zip(events, log, strict=True))
         assert [e["t_s"] for e in events] == sorted(e["t_s"] for e in events)
         assert {e["pack_id"] for e in events} == {"p1"}

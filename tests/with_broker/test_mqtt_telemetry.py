@@ -42,8 +42,8 @@ LEVELS = [level.value for level in Level]
 STATUS_KEYS = {
     "time_s", "state", "contactors", "contactors_closed", "faults", "fault_bitmap",
     "charge_limit_a", "discharge_limit_a", "pack_voltage_v", "current_a", "soc_pct",
-    "soh_pct", "remaining_wh", "runtime_s", "cell_v_min", "cell_v_min_index", "cell_v_max",
-    "cell_v_max_index", "temp_c_min", "temp_c_min_index", "temp_c_max", "temp_c_max_index",
+    "soh_pct", "remaining_wh", "runtime_s", "cell_v_min", "cell_v_min_cell", "cell_v_max",
+    "cell_v_max_cell", "temp_c_min", "temp_c_min_sensor", "temp_c_max", "temp_c_max_sensor",
     "balancing_count", "store", "save_failures"}
 BRIDGE_KEYS = {"power_w", "levels", "seq", "pack_id", "unix_time_s"}
 POLICY = "state,clear-faults,config=limits.*"
@@ -98,7 +98,7 @@ def serve(url: str, tmp_path: Path, *options: str, series: int = 8,
     in the child before it starts (resource limits)."""
     argv = [sys.executable, "-m", "bms_emu.main", "serve", "--sim", "--mqtt", url,
             "--pack-id", pack_id, "--series", str(series), "--duration", str(SAFETY_S),
-            *options]
+            "--autostart", *options]
     output = tmp_path / f"serve-{time.monotonic_ns()}.out"
     environment = {k: v for k, v in os.environ.items() if k != "BMS_MQTT_PASSWORD"}
     environment.update(env or {})
@@ -249,7 +249,8 @@ async def test_state_cells_and_temperatures_carry_sane_consistent_values(
             assert not any(s["levels"].values()), s
         assert s["power_w"] == pytest.approx(s["pack_voltage_v"] * s["current_a"], rel=1e-9,
                                              abs=1e-12)
-        assert 0 <= s["cell_v_min_index"] < series and 0 <= s["cell_v_max_index"] < series
+        assert 1 <= s["cell_v_min_cell"] <= series and 1 <= s["cell_v_max_cell"] <= series
+        assert not any(key.endswith("_index") for key in s), s  # 0-based: payloads only
         assert s["cell_v_min"] <= s["cell_v_max"]
     assert states[-1]["state"] == "RUN" and states[-1]["contactors"] == "closed", states[-1]
 
@@ -261,7 +262,7 @@ async def test_state_cells_and_temperatures_carry_sane_consistent_values(
         assert all(-40.0 < t < 80.0 for t in t_msg["temperature_c"]), t_msg
     for b_msg in balancing:
         assert len(b_msg["mask"]) == series
-        assert b_msg["balancing"] == [i for i, on in enumerate(b_msg["mask"]) if on]
+        assert b_msg["bleeding_cells"] == [i + 1 for i, on in enumerate(b_msg["mask"]) if on]
 
     # The pack voltage is the sum of the cells: to the rounding when both come from the
     # same step (the first step sends both), within a few steps' drift otherwise.
@@ -592,7 +593,7 @@ async def test_an_injected_sensor_fault_raises_an_event(mqtt_broker: Broker,
     events = f"{BASE}/events"
     async with client(mqtt_broker) as c:
         seen = await subscribed(c, events, f"{BASE}/state")
-        # sensor=2 counts from 1 (the CLI's way); an event's index counts from 0
+        # sensor=2 counts from 1, as the event's `sensor` does
         with serve(mqtt_broker.url, tmp_path, "--inject", "1:temp-sensor-open:sensor=2",
                    watch=(seen,)) as emulator:
             raised = await seen.until(
@@ -607,7 +608,7 @@ async def test_an_injected_sensor_fault_raises_an_event(mqtt_broker: Broker,
     assert event["action"] == "raised"
     assert event["code"] == FAULT_CODES["TEMP_SENSOR_FAULT"]
     assert event["level"] in LEVELS
-    assert event["index"] == 1
+    assert (event["sensor"], event["cell"]) == (2, None) and "index" not in event
     assert event["pack_id"] == PACK
     s = body(state)
     assert s["levels"][event["level"]] is True, s["levels"]

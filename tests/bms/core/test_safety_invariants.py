@@ -3,10 +3,10 @@
 A `RuleBasedStateMachine` drives `Firmware.step(measurement, now_s)` directly, in
 simulated time, with any sequence of measurements (cells from 0 V to past the
 chemistry's absolute limits, NaN and infinite readings, implausible temperatures,
-currents of either sign past short-circuit, contactor feedback and bus voltage from a
-cooperating plant or arbitrary, balancing feedback), silent ticks, host requests,
-configuration writes by parameter id (any id, any value of any type) and injected sensor
-and contactor faults. After every step it checks:
+currents of either sign past short-circuit or unreadable, contactor feedback and bus
+voltage from a cooperating plant or arbitrary, balancing feedback), silent ticks, host
+requests, configuration writes by parameter id (any id, any value of any type) and
+injected sensor and contactor faults. After every step it checks:
 
 1. FAULT level means open. With a FAULT-level condition active - `fw.fault_active`, a
    FAULT-level protection row active, or the published bitmap carrying a fault that only
@@ -192,7 +192,7 @@ def temp_values(chem) -> st.SearchStrategy[float]:
 def current_values(cfg: FirmwareConfig) -> st.SearchStrategy[float]:
     charge, discharge = cfg.limits.max_charge_a, cfg.limits.max_discharge_a
     edges = [0.0, 0.1, -0.1, charge, -discharge, 1.6 * charge, -1.6 * discharge,
-             -4.0 * discharge, -4.5 * discharge, 5.0 * charge]
+             -4.0 * discharge, -4.5 * discharge, 5.0 * charge, NAN, INF, -INF]
     return st.one_of(st.floats(-6.0 * discharge, 6.0 * charge), st.sampled_from(edges))
 
 
@@ -484,6 +484,7 @@ class FirmwareSafety(RuleBasedStateMachine):
         self.plant, self.balancing = "cooperating", "none"
         self.open_wire = self.offset = self.cell_flicker = self.temp_flicker = None
         self.stuck = {}
+        self._step(self._measure())  # the firmware judges a clear on the readings it has
         self.fw.request("clear-faults")
         self.fw.request("run")
         self._then_run(data)

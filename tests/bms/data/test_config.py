@@ -165,7 +165,7 @@ def test_a_fault_with_no_absolute_limit_cannot_be_loosened():
                    fault, "FAULT").threshold == limit
         (problem,) = problems_of(f"[protection.{fault}.FAULT]\nthreshold = {limit + 0.01!r}")
         assert problem.startswith(f"protection.{fault}.FAULT.threshold = ")
-        assert f"must not exceed the default {limit:g}" in problem
+        assert f"must be at most the default {limit:g}" in problem
 
 
 def test_pack_voltage_bounds_follow_the_series_count():
@@ -268,9 +268,9 @@ BAD = [
      "protection.CELL_OVERVOLTAGE.FAULT.release", "must be below the threshold (4.08)"),
     ("[protection.CELL_UNDERVOLTAGE.FAULT]\nrelease = 1.7",
      "protection.CELL_UNDERVOLTAGE.FAULT.release", "must be above the threshold (1.8)"),
-    ("[protection.CELL_OVERVOLTAGE.FAULT]\nthreshold = 3.9",
-     "protection.CELL_OVERVOLTAGE.FAULT.threshold",
-     "must be above the release (3.95); set a release too"),
+    ("[protection.CELL_UNDERVOLTAGE.FAULT]\nthreshold = 2.3",
+     "protection.CELL_UNDERVOLTAGE.FAULT.threshold",
+     "must be below the release (2.2); set a release too"),
     ("[protection.CELL_OVERVOLTAGE.FAULT]\nrelease = 1.0",
      "protection.CELL_OVERVOLTAGE.FAULT.release",
      "must be within [1.5, 4.1] (the chemistry's absolute limits)"),
@@ -386,7 +386,7 @@ def test_a_shared_row_must_be_named_by_quantity_and_never_loosened(with_sensor_r
     (problem,) = problems_of("[protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_min]\n"
                              "threshold = -0.5")
     assert problem.startswith("protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_min.threshold = "
-                              "-0.5: must not fall below the default -0.1")
+                              "-0.5: must be at least the default -0.1")
 
 
 def test_a_default_as_shown_in_its_message_is_accepted(with_sensor_rows, monkeypatch):
@@ -396,7 +396,7 @@ def test_a_default_as_shown_in_its_message_is_accepted(with_sensor_rows, monkeyp
         with_sensor_rows(*a), protection=rows))
     (problem,) = problems_of("[protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_max]\n"
                              "threshold = 4.41")
-    assert "must not exceed the default 4.4 " in problem
+    assert "must be at most the default 4.4 " in problem
     cfg = parse("[protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_max]\nthreshold = 4.4")
     assert cfg.protection[0].threshold == 4.4
 
@@ -443,12 +443,11 @@ def test_an_over_voltage_row_at_or_below_a_full_cell_is_refused():
     over-voltage. Just above it is a tightening like any other."""
     assert problems_of("[protection.CELL_OVERVOLTAGE.WARNING]\nthreshold = 4.0\n"
                        "release = 3.9") == [
-        "protection.CELL_OVERVOLTAGE.WARNING.threshold = 4.0: must be within (4, 4.1] (above "
-        "a full cell's rest voltage, the OCV at 100 %): a full pack at rest would be an "
-        "over-voltage"]
+        "protection.CELL_OVERVOLTAGE.WARNING.threshold = 4.0: must be above 4 (a full cell's "
+        "rest voltage, the OCV at 100 %: a full pack at rest would be an over-voltage)"]
     assert problems_of("[protection.PACK_OVERVOLTAGE.FAULT]\nthreshold = 64.0\n"
                        "release = 62.0") == [
-        "protection.PACK_OVERVOLTAGE.FAULT.threshold = 64.0: must be within (64, 65.6] (above "
-        "16 x a full cell's rest voltage): a full pack at rest would be an over-voltage"]
+        "protection.PACK_OVERVOLTAGE.FAULT.threshold = 64.0: must be above 64 (16 x a full "
+        "cell's rest voltage: a full pack at rest would be an over-voltage)"]
     cfg = parse("[protection.CELL_OVERVOLTAGE.WARNING]\nthreshold = 4.005\nrelease = 3.9")
     assert row(cfg, "CELL_OVERVOLTAGE", "WARNING").threshold == 4.005

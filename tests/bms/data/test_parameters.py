@@ -15,7 +15,7 @@ import pytest
 from bms.core.fault_log import FaultLog
 from bms.core.protection import Protection
 from bms.core.signals import FaultEvent, Measurement
-from bms.data.config import BalancingMode, BalancingWhen, default_config
+from bms.data.config import BalancingMode, BalancingWhen, default_config, inverter_rows
 from bms.data.config_toml import config_to_toml
 from bms.data.parameters import ParameterError, apply_changes, catalogue, value_of
 from bms.data.presets import PRESETS
@@ -40,6 +40,8 @@ PINNED = {
     0x0505: "balancing.when",
     0x0601: "open_wire.test_every_s",
     0x0603: "open_wire.fallback",
+    0x0701: "can.keepalive_timeout_s",
+    0x0702: "can.keepalive_action",
     0x1000: "protection.CELL_OVERVOLTAGE.WARNING.threshold",
     0x100B: "protection.CELL_OVERVOLTAGE.FAULT.release_s",
     0x1074: "protection.VOLTAGE_SENSOR_FAULT.FAULT.cell_v_min.threshold",
@@ -56,9 +58,10 @@ def change(changes: dict[str, object], overrides: dict | None = None):
                          [(pid(name), value) for name, value in changes.items()], NFM, N, AH)
 
 
-def refused(changes: list[tuple[int, object]], overrides: dict | None = None) -> ParameterError:
+def refused(changes: list[tuple[int, object]], overrides: dict | None = None,
+            sent_kinds: list[str] | None = None) -> ParameterError:
     with pytest.raises(ParameterError) as failed:
-        apply_changes({} if overrides is None else overrides, changes, NFM, N, AH)
+        apply_changes({} if overrides is None else overrides, changes, NFM, N, AH, sent_kinds)
     return failed.value
 
 
@@ -176,21 +179,42 @@ def test_one_bad_change_applies_none_and_names_only_the_bad_one():
     assert isinstance(err, ValueError)
 
 
-@pytest.mark.parametrize(("name", "value", "allowed"), [
-    ("precharge.retries", 2.5, "must be an integer"),
-    ("fault_log_size", "100", "must be an integer"),
-    ("balancing.mode", "max", "must be one of ['off', 'voltage', 'soc']"),
-    ("balancing.when", 1, "must be one of ['rest', 'charge', 'always']"),
-    ("limits.max_charge_a", True, "must be a number"),
-    ("limits.max_charge_a", "40", "must be a number"),
-    ("limits.max_charge_a", math.nan, "must be a finite number"),
-    ("protection.OPEN_WIRE.FAULT.threshold", -math.inf, "must be a finite number"),
-    ("estimation.learn_offset_when_open", 1, "must be true or false"),
+@pytest.mark.parametrize(("name", "value", "code", "allowed"), [
+    ("precharge.retries", 2.5, "BAD_TYPE", "must be an integer"),
+    ("fault_log_size", "100", "BAD_TYPE", "must be an integer"),
+    ("balancing.mode", "max", "BAD_VALUE", "must be one of ['off', 'voltage', 'soc']"),
+    ("balancing.when", 1, "BAD_TYPE", "must be one of ['rest', 'charge', 'always']"),
+    ("limits.max_charge_a", True, "BAD_TYPE", "must be a number"),
+    ("limits.max_charge_a", "40", "BAD_TYPE", "must be a number"),
+    ("limits.max_charge_a", math.nan, "OUT_OF_RANGE", "must be a finite number"),
+    ("protection.OPEN_WIRE.FAULT.threshold", -math.inf, "OUT_OF_RANGE",
+     "must be a finite number"),
+    ("estimation.learn_offset_when_open", 1, "BAD_TYPE", "must be true or false"),
 ])
-def test_a_value_of_the_wrong_type_is_bad_type(name, value, allowed):
+def test_a_value_the_parameter_cannot_take_gets_the_code_of_its_cause(name, value, code,
+                                                                       allowed):
+    """Another type: BAD_TYPE; a word that is not one of a choice's: BAD_VALUE; a number no
+    parameter allows (NaN, infinite): OUT_OF_RANGE."""
     err = refused([(pid(name), value)])
-    assert err.code == "BAD_TYPE"
+    assert err.code == code
     assert err.problems == [f"{name} (id 0x{pid(name):04X}) = {value!r}: {allowed}"]
+
+
+@pytest.mark.parametrize(("name", "value", "sent", "kind"), [
+    ("limits.max_charge_a", 1, "int", "FLOAT"),
+    ("fault_log_size", 500.0, "float", "INT"),
+    ("estimation.learn_offset_when_open", True, "int", "BOOL"),
+])
+def test_a_value_sent_as_another_kind_is_bad_type_where_the_sender_says_the_kind(
+        name, value, sent, kind):
+    """The binary protocol's values carry their kind: it must be the parameter's. TOML and
+    JSON values carry none, and 1 for a float parameter is fine there."""
+    err = refused([(pid(name), value)], sent_kinds=[sent])
+    assert err.code == "BAD_TYPE"
+    assert err.problems == [f"{name} (id 0x{pid(name):04X}) = {value!r}: sent as "
+                            f"{sent.upper()}; this parameter is {kind}"]
+    if kind != "BOOL":
+        apply_changes({}, [(pid(name), value)], NFM, N, AH)  # no kind: taken
 
 
 def test_an_unknown_id_is_unknown_param():
@@ -291,7 +315,8 @@ def test_a_configuration_the_firmware_cannot_take_changes_nothing():
         bench.fw.reconfigure(other_rows)
     with pytest.raises(InputError, match="balancing.mode"):
         bench.fw.reconfigure(bad_balancing)
-    assert bench.fw.cfg is before and bench.fw.protection.rows == before.protection
+    assert bench.fw.cfg is before
+    assert bench.fw.protection.rows == before.protection + inverter_rows(before.can)
 
 
 def test_a_lowered_max_charge_lowers_the_published_limit_on_the_next_step():

@@ -22,7 +22,7 @@ from bms.host.device import MAX_PAGE, Device, Identity
 from bms.host.frames import contactor_bits
 from protocol import messages as pm
 from protocol.codec import Decoder, Frame, encode
-from protocol.framing import PROTOCOL_VERSION, Flags
+from protocol.framing import LATEST_REVISION, Flags
 
 CHEM = PRESETS["na-nfm"]
 N_SERIES = 4
@@ -83,24 +83,28 @@ class Bench:
             self.step(m)
         return self.act
 
-    def ask(self, msg: object, now_s: float | None = None) -> object:
-        return ask(self.device, msg, self.now_s if now_s is None else now_s)
+    def ask(self, msg: object, now_s: float | None = None,
+            revision: int = LATEST_REVISION) -> object:
+        return ask(self.device, msg, self.now_s if now_s is None else now_s, revision)
 
 
-def wire(msg: object, seq: int = 1, flags: Flags | None = None) -> object:
+def wire(msg: object, seq: int = 1, flags: Flags | None = None,
+         revision: int = LATEST_REVISION) -> object:
     """The message as the other end decodes it."""
-    items = Decoder().feed(encode(msg, seq, flags))
+    items = Decoder().feed(encode(msg, seq, flags, revision))
     assert len(items) == 1 and isinstance(items[0], Frame), items
     return items[0].message
 
 
-def ask(device: Device, msg: object, now_s: float) -> object:
-    """A request over the codec, its answer back over the codec; every Nack checked."""
-    reply = device.handle(wire(msg, flags=Flags.REQUEST), now_s)
+def ask(device: Device, msg: object, now_s: float, revision: int = LATEST_REVISION) -> object:
+    """A request over the codec in `revision`, its answer back over the codec in the same
+    revision (as the runtime sends it); every Nack checked."""
+    reply = device.handle(wire(msg, flags=Flags.REQUEST, revision=revision), now_s,
+                          revision=revision)
     flags = Flags.RESPONSE | (Flags.ERROR if isinstance(reply, pm.Nack) else 0)
-    back = wire(reply, seq=9, flags=flags)
+    back = wire(reply, seq=9, flags=flags, revision=revision)
     # float32 on the wire: what arrives encodes to the same bytes as what was sent
-    assert encode(back, 9, flags) == encode(reply, 9, flags), (reply, back)
+    assert encode(back, 9, flags, revision) == encode(reply, 9, flags, revision), (reply, back)
     if isinstance(reply, pm.Nack):
         assert pm.same(back, reply)
         assert reply.detail.strip(), reply
@@ -175,7 +179,7 @@ def test_device_info_describes_the_pack_and_its_capabilities():
     sim = Bench(inject=lambda spec, now_s: None)
     sim.step()
     info = sim.ask(pm.GetInfo())
-    assert (info.protocol_version, info.firmware_version) == (PROTOCOL_VERSION, __version__)
+    assert (info.protocol_version, info.firmware_version) == (LATEST_REVISION, __version__)
     assert (info.chemistry, info.mode, info.n_series, info.n_parallel) == (
         CHEM.name, pm.Mode.SIM, N_SERIES, 2)
     assert info.n_temp_sensors == len(TEMPS_C)
@@ -252,25 +256,28 @@ def test_balancing_state_is_the_mode_and_the_mask(bench):
 
 @pytest.fixture
 def faulted(bench) -> Bench:
-    """Over-voltage on cell 2 (warning, alarm, fault raised), a silent rig (timeout raised),
-    then readings back and a clear request (the timeout cleared)."""
-    bench.run(3.0, OVERVOLTAGE)
+    """A silent rig (timeout raised), readings back and a clear request (the timeout
+    cleared: a clear is taken only when it ends the FAULT), then over-voltage on cell 2
+    (warning, alarm, fault raised)."""
+    bench.run(0.5)
     bench.run(1.5, None)
-    bench.fw.request("clear-faults")
-    bench.step(OVERVOLTAGE)
+    bench.step()
+    assert bench.fw.request("clear-faults") is None
+    bench.step()
+    bench.run(3.0, OVERVOLTAGE)
     names = [(e.event.name, e.event.level, e.event.action) for e in bench.fw.log.entries]
-    assert names == [("CELL_OVERVOLTAGE", "WARNING", "raised"),
+    assert names == [("MEASUREMENT_TIMEOUT", "FAULT", "raised"),
+                     ("MEASUREMENT_TIMEOUT", "FAULT", "cleared"),
+                     ("CELL_OVERVOLTAGE", "WARNING", "raised"),
                      ("CELL_OVERVOLTAGE", "ALARM", "raised"),
-                     ("CELL_OVERVOLTAGE", "FAULT", "raised"),
-                     ("MEASUREMENT_TIMEOUT", "FAULT", "raised"),
-                     ("MEASUREMENT_TIMEOUT", "FAULT", "cleared")]
+                     ("CELL_OVERVOLTAGE", "FAULT", "raised")]
     return bench
 
 
 def test_fault_log_entries_carry_codes_levels_actions_and_readings(faulted):
     page = faulted.ask(pm.GetFaultLog(0, 255))
     assert (page.total, page.dropped, page.start) == (5, 0, 0)
-    warn, alarm, fault, timeout, cleared = page.entries
+    timeout, cleared, warn, alarm, fault = page.entries
     code = FAULT_CODES["CELL_OVERVOLTAGE"]
     assert [(e["code"], e["level"], e["action"]) for e in (warn, alarm, fault)] == [
         (code, Level.WARNING.code, 1), (code, Level.ALARM.code, 1), (code, Level.FAULT.code, 1)]
@@ -278,9 +285,9 @@ def test_fault_log_entries_carry_codes_levels_actions_and_readings(faulted):
     assert fault["value"] == pytest.approx(4.09, abs=1e-3)
     assert (timeout["code"], timeout["level"], timeout["action"]) == (
         FAULT_CODES["MEASUREMENT_TIMEOUT"], Level.FAULT.code, 1)
-    assert timeout["index"] == -1 and timeout["value"] > 1.0  # the silence, s
+    assert timeout["index"] == -1 and timeout["value"] >= 1.0  # the silence, s (float32)
     assert (cleared["action"], cleared["index"]) == (0, -1) and math.isnan(cleared["value"])
-    assert State.from_code(cleared["state"]) == "FAULT"  # the over-voltage fault is still latched
+    assert State.from_code(cleared["state"]) == "FAULT"  # logged before the state moves on
     for entry, kept in zip(page.entries, faulted.fw.log.entries, strict=True):
         assert entry["t_s"] == kept.event.t_s
         assert entry["soc_pct"] == pytest.approx(kept.snapshot["soc_pct"], abs=1e-4)
@@ -291,8 +298,9 @@ def test_fault_log_pages_from_start_for_count(faulted):
     page = faulted.ask(pm.GetFaultLog(1, 3))
     assert (page.total, page.start, len(page.entries)) == (5, 1, 3)
     assert [e["level"] for e in page.entries] == [
-        Level.ALARM.code, Level.FAULT.code, Level.FAULT.code]
-    assert faulted.ask(pm.GetFaultLog(4, 10)).entries[0]["action"] == 0
+        Level.FAULT.code, Level.WARNING.code, Level.ALARM.code]
+    assert faulted.ask(pm.GetFaultLog(1, 10)).entries[0]["action"] == 0
+    assert faulted.ask(pm.GetFaultLog(4, 10)).entries[0]["level"] == Level.FAULT.code
     assert faulted.ask(pm.GetFaultLog(5, 10)).entries == ()
     assert faulted.ask(pm.GetFaultLog(1000, 10)).entries == ()
     assert faulted.ask(pm.GetFaultLog(0, 0)).entries == ()
@@ -388,10 +396,14 @@ def test_set_config_applies_and_reads_back(bench):
     assert bench.fw.cfg.limits.max_charge_a == 1.25 and bench.fw.cfg.rest_current_a == 0.04
 
 
-def test_an_int_parameter_takes_an_integral_float(bench):
+def test_an_int_parameter_refuses_a_float_even_an_integral_one(bench):
+    """The wire kind must be the parameter's (the spec): no conversion, 50.0 included."""
     size = PARAM["fault_log_size"]
-    bench.ask(pm.SetConfig((value(size.id, pm.ValueKind.FLOAT, 50.0),)))
-    assert bench.fw.cfg.fault_log_size == 50 and type(bench.fw.cfg.fault_log_size) is int
+    before = bench.fw.cfg
+    detail = nack(bench.ask(pm.SetConfig((value(size.id, pm.ValueKind.FLOAT, 50.0),))),
+                  pm.ErrorCode.BAD_TYPE)
+    assert "sent as FLOAT; this parameter is INT" in detail
+    _unchanged(bench, before)
 
 
 def _unchanged(b: Bench, before) -> None:
@@ -419,18 +431,18 @@ def test_a_charge_limit_above_what_the_cells_allow_is_out_of_range(bench):
     _unchanged(bench, before)
 
 
-@pytest.mark.parametrize(("name", "kind", "bad"), [
-    ("limits.max_charge_a", pm.ValueKind.CHOICE, "fast"),  # a text for a float
-    ("fault_log_size", pm.ValueKind.FLOAT, 2.5),  # a fraction for an int
-    ("estimation.learn_offset_when_open", pm.ValueKind.INT, 1),  # a number for a bool
-    ("balancing.mode", pm.ValueKind.CHOICE, "always"),  # a word that is not its choice
-    ("limits.max_charge_a", pm.ValueKind.FLOAT, math.nan),
+@pytest.mark.parametrize(("name", "kind", "bad", "code"), [
+    ("limits.max_charge_a", pm.ValueKind.CHOICE, "fast", "BAD_TYPE"),  # a text for a float
+    ("fault_log_size", pm.ValueKind.FLOAT, 2.5, "BAD_TYPE"),  # a fraction for an int
+    ("estimation.learn_offset_when_open", pm.ValueKind.INT, 1, "BAD_TYPE"),  # int for bool
+    ("balancing.mode", pm.ValueKind.CHOICE, "always", "BAD_VALUE"),  # not one of its words
+    ("limits.max_charge_a", pm.ValueKind.FLOAT, math.nan, "OUT_OF_RANGE"),
 ])
-def test_a_value_of_the_wrong_type_is_refused(bench, name, kind, bad):
+def test_a_value_of_the_wrong_type_is_refused(bench, name, kind, bad, code):
     before = bench.fw.cfg
     ok = value(PARAM["rest_current_a"].id, pm.ValueKind.FLOAT, 0.04)
     detail = nack(bench.ask(pm.SetConfig((ok, value(PARAM[name].id, kind, bad)))),
-                  pm.ErrorCode.BAD_TYPE)
+                  pm.ErrorCode[code])
     assert name in detail
     _unchanged(bench, before)
 

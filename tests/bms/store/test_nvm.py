@@ -25,6 +25,7 @@ from bms_emu.nvm_args import data_dir
 from protocol import messages as pm
 from tests.bms.core.test_firmware import TICK_S, Bench
 
+FLOAT = int(pm.ValueKind.FLOAT)  # a SetConfig value's kind, as a host sends it
 
 class Clock:
     """Wall-clock seconds for the store, moved by the test."""
@@ -173,6 +174,7 @@ def test_a_lockout_outlives_a_power_cycle_until_a_service_action(store_path):
         kept.inject("0:sensor-offset:cell=2,offset_v=1.5")  # an implausible reading
         kept.run(3.0)
         kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")  # gone again
+        kept.tick()  # a clear is judged on the readings the firmware has
         kept.fw.request("clear-faults")
         kept.run(15.0)
     assert "VOLTAGE_SENSOR_FAULT" in kept.fw.locked_out
@@ -217,10 +219,11 @@ def test_a_configuration_write_is_kept_and_logged_with_who_old_and_new(store_pat
     device = device_on(kept)
     pid = param_id(device, "limits.max_charge_a")
     old = kept.fw.cfg.limits.max_charge_a
-    reply = device.handle(pm.SetConfig(({"param_id": pid, "value": 1.0},)), 1.0,
-                          who="protocol on /dev/ttyUSB0")
+    reply = device.handle(pm.SetConfig(({"param_id": pid, "kind": FLOAT, "value": 1.0},)),
+                          1.0, who="protocol on /dev/ttyUSB0")
     assert isinstance(reply, pm.ConfigValues)
-    refused = device.handle(pm.SetConfig(({"param_id": pid, "value": -5.0},)), 2.0)
+    refused = device.handle(pm.SetConfig(({"param_id": pid, "kind": FLOAT, "value": -5.0},)),
+                            2.0)
     assert isinstance(refused, pm.Nack)
     rows = kept.store.db.execute("SELECT who, param, old, new, t_s FROM config_changes").fetchall()
     # the write is on disk before its answer; the refused one left no trace
@@ -235,7 +238,7 @@ def test_a_config_file_given_at_start_replaces_the_stored_one_and_is_logged(stor
     kept = Kept(store_path)
     device = device_on(kept)
     device.handle(pm.SetConfig(({"param_id": param_id(device, "limits.max_charge_a"),
-                                 "value": 1.0},)), 1.0)
+                                 "kind": FLOAT, "value": 1.0},)), 1.0)
     fw_cfg = kept.fw.cfg
     overrides = {"limits": {"max_discharge_a": 2.0}}
     cfg = parse_config(overrides, "site.toml", kept.pack.chem, kept.pack.n_series,

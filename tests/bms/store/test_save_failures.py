@@ -19,7 +19,7 @@ from bms.links.mqtt.commands import handle_command
 from protocol import messages as pm
 from tests.bms.core.test_firmware import TICK_S
 from tests.bms.host.test_device import Bench as DeviceBench
-from tests.bms.store.test_nvm import Kept, device_on, param_id
+from tests.bms.store.test_nvm import FLOAT, Kept, device_on, param_id
 
 LOGGER = "bms.store.persistence"
 
@@ -144,7 +144,8 @@ def test_a_config_write_is_acknowledged_only_once_saved(store_path):
     for k in range(1, 2000):  # each write adds a line to the log of writes: room runs out
         value = 1.0 + k / 4096
         cfg, overrides = kept.fw.cfg, dict(device.overrides)
-        reply = device.handle(pm.SetConfig(({"param_id": pid, "value": value},)), float(k))
+        reply = device.handle(pm.SetConfig(({"param_id": pid, "kind": FLOAT, "value": value},)),
+                              float(k))
         if isinstance(reply, pm.Nack):
             break
         assert kept.fw.cfg.limits.max_charge_a == value
@@ -190,7 +191,7 @@ def test_shrinking_the_fault_log_keeps_the_history_the_store_holds(store_path):
     assert len(rows) >= 2
     device = device_on(kept)
     reply = device.handle(pm.SetConfig(({"param_id": param_id(device, "fault_log_size"),
-                                         "value": 1},)), 15.0)
+                                         "kind": int(pm.ValueKind.INT), "value": 1},)), 15.0)
     assert isinstance(reply, pm.ConfigValues) and len(kept.fw.log) == 1
     kept.pack.sensors.voltage_offset_v[:] = 0.0
     kept.run(15.0)  # periodic saves with the smaller log; the WARNING / ALARM rows clear

@@ -148,7 +148,7 @@ def test_config_set_applies_every_value_and_answers_with_them(device):
     ({"estimation.learn_offset_when_open": 1}, "BAD_TYPE",
      ["estimation.learn_offset_when_open", "true or false"]),
     ({"limits.max_charge_a": "1.0"}, "BAD_TYPE", ["limits.max_charge_a", "number"]),
-    ({"balancing.mode": "sometimes"}, "BAD_TYPE", ["balancing.mode", "voltage"]),
+    ({"balancing.mode": "sometimes"}, "BAD_VALUE", ["balancing.mode", "voltage"]),
     ({"limits.max_charg_a": 1.0}, "UNKNOWN_PARAM",
      ["limits.max_charg_a", "close names", "limits.max_charge_a"]),
 ])
