@@ -1,9 +1,10 @@
 """`bms-emu monitor`: a live terminal view of a device speaking the protocol.
 
 The view subscribes to telemetry (Status, CellVoltages, Temperatures, BalancingState every
---period) and subscribes again whenever none has come for three periods: after the port
-came back, or after the device restarted and forgot the subscription. Rendering is a pure
-function of a `Snapshot` of plain dicts (`bms.host.views`), so it can be tested as text.
+--period; from a 1.1 device also the fault events as they happen) and subscribes again
+whenever none has come for three periods: after the port came back, or after the device
+restarted and forgot the subscription. Rendering is a pure function of a `Snapshot` of
+plain dicts (`bms.host.views`), so it can be tested as text.
 """
 
 from __future__ import annotations
@@ -37,13 +38,14 @@ from bms_emu.query_cmd import (
     run_reporting,
 )
 from protocol import messages as pm
-from protocol.framing import LATEST_REVISION
+from protocol.framing import LATEST_REVISION, REVISION_1_1
 
 BAR_WIDTH = 24
 BAR_FULL, BAR_EMPTY, BAR_NONE = "█", "░", "·"
 BALANCING_MARK = "BAL"
 ROWS_PER_COLUMN = 24  # cells per column of bars; more cells go side by side
 STALE_PERIODS = 3  # no telemetry for this many periods: subscribe again
+EVENTS_SHOWN = 8  # the newest fault events the view lists
 TELEMETRY = (pm.Status, pm.CellVoltages, pm.Temperatures, pm.BalancingState)
 WINDOW_PARAMS = ("protection.CELL_UNDERVOLTAGE.FAULT.threshold",
                  "protection.CELL_OVERVOLTAGE.FAULT.threshold")
@@ -67,6 +69,8 @@ class Snapshot:
     temps_c: list[float | None] | None = None
     balancing: dict | None = None  # views.balancing_dict
     window_v: tuple[float, float] | None = None  # bar scale; None: lowest..highest cell
+    events: list[dict] | None = None  # the newest fault events (views.fault_event_dict)
+    missed_events: int = 0  # events the log has that never came (a gap in `log_index`)
 
 
 # --- rendering: pure -----------------------------------------------------------------------
@@ -162,6 +166,22 @@ def _temps(snap: Snapshot) -> Text:
         f"{i + 1}: {views.fmt(t, '.1f', '°C')}" for i, t in enumerate(temps)))
 
 
+def _events(snap: Snapshot) -> Text:
+    """The newest fault events, newest last; cells and sensors from 1."""
+    if snap.events is None:
+        return Text("fault events: none pushed here (a 1.0 device pushes none, `--once` "
+                    "subscribes to none); `bms-emu query faults` reads the log", style="dim")
+    text = Text(f"fault events (newest last; {snap.missed_events} missed, in the fault log):"
+                if snap.missed_events else "fault events (newest last):")
+    for d in snap.events or ():
+        style = {"FAULT": "bold red", "ALARM": "yellow"}.get(d["level"], "")
+        text.append(f"\n  {views.event_text(d)}",
+                    style="green" if d["action"] == "cleared" else style)
+    if not snap.events:
+        text.append(" none since the view started", style="dim")
+    return text
+
+
 def render(snap: Snapshot) -> RenderableType:
     """The whole view for one snapshot: no I/O, no clock."""
     parts: list[RenderableType] = [_header(snap)]
@@ -169,7 +189,7 @@ def render(snap: Snapshot) -> RenderableType:
         parts += [Text(), _status_table(snap.status)]
     else:
         parts += [Text("no status yet", style="dim")]
-    parts += [Text(), _cells(snap), _temps(snap)]
+    parts += [Text(), _cells(snap), _temps(snap), Text(), _events(snap)]
     return Panel(Group(*parts), title=f"bms-emu monitor {snap.port}", box=box.ROUNDED,
                  expand=False)
 
@@ -197,10 +217,19 @@ class Monitor:
         client.on(pm.Temperatures,
                   lambda m: self._got("temps_c", views.temps_dict(m)["temperature_c"]))
         client.on(pm.BalancingState, lambda m: self._got("balancing", views.balancing_dict(m)))
+        client.on(pm.FaultEvent, self._event)
+        self._next_log_index: int | None = None  # the event the last one says comes next
 
     def _got(self, what: str, value: object) -> None:
         setattr(self.snap, what, value)
         self.last_telemetry = asyncio.get_running_loop().time()
+
+    def _event(self, ev: pm.FaultEvent) -> None:
+        """One more event on the list; a gap in `log_index` counts as missed."""
+        if self._next_log_index is not None and ev.log_index > self._next_log_index:
+            self.snap.missed_events += ev.log_index - self._next_log_index
+        self._next_log_index = ev.log_index + 1
+        self.snap.events = [*(self.snap.events or ()), views.fault_event_dict(ev)][-EVENTS_SHOWN:]
 
     async def identify(self) -> None:
         """Who the device is, and the bar window when the bars span it."""
@@ -214,9 +243,12 @@ class Monitor:
         c, t = self.client, self.timeout_s
         await self.identify()
         period_ms = max(10, round(self.period_s * 1000))
+        pushed = (pm.FaultEvent,) if c.revision >= REVISION_1_1 else ()  # 1.1 pushes events
         await ask(c, pm.Subscribe(tuple({"msg_type": pm.BY_CLASS[m].type_id,
-                                         "period_ms": period_ms} for m in TELEMETRY)),
+                                         "period_ms": period_ms} for m in TELEMETRY + pushed)),
                   pm.Ack, t)
+        if pushed and self.snap.events is None:
+            self.snap.events = []
         self.snap.subscribes += 1
 
     async def poll(self) -> None:
@@ -277,7 +309,8 @@ def add_parser(sub) -> None:
         description="A live terminal view of a device speaking the bms-emu protocol: state, "
         "contactors, pack voltage and current (positive = charging), SoC and SoH, current "
         "limits, remaining energy and runtime, one bar per cell (balancing cells marked), "
-        "temperatures, active faults and the link. Telemetry is subscribed to every --period "
+        "temperatures, active faults, the fault events as they happen (from a protocol 1.1 "
+        "device) and the link. Telemetry is subscribed to every --period "
         "and subscribed again after the link comes back. Ctrl-C leaves. Exit codes with "
         "--once: 3 refused, 4 no link or no answer.")
     add_link_arguments(p)

@@ -4,10 +4,14 @@ the one table of them (`hil.pack_options.PACK_OPTIONS`)."""
 from __future__ import annotations
 
 from bms.data.validation import Problems
+from bms.links.can.bus_spec import parse_bus_spec
 from hil.injections import Injection
-from hil.loads import StepProfile, resolve_profile
+from hil.inverter_load import InverterLoad
+from hil.loads import Load, resolve_profile
 from hil.pack import SimulatedPack
 from hil.pack_options import PACK_OPTIONS, PackOption, check_pack_values, parse_injections
+
+INVERTER_PROFILE = "inverter"
 
 
 def add_pack_arguments(p, plant: bool = True) -> None:
@@ -39,8 +43,17 @@ def check_pack_arguments(args, problems: Problems) -> None:
 
 
 def plant_inputs(args, pack: SimulatedPack, problems: Problems
-                 ) -> tuple[tuple[Injection, ...] | None, StepProfile | None]:
+                 ) -> tuple[tuple[Injection, ...] | None, Load | None]:
     """--inject and --profile for `pack`. Their problems go to `problems` (None for an input
-    that had some), for the caller to list with every other one at once."""
-    return (problems.take(parse_injections, args.inject, pack),
-            problems.take(resolve_profile, args.profile, pack.energy_wh, pack.capacity_ah))
+    that had some), for the caller to list with every other one at once. `--profile
+    inverter`: the pack draws what `bms-emu inverter` drives on the --can bus."""
+    injections = problems.take(parse_injections, args.inject, pack)
+    if args.profile != INVERTER_PROFILE:
+        return injections, problems.take(resolve_profile, args.profile, pack.energy_wh,
+                                         pack.capacity_ah)
+    if args.can is None:
+        problems.add("--profile", args.profile, "the pack's current comes from `bms-emu "
+                     "inverter` on a CAN bus: give that bus as --can INTERFACE:CHANNEL too")
+        return injections, None
+    spec = problems.take(parse_bus_spec, args.can, "--can", problems.source)
+    return injections, None if spec is None else InverterLoad(spec)

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 
 from rich import box
@@ -27,11 +28,11 @@ from bms.links.client import Client, Refused
 from bms.links.serial_link import DEFAULT_BAUD
 from bms_emu.mqtt_args import check_one_link, client_target
 from protocol import messages as pm
-from protocol.framing import LATEST_REVISION
+from protocol.framing import LATEST_REVISION, REVISIONS
 
 EXIT_REFUSED = 3
 EXIT_NO_LINK = 4
-PAGE = 32  # fault log entries / parameters asked for per request (the device's page)
+PAGE = 32  # entries asked for per paged request (the device's page)
 CONFIG_CHUNK = 64  # parameter values per GetConfig: the answer stays well inside a frame
 DEFAULT_TIMEOUT_S = 2.0
 
@@ -44,6 +45,8 @@ COMMANDS: dict[str, tuple[pm.Command, int]] = {
     "balancing-off": (pm.Command.BALANCING_MODE, pm.BalancingMode.OFF),
     "balancing-voltage": (pm.Command.BALANCING_MODE, pm.BalancingMode.VOLTAGE),
     "balancing-soc": (pm.Command.BALANCING_MODE, pm.BalancingMode.SOC),
+    "reset": (pm.Command.RESET, 0),
+    "factory-defaults": (pm.Command.FACTORY_DEFAULTS, 0),
 }
 BOOL_WORDS = {"true": True, "false": False}
 
@@ -59,6 +62,12 @@ WHATS = {
     "set": "set parameters, all or none, and print the values now in effect",
     "command": "send a command",
     "inject": "inject a fault into the emulator's simulated pack (serve --sim)",
+    "counters": "the lifetime counters: charge, energy, cycles, time in each state, extremes",
+    "cell-health": "each cell's state of health, learnt capacity and resistance",
+    "config-log": "the log of configuration writes: when, who, old and new value",
+    "set-time": "set the device's wall clock (UTC) to this computer's, or to UTC_S",
+    "reset": "restart the firmware as after a power cycle (contactors opened first)",
+    "factory-defaults": "undo every configuration write: the defaults (not while in RUN)",
 }
 
 
@@ -121,6 +130,10 @@ def add_parser(sub) -> None:
         elif name == "command":
             q.add_argument("name", choices=list(COMMANDS), metavar="NAME",
                            help=", ".join(COMMANDS))
+        elif name == "set-time":
+            q.add_argument("utc_s", nargs="?", type=float, metavar="UTC_S",
+                           help="seconds since 1970-01-01 UTC (default: this computer's "
+                           "clock)")
         elif name == "inject":
             q.add_argument("spec", metavar="AT:KIND[:k=v,...]",
                            help="as `bms-emu run --inject` takes it, AT counted from now "
@@ -144,6 +157,9 @@ def run_reporting(prog: str, work: Callable[[], Awaitable[int]]) -> int:
     except Refused as exc:
         print(f"{prog}: refused: {exc.code}: {exc.nack.detail}", file=sys.stderr)
         return EXIT_REFUSED
+    except NotInProtocol as exc:
+        print(f"{prog}: refused: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except (TimeoutError, UnexpectedAnswer) as exc:
         print(f"{prog}: {exc or 'timed out'}", file=sys.stderr)
         return EXIT_NO_LINK
@@ -156,8 +172,19 @@ class UnexpectedAnswer(Exception):
     """An answer of the wrong type to a request (a stale frame, or not this protocol)."""
 
 
+class NotInProtocol(Exception):
+    """A request the device's protocol does not have (a 1.1 one, and the device is 1.0)."""
+
+
 async def ask(client: Client, msg: object, expected: type, timeout_s: float):
-    reply = await client.request(msg, timeout_s)
+    try:
+        reply = await client.request(msg, timeout_s)
+    except ValueError:
+        mt = pm.BY_CLASS[type(msg)]
+        if pm.in_revision(mt.type_id, client.revision):
+            raise
+        raise NotInProtocol(f"{mt.name} is protocol {REVISIONS[mt.since]}; this device "
+                            f"speaks {REVISIONS[client.revision]}") from None
     if not isinstance(reply, expected):
         raise UnexpectedAnswer(f"{type(msg).__name__} was answered with "
                                f"{type(reply).__name__}, not {expected.__name__}")
@@ -180,16 +207,22 @@ def quiet_link_log() -> None:
 
 async def fetch_parameters(client: Client, timeout_s: float) -> list[dict]:
     """The device's parameter list (id, kind, name, unit, choices), every page."""
-    params: list[dict] = []
+    return await fetch_pages(client, pm.GetParameterList, pm.ParameterList, timeout_s)
+
+
+async def fetch_pages(client: Client, request: type, expected: type,
+                      timeout_s: float) -> list[dict]:
+    """Every entry of a paged read (`request(start, count)` answered by a page with
+    `total` and `entries`), asking on from where each page's entries end."""
+    entries: list[dict] = []
     total = None
-    while total is None or len(params) < total:
-        page = await ask(client, pm.GetParameterList(len(params), PAGE), pm.ParameterList,
-                         timeout_s)
+    while total is None or len(entries) < total:
+        page = await ask(client, request(len(entries), PAGE), expected, timeout_s)
         total = page.total
         if not page.entries:
             break
-        params.extend(page.entries)
-    return params
+        entries.extend(page.entries)
+    return entries
 
 
 async def fetch_values(client: Client, ids: list[int], timeout_s: float) -> dict[int, dict]:
@@ -421,15 +454,70 @@ async def _faults(client, args):
     table = Table(title=f"fault log: {log['total']} entries kept, {log['dropped']} dropped",
                   box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False,
                   collapse_padding=True)
-    for column in ("time", "fault", "level", "action", "where", "value", "state, SoC"):
+    # the boot only when the log spans several; the time in UTC where it is known
+    boots = len({e["boot"] for e in log["entries"]}) > 1
+    for column in ("boot",) * boots + ("time", "fault", "level", "action", "where", "value",
+                                       "state, SoC"):
         table.add_column(column, no_wrap=True,
-                         justify="right" if column in ("time", "value") else "left")
+                         justify="right" if column in ("boot", "time", "value") else "left")
     for e in log["entries"]:
         unit = units.get(e["name"], "")
-        table.add_row(views.fmt(e["t_s"], ".1f", "s"), e["name"], e["level"], e["action"],
-                      subject_text(e), views.fmt(e["value"], ".4g", unit),
+        when = (views.fmt(e["t_s"], ".1f", "s") if e["utc_s"] is None
+                else views.fmt_utc(e["utc_s"]))
+        table.add_row(*(str(e["boot"] or "-"),) * boots, when, e["name"], e["level"],
+                      e["action"], subject_text(e), views.fmt(e["value"], ".4g", unit),
                       f"{e['state']}, {views.fmt(e['soc_pct'], '.0f', '%')}")
     return log, table
+
+
+async def _counters(client, args):
+    d = {"counters": views.counter_dicts(
+        await fetch_pages(client, pm.GetCounters, pm.CounterPage, args.timeout))}
+    table = _table(f"lifetime counters of {link_name(args)}", "counter", "value")
+    for c in d["counters"]:
+        table.add_row(c["name"], views.fmt(c["value"], ".6g", c["unit"]))
+    return d, table
+
+
+async def _cell_health(client, args):
+    d = {"cells": views.cell_health_dicts(
+        await fetch_pages(client, pm.GetCellHealth, pm.CellHealthPage, args.timeout))}
+    table = _table("cell health", "cell", "SoH", "capacity", "resistance", "vs new")
+    for c in d["cells"]:
+        table.add_row(str(c["cell"]), views.fmt(c["soh_pct"], ".1f", "%"),
+                      views.fmt(c["capacity_ah"], ".4g", "Ah"),
+                      views.fmt(None if c["resistance_ohm"] is None
+                                else c["resistance_ohm"] * 1e3, ".3g", "mΩ"),
+                      views.fmt(c["resistance_pct"], ".0f", "%"))
+    return d, table
+
+
+async def _config_log(client, args):
+    entries = [views.config_log_dict(e) for e in await fetch_pages(
+        client, pm.GetConfigLog, pm.ConfigLogPage, args.timeout)]
+    d = {"entries": entries}
+    if not entries:
+        return d, "configuration-write log empty (or the device keeps no store)"
+    table = _table("configuration writes, oldest first", "boot", "time", "UTC", "who",
+                   "parameter", "old", "new")
+    for e in entries:
+        table.add_row(str(e["boot"] or "-"), views.fmt(e["t_s"], ".1f", "s"),
+                      views.fmt_utc(e["utc_s"]), e["who"], e["param"],
+                      views.fmt_value(e["old"]), views.fmt_value(e["new"]))
+    return d, table
+
+
+async def _set_time(client, args):
+    utc_s = time.time() if args.utc_s is None else args.utc_s
+    await ask(client, pm.SetTime(utc_s), pm.Ack, args.timeout)
+    return ({"utc_s": utc_s, "accepted": True},
+            f"wall clock set to {views.fmt_utc(utc_s)}: fault log entries of this boot carry it")
+
+
+def _command_named(name: str):
+    """`query NAME` for a command that is also `query command NAME`."""
+    return lambda client, args: _command(client, argparse.Namespace(**{**vars(args),
+                                                                          "name": name}))
 
 
 def _values_result(params: list[dict], values: dict[int, dict], title: str):
@@ -488,4 +576,7 @@ async def _inject(client, args):
 
 ANSWERS = {"status": _status, "info": _info, "cells": _cells, "temps": _temps, "soc": _soc,
            "balancing": _balancing, "faults": _faults, "config": _config, "set": _set,
-           "command": _command, "inject": _inject}
+           "command": _command, "inject": _inject, "counters": _counters,
+           "cell-health": _cell_health, "config-log": _config_log, "set-time": _set_time,
+           "reset": _command_named("reset"),
+           "factory-defaults": _command_named("factory-defaults")}

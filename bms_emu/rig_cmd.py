@@ -17,6 +17,7 @@ from bms_emu.serve_cmd import add_duration_argument, add_serial_arguments, check
 from hil.pack_options import build_pack
 from hil.plant import Plant
 from hil.rig import Rig
+from protocol.framing import LATEST_REVISION
 
 
 def add_parser(sub) -> None:
@@ -31,6 +32,9 @@ def add_parser(sub) -> None:
     add_serial_arguments(p)
     add_mqtt_arguments(p, device=False)
     add_pack_arguments(p)
+    p.add_argument("--can", metavar="INTERFACE:CHANNEL[@BITRATE]",
+                   help="with --profile inverter: the CAN bus `bms-emu inverter` drives this "
+                   "pack's current on (README: Connect an inverter)")
     p.add_argument("--tick", type=float, default=0.1, metavar="S",
                    help="measurement period, seconds")
     p.add_argument("--actuation-timeout", type=float, default=1.0, metavar="S",
@@ -82,11 +86,12 @@ def handle(args) -> int:
 
 async def _run(args, plant: Plant, report) -> Rig:
     """Runs the rig on the port; the summary is printed however the run ends."""
-    async with Client(client_target(args), args.baud) as client:
+    async with Client(client_target(args), args.baud, LATEST_REVISION) as client:
         rig = Rig(plant, client, args.tick, args.actuation_timeout, report)
         try:
             await rig.run(args.duration)
         finally:
+            plant.close()
             _print_summary(rig.summary(), args.json)
     return rig
 

@@ -42,6 +42,7 @@ from bms_emu.pack_args import (
     plant_inputs,
 )
 from bms_emu.query_cmd import EXIT_NO_LINK
+from hil.inverter_load import InverterLoad
 from hil.pack import SimulatedPack
 from hil.pack_options import build_pack, firmware_config
 from hil.runner import RunOptions, run, summary
@@ -223,6 +224,8 @@ def _run_and_report(args, b: Built) -> int:
         finally:
             if b.can is not None:
                 b.can.shutdown()
+            if isinstance(profile, InverterLoad):  # --profile inverter: its bus
+                profile.shutdown()
             if bridge is not None:  # before the store closes: it forgets what was delivered
                 bridge.close()
             if b.keeper is not None:

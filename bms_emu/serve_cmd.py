@@ -17,6 +17,7 @@ from bms.host.device import Device, Identity
 from bms.host.policy import TRUSTED, CommandPolicy
 from bms.links.mqtt.bridge import pack_topic
 from bms.links.mqtt.link import frame_rate_per_s, mqtt_link
+from bms.links.no_link import no_link
 from bms.links.serial_link import DEFAULT_BAUD, Endpoint
 from bms.runtime.realtime import Runtime
 from bms_emu.build_info import firmware_build
@@ -133,9 +134,11 @@ def build(args) -> tuple[Runtime, str | None]:
     check_nvm_arguments(args, problems)
     check_can_arguments(args, problems)
     check_modbus_arguments(args, problems)
-    if args.serial is None and args.mqtt is None:
+    field_only = args.serial is None and args.mqtt is None
+    if field_only and not (args.sim and (args.can or args.modbus)):
         problems.add("--serial/--mqtt", None,
-                     "give --serial PORT, --mqtt URL or both (--can runs beside them)")
+                     "give --serial PORT, --mqtt URL or both (--can and --modbus run beside "
+                     "them; --sim may run on --can or --modbus alone)")
     check_output_path(problems, "--stats", args.stats)
     problems.raise_if_any()
     pack = build_pack(args, args.tick)
@@ -158,13 +161,16 @@ def build(args) -> tuple[Runtime, str | None]:
     store = keeper.store if keeper is not None else None
     bridge = device_bridge(args, session, device, store) if session else None
     # The protocol goes on the serial port when there is one (trusted: a cable), else on the
-    # MQTT proto topics, held to the same command policy as cmd/*.
-    link = (args.serial if args.serial else
+    # MQTT proto topics, held to the same command policy as cmd/*; else nowhere (--sim with
+    # only field links).
+    link = (args.serial if args.serial else no_link if field_only else
             mqtt_link(session, pack_topic(session.broker.prefix, args.pack_id),
                       device_side=True, owns_session=False,
                       rate_per_s=args.mqtt_frame_rate or frame_rate_per_s(args.tick)))
-    who = f"protocol on {args.serial}" if args.serial else "protocol on MQTT"
-    policy = TRUSTED if args.serial else bridge.options.commands or CommandPolicy()
+    who = (f"protocol on {args.serial}" if args.serial else "no protocol link" if field_only
+           else "protocol on MQTT")
+    policy = (TRUSTED if args.serial else CommandPolicy() if field_only
+              else bridge.options.commands or CommandPolicy())
     runtime = Runtime(device, Endpoint(link, args.baud), args.tick, plant, bridge, keeper, who,
                       policy, [*modbus_links(args, device, pack.sensors.spec.cells_per_temp_sensor),
                                *can_links(args, device)])
@@ -191,6 +197,8 @@ def handle(args) -> int:
     finally:
         if runtime.bridge is not None:
             runtime.bridge.session.stop()
+        if runtime.plant is not None:
+            runtime.plant.close()
         if args.stats is not None:
             write_stats(args.stats, runtime, time.monotonic() - started_s)
     return 0

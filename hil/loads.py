@@ -12,6 +12,7 @@ import bisect
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -39,6 +40,17 @@ DATACENTER_DAY: tuple[tuple[float, float], ...] = (
 class Demand:
     value: float  # signed, positive = charge
     unit: str  # "a" or "w"
+    # An inverter's power stage (`hil.inverter_load`): a current (A) held to this terminal
+    # voltage, at most while charging, at least while discharging. The inverter keeps to
+    # the limits it was sent on its own; the pack takes what it drives, as a real one does.
+    voltage_limit_v: float | None = None
+
+
+class Load(Protocol):
+    """What the pack draws at each time: a profile here, or an inverter on a CAN bus
+    (`hil.inverter_load`)."""
+
+    def demand(self, t_s: float) -> Demand: ...
 
 
 @dataclass(frozen=True, eq=False)

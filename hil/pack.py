@@ -142,10 +142,16 @@ class SimulatedPack:
             self._slow_step()
         self.ticks += 1
         emf_v, r_ohm = self.cells.prepare()
-        cvl_v, dvl_v = self.voltage_limits_v
-        charge_v = self.charge_voltage_v if cvl_v is None else min(self.charge_voltage_v, cvl_v)
-        load_a = pack_current_a(demand, self.pack_voltage_v, emf_v, r_ohm, charge_v,
-                                self.charge_limit_a, self.discharge_limit_a, dvl_v)
+        if demand.voltage_limit_v is not None:  # an inverter: its setpoint, its voltage
+            limit_v = demand.voltage_limit_v
+            load_a = pack_current_a(demand, self.pack_voltage_v, emf_v, r_ohm, limit_v,
+                                    max(demand.value, 0.0), max(-demand.value, 0.0), limit_v)
+        else:
+            cvl_v, dvl_v = self.voltage_limits_v
+            charge_v = (self.charge_voltage_v if cvl_v is None
+                        else min(self.charge_voltage_v, cvl_v))
+            load_a = pack_current_a(demand, self.pack_voltage_v, emf_v, r_ohm, charge_v,
+                                    self.charge_limit_a, self.discharge_limit_a, dvl_v)
         self.current_a = self.power_path.step(self.dt_s, emf_v, r_ohm, load_a)
         if self.balancing_on:
             self.bleed_a = self.balancing * (self.group_v / self.spec.balance_resistor_ohm)

@@ -60,8 +60,9 @@ PACK_OPTIONS: tuple[PackOption, ...] = (
     PackOption("profile", str, "datacenter", metavar="NAME|PATH", plant=True, file_key=None,
                help="load: datacenter, pulses[:SEED] (random -2C..+0.5C pulses with rests), "
                "rest, current:A (or current:0.5C), power:W (negative = discharge), "
-               "cycles:C (full cycles at C-rate C) or a CSV file with time_s,current_a or "
-               "time_s,power_w"),
+               "cycles:C (full cycles at C-rate C), a CSV file with time_s,current_a or "
+               "time_s,power_w, or inverter: the current `bms-emu inverter` drives on the "
+               "--can bus (not in scenario files)"),
     PackOption("seed", int, 0, plant=True, help="seed for cell spread and sensor noise",
                low=0, high=2**32 - 1),
     PackOption("ambient_c", float, 25.0, metavar="C", plant=True,

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 from bms.core.signals import Actuation, Measurement
 from hil.injections import Injection, InjectionSchedule, parse_injection
-from hil.loads import StepProfile
+from hil.inverter_load import InverterLoad
+from hil.loads import Load
 from hil.pack import SimulatedPack
 
 
 class Plant:
-    def __init__(self, pack: SimulatedPack, profile: StepProfile,
+    def __init__(self, pack: SimulatedPack, profile: Load,
                  injections: tuple[Injection, ...] = ()):
         self.pack = pack
         self.profile = profile
@@ -29,6 +30,11 @@ class Plant:
         """Applies the injections due by `now_s`, then moves the pack on by one tick."""
         self.injections.apply_due(self.pack, now_s)
         self.pack.advance(self.profile.demand(now_s))
+
+    def close(self) -> None:
+        """Lets go of what the load holds open: an inverter's bus (`--profile inverter`)."""
+        if isinstance(self.profile, InverterLoad):
+            self.profile.shutdown()
 
     def inject(self, spec: str, now_s: float) -> None:
         """Schedules a fault given as `--inject` writes it, AT counted from now; raises

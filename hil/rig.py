@@ -22,6 +22,7 @@ from bms.runtime.pacing import ticks
 from bms.runtime.timing import Histogram, TickStats
 from hil.plant import Plant
 from protocol import messages as pm
+from protocol.framing import REVISIONS
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,12 @@ class Rig:
     def _nack(self, nack: pm.Nack) -> None:
         refusal = Refused(nack)
         self.nacks[refusal.code] += 1
-        if nack.error in FATAL_ERRORS and self.refused is None:
+        older = self.client.revision - 1
+        if nack.error == pm.ErrorCode.UNSUPPORTED_VERSION and older in REVISIONS:
+            self.client.revision = older  # an older emulator: its protocol from the next frame
+            self._note(self.now_s(), "protocol", f"the emulator speaks revision {older} "
+                       f"(protocol {REVISIONS[older]}): measurements go out in it")
+        elif nack.error in FATAL_ERRORS and self.refused is None:
             self.refused = refusal
             self._note(self.now_s(), "refused", str(refusal))
         else:

@@ -14,7 +14,7 @@ from typing import Protocol, TextIO
 
 from bms.core.signals import Actuation, FaultEvent, Measurement
 from hil.injections import Injection, InjectionSchedule
-from hil.loads import StepProfile
+from hil.loads import Load
 from hil.pack import SimulatedPack
 from hil.recorder import Recorder
 
@@ -69,7 +69,7 @@ class RunResult:
 def run(
     pack: SimulatedPack,
     firmware: Stepper,
-    profile: StepProfile,
+    profile: Load,
     options: RunOptions,
     record_to: TextIO | None = None,
     progress: Callable[[float], None] | None = None,

@@ -133,6 +133,14 @@ class FloatArray(CountedArray):
         return np.asarray(obj, dtype="<f4").tobytes()
 
 
+class OptionalFloatArray(FloatArray):
+    """A FloatArray the sender may leave out: a count of zero reads as None (not sent)."""
+
+    @staticmethod
+    def from_buffer(data: bytes, offset: int, n: int) -> np.ndarray | None:
+        return None if n == 0 else np.frombuffer(data, FLOAT32, n, offset)
+
+
 class BitArray(CountedArray):
     """One bit per element, least significant bit first, padded to whole bytes; a count of
     zero reads as None (the sender did not report it)."""

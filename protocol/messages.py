@@ -31,6 +31,7 @@ from protocol.fields import (
     Bool,
     FloatArray,
     LongText,
+    OptionalFloatArray,
     Text,
     array_fields,
 )
@@ -73,6 +74,18 @@ class Command(IntEnum):
     CLEAR_FAULTS = 4
     BALANCING_MODE = 5  # argument: a BalancingMode
     SERVICE_RESET = 6  # a service action: clears hardware faults and a lockout too
+    RESET = 7  # restart the firmware as after a power cycle (contactors opened first)
+    FACTORY_DEFAULTS = 8  # undo every configuration write: the defaults; not on the bus
+
+
+# The revision that added each command after 1.0: an older revision's CommandRequest that
+# names one is BAD_VALUE, as a device of that revision answers it.
+COMMAND_SINCE = {Command.RESET: REVISION_1_1, Command.FACTORY_DEFAULTS: REVISION_1_1}
+
+
+def commands_in(revision: int) -> tuple[Command, ...]:
+    """The commands a CommandRequest of `revision` may name."""
+    return tuple(cmd for cmd in Command if COMMAND_SINCE.get(cmd, REVISION_1_0) <= revision)
 
 
 class BalancingMode(IntEnum):
@@ -110,6 +123,8 @@ STORE_BITS = {"kept": 0x01, "failing": 0x02}
 ACCESS_BITS = {"read": 0x01, "write": 0x02}
 # Open-end bits, in a ParameterList entry's `open_ends`: that bound itself is not allowed.
 OPEN_END_BITS = {"min": 0x01, "max": 0x02}
+# Rig request bits, in ActuationFrame.rig_requests (1.1): what the rig's front end is to do.
+RIG_REQUEST_BITS = {"open_wire_test": 0x01}
 
 # A configuration value: parameter id, ValueKind, then the value in that kind's layout.
 ParamValue = c.Struct("param_id" / U16, "kind" / U8, "value" / c.Switch(
@@ -175,7 +190,8 @@ REQ, RSP, EVT = Flags.REQUEST, Flags.RESPONSE, Flags.EVENT
 NO_PAYLOAD: tuple[c.Construct, ...] = ()
 FAULT_ENTRY = c.Struct(
     "t_s" / F64, "code" / U8, "level" / U8, "action" / U8, "index" / I16, "value" / F32,
-    "state" / U8, "soc_pct" / F32)
+    "state" / U8, "soc_pct" / F32,
+    since(REVISION_1_1, "boot" / U32, 0), since(REVISION_1_1, "utc_s" / F64, math.nan))
 PARAM_ENTRY = c.Struct(
     "param_id" / U16, "kind" / U8, "name" / Text, "unit" / Text,
     "choices" / c.PrefixedArray(U8, Text),
@@ -183,6 +199,11 @@ PARAM_ENTRY = c.Struct(
     since(REVISION_1_1, "open_ends" / U8, 0), since(REVISION_1_1, "default" / F64, math.nan),
     since(REVISION_1_1, "access" / U8, 0), since(REVISION_1_1, "persisted" / Bool, False))
 SUBSCRIPTION = c.Struct("msg_type" / U8, "period_ms" / U32)
+COUNTER_ENTRY = c.Struct("name" / Text, "unit" / Text, "value" / F64)
+CELL_HEALTH_ENTRY = c.Struct("soh_pct" / F32, "capacity_ah" / F32, "resistance_ohm" / F32,
+                             "resistance_pct" / F32)
+CONFIG_LOG_ENTRY = c.Struct("boot" / U32, "t_s" / F64, "utc_s" / F64, "who" / Text,
+                            "param" / Text, "old" / Text, "new" / Text)
 
 
 # --- requests and their responses -----------------------------------------------------------
@@ -367,7 +388,8 @@ class FaultLogPage:
     """A page of the fault log: `total` entries kept, `dropped` pushed out by newer ones.
     Each entry: emulator time, fault code, level (1 WARNING, 2 ALARM, 3 FAULT), action
     (1 raised, 0 cleared), offending cell or sensor (0-based, -1 none), its reading (NaN
-    none), the state and pack SoC when it happened."""
+    none), the state and pack SoC when it happened; from 1.1 also the boot it happened in
+    and its UTC time (NaN until a SetTime in that boot made the wall clock known)."""
 
     total: int
     dropped: int
@@ -440,8 +462,10 @@ class Subscribe:
     """Telemetry: send each listed response type as an EVENT every `period_ms`. The types
     that may be listed are Status, CellVoltages, Temperatures, CellSoc and BalancingState;
     `period_ms` is at least 10, and a message goes out at the first emulator tick (0.1 s
-    unless `serve --tick` says otherwise) at or after it falls due. Replaces any earlier
-    subscription; an empty list stops telemetry, and so does the link going down."""
+    unless `serve --tick` says otherwise) at or after it falls due. From 1.1 FaultEvent may
+    be listed too: its `period_ms` is ignored (any value), each event goes out in the step
+    it happens in. Replaces any earlier subscription; an empty list stops telemetry, and so
+    does the link going down or the device restarting."""
 
     subscriptions: tuple
 
@@ -473,6 +497,88 @@ class Inject:
     spec: str
 
 
+@message(0x19, REQ, "utc_s" / F64, added=REVISION_1_1)
+@frozen
+class SetTime:
+    """The wall clock: the host's UTC in seconds since 1970-01-01T00:00:00Z (Unix time, no
+    leap seconds), 2000-01-01 to 2100-01-01; answered with Ack. The device keeps the offset
+    to its own time: from then on every fault log entry of this boot (those recorded before
+    the SetTime too) and every FaultEvent carries `utc_s`, its device time mapped through
+    that offset. A later SetTime replaces the offset; a restart (Reset, power cycle) starts
+    without one: send SetTime after each boot."""
+
+    utc_s: float
+
+
+@message(0x1A, REQ, "start" / U16, "count" / U8, added=REVISION_1_1)
+@frozen
+class GetCounters:
+    """Asks for up to `count` lifetime counters from position `start`; paged as
+    GetParameterList. The list is fixed for a firmware version: entry `start + i` is the
+    same counter every time."""
+
+    start: int
+    count: int
+
+
+@message(0x1B, RSP, "total" / U16, "start" / U16,
+         "entries" / c.PrefixedArray(U8, COUNTER_ENTRY), added=REVISION_1_1)
+@frozen
+class CounterPage:
+    """Lifetime counters, kept in the persistent store across restarts (without a store,
+    since start): dotted name, unit (empty: a count) and value, NaN when none is known yet
+    (an extreme before the first reading)."""
+
+    total: int
+    start: int
+    entries: tuple
+
+
+@message(0x1C, REQ, "start" / U16, "count" / U8, added=REVISION_1_1)
+@frozen
+class GetCellHealth:
+    """Asks for the health of up to `count` cells from cell `start` (0-based); paged as
+    GetParameterList."""
+
+    start: int
+    count: int
+
+
+@message(0x1D, RSP, "total" / U16, "start" / U16,
+         "entries" / c.PrefixedArray(U8, CELL_HEALTH_ENTRY), added=REVISION_1_1)
+@frozen
+class CellHealthPage:
+    """Each cell's health as the estimator has learnt it (a parallel group is one cell):
+    entry `i` is cell `start + i` (0-based), `total` the number of series cells."""
+
+    total: int
+    start: int
+    entries: tuple
+
+
+@message(0x1E, REQ, "start" / U32, "count" / U8, added=REVISION_1_1)
+@frozen
+class GetConfigLog:
+    """Asks for up to `count` entries of the configuration-write log from entry `start`
+    (0 = the oldest); paged as GetParameterList. The persistent store keeps every write, so
+    entry n stays entry n; a device without a store has none."""
+
+    start: int
+    count: int
+
+
+@message(0x1F, RSP, "total" / U32, "start" / U32,
+         "entries" / c.PrefixedArray(U8, CONFIG_LOG_ENTRY), added=REVISION_1_1)
+@frozen
+class ConfigLogPage:
+    """The configuration-write log: each parameter written, when (boot, device time, UTC),
+    by whom, and its value before and after as JSON text."""
+
+    total: int
+    start: int
+    entries: tuple
+
+
 @message(0x7E, RSP, "request_type" / U8)
 @frozen
 class Ack:
@@ -497,12 +603,17 @@ class Nack:
          "bus_voltage_v" / F32, "contactors" / U8, "n_cells" / U16,
          "cell_voltage_v" / FloatArray("n_cells", MAX_CELLS), "n_sensors" / U16,
          "temperature_c" / FloatArray("n_sensors", MAX_TEMP_SENSORS), "n_balancing" / U16,
-         "balancing" / BitArray("n_balancing", MAX_CELLS))
+         "balancing" / BitArray("n_balancing", MAX_CELLS),
+         since(REVISION_1_1, "pack_voltage_v" / F32), since(REVISION_1_1, "n_open_wire" / U16),
+         since(REVISION_1_1, "open_wire_test_v" / OptionalFloatArray("n_open_wire", MAX_CELLS)))
 @frozen
 class MeasurementFrame:
     """Rig to emulator: one measurement. `contactors` is the auxiliary-contact feedback;
     `balancing` the bleed switches that were on while it was measured (n_balancing = 0:
-    not reported, taken as commanded)."""
+    not reported, taken as commanded). From 1.1 also the pack's own voltage sensor (inside
+    the contactors; NaN: none, the sum of the cells is then not checked against it) and the
+    open-wire test's readings when the last ActuationFrame asked for the test
+    (`n_open_wire` = 0: no test run)."""
 
     rig_seq: int
     rig_time_s: float
@@ -512,16 +623,26 @@ class MeasurementFrame:
     cell_voltage_v: np.ndarray
     temperature_c: np.ndarray
     balancing: np.ndarray | None = None
+    pack_voltage_v: float = math.nan
+    open_wire_test_v: np.ndarray | None = None
 
 
 @message(0x21, EVT, "rig_seq" / U32, "time_s" / F64, "state" / U8, "contactors" / U8,
          "fault_bitmap" / U32, "charge_limit_a" / F32, "discharge_limit_a" / F32,
-         "soc_pct" / F32, "n_cells" / U16, "balance_mask" / BitArray("n_cells", MAX_CELLS))
+         "soc_pct" / F32, "n_cells" / U16, "balance_mask" / BitArray("n_cells", MAX_CELLS),
+         since(REVISION_1_1, "charge_voltage_limit_v" / F32),
+         since(REVISION_1_1, "discharge_voltage_limit_v" / F32),
+         since(REVISION_1_1, "warning_bitmap" / U32), since(REVISION_1_1, "alarm_bitmap" / U32),
+         since(REVISION_1_1, "fault_level_bitmap" / U32),
+         since(REVISION_1_1, "rig_requests" / U8))
 @frozen
 class ActuationFrame:
     """Emulator to rig, after each firmware step in HIL mode: the measurement answered
     (`rig_seq`), emulator time, state, contactor commands, faults, current limits, SoC and
-    the bleed resistors to switch on."""
+    the bleed resistors to switch on. From 1.1 also the pack voltage limits (CVL / DVL), the
+    faults by level (as Status has them) and what the rig's front end is to do during the
+    coming interval (`rig_requests`: run the open-wire test and report it with the next
+    MeasurementFrame)."""
 
     rig_seq: int
     time_s: float
@@ -532,6 +653,35 @@ class ActuationFrame:
     discharge_limit_a: float
     soc_pct: float
     balance_mask: np.ndarray
+    charge_voltage_limit_v: float = math.nan
+    discharge_voltage_limit_v: float = math.nan
+    warning_bitmap: int = 0
+    alarm_bitmap: int = 0
+    fault_level_bitmap: int = 0
+    rig_requests: int = 0  # RIG_REQUEST_BITS
+
+
+@message(0x22, EVT, "log_index" / U32, "boot" / U32, "time_s" / F64, "utc_s" / F64,
+         "code" / U8, "level" / U8, "action" / U8, "index" / I16, "value" / F32,
+         added=REVISION_1_1)
+@frozen
+class FaultEvent:
+    """Device to host, pushed to a link that subscribed to it (Subscribe, FaultEvent
+    listed) in the step the fault was raised or cleared, one per fault log entry, in log
+    order. `log_index` is the entry's number in the fault log since it began (FaultLogPage:
+    `dropped + start + i`): a gap in it is an event missed (the link was down, or not
+    subscribed), and GetFaultLog from `log_index - dropped` reads what was missed. The fault
+    log is the record: events are not repeated nor kept for a link that is down."""
+
+    log_index: int
+    boot: int
+    time_s: float
+    utc_s: float
+    code: int
+    level: int
+    action: int
+    index: int
+    value: float
 
 
 # --- one mechanism for all of them ---------------------------------------------------------

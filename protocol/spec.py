@@ -37,15 +37,17 @@ ANSWERS: dict[str, str] = {
     "GetBalancing": "BalancingState", "GetFaultLog": "FaultLogPage",
     "GetParameterList": "ParameterList", "GetConfig": "ConfigValues",
     "SetConfig": "ConfigValues", "CommandRequest": "Ack", "Subscribe": "Ack",
-    "TimeSync": "TimeInfo", "Inject": "Ack",
+    "TimeSync": "TimeInfo", "Inject": "Ack", "SetTime": "Ack", "GetCounters": "CounterPage",
+    "GetCellHealth": "CellHealthPage", "GetConfigLog": "ConfigLogPage",
 }
 EVENT_ANSWERS: dict[str, str] = {
     "MeasurementFrame": "answered by ActuationFrame (EVENT, same `rig_seq`) in HIL mode",
     "ActuationFrame": "not answered",
+    "FaultEvent": "not answered; sent to a link that subscribed to it (Subscribe)",
 }
 
 UNITS = {"v": "V", "a": "A", "c": "°C", "s": "s", "ms": "ms", "pct": "%", "wh": "Wh",
-         "ah": "Ah"}
+         "ah": "Ah", "ohm": "Ω"}
 # What a field means when its name carries no unit; "Type.field" wins over "field".
 MEANINGS = {
     "contactors": "contactor bits (see Contactor bits)",
@@ -107,6 +109,38 @@ MEANINGS = {
     "DeviceInfo.mode": "Mode",
     "BalancingState.mode": "BalancingMode",
     "DeviceInfo.protocol_version": "the header revision of this answer (the request's)",
+    "start": "0-based position of the first entry wanted (of the page: its first entry)",
+    "count": "entries wanted; the page holds at most `max_page_entries` and what fits",
+    "total": "entries there are",
+    "boot": "the boot it happened in (the store's count of starts, from 1); 0 unknown (no "
+            "store)",
+    "utc_s": "UTC, s since 1970-01-01 (the device time mapped through the SetTime offset "
+             "of that boot); NaN until a SetTime in that boot",
+    "SetTime.utc_s": "s since 1970-01-01 UTC, 946684800 (2000-01-01) to below 4102444800 "
+                     "(2100-01-01)",
+    "log_index": "the entry's number in the fault log since it began (`dropped` + position)",
+    "FaultEvent.time_s": "s, device time of the step it happened in",
+    "FaultEvent.value": "the reading of `index`, NaN none",
+    "CounterPage.name": "dotted name, fixed for a firmware version",
+    "CounterPage.unit": "its unit, empty for a count",
+    "CounterPage.value": "in `unit`; NaN none yet (an extreme before the first reading)",
+    "soh_pct": "%, learnt capacity over the nominal one",
+    "CellHealthPage.capacity_ah": "Ah, the learnt capacity of the cell (its parallel group)",
+    "resistance_ohm": "Ω, resistance to a steady current (R0 + R1 + R2 of the model, learnt "
+                      "factor included) at the last estimate; NaN before the first",
+    "resistance_pct": "%, learnt resistance over the chemistry's table (100: as new)",
+    "ConfigLogPage.t_s": "s, device time in that boot (0: a `--config FILE` given at start)",
+    "who": "who wrote it: `protocol on PORT`, `protocol on MQTT`, `MQTT command`, "
+           "`--config FILE`; `, factory defaults` added for FACTORY_DEFAULTS (cut to 255 "
+           "bytes)",
+    "param": "the parameter's dotted name",
+    "old": "its value before, as JSON text (a number, true / false, a quoted word)",
+    "new": "its value after, as JSON text",
+    "MeasurementFrame.pack_voltage_v": "V, the pack's own voltage sensor (inside the "
+                                       "contactors); NaN none",
+    "open_wire_test_v": "V, each cell channel under the open-wire test current, taken in "
+                        "the interval this measurement closes",
+    "rig_requests": "rig request bits (see Rig request bits)",
 }
 FORMATS = {"B": "u8", "H": "u16", "I": "u32", "L": "u32", "Q": "u64", "b": "i8", "h": "i16",
            "i": "i32", "l": "i32", "q": "i64", "f": "float32", "d": "float64"}
@@ -154,8 +188,9 @@ def layout(con: c.Construct, nested: list[tuple[str, c.Struct]], field: str = ""
     if isinstance(con, c.Renamed | Since):
         return layout(con.subcon, nested, field)
     if isinstance(con, fields.FloatArray):
+        unsent = "; 0: not sent" if isinstance(con, fields.OptionalFloatArray) else ""
         return (f"count x float32 LE (count from field `{con.count}`, "
-                f"at most {con.limit})")
+                f"at most {con.limit}{unsent})")
     if isinstance(con, fields.BitArray):
         return (f"ceil(count/8) bytes, LSB first (count from field `{con.count}`, at most "
                 f"{con.limit}; 0: not sent)")
@@ -273,8 +308,7 @@ def message_section(mt: MessageType) -> str:
 def examples() -> list[tuple[str, object, int, int]]:
     """(title, message, seq, revision) of each example frame."""
     cells = np.round(3.300 + 0.001 * np.arange(16), 3).astype(np.float32)
-    mask = np.zeros(16, bool)
-    mask[[3, 12]] = True
+    no_bleed = np.zeros(16, bool)  # the test is asked for only in an interval without one
     status = messages.Status(
         time_s=3600.0, state=3, contactors=0x05, fault_bitmap=0x0202, charge_limit_a=1.5,
         discharge_limit_a=4.5, pack_voltage_v=52.875, current_a=-2.0, soc_pct=62.5,
@@ -292,12 +326,17 @@ def examples() -> list[tuple[str, object, int, int]]:
          first),
         ("MeasurementFrame, 16 cells and 4 sensors, event, seq 42", messages.MeasurementFrame(
             rig_seq=42, rig_time_s=12.5, current_a=-2.0, bus_voltage_v=52.875, contactors=0x05,
-            cell_voltage_v=cells, temperature_c=np.array([24.5, 25.0, 25.5, 26.0], np.float32)),
-         42, latest),
-        ("ActuationFrame answering it, event, seq 42", messages.ActuationFrame(
-            rig_seq=42, time_s=12.5, state=3, contactors=0x05, fault_bitmap=0,
-            charge_limit_a=1.5, discharge_limit_a=4.5, soc_pct=62.5, balance_mask=mask), 42,
-         latest),
+            cell_voltage_v=cells, temperature_c=np.array([24.5, 25.0, 25.5, 26.0], np.float32),
+            pack_voltage_v=52.875), 42, latest),
+        ("ActuationFrame answering it (asking for the open-wire test), event, seq 42",
+         messages.ActuationFrame(
+             rig_seq=42, time_s=12.5, state=3, contactors=0x05, fault_bitmap=0,
+             charge_limit_a=1.5, discharge_limit_a=4.5, soc_pct=62.5, balance_mask=no_bleed,
+             charge_voltage_limit_v=64.0, discharge_voltage_limit_v=33.5,
+             rig_requests=messages.RIG_REQUEST_BITS["open_wire_test"]), 42, latest),
+        ("FaultEvent, pushed to a subscribed link, event, seq 43", messages.FaultEvent(
+            log_index=17, boot=3, time_s=12.5, utc_s=1767225612.5, code=0, level=1,
+            action=1, index=2, value=4.04), 43, latest),
         ("Nack of a SetConfig, seq 7", messages.Nack(
             request_type=0x13, error=int(ErrorCode.UNKNOWN_PARAM),
             detail="no parameter 999"), 7, latest),
@@ -436,11 +475,12 @@ def matching() -> str:
   nothing (see Refusals).
 - A link may be held to a command policy: the serial port is not, the MQTT `proto/in`
   topic is (the emulator's `--mqtt-commands`, off by default). Reads (the Get requests,
-  Subscribe, TimeSync) are always answered; a request that would change the pack
-  (SetConfig, CommandRequest, Inject) and that the policy does not enable is refused with
-  Nack NOT_ENABLED, naming what would enable it.
+  Subscribe, TimeSync) are always answered; a request that would change the device
+  (SetConfig, CommandRequest, Inject, SetTime) and that the policy does not enable is
+  refused with Nack NOT_ENABLED, naming what would enable it.
 - Other events (EVENT flag) get no answer. Telemetry set up by Subscribe arrives as EVENT
-  frames of the subscribed response types. In HIL mode each MeasurementFrame from the rig
+  frames of the subscribed response types, and FaultEvents as they happen (see Events,
+  time and restarts). In HIL mode each MeasurementFrame from the rig
   is answered by an ActuationFrame event whose `rig_seq` repeats the measurement's: that
   field, not `seq`, ties the two together. While the rig is silent the device sends
   ActuationFrames of its own (with the last `rig_seq` answered), one a tick (`serve
@@ -483,9 +523,23 @@ value, what is allowed and, where the device's state is the reason, what to do. 
         ("SetConfig", "a BOOL byte other than 0 or 1, a `kind` that is no ValueKind, a text "
          "that is not UTF-8: the value cannot be read", "BAD_PAYLOAD"),
         ("SetConfig", "the persistent store could not keep the write", "SAVE_FAILED"),
-        ("SetConfig, CommandRequest, Inject", "the link's command policy does not enable it",
-         "NOT_ENABLED"),
-        ("CommandRequest", "a command or balancing mode that does not exist", "BAD_VALUE"),
+        ("SetConfig, CommandRequest, Inject, SetTime", "the link's command policy does not "
+         "enable it", "NOT_ENABLED"),
+        ("CommandRequest", "a command or balancing mode that does not exist, or a command "
+         "newer than the frame's revision (RESET, FACTORY_DEFAULTS in a 1.0 frame)",
+         "BAD_VALUE"),
+        ("CommandRequest", "RESET to a device with no firmware to restart (a headless `run` "
+         "over MQTT)", "NOT_IN_THIS_MODE"),
+        ("CommandRequest", "FACTORY_DEFAULTS in PRECHARGE, RUN or RECOVERY (the pack may be "
+         "on the bus): send STANDBY first", "NOT_NOW"),
+        ("CommandRequest", "FACTORY_DEFAULTS the persistent store could not keep",
+         "SAVE_FAILED"),
+        ("Subscribe", "a `msg_type` that cannot be subscribed, or one the frame's revision "
+         "does not have (FaultEvent in a 1.0 frame)", "BAD_VALUE"),
+        ("SetTime", "`utc_s` NaN, infinite or outside 2000-01-01 .. 2100-01-01",
+         "OUT_OF_RANGE"),
+        ("GetConfigLog", "the persistent store could not be read (the device logs why)",
+         "INTERNAL"),
         ("CommandRequest", "RUN or STORAGE while a FAULT is latched and no CLEAR_FAULTS is "
          "on its way (but see RUN below)", "NOT_NOW"),
         ("CommandRequest", "CLEAR_FAULTS or SERVICE_RESET that would leave the pack in FAULT",
@@ -514,6 +568,53 @@ just removed a cause waits one tick for the next measurement before it clears):
   while no measurement comes. With nothing latched it is done (there is nothing to clear).
 - SERVICE_RESET likewise, but it also clears hardware faults and lockouts.
 - BALANCING_MODE is a configuration write (`balancing.mode`), refused as SetConfig is.
+"""
+
+
+def events_and_time() -> str:
+    return """\
+## Events, time and restarts
+
+- **Fault events.** A link that lists FaultEvent in its Subscribe (1.1) gets one FaultEvent
+  per fault log entry, raised or cleared, in log order, in the step it happens (its
+  `period_ms` is not used): none is lost between ticks, however many a step raises. On
+  MQTT they go on `proto/out` like any frame. The fault log is the record: a link that is
+  down, or a Subscribe that replaced the list without FaultEvent, misses the events of
+  that time and they are not sent again. `log_index` numbers the entries since the log
+  began, so a gap says how many were missed; GetFaultLog from `start` = `log_index` -
+  `dropped` (of the page) reads them, as long as the log still holds them
+  (`fault_log_size`).
+- **Stable indices in paged reads.** A page holds at most `max_page_entries` of DeviceInfo
+  (bms-emu: 32) and fewer when more would not fit one frame: ask on from `start` +
+  the entries received, never from `start` + `count`. Fault log entry `start + i` is entry
+  `dropped + start + i` since the log began; a configuration-write log entry keeps its
+  position (the store keeps every write); counters are a fixed list for a firmware
+  version; cell health entry `start + i` is cell `start + i` (0-based).
+- **Boots and time.** `time_s` is seconds since the emulator started. With a persistent
+  store every start (and every RESET) is a new boot, numbered from 1; without one the
+  boot is 0 (unknown). SetTime gives the device the wall clock of the present boot: every
+  fault log entry and FaultEvent of that boot, those before the SetTime included, then
+  carries `utc_s` = its `time_s` plus the offset SetTime set (a later SetTime replaces
+  it); entries of an earlier boot carry the offset that boot was given (kept in the
+  store), or NaN. A restart starts without one: send SetTime after each boot. So entries
+  of two boots order by (`boot`, `time_s`), and by `utc_s` where known.
+- **RESET** (CommandRequest, 1.1) restarts the firmware as after a power cycle: at the
+  device's next step the contactors are opened (the rig told so in HIL mode) and checked
+  for a weld as after any opening, the state is saved, and a new firmware starts from it
+  in INIT (then STANDBY; RUN only when requested again, unless the device autostarts). It
+  keeps what a persistent store keeps - latched faults and lockouts, SoC, state of health,
+  counters, the fault log, STORAGE - with or without a store, and the configuration in
+  effect; it forgets subscriptions (FaultEvents too) and the wall clock. The Ack comes
+  before the restart.
+- **FACTORY_DEFAULTS** (CommandRequest, 1.1) undoes every configuration write: each
+  parameter takes its default for this pack and chemistry (ParameterList `default`). It
+  is a configuration write like SetConfig: saved before it takes effect, logged (each
+  parameter it changes; `who` ends in `factory defaults`), and refused while the pack
+  may be on the bus.
+- **Service actions** are the Commands (see Commands): CLEAR_FAULTS, SERVICE_RESET (also
+  clears hardware faults and lockouts), RESET, FACTORY_DEFAULTS. The open-wire test is not
+  one: the firmware asks for it itself every `open_wire.test_every_s` (see Rig request
+  bits).
 """
 
 
@@ -580,10 +681,19 @@ def error_codes() -> str:
                      for code, name in sorted(numbers.items()))))
 
 
+def commands() -> str:
+    """The Command codes with the version that added each (an older frame may not name it)."""
+    notes = member_comments(messages.Command)
+    return table(("Code", "Name", "Meaning", "Since"), (
+        (cmd.value, cmd.name, notes.get(cmd.name, ""),
+         REVISIONS[messages.COMMAND_SINCE.get(cmd, REVISION_1_0)])
+        for cmd in messages.Command))
+
+
 def codes() -> str:
     return (
         error_codes()
-        + "\n## Commands\n\nThe `command` of a CommandRequest.\n\n" + enum_table(messages.Command)
+        + "\n## Commands\n\nThe `command` of a CommandRequest.\n\n" + commands()
         + "\n## Balancing modes\n\n" + enum_table(messages.BalancingMode)
         + "\n## Modes\n\nDeviceInfo `mode`.\n\n" + enum_table(messages.Mode)
         + "\n## Capabilities\n\n" + enum_table(messages.Capability, "Bit", hex_codes=True)
@@ -609,7 +719,16 @@ def codes() -> str:
                 [*(("`access`", f"0x{bit:02X}", name)
                    for name, bit in messages.ACCESS_BITS.items()),
                  *(("`open_ends`", f"0x{bit:02X}", f"`{name}` excluded")
-                   for name, bit in messages.OPEN_END_BITS.items())]))
+                   for name, bit in messages.OPEN_END_BITS.items())])
+        + "\n## Rig request bits\n\nIn ActuationFrame `rig_requests` (1.1): what the rig's "
+        "measurement front end is to do during the interval to its next MeasurementFrame. "
+        "`open_wire_test`: run the open-wire test (a test current on every sense line) and "
+        "send each cell channel's reading under it as `open_wire_test_v` in that frame; a "
+        "rig that cannot sends `n_open_wire` 0 and the device falls back to watching the "
+        "readings. The device asks every `open_wire.test_every_s`, only for an interval "
+        "without a bleed.\n\n"
+        + table(("Bit", "Meaning"),
+                ((f"0x{bit:02X}", name) for name, bit in messages.RIG_REQUEST_BITS.items())))
 
 
 def render(extra_sections: Sequence[tuple[str, str]] = ()) -> str:
@@ -618,7 +737,8 @@ def render(extra_sections: Sequence[tuple[str, str]] = ()) -> str:
         f"# Binary protocol, version {REVISIONS[LATEST_REVISION]}\n\n"
         "Generated by `bms-emu spec` from the definitions in `protocol/`; do not edit by "
         "hand (run `bms-emu spec > docs/protocol.md`).\n",
-        overview(), versions(), matching(), refusals(), mqtt_transport(), decoder_rules(),
+        overview(), versions(), matching(), refusals(), events_and_time(), mqtt_transport(),
+        decoder_rules(),
         "## Messages\n\n" + summary(),
         *(message_section(mt) for _, mt in sorted(REGISTRY.items())),
         codes(),

@@ -195,6 +195,7 @@ class Firmware:
         self.current_check = CurrentCheck(min_step_a=0.1 * pack_capacity_ah, pack_noise_v=0.0)
         self._bleed_read: np.ndarray | None = None  # the bleed the last reading was taken under
         self.state = State.INIT
+        self.autostart = autostart  # a restart (a host's Reset) starts the same way
         self.requested = "run" if autostart else "standby"
         self.clear_requested = False
         self.service_requested = False

@@ -7,25 +7,27 @@ refused request gets a Nack naming the error and why; a refused change changes n
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from bms import __version__
-from bms.core.firmware import Firmware
+from bms.core.firmware import CONNECTED, Firmware
 from bms.core.signals import Actuation, Measurement, State
 from bms.data.chemistry import Chemistry
-from bms.data.faults import Level
+from bms.data.config import FirmwareConfig, default_config
 from bms.data.parameters import (
     CONFIG_SCHEMA_VERSION,
     ConfigChange,
     ParameterError,
     apply_changes,
     catalogue,
+    changes_between,
     limits,
     value_of,
 )
@@ -39,11 +41,25 @@ from bms.host.frames import (
 )
 from bms.host.periodic import Periodic
 from bms.host.policy import TRUSTED, CommandPolicy
+from bms.host.records import (
+    ConfigLogRow,
+    cell_health_entries,
+    config_log_entry,
+    counter_entries,
+    fault_events,
+    log_entry,
+)
 from protocol import messages as pm
 from protocol.framing import LATEST_REVISION, MAX_PAYLOAD_BYTES, REVISIONS
 
-MAX_PAGE = 32  # fault log entries or parameters a page holds at most (fewer if a frame is full)
+MAX_PAGE = 32  # entries a page holds at most (fewer when a frame is full)
 MIN_TELEMETRY_PERIOD_MS = 10
+# The wall clock a SetTime may set: 2000-01-01 to 2100-01-01, UTC seconds since 1970.
+UTC_MIN_S, UTC_MAX_S = 946_684_800.0, 4_102_444_800.0
+# States in which FactoryDefaults waits: the pack is on the bus, or being put on it.
+ON_THE_BUS = CONNECTED | {State.PRECHARGE}
+
+log = logging.getLogger(__name__)
 
 
 MAX_DETAIL_BYTES = 1000  # a Nack's reasons, cut to stay well inside one frame
@@ -66,14 +82,27 @@ class RequestError(Exception):
         self.detail = detail
 
 
-class StoreHealth(Protocol):
-    """What Status shows of the persistent store (`bms.store.persistence.Keeper`)."""
+class Store(Protocol):
+    """What the device shows and keeps of the persistent store
+    (`bms.store.persistence.Keeper`): its health (Status), the boot number, each boot's
+    wall clock, the configuration-write log."""
 
     @property
     def failures(self) -> int: ...  # failed saves since start
 
     @property
     def failing(self) -> bool: ...  # the last save failed
+
+    @property
+    def boot(self) -> int: ...  # this boot's number, from 1
+
+    def time_set(self, offset_s: float, now_s: float) -> None: ...  # never raises
+
+    def utc_offsets(self) -> dict[int, float]: ...  # boot -> UTC minus device time
+
+    def config_log_total(self) -> int: ...
+
+    def config_log(self, start: int, count: int) -> Sequence[ConfigLogRow]: ...
 
 
 @dataclass(frozen=True)
@@ -97,17 +126,23 @@ class Device:
     store saves and logs it): who wrote, the parameters written with their old and new
     values, and the overrides the write makes. It raises when it could not keep the write:
     the write is then not in effect, and the answer is a Nack SAVE_FAILED. `store` is the
-    persistent store's health, shown in Status (None: no store).
+    persistent store (None: none): its health in Status, the boot number, the wall clock
+    of each boot and the configuration-write log. `on_reset` is set by a runtime that can
+    restart the firmware (a host's Reset; `bms.runtime.realtime`): without it a Reset is
+    refused.
     """
 
     def __init__(self, firmware: Firmware, chem: Chemistry, identity: Identity,
                  config_overrides: dict | None = None,
                  inject: Callable[[str, float], None] | None = None,
                  on_config_change: Callable[[str, list[ConfigChange], dict, float], None]
-                 | None = None, store: StoreHealth | None = None):
+                 | None = None, store: Store | None = None):
         self.fw = firmware
         self.on_config_change = on_config_change
         self.store = store
+        self.on_reset: Callable[[], None] | None = None
+        # Each boot's wall clock (UTC minus device time), as hosts set it (SetTime).
+        self.utc_offsets: dict[int, float] = {} if store is None else store.utc_offsets()
         self._who = ""  # who sent the request being handled
         self._revision = LATEST_REVISION  # the protocol revision it came in
         self.telemetry_revision = LATEST_REVISION  # that of the Subscribe in effect
@@ -121,6 +156,7 @@ class Device:
         self.measurement: Measurement | None = None
         self.act: Actuation | None = None
         self.subscriptions: dict[int, Periodic] = {}  # response type -> its schedule
+        self.events_subscribed = False  # FaultEvents go out as they happen
         self.not_enabled: Counter[str] = Counter()  # requests a policy refused, by type
         self._answers: dict[type, Callable[[object, float], object]] = {
             pm.GetInfo: lambda _m, _t: self.info(),
@@ -137,6 +173,10 @@ class Device:
             pm.Subscribe: lambda m, now_s: self.subscribe(m, now_s),
             pm.TimeSync: lambda m, now_s: pm.TimeInfo(m.host_time_s, now_s),
             pm.Inject: lambda m, now_s: self.injection(m, now_s),
+            pm.SetTime: lambda m, now_s: self.set_time(m, now_s),
+            pm.GetCounters: lambda m, _t: self.counters(m),
+            pm.GetCellHealth: lambda m, _t: self.cell_health(m),
+            pm.GetConfigLog: lambda m, _t: self.config_log(m),
         }
         # What telemetry may carry: the responses that a plain Get request returns.
         self.telemetry: dict[int, Callable[[float], object]] = {
@@ -179,6 +219,32 @@ class Device:
         """The subscribed messages whose period has come round."""
         return [self.telemetry[msg_type](now_s)
                 for msg_type, schedule in self.subscriptions.items() if schedule.due(now_s)]
+
+    def fault_events(self, act: Actuation) -> list[pm.FaultEvent]:
+        """The step's fault events as FaultEvent messages for a link that subscribed to
+        them (none otherwise); after the step, whose log holds them as its last entries."""
+        if not self.events_subscribed or not act.events:
+            return []
+        return fault_events(act.events, self.fw.log.recorded, self.boot, self.utc_offsets)
+
+    def stop_telemetry(self) -> None:
+        """Nobody reads it any more (the link went down, the firmware restarted)."""
+        self.subscriptions.clear()
+        self.events_subscribed = False
+
+    def restarted(self, firmware: Firmware) -> None:
+        """The runtime restarted the firmware (a host's Reset) as `firmware`, which has not
+        stepped yet: answers come from it, and telemetry and this boot's wall clock are
+        forgotten, as a power cycle forgets them."""
+        self.fw = firmware
+        self.measurement = self.act = None
+        self.stop_telemetry()
+        self.utc_offsets.pop(self.boot, None)  # no store: boot 0 throughout
+
+    @property
+    def boot(self) -> int:
+        """This boot's number (the store's count of starts); 0 unknown (no store)."""
+        return 0 if self.store is None else self.store.boot
 
     # --- answers ------------------------------------------------------------------------
 
@@ -256,8 +322,35 @@ class Device:
     def fault_log(self, req: pm.GetFaultLog) -> pm.FaultLogPage:
         entries = list(self.fw.log.entries)
         page = entries[req.start:req.start + min(req.count, MAX_PAGE)]
+        boot = self.boot
         return self._fitted(lambda kept: pm.FaultLogPage(
-            len(entries), self.fw.log.dropped, req.start, kept), [_log_entry(e) for e in page])
+            len(entries), self.fw.log.dropped, req.start, kept),
+            [log_entry(e, boot, self.utc_offsets) for e in page])
+
+    def counters(self, req: pm.GetCounters) -> pm.CounterPage:
+        entries = counter_entries(self.fw.counters, self.identity.capacity_ah)
+        return self._fitted(lambda kept: pm.CounterPage(len(entries), req.start, kept),
+                            _page(entries, req.start, req.count))
+
+    def cell_health(self, req: pm.GetCellHealth) -> pm.CellHealthPage:
+        entries = cell_health_entries(self.fw.estimator)
+        return self._fitted(lambda kept: pm.CellHealthPage(len(entries), req.start, kept),
+                            _page(entries, req.start, req.count))
+
+    def config_log(self, req: pm.GetConfigLog) -> pm.ConfigLogPage:
+        """From the store's log; a device without one has none. A store that cannot be
+        read is this device's fault: INTERNAL, logged."""
+        if self.store is None:
+            return pm.ConfigLogPage(0, req.start, ())
+        try:
+            total = self.store.config_log_total()
+            rows = self.store.config_log(req.start, min(req.count, MAX_PAGE))
+        except Exception as exc:  # noqa: BLE001 - a damaged or vanished store
+            log.exception("reading the configuration-write log failed")
+            raise RequestError(pm.ErrorCode.INTERNAL, f"the store could not be read: {exc}"
+                               ) from None
+        return self._fitted(lambda kept: pm.ConfigLogPage(total, req.start, kept),
+                            [config_log_entry(r, self.utc_offsets) for r in rows])
 
     def parameter_list(self, req: pm.GetParameterList) -> pm.ParameterList:
         page = self.params[req.start:req.start + min(req.count, MAX_PAGE)]
@@ -304,6 +397,17 @@ class Device:
 
     def command(self, req: pm.CommandRequest, now_s: float) -> pm.Ack:
         ack = pm.Ack(pm.BY_CLASS[pm.CommandRequest].type_id)
+        allowed = pm.commands_in(self._revision)
+        if req.command not in allowed:  # an unknown one, or newer than the request
+            raise RequestError(pm.ErrorCode.BAD_VALUE, f"command {req.command}; allowed in "
+                               f"protocol {REVISIONS[self._revision]}: "
+                               + ", ".join(f"{int(c)} {c.name}" for c in allowed))
+        if req.command == pm.Command.RESET:
+            self.reset()
+            return ack
+        if req.command == pm.Command.FACTORY_DEFAULTS:
+            self.factory_defaults(now_s)
+            return ack
         if req.command == pm.Command.BALANCING_MODE:
             if req.argument not in BALANCING_MODES:
                 raise RequestError(pm.ErrorCode.BAD_VALUE,
@@ -313,9 +417,6 @@ class Device:
             self._apply([(mode_param.id, BALANCING_MODES[pm.BalancingMode(req.argument)])],
                         now_s)
             return ack
-        if req.command not in COMMAND_REQUESTS:
-            raise RequestError(pm.ErrorCode.BAD_VALUE, f"command {req.command}; allowed: "
-                               + ", ".join(f"{int(c)} {c.name}" for c in pm.Command))
         why = self.fw.request(COMMAND_REQUESTS[pm.Command(req.command)])
         if why is not None:
             raise RequestError(pm.ErrorCode.NOT_NOW, why)
@@ -323,21 +424,62 @@ class Device:
 
     def subscribe(self, req: pm.Subscribe, now_s: float) -> pm.Ack:
         wanted: dict[int, Periodic] = {}
-        allowed = [t for t in self.telemetry if pm.in_revision(t, self._revision)]
+        event_type = pm.BY_CLASS[pm.FaultEvent].type_id
+        allowed = [t for t in (*self.telemetry, event_type) if pm.in_revision(t, self._revision)]
+        events = False
         for sub in req.subscriptions:
             if sub["msg_type"] not in allowed:  # a type of a later revision included
                 names = ", ".join(f"0x{t:02X} {pm.REGISTRY[t].name}" for t in allowed)
                 raise RequestError(pm.ErrorCode.BAD_VALUE,
                                    f"msg_type 0x{sub['msg_type']:02X} cannot be subscribed; "
                                    f"allowed: {names}")
+            if sub["msg_type"] == event_type:  # as they happen: the period is not used
+                events = True
+                continue
             if sub["period_ms"] < MIN_TELEMETRY_PERIOD_MS:
                 raise RequestError(pm.ErrorCode.OUT_OF_RANGE,
                                    f"period_ms = {sub['period_ms']}; at least "
                                    f"{MIN_TELEMETRY_PERIOD_MS}")
             wanted[sub["msg_type"]] = Periodic(sub["period_ms"] / 1000.0, first_due_s=now_s)
         self.subscriptions = wanted
+        self.events_subscribed = events
         self.telemetry_revision = self._revision
         return pm.Ack(pm.BY_CLASS[pm.Subscribe].type_id)
+
+    def set_time(self, req: pm.SetTime, now_s: float) -> pm.Ack:
+        """This boot's wall clock, kept as the offset to device time (and in the store)."""
+        if not UTC_MIN_S <= req.utc_s < UTC_MAX_S:  # NaN too
+            raise RequestError(pm.ErrorCode.OUT_OF_RANGE,
+                               f"utc_s = {req.utc_s!r}; UTC seconds since 1970-01-01, from "
+                               f"{UTC_MIN_S:.0f} (2000-01-01) to below {UTC_MAX_S:.0f} "
+                               "(2100-01-01)")
+        offset_s = req.utc_s - now_s
+        self.utc_offsets[self.boot] = offset_s
+        if self.store is not None:
+            self.store.time_set(offset_s, now_s)
+        return pm.Ack(pm.BY_CLASS[pm.SetTime].type_id)
+
+    def reset(self) -> None:
+        """Asks the runtime to restart the firmware before its next step."""
+        if self.on_reset is None:
+            raise RequestError(pm.ErrorCode.NOT_IN_THIS_MODE,
+                               "RESET restarts the firmware of a running `serve`; this one "
+                               "(a headless run) has none to restart")
+        self.on_reset()
+
+    def factory_defaults(self, now_s: float) -> None:
+        """Every configuration write undone: the chemistry's defaults for this pack, kept
+        and logged as a write of the parameters that change. Never under a connected pack:
+        the defaults move the protection thresholds."""
+        state = State(self.fw.state)
+        if state in ON_THE_BUS:
+            raise RequestError(pm.ErrorCode.NOT_NOW,
+                               f"FACTORY_DEFAULTS in {state}: the defaults move the "
+                               "protection thresholds under a pack on the bus; send STANDBY "
+                               "first (the contactors open), then FACTORY_DEFAULTS")
+        cfg = default_config(self.chem, self.fw.n_series, self.identity.capacity_ah)
+        self._put_in_effect(cfg, {}, changes_between(self.fw.cfg, cfg), now_s,
+                            f"{self._who}, factory defaults")
 
     def injection(self, req: pm.Inject, now_s: float) -> pm.Ack:
         if self.inject is None:
@@ -361,12 +503,18 @@ class Device:
         except ParameterError as exc:
             raise RequestError(pm.ErrorCode[exc.code], "; ".join(exc.problems)) from None
         old = self.fw.cfg
+        written = tuple(self.param_by_id[pid] for pid, _ in changes)
+        self._put_in_effect(cfg, overrides, [ConfigChange(p.name, value_of(old, p),
+                                                          value_of(cfg, p)) for p in written],
+                            now_s, self._who)
+
+    def _put_in_effect(self, cfg: FirmwareConfig, overrides: dict,
+                       changes: list[ConfigChange], now_s: float, who: str) -> None:
+        """A valid write: kept (`on_config_change`, logged as by `who`) first, then in
+        effect; SAVE_FAILED and nothing changed when it could not be kept."""
         if self.on_config_change is not None:  # saved first: only a kept write takes effect
-            written = tuple(self.param_by_id[pid] for pid, _ in changes)
             try:
-                self.on_config_change(self._who, [ConfigChange(p.name, value_of(old, p),
-                                                               value_of(cfg, p))
-                                                  for p in written], overrides, now_s)
+                self.on_config_change(who, changes, overrides, now_s)
             except Exception as exc:  # noqa: BLE001 - whatever failed, the write is refused
                 raise RequestError(pm.ErrorCode.SAVE_FAILED,
                                    f"the write could not be saved, so it is not in effect "
@@ -388,11 +536,6 @@ def _extremes(prefix: str, values: np.ndarray | None) -> dict:
             f"{prefix}_max": float(values[hi]), f"{prefix}_max_index": hi}
 
 
-def _log_entry(entry) -> dict:
-    e, snap = entry.event, entry.snapshot
-    return {"t_s": e.t_s, "code": e.code, "level": Level(e.level).code,
-            "action": 1 if e.action == "raised" else 0,
-            "index": -1 if e.index is None else e.index,
-            "value": math.nan if e.value is None else e.value,
-            "state": State(snap.get("state", State.INIT)).code,
-            "soc_pct": math.nan if snap.get("soc_pct") is None else snap["soc_pct"]}
+def _page(entries: list[dict], start: int, count: int) -> list[dict]:
+    """The entries a paged request asks for: from `start`, at most `count` and MAX_PAGE."""
+    return entries[start:start + min(count, MAX_PAGE)]

@@ -46,13 +46,20 @@ def contactors_of(bits: int) -> Contactors:
 
 def measurement_frame(m: Measurement, rig_seq: int, now_s: float,
                       bleeding: np.ndarray) -> pm.MeasurementFrame:
-    """What a rig sends: `bleeding` is the bleed the readings were taken under."""
-    return pm.MeasurementFrame(rig_seq, now_s, m.current_a, m.bus_voltage_v,
-                               contactor_bits(m.contactors), m.cell_voltage_v, m.temperature_c,
-                               np.asarray(bleeding, bool))
+    """What a rig sends: `bleeding` is the bleed the readings were taken under. A 1.0 frame
+    leaves out the pack voltage sensor and the open-wire test (protocol 1.1)."""
+    return pm.MeasurementFrame(
+        rig_seq, now_s, m.current_a, m.bus_voltage_v, contactor_bits(m.contactors),
+        m.cell_voltage_v, m.temperature_c, np.asarray(bleeding, bool),
+        pack_voltage_v=math.nan if m.pack_voltage_v is None else m.pack_voltage_v,
+        open_wire_test_v=m.open_wire_test_v)
 
 
 def measurement_of(frame: pm.MeasurementFrame) -> Measurement:
+    """A NaN pack voltage is no pack voltage sensor (a 1.0 frame has none): the sum of the
+    cells is then not checked against it."""
+    pack_v = float(frame.pack_voltage_v)
+    test_v = frame.open_wire_test_v
     return Measurement(
         cell_voltage_v=frame.cell_voltage_v.astype(np.float64),
         temperature_c=frame.temperature_c.astype(np.float64),
@@ -60,14 +67,25 @@ def measurement_of(frame: pm.MeasurementFrame) -> Measurement:
         bus_voltage_v=float(frame.bus_voltage_v),
         contactors=contactors_of(frame.contactors),
         balancing=frame.balancing,
+        pack_voltage_v=None if math.isnan(pack_v) else pack_v,
+        open_wire_test_v=None if test_v is None else test_v.astype(np.float64),
     )
 
 
 def actuation_frame(act: Actuation, rig_seq: int, now_s: float) -> pm.ActuationFrame:
-    return pm.ActuationFrame(rig_seq, now_s, State(act.state).code,
-                             contactor_bits(act.contactors), act.fault_bitmap,
-                             act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
-                             np.asarray(act.balance_mask, bool))
+    warning, alarm, fault = act.level_bitmaps
+    return pm.ActuationFrame(
+        rig_seq, now_s, State(act.state).code, contactor_bits(act.contactors),
+        act.fault_bitmap, act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
+        np.asarray(act.balance_mask, bool),
+        charge_voltage_limit_v=_or_nan(act.charge_voltage_limit_v),
+        discharge_voltage_limit_v=_or_nan(act.discharge_voltage_limit_v),
+        warning_bitmap=warning, alarm_bitmap=alarm, fault_level_bitmap=fault,
+        rig_requests=pm.RIG_REQUEST_BITS["open_wire_test"] if act.open_wire_test else 0)
+
+
+def _or_nan(x: float | None) -> float:
+    return math.nan if x is None else x
 
 
 def parameter_entry(p: Parameter, limits: Limits, persisted: bool) -> dict:
@@ -87,7 +105,14 @@ def parameter_entry(p: Parameter, limits: Limits, persisted: bool) -> dict:
 
 
 def actuation_of(frame: pm.ActuationFrame) -> Actuation:
-    """The emulator's decisions as the plant takes them (state and SoC ride along)."""
-    return Actuation(state_name(frame.state), contactors_of(frame.contactors),
-                     np.asarray(frame.balance_mask, bool), float(frame.charge_limit_a),
-                     float(frame.discharge_limit_a), frame.fault_bitmap, frame.soc_pct / 100.0)
+    """The emulator's decisions as the plant takes them (state, SoC, voltage limits and
+    levels ride along; a 1.0 frame has no voltage limits and asks for no open-wire test)."""
+    cvl, dvl = float(frame.charge_voltage_limit_v), float(frame.discharge_voltage_limit_v)
+    return Actuation(
+        state_name(frame.state), contactors_of(frame.contactors),
+        np.asarray(frame.balance_mask, bool), float(frame.charge_limit_a),
+        float(frame.discharge_limit_a), frame.fault_bitmap, frame.soc_pct / 100.0,
+        charge_voltage_limit_v=None if math.isnan(cvl) else cvl,
+        discharge_voltage_limit_v=None if math.isnan(dvl) else dvl,
+        open_wire_test=bool(frame.rig_requests & pm.RIG_REQUEST_BITS["open_wire_test"]),
+        level_bitmaps=(frame.warning_bitmap, frame.alarm_bitmap, frame.fault_level_bitmap))

@@ -1,6 +1,6 @@
 """Which requests a link may make: reading the pack always; changing it (a state, a fault
-clear, a service reset, the balancing mode, a parameter, a fault injection) only where the
-link's command policy enables it.
+clear, a service reset, the balancing mode, a parameter, a fault injection, the wall clock,
+a restart, the factory defaults) only where the link's command policy enables it.
 
 The serial port is trusted (a cable to the rig or the bench); a broker's topics are open to
 whoever the broker lets publish, so every way in over MQTT (`cmd/*` and the protocol on
@@ -21,7 +21,8 @@ from protocol import messages as pm
 
 # What a policy may enable: each is an MQTT command (`cmd/<name>`) and the protocol
 # requests that do the same.
-COMMANDS = ("state", "clear-faults", "service-reset", "balancing", "config", "inject")
+COMMANDS = ("state", "clear-faults", "service-reset", "balancing", "config", "inject",
+            "set-time", "reset", "factory-defaults")
 # The words `state` and `balancing` take, from the device's own tables (the protocol's order).
 STATE_WORDS: dict[str, pm.Command] = {
     word: command for command, word in COMMAND_REQUESTS.items()
@@ -30,17 +31,24 @@ MODE_WORDS: dict[str, pm.BalancingMode] = {str(word): mode
                                            for mode, word in BALANCING_MODES.items()}
 LIMIT_WORDS = {"state": tuple(STATE_WORDS), "balancing": tuple(MODE_WORDS)}
 WORD_OF_MODE = {int(mode): word for word, mode in MODE_WORDS.items()}
-NO_LIMIT = ("clear-faults", "service-reset", "inject")  # all or nothing
+NO_LIMIT = ("clear-faults", "service-reset", "inject", "set-time", "reset",
+            "factory-defaults")  # all or nothing
 # Requests that change nothing in the pack: always allowed. Subscribe only sets what this
 # link's own telemetry carries; TimeSync only answers with the device's clock.
 READS = frozenset({pm.GetInfo, pm.GetStatus, pm.GetCellVoltages, pm.GetTemperatures,
                    pm.GetCellSoc, pm.GetBalancing, pm.GetFaultLog, pm.GetParameterList,
-                   pm.GetConfig, pm.Subscribe, pm.TimeSync})
+                   pm.GetConfig, pm.Subscribe, pm.TimeSync, pm.GetCounters, pm.GetCellHealth,
+                   pm.GetConfigLog})
+# Requests other than CommandRequest and SetConfig that change the device: the command
+# that enables each (SetTime changes what the log records as the time).
+OTHER_WRITES: dict[type, str] = {pm.Inject: "inject", pm.SetTime: "set-time"}
 # The command a CommandRequest needs, and its word (None: the command takes no words).
 REQUEST_NEEDS: dict[pm.Command, tuple[str, str | None]] = {
     **{command: ("state", word) for word, command in STATE_WORDS.items()},
     pm.Command.CLEAR_FAULTS: ("clear-faults", None),
     pm.Command.SERVICE_RESET: ("service-reset", None),
+    pm.Command.RESET: ("reset", None),
+    pm.Command.FACTORY_DEFAULTS: ("factory-defaults", None),
 }
 LISTED = 5  # names listed in a reason, the rest counted
 ENABLED_BY = "the emulator's --mqtt-commands option enables commands"
@@ -98,8 +106,9 @@ class CommandPolicy:
             return None if not refused else (
                 f"{name}: config may not set {listed(refused)} here; it may set the "
                 f"parameters matching {'|'.join(self.limits['config'])} (and get any)")
-        if isinstance(request, pm.Inject):
-            return None if self.enabled("inject") else f"{name}: {self.not_enabled('inject')}"
+        if type(request) in OTHER_WRITES:
+            command = OTHER_WRITES[type(request)]
+            return None if self.enabled(command) else f"{name}: {self.not_enabled(command)}"
         if not isinstance(request, pm.CommandRequest):
             return f"{name} is not a request this link may make"
         if request.command == pm.Command.BALANCING_MODE:
@@ -125,7 +134,7 @@ def parse_policy(text: str | None, source: str = "--mqtt-commands",
                  param_names: Iterable[str] | None = None) -> CommandPolicy:
     """A policy from its text: comma-separated commands, each optionally `=` and its limit
     (`|`-separated words for state and balancing, fnmatch patterns of parameter names for
-    config; clear-faults, service-reset and inject take none). Empty or None enables
+    config; the others take none). Empty or None enables
     nothing. With `param_names` (the device's parameters), a config pattern that matches
     none of them is refused too. InputError (from `source`) names every bad part and what
     is allowed."""

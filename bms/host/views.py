@@ -11,11 +11,13 @@ the output is strict JSON.
 
 from __future__ import annotations
 
+import json
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 
-from bms.data.faults import FAULT_NAMES, Level, names_in, subject_fields
+from bms.data.faults import FAULT_NAMES, Level, names_in, subject_fields, subject_text
 from bms.host.frames import BALANCING_MODES, state_name
 from protocol import messages as pm
 from protocol.framing import LATEST_REVISION, REVISION_1_1
@@ -177,7 +179,7 @@ def balancing_dict(m: pm.BalancingState) -> dict:
 def fault_entry_dict(e: dict) -> dict:
     """A fault log entry: the names of `FaultEvent.as_dict`, plus the state and pack SoC
     when it happened; `cell` / `sensor` from 1 (None: not that kind, or none), `value`
-    None: no reading."""
+    None: no reading; from a 1.1 device also its `boot` and `utc_s` (None: unknown)."""
     name = fault_name(e["code"])
     return {
         "t_s": e["t_s"],
@@ -189,7 +191,66 @@ def fault_entry_dict(e: dict) -> dict:
         "value": _num(e["value"]),
         "state": state_name(e["state"]),
         "soc_pct": _num(e["soc_pct"]),
+        "boot": e.get("boot") or None,
+        "utc_s": _time(e.get("utc_s", math.nan)),
     }
+
+
+def fault_event_dict(ev: pm.FaultEvent) -> dict:
+    """A pushed FaultEvent, with the names of a fault log entry (`fault_entry_dict`) and its
+    number in the log (`log_index`)."""
+    name = fault_name(ev.code)
+    return {"log_index": ev.log_index, "boot": ev.boot or None, "t_s": ev.time_s,
+            "utc_s": _time(ev.utc_s), "name": name, "code": ev.code,
+            "level": level_name(ev.level), "action": "raised" if ev.action == 1 else "cleared",
+            **subject_fields(name, ev.index), "value": _num(ev.value)}
+
+
+def _time(x: float) -> float | None:
+    """A time as it is (float64 on the wire: not rounded like a reading); None unknown."""
+    return None if not math.isfinite(x) else x
+
+
+def counter_dicts(entries: list[dict]) -> list[dict]:
+    """CounterPage entries: name, value (None: none yet) and unit."""
+    return [{"name": e["name"], "value": _time(e["value"]), "unit": e["unit"]} for e in entries]
+
+
+def cell_health_dicts(entries: list[dict]) -> list[dict]:
+    """CellHealthPage entries from the first cell on: numbered from 1 as `cell`."""
+    return [{"cell": i + 1, "soh_pct": _num(e["soh_pct"]), "capacity_ah": _num(e["capacity_ah"]),
+             "resistance_ohm": _num(e["resistance_ohm"]),
+             "resistance_pct": _num(e["resistance_pct"])} for i, e in enumerate(entries)]
+
+
+def config_log_dict(e: dict) -> dict:
+    """A ConfigLogPage entry, the values as JSON gives them (a text that is not JSON, one
+    cut short, as it is)."""
+    return {"boot": e["boot"] or None, "t_s": e["t_s"], "utc_s": _time(e["utc_s"]),
+            "who": e["who"], "param": e["param"], "old": _json_value(e["old"]),
+            "new": _json_value(e["new"])}
+
+
+def _json_value(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def fmt_utc(utc_s: float | None) -> str:
+    """A UTC time as people read it, to the second ("2025-03-01 12:00:05Z"); "-" unknown."""
+    if utc_s is None:
+        return "-"
+    return datetime.fromtimestamp(utc_s, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def event_text(d: dict) -> str:
+    """A fault event or log entry dict on one line, its cell or sensor from 1:
+    `12.3 s  FAULT CELL_OVERVOLTAGE raised, cell 3`."""
+    where = subject_text(d)
+    return (f"{fmt(d['t_s'], '.1f', 's')}  {d['level']} {d['name']} {d['action']}"
+            + (f", {where}" if where else ""))
 
 
 def parameter_dict(p: dict) -> dict:

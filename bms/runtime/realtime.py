@@ -5,7 +5,8 @@ the CLI: `bms` never imports the plant). HIL mode: the firmware steps on each me
 frame from the rig and answers it with an actuation frame; a watchdog steps it without a
 measurement once a tick when none has come, so a silent rig or a vanished port trips
 MEASUREMENT_TIMEOUT and opens the contactors. Both modes answer requests and send
-subscribed telemetry between steps.
+subscribed telemetry between steps, fault events in the step they happen, and carry out a
+host's Reset between two steps.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bms.links.mqtt.bridge import MqttBridge
 from bms.links.serial_link import Endpoint
 from bms.runtime.after_step import AfterStep
 from bms.runtime.pacing import ticks
+from bms.runtime.restart import restarted
 from bms.runtime.timing import TickStats
 from bms.store.persistence import Keeper
 from protocol import messages as pm
@@ -90,6 +92,9 @@ class Runtime:
         endpoint.on_frame = self._frame
         endpoint.on_error = self._error
         endpoint.on_connection = self._connection
+        device.on_reset = self._reset_asked
+        self._reset_due = False  # a host's Reset, carried out before the next step
+        self.resets = 0
         self._t0 = 0.0
         self._last_step_s = -1.0
         self._last_tick_s = -1.0  # HIL: a tick with no step since the one before steps
@@ -131,6 +136,8 @@ class Runtime:
                 log.exception("runtime tick at %.1f s failed; carrying on", now_s)
 
     def _tick(self, now_s: float) -> None:
+        if self._reset_due:
+            self._reset(now_s)
         if not self.hil:
             self._sim_step(now_s)
         elif self._last_step_s <= self._last_tick_s:  # no measurement since the last tick
@@ -157,7 +164,36 @@ class Runtime:
         if self.hil:
             self.endpoint.send(actuation_frame(act, self.last_rig_seq, now_s), flags=Flags.EVENT,
                                revision=self.rig_revision)
+        for event in self.device.fault_events(act):
+            self.endpoint.send(event, flags=Flags.EVENT, revision=self.device.telemetry_revision)
         return act
+
+    def _reset_asked(self) -> None:
+        """The device took a host's Reset (and acknowledges it): done before the next step."""
+        self._reset_due = True
+
+    def _reset(self, now_s: float) -> None:
+        """The contactors open first (the plant, or the rig told so), the old firmware is
+        saved, and a new one takes over from its last state (`bms.runtime.restart`) in a
+        new boot: it starts in INIT, contactors open, and waits for RUN unless autostart."""
+        self._reset_due = False
+        opened = self._all_open()
+        if opened is not None and self.plant is not None:
+            self.plant.actuate(opened)
+        elif opened is not None:
+            self.endpoint.send(actuation_frame(opened, self.last_rig_seq, now_s),
+                               flags=Flags.EVENT, revision=self.rig_revision)
+        if self.keeper is not None:
+            self.keeper.save(now_s, "reset")
+        fw, lost = restarted(self.fw, self.device.identity.capacity_ah, self.device.boot,
+                             now_s)
+        if self.keeper is not None:
+            self.keeper.restarted(fw, now_s)
+        self.device.restarted(fw)
+        self.fw = fw
+        self.resets += 1
+        log.warning("reset by a host at %.1f s: the firmware restarts (boot %d)%s", now_s,
+                    self.device.boot, "".join(f"; not kept: {item}" for item in lost))
 
     def stats(self) -> dict:
         """What `serve --stats` writes: the tick loop's timing, what went over the link and,
@@ -165,6 +201,7 @@ class Runtime:
         ep = self.endpoint
         return {"mode": "hil" if self.hil else "sim", "tick": self.tick_stats.summary(),
                 "steps": self.steps, "watchdog_steps": self.watchdog_steps,
+                "resets": self.resets,
                 "tick_errors": self.errors, "refused_measurements": self.refused_measurements,
                 "frames_in": ep.frames_in, "bytes_in": ep.bytes_in, "bytes_out": ep.bytes_out,
                 "decode_errors": dict(ep.errors),
@@ -206,7 +243,10 @@ class Runtime:
                                revision=self.rig_revision)
             return
         self.last_rig_seq = msg.rig_seq
-        self._step(measurement_of(msg), self.now_s())
+        now_s = self.now_s()
+        if self._reset_due:
+            self._reset(now_s)
+        self._step(measurement_of(msg), now_s)
 
     def _refusal(self, msg: pm.MeasurementFrame) -> tuple[pm.ErrorCode, str] | None:
         if not self.hil:
@@ -251,7 +291,7 @@ class Runtime:
     def _connection(self, up: bool) -> None:
         """A host that comes back subscribes afresh; until then nobody reads telemetry."""
         if not up:
-            self.device.subscriptions.clear()
+            self.device.stop_telemetry()
 
     def _shut_down(self) -> None:
         """Leaving: in HIL mode the rig is told to open the contactors (a FAULT stays one),
@@ -273,13 +313,20 @@ class Runtime:
                 log.exception("could not close the persistent store")
 
     def _send_final_actuation(self) -> None:
-        if self.hil and self.device.act is not None:
-            act = self.device.act
-            state = State.FAULT if act.state == State.FAULT else State.STANDBY
-            final = Actuation(state, OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
-                              act.fault_bitmap, act.soc)
+        final = self._all_open()
+        if self.hil and final is not None:
             self.endpoint.send(actuation_frame(final, self.last_rig_seq, self.now_s()),
                                flags=Flags.EVENT, revision=self.rig_revision)
+
+    def _all_open(self) -> Actuation | None:
+        """The last actuation with every contactor open, no bleed and no current (a FAULT
+        stays one, anything else is STANDBY); None before the first step."""
+        act = self.device.act
+        if act is None:
+            return None
+        state = State.FAULT if act.state == State.FAULT else State.STANDBY
+        return Actuation(state, OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
+                         act.fault_bitmap, act.soc, level_bitmaps=act.level_bitmaps)
 
 
 def _not_a_request(header: Header) -> str | None:

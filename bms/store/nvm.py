@@ -69,10 +69,13 @@ _V5 = """
     ALTER TABLE pack ADD COLUMN pack_id TEXT;
     ALTER TABLE pack ADD COLUMN mode TEXT
 """  # version 5 names the pack (PackIdentity); a store from before is the first opener's
+_V6 = """
+    ALTER TABLE boots ADD COLUMN utc_offset_s REAL
+"""  # version 6 keeps each boot's wall clock: UTC minus emulator time, from a host's SetTime
 
 
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store runs them all.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -167,9 +170,7 @@ class NvmStore:
             with self._transaction():
                 _migrate(self.db)
                 self._claim()
-                self.boot = self._value("SELECT COALESCE(MAX(boot), 0) + 1 FROM boots")
-                self.db.execute("INSERT INTO boots VALUES (?, ?, ?)",
-                                (self.boot, unix_s(), __version__))
+                self._add_boot()
             self.db.execute("PRAGMA journal_mode = WAL")
             self.log_saved = self._value("SELECT COALESCE(MAX(seq) + 1, 0) FROM fault_log")
         except sqlite3.Error as exc:
@@ -181,6 +182,11 @@ class NvmStore:
 
     def _value(self, sql: str) -> int:
         return int(self.db.execute(sql).fetchone()[0])
+
+    def _add_boot(self) -> None:
+        self.boot = self._value("SELECT COALESCE(MAX(boot), 0) + 1 FROM boots")
+        self.db.execute("INSERT INTO boots (boot, started_unix_s, version) VALUES (?, ?, ?)",
+                        (self.boot, self.unix_s(), __version__))
 
     def _transaction(self):
         return _Transaction(self.db)
@@ -285,8 +291,47 @@ class NvmStore:
                 [(self.boot, now_s, unix_s, who, c.param, _json(c.old), _json(c.new))
                  for c in changes])
 
+    def new_boot(self) -> None:
+        """A restart of the firmware without closing the store (a host's Reset): the next
+        boot number, recorded as a start; its entries are saved under it from now on."""
+        with self._transaction():
+            self._add_boot()
+
+    def set_utc_offset(self, offset_s: float) -> None:
+        """This boot's wall clock: UTC minus emulator time (a host's SetTime)."""
+        with self._transaction():
+            self.db.execute("UPDATE boots SET utc_offset_s = ? WHERE boot = ?",
+                            (offset_s, self.boot))
+
+    def utc_offsets(self) -> dict[int, float]:
+        """Each boot's wall clock offset, for the boots whose host set one."""
+        return {int(boot): float(offset) for boot, offset in self.db.execute(
+            "SELECT boot, utc_offset_s FROM boots WHERE utc_offset_s IS NOT NULL")}
+
+    def config_log_total(self) -> int:
+        return self._value("SELECT COUNT(*) FROM config_changes")
+
+    def config_log(self, start: int, count: int) -> list[ConfigLogEntry]:
+        """Up to `count` configuration writes from the `start`-th (0: the oldest)."""
+        return [ConfigLogEntry(int(boot), float(t_s), who, param, old, new)
+                for boot, t_s, who, param, old, new in self.db.execute(
+                    "SELECT boot, t_s, who, param, old, new FROM config_changes ORDER BY id "
+                    "LIMIT ? OFFSET ?", (count, start))]
+
     def close(self) -> None:
         self.db.close()
+
+
+@dataclass(frozen=True)
+class ConfigLogEntry:
+    """One parameter of a configuration write, as the store logged it."""
+
+    boot: int
+    t_s: float  # emulator time in that boot
+    who: str
+    param: str
+    old_json: str  # the values as JSON text
+    new_json: str
 
 
 class _Transaction:

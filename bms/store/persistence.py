@@ -15,7 +15,7 @@ from bms.data.chemistry import Chemistry
 from bms.data.config import FirmwareConfig, default_config
 from bms.data.config_toml import parse_config
 from bms.data.parameters import ConfigChange, changes_between
-from bms.store.nvm import NvmError, NvmStore, Stored
+from bms.store.nvm import ConfigLogEntry, NvmError, NvmStore, Stored
 from bms.store.retained import restore, retain
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,40 @@ class Keeper:
             self._failed(f"a configuration write by {who} at {now_s:.1f} s", now_s, exc)
             raise SaveFailed(f"saving to the store {self.store.path} failed: "
                              f"{self.last_error}") from None
+
+    # --- what the device reads and writes of the store (bms.host.device.Store) ----------
+
+    @property
+    def boot(self) -> int:
+        return self.store.boot
+
+    def time_set(self, offset_s: float, now_s: float) -> None:
+        """A host's SetTime: this boot's wall clock offset, kept for the entries of this
+        boot after a restart. A failure is counted as a failed save, not refused: the
+        offset holds in memory for as long as the boot lasts."""
+        try:
+            self.store.set_utc_offset(offset_s)
+        except Exception as exc:  # noqa: BLE001 - whatever the store did
+            self._failed(f"the wall clock set at {now_s:.1f} s", now_s, exc)
+
+    def utc_offsets(self) -> dict[int, float]:
+        return self.store.utc_offsets()
+
+    def config_log_total(self) -> int:
+        return self.store.config_log_total()
+
+    def config_log(self, start: int, count: int) -> list[ConfigLogEntry]:
+        return self.store.config_log(start, count)
+
+    def restarted(self, fw: Firmware, now_s: float) -> None:
+        """The firmware restarted inside this process (a host's Reset) as `fw`: a new boot
+        in the store, whose saves are `fw`'s. The caller saved the old firmware first."""
+        self.fw = fw
+        self._state = fw.state
+        try:
+            self.store.new_boot()
+        except Exception as exc:  # noqa: BLE001 - the entries go on under the old boot
+            self._failed(f"the new boot at {now_s:.1f} s", now_s, exc)
 
     def _failed(self, what: str, now_s: float, exc: Exception) -> None:
         self.failures += 1

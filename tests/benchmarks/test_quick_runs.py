@@ -232,3 +232,18 @@ def test_can_link_quick_reports_periods_answers_and_cpu():
     assert out["pylon_hv"]["answers"] >= 3 and out["pylon_hv"]["answer_ms_max"] > 0
     for key in ("cpu_pct_without_can", "cpu_pct_pylon_lv", "cpu_pct_pylon_hv"):
         assert out[key] > 0
+
+
+def test_can_rates_quick_reports_each_identifiers_rate_and_the_bms_sides_cpu():
+    out = quick("can_rates.py")
+    assert out["benchmark"] == "can_rates" and isinstance(out["goal_met"], bool)
+    rt = out["real_time"]
+    assert {f["name"] for f in rt["frames"].values()} >= {"bms_limits", "inverter_keepalive",
+                                                          "dc_setpoint"}
+    limits = rt["frames"]["0x351"]
+    assert limits["frames"] >= 3 and limits["goal_fps"] == 1.0 and limits["fps"] > 0
+    assert rt["inverter_outage"]["served_s"] > 0  # the loop was closed: the battery carried it
+    assert rt["serve_cpu_s_per_hour_steady"] > 0
+    sim = out["simulated"]
+    assert sim["bms_cpu_s_per_sim_hour"] >= sim["can_link_cpu_s_per_sim_hour"] > 0
+    assert sim["frames_per_sim_s"]["0x351"]["fps"] == 1.0 and sim["events"] == []

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from protocol.codec import Decoder, Frame, encode
-from protocol.fields import BitArray, FloatArray
+from protocol.fields import BitArray, FloatArray, OptionalFloatArray
 from protocol.framing import (
     LATEST_REVISION,
     MAX_PAYLOAD_BYTES,
@@ -68,6 +68,9 @@ def strategy(con: c.Construct) -> st.SearchStrategy:
     """Valid values for a construct field, from its type."""
     if isinstance(con, c.Renamed):
         return strategy(con.subcon)
+    if isinstance(con, OptionalFloatArray):  # like a BitArray: a count of 0 reads as None
+        return st.none() | hnp.arrays(np.float32, st.integers(1, con.limit),
+                                      elements=st.floats(width=32))
     if isinstance(con, FloatArray):
         return hnp.arrays(np.float32, st.integers(0, con.limit), elements=st.floats(width=32))
     if isinstance(con, BitArray):  # a count of 0 reads back as None: "not reported"
@@ -186,7 +189,7 @@ def test_frame_carries_the_type_flag(type_id: int, data: st.DataObject):
     mt = REGISTRY[type_id]
     msg = data.draw(message_strategy(type_id))
     assume(fits(msg))
-    (frame,) = Decoder().feed(encode(msg, 3))
+    (frame,) = Decoder().feed(encode(msg, 3, revision=LATEST_REVISION))
     expected = mt.flags | (Flags.ERROR if mt.cls is Nack else 0)
     assert frame.header.flags == expected
     assert bin(int(mt.flags)).count("1") == 1 and mt.flags in (Flags.REQUEST, Flags.RESPONSE,
@@ -210,9 +213,10 @@ def test_registry_is_consistent():
 
 def test_same_treats_nan_as_equal_also_inside_nested_fields():
     entry = {"t_s": 1.0, "code": 1, "level": 1, "action": 1, "index": -1,
-             "value": float("nan"), "state": 0, "soc_pct": 50.0}
+             "value": float("nan"), "state": 0, "soc_pct": 50.0, "boot": 2,
+             "utc_s": float("nan")}
     a = FaultLogPage(1, 0, 0, (entry,))
-    (frame,) = Decoder().feed(encode(a, 1))
+    (frame,) = Decoder().feed(encode(a, 1, revision=LATEST_REVISION))
     assert same(frame.message, a)
     assert not same(frame.message, FaultLogPage(1, 0, 0, ({**entry, "value": 1.0},)))
 

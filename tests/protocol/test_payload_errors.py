@@ -8,7 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocol.codec import Decoder
-from protocol.framing import Flags, FrameError, FrameErrorKind, encode_frame
+from protocol.framing import (
+    LATEST_REVISION,
+    REVISION_1_0,
+    Flags,
+    FrameError,
+    FrameErrorKind,
+    encode_frame,
+)
 from protocol.messages import REGISTRY, encode_payload
 from tests.protocol.test_messages import fits, message_strategy
 
@@ -17,8 +24,8 @@ PARSER_WORDS = ("unpack", "buffer", "stream", "codec", "Error in path", "(parsin
                 "activated", "construct", "Traceback")
 
 
-def detail_of(type_id: int, payload: bytes) -> str:
-    (err,) = Decoder().feed(encode_frame(type_id, int(Flags.REQUEST), 9, payload))
+def detail_of(type_id: int, payload: bytes, revision: int = REVISION_1_0) -> str:
+    (err,) = Decoder().feed(encode_frame(type_id, int(Flags.REQUEST), 9, payload, revision))
     assert isinstance(err, FrameError) and err.kind is FrameErrorKind.BAD_PAYLOAD, err
     return err.detail
 
@@ -61,10 +68,10 @@ def test_a_flag_byte_other_than_0_or_1_is_refused_not_read_as_true():
 @given(data=st.data())
 def test_no_refusal_speaks_in_the_parsers_words(type_id: int, data: st.DataObject):
     msg = data.draw(message_strategy(type_id).filter(fits), label="message")
-    payload = encode_payload(msg)[1]
+    payload = encode_payload(msg, LATEST_REVISION)[1]
     cut = data.draw(st.integers(0, max(len(payload) - 1, 0)), label="cut")
     extra = data.draw(st.binary(min_size=1, max_size=4), label="extra")
     for wrong in {payload[:cut], payload + extra} - {payload}:
-        detail = detail_of(type_id, wrong)
+        detail = detail_of(type_id, wrong, LATEST_REVISION)
         assert detail.startswith(REGISTRY[type_id].name + ": ")
         assert not any(word in detail for word in PARSER_WORDS), detail

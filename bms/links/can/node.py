@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import can
 
-from bms.host.periodic import Periodic
+from bms.host.periodic import TIME_EPS_S, Periodic
 from bms.links.can.frame_sets import FrameSet
 from bms.links.can.values import Published, encode, signal_values
 
@@ -50,7 +50,10 @@ class CanNode:
 
     def due(self, now_s: float) -> list[can.Message]:
         """The periodic frames due by `now_s`, each from the state published now; none
-        before the firmware's first step (they wait for it)."""
+        before the firmware's first step (they wait for it). The published state is read
+        only when a frame is due: most polls (every 20 ms) send nothing."""
+        if all(schedule.next_due_s > now_s + TIME_EPS_S for _, schedule in self.schedules):
+            return []
         p = self.view(now_s)
         if p is None:
             return []

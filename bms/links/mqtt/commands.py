@@ -126,6 +126,9 @@ EXAMPLES = {
     "balancing": '{"mode": "' + '" | "'.join(MODE_WORDS) + '"}',
     "config": '{"get": [NAME, ...]} or {"set": {NAME: VALUE, ...}}',
     "inject": '{"spec": "AT:KIND[:key=value,...]"}',
+    "set-time": '{"utc_s": SECONDS_SINCE_1970}',
+    "reset": "{}",
+    "factory-defaults": "{}",
 }
 
 
@@ -224,7 +227,8 @@ def _state(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
 
 
 def _action(command: pm.Command):
-    """A command of no arguments (`{}`): clear-faults, service-reset."""
+    """A command of no arguments (`{}`): clear-faults, service-reset, reset,
+    factory-defaults."""
     name = command.name.lower().replace("_", "-")
 
     def act(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
@@ -250,6 +254,17 @@ def _inject(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
                       f"spec = {_shown(spec)}: send {EXAMPLES['inject']}")
     _ask(device, pm.Inject(spec), now_s, pm.Ack, policy)
     return {"spec": spec}
+
+
+def _set_time(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
+    _fields(obj, "set-time", ("utc_s",))
+    utc_s = obj.get("utc_s")
+    if not isinstance(utc_s, int | float) or isinstance(utc_s, bool):
+        raise Refusal(pm.ErrorCode.BAD_TYPE.name if "utc_s" in obj else
+                      pm.ErrorCode.BAD_VALUE.name,
+                      f"utc_s = {_shown(utc_s)}: send {EXAMPLES['set-time']}")
+    _ask(device, pm.SetTime(float(utc_s)), now_s, pm.Ack, policy)
+    return {"utc_s": utc_s}
 
 
 def _config(obj: dict, policy: CommandPolicy, device, now_s: float) -> dict:
@@ -335,4 +350,6 @@ _REPR.maxstring = _REPR.maxlong = _REPR.maxother = SHOWN_CHARS
 
 HANDLERS = {"state": _state, "clear-faults": _action(pm.Command.CLEAR_FAULTS),
             "service-reset": _action(pm.Command.SERVICE_RESET), "balancing": _balancing,
-            "config": _config, "inject": _inject}
+            "config": _config, "inject": _inject, "set-time": _set_time,
+            "reset": _action(pm.Command.RESET),
+            "factory-defaults": _action(pm.Command.FACTORY_DEFAULTS)}

@@ -149,6 +149,10 @@ REQUESTS = {
     pm.Subscribe: (pm.Subscribe(({"msg_type": TYPE[pm.Status], "period_ms": 100},)), pm.Ack),
     pm.TimeSync: (pm.TimeSync(12.5), pm.TimeInfo),
     pm.Inject: (pm.Inject("1:open-wire:cell=1"), pm.Ack),
+    pm.SetTime: (pm.SetTime(1.7e9), pm.Ack),
+    pm.GetCounters: (pm.GetCounters(0, 10), pm.CounterPage),
+    pm.GetCellHealth: (pm.GetCellHealth(0, 10), pm.CellHealthPage),
+    pm.GetConfigLog: (pm.GetConfigLog(0, 10), pm.ConfigLogPage),
 }
 
 
@@ -507,7 +511,7 @@ def test_balancing_mode_command_sets_the_configuration(bench, mode):
 
 
 @pytest.mark.parametrize(("command", "argument"), [
-    (0, 0), (7, 0), (255, 0),  # no such command
+    (0, 0), (9, 0), (255, 0),  # no such command
     (pm.Command.BALANCING_MODE, 3), (pm.Command.BALANCING_MODE, 255),  # no such mode
 ])
 def test_a_bad_command_or_mode_changes_nothing(bench, command, argument):
@@ -656,6 +660,10 @@ NOT_REQUESTS = {
     pm.MeasurementFrame: pm.MeasurementFrame(1, 0.0, 0.0, 14.0, 0, np.full(4, 3.5, np.float32),
                                              np.full(2, 25.0, np.float32)),
     pm.ActuationFrame: pm.ActuationFrame(1, 0.0, 1, 0, 0, 0.0, 0.0, 50.0, np.zeros(4, bool)),
+    pm.CounterPage: pm.CounterPage(0, 0, ()),
+    pm.CellHealthPage: pm.CellHealthPage(0, 0, ()),
+    pm.ConfigLogPage: pm.ConfigLogPage(0, 0, ()),
+    pm.FaultEvent: pm.FaultEvent(0, 0, 0.0, math.nan, 0, 1, 1, -1, math.nan),
 }
 
 

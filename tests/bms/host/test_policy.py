@@ -14,7 +14,8 @@ from tests.bms.host.test_device import PARAM, REQUESTS, Bench, nack, value
 
 # What each request that changes the pack needs, written out here (not read from the
 # module under test): a request missing from this table and from READS fails below.
-NEEDS = {pm.SetConfig: "config", pm.CommandRequest: "state", pm.Inject: "inject"}
+NEEDS = {pm.SetConfig: "config", pm.CommandRequest: "state", pm.Inject: "inject",
+         pm.SetTime: "set-time"}
 # Each CommandRequest and the permission (command=word) that allows exactly it.
 COMMAND_NEEDS = [
     (pm.Command.RUN, 0, "state=run"), (pm.Command.STANDBY, 0, "state=standby"),
@@ -27,10 +28,10 @@ NOTHING = CommandPolicy()
 
 def changeable(b: Bench) -> tuple:
     """What a request may change: configuration, overrides, requests to the firmware,
-    injections made."""
+    injections made, the wall clock."""
     fw = b.fw
     return (fw.cfg, dict(b.device.overrides), fw.requested, fw.clear_requested,
-            fw.service_requested, tuple(b.injected))
+            fw.service_requested, tuple(b.injected), dict(b.device.utc_offsets))
 
 
 class InjectBench(Bench):

@@ -11,7 +11,7 @@ import logging
 import can
 import pytest
 
-from bms.links.can.link import FRAMES_PER_POLL, REOPEN_MAX_S
+from bms.links.can.kept_bus import FRAMES_PER_POLL, REOPEN_MAX_S
 from bms.links.can.node import MAX_IDS_COUNTED
 from tests.bms.links.can.bench import CanBench
 
