@@ -17,13 +17,15 @@ what is measured), pack `target` and pack `reference`, each for `--seconds`. Twi
 
 Figures for each emulator (from its `--stats`): the tick loop's lateness (wake time minus
 due time) p50 / p99 / max, overruns (+ skipped ticks), MQTT messages published and dropped
-(any ordinary message: the answers to the flood's requests too), messages refused unread
-(by subscription and reason), commands answered with an error, peak RSS; from a subscriber
+(any ordinary message: the answers to the flood's requests too), connections made, read
+windows throttled (the session's read budget spent), messages refused unread (by
+subscription and reason), commands answered with an error, peak RSS; from a subscriber
 in this process, its telemetry (state, cells, temperatures, balancing) received and lost
 (gaps in seq); from the broker's log, messages it dropped for the emulator (bigger than the
 Maximum Packet Size the emulator's MQTT 5 session announces). `p99_ratio` = target p99 /
 reference p99 in each run; the flood's effect is the flood run's ratio against the calm
-run's.
+run's. `extra_overruns_calm` is the target's overruns less the reference's in the calm run:
+what the machine alone makes of two identical loops.
 
 Goal: the flood moves the target's p99 lateness, relative to the reference beside it, by no
 more than the machine's own noise: flood p99_ratio <= calm p99_ratio + max(NOISE_FLOOR,
@@ -75,7 +77,8 @@ class Emulator:
         self.stats_path = tmp / f"{pack_id}-stats.json"
         self.argv = [sys.executable, "-m", "bms_emu.main", "serve", "--sim", "--mqtt", url,
                      "--pack-id", pack_id, "--series", str(a.series), "--tick", f"{a.tick:g}",
-                     "--no-nvm", "--no-ha-discovery", "--stats", str(self.stats_path),
+                     "--no-nvm", "--no-ha-discovery", "--autostart", "--stats",
+                     str(self.stats_path),
                      "--duration", f"{a.seconds + 120:g}"]  # ends itself should we die
         self.cwd = a.repo
         self.proc: asyncio.subprocess.Process | None = None
@@ -223,6 +226,7 @@ def figures(stats: dict | None, e: Emulator) -> dict:
             "p50_ms": late["p50_ms"], "p99_ms": late["p99_ms"], "max_ms": late["max_ms"],
             "overruns": tick["overruns"] + tick["skipped"], "ticks": tick["ticks"],
             "published": mqtt.get("published"), "dropped": mqtt.get("dropped"),
+            "connects": mqtt.get("connects"), "throttled": mqtt.get("throttled"),
             "refused_messages": mqtt.get("refused_messages"),
             "refused_commands": mqtt.get("refused_commands"),
             "not_enabled": stats.get("not_enabled"), "tick_errors": stats.get("tick_errors"),
@@ -251,11 +255,14 @@ def report(a, calm: dict, flood: dict) -> dict:
         "telemetry_lost": _goal(target.get("telemetry_lost"), "==", 0),
         "big_messages_kept_out": _goal(kept_out, "==", 2),
     }
+    calm_extra = (calm["target"]["overruns"] - calm["reference"]["overruns"]
+                  if "overruns" in calm["target"] and "overruns" in calm["reference"] else None)
     return {"benchmark": "mqtt_flood", "seconds": a.seconds, "tick_s": a.tick,
             "series": a.series, "repo": str(a.repo),
             "flood": {"big_mb": a.big_mb, "big_proto_mb": a.big_proto_mb, "small": a.small},
             "calm": calm, "flooded": flood,
             "p99_ratio_calm": calm_ratio, "p99_ratio_flood": flood_ratio, "noise": noise,
+            "extra_overruns_calm": calm_extra,
             "goals": goals, "goal_met": all(g["met"] for g in goals.values()),
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "loadavg_1m_after": round(os.getloadavg()[0], 2)}}

@@ -98,7 +98,9 @@ class MqttBridge:
     def poll(self, now_s: float) -> None:
         """Runs the commands that have arrived, COMMANDS_PER_POLL at most, oldest first;
         each answers on its result topic. Keeps the outbox's store up with what the broker
-        has acknowledged."""
+        has acknowledged. Paces the session's reading: a flood is read after a tick, not
+        while the next one falls due."""
+        self.session.reader.pace()
         self.outbox.sync()
         for _ in range(COMMANDS_PER_POLL):
             try:
@@ -135,13 +137,15 @@ class MqttBridge:
         next start when there is one, else lost with the process) and lost for want of
         room (`kept_dropped`, reported on `events/lost`). What came in and was refused:
         messages dropped unread (`refused_messages`, by subscription and reason) and
-        commands answered with an error (`refused_commands`, by code)."""
+        commands answered with an error (`refused_commands`, by code), and the read windows
+        whose budget ran out (`throttled`: the rest waited in TCP, or the broker dropped it)."""
         s = self.session
         with self._refused_lock:
             refused_commands = dict(self.refused_commands)
         return {"connects": s.connects, "published": s.published, "dropped": s.dropped,
                 "kept": self.outbox.waiting, "kept_dropped": self.outbox.lost,
-                "refused_messages": s.inbound.counts(), "refused_commands": refused_commands}
+                "refused_messages": s.inbound.counts(), "refused_commands": refused_commands,
+                "throttled": s.reader.throttled}
 
     # --- plumbing ------------------------------------------------------------------------
 

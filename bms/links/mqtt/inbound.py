@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ class Intake:
     rate_per_s: float | None = None
     max_bytes: int | None = None
     check: Callable[[bytes], str | None] | None = None
+
+
+NO_BOUNDS = Intake()  # a subscription's without its own: the session's size cap only
 
 
 def filter_pattern(topic_filter: str) -> re.Pattern[str]:
@@ -67,6 +70,25 @@ class _Bucket:
         return True
 
 
+class EpisodeLog:
+    """Logs something that repeats, a refusal say, without a line each time: the first of
+    an episode, then at most every LOG_EVERY_S a line with the count (in one thread)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._logged: dict[Hashable, tuple[float, int]] = {}  # logged at, count then
+
+    def note(self, key: Hashable, total: int, counted: str, what: str, *args: object) -> None:
+        """The `total`-th time of `key` ("N `counted` so far"); `what % args` says what
+        happened this time (formatted only when logged: a flood calls this every message)."""
+        now_s = self.clock()
+        logged = self._logged.get(key)
+        if logged is None or now_s - logged[0] >= LOG_EVERY_S:
+            since = "" if logged is None else f" ({total - logged[1]} since the last report)"
+            log.warning("MQTT: " + what + "; %d %s so far%s", *args, total, counted, since)
+            self._logged[key] = (now_s, total)
+
+
 class InboundGate:
     """Admits or refuses each message a session receives (called in its thread only)."""
 
@@ -79,7 +101,7 @@ class InboundGate:
         self._buckets: dict[tuple[str, str], _Bucket] = {}
         self._lock = threading.Lock()  # `refused` is read from other threads (stats)
         self._refused: Counter[tuple[str, str]] = Counter()
-        self._episodes: dict[tuple[str, str], tuple[float, int]] = {}  # logged at, count then
+        self._episodes = EpisodeLog(clock)
 
     def add(self, topic_filter: str, intake: Intake) -> None:
         self._intakes[topic_filter] = intake
@@ -95,7 +117,7 @@ class InboundGate:
     def admit(self, topic_filter: str, topic: str, payload: bytes) -> bool:
         """Whether the subscription `topic_filter` takes this message; a refusal is counted.
         Checked cheapest first: the size, then the rate, then the subscriber's check."""
-        intake = self._intakes.get(topic_filter, Intake())
+        intake = self._intakes.get(topic_filter, NO_BOUNDS)
         limit = min(self.max_message_bytes, intake.max_bytes or self.max_message_bytes)
         if len(payload) > limit:
             self.refuse(topic_filter, TOO_LARGE, f"{len(payload)} bytes; at most {limit}")
@@ -115,16 +137,11 @@ class InboundGate:
     def refuse(self, topic_filter: str, reason: str, detail: str) -> None:
         """Counts a refusal; logs the first of an episode, then a count every LOG_EVERY_S."""
         key = (topic_filter, reason)
-        now_s = self.clock()
         with self._lock:
             self._refused[key] += 1
             total = self._refused[key]
-        logged = self._episodes.get(key)
-        if logged is None or now_s - logged[0] >= LOG_EVERY_S:
-            since = "" if logged is None else f" ({total - logged[1]} since the last report)"
-            log.warning("MQTT: refused a message on %s: %s; %d refused so far%s",
-                        topic_filter, detail, total, since)
-            self._episodes[key] = (now_s, total)
+        self._episodes.note(key, total, "refused", "refused a message on %s: %s",
+                            topic_filter, detail)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Refusals so far: {subscription: {reason: count}}."""

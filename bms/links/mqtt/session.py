@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import socket
@@ -23,8 +24,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bms.data.validation import InputError
-from bms.links.mqtt.inbound import DEFAULT_MAX_MESSAGE_BYTES, InboundGate, Intake
+from bms.links.mqtt.inbound import DEFAULT_MAX_MESSAGE_BYTES, EpisodeLog, InboundGate, Intake
 from bms.links.mqtt.outbox import Outbox
+from bms.links.mqtt.read_budget import (
+    READ_BUDGET,
+    BudgetedClient,
+    ReadBudget,
+    SocketReader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +105,16 @@ class Outgoing:
 class MqttSession:
     def __init__(self, broker: Broker, client_id: str,
                  will: tuple[str, bytes] | None = None, online: tuple[str, bytes] | None = None,
-                 queue_size: int = 2000, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES):
+                 queue_size: int = 2000, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 read_budget: ReadBudget = READ_BUDGET, keepalive_s: int = KEEPALIVE_S):
         """`will` is published by the broker if this session dies (retained); `online` is
         published, retained, on every connect. A message received of over
-        `max_message_bytes` is dropped unread (`inbound` counts it)."""
+        `max_message_bytes` is dropped unread (`inbound` counts it); the socket is read
+        within `read_budget` (`reader.throttled` counts the windows that spent it)."""
         self.inbound = InboundGate(max_message_bytes)
+        self.reader = SocketReader(read_budget, self._deliver,
+                                   max_message_bytes + PACKET_OVERHEAD_BYTES, EpisodeLog())
+        self.keepalive_s = keepalive_s
         self.broker = broker
         self.client_id = client_id
         self.will = will
@@ -121,7 +133,8 @@ class MqttSession:
         self.dropped = 0  # ordinary messages pushed out of a full queue
         self.last_error = ""
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None  # an ordinary message is queued
+        self._wake_kept: asyncio.Event | None = None  # the outbox has one
         self._halt: asyncio.Event | None = None  # set by stop(): ends a backoff wait
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -138,9 +151,9 @@ class MqttSession:
 
     def use_outbox(self, outbox: Outbox) -> None:
         """Before `start`: `outbox`'s messages go at QoS 1, in order, each until the broker
-        has acknowledged it, taking turns with the ordinary ones."""
+        has acknowledged it, beside the ordinary ones (`_send_kept`)."""
         self.outbox = outbox
-        outbox.on_change = self._notify
+        outbox.on_change = lambda: self._set_in_loop(self._wake_kept)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0,
                 retain: bool = False) -> None:
@@ -164,6 +177,7 @@ class MqttSession:
         """Delivers what is queued (within `timeout_s`), says offline, disconnects."""
         self._stopping = True
         self._notify()
+        self._set_in_loop(self._wake_kept)
         self._set_in_loop(self._halt)
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -197,6 +211,7 @@ class MqttSession:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._wake_kept = asyncio.Event()
         self._halt = asyncio.Event()
         backoff_s = BACKOFF_FIRST_S
         while True:
@@ -223,9 +238,10 @@ class MqttSession:
     async def _connected_session(self) -> None:
         b = self.broker
         will = aiomqtt.Will(self.will[0], self.will[1], qos=1, retain=True) if self.will else None
-        async with aiomqtt.Client(b.host, b.port, username=b.username, password=b.password,
+        async with BudgetedClient(self.reader, hostname=b.host, port=b.port,
+                                  username=b.username, password=b.password,
                                   identifier=self.client_id, will=will, tls_params=b.tls,
-                                  keepalive=KEEPALIVE_S, timeout=10,
+                                  keepalive=self.keepalive_s, timeout=10,
                                   socket_options=(NO_DELAY,),
                                   protocol=aiomqtt.ProtocolVersion.V5,
                                   properties=self._connect_properties(),
@@ -233,7 +249,7 @@ class MqttSession:
             for topic_filter, _ in self._handlers:
                 await client.subscribe(topic_filter, qos=1)
             if self.online:
-                await client.publish(self.online[0], self.online[1], qos=1, retain=True)
+                await self._publish(client, Outgoing(*self.online, qos=1, retain=True))
             with self._lock:
                 retained = list(self._retained.values())
                 # Their queued copies are older (or the same): sent after the republish they
@@ -242,7 +258,7 @@ class MqttSession:
                 self._queue.clear()
                 self._queue.extend(fresh)
             for item in retained:
-                await client.publish(item.topic, item.payload, qos=item.qos, retain=True)
+                await self._publish(client, item)
             self.connects += 1
             self.last_error = ""
             self.connected.set()
@@ -250,7 +266,7 @@ class MqttSession:
             for callback in self.on_connect:
                 callback()
             receiver = asyncio.create_task(self._receive(client))
-            sender = asyncio.create_task(self._send(client))
+            sender = asyncio.create_task(self._send_all(client))
             done, pending = await asyncio.wait({receiver, sender},
                                                return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
@@ -262,9 +278,12 @@ class MqttSession:
 
     def _connect_properties(self) -> Properties:
         """MQTT 5's Maximum Packet Size: the broker sends this session nothing bigger than
-        its size cap (it drops the message for us), so a huge one never crosses the wire."""
+        its size cap (it drops the message for us), so a huge one never crosses the wire;
+        and its Receive Maximum: QoS 1 and 2 messages beyond what the read budget parses a
+        window wait at the broker, not in TCP ahead of an acknowledgement."""
         properties = Properties(PacketTypes.CONNECT)
-        properties.MaximumPacketSize = self.inbound.max_message_bytes + PACKET_OVERHEAD_BYTES
+        properties.MaximumPacketSize = self.reader.max_packet_bytes
+        properties.ReceiveMaximum = self.reader.budget.parsed
         return properties
 
     def _dispatching_queue(self) -> type[asyncio.Queue]:
@@ -285,9 +304,12 @@ class MqttSession:
             pass
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
+        """A message paho has parsed (QoS 1 or 2: the reader judges QoS 0 ones itself)."""
+        self._deliver(message.topic.value, bytes(message.payload or b""))
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
         """Each handler whose subscription matches gets the message, if the inbound gate
         takes it."""
-        topic, payload = message.topic.value, bytes(message.payload or b"")
         for topic_filter, handler in self._handlers:
             if self.inbound.matches(topic_filter, topic) and self.inbound.admit(
                     topic_filter, topic, payload):
@@ -296,26 +318,54 @@ class MqttSession:
                 except Exception:  # noqa: BLE001 - one bad message must not end the session
                     log.exception("MQTT handler for %s failed", topic)
 
-    async def _send(self, client: aiomqtt.Client) -> None:
-        """The outbox's messages and the ordinary ones take turns, so that a long backlog
-        of events does not hold up the telemetry; an outbox message leaves the outbox only
-        once the broker has acknowledged it."""
-        outbox_turn = True
+    @staticmethod
+    async def _publish(client: BudgetedClient, item: Outgoing) -> None:
+        """An ordinary message: a QoS 1 one is not waited for (its PUBACK may come seconds
+        late, behind a flood the read budget holds in TCP, and telemetry would wait)."""
+        if item.qos == 0:
+            await client.publish(item.topic, item.payload, retain=item.retain)
+        else:
+            client.publish_unacknowledged(item.topic, item.payload, item.qos, item.retain)
+
+    async def _send_all(self, client: BudgetedClient) -> None:
+        """The ordinary messages and the outbox's, each in a task of their own; ends when
+        both have (a stop), or as the first to fail does."""
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._send(client))
+                group.create_task(self._send_kept(client))
+        except* aiomqtt.MqttError as failed:
+            raise failed.exceptions[0] from None
+
+    async def _send(self, client: BudgetedClient) -> None:
+        """The ordinary messages, in order, as they are queued (until stopped and none is
+        left)."""
         while True:
-            kept = self.outbox.next() if self.outbox is not None else None
             with self._lock:
-                item = (self._queue.popleft() if self._queue and not (kept and outbox_turn)
-                        else None)
+                item = self._queue.popleft() if self._queue else None
             if item is not None:
-                await client.publish(item.topic, item.payload, qos=item.qos, retain=item.retain)
-            elif kept is not None:
-                await client.publish(kept[0], kept[1], qos=1)
-                self.outbox.done()
+                await self._publish(client, item)
+                self.published += 1
             elif self._stopping:
                 return
             else:
                 self._wake.clear()
                 await self._wake.wait()
-                continue
-            self.published += 1
-            outbox_turn = item is not None
+
+    async def _send_kept(self, client: BudgetedClient) -> None:
+        """The outbox's messages, beside the ordinary ones: in order, one at a time, each
+        leaving the outbox once the broker has acknowledged it, however late its PUBACK
+        comes (behind a flood held in TCP, say; keep-alive tells if the broker is gone).
+        So a backlog of events holds up no telemetry, and one waiting for its PUBACK none
+        either."""
+        while self.outbox is not None:
+            kept = self.outbox.next()
+            if kept is not None:
+                await client.publish(kept[0], kept[1], qos=1, timeout=math.inf)
+                self.outbox.done()
+                self.published += 1
+            elif self._stopping:
+                return
+            else:
+                self._wake_kept.clear()
+                await self._wake_kept.wait()

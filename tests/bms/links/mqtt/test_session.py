@@ -58,17 +58,26 @@ def test_a_full_queue_drops_the_oldest_ordinary_messages_and_counts_them():
 
 
 class Broker:
-    """Stands in for the aiomqtt client `_send` publishes through: what it was given, in
-    order; `fail_on` a payload raises MqttError, as a connection lost mid-publish does."""
+    """Stands in for the aiomqtt client `_send` and `_send_kept` publish through: what it
+    was given, in order; `fail_on` a payload raises MqttError, as a connection lost
+    mid-publish does; a QoS 1 publish waited for returns once `acked` is set (its PUBACK)."""
 
     def __init__(self, fail_on: bytes | None = None):
         self.sent: list[tuple[str, bytes, int]] = []
         self.fail_on = fail_on
+        self.acked = asyncio.Event()
+        self.acked.set()
 
     async def publish(self, topic: str, payload: bytes, qos: int = 0,
-                      retain: bool = False) -> None:
+                      retain: bool = False, timeout: float | None = None) -> None:
         if payload == self.fail_on:
             raise aiomqtt.MqttError("Disconnected")
+        self.sent.append((topic, payload, qos))
+        if qos:
+            await self.acked.wait()
+
+    def publish_unacknowledged(self, topic: str, payload: bytes, qos: int,
+                               retain: bool) -> None:
         self.sent.append((topic, payload, qos))
 
 
@@ -81,17 +90,49 @@ def with_outbox(*events: bytes) -> tuple[MqttSession, Outbox]:
     return s, outbox
 
 
-def test_outbox_messages_and_ordinary_ones_take_turns_each_in_order():
+async def send_both(s: MqttSession, broker: Broker) -> None:
+    await asyncio.gather(s._send(broker), s._send_kept(broker))
+
+
+def test_outbox_messages_and_ordinary_ones_each_go_in_order():
     s, _ = with_outbox(b"e1", b"e2", b"e3")
     for k in (1, 2):
         s.publish("bms/p/cells", f"c{k}")
-    assert s.backlog == 5
-    s._stopping = True  # _send returns once everything is out
+        s.publish("bms/p/state", f"s{k}", qos=1)
+    assert s.backlog == 7
+    s._stopping = True  # both return once everything is out
     broker = Broker()
-    asyncio.run(s._send(broker))
-    assert [(payload, qos) for _, payload, qos in broker.sent] == [
-        (b"e1", 1), (b"c1", 0), (b"e2", 1), (b"c2", 0), (b"e3", 1)]
-    assert s.backlog == 0 and s.published == 5
+    asyncio.run(send_both(s, broker))
+    sent = [(payload, qos) for _, payload, qos in broker.sent]
+    assert [m for m in sent if m[1] == 1 and m[0].startswith(b"e")] == [
+        (b"e1", 1), (b"e2", 1), (b"e3", 1)]
+    assert [m for m in sent if not m[0].startswith(b"e")] == [
+        (b"c1", 0), (b"s1", 1), (b"c2", 0), (b"s2", 1)]
+    assert s.backlog == 0 and s.published == 7
+
+
+def test_an_event_waiting_for_its_puback_holds_up_no_telemetry():
+    """A PUBACK late behind a flood the read budget holds in TCP: the ordinary messages,
+    QoS 1 ones too (not waited for), all go meanwhile; the event stays in the outbox."""
+    s, outbox = with_outbox(b"e1", b"e2")
+    for k in range(5):
+        s.publish("bms/p/cells", f"c{k}")
+        s.publish("bms/p/state", f"s{k}", qos=1)
+    s._stopping = True
+    broker = Broker()
+
+    async def main() -> None:
+        broker.acked.clear()
+        kept = asyncio.create_task(s._send_kept(broker))
+        await s._send(broker)  # returns: nothing waits for e1's PUBACK
+        assert not kept.done() and outbox.waiting == 2
+        broker.acked.set()
+        await kept
+
+    asyncio.run(main())
+    payloads = [payload for _, payload, _ in broker.sent]
+    assert payloads.index(b"e2") > payloads.index(b"s4")  # e2 only once e1 was acknowledged
+    assert outbox.waiting == 0 and s.published == 12
 
 
 def test_an_outbox_message_whose_publish_fails_stays_first_for_the_next_connection():
@@ -99,7 +140,7 @@ def test_an_outbox_message_whose_publish_fails_stays_first_for_the_next_connecti
     s._stopping = True
     broker = Broker(fail_on=b"e2")
     with pytest.raises(aiomqtt.MqttError):
-        asyncio.run(s._send(broker))
+        asyncio.run(s._send_kept(broker))
     assert [payload for _, payload, _ in broker.sent] == [b"e1"]
     assert outbox.waiting == 1 and outbox.next() == ("bms/p/events", b"e2")
 
