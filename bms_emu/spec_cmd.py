@@ -1,9 +1,9 @@
 """`bms-emu spec`: print the protocol reference (docs/protocol.md) as Markdown.
 
 `protocol.spec` renders everything the protocol package defines; the codes that belong to
-the firmware - states, faults, configuration parameters - are added here, because
-`protocol` may not import `bms`. Both halves come from the definitions, so the document is
-regenerated, never edited.
+the firmware - states, faults, configuration parameters - and the simulated pack's fault
+injections are added here, because `protocol` may not import `bms` or `hil`. Both halves
+come from the definitions, so the document is regenerated, never edited.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from bms.data.config import default_config
 from bms.data.faults import FAULT_CODES, Level
 from bms.data.parameters import catalogue
 from bms.data.presets import DEFAULT_PRESET, resolve_chemistry
+from hil.injections import KINDS, Param
 from protocol.messages import ValueKind
 from protocol.spec import member_comments, render, table
 
@@ -76,7 +77,38 @@ def parameters() -> str:
                   ", ".join(p.choices)) for p in params)))
 
 
+def injections() -> str:
+    return (
+        "What Inject's `spec` holds (SIM mode only; the same text as `--inject` on the "
+        "command line): `AT:KIND[:key=value,...]`. AT is when, counted from the moment the "
+        "device takes the request: seconds, or numbers with s, m, h or d (`0`, `90`, `5m`, "
+        "`1h30m`). KIND is a row below; its keys follow as `key=value` separated by commas, "
+        "each at most once, in any order; a key with a default may be left out. Cells and "
+        "sensors are numbered from 1, as on a pack label (cell 1 .. n_series, sensor 1 .. "
+        "n_temp_sensors of DeviceInfo). The Ack means the fault is scheduled; a `spec` that "
+        "breaks any of this is refused whole (BAD_VALUE, the detail naming every bad part). "
+        "Example: `0:sensor-offset:cell=3,offset_v=0.5`.\n\n"
+        + table(("Kind", "Keys"), ((f"`{kind}`", "; ".join(
+            key_text(key, p) for key, p in keys.items()) or "none")
+            for kind, keys in KINDS.items())))
+
+
+def key_text(key: str, p: Param) -> str:
+    """One key of an injection kind: what it takes and its default."""
+    if p.kind in ("cell", "sensor"):
+        return f"`{key}`: {p.kind} number from 1, required"
+    if p.kind == "choice":
+        taken = " or ".join(f"`{c}`" for c in p.choices)
+    else:
+        taken = f"{p.low:g} .. {p.high:g} {p.unit}".rstrip()
+    default = ("required" if p.default is None else
+               f"default {p.default}" if isinstance(p.default, str) else
+               f"default {p.default:g} {p.unit}".rstrip())
+    return f"`{key}`: {taken}, {default}"
+
+
 def handle(args) -> int:
     print(render([("States", states()), ("Faults", faults()),
-                  ("Configuration parameters", parameters())]), end="")
+                  ("Configuration parameters", parameters()), ("Injections", injections())]),
+          end="")
     return 0

@@ -462,10 +462,13 @@ class Subscribe:
     """Telemetry: send each listed response type as an EVENT every `period_ms`. The types
     that may be listed are Status, CellVoltages, Temperatures, CellSoc and BalancingState;
     `period_ms` is at least 10, and a message goes out at the first emulator tick (0.1 s
-    unless `serve --tick` says otherwise) at or after it falls due. From 1.1 FaultEvent may
-    be listed too: its `period_ms` is ignored (any value), each event goes out in the step
-    it happens in. Replaces any earlier subscription; an empty list stops telemetry, and so
-    does the link going down or the device restarting."""
+    unless `serve --tick` says otherwise) at or after it falls due: the first one falls due
+    when the Subscribe is taken, so it goes out at the next tick (after the Ack), then one
+    every `period_ms` from then, without drift. A type listed twice is sent once, at the
+    period of its last listing (every listing's `period_ms` must still be valid). From 1.1
+    FaultEvent may be listed too: its `period_ms` is ignored (any value), each event goes out
+    in the step it happens in. Replaces any earlier subscription; an empty list stops
+    telemetry, and so does the link going down or the device restarting."""
 
     subscriptions: tuple
 
@@ -492,7 +495,8 @@ class TimeInfo:
 @frozen
 class Inject:
     """A fault injection into the simulated pack, as `--inject` writes it
-    (`AT:KIND[:key=value,...]`, AT relative to now). SIM mode only."""
+    (`AT:KIND[:key=value,...]`, AT relative to now, cells and sensors numbered from 1; the
+    kinds and their keys: see Injections). SIM mode only; answered with Ack once scheduled."""
 
     spec: str
 

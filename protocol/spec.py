@@ -478,6 +478,13 @@ def matching() -> str:
   Subscribe, TimeSync) are always answered; a request that would change the device
   (SetConfig, CommandRequest, Inject, SetTime) and that the policy does not enable is
   refused with Nack NOT_ENABLED, naming what would enable it.
+- Frames the device sends unasked - telemetry, FaultEvents, ActuationFrames (those
+  answering a MeasurementFrame and the watchdog's alike) - carry the device's own `seq`
+  on its link (the serial port, or `proto/out` over MQTT): a counter that starts at a
+  random value when the device starts, goes up by 1 for each such frame and wraps at 65535
+  (answers carry their request's `seq` and do not count; a reconnected link goes on where
+  it was). It says nothing about a host's requests: a host never matches an EVENT frame by
+  `seq`; a gap in it shows unasked frames lost on the way.
 - Other events (EVENT flag) get no answer. Telemetry set up by Subscribe arrives as EVENT
   frames of the subscribed response types, and FaultEvents as they happen (see Events,
   time and restarts). In HIL mode each MeasurementFrame from the rig
@@ -528,14 +535,22 @@ value, what is allowed and, where the device's state is the reason, what to do. 
         ("CommandRequest", "a command or balancing mode that does not exist, or a command "
          "newer than the frame's revision (RESET, FACTORY_DEFAULTS in a 1.0 frame)",
          "BAD_VALUE"),
-        ("CommandRequest", "RESET to a device with no firmware to restart (a headless `run` "
-         "over MQTT)", "NOT_IN_THIS_MODE"),
         ("CommandRequest", "FACTORY_DEFAULTS in PRECHARGE, RUN or RECOVERY (the pack may be "
          "on the bus): send STANDBY first", "NOT_NOW"),
         ("CommandRequest", "FACTORY_DEFAULTS the persistent store could not keep",
          "SAVE_FAILED"),
         ("Subscribe", "a `msg_type` that cannot be subscribed, or one the frame's revision "
          "does not have (FaultEvent in a 1.0 frame)", "BAD_VALUE"),
+        ("Subscribe", "a `period_ms` below 10 (FaultEvent's is not used)", "OUT_OF_RANGE"),
+        ("Inject", "a `spec` that does not follow the grammar, a KIND or key that does not "
+         "exist, a required key missing, a value outside its range (see Injections)",
+         "BAD_VALUE"),
+        ("Inject", "to a device without its own simulated pack (`serve --hil`)",
+         "NOT_IN_THIS_MODE"),
+        ("MeasurementFrame", "to a device running its own simulated pack (`serve --sim`)",
+         "NOT_IN_THIS_MODE"),
+        ("MeasurementFrame", "`n_cells` or `n_sensors` not the pack's, `n_balancing` neither "
+         "0 nor `n_cells`", "WRONG_SIZE"),
         ("SetTime", "`utc_s` NaN, infinite or outside 2000-01-01 .. 2100-01-01",
          "OUT_OF_RANGE"),
         ("GetConfigLog", "the persistent store could not be read (the device logs why)",

@@ -92,8 +92,9 @@ class CommandPolicy:
 
     def refusal(self, request: object, params: Mapping[int, Parameter]) -> str | None:
         """Why this policy refuses a protocol request, or None when it allows it. `params`:
-        the device's parameters by id (an unknown id is the device's to refuse). A request
-        type this module does not know is refused: a new request is off until mapped."""
+        the device's parameters by id (an unknown id, like a command code that is no
+        Command, is the device's to refuse: BAD_VALUE, as on a serial port). A request type
+        or a Command this module does not map is refused: new ones are off until mapped."""
         if self.trusted or type(request) in READS:
             return None
         name = type(request).__name__
@@ -111,13 +112,15 @@ class CommandPolicy:
             return None if self.enabled(command) else f"{name}: {self.not_enabled(command)}"
         if not isinstance(request, pm.CommandRequest):
             return f"{name} is not a request this link may make"
+        if request.command not in set(pm.Command):  # does nothing: the device says BAD_VALUE
+            return None
         if request.command == pm.Command.BALANCING_MODE:
             command, word = "balancing", WORD_OF_MODE.get(request.argument)
         elif request.command in REQUEST_NEEDS:
             command, word = REQUEST_NEEDS[pm.Command(request.command)]
         else:
-            return (f"{name} command {request.command}: not a command this link may send; "
-                    f"allowed: {', '.join(f'{int(c)} {c.name}' for c in pm.Command)}")
+            return (f"{name} command {request.command} "
+                    f"{pm.Command(request.command).name}: not a command this link may send")
         label = f"{name} {pm.Command(request.command).name}"
         if not self.enabled(command):
             return f"{label}: {self.not_enabled(command)}"

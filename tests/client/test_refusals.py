@@ -13,7 +13,6 @@ import math
 import resource
 import signal
 import struct
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -26,21 +25,15 @@ from protocol.framing import LATEST_REVISION, REVISION_1_0, REVISIONS, Flags
 from protocol.messages import REGISTRY, ErrorCode, encode_payload
 from tests.client.conftest import Faulted, Hil
 from tests.client.emulators import (
-    HEADLESS_RUN,
     SERIES,
     STATE,
     TEMP_SENSOR_FAULT,
-    TRY_EVERY_S,
     Emulator,
-    EmuProcess,
     measurement,
-    mqtt_client,
-    mqtt_options,
     over_pty,
 )
 from tests.client.samples import answer_type, float_write, request_types, sample
-from tests.client.spec_client import SpecClient, is_answer, raw_frame, type_id
-from tests.support.mqtt_broker import Broker
+from tests.client.spec_client import SpecClient, raw_frame, type_id
 
 PROVOKED: dict[ErrorCode, list[str]] = defaultdict(list)
 # Codes no client can provoke from outside, and why.
@@ -48,7 +41,6 @@ NOT_PROVOKABLE: dict[ErrorCode, str] = {}
 PYTHON_WORDS = ("unpack", "struct.error", "Traceback", "construct", "Container", "Error in")
 UNUSED_TYPE = next(t for t in range(0x40, 0x7E) if t not in REGISTRY)
 UTC_2000_S, UTC_2100_S = 946_684_800.0, 4_102_444_800.0
-HEADLESS_WAIT_S = 8.0  # how long a headless run is given to answer, its start included
 
 
 def provokes(code: ErrorCode) -> Callable:
@@ -288,8 +280,7 @@ def test_a_wall_clock_outside_2000_to_2100_is_out_of_range(sim: Emulator, utc_s:
 
 @provokes(ErrorCode.OUT_OF_RANGE)
 def test_a_telemetry_period_below_10_ms_is_refused(sim: Emulator) -> None:
-    """Subscribe says `period_ms` is at least 10. The Refusals table has no row for it: the
-    code asserted is the device's, OUT_OF_RANGE, which the code's own meaning fits."""
+    """Subscribe says `period_ms` is at least 10; Refusals: OUT_OF_RANGE."""
     status = type_id(pm.Status)
     refused(sim.client, pm.Subscribe(({"msg_type": status, "period_ms": 9},)),
             ErrorCode.OUT_OF_RANGE)
@@ -323,13 +314,7 @@ NO_SUCH = [(max(pm.Command) + 1, 0, LATEST_REVISION),
 @pytest.mark.parametrize(("command", "argument", "revision"), NO_SUCH,
                          ids=[f"command-{int(c)}-argument-{a}-rev{r}" for c, a, r in NO_SUCH])
 def test_a_command_or_mode_that_does_not_exist_in_the_revision_is_bad_value(
-        sim: Emulator, command: int, argument: int, revision: int,
-        request: pytest.FixtureRequest) -> None:
-    if sim.on_mqtt and command not in set(pm.Command):
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "device disagrees with the spec: over MQTT, with every command enabled, a command "
-            "that does not exist is refused NOT_ENABLED (\"not a command this link may send\"), "
-            "not BAD_VALUE as the Refusals table says and the serial port answers")))
+        sim: Emulator, command: int, argument: int, revision: int) -> None:
     refused(sim.client, pm.CommandRequest(int(command), argument), ErrorCode.BAD_VALUE, revision)
 
 
@@ -344,8 +329,8 @@ def test_subscribing_a_type_that_cannot_be_subscribed_is_bad_value(sim: Emulator
 
 @provokes(ErrorCode.BAD_VALUE)
 def test_an_injection_that_does_not_parse_is_bad_value(sim: Emulator) -> None:
-    """Inject's grammar is `AT:KIND[:key=value,...]`, cells numbered from 1. The Refusals
-    table has no row for a bad one: the code asserted is the device's."""
+    """Injections: `AT:KIND[:key=value,...]`, cells numbered from 1; Refusals: a bad one is
+    BAD_VALUE, the detail naming the bad part."""
     detail = refused(sim.client, pm.Inject(f"0:sensor-offset:cell={99},offset_v=0.1"),
                      ErrorCode.BAD_VALUE)
     assert "cell" in detail and "99" in detail
@@ -366,34 +351,8 @@ def test_a_measurement_to_an_emulator_running_its_own_pack_is_not_in_this_mode(
 
 @provokes(ErrorCode.NOT_IN_THIS_MODE)
 def test_an_injection_into_a_hil_emulator_is_not_in_this_mode(hil_pty: Hil) -> None:
-    """Inject is "SIM mode only"; the Refusals table gives no code: the device's is asserted."""
+    """Inject is "SIM mode only"; Refusals: NOT_IN_THIS_MODE to a `serve --hil`."""
     refused(hil_pty.emulator.client, pm.Inject("0:cooling-failure"), ErrorCode.NOT_IN_THIS_MODE)
-
-
-@provokes(ErrorCode.NOT_IN_THIS_MODE)
-@pytest.mark.xfail(strict=True, reason=(
-    "device disagrees with the spec: Refusals gives NOT_IN_THIS_MODE for a RESET to \"a "
-    "headless `run` over MQTT\", but `bms-emu run --mqtt` does not serve the protocol on "
-    "proto/in at all: no request to it is ever answered"))
-def test_a_reset_to_a_headless_run_over_mqtt_is_not_in_this_mode(broker: Broker,
-                                                                 tmp_path: Path) -> None:
-    pack_id = tmp_path.name
-    client = mqtt_client(broker.host, broker.port, pack_id, "run")
-    process = EmuProcess(tmp_path, *mqtt_options(broker.host, broker.port, pack_id),
-                         "--series", str(SERIES), "--mqtt-commands", "reset",
-                         command=HEADLESS_RUN)
-    try:
-        answer, deadline = None, time.monotonic() + HEADLESS_WAIT_S
-        while answer is None and time.monotonic() < deadline:
-            after = client.mark()
-            seq = client.send(pm.CommandRequest(int(pm.Command.RESET), 0))
-            answer = client.find(lambda item, seq=seq: is_answer(item, seq), after, TRY_EVERY_S)
-        assert answer is not None, f"a headless run never answered{process.output()}"
-        expect_nack(answer, answer.header.seq, type_id(pm.CommandRequest),
-                    ErrorCode.NOT_IN_THIS_MODE)
-    finally:
-        process.stop()
-        client.close()
 
 
 def refused_measurement(hil: Hil, frame: pm.MeasurementFrame, code: ErrorCode) -> str:

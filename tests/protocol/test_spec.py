@@ -86,6 +86,20 @@ def test_wire_examples_decode_to_their_frames():
         assert type(frame.message) is type(msg)
 
 
+def test_injections_section_lists_every_kind_and_key_and_its_example_parses():
+    """Inject's grammar is in the spec, from the table the pack's parser uses."""
+    from hil.injections import KINDS, parse_injection
+
+    text = DOC.read_text(encoding="utf-8")
+    section = text[text.index("## Injections"):]
+    for kind, keys in KINDS.items():
+        row = next(line for line in section.splitlines() if line.startswith(f"| `{kind}` |"))
+        assert all(f"`{key}`:" in row for key in keys), row
+    example = re.search(r"Example: `([^`]+)`", section).group(1)
+    injection = parse_injection(example, n_series=16, n_temp_sensors=4)
+    assert injection.params["cell"] == 3  # numbered from 1, as the section says
+
+
 def test_render_is_deterministic_and_appends_extra_sections():
     extra = [("Extra one", "| a |\n|---|\n| 1 |\n"), ("Extra two", "text")]
     first, second = spec.render(extra), spec.render(extra)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bms.data.validation import InputError
+from bms.host import policy as policy_module
 from bms.host.policy import COMMANDS, READS, TRUSTED, CommandPolicy, parse_policy
 from protocol import messages as pm
 from tests.bms.host.test_device import PARAM, REQUESTS, Bench, nack, value
@@ -132,12 +133,26 @@ def test_a_config_limit_refuses_the_whole_write_and_names_what_it_may_set(b):
     nack(handle(b, pm.SetConfig((unknown,)), policy), pm.ErrorCode.UNKNOWN_PARAM)
 
 
-def test_an_unknown_command_code_is_refused_by_a_policy_and_left_to_the_device_when_trusted(b):
-    request = pm.CommandRequest(99, 0)
-    detail = nack(handle(b, request, parse_policy(",".join(COMMANDS))),
-                  pm.ErrorCode.NOT_ENABLED)
-    assert "command 99" in detail and "1 RUN" in detail
-    nack(handle(b, request, TRUSTED), pm.ErrorCode.BAD_VALUE)
+@pytest.mark.parametrize("enabled", ["", ",".join(COMMANDS)], ids=["nothing", "everything"])
+def test_a_command_code_that_is_no_command_is_the_devices_to_refuse(b, enabled):
+    """It does nothing, so whatever the policy it gets the serial port's answer: BAD_VALUE."""
+    before = changeable(b)
+    for code in (0, max(pm.Command) + 1, 99):
+        detail = nack(handle(b, pm.CommandRequest(code, 0), parse_policy(enabled)),
+                      pm.ErrorCode.BAD_VALUE)
+        assert f"command {code}" in detail and "1 RUN" in detail
+    assert changeable(b) == before
+    assert b.device.not_enabled == {}
+
+
+def test_a_command_the_policy_does_not_map_is_refused_even_with_everything_enabled(
+        b, monkeypatch):
+    monkeypatch.delitem(policy_module.REQUEST_NEEDS, pm.Command.STORAGE)
+    before = changeable(b)
+    detail = nack(handle(b, pm.CommandRequest(pm.Command.STORAGE, 0),
+                         parse_policy(",".join(COMMANDS))), pm.ErrorCode.NOT_ENABLED)
+    assert "CommandRequest command 3 STORAGE: not a command this link may send" in detail
+    assert changeable(b) == before
 
 
 def test_a_request_type_the_policy_does_not_know_is_refused():
