@@ -5,6 +5,8 @@ default), so no test resumes another's pack and none touches the user's."""
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -23,6 +25,21 @@ settings.register_profile("fuzz", derandomize=False, database=None, print_blob=T
 settings.load_profile("ci")
 
 BrokerFactory = Callable[..., Broker]
+MULTICAST_LOCK = Path(tempfile.gettempdir()) / "bms-emu-tests-udp-multicast.lock"
+
+
+@pytest.fixture
+def multicast_alone() -> Iterator[None]:
+    """python-can binds every udp_multicast group to one UDP port, so two tests on one
+    host hear each other's frames whatever their groups (an inverter would obey another
+    test's BMS): the tests that use it take this lock, shared by the xdist workers, and run
+    one at a time."""
+    with MULTICAST_LOCK.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture(autouse=True, scope="session")

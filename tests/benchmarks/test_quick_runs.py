@@ -219,7 +219,7 @@ def test_pack_v_drift_quick_stays_under_its_threshold_on_a_healthy_pack():
     assert case["bleeding_share"] > 0  # the balancer's sense-wire drop was in the readings
 
 
-def test_can_link_quick_reports_periods_answers_and_cpu():
+def test_can_link_quick_reports_periods_answers_and_cpu(multicast_alone):
     from tests.bms.links.can.test_udp_multicast import group, multicast_or_skip
 
     multicast_or_skip(group())
@@ -234,7 +234,7 @@ def test_can_link_quick_reports_periods_answers_and_cpu():
         assert out[key] > 0
 
 
-def test_can_rates_quick_reports_each_identifiers_rate_and_the_bms_sides_cpu():
+def test_can_rates_quick_reports_each_identifiers_rate_and_the_bms_sides_cpu(multicast_alone):
     out = quick("can_rates.py")
     assert out["benchmark"] == "can_rates" and isinstance(out["goal_met"], bool)
     rt = out["real_time"]

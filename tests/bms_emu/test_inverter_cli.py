@@ -47,7 +47,8 @@ def test_bad_options_are_refused_before_a_bus_is_opened(argv, words, capsys):
     assert err.startswith(f"bms-emu {argv[0]}: error:") and words in err, err
 
 
-def test_the_closed_loop_rides_through_recharges_and_meets_the_keepalive_action(tmp_path):
+def test_the_closed_loop_rides_through_recharges_and_meets_the_keepalive_action(
+        tmp_path, multicast_alone):
     channel = group()
     multicast_or_skip(channel)
     bus = f"udp_multicast:{channel}"

@@ -18,6 +18,7 @@ from protocol.codec import Decoder, Frame, encode
 from protocol.framing import (
     MAX_ENCODED_BYTES,
     MAX_PAYLOAD_BYTES,
+    REVISIONS,
     FrameError,
     FrameErrorKind,
     encode_frame,
@@ -134,27 +135,29 @@ types = st.sampled_from(sorted(pm.REGISTRY)) | st.integers(0, 255)
 
 
 @st.composite
-def payload_for(draw: st.DrawFn, type_id: int) -> bytes:
-    """Random bytes, or a good payload of the type mutated."""
-    if type_id in pm.REGISTRY and draw(st.booleans()):
+def payload_for(draw: st.DrawFn, type_id: int, revision: int) -> bytes:
+    """Random bytes, or a good payload of the type in `revision`'s layout, mutated."""
+    if pm.in_revision(type_id, revision) and draw(st.booleans()):
         msg = draw(message_strategy(type_id).filter(fits))
-        return draw(mutated(pm.encode_payload(msg)[1]))[:MAX_PAYLOAD_BYTES]
+        return draw(mutated(pm.encode_payload(msg, revision)[1]))[:MAX_PAYLOAD_BYTES]
     return draw(st.binary(max_size=200))
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(type_id=types, n=seq, data=st.data())
+@given(type_id=types, revision=st.sampled_from(sorted(REVISIONS)), n=seq, data=st.data())
 def test_any_payload_under_a_good_crc_is_a_message_that_encodes_back_or_a_named_error(
-        type_id: int, n: int, data: st.DataObject):
-    payload = data.draw(payload_for(type_id), label="payload")
-    (item,), _ = feed(encode_frame(type_id, 0x01, n, payload))
+        type_id: int, revision: int, n: int, data: st.DataObject):
+    """In every revision; a type the revision does not have (unknown, or added later) is
+    UNKNOWN_TYPE whatever its payload."""
+    payload = data.draw(payload_for(type_id, revision), label="payload")
+    (item,), _ = feed(encode_frame(type_id, 0x01, n, payload, revision))
     event(item.kind.name if isinstance(item, FrameError) else "decoded")
-    if type_id not in pm.REGISTRY:
+    if not pm.in_revision(type_id, revision):
         assert item.kind is FrameErrorKind.UNKNOWN_TYPE and item.header.msg_type == type_id
         assert f"0x{type_id:02X}" in item.detail
     elif isinstance(item, FrameError):
         assert item.kind is FrameErrorKind.BAD_PAYLOAD, item
         assert item.detail.startswith(pm.REGISTRY[type_id].name + ": ") and item.header.seq == n
     else:
-        again = pm.encode_payload(item.message)  # a decoded message is a valid message
-        assert pm.same(pm.decode_payload(*again), item.message)
+        again = pm.encode_payload(item.message, revision)  # a decoded message is valid
+        assert pm.same(pm.decode_payload(*again, revision), item.message)

@@ -66,7 +66,7 @@ def be_the_inverter(channel: str, child: subprocess.Popen) -> tuple[dict[str, di
     return got, out, err
 
 
-def test_run_and_an_inverter_in_another_process_speak_pylon_lv_over_udp_multicast():
+def test_run_and_an_inverter_in_another_process_speak_pylon_lv_over_udp_multicast(multicast_alone):
     channel = group()
     multicast_or_skip(channel)
     child = subprocess.Popen([*CLI, "run", "--duration", "4", "--speed", "1", "--json",
@@ -79,7 +79,8 @@ def test_run_and_an_inverter_in_another_process_speak_pylon_lv_over_udp_multicas
     assert not [e for e in summary["events"] if e["name"] == "INVERTER_TIMEOUT"]
 
 
-def test_serve_speaks_beside_its_serial_link_and_reports_the_bus_in_its_stats(tmp_path):
+def test_serve_speaks_beside_its_serial_link_and_reports_the_bus_in_its_stats(
+        tmp_path, multicast_alone):
     channel = group()
     multicast_or_skip(channel)
     master, slave = os.openpty()
