@@ -9,7 +9,6 @@ in, frames out to a callback; messages in, bytes out with sequence numbers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import Counter
@@ -19,6 +18,7 @@ from typing import Protocol
 import serial
 import serial_asyncio_fast
 
+from bms.links.tasks import start_task, stop_task
 from protocol.codec import Decoder, Frame, encode
 from protocol.framing import REVISION_1_0, Flags, FrameError
 
@@ -204,22 +204,11 @@ class Endpoint:
                 log.exception("handling %s failed", type(item).__name__)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self.link.run(), name=f"serial {self.link.port}")
-        self._task.add_done_callback(_report_end)
+        self._task = start_task(self.link.run(), name=f"serial {self.link.port}")
 
     async def wait_connected(self, timeout_s: float) -> None:
         await asyncio.wait_for(self.link.opened.wait(), timeout_s)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
-def _report_end(task: asyncio.Task) -> None:
-    """The link task only ends when cancelled; anything else is a bug worth shouting about,
-    since the owner would otherwise run on without a port."""
-    if not task.cancelled() and task.exception() is not None:
-        log.error("serial link task died", exc_info=task.exception())
+        await stop_task(self._task)
+        self._task = None

@@ -13,7 +13,6 @@ INVERTER_TIMEOUT as configured.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
@@ -23,6 +22,7 @@ from bms.links.can.frame_sets import FrameSet
 from bms.links.can.kept_bus import KeptBus, Opener
 from bms.links.can.node import CanNode
 from bms.links.can.values import published
+from bms.links.tasks import start_task, stop_task
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class CanLink(KeptBus):
 
     async def start(self, clock: Callable[[], float]) -> None:
         """Polls on the running loop, on `clock` (the runtime's), until `close()`."""
-        self._task = asyncio.create_task(self._polls(clock), name=f"can {self.spec.describe()}")
+        self._task = start_task(self._polls(clock), name=f"can {self.spec.describe()}")
 
     async def _polls(self, clock: Callable[[], float]) -> None:
         while True:
@@ -71,11 +71,8 @@ class CanLink(KeptBus):
             await asyncio.sleep(POLL_S)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
         self.shutdown()
 
     def describe(self) -> str:

@@ -25,7 +25,6 @@ listened on. pymodbus's own log is held to errors: this module says what matters
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from collections import Counter
@@ -43,6 +42,7 @@ from bms.host.policy import CommandPolicy
 from bms.links.modbus.address import ModbusAddress
 from bms.links.modbus.pack_view import Nameplate, view_of
 from bms.links.modbus.register_map import SunSpecMap, WriteRefused
+from bms.links.tasks import start_task, stop_task
 from protocol import messages as pm
 
 log = logging.getLogger(__name__)
@@ -90,15 +90,11 @@ class ModbusLink:
     async def start(self, now_s: Callable[[], float]) -> None:
         logging.getLogger("pymodbus").setLevel(logging.ERROR)
         self._now_s = now_s
-        self._task = asyncio.create_task(self._keep_serving(), name=self.who)
-        self._task.add_done_callback(_report_end)
+        self._task = start_task(self._keep_serving(), name=self.who)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop_task(self._task)
+        self._task = None
 
     def stats(self) -> dict:
         return {"address": self.address.describe(self.port), "up": self.connected,
@@ -241,10 +237,3 @@ class ModbusLink:
             self._image = self.map.image(view_of(self.device, self.plate, now_s))
             self._image_of = (act, m, int(now_s))
         return self._image
-
-
-def _report_end(task: asyncio.Task) -> None:
-    """The task only ends when cancelled; anything else is a bug to shout about, since the
-    emulator would run on without its Modbus server."""
-    if not task.cancelled() and task.exception() is not None:
-        log.error("the Modbus server's task died", exc_info=task.exception())
