@@ -12,7 +12,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
@@ -52,6 +52,7 @@ from bms.host.records import (
 from protocol import messages as pm
 from protocol.framing import LATEST_REVISION, MAX_PAYLOAD_BYTES, REVISIONS
 
+T = TypeVar("T")
 MAX_PAGE = 32  # entries a page holds at most (fewer when a frame is full)
 MIN_TELEMETRY_PERIOD_MS = 10
 # The wall clock a SetTime may set: 2000-01-01 to 2100-01-01, UTC seconds since 1970.
@@ -321,7 +322,7 @@ class Device:
 
     def fault_log(self, req: pm.GetFaultLog) -> pm.FaultLogPage:
         entries = list(self.fw.log.entries)
-        page = entries[req.start:req.start + min(req.count, MAX_PAGE)]
+        page = _page(entries, req.start, req.count)
         boot = self.boot
         return self._fitted(lambda kept: pm.FaultLogPage(
             len(entries), self.fw.log.dropped, req.start, kept),
@@ -353,7 +354,7 @@ class Device:
                             [config_log_entry(r, self.utc_offsets) for r in rows])
 
     def parameter_list(self, req: pm.GetParameterList) -> pm.ParameterList:
-        page = self.params[req.start:req.start + min(req.count, MAX_PAGE)]
+        page = _page(self.params, req.start, req.count)
         persisted = self.on_config_change is not None  # it keeps every write
         return self._fitted(lambda kept: pm.ParameterList(len(self.params), req.start, kept),
                             [parameter_entry(p, self.limits[p.id], persisted) for p in page])
@@ -536,6 +537,6 @@ def _extremes(prefix: str, values: np.ndarray | None) -> dict:
             f"{prefix}_max": float(values[hi]), f"{prefix}_max_index": hi}
 
 
-def _page(entries: list[dict], start: int, count: int) -> list[dict]:
+def _page(entries: list[T], start: int, count: int) -> list[T]:
     """The entries a paged request asks for: from `start`, at most `count` and MAX_PAGE."""
     return entries[start:start + min(count, MAX_PAGE)]
