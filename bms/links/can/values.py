@@ -31,7 +31,6 @@ class Published:
     """One moment of the firmware's published state, as the frames read it."""
 
     status: pm.Status
-    level_bitmaps: tuple[int, int, int]  # faults active at WARNING, ALARM, FAULT
     cycles: float  # equivalent full cycles
     rest_current_a: float  # below it the pack is idle
     n_series: int
@@ -42,6 +41,13 @@ class Published:
     def state(self) -> State:
         return State.from_code(self.status.state)
 
+    @property
+    def level_bitmaps(self) -> tuple[int, int, int]:
+        """The faults active at WARNING, ALARM and FAULT (bit = fault code), as Status
+        publishes them."""
+        s = self.status
+        return s.warning_bitmap, s.alarm_bitmap, s.fault_level_bitmap
+
 
 def published(device: Device, now_s: float) -> Published | None:
     """The device's published state at `now_s`; None before the firmware's first step."""
@@ -49,7 +55,7 @@ def published(device: Device, now_s: float) -> Published | None:
     if act is None:
         return None
     fw = device.fw
-    return Published(device.status(now_s), act.level_bitmaps,
+    return Published(device.status(now_s),
                      fw.counters.cycles(device.identity.capacity_ah), fw.cfg.rest_current_a,
                      fw.n_series, device.identity.capacity_ah, device.chem.nominal_v)
 

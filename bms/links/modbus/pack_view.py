@@ -73,7 +73,6 @@ class PackView:
     plate: Nameplate
     status: pm.Status
     state: State
-    level_bitmaps: tuple[int, int, int]  # WARNING, ALARM, FAULT; bit = fault code
     cell_v: np.ndarray
     temp_c: np.ndarray
     balancing: np.ndarray  # bool, per cell
@@ -82,6 +81,13 @@ class PackView:
     seconds: int  # since the emulator started
     cell_v_mean: float  # of the readable cells; NaN: none
     temp_c_mean: float  # of the readable sensors; NaN: none
+
+    @property
+    def level_bitmaps(self) -> tuple[int, int, int]:
+        """The faults active at WARNING, ALARM and FAULT (bit = fault code), as Status
+        publishes them."""
+        s = self.status
+        return s.warning_bitmap, s.alarm_bitmap, s.fault_level_bitmap
 
     def temp_of_cell(self, cell: int) -> float:
         """The reading of the sensor over cell `cell` (0-based): each sensor covers
@@ -98,7 +104,6 @@ def view_of(device: Device, plate: Nameplate, now_s: float) -> PackView:
     temp_c = empty if m is None else np.asarray(m.temperature_c, float)
     return PackView(
         plate=plate, status=status, state=State.from_code(status.state),
-        level_bitmaps=(0, 0, 0) if act is None else act.level_bitmaps,
         cell_v=cell_v, temp_c=temp_c,
         balancing=(np.zeros(plate.n_series, bool) if act is None
                    else np.asarray(act.balance_mask, bool)),
