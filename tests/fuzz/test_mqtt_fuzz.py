@@ -66,6 +66,10 @@ def check(name: str, payload: bytes) -> dict:
         assert device.fw.clear_requested
     elif name == "service-reset":
         assert device.fw.service_requested
+    elif name == "factory-defaults":  # every parameter at its default (a fresh device's)
+        assert {p.name: value_of(cfg, p) for p in PARAMS} == DEFAULTS
+    elif name == "set-time":
+        assert device.utc_offsets[device.boot] == result["utc_s"] - 1.0
     else:  # config (inject is refused: this device has no simulated pack)
         assert name == "config", result
         for param, value in result["values"].items():
