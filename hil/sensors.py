@@ -46,15 +46,33 @@ class NoiseStream:
         self.width = width
         self.sigma = sigma
         self.block = np.empty((0, width))
+        self.values: list[float] = []  # a one-wide block's column, as Python floats
         self.row = 0
 
     def next(self) -> np.ndarray:
         if self.row == self.block.shape[0]:
             uniform = self.rng.random((2, NOISE_BLOCK_TICKS, self.width))
-            self.block = (uniform[0] + uniform[1] - 1.0) * (self.sigma * np.sqrt(6.0))
+            # (u0 + u1 - 1) * scale, worked in place in u0: the same operations in the same
+            # order, without three temporaries the size of the block.
+            block = uniform[0]
+            block += uniform[1]
+            block -= 1.0
+            block *= self.sigma * np.sqrt(6.0)
+            self.block = block
+            self.values = block[:, 0].tolist() if self.width == 1 else []
             self.row = 0
         self.row += 1
         return self.block[self.row - 1]
+
+    def next_value(self) -> float:
+        """The next row of a one-wide stream, as a Python float (the same value `next()[0]`
+        gives): a pack-level reading takes one a tick, and indexing a list is cheaper than
+        converting a numpy scalar."""
+        if self.row == self.block.shape[0]:
+            self.next()
+            return self.values[0]
+        self.row += 1
+        return self.values[self.row - 1]
 
 
 class Sensors:
@@ -126,11 +144,11 @@ class Sensors:
         return v
 
     def read_pack_voltage(self, true_v: float) -> float:
-        v = true_v * self.pack_v_gain + self.pack_v_offset_v + float(self.pack_v_noise.next()[0])
+        v = true_v * self.pack_v_gain + self.pack_v_offset_v + self.pack_v_noise.next_value()
         return round(v / self.spec.pack_v_lsb_v) * self.spec.pack_v_lsb_v
 
     def read_current(self, true_a: float) -> float:
-        noise_a = float(self.current_noise.next()[0])
+        noise_a = self.current_noise.next_value()
         offset_a = self.current_offset_a + self.extra_current_offset_a
         return true_a * self.current_gain + offset_a + noise_a
 

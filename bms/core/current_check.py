@@ -44,10 +44,9 @@ class CurrentCheck:
             last_a, last_v, last_s = self.last
             # The model's RC voltages over the interval, exact for a current held over it.
             dt_s = now_s - last_s
-            rc_v = tuple(
-                v * a + r * (1.0 - a) * current_a
-                for v, r, a in ((self.rc_v[0], model.r1_ohm, _decay(dt_s, model.tau1_s)),
-                                (self.rc_v[1], model.r2_ohm, _decay(dt_s, model.tau2_s))))
+            a1, a2 = _decay(dt_s, model.tau1_s), _decay(dt_s, model.tau2_s)
+            rc_v = (self.rc_v[0] * a1 + model.r1_ohm * (1.0 - a1) * current_a,
+                    self.rc_v[1] * a2 + model.r2_ohm * (1.0 - a2) * current_a)
             rc_change_v = (rc_v[0] - self.rc_v[0], rc_v[1] - self.rc_v[1])
             ocv_change_v = model.ocv_v_per_as * current_a * dt_s
             self.rc_v = rc_v

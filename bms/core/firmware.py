@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 
 import numpy as np
 
@@ -95,6 +96,10 @@ UNDERVOLTAGE = frozenset({"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE"})
 VOLTAGE_DOUBT = bitmap({"OPEN_WIRE", "VOLTAGE_SENSOR_FAULT"})
 
 
+# A step's figures, from `_quantities`'s dict, in the order of QUANTITIES: one C call.
+_IN_QUANTITY_ORDER = operator.itemgetter(*(quantity.name for quantity in QUANTITIES))
+
+
 def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
     """Without the open-wire test: an open wire moves two cells apart by twice its score, so
     a smaller spread rules it out without looking closer."""
@@ -135,8 +140,10 @@ def temperature_window_c(cfg: FirmwareConfig, chem: Chemistry
 
 
 def _ramp(x: float) -> float:
-    """x clipped to [0, 1]: the share of a limit left as a quantity nears its threshold."""
-    return min(max(x, 0.0), 1.0)
+    """x clipped to [0, 1]: the share of a limit left as a quantity nears its threshold.
+    Comparisons rather than min(max()), called eight times a step: the same result, a NaN
+    and a -0.0 included."""
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
 
 
 def _rounded(x: float, digits: int) -> float | None:
@@ -225,6 +232,8 @@ class Firmware:
         self._stuck_s = np.zeros(n_series)  # how long each has repeated while the pack moved
         self._mean_at_change_v = np.zeros(n_series)  # the mean reading when each last changed
         self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
+        self._temp_key: tuple | None = None  # the readings `_temp_figures` were worked from
+        self._temp_figures: tuple[tuple[float, float], float, float] | None = None
         self._derive_from(self.cfg)
         self.counters = Counters()
         self.event_faults: set[str] = set()  # latched faults raised outside the table
@@ -234,6 +243,11 @@ class Firmware:
         self.recovering_since_s: float | None = None
         self._recovery_discharge_since_s: float | None = None
         self.quantities = np.zeros(len(QUANTITIES))
+        self._figure_values: list[float] = self.quantities.tolist()  # see `_quantities`
+        self._soc_with_bled_of: Estimate | None = None  # see `_soc_with_bled`
+        self._soc_with_bled_v = np.zeros(n_series)
+        self._resistance_of: Estimate | None = None  # see `_cell_resistance`
+        self._resistance = (np.zeros(n_series), 0.0, 0.0)
         lim = chemistry.limits
         self._charge_temp_neutral_c = 0.5 * (lim.charge_temp_min_c + lim.charge_temp_max_c)
 
@@ -357,9 +371,11 @@ class Firmware:
         # the pack sensor's ratio to the cells is not learnt (`_quantities`).
         self._voltage_sensor_rows = [i for i, r in enumerate(cfg.protection)
                                      if r.fault == "VOLTAGE_SENSOR_FAULT"]
-        # The rows on the charge temperatures, by quantity (see `_quantities`).
+        # The rows on the charge temperatures, by quantity (see `_quantities`): a few
+        # indices, looked up one by one faster than an array mask is applied.
         self._charge_temp_rows = {
-            quantity: np.array([r.quantity == quantity for r in self.protection.rows])
+            quantity: tuple(i for i, r in enumerate(self.protection.rows)
+                            if r.quantity == quantity)
             for quantity in ("charge_temp_max", "charge_temp_min")}
         # Leaving storage and ending a recovery charge need each under-voltage FAULT row's
         # quantity past its release; the cell row is the one a failed recovery latches again.
@@ -485,19 +501,102 @@ class Firmware:
         # A bleed's current drops the bleeding cells' voltages through their resistance:
         # two readings under different bleeds do not show what the pack current did.
         bleed = m.balancing if m.balancing is not None else self._mask
+        # `_bleeding` is the firmware's own mask's any(), kept as the mask changes.
+        bleeding = self._bleeding if m.balancing is None else bool(bleed.any())
         # The voltage rows judge the cells, not the sense wires: a cell whose neighbours
         # bleed reads high by their drop in the shared wires (25 mV on a full na-nvpf
         # cell, past its over-voltage WARNING), and that drop is known.
         judged_v = v - sense_wire_shift_v(
             np.where(bleed & np.isfinite(v), v, 0.0) / self.cfg.balancing.bleed_resistor_ohm,
-            self.cfg.balancing.sense_wire_ohm) if bleed.any() else v
+            self.cfg.balancing.sense_wire_ohm) if bleeding else v
+        v_sum = float(v.sum())  # the pack voltage, and the mean reading: summed once
         v_max, v_min = float(judged_v.max()), float(judged_v.min())
         unreadable = not (math.isfinite(v_max) and math.isfinite(v_min))
         if unreadable:  # a NaN or infinite cell reading: a sensor fault, never a value
             finite = judged_v[np.isfinite(judged_v)]
             v_max, v_min = (float(finite.max()), float(finite.min())) if finite.size else (
                 0.0, 0.0)
-        t = m.temperature_c
+        t_reading, t_max, t_min = self._temperatures(m.temperature_c)
+        neutral = self._charge_temp_neutral_c
+        # The charge temperatures are watched while charging; and a raised charge-temperature
+        # row keeps seeing the real one until it is back past its release: were it shown
+        # the neutral one as the charger pauses, it would clear, and trip again as the
+        # charger resumes.
+        charging = i_a > self.cfg.rest_current_a
+        active, rows = self.protection.active, self._charge_temp_rows
+        charge_t = (t_max if charging or any(active[i] for i in rows["charge_temp_max"])
+                    else neutral,
+                    t_min if charging or any(active[i] for i in rows["charge_temp_min"])
+                    else neutral)
+        idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
+        # From the AFE's open-wire test where the source runs it, else (fallback) from the
+        # readings. Bleeding shifts the readings of a cell and its neighbours in opposite
+        # directions, like an open wire: only readings and tests taken with no cell
+        # bleeding count, and between them the last figure holds.
+        clean = not self._bleeding and (m.balancing is None or not m.balancing.any())
+        open_wire_v = self.open_wire.update(v, m.open_wire_test_v, clean,
+                                            self._open_wire_spread_v, self.cfg.open_wire)
+        self._count_repeats(v, v_sum / v.size)  # the mean as v.mean() gives it, bit for bit
+        stuck_s = math.inf if unreadable else float(self._stuck_s.max())
+        # The SoC estimates of the step before: this step's come after protection. A
+        # suspected internal short latches: the fall is held until a clear request.
+        if self._clearing:
+            self.rest_drift.clear()
+        e = self.estimate
+        rest_soc_drop = 0.0 if e is None else self.rest_drift.update(
+            self._soc_with_bled(e), i_a, e.reset_epoch, self.last_s)
+        pack_v = v_sum if not unreadable else v_max * self.n_series
+        # A mask (bool) is equal to itself: the usual case, the firmware's own mask again,
+        # needs no comparison.
+        comparable = self._bleed_read is not None and (
+            bleed is self._bleed_read or np.array_equal(bleed, self._bleed_read))
+        self._bleed_read = bleed
+        mismatch_a = self.current_check.update(
+            i_a, math.nan if unreadable or not math.isfinite(read_m.current_a) else pack_v,
+            self.last_s, self.estimator.pack_model(), comparable)
+        sensed_v = m.pack_voltage_v
+        # An unreadable pack sensor disagrees with any sum of the cells.
+        pack_mismatch_v = (0.0 if sensed_v is None or (unreadable and math.isfinite(sensed_v))
+                           else _magnitude(sensed_v - pack_v))
+        # Without a bleed the voltage rows judge the readings themselves: their sum is known.
+        judged_sum_v = math.nan if unreadable else (
+            v_sum if judged_v is v else float(judged_v.sum()))
+        # Tightly, against the ratio learnt while the voltage sensor rows were quiet (as of
+        # the step before): a fault is never learnt away.
+        pack_drift_v = self.pack_v_drift.update(
+            sensed_v, judged_sum_v, self.last_s,
+            hold=self.protection.over_or_active(self._voltage_sensor_rows))
+        figures = {
+            "cell_v_max": v_max, "cell_v_min": v_min, "pack_v": pack_v,
+            "charge_temp_max": charge_t[0], "charge_temp_min": charge_t[1],
+            "discharge_temp_max": t_max, "discharge_temp_min": t_min,
+            "charge_a": i_a, "discharge_a": -i_a,
+            "cell_soc_spread": 0.0 if e is None else e.soc_spread,
+            "temp_spread": t_max - t_min, "open_wire_v": open_wire_v,
+            "temp_reading_max": t_reading[0], "temp_reading_min": t_reading[1],
+            "idle_current_a": idle_a, "rest_soc_drop": rest_soc_drop,
+            "reading_stuck_s": stuck_s, "current_step_mismatch_a": mismatch_a,
+            "pack_v_mismatch_v": pack_mismatch_v,
+            "pack_v_drift_v": pack_drift_v,
+            "current_reading_a": _magnitude(read_m.current_a),
+            "bus_v_reading_v": _magnitude(m.bus_voltage_v),
+            "inverter_silence_s": self.inverter_watch.silence_s(self.last_s),
+        }
+        q = self.quantities
+        q[:] = _IN_QUANTITY_ORDER(figures)
+        # The figures as Python floats, for `_figure`: a dozen reads a step, each cheaper
+        # from a list than from the array.
+        self._figure_values = q.tolist()
+        return q
+
+    def _temperatures(self, t: np.ndarray) -> tuple[tuple[float, float], float, float]:
+        """(the highest and lowest raw reading, the highest and lowest trusted temperature).
+        The temperatures are sampled far less often than the cells are (once a second in the
+        simulated pack, every tick in the cell readings): the figures of a sample are kept
+        and reused while the readings repeat to the bit, which gives them again exactly."""
+        key = (t.dtype.str, t.shape, t.tobytes())
+        if key == self._temp_key:
+            return self._temp_figures
         lo, hi = TEMP_PLAUSIBLE_C
         # An unreadable reading (NaN, infinite), or none at all, is no reading a working
         # sensor gives: it counts as the highest, one sensor fault (the lowest is then
@@ -521,73 +620,15 @@ class Firmware:
             known = held[~np.isnan(held)]
             t_max, t_min = (float(known.max()), float(known.min())) if known.size else (
                 neutral, neutral)
-        # The charge temperatures are watched while charging; and a raised charge-temperature
-        # row keeps seeing the real one until it is back past its release: were it shown
-        # the neutral one as the charger pauses, it would clear, and trip again as the
-        # charger resumes.
-        charging = i_a > self.cfg.rest_current_a
-        active, rows = self.protection.active, self._charge_temp_rows
-        charge_t = (t_max if charging or active[rows["charge_temp_max"]].any() else neutral,
-                    t_min if charging or active[rows["charge_temp_min"]].any() else neutral)
-        idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
-        # From the AFE's open-wire test where the source runs it, else (fallback) from the
-        # readings. Bleeding shifts the readings of a cell and its neighbours in opposite
-        # directions, like an open wire: only readings and tests taken with no cell
-        # bleeding count, and between them the last figure holds.
-        clean = not self._bleeding and (m.balancing is None or not m.balancing.any())
-        open_wire_v = self.open_wire.update(v, m.open_wire_test_v, clean,
-                                            self._open_wire_spread_v, self.cfg.open_wire)
-        self._count_repeats(v)
-        stuck_s = math.inf if unreadable else float(self._stuck_s.max())
-        # The SoC estimates of the step before: this step's come after protection. A
-        # suspected internal short latches: the fall is held until a clear request.
-        if self._clearing:
-            self.rest_drift.clear()
-        e = self.estimate
-        rest_soc_drop = 0.0 if e is None else self.rest_drift.update(
-            e.cell_soc + e.cell_bled_soc, i_a, e.reset_epoch, self.last_s)
-        pack_v = float(v.sum()) if not unreadable else v_max * self.n_series
-        comparable = self._bleed_read is not None and np.array_equal(bleed, self._bleed_read)
-        self._bleed_read = bleed
-        mismatch_a = self.current_check.update(
-            i_a, math.nan if unreadable or not math.isfinite(read_m.current_a) else pack_v,
-            self.last_s, self.estimator.pack_model(), comparable)
-        sensed_v = m.pack_voltage_v
-        # An unreadable pack sensor disagrees with any sum of the cells.
-        pack_mismatch_v = (0.0 if sensed_v is None or (unreadable and math.isfinite(sensed_v))
-                           else _magnitude(sensed_v - pack_v))
-        # Tightly, against the ratio learnt while the voltage sensor rows were quiet (as of
-        # the step before): a fault is never learnt away.
-        pack_drift_v = self.pack_v_drift.update(
-            sensed_v, math.nan if unreadable else float(judged_v.sum()), self.last_s,
-            hold=self.protection.over_or_active(self._voltage_sensor_rows))
-        figures = {
-            "cell_v_max": v_max, "cell_v_min": v_min, "pack_v": pack_v,
-            "charge_temp_max": charge_t[0], "charge_temp_min": charge_t[1],
-            "discharge_temp_max": t_max, "discharge_temp_min": t_min,
-            "charge_a": i_a, "discharge_a": -i_a,
-            "cell_soc_spread": 0.0 if e is None else e.soc_spread,
-            "temp_spread": t_max - t_min, "open_wire_v": open_wire_v,
-            "temp_reading_max": t_reading[0], "temp_reading_min": t_reading[1],
-            "idle_current_a": idle_a, "rest_soc_drop": rest_soc_drop,
-            "reading_stuck_s": stuck_s, "current_step_mismatch_a": mismatch_a,
-            "pack_v_mismatch_v": pack_mismatch_v,
-            "pack_v_drift_v": pack_drift_v,
-            "current_reading_a": _magnitude(read_m.current_a),
-            "bus_v_reading_v": _magnitude(m.bus_voltage_v),
-            "inverter_silence_s": self.inverter_watch.silence_s(self.last_s),
-        }
-        q = self.quantities
-        q[:] = [figures[quantity.name] for quantity in QUANTITIES]
-        return q
+        self._temp_key, self._temp_figures = key, (t_reading, t_max, t_min)
+        return self._temp_figures
 
-    def _count_repeats(self, v: np.ndarray) -> None:
+    def _count_repeats(self, v: np.ndarray, mean_v: float) -> None:
         """How long each reading has repeated to the bit while the pack moved. At rest, or
         held at constant voltage, readings that do not move are right, and noise smaller
         than the converter's step leaves some readings unchanged for hours: time counts for
         a reading only once the pack's mean reading has moved `STUCK_PACK_MOVE_V` since it
         last changed, so a reading is stuck when it stands still while the pack does not."""
-        mean_v = float(v.mean())
         if not math.isfinite(mean_v):  # an unreadable cell: the sensor rows deal with it
             self._last_v = None
             return
@@ -595,16 +636,28 @@ class Firmware:
             self._stuck_s = np.zeros(v.shape)
             self._mean_at_change_v = np.full(v.shape, mean_v)
         else:
+            # In place, with `where=` masks rather than np.where: both arrays are the
+            # firmware's own, and the masked forms skip a temporary and a scalar broadcast.
             changed = v != self._last_v
-            self._mean_at_change_v = np.where(changed, mean_v, self._mean_at_change_v)
-            should_move = np.abs(mean_v - self._mean_at_change_v) > STUCK_PACK_MOVE_V
+            np.copyto(self._mean_at_change_v, mean_v, where=changed)
+            should_move = np.abs(self._mean_at_change_v - mean_v) > STUCK_PACK_MOVE_V
             dt_s = self.last_s - self._last_v_s
-            self._stuck_s = np.where(changed, 0.0, self._stuck_s + dt_s * should_move)
+            np.add(self._stuck_s, dt_s, out=self._stuck_s, where=should_move)
+            np.copyto(self._stuck_s, 0.0, where=changed)  # a reading that changed starts again
         self._last_v, self._last_v_s = v, self.last_s
 
     def _figure(self, quantity: str) -> float:
         """This step's figure of one quantity."""
-        return float(self.quantities[QUANTITY_INDEX[quantity]])
+        return self._figure_values[QUANTITY_INDEX[quantity]]
+
+    def _soc_with_bled(self, e: Estimate) -> np.ndarray:
+        """Each cell's SoC with the charge bled since start added back (what `rest_drift`
+        judges), worked out once per estimate: an estimate's arrays never change after it
+        is published (`Actuation`), and a new one comes only with a filter run."""
+        if e is not self._soc_with_bled_of:
+            self._soc_with_bled_of = e
+            self._soc_with_bled_v = e.cell_soc + e.cell_bled_soc
+        return self._soc_with_bled_v
 
     def _offender(self, quantity: str, m: Measurement) -> int | None:
         """The cell or sensor (0-based) behind a quantity, located only when a row changes."""
@@ -916,10 +969,9 @@ class Firmware:
         ceiling and the weakest to the floor, from the voltage each would rest at. Far
         from both ends a bound from the extremes shows neither binds, and the per-cell
         figures are not worked out."""
-        r_ohm = self.estimator.cell_resistance_ohm()
-        r_max = float(r_ohm.max())
+        r_ohm, r_max, r_min = self._cell_resistance()
         v_max, v_min = self._figure("cell_v_max"), self._figure("cell_v_min")
-        if not (r_ohm.min() > 0.0 and math.isfinite(v_max) and math.isfinite(v_min)):
+        if not (r_min > 0.0 and math.isfinite(v_max) and math.isfinite(v_min)):
             return math.inf, math.inf  # no model yet, or a sensor fault deals with it
         i_a, lc = m.current_a, self.cfg.limits
         # (v_k - i r_k - floor) / r_k >= (v_min - floor) / r_max - i while v_min is above the
@@ -936,6 +988,16 @@ class Firmware:
         charge_a = float(np.min((self.ceiling_v - rest_v) / r_ohm))
         discharge_a = float(np.min((rest_v - self.floor_v) / r_ohm))
         return max(charge_a, 0.0), max(discharge_a, 0.0)
+
+    def _cell_resistance(self) -> tuple[np.ndarray, float, float]:
+        """The estimator's cell resistances (`Estimator.cell_resistance_ohm`), their largest
+        and their smallest. They change only with a filter run, which publishes a new
+        estimate: worked out once per estimate rather than every step."""
+        if self.estimate is not self._resistance_of:
+            r_ohm = self.estimator.cell_resistance_ohm()
+            self._resistance = (r_ohm, float(r_ohm.max()), float(r_ohm.min()))
+            self._resistance_of = self.estimate
+        return self._resistance
 
     # --- faults outside the table and the log -----------------------------------------
 

@@ -93,7 +93,7 @@ class Protection:
         self.value = value
         over = value > self.trip_at
         over &= self.enabled
-        hot = np.flatnonzero(over | self.active)
+        hot = (over | self.active).nonzero()[0]  # flatnonzero, without its two wrappers
         if not hot.size and not self.over_since_s:
             return []
         changes: list[Change] = []
