@@ -12,6 +12,7 @@ from bms_emu import (
     can_dbc_cmd,
     chemistries_cmd,
     config_cmd,
+    fit_cmd,
     fleet_cmd,
     inverter_cmd,
     modbus_map_cmd,
@@ -33,7 +34,7 @@ EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command Ctrl-C en
 
 SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, rig_cmd, pty_cmd, config_cmd, chemistries_cmd,
                plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd, nvm_cmd,
-               scenario_cmd, can_dbc_cmd, modbus_map_cmd, inverter_cmd)
+               scenario_cmd, can_dbc_cmd, modbus_map_cmd, inverter_cmd, fit_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
