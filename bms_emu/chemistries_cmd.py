@@ -14,7 +14,8 @@ from bms.data.presets import PRESETS, resolve_chemistry
 def add_parser(sub) -> None:
     p = sub.add_parser("chemistries", help="list the sodium-ion chemistry presets",
                        description="List the built-in chemistry presets (or describe a cell "
-                       "profile file) with their voltage, temperature and current windows.")
+                       "profile file) with their voltage, temperature and current windows "
+                       "and their coulombic efficiency.")
     p.add_argument("profiles", nargs="*", metavar="PROFILE.toml",
                    help="also describe these user cell profiles")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -38,6 +39,7 @@ def describe(chem: Chemistry) -> dict:
         "ocv_100_pct_v": float(chem.ocv.charge_v[-1]),
         "max_hysteresis_mv": round(float((chem.ocv.charge_v - chem.ocv.discharge_v).max()) * 1e3,
                                    1),
+        "coulombic_efficiency": chem.coulombic_efficiency,
     }
 
 
@@ -49,7 +51,7 @@ def handle(args) -> int:
         return 0
     table = Table(title="Sodium-ion chemistries")
     for column in ("name", "cell", "nominal", "window", "charge to", "charge temp",
-                   "discharge temp", "max C (chg/dis)", "hysteresis"):
+                   "discharge temp", "max C (chg/dis)", "hysteresis", "coulombic eff."):
         table.add_column(column)
     for r in rows:
         table.add_row(
@@ -58,7 +60,7 @@ def handle(args) -> int:
             "{:g}..{:g} °C".format(*r["charge_temp_c"]),
             "{:g}..{:g} °C".format(*r["discharge_temp_c"]),
             f"{r['max_charge_c']:g} / {r['max_discharge_c']:g}",
-            f"{r['max_hysteresis_mv']:g} mV",
+            f"{r['max_hysteresis_mv']:g} mV", f"{r['coulombic_efficiency']:.3g}",
         )
     Console().print(table)
     for r in rows:

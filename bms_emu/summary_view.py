@@ -25,6 +25,15 @@ def _estimate_rows(e: dict | None) -> list[tuple[str, str]]:
     ]
 
 
+def _cells_row(c: dict) -> tuple[str, str]:
+    age = c["started_aged"]
+    return ("cells (true) capacity / resistance",
+            f"{c['capacity_ah'][0]:.3f}-{c['capacity_ah'][1]:.3f} Ah / "
+            f"{c['resistance_pct'][0]:.0f}-{c['resistance_pct'][1]:.0f} % of the table "
+            f"(started aged {age['years']:g} years at {age['storage_soc_pct']:g} % SoC, "
+            f"{age['cycles']:g} cycles)")
+
+
 def _mqtt_rows(m: dict | None) -> list[tuple[str, str]]:
     if m is None:
         return []
@@ -53,6 +62,7 @@ def print_summary(d: dict) -> None:
         ("real-time factor", f"{d['rtf']:,.0f}x"),
         ("final state", f"{f['state']}, contactors {f['contactors']}"),
         ("SoC estimated / true", f"{f['soc_pct']:.1f} % / {f['soc_true_pct']:.1f} %"),
+        _cells_row(d["cells_true"]),
         *_estimate_rows(f["estimate"]),
         ("pack", f"{f['pack_v']:.2f} V, {f['current_a']:+.2f} A"),
         ("cell voltage min / max", f"{f['cell_v_min']:.3f} / {f['cell_v_max']:.3f} V "

@@ -32,9 +32,11 @@ class CellArray:
         self.dt_s = dt_s
         self.parallel = soc.shape[1]
         self.soc_at_slow = np.array(soc, dtype=float)
-        # Sum over the ticks since the last slow step of each cell's current, A; a number
-        # while every cell carries the same current.
+        # Sum over the ticks since the last slow step of the current each cell stores (all of
+        # a discharge, coulombic_efficiency of a charge), A; a number while every cell
+        # carries the same current.
         self.current_sum_a: np.ndarray | float = 0.0
+        self.coulombic_efficiency = chemistry.coulombic_efficiency
         self.hysteresis = np.zeros_like(self.soc_at_slow)
         self.v_rc = np.zeros((2, *self.soc_at_slow.shape))  # the two RC voltages, V
         self.current_a: np.ndarray | float = 0.0
@@ -104,6 +106,20 @@ class CellArray:
         self.group_r_ohm = 1.0 / self.g_step_s.sum(axis=1)
         self.pack_r_ohm = float(self.group_r_ohm.sum())
 
+    def set_health(self, capacity_ah: np.ndarray, r_factor: np.ndarray,
+                   temperature_c: np.ndarray) -> None:
+        """New capacities and resistance factors (the plant's ageing, `hil.aging`) from now
+        on. SoC, a fraction, stays: the charge held shrinks with the capacity, and the OCV
+        goes on from where it is; the resistances are read again at once."""
+        self.ocv_at_slow_v = self.ocv_v()
+        self.soc = self.soc  # the charge counted since the slow step, at the old capacity
+        capacity_as = capacity_ah * 3600.0
+        self.ocv_per_a = self.ocv_per_a * (self.capacity_as / capacity_as)
+        self.capacity_as = capacity_as
+        self.soc_per_as = self.dt_s / capacity_as
+        self.r_factor = r_factor
+        self._refresh_ecm(temperature_c)
+
     def _interval_heat_w(self) -> np.ndarray:
         if self.ticks_since_slow == 0:
             return np.zeros_like(self.soc)
@@ -147,5 +163,9 @@ class CellArray:
         self.current_sq_sum += i * i
         self.ticks_since_slow += 1
         self.v_rc += self.b_rc * i
-        self.current_sum_a += i
+        # The efficiency is at most 1: the smaller of i and i * efficiency is what is stored,
+        # for a charge (i > 0) and a discharge alike, in two array operations (a float: the
+        # one current of every cell, numpy's float included).
+        eff = self.coulombic_efficiency
+        self.current_sum_a += min(i, i * eff) if isinstance(i, float) else np.minimum(i, i * eff)
         return v[:, 0]

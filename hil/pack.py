@@ -8,13 +8,16 @@ One `tick` is: the firmware reads `measure()`, its actuation goes to `actuate()`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from bms.core.estimator import pack_soc
 from bms.core.signals import Actuation, Measurement
 from bms.data.chemistry import Chemistry
+from hil.aging import AgeSpec, PackAging
 from hil.cells import CellArray
 from hil.loads import Demand, pack_current_a
 from hil.power_path import PowerPath, PowerPathSpec
@@ -52,10 +55,15 @@ class PackSpec:
     power_path: PowerPathSpec | None = None  # None: sized for the pack (PowerPathSpec.for_pack)
     balance_resistor_ohm: float = 33.0
     balance_heat_to_cell: float = 0.5  # share of bleed heat that reaches the cell
+    age: AgeSpec = field(default_factory=AgeSpec)  # what the cells lived before the run
 
 
 class SimulatedPack:
-    def __init__(self, chemistry: Chemistry, spec: PackSpec, dt_s: float):
+    def __init__(self, chemistry: Chemistry, spec: PackSpec, dt_s: float,
+                 cell_model: Callable[..., Any] = CellArray):
+        """`cell_model` builds the cells from CellArray's arguments and gives its interface
+        (prepare, advance, slow_step, soc, capacity_as, ...): CellArray, or a cell model the
+        estimator does not share (`hil.foreign_cells`)."""
         cell_ah = spec.capacity_ah or chemistry.capacity_ah
         self.chem = chemistry.with_capacity(cell_ah)
         self.spec = spec
@@ -78,8 +86,10 @@ class SimulatedPack:
         self.slow_every = max(1, round(SLOW_PERIOD_S / dt_s))
         self.thermal = ThermalModel(self.chem.thermal, temp_c, spec.ambient_c,
                                     self.slow_every * dt_s)
-        self.cells = CellArray(self.chem, soc, capacity, r_factor, sd_per_s, dt_s,
-                               self.thermal.temperature_c)
+        self.aging = PackAging(self.chem.aging, spec.age, spec.seed, soc, capacity, r_factor,
+                               self.thermal.dt_s)
+        self.cells = cell_model(self.chem, soc, self.aging.capacity_ah, self.aging.r_factor,
+                                sd_per_s, dt_s, self.thermal.temperature_c)
         self.sensors = Sensors(spec.sensors, spec.n_series, self.capacity_ah,
                                [np.random.default_rng(s) for s in seeds[1:]])
         self.power_path = PowerPath(spec.power_path or PowerPathSpec.for_pack(
@@ -164,7 +174,8 @@ class SimulatedPack:
 
     def _slow_step(self) -> None:
         """The slow parts: cell hysteresis, leakage and parameters, a thermal step with the
-        heat released since the last slow step, and a new temperature sample."""
+        heat released since the last slow step, the cells' ageing (`hil.aging.PackAging`),
+        and a new temperature sample."""
         if not self.ticks:
             return
         heat_w = self.cells.slow_step(self.thermal.temperature_c, self.thermal.dt_s)
@@ -172,6 +183,7 @@ class SimulatedPack:
         heat_w += (share * self.bleed_heat_sum_w)[:, None]
         self.bleed_heat_sum_w[:] = 0.0
         self.thermal.advance(heat_w)
+        self.aging.slow_step(self.cells, self.thermal.temperature_c)
         self.temperature_reading_c = self.sensors.read_temperatures(self.true_group_temperature_c)
 
     # --- the truth, for tests and plots -----------------------------------------------
@@ -190,6 +202,12 @@ class SimulatedPack:
     def true_capacity_ah(self) -> np.ndarray:
         """Each series group's capacity."""
         return self.cells.capacity_as.sum(axis=1) / 3600.0
+
+    @property
+    def true_resistance_factor(self) -> np.ndarray:
+        """Each series group's resistance against the chemistry's table for the group (the
+        estimator's resistance factor): its cells' factors in parallel."""
+        return self.spec.n_parallel / (1.0 / self.aging.r_factor).sum(axis=1)
 
     @property
     def true_pack_soc(self) -> float:

@@ -13,7 +13,7 @@ import numpy as np
 
 from bms.core.signals import Estimate, Measurement
 from bms.core.soc_filter import HYST, V1, V2, FilterNoise, SocFilter
-from bms.data.chemistry import FULL_TOLERANCE_V, Chemistry
+from bms.data.chemistry import COULOMBIC_EFFICIENCY_MIN, FULL_TOLERANCE_V, Chemistry
 from bms.data.config import TEMP_PLAUSIBLE_C, EstimationConfig, cell_v_plausible
 
 ANCHOR_MIN_SOC = 0.3  # capacity needs anchors at least this far apart
@@ -26,6 +26,15 @@ RESISTANCE_EXCESS_MAX = 3.0  # a step's relative excess beyond this is not the r
 ECM_REFRESH_S = 10.0  # the estimator's model parameters are read from the table this often
 REST_RESET_EVERY_S = 60.0  # while a relaxed rest lasts, the voltage resets SoC this often
 MAX_WAIT_S = 30.0  # with no clean reading for this long, the filter counts coulombs only
+STORED_SOC_SIGMA = 0.02  # a stored SoC the voltage does not contradict: its count's error
+# Coulombic efficiency: learnt between two anchors of one kind (full, empty, relaxed rest).
+FULL, EMPTY, REST = range(3)  # the kinds of anchor, rows of the per-kind counts
+EFFICIENCY_PRIOR = 0.03  # how far the chemistry's efficiency may be off at start
+EFFICIENCY_DRIFT_PER_H = 5e-4  # how fast it may drift (ageing, temperature), per sqrt(h)
+EFFICIENCY_SPAN = 0.1  # the learnt efficiency stays this close to the chemistry's (and <= 1)
+EFFICIENCY_MIN_IN = 0.2  # a sample needs this share of the capacity charged in between
+EFFICIENCY_OUTLIER = 0.15  # a sample further than this from the estimate is not the cell's
+EFFICIENCY_ANCHOR_DOUBT = 0.005  # SoC: what one anchor may be off beyond its voltage doubt
 
 
 class PackModel(NamedTuple):
@@ -99,8 +108,26 @@ class Estimator:
         self._r_var = np.full(n_series, RESISTANCE_PRIOR ** 2)
         self.energy = EnergyTable(chemistry)
         self.estimate: Estimate | None = None
+        # Each cell's coulombic efficiency and its variance; with `learn_efficiency` off
+        # (benchmarks compare) it stays the chemistry's.
+        self.learn_efficiency = True
+        self.efficiency = np.full(n_series, chemistry.coulombic_efficiency)
+        self._efficiency_mean = chemistry.coulombic_efficiency
+        self._efficiency_var = np.full(n_series, EFFICIENCY_PRIOR ** 2)
+        # The charge put in and each cell's taken out as measured, and the time, since start;
+        # per anchor kind and cell, the SoC of its last anchor and these totals then. Not
+        # less the filter's current offset: on a charge the offset state takes up what a
+        # wrong efficiency leaves in the voltage (both make the cell lag its count), and
+        # would hide it from the balance.
+        self._total_in_as = self._total_s = 0.0
+        self._total_out_as = np.zeros(n_series)
+        self._kind_soc = np.full((3, n_series), np.nan)
+        self._kind_in_at_as = np.zeros((3, n_series))
+        self._kind_out_at_as = np.zeros((3, n_series))
+        self._kind_at_s = np.zeros((3, n_series))
         # Accumulated since the last filter run.
         self._charge_as = 0.0
+        self._charge_in_as = 0.0  # of which charging, As
         self._bleed_as = np.zeros(n_series)
         self._bled_soc = np.zeros(n_series)
         self._elapsed_s = 0.0
@@ -141,7 +168,7 @@ class Estimator:
             leak_per_sqrt_s=0.005 / 60.0,  # 0.5 % SoC in an hour
             offset_a=cfg.offset_sigma_a,
             offset_walk_a_per_sqrt_s=0.001 * self.nominal_ah / 60.0,
-            flat_slope_v=cfg.trusted_slope_mv_per_pct * 0.1)
+            flat_slope_v=cfg.trusted_slope_mv_per_pct * 0.1, one_c_a=self.nominal_ah)
         self.trusted_slope = cfg.trusted_slope_mv_per_pct * 0.1  # V per unit SoC
         if self.filter is not None:
             self.filter.noise = self.noise
@@ -174,7 +201,10 @@ class Estimator:
         if self.filter is None:
             self._start(m, now_s)
             return self.estimate
-        self._charge_as += m.current_a * dt_s
+        current_a = m.current_a
+        self._charge_as += current_a * dt_s
+        if current_a > 0.0:
+            self._charge_in_as += current_a * dt_s
         if bleed_mask is not None:
             v = m.cell_voltage_v
             self._bleed_as += bleed_mask * (np.where(np.isfinite(v), v, 0.0)
@@ -254,7 +284,16 @@ class Estimator:
             stale = (slope >= self.trusted_slope) & (
                 rested | (np.abs(soc - by_voltage) > 3.0 * np.hypot(sigma, voltage_sigma)))
             soc = np.where(stale, by_voltage, soc)
-            sigma = np.where(stale, voltage_sigma, sigma)
+            # Until the voltage shows it stale (here, or the filter's evidence later), a
+            # stored SoC is as good as the count that made it: a model the cells have not
+            # proved must not pull it (the filter raises the doubt on evidence). Where the
+            # curve is steep, its doubt is as large as the voltage's disagreement with it, up
+            # to the configured doubt: a stored SoC far off is pulled in at once, one the
+            # voltage nearly agrees with only as far as that.
+            steep_doubt = np.clip(np.abs(soc - by_voltage), STORED_SOC_SIGMA, sigma)
+            sigma = np.where(stale, voltage_sigma,
+                             np.where(slope >= self.trusted_slope, steep_doubt,
+                                      np.minimum(sigma, STORED_SOC_SIGMA)))
         self.filter = SocFilter(self.chem, soc, sigma, self.noise)
         self._ecm(t, now_s)
         self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.x[:, 3], t)[0]
@@ -302,10 +341,17 @@ class Estimator:
         mean_a = self._charge_as / period_s
         p = self._ecm(t, now_s)
         cell_as = self._charge_as - self._bleed_as
+        lost_as = (1.0 - self.efficiency) * self._charge_in_as  # not stored of the charge
         at_rest = abs(mean_a - f.offset_a) < self.rest_current_a
         f.predict(cell_as, period_s, self.capacity_ah * 3600.0, p[[1, 3]], p[[2, 4]],
-                  self._samples, at_rest)
-        self._since_anchor_as += cell_as - f.offset_a * period_s
+                  self._samples, at_rest, lost_as)
+        self._since_anchor_as += cell_as - f.offset_a * period_s - lost_as
+        if math.isfinite(self._charge_as):  # an unreadable current counts nothing
+            self._total_in_as += self._charge_in_as
+            self._total_out_as += self._charge_in_as - cell_as
+        self._total_s += period_s
+        self._efficiency_var = self._efficiency_var + (
+            EFFICIENCY_DRIFT_PER_H ** 2 * period_s / 3600.0)
         if self._bleed_as.any():
             self._bled_soc = self._bled_soc + self._bleed_as / (self.capacity_ah * 3600.0)
         v = m.cell_voltage_v
@@ -323,7 +369,7 @@ class Estimator:
         i_a = m.current_a - f.offset_a
         self._events(v, valid, i_a, t, p[0], now_s)
         self._read_rest_soc(v, valid, i_a, t, p[0])
-        self._charge_as = 0.0
+        self._charge_as = self._charge_in_as = 0.0
         self._bleed_as = np.zeros(self.n)
         self._elapsed_s = 0.0
         self._samples = 0
@@ -403,6 +449,8 @@ class Estimator:
         f.recalibrate(trusted, soc, sigma, branch)
         if trusted.any() and new_epoch:
             self.reset_epoch += 1
+        self._learn_efficiency(REST if branch is None else FULL if branch > 0 else EMPTY,
+                               trusted, soc, sigma)
         moved = soc - self._anchor_soc
         learn = trusted & (np.abs(moved) >= ANCHOR_MIN_SOC)  # NaN anchor compares False
         if learn.any():
@@ -415,6 +463,42 @@ class Estimator:
                 self.capacity_ah)
         self._anchor_soc = np.where(trusted, soc, self._anchor_soc)
         self._since_anchor_as = np.where(trusted, 0.0, self._since_anchor_as)
+
+    def _learn_efficiency(self, kind: int, cells: np.ndarray, soc: np.ndarray,
+                          soc_sigma: np.ndarray) -> None:
+        """Between two anchors of one kind, what a cell stored of the charge put in is the
+        charge taken out plus the SoC gained: a sample of its coulombic efficiency. A scalar
+        Kalman update weighs it by how far it may be off - both anchors' doubt, the
+        capacity's error on the SoC gained, the current sensor's offset (`offset_sigma_a`)
+        over the time between - over the charge put in; anchors of one kind share their
+        systematic error, which cancels. `cells` anchored now, at `soc`; their count of this
+        kind starts over."""
+        in_as = self._total_in_as - self._kind_in_at_as[kind]
+        since_s = self._total_s - self._kind_at_s[kind]
+        capacity_as = self.capacity_ah * 3600.0
+        gained = soc - self._kind_soc[kind]  # NaN: no earlier anchor of this kind
+        sample = (self._total_out_as - self._kind_out_at_as[kind] + gained * capacity_as
+                  ) / np.maximum(in_as, 1e-9)
+        learn = (self.learn_efficiency & cells & (in_as >= EFFICIENCY_MIN_IN * capacity_as)
+                 & (np.abs(sample - self.efficiency) < EFFICIENCY_OUTLIER))  # NaN: False
+        if learn.any():
+            anchor_as = np.hypot(soc_sigma, EFFICIENCY_ANCHOR_DOUBT) * capacity_as
+            offset_as = self.cfg.offset_sigma_a * since_s
+            error_as = np.sqrt(2.0 * np.square(anchor_as) + np.square(offset_as)
+                               + np.square(self.noise.capacity_rel * gained * capacity_as))
+            sample_var = np.square(error_as / np.maximum(in_as, 1e-9))
+            gain = np.where(learn, self._efficiency_var / (self._efficiency_var + sample_var),
+                            0.0)
+            low = max(COULOMBIC_EFFICIENCY_MIN,
+                      self.chem.coulombic_efficiency - EFFICIENCY_SPAN)
+            self.efficiency = np.clip(
+                self.efficiency + gain * np.nan_to_num(sample - self.efficiency), low, 1.0)
+            self._efficiency_var = self._efficiency_var * (1.0 - gain)
+            self._efficiency_mean = float(self.efficiency.mean())
+        self._kind_soc[kind] = np.where(cells, soc, self._kind_soc[kind])
+        self._kind_in_at_as[kind, cells] = self._total_in_as
+        self._kind_out_at_as[kind, cells] = self._total_out_as[cells]
+        self._kind_at_s[kind, cells] = self._total_s
 
     def cell_resistance_ohm(self) -> np.ndarray:
         """Each cell's resistance to a steady current (R0 + R1 + R2) at the last filter run,
@@ -477,4 +561,6 @@ class Estimator:
             cell_rest_soc=self._rest_soc,
             cell_rest_soc_sigma=self._rest_soc_sigma,
             soc_spread=self._soc_spread,
+            coulombic_efficiency=self._efficiency_mean,
+            cell_coulombic_efficiency=self.efficiency,
         )

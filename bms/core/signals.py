@@ -133,6 +133,10 @@ class Estimate:
     # How far apart the cells' SoC stand by their voltages, beyond that doubt: the pack's
     # imbalance where the OCV can tell it (0 where it is flat), fraction.
     soc_spread: float = 0.0
+    # The share of a charge the cells store, as learnt (`Estimator._learn_efficiency`): the
+    # cells' mean, and each cell's.
+    coulombic_efficiency: float = 1.0
+    cell_coulombic_efficiency: np.ndarray | None = None
 
     def as_dict(self) -> dict:
         """The figures at the edges (percent, rounded), as the CLI and CSV give them."""
@@ -144,6 +148,7 @@ class Estimate:
             "remaining_wh": round(self.remaining_wh, 3),
             "runtime_s": None if self.runtime_s is None else round(self.runtime_s, 1),
             "runtime_reference_s": round(self.runtime_reference_s, 1),
+            "coulombic_efficiency": round(self.coulombic_efficiency, 4),
         }
 
 

@@ -16,6 +16,19 @@ SOC, V1, V2, HYST, OFFSET = range(5)
 N_STATES = 5
 MODEL_ERROR_CAP = 4.0  # the model error seen in the innovations counts up to this x model_v
 SOC_MAX = 1.05  # SoC is kept inside [-BELOW_EMPTY_SOC, SOC_MAX]
+# The evidence on the voltage model is kept per cell, per region of the OCV curve (SoC bins)
+# and per current level (signed current in C, edges between levels: discharge, light
+# discharge, rest, light charge, charge).
+REGIONS = 10
+LEVEL_EDGES_C = np.array([-0.25, -0.02, 0.02, 0.25])
+LEVELS = LEVEL_EDGES_C.size + 1
+EVIDENCE_MIN = 0.1  # a level with less evidence than this says nothing of the state
+# A region with less evidence than this over all levels does not raise the state's doubt: a
+# reading gone wrong for seconds (a sense wire before its fault trips) must not.
+EVIDENCE_STATE = 0.25
+UNPROVEN_DYNAMIC = 0.5  # relative error of the resistive and RC voltages where unproven
+NONE_SEEN_V = 1e3  # stands in for the minima over no level seen (they cancel)
+BIAS, EVIDENCE, DYNAMIC = range(3)  # what is kept per region and level (SocFilter.levels)
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,7 @@ class FilterNoise:
     offset_a: float  # initial uncertainty of the current offset
     offset_walk_a_per_sqrt_s: float  # drift of the current offset
     flat_slope_v: float  # OCV slope (V per unit SoC) below which the voltage counts less
+    one_c_a: float = 1.0  # the 1C current, A: current levels are told apart in C
 
 
 class SocFilter:
@@ -57,6 +71,12 @@ class SocFilter:
         self.innovation_v = self.residual_v = np.zeros(n)
         self.prior_dynamic_v = self.dynamic_v = np.zeros(n)
         self.moved_soc = np.zeros(n)  # SoC counted since the voltage last set each cell
+        # Per cell, OCV region and current level: the mean innovation (V, kept as if taken
+        # against the present state), how much evidence it rests on (0..1) and the mean
+        # resistive + RC voltage (V) there. Rows are cell * REGIONS + region: one gather and
+        # one scatter per update.
+        self.levels = np.zeros((n * REGIONS, 3, LEVELS))
+        self._row = np.arange(n) * REGIONS  # each cell's row at the last update
 
     @property
     def soc(self) -> np.ndarray:
@@ -71,13 +91,15 @@ class SocFilter:
         return float(self.x[0, OFFSET])
 
     def predict(self, charge_as: np.ndarray, period_s: float, capacity_as: np.ndarray,
-                r_rc_ohm: np.ndarray, tau_s: np.ndarray, samples: int, at_rest: bool) -> None:
+                r_rc_ohm: np.ndarray, tau_s: np.ndarray, samples: int, at_rest: bool,
+                lost_as: np.ndarray | float = 0.0) -> None:
         """Moves the state over `period_s` in which each cell took `charge_as` (measured,
-        its bleed current included)."""
+        its bleed current included), of which it did not store `lost_as` (the coulombic
+        efficiency's share of a charge): that moves SoC, not the RC voltages."""
         x, nz = self.x, self.noise
         b = x[:, OFFSET]
         mean_current_a = charge_as / period_s  # each cell's own: a bleed polarises it too
-        d_soc = (charge_as - b * period_s) / capacity_as
+        d_soc = (charge_as - b * period_s - lost_as) / capacity_as
         a = np.exp(-period_s / tau_s)  # (2, n)
         gain = r_rc_ohm * (1.0 - a)
         direction = np.sign(d_soc)
@@ -129,7 +151,19 @@ class SocFilter:
         self.ocv_v, self.ocv_slope_v = ocv, slope
         i_true = current_a - x[:, OFFSET]
         ir_v = r0_ohm * i_true
-        predicted = ocv + x[:, V1] + x[:, V2] + ir_v
+        innovation = cell_voltage_v - (ocv + x[:, V1] + x[:, V2] + ir_v)
+        self.innovation_v = innovation
+        self.prior_dynamic_v = ir_v + x[:, V1] + x[:, V2]
+        if not valid.all():
+            innovation = np.where(valid, innovation, 0.0)
+        dynamic_abs_v = np.abs(ir_v) + np.abs(x[:, V1]) + np.abs(x[:, V2])
+        abs_slope = np.maximum(np.abs(slope), 1e-6)
+        weight = min(period_s / max(nz.correlation_s, period_s), 1.0)
+        level_err_v, excess_v, evidence = self._weigh_levels(
+            innovation, dynamic_abs_v, valid, (current_a - self.offset_a) / nz.one_c_a, weight)
+        # "My state is wrong": the state's doubt is raised to what the levels agree on
+        # beyond any model error, so the voltage pulls it back (a stale stored SoC).
+        self.P[:, SOC, SOC] = np.maximum(self.P[:, SOC, SOC], np.square(excess_v / abs_slope))
         H = np.ones_like(x)
         H[:, SOC], H[:, HYST], H[:, OFFSET] = slope, half, -r0_ohm
         PH = (self.P @ H[:, :, None])[:, :, 0]
@@ -139,10 +173,18 @@ class SocFilter:
         # worse than assumed - a resistance or an OCV off by more than model_v - is then
         # trusted less, instead of its bias being read as SoC or as a current offset.
         # Capped: a state that is confidently wrong (a stale stored SoC) also gives large
-        # innovations, and must still be pulled back by the voltage.
-        model_var = np.clip(self.innovation_ms - explained, nz.model_v ** 2,
-                            (MODEL_ERROR_CAP * nz.model_v) ** 2)
-        dynamic_v = nz.model_dynamic * (np.abs(ir_v) + np.abs(x[:, V1]) + np.abs(x[:, V2]))
+        # innovations, and must still be pulled back by the voltage. "My model is wrong
+        # here" is not capped: a current level whose mean innovation differs from the
+        # others' in this region (polarisation the model lacks, a hysteresis branch the
+        # table lacks) is the model's error at that level, whatever the state.
+        model_var = np.maximum(np.clip(self.innovation_ms - explained, nz.model_v ** 2,
+                                       (MODEL_ERROR_CAP * nz.model_v) ** 2),
+                               np.square(level_err_v))
+        # Where the model has not proved itself (little evidence at this level and region)
+        # its resistive and RC voltages are doubted more, and the count carries SoC.
+        relative = nz.model_dynamic + (1.0 - evidence) * max(UNPROVEN_DYNAMIC
+                                                             - nz.model_dynamic, 0.0)
+        dynamic_v = relative * dynamic_abs_v
         persist = max(nz.correlation_s / period_s, 1.0)
         # Where the curve is flat the model's error is worth more SoC than it says (1 mV is
         # 0.5 % of SoC on a 0.2 V plateau), and a persistent one would be read as SoC drift
@@ -150,26 +192,65 @@ class SocFilter:
         # squared, and the coulomb count carries SoC across the plateau. That holds once
         # SoC is known about as well as the model error allows (model_v / slope); a state
         # far less certain than that (a wrong start) still takes the voltage at full weight.
-        abs_slope = np.maximum(np.abs(slope), 1e-6)
         shortfall2 = np.square(np.maximum(nz.flat_slope_v / abs_slope, 1.0))
         settled = np.minimum(np.square(nz.model_v / abs_slope) / self.P[:, SOC, SOC], 1.0)
         flat2 = 1.0 + (shortfall2 - 1.0) * settled
         r = nz.voltage_v ** 2 + (model_var + dynamic_v * dynamic_v) * persist * flat2
-        innovation = cell_voltage_v - predicted
-        self.innovation_v = innovation
-        self.prior_dynamic_v = ir_v + x[:, V1] + x[:, V2]
         if not valid.all():
-            innovation = np.where(valid, innovation, 0.0)
             r = np.where(valid, r, np.inf)
-        weight = min(period_s / max(nz.correlation_s, period_s), 1.0)
         self.innovation_ms += weight * (np.where(valid, innovation * innovation,
                                                  self.innovation_ms) - self.innovation_ms)
+        soc_before = x[:, SOC].copy()
         gain = self._correct(H, innovation, r, PH)
+        self._shift_levels(x[:, SOC] - soc_before)
         self.fuse_offset()
         # What the resistance learner compares across runs: the resistive and RC voltage of
         # the corrected state, and the reading's residual against it (linearised).
         self.dynamic_v = r0_ohm * (current_a - x[:, OFFSET]) + x[:, V1] + x[:, V2]
         self.residual_v = innovation * (1.0 - (H * gain).sum(axis=1))
+
+    def _weigh_levels(self, innovation_v: np.ndarray, dynamic_abs_v: np.ndarray,
+                      valid: np.ndarray, current_c: float,
+                      weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Adds this innovation to each valid cell's mean at its OCV region and the current
+        level, and returns per cell: the model's error at this level (its mean less the
+        state's part), the state's error beyond what any model error could be (V), and the
+        evidence at this level (0..1).
+
+        The state's part is what every level seen in the region agrees on: the smallest
+        mean if all have one sign, else none - a model error flips with the current's
+        direction or vanishes at rest; a state error does neither. Beyond a model error: the
+        state's part past the error cap and the least mean dynamic voltage of the levels
+        seen (all of it doubted)."""
+        level = int(np.searchsorted(LEVEL_EDGES_C, current_c))
+        n = self.x.shape[0]
+        self._row = np.arange(n) * REGIONS + np.clip((self.x[:, SOC] * REGIONS).astype(np.intp),
+                                                     0, REGIONS - 1)
+        stats = self.levels[self._row]  # (n, 3, LEVELS), a copy
+        bias, evidence, dynamic = stats[:, BIAS], stats[:, EVIDENCE], stats[:, DYNAMIC]
+        grown = evidence[:, level] + weight * (1.0 - evidence[:, level])
+        # A mean weighted as if over the evidence so far: the first readings count in full.
+        step = np.where(valid, weight / grown, 0.0)
+        bias[:, level] += step * (innovation_v - bias[:, level])
+        dynamic[:, level] += step * (dynamic_abs_v - dynamic[:, level])
+        evidence[:, level] = np.where(valid, grown, evidence[:, level])
+        self.levels[self._row] = stats
+        seen = evidence >= EVIDENCE_MIN
+        smallest_v = np.min(np.abs(bias), axis=1, where=seen, initial=NONE_SEEN_V)
+        rising = (seen & (bias > 0.0)).any(axis=1)
+        falling = (seen & (bias < 0.0)).any(axis=1)
+        state_v = np.where(rising != falling, np.where(rising, smallest_v, -smallest_v), 0.0)
+        level_err_v = bias[:, level] - state_v  # not yet seen: all of it is in doubt
+        least_dynamic_v = np.min(dynamic, axis=1, where=seen, initial=NONE_SEEN_V)
+        agreed = (rising != falling) & (evidence.sum(axis=1) >= EVIDENCE_STATE)
+        excess_v = np.where(agreed, np.maximum(
+            smallest_v - MODEL_ERROR_CAP * self.noise.model_v - least_dynamic_v, 0.0), 0.0)
+        return level_err_v, excess_v, evidence[:, level]
+
+    def _shift_levels(self, d_soc: np.ndarray, cells: np.ndarray | slice = slice(None)) -> None:
+        """The state moved by `d_soc`: every level's mean in the cell's region is kept as if
+        taken against the new state (what is left of the state's part after the move)."""
+        self.levels[self._row[cells], BIAS] -= (self.ocv_slope_v[cells] * d_soc)[:, None]
 
     def observe_offset(self, mean_current_a: float, samples: int) -> None:
         """With the contactors open no current flows: the reading is the offset itself."""
@@ -205,6 +286,7 @@ class SocFilter:
         branch is known too (`hyst` +1 or -1)."""
         if not cells.any():
             return
+        self._shift_levels(soc[cells] - self.x[cells, SOC], cells)
         self.x[cells, SOC] = soc[cells]
         self.moved_soc[cells] = 0.0
         P = self.P[cells]

@@ -228,6 +228,65 @@ class ThermalParams:
     resistance_to_neighbour_k_per_w: float
 
 
+@dataclass(frozen=True)
+class AgingParams:
+    """How a cell ages (the plant's `hil.aging`), at 25 °C, 50 % SoC and up to 1C: capacity
+    lost and resistance gained by calendar (as the square root of time: a passivation layer
+    that slows its own growth) and by cycling (in proportion to the charge put through); the
+    factors say how temperature, SoC and C-rate speed the two up."""
+
+    calendar_capacity_pct_per_sqrt_year: float  # % of capacity lost after one year
+    calendar_resistance_pct_per_sqrt_year: float  # % resistance gained after one year
+    cycle_capacity_pct_per_kcycle: float  # % lost per 1,000 full equivalent cycles
+    cycle_resistance_pct_per_kcycle: float
+    # The calendar rate rises with temperature as exp(-E / R (1/T - 1/298.15 K)).
+    activation_j_per_mol: float
+    high_soc_factor: float  # the calendar rate at 100 % SoC over that at 50 %
+    low_soc_factor: float  # the calendar rate at 0 % SoC over that at 50 %
+    # Below 25 °C the cycle rate rises as exp(E / R (1/T - 1/298.15 K)) (plating); above,
+    # the calendar term carries the heat.
+    cold_activation_j_per_mol: float
+    c_rate_factor_per_c: float  # the cycle rate times 1 + this per C above 1C
+    spread_rel: float  # cell-to-cell spread of the rates: lognormal sigma
+
+
+# (low, high) of each [aging] key in a cell profile.
+AGING_RANGES: dict[str, tuple[float, float]] = {
+    "calendar_capacity_pct_per_sqrt_year": (0.0, 50.0),
+    "calendar_resistance_pct_per_sqrt_year": (0.0, 200.0),
+    "cycle_capacity_pct_per_kcycle": (0.0, 100.0),
+    "cycle_resistance_pct_per_kcycle": (0.0, 500.0),
+    "activation_j_per_mol": (0.0, 150e3),
+    "high_soc_factor": (0.0, 20.0),
+    "low_soc_factor": (0.0, 20.0),
+    "cold_activation_j_per_mol": (0.0, 150e3),
+    "c_rate_factor_per_c": (0.0, 10.0),
+    "spread_rel": (0.0, 1.0),
+}
+
+# Generic sodium-ion (layered oxide / hard carbon) ageing, for a profile without [aging] and
+# the na-nfm preset. ASSUMPTIONS, not measurements of one cell: published cycle life for
+# layered-oxide / hard-carbon 18650s is 80 % capacity after 2,000-5,000 cycles (CATL claims
+# > 10,000 for its own cells); ~6 %/1,000 cycles puts 80 % near 3,000 cycles with the
+# calendar share of that time. Calendar fade as k * sqrt(t), 2.5 %/sqrt(year) at 25 °C and
+# 50 % SoC (~8 % after 10 years), with an Arrhenius factor of 50 kJ/mol (about x2 per 10 K,
+# the usual figure for lithium-ion SEI growth, assumed to hold for hard carbon), twice as
+# fast at 100 % SoC and 0.6 times at 0 %. Resistance grows by ~1.5 % per % of capacity lost
+# (typical of aged cells: +30-50 % resistance at 80 % capacity). Cold cycling: 30 kJ/mol.
+GENERIC_AGING = AgingParams(
+    calendar_capacity_pct_per_sqrt_year=2.5,
+    calendar_resistance_pct_per_sqrt_year=4.0,
+    cycle_capacity_pct_per_kcycle=6.0,
+    cycle_resistance_pct_per_kcycle=10.0,
+    activation_j_per_mol=50e3,
+    high_soc_factor=2.0,
+    low_soc_factor=0.6,
+    cold_activation_j_per_mol=30e3,
+    c_rate_factor_per_c=0.3,
+    spread_rel=0.15,
+)
+
+
 @dataclass(frozen=True, eq=False)
 class Chemistry:
     name: str
@@ -240,6 +299,10 @@ class Chemistry:
     thresholds: Thresholds
     thermal: ThermalParams
     self_discharge_pct_per_month: float
+    # The share of the charge put in that the cell stores (the rest goes to side reactions
+    # and heat); a discharge gives out all it takes. 1.0: nothing lost.
+    coulombic_efficiency: float = 1.0
+    aging: AgingParams = GENERIC_AGING  # how the plant ages it (`hil.aging`)
 
     def with_capacity(self, capacity_ah: float) -> Chemistry:
         """The same chemistry in a cell of another size.
@@ -315,13 +378,14 @@ _LIMIT_DEFAULTS = {
 
 _PROFILE_KEYS = {
     "": {"name", "description", "capacity_ah", "nominal_v", "self_discharge_pct_per_month",
-         "limits", "ocv", "ecm", "thresholds", "thermal"},
+         "coulombic_efficiency", "limits", "ocv", "ecm", "thresholds", "thermal", "aging"},
     "limits": {f.name for f in dataclasses.fields(CellLimits)},
     "ocv": {"soc_pct", "voltage_v", "charge_v", "discharge_v", "temp_coeff_v_per_k",
             "hysteresis_rate"},
-    "ecm": {"r0_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s"},
+    "ecm": {"r0_ohm", "r1_ohm", "tau1_s", "r2_ohm", "tau2_s", "soc_pct", "temperature_c"},
     "thresholds": {f.name for f in dataclasses.fields(Thresholds)},
     "thermal": {f.name for f in dataclasses.fields(ThermalParams)},
+    "aging": set(AGING_RANGES),
 }
 
 
@@ -396,6 +460,7 @@ def parse_profile(data: dict, source: str) -> Chemistry:
 
     ocv = _parse_ocv(problems, data.get("ocv"), v_min, v_max)
     ecm = _parse_ecm(problems, data.get("ecm", {}), capacity_ah)
+    aging = _parse_aging(problems, data.get("aging", {}))
     problems.raise_if_any()
 
     span_v = v_max - v_min
@@ -432,6 +497,8 @@ def parse_profile(data: dict, source: str) -> Chemistry:
     self_discharge = _number(problems, data, "self_discharge_pct_per_month",
                              "self_discharge_pct_per_month", 3.0)
     problems.check_range("self_discharge_pct_per_month", self_discharge, 0.0, 100.0)
+    efficiency = _number(problems, data, "coulombic_efficiency", "coulombic_efficiency", 1.0)
+    check_coulombic_efficiency(problems, efficiency)
     problems.raise_if_any()
     return Chemistry(
         name=name.strip(),
@@ -444,7 +511,22 @@ def parse_profile(data: dict, source: str) -> Chemistry:
         thresholds=thresholds,
         thermal=thermal,
         self_discharge_pct_per_month=self_discharge,
+        coulombic_efficiency=efficiency,
+        aging=aging,
     )
+
+
+# A cell that stores half or less of what it is charged with is broken, not inefficient.
+COULOMBIC_EFFICIENCY_MIN = 0.5
+
+
+def check_coulombic_efficiency(problems: Problems, efficiency: float) -> None:
+    """The share stored must be in (COULOMBIC_EFFICIENCY_MIN, 1]: a cell cannot store more
+    than it is given. A NaN was told already (not a number)."""
+    if efficiency == efficiency and not COULOMBIC_EFFICIENCY_MIN < efficiency <= 1.0:
+        problems.add("coulombic_efficiency", efficiency,
+                     f"must be within ({COULOMBIC_EFFICIENCY_MIN:g}, 1]: the share of the "
+                     "charge put in that the cell stores (1 = none lost)")
 
 
 def check_thresholds(problems: Problems, thr: Thresholds, limits: CellLimits) -> None:
@@ -531,6 +613,7 @@ def check_chemistry(chem: Chemistry, source: str) -> Chemistry:
     _check_branches(problems, ocv.charge_v, ocv.discharge_v)
     check_thresholds(problems, chem.thresholds, lim)
     check_full_charge(problems, ocv, chem.thresholds)
+    check_coulombic_efficiency(problems, chem.coulombic_efficiency)
     problems.raise_if_any()
     return chem
 
@@ -601,6 +684,8 @@ def _parse_ecm(problems: Problems, ecm: dict, capacity_ah: float) -> EcmTable:
     per_ah = 1.0 / capacity_ah if capacity_ah > 0 else 1.0
     defaults = {"r0_ohm": 0.0525 * per_ah, "r1_ohm": 0.03 * per_ah, "tau1_s": 4.0,
                 "r2_ohm": 0.0225 * per_ah, "tau2_s": 120.0}
+    if "soc_pct" in ecm or "temperature_c" in ecm:
+        return _parse_ecm_tables(problems, ecm, defaults)
     values = {}
     for key, default in defaults.items():
         values[key] = _number(problems, ecm, key, f"ecm.{key}", default)
@@ -608,6 +693,75 @@ def _parse_ecm(problems: Problems, ecm: dict, capacity_ah: float) -> EcmTable:
         problems.check_range(f"ecm.{key}", values[key], low, 1e4)
     return separable_ecm(GENERIC_SOC, GENERIC_TEMP_C, GENERIC_SOC_FACTOR, GENERIC_TEMP_FACTOR,
                          **values)
+
+
+def _numbers_only(value) -> bool:
+    """A number (not a bool), or lists of them at any depth."""
+    if isinstance(value, list):
+        return all(_numbers_only(v) for v in value)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _parse_ecm_tables(problems: Problems, ecm: dict, defaults: dict[str, float]) -> EcmTable:
+    """[ecm] measured by SoC (`soc_pct`) and optionally by temperature (`temperature_c`), as
+    `bms-emu fit` writes it: each parameter a number (the same everywhere), a list over
+    soc_pct, or one such list per temperature. One temperature (or none: 25 °C) is spread
+    over temperature with the generic Arrhenius shape, as the scalar form is."""
+    soc_pct = _vector(problems, ecm, "soc_pct", "ecm.soc_pct")
+    temps = _vector(problems, ecm, "temperature_c", "ecm.temperature_c")
+    if soc_pct is None:
+        if "soc_pct" not in ecm:  # else told already: not a list of numbers
+            problems.add("ecm.soc_pct", None, "is required with ecm.temperature_c")
+        return None  # type: ignore[return-value]
+    temps = np.array([25.0]) if temps is None else temps
+    for where, axis, low, high in (("ecm.soc_pct", soc_pct, 0.0, 100.0),
+                                   ("ecm.temperature_c", temps, -60.0, 100.0)):
+        if np.any(np.diff(axis) <= 0) or axis.min() < low or axis.max() > high:
+            problems.add(where, axis.tolist(), f"must be strictly ascending within [{low:g}, "
+                         f"{high:g}]")
+    if soc_pct.size < 2:
+        problems.add("ecm.soc_pct", soc_pct.tolist(), "needs at least 2 values")
+    shape = (temps.size, soc_pct.size)
+    tables = {}
+    for key, default in defaults.items():
+        value = ecm.get(key, default)
+        try:
+            table = np.asarray(value, dtype=float) if _numbers_only(value) else None
+        except (ValueError, OverflowError):  # ragged lists; an int past the largest float
+            table = None
+        if table is not None and table.shape in ((), shape[1:], shape):
+            table = np.broadcast_to(table, shape)
+        else:
+            table = None
+        if table is None or not np.all(np.isfinite(table)):
+            problems.add(f"ecm.{key}", value, f"must be a number, a list of {shape[1]} numbers "
+                         f"(one per ecm.soc_pct) or {shape[0]} such lists (one per "
+                         "ecm.temperature_c)")
+            continue
+        low = 1e-3 if key.startswith("tau") else 0.0
+        if table.min() < low or table.max() > 1e4:
+            problems.add(f"ecm.{key}", value, f"each value must be within [{low:g}, 10000]")
+        tables[key] = table
+    if problems.items:
+        return None  # type: ignore[return-value]
+    if temps.size == 1:  # spread over temperature: resistances by Arrhenius, times kept
+        factor = GENERIC_TEMP_FACTOR / arrhenius_factor(temps[0], activation_j_per_mol=20e3)
+        tables = {key: (factor[:, None] if key.startswith("r") else np.ones((factor.size, 1)))
+                  * table[0] for key, table in tables.items()}
+        temps = GENERIC_TEMP_C
+    return EcmTable(soc=soc_pct / 100.0, temperature_c=temps,
+                    **{key: np.array(table, dtype=float) for key, table in tables.items()})
+
+
+def _parse_aging(problems: Problems, aging: dict) -> AgingParams:
+    """[aging]: each key given is checked against AGING_RANGES; a key left out (or the whole
+    table) takes the generic sodium-ion assumption (GENERIC_AGING)."""
+    values = {}
+    for key, (low, high) in AGING_RANGES.items():
+        values[key] = _number(problems, aging, key, f"aging.{key}",
+                              getattr(GENERIC_AGING, key))
+        problems.check_range(f"aging.{key}", values[key], low, high)
+    return AgingParams(**values)
 
 
 def load_profile(path: str | Path) -> Chemistry:

@@ -35,13 +35,14 @@ LINEAR_OCV = OcvCurve(
 
 
 def flat_chemistry(r0, r1, tau1, r2, tau2, ocv=None, base="na-nfm"):
-    """A preset with ECM parameters that do not depend on SoC or temperature."""
+    """A preset with ECM parameters that do not depend on SoC or temperature, lossless (no
+    self-discharge, every coulomb of a charge stored: tests/hil/test_cells_efficiency.py)."""
     ones = np.ones(2)
     ecm = separable_ecm(np.array([0.0, 1.0]), np.array([-40.0, 60.0]), ones, ones,
                         r0, r1, tau1, r2, tau2)
     chem = PRESETS[base]
     return dataclasses.replace(chem, ecm=ecm, ocv=ocv or chem.ocv,
-                               self_discharge_pct_per_month=0.0)
+                               self_discharge_pct_per_month=0.0, coulombic_efficiency=1.0)
 
 
 # RC branches so fast (tau <= 0.05 s) that after a few seconds at rest the terminal

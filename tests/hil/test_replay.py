@@ -299,11 +299,7 @@ def test_output_has_one_row_per_input_row_and_a_column_per_cell(tmp_path):
 # the first huge innovations and it crawls (about 35 % after five minutes). The old table did
 # the same from 15 or 19 %; 20 % got through by sitting on a table point. Strict: it fails
 # today, and the test says so the day it is fixed.
-FAR_START_STUCK = pytest.mark.xfail(strict=True, reason="the SoC filter crawls after a far-off "
-                                    "start that lands at the plateau's end")
-
-
-@pytest.mark.parametrize("stored_pct", [pytest.param(20, marks=FAR_START_STUCK), 25])
+@pytest.mark.parametrize("stored_pct", [20, 25])
 def test_initial_soc_is_where_the_estimate_starts(tmp_path, stored_pct):
     """A stored 20 or 25 % on cells resting at 60 %: the first row says so, and the steep
     na-nfm slope pulls the estimate to ~60 % within the five minutes (the filter runs
