@@ -17,6 +17,7 @@ from bms.data.config import FirmwareConfig
 from bms.data.config_toml import parse_config
 from bms.data.presets import DEFAULT_PRESET, resolve_chemistry
 from bms.data.validation import InputError, Problems, read_toml
+from hil.aging import AgeSpec
 from hil.injections import Injection, injection_help, parse_injection
 from hil.pack import PackSpec, SimulatedPack
 from hil.sensors import SensorSpec
@@ -70,6 +71,14 @@ PACK_OPTIONS: tuple[PackOption, ...] = (
     PackOption("initial_soc", float, 90.0, metavar="PCT", plant=True,
                file_key="initial_soc_pct", help="initial state of charge, percent",
                low=0.0, high=100.0),
+    PackOption("age_years", float, 0.0, metavar="Y", plant=True,
+               help="the cells start as if stored Y years at 25 °C and --age-soc (each cell "
+               "with its own seeded rate; the chemistry's [aging] laws)", low=0.0, high=50.0),
+    PackOption("age_cycles", float, 0.0, metavar="N", plant=True,
+               help="the cells start as if cycled N full cycles (0-100 %) at 0.5C and 25 °C "
+               "(on top of --age-years)", low=0.0, high=20000.0),
+    PackOption("age_soc", float, 50.0, metavar="PCT", plant=True, file_key="age_soc_pct",
+               help="the storage SoC of --age-years, percent", low=0.0, high=100.0),
     PackOption("inject", str, [], metavar="AT:KIND[:k=v,...]", plant=True, file_key=None,
                repeat=True,
                help="schedule a fault, repeatable; AT is a duration. Kinds: " + injection_help()),
@@ -109,14 +118,20 @@ def pack_spec(values: PackValues) -> PackSpec:
         initial_soc=getattr(values, "initial_soc", 90.0) / 100.0,
         seed=getattr(values, "seed", 0),
         sensors=replace(SensorSpec(), cells_per_temp_sensor=values.cells_per_temp_sensor),
+        age=AgeSpec(years=getattr(values, "age_years", 0.0),
+                    cycles=getattr(values, "age_cycles", 0.0),
+                    storage_soc=getattr(values, "age_soc", 50.0) / 100.0),
     )
 
 
 def build_pack(values: PackValues, tick_s: float,
-               kind: type[SimulatedPack] = SimulatedPack) -> SimulatedPack:
+               kind: type[SimulatedPack] = SimulatedPack,
+               chem: Chemistry | None = None) -> SimulatedPack:
     """The simulated pack the values describe; `kind` a SimulatedPack with faults of its own
-    (a scenario's load that disregards the limits)."""
-    return kind(resolve_chemistry(values.chemistry), pack_spec(values), tick_s)
+    (a scenario's load that disregards the limits); `chem` the chemistry already read (a
+    scenario case run where its cell profile file is not)."""
+    return kind(chem if chem is not None else resolve_chemistry(values.chemistry),
+                pack_spec(values), tick_s)
 
 
 @dataclass(frozen=True)

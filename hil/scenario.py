@@ -92,10 +92,11 @@ def active_rows(fw: Firmware) -> frozenset[ActiveRow]:
 
 
 def scenario_pack(sc: Scenario) -> SimulatedPack:
-    """The scenario's pack, by the same code as `run`'s (`hil.pack_options.build_pack`),
+    """The scenario's pack, by the same code as `run`'s (`hil.pack_options.build_pack`) on
+    the chemistry read with the file (so a case sent to another machine needs no file),
     with the load's faults: limits disregarded, another charge voltage."""
     kind = LimitBlindPack if sc.load.ignore_limits else SimulatedPack
-    pack = build_pack(sc.pack, sc.tick_s, kind)
+    pack = build_pack(sc.pack, sc.tick_s, kind, sc.chem)
     if sc.load.charge_v_per_cell is not None:
         pack.charge_voltage_v = sc.load.charge_v_per_cell * pack.n_series
     return pack

@@ -7,11 +7,13 @@ Why and how: docs/internals.md, hil/scenario_file.py.
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bms.core.signals import HOST_REQUESTS, State
+from bms.data.chemistry import Chemistry
 from bms.data.config import FirmwareConfig, default_config
 from bms.data.config_toml import parse_config
 from bms.data.durations import parse_duration_s
@@ -36,7 +38,7 @@ from hil.scenario_checks import (
 )
 
 TOP_KEYS = ("name", "description", "duration", "tick", "pack", "load", "config", "timeline",
-            "expect", "expect_never", "bounds")
+            "expect", "expect_never", "bounds", "campaign")  # campaign: hil.scenario_campaign
 DEFAULT_TICK_S = 0.1
 TICK_RANGE_S = (1e-3, 10.0)  # as `run --tick`
 MAX_DURATION_S = 366 * 86400.0
@@ -51,6 +53,7 @@ NEVER_KEYS = ("from", "until", "name", *FAULT_KEYS, "state", "contactors")
 WINDOW_KEYS = ("at", "from", "until", "name")
 BOUNDS_AFTER_KEY = "soc_error_after"
 CHARGE_V_RANGE = (0.5, 10.0)  # a charger's per-cell setpoint, V
+_INDEXED = re.compile(r"(.+)\[(\d+)\]")  # `timeline[1]`: an entry of an array
 KIND_WORDS = {int: "must be an integer", float: "must be a number", str: "must be a string"}
 
 
@@ -67,6 +70,9 @@ class PackSection:
     initial_soc: float  # percent, as --initial-soc
     ambient_c: float
     seed: int
+    age_years: float  # what the cells lived before (`hil.aging.AgeSpec`), as --age-years
+    age_cycles: float
+    age_soc: float  # percent, as --age-soc
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,8 @@ class Scenario:
     injections: tuple[Injection, ...]
     actions: tuple[Action, ...]
     checks: tuple[Check, ...]
+    chem: Chemistry  # [pack] chemistry read once: a case carries its cells, not a path
+    case: tuple[tuple[str, object], ...] = ()  # a campaign's grid point; () for the file alone
 
 
 def load_scenario(path: str | Path, changes: dict[str, object] | None = None) -> Scenario:
@@ -109,19 +117,37 @@ def load_scenario(path: str | Path, changes: dict[str, object] | None = None) ->
     `changes`: dotted keys set over the file's (`pack.series`, `load.profile`, `tick`), to
     run its story on another pack or load; checked as the file's own keys are."""
     data = read_toml(path)
-    problems = Problems("--set")
-    for key, value in (changes or {}).items():
+    set_keys(data, changes or {}, str(path))
+    return parse_scenario(data, str(path), Path(path).parent)
+
+
+def set_keys(data: dict, changes: dict[str, object], path: str, source: str = "--set") -> None:
+    """Dotted keys set over a file's data, in place; `timeline[1].inject` names an entry of
+    an array of tables (from 0, as the file's messages count them). InputError names each
+    key that cannot be set, under `source` (`--set`, `[campaign]`)."""
+    problems = Problems(source)
+    for key, value in changes.items():
         *tables, last = key.split(".")
         table = data
         for name in tables:
-            table = table.setdefault(name, {})
-            if not isinstance(table, dict):
+            table = _child_table(table, name)
+            if table is None:
                 problems.add(key, value, f"{name} is not a table in {path}")
                 break
         else:
             table[last] = value
     problems.raise_if_any()
-    return parse_scenario(data, str(path), Path(path).parent)
+
+
+def _child_table(table: dict, name: str) -> dict | None:
+    """`name` in `table` (made if missing), or entry `i` of `name[i]`; None if not a table."""
+    indexed = _INDEXED.fullmatch(name)
+    if indexed is None:
+        child = table.setdefault(name, {})
+        return child if isinstance(child, dict) else None
+    entries, i = table.get(indexed[1]), int(indexed[2])
+    ok = isinstance(entries, list) and i < len(entries) and isinstance(entries[i], dict)
+    return entries[i] if ok else None
 
 
 def parse_scenario(data: dict, source: str, base_dir: Path = Path(".")) -> Scenario:
@@ -157,7 +183,7 @@ def parse_scenario(data: dict, source: str, base_dir: Path = Path(".")) -> Scena
                      "expect_never or bounds")
     problems.raise_if_any()
     return Scenario(source, name, description, duration_s, tick_s, n_steps, pack_section, load,
-                    config, tuple(injections), tuple(actions), tuple(checks))
+                    config, tuple(injections), tuple(actions), tuple(checks), pack.chem)
 
 
 # --- values --------------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+"""Running many scenario cases through one interface, `run_cases(cases, engine)`: in this
+process (`SerialEngine`), on a pool of processes (`ProcessPoolEngine`, `scenario --jobs`) or
+on a Dask cluster (`hil.scenario_sweep_dask`, `scenario --dask`), the outcomes in the cases'
+order whatever the engine, so that reports do not depend on it.
+
+An engine only moves cases out and outcomes back; what a case's outcome is belongs to
+`run_case`, which runs in the worker. Why and how: docs/internals.md, hil/scenario_sweep.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Protocol
+
+from hil.scenario import ScenarioResult, run_scenario
+from hil.scenario_file import Scenario
+
+
+@dataclass(frozen=True)
+class CaseError:
+    """A case that ended without a verdict: an exception in its run, or its worker lost."""
+
+    scenario: Scenario
+    message: str
+    detail: str  # the traceback, or what became of the worker
+
+    # As a ScenarioResult with nothing judged, so a report reads both alike.
+    passed = False
+    failures = 0
+    verdicts = ()
+    events = ()
+    sim_s = wall_s = 0.0
+
+
+Outcome = ScenarioResult | CaseError
+CaseRunner = Callable[[Scenario], Outcome]
+
+
+class Engine(Protocol):
+    def map(self, fn: CaseRunner, cases: Sequence[Scenario]) -> list[Outcome]:
+        """`fn` of each case, in the order given; a case whose worker was lost is a
+        CaseError. Ctrl-C stops every worker before KeyboardInterrupt goes on."""
+
+
+def run_case(sc: Scenario) -> Outcome:
+    """One case, in whichever process runs it: an exception is this case's error, so the
+    other cases still run."""
+    try:
+        return run_scenario(sc)
+    except Exception as exc:
+        return CaseError(sc, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+
+
+def run_cases(cases: Sequence[Scenario], engine: Engine,
+              fn: CaseRunner = run_case) -> list[Outcome]:
+    """Every case's outcome, in the order of `cases`. They go out longest first (by
+    simulated steps), so that a long case does not start last and hold the whole sweep."""
+    order = sorted(range(len(cases)), key=lambda i: -cases[i].n_steps)
+    outcomes: list[Outcome | None] = [None] * len(cases)
+    for i, outcome in zip(order, engine.map(fn, [cases[i] for i in order]), strict=True):
+        outcomes[i] = outcome
+    return outcomes
+
+
+class SerialEngine:
+    """One case after another in this process."""
+
+    def map(self, fn: CaseRunner, cases: Sequence[Scenario]) -> list[Outcome]:
+        return [fn(sc) for sc in cases]
+
+
+WORKER_DIED = ("its worker process died while running it (killed by a signal, out of "
+               "memory, or an exit from the interpreter); the other cases ran")
+
+
+@dataclass(frozen=True)
+class ProcessPoolEngine:
+    """`jobs` worker processes on this machine."""
+
+    jobs: int
+
+    def map(self, fn: CaseRunner, cases: Sequence[Scenario]) -> list[Outcome]:
+        outcomes = _pool_map(fn, cases, self.jobs)
+        # A worker that dies breaks the pool, and with it every case not yet done: those run
+        # again one at a time, each in a process of its own, so only the case that kills
+        # its worker is lost.
+        for i, outcome in enumerate(outcomes):
+            if outcome is None:
+                (again,) = _pool_map(fn, [cases[i]], 1)
+                lost = CaseError(cases[i], WORKER_DIED, WORKER_DIED)
+                outcomes[i] = lost if again is None else again
+        return outcomes
+
+
+def _pool_map(fn: CaseRunner, cases: Sequence[Scenario], jobs: int) -> list[Outcome | None]:
+    """Each case's outcome, None where the pool broke before it was done."""
+    pool = ProcessPoolExecutor(max(1, min(jobs, len(cases))), initializer=_ignore_interrupts)
+    try:
+        futures = [pool.submit(fn, sc) for sc in cases]
+        return [_done(f, sc) for f, sc in zip(futures, cases, strict=True)]
+    except BaseException:  # Ctrl-C: the running cases are ended, not waited for
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _done(future: Future, sc: Scenario) -> Outcome | None:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return None
+    except Exception as exc:  # the case or its outcome could not cross between processes
+        message = f"could not pass between processes: {type(exc).__name__}: {exc}"
+        return CaseError(sc, message, message)
+
+
+def _ignore_interrupts() -> None:
+    """A terminal's Ctrl-C reaches the workers too: the parent alone decides what it ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    # Python 3.14 has pool.terminate_workers(); before it the processes are only reachable
+    # through the pool's own table.
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()

@@ -1,0 +1,264 @@
+"""Sweeps (hil.scenario_sweep): the same cases give the same reports serial and on a pool of
+processes; a case that raises or kills its worker is that case's error; Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from bms.data.validation import Problems
+from bms_emu.main import EXIT_INTERRUPTED, main
+from bms_emu.scenario_cmd import choose_engine
+from hil import scenario_sweep
+from hil.scenario import ScenarioResult
+from hil.scenario_file import load_scenario
+from hil.scenario_sweep import (
+    CaseError,
+    ProcessPoolEngine,
+    SerialEngine,
+    run_case,
+    run_cases,
+)
+from hil.scenario_sweep_dask import DaskEngine
+from tests.hil.test_scenario import BASE, FAILING, PASSING, write
+
+REPO = Path(__file__).resolve().parents[2]
+LIBRARY = REPO / "scenarios"
+QUICK_LIBRARY = [str(LIBRARY / f"{name}.toml") for name in (
+    "short-circuit", "open-wire")]
+
+
+def report_without_times(text: str) -> str:
+    """The printed report less its wall times (`... simulated in 0.52 s`)."""
+    return re.sub(r" simulated in \d+\.\d+ s", " simulated", text)
+
+
+def json_without_times(text: str) -> dict:
+    data = json.loads(text)
+    for sc in data["scenarios"]:
+        sc.pop("wall_s", None)
+    return data
+
+
+def junit_without_times(path: Path) -> str:
+    root = ET.parse(path).getroot()
+    for element in root.iter():
+        element.attrib.pop("time", None)
+    return ET.tostring(root, encoding="unicode")
+
+
+def sweep_reports(args: list[str], tmp_path: Path, capsys, tag: str) -> tuple:
+    """(exit status, printed report, JSON, JUnit) of `scenario ARGS`, times left out."""
+    junit = tmp_path / f"{tag}.xml"
+    status = main(["scenario", *args, "--junit", str(junit)])
+    printed = report_without_times(capsys.readouterr().out)
+    assert main(["scenario", *args, "--json"]) == status
+    data = json_without_times(capsys.readouterr().out)
+    return status, printed, data, junit_without_times(junit)
+
+
+def test_jobs_gives_the_serial_runs_reports(tmp_path, capsys):
+    """Library files, a failing file and a campaign: the same lines, JSON and JUnit, in the
+    same order, on two processes as in one."""
+    files = [*QUICK_LIBRARY, str(write(tmp_path, FAILING, "bad.toml")),
+             str(write(tmp_path, PASSING, "good.toml"))]
+    args = [*files, "--grid", "pack.seed=1,2"]
+    serial = sweep_reports(args, tmp_path, capsys, "serial")
+    parallel = sweep_reports([*args, "--jobs", "2"], tmp_path, capsys, "jobs")
+    assert serial[0] == 1  # bad.toml fails, in every case
+    assert parallel == serial
+    names = [sc["name"] for sc in serial[2]["scenarios"]]
+    assert len(names) == 2 * len(files) and names[-1] == "quick [pack.seed=2]"
+
+
+CELL = """
+name = "my-cell"
+capacity_ah = 3.0
+[limits]
+v_min = 2.0
+v_max = 4.3
+[ocv]
+soc_pct = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+voltage_v = [2.0, 2.3, 2.7, 2.8, 2.9, 3.05, 3.2, 3.45, 3.6, 3.85, 4.1]
+"""
+
+
+def test_a_case_is_data_its_files_are_not_needed_to_run_it(tmp_path):
+    """What a pool or a cluster is sent: the case pickled, its cell profile and CSV load
+    inside. Run after its folder is gone, it gives what it gave beside its files."""
+    folder = tmp_path / "files"
+    folder.mkdir()
+    (folder / "cell.toml").write_text(CELL, encoding="utf-8")
+    (folder / "load.csv").write_text("time_s,current_a\n0,0\n5,-1\n", encoding="utf-8")
+    path = write(folder, PASSING.replace("series = 4,", 'series = 4, chemistry = "cell.toml",')
+                 + '\n[load]\nprofile = "load.csv"\n')
+    sc = load_scenario(path)
+    assert sc.chem.name == "my-cell"
+    beside_files = run_case(sc)
+    sent = pickle.dumps(sc)
+    shutil.rmtree(folder)
+    away = run_case(pickle.loads(sent))
+    assert isinstance(away, ScenarioResult) and away.passed
+    assert [v.message for v in away.verdicts] == [v.message for v in beside_files.verdicts]
+    assert away.events == beside_files.events and away.sim_s == beside_files.sim_s
+
+
+class RecordingEngine:
+    """Runs in this process and remembers the order the cases were handed out in."""
+
+    def __init__(self):
+        self.order: list[str] = []
+
+    def map(self, fn, cases):
+        self.order = [Path(sc.path).stem for sc in cases]
+        return [fn(sc) for sc in cases]
+
+
+def test_cases_go_out_longest_first_and_come_back_in_the_given_order(tmp_path):
+    short = load_scenario(write(tmp_path, PASSING.replace('"20s"', '"12s"'), "short.toml"))
+    long_ = load_scenario(write(tmp_path, PASSING.replace('"20s"', '"40s"'), "long.toml"))
+    mid = load_scenario(write(tmp_path, PASSING, "mid.toml"))
+    engine = RecordingEngine()
+    outcomes = run_cases([short, long_, mid], engine, fn=lambda sc: sc.path)
+    assert outcomes == [short.path, long_.path, mid.path]
+    assert engine.order == ["long", "mid", "short"]
+
+
+def test_the_serial_engine_runs_each_case_as_run_scenario_does(tmp_path):
+    sc = load_scenario(write(tmp_path, FAILING))
+    (outcome,) = SerialEngine().map(run_case, [sc])
+    assert isinstance(outcome, ScenarioResult) and outcome.failures == 1
+
+
+def _raise_for_bad(sc):
+    if sc.name.endswith("[pack.seed=2]"):
+        raise RuntimeError("a bug in this case")
+    return ORIGINAL_RUN(sc)
+
+
+ORIGINAL_RUN = scenario_sweep.run_scenario
+
+
+FORKED = multiprocessing.get_start_method() == "fork"  # a worker inherits a patch
+
+
+@pytest.mark.parametrize("jobs", ["1", pytest.param("2", marks=pytest.mark.skipif(
+    not FORKED, reason="the pool's workers would not see the patched run"))])
+def test_a_case_that_raises_is_its_error_and_the_others_run(tmp_path, capsys, monkeypatch,
+                                                             jobs):
+    """In the serial run and in a pool's worker (forked after the patch) alike."""
+    monkeypatch.setattr(scenario_sweep, "run_scenario", _raise_for_bad)
+    path = write(tmp_path, PASSING)
+    junit = tmp_path / "r.xml"
+    args = ["scenario", str(path), "--grid", "pack.seed=1,2,3", "--jobs", jobs]
+    assert main([*args, "--junit", str(junit)]) == 1
+    out = capsys.readouterr().out
+    assert "ERROR " in out and "(quick [pack.seed=2]): RuntimeError: a bug in this case" in out
+    assert "3 scenario(s), 2 expectation(s), 0 failed, 1 could not run" in out
+    root = ET.parse(junit).getroot()
+    assert (root.get("tests"), root.get("errors")) == ("3", "1")
+    error = root.find("testsuite[@name='quick [pack.seed=2]']/testcase[@name='run']/error")
+    assert error.get("message") == "RuntimeError: a bug in this case"
+    assert "Traceback" in error.text
+    assert main([*args, "--json"]) == 1
+    cases = json.loads(capsys.readouterr().out)["scenarios"]
+    assert [c["passed"] for c in cases] == [True, False, True]
+    assert cases[1]["error"] == "RuntimeError: a bug in this case" and cases[1]["checks"] == []
+
+
+def _exit_for_crash(sc):
+    if sc.name == "crash":
+        os._exit(7)  # as a segfault or the OOM killer would: no exception, no result
+    return run_case(sc)
+
+
+def test_a_case_that_kills_its_worker_is_its_error_and_the_others_still_run(tmp_path):
+    cases = [load_scenario(write(tmp_path, PASSING.replace('"quick"', f'"{name}"'),
+                                 f"{name}.toml")) for name in ("a", "crash", "b", "c")]
+    outcomes = run_cases(cases, ProcessPoolEngine(2), fn=_exit_for_crash)
+    assert [type(o).__name__ for o in outcomes] == ["ScenarioResult", "CaseError",
+                                                     "ScenarioResult", "ScenarioResult"]
+    assert all(o.passed for o in outcomes if isinstance(o, ScenarioResult))
+    error = outcomes[1]
+    assert isinstance(error, CaseError) and error.scenario.name == "crash"
+    assert "worker process died" in error.message
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--jobs", "-1"], "--jobs = -1: must be within [0, inf]"),
+    (["--jobs", "2", "--dask", "tcp://127.0.0.1:8786"], "give --jobs or --dask, not both")])
+def test_bad_engine_options_exit_2_and_run_nothing(tmp_path, capsys, args, named):
+    assert main(["scenario", str(write(tmp_path, PASSING)), *args]) == 2
+    captured = capsys.readouterr()
+    assert named in captured.err and captured.out == ""
+
+
+def test_jobs_0_is_one_worker_per_core_this_process_may_use():
+    cores = len(os.sched_getaffinity(0))
+    engine = choose_engine(Problems("test"), 0, None)
+    assert engine == ProcessPoolEngine(cores) if cores > 1 else isinstance(engine, SerialEngine)
+    assert isinstance(choose_engine(Problems("test"), 1, None), SerialEngine)
+    assert isinstance(choose_engine(Problems("test"), 1, "tcp://h:8786"), DaskEngine)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_ctrl_c_stops_the_pool_and_its_running_cases(tmp_path):
+    """Two long cases on two workers: SIGINT to the command ends it as Ctrl-C ends any
+    command (status 130), its workers with it, long before the cases would have ended."""
+    long_case = write(tmp_path, BASE.replace('"20s"', '"24h"') + """
+        tick = 1.0
+        expect = { at = "24h", state = "RUN" }
+    """)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bms_emu", "scenario", str(long_case), "--grid",
+         "pack.seed=1,2", "--jobs", "2"], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        workers: list[int] = []
+        give_up = time.monotonic() + 120  # a hang guard, not a timing check
+        while not (len(workers) == 2 and all(map(_ignores_sigint, workers))) \
+                and proc.poll() is None and time.monotonic() < give_up:
+            time.sleep(0.05)
+            workers = _children(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == EXIT_INTERRUPTED, err
+    assert "bms-emu scenario: interrupted" in err and "Traceback" not in err
+    assert workers and not any(_running(w) for w in workers)
+
+
+def _ignores_sigint(pid: int) -> bool:
+    """The worker's initializer has run: the parent is long past forking it (a SIGINT in
+    the parent's own after-fork hooks would be swallowed there)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    ignored = int(re.search(r"SigIgn:\s*([0-9a-f]+)", status)[1], 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent to read its status."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
