@@ -3,13 +3,17 @@ this machine holds. Prints one JSON line.
 
     .venv/bin/python benchmarks/mqtt_fleet.py [--packs 1,25,50,75,100,125,150]
         [--series 416] [--seconds 60] [--max-lag-s 0.5] [--p99-goal-ms 100]
-        [--fleet-option ARG ...] [--quick]
+        [--modes batch,process] [--fleet-option ARG ...] [--quick]
 
-For each N in `--packs`, in sequence, with a fresh broker each time (quiet: errors and
-warnings logged only):
+For each N in `--packs` and each mode, in sequence, with a fresh broker each time (quiet:
+errors and warnings logged only):
 
     bms-emu fleet --packs N --series 416 --cells-per-temp-sensor 4 --state-period 1
-        --arrays-period 1 --duration 60 --speed 1 --mqtt URL --json
+        --arrays-period 1 --duration 60 --speed 1 --mqtt URL --json --packs-per-process M
+
+where the mode `batch` gives M = auto (as many processes as cores, the packs split among
+them, each process stepping its packs on one clock with one MQTT session) and `process`
+gives M = 1 (each pack its own `bms-emu run` process: the fleet before batches).
 
 and, in this process, one aiomqtt subscriber on `<prefix>/+/state` and `<prefix>/+/cells`
 (QoS 1; state is published at QoS 1, cells at QoS 0) from before the fleet starts until
@@ -27,7 +31,8 @@ it has ended and a drain period has passed. Reported for each N:
   stayed under --max-lag-s and it ended with exit 0 having simulated the whole duration;
 - CPU: all the fleet's processes (getrusage RUSAGE_CHILDREN after the fleet has waited for
   its packs, so startup included), the packs' steady share once all have started
-  (/proc/<pid>/stat utime + stime, sampled every second), the broker's and this process's;
+  (/proc/<pid>/stat utime + stime of each fleet process, sampled every second, shared
+  evenly among the packs it holds), the broker's and this process's;
   the 1-minute load average at the end; the time until every pack had published.
 
 goal_met for N: every pack seen, zero lost, p99 < --p99-goal-ms, every pack kept real time
@@ -49,6 +54,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,7 +201,11 @@ class CpuSampler:
     async def run(self) -> None:
         while True:
             now = time.time()
+            sampled = {}
             for pack, pid in list(self.pids.items()):
+                if pid in sampled:  # a batch: its process is sampled once
+                    continue
+                sampled[pid] = pack
                 cpu = proc_cpu_s(pid)
                 if cpu is not None:
                     self.samples.setdefault(pack, []).append((now, cpu))
@@ -203,28 +213,36 @@ class CpuSampler:
             await asyncio.sleep(SAMPLE_S)
 
     def steady(self, since: float) -> dict:
-        """CPU a pack used once every pack had started, as a share of one core."""
+        """CPU a pack used once every pack had started, as a share of one core: its
+        process's, shared evenly among the packs the process holds."""
+        packs_of = Counter(self.pids.values())
+        first_pack = {pid: pack for pack, pid in reversed(self.pids.items())}
         shares = []
-        for points in self.samples.values():
+        for pack, points in self.samples.items():
             window = [(t, c) for t, c in points if t >= since]
-            if len(window) >= 2 and window[-1][0] > window[0][0]:
-                shares.append((window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]))
+            pid = self.pids[pack]
+            if first_pack[pid] == pack and len(window) >= 2 and window[-1][0] > window[0][0]:
+                share = (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0])
+                shares += [share / packs_of[pid]] * packs_of[pid]
         if not shares:
             return {"packs_sampled": 0}
         total = float(np.sum(shares))
-        return {"packs_sampled": len(shares),
+        return {"packs_sampled": len(shares), "processes": len(packs_of),
                 "per_pack_core_pct_mean": round(100 * float(np.mean(shares)), 2),
                 "per_pack_core_pct_max": round(100 * float(np.max(shares)), 2),
                 "all_packs_cores": round(total, 3),
                 "all_packs_machine_pct": round(100 * total / os.cpu_count(), 1)}
 
 
-def fleet_command(n: int, url: str, a) -> list[str]:
+MODES = {"batch": "auto", "process": "1"}  # mode: --packs-per-process
+
+
+def fleet_command(n: int, url: str, a, mode: str) -> list[str]:
     return [sys.executable, "-m", "bms_emu.main", "fleet", "--packs", str(n),
             "--series", str(a.series), "--cells-per-temp-sensor", "4",
             "--state-period", "1", "--arrays-period", "1", "--duration", str(a.seconds),
             "--speed", "1", "--mqtt", url, "--pack-prefix", PACK_PREFIX, "--json",
-            *a.fleet_option]
+            f"--packs-per-process={MODES[mode]}", *a.fleet_option]
 
 
 async def read_fleet(stream: asyncio.StreamReader, sampler: CpuSampler, events: dict) -> None:
@@ -239,16 +257,16 @@ async def read_fleet(stream: asyncio.StreamReader, sampler: CpuSampler, events: 
             events[event["pack_id"]] = event
 
 
-async def one_fleet(n: int, a) -> dict:
+async def one_fleet(n: int, a, mode: str) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-mosquitto-") as tmp:
         broker = QuietBroker(tmp).start()
         try:
-            return await _measure(n, a, broker)
+            return {"mode": mode, **await _measure(n, a, broker, mode)}
         finally:
             broker.stop()
 
 
-async def _measure(n: int, a, broker: Broker) -> dict:
+async def _measure(n: int, a, broker: Broker, mode: str) -> dict:
     sub, sampler, ended = Subscriber(), CpuSampler(), {}
     load_before = os.getloadavg()[0]  # others' work on a shared machine shows here
     broker_cpu0 = proc_cpu_s(broker.process.pid) or 0.0
@@ -260,7 +278,7 @@ async def _measure(n: int, a, broker: Broker) -> dict:
     self0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.time()
     fleet = await asyncio.create_subprocess_exec(
-        *fleet_command(n, f"{broker.url}/{PREFIX}", a), stdout=asyncio.subprocess.PIPE,
+        *fleet_command(n, f"{broker.url}/{PREFIX}", a, mode), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     reading = asyncio.create_task(read_fleet(fleet.stdout, sampler, ended))
     stderr = await fleet.stderr.read()
@@ -379,6 +397,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--fleet-option", action="append", default=[], metavar="ARG",
                    help="one more argument for `bms-emu fleet` (repeatable), e.g. "
                    "--fleet-option=--no-ha-discovery")
+    p.add_argument("--modes", default="batch",
+                   help=f"comma-separated, each N run in each: {', '.join(MODES)}")
     p.add_argument("--quick", action="store_true", help="2 packs of 16 cells for 5 s")
     a = p.parse_args()
     if a.quick:
@@ -389,6 +409,9 @@ def parse_args() -> argparse.Namespace:
         p.error(f"--packs {a.packs!r}: comma-separated integers")
     if not a.sizes or any(not 1 <= n <= 1000 for n in a.sizes):
         p.error(f"--packs {a.packs!r}: each 1..1000")
+    a.mode_list = [m.strip() for m in a.modes.split(",") if m.strip()]
+    if not a.mode_list or any(m not in MODES for m in a.mode_list):
+        p.error(f"--modes {a.modes!r}: comma-separated, each one of {', '.join(MODES)}")
     return a
 
 
@@ -396,12 +419,16 @@ async def main() -> None:
     a = parse_args()
     runs = []
     for n in a.sizes:
-        try:
-            runs.append(await one_fleet(n, a))
-        except BrokerError as exc:
-            runs.append({"packs": n, "error": str(exc), "goal_met": False})
-    held = [r["packs"] for r in runs if r["goal_met"]]
-    held_steady = [r["packs"] for r in runs if r.get("goal_met_once_all_publishing")]
+        for mode in a.mode_list:
+            try:
+                runs.append(await one_fleet(n, a, mode))
+            except BrokerError as exc:
+                runs.append({"mode": mode, "packs": n, "error": str(exc), "goal_met": False})
+    held = {m: [r["packs"] for r in runs if r["mode"] == m and r["goal_met"]]
+            for m in a.mode_list}
+    held_steady = {m: [r["packs"] for r in runs
+                       if r["mode"] == m and r.get("goal_met_once_all_publishing")]
+                   for m in a.mode_list}
     print(json.dumps({
         "benchmark": "mqtt_fleet",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -410,8 +437,9 @@ async def main() -> None:
         "speed": 1, "fleet_options": a.fleet_option,
         "goals": {"lost": 0, "p99_ms_below": a.p99_goal_ms, "max_lag_s": a.max_lag_s},
         "runs": runs,
-        "largest_goal_met": max(held) if held else None,
-        "largest_goal_met_once_all_publishing": max(held_steady) if held_steady else None,
+        "largest_goal_met": {m: max(v) if v else None for m, v in held.items()},
+        "largest_goal_met_once_all_publishing": {m: max(v) if v else None
+                                                 for m, v in held_steady.items()},
         "note": NOTE,
     }))
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from bms.core.firmware import Firmware
 from bms.core.signals import Actuation, Measurement
@@ -18,6 +19,7 @@ from bms.data.validation import Problems
 from bms.host.device import Device, Identity
 from bms.links.can.link import CanLink
 from bms.links.mqtt.bridge import MqttBridge
+from bms.links.mqtt.session import MqttSession
 from bms.runtime.after_step import AfterStep
 from bms.store.persistence import Keeper
 from bms_emu.can_args import add_can_arguments, can_links, check_can_arguments
@@ -45,7 +47,7 @@ from bms_emu.query_cmd import EXIT_NO_LINK
 from hil.inverter_load import InverterLoad
 from hil.pack import SimulatedPack
 from hil.pack_options import build_pack, firmware_config
-from hil.runner import RunOptions, run, summary
+from hil.runner import RunOptions, RunResult, run, summary
 from protocol.messages import Mode
 
 # The run went through, but its store does not hold all of it (a full or read-only disk).
@@ -132,9 +134,10 @@ class Built:
     can: CanLink | None = None  # --can: polled after each step, in simulated time
 
 
-def build(args) -> Built:
+def build(args, session: MqttSession | None = None) -> Built:
     """Everything a run needs, from the parsed arguments; InputError lists every bad one.
-    With --nvm the store is opened (and held) last, once everything else is known good."""
+    With --nvm the store is opened (and held) last, once everything else is known good.
+    `session`: a broker session shared with other packs (a batch); None: the pack's own."""
     problems = Problems("bms-emu run")
     duration_s, speed, record_every_s = _options(args, problems)
     check_mqtt_arguments(args, problems)
@@ -162,7 +165,7 @@ def build(args) -> Built:
                         on_config_change=keeper.config_written if keeper else None,
                         store=keeper)
     if args.mqtt:
-        bridge = device_bridge(args, device_session(args), device,
+        bridge = device_bridge(args, session or device_session(args), device,
                                keeper.store if keeper else None)
     can = can_links(args, device) if device is not None else []
     return Built(pack, firmware, profile, options, bridge, keeper, describe_start(started),
@@ -205,39 +208,60 @@ def handle(args) -> int:
 
 
 def _run_and_report(args, b: Built) -> int:
-    pack, firmware, profile, options, bridge = b.pack, b.firmware, b.profile, b.options, b.bridge
-    record_path = args.record
     with ExitStack() as stack:
-        if args.plot and not record_path:
-            record_path = stack.enter_context(_temporary_csv())
-        record_to = (
-            stack.enter_context(open(record_path, "w", newline="", encoding="utf-8"))
-            if record_path else None
-        )
+        record_to = open_recording(args, stack)
         show_progress = not (args.quiet or args.json) and sys.stderr.isatty()
-        progress = stack.enter_context(_progress(options.duration_s)) if show_progress else None
+        progress = (stack.enter_context(_progress(b.options.duration_s)) if show_progress
+                    else None)
         try:
             with stop_requests() as stop:  # a Ctrl-C ends the run between two steps
-                result = run(pack, firmware, profile, options, record_to=record_to,
-                             progress=progress, on_step=after_step(bridge, b.keeper, b.can),
+                result = run(b.pack, b.firmware, b.profile, b.options, record_to=record_to,
+                             progress=progress, on_step=after_step(b.bridge, b.keeper, b.can),
                              stop=stop)
         finally:
-            if b.can is not None:
-                b.can.shutdown()
-            if isinstance(profile, InverterLoad):  # --profile inverter: its bus
-                profile.shutdown()
-            if bridge is not None:  # before the store closes: it forgets what was delivered
-                bridge.close()
-            if b.keeper is not None:
-                b.keeper.close(firmware.last_s or 0.0)
-        if record_to is not None:
-            record_to.close()
-        if args.plot:
-            from hil.plot import plot_run
+            close(b)
+        finish_recording(args, record_to)
+    return report(args, b, result, stop.name, stop.exit_code)
 
-            plot_run(record_path, args.plot, title=Path(args.plot).stem)
-    data = summary(result, pack)
-    data["interrupted"] = stop.name  # None, or the signal that ended the run early
+
+def open_recording(args, stack: ExitStack) -> TextIO | None:
+    """The CSV the run records to (a temporary one for --plot alone), closed by `stack`."""
+    record_path = args.record
+    if args.plot and not record_path:
+        record_path = stack.enter_context(_temporary_csv())
+    if not record_path:
+        return None
+    return stack.enter_context(open(record_path, "w", newline="", encoding="utf-8"))
+
+
+def finish_recording(args, record_to: TextIO | None) -> None:
+    """Closes the recording and draws --plot from it."""
+    if record_to is not None:
+        record_to.close()
+    if args.plot:
+        from hil.plot import plot_run
+
+        plot_run(record_to.name, args.plot, title=Path(args.plot).stem)
+
+
+def close(b: Built) -> None:
+    """Ends what the run opened, the MQTT session before the store: closing, the bridge
+    forgets from the store what the broker has acknowledged."""
+    if b.can is not None:
+        b.can.shutdown()
+    if isinstance(b.profile, InverterLoad):  # --profile inverter: its bus
+        b.profile.shutdown()
+    if b.bridge is not None:
+        b.bridge.close()
+    if b.keeper is not None:
+        b.keeper.close(b.firmware.last_s or 0.0)
+
+
+def report(args, b: Built, result: RunResult, stopped_by: str | None, stop_code: int) -> int:
+    """Prints the run's summary (JSON or a table) and what went wrong; the exit code."""
+    options, bridge = b.options, b.bridge
+    data = summary(result, b.pack)
+    data["interrupted"] = stopped_by  # None, or the signal that ended the run early
     if bridge is not None:
         data["mqtt"] = bridge.counts()
     if b.can is not None:
@@ -250,8 +274,8 @@ def _run_and_report(args, b: Built) -> int:
         from bms_emu.summary_view import print_summary
 
         print_summary(data)
-    if stop.name is not None:
-        print(f"bms-emu run: interrupted by {stop.name} after {result.sim_s:g} s of the "
+    if stopped_by is not None:
+        print(f"bms-emu run: interrupted by {stopped_by} after {result.sim_s:g} s of the "
               f"{options.duration_s:g} s asked: the summary is of the run so far",
               file=sys.stderr)
     code = 0
@@ -261,7 +285,7 @@ def _run_and_report(args, b: Built) -> int:
     if bridge is not None and bridge.session.connects == 0:
         print(_never_connected(bridge, kept_in_store=b.keeper is not None), file=sys.stderr)
         return EXIT_NO_LINK
-    return code or stop.exit_code
+    return code or stop_code
 
 
 def _saves_failed(keeper: Keeper) -> str:

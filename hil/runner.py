@@ -66,6 +66,66 @@ class RunResult:
         return self.sim_s / self.wall_s if self.wall_s > 0 else float("inf")
 
 
+class PackRun:
+    """One pack's run, a tick at a time: `run` loops over it on a clock of its own, and a
+    batch (`hil.batch`) steps many in turn on one clock; the same code steps a pack either
+    way, so a pack in a batch gives what it gives alone, bit for bit.
+    `on_step(now_s, measurement, actuation)` sees every step (MQTT publishes from it)."""
+
+    def __init__(self, pack: SimulatedPack, firmware: Stepper, profile: Load,
+                 options: RunOptions, record_to: TextIO | None = None,
+                 on_step: Callable[[float, Measurement, Actuation], None] | None = None):
+        self.pack, self.firmware, self.profile, self.options = pack, firmware, profile, options
+        self.on_step = on_step
+        self.n_ticks = round(options.duration_s / options.tick_s)
+        self.done = 0  # ticks stepped
+        self._record_every = max(1, round(options.record_every_s / options.tick_s))
+        self._injections = InjectionSchedule(options.injections)
+        self._recorder = (Recorder(record_to, pack.n_series, pack.sensors.n_temp)
+                          if record_to is not None else None)
+        self.totals = RunTotals()
+        self._wh_per_ws = options.tick_s / 3600.0
+        self._m: Measurement | None = None
+        self._act: Actuation | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.done >= self.n_ticks
+
+    def tick(self) -> float:
+        """Steps the next tick; its simulated time."""
+        k, pack, totals = self.done, self.pack, self.totals
+        now_s = k * self.options.tick_s
+        self._injections.apply_due(pack, now_s)  # before measuring: a fault due now is seen
+        m = self._m = pack.measure()
+        act = self._act = self.firmware.step(m, now_s)
+        if act.events:
+            totals.events.extend(act.events)
+        if self.on_step is not None:
+            self.on_step(now_s, m, act)
+        if self._recorder is not None and k % self._record_every == 0:
+            self._recorder.write(now_s, m, act, pack)  # before actuate: the bleed m was under
+        pack.actuate(act)
+        pack.advance(self.profile.demand(now_s))
+        power_w = pack.pack_voltage_v * pack.current_a
+        if power_w > 0.0:
+            totals.energy_in_wh += power_w * self._wh_per_ws
+        else:
+            totals.energy_out_wh -= power_w * self._wh_per_ws
+        if pack.balancing_on:  # the mask's any(), kept by the pack as the mask changes
+            totals.balancing_wh += pack.bleed_power_w * self._wh_per_ws
+        if k % pack.slow_every == 0:
+            totals.track_extremes(pack)
+        self.done = k + 1
+        return now_s
+
+    def result(self, wall_s: float) -> RunResult:
+        """The run so far (all of it once `finished`)."""
+        self.totals.track_extremes(self.pack)
+        return RunResult(self.done * self.options.tick_s, wall_s, self._act, self._m,
+                         self.totals)
+
+
 def run(
     pack: SimulatedPack,
     firmware: Stepper,
@@ -77,58 +137,24 @@ def run(
     stop: Callable[[], bool] | None = None,
 ) -> RunResult:
     """Runs `options.duration_s` of simulated time; returns the totals and the end state.
-    `on_step(now_s, measurement, actuation)` sees every step (MQTT publishes from it).
     `stop()` true (Ctrl-C) ends the run after the step in progress, with its row recorded:
     the result is the run so far."""
-    tick_s = options.tick_s
-    n_ticks = round(options.duration_s / tick_s)
-    record_every = max(1, round(options.record_every_s / tick_s))
-    progress_every = max(1, n_ticks // 200)
-    extremes_every = pack.slow_every
-    injections = InjectionSchedule(options.injections)
-    recorder = (
-        Recorder(record_to, pack.n_series, pack.sensors.n_temp) if record_to is not None else None
-    )
-    totals = RunTotals()
-    wh_per_ws = tick_s / 3600.0
+    one = PackRun(pack, firmware, profile, options, record_to, on_step)
+    progress_every = max(1, one.n_ticks // 200)
     start = time.perf_counter()
-    m = act = None
-    done = 0
-    for k in range(n_ticks):
-        now_s = k * tick_s
-        injections.apply_due(pack, now_s)  # before measuring: a fault due now is seen now
-        m = pack.measure()
-        act = firmware.step(m, now_s)
-        if act.events:
-            totals.events.extend(act.events)
-        if on_step is not None:
-            on_step(now_s, m, act)
-        if recorder is not None and k % record_every == 0:
-            recorder.write(now_s, m, act, pack)  # before actuate: the bleed m was taken under
-        pack.actuate(act)
-        pack.advance(profile.demand(now_s))
-        power_w = pack.pack_voltage_v * pack.current_a
-        if power_w > 0.0:
-            totals.energy_in_wh += power_w * wh_per_ws
-        else:
-            totals.energy_out_wh -= power_w * wh_per_ws
-        if pack.balancing.any():
-            totals.balancing_wh += pack.bleed_power_w * wh_per_ws
-        if k % extremes_every == 0:
-            totals.track_extremes(pack)
+    while not one.finished:
+        k = one.done
+        now_s = one.tick()
         if progress is not None and k % progress_every == 0:
             progress(now_s)
         if options.speed:
-            _sleep_until(start + (now_s + tick_s) / options.speed, stop)
-        done = k + 1
+            sleep_until(start + (now_s + options.tick_s) / options.speed, stop)
         if stop is not None and stop():
             break
-    wall_s = time.perf_counter() - start
-    totals.track_extremes(pack)
-    return RunResult(done * tick_s, wall_s, act, m, totals)
+    return one.result(time.perf_counter() - start)
 
 
-def _sleep_until(wall_s: float, stop: Callable[[], bool] | None) -> None:
+def sleep_until(wall_s: float, stop: Callable[[], bool] | None) -> None:
     """Sleeps until time.perf_counter() reaches `wall_s`; with `stop`, in slices short enough
     that a stop request does not wait for a long paced tick."""
     while (left_s := wall_s - time.perf_counter()) > 0:
@@ -155,6 +181,7 @@ def summary(result: RunResult, pack: SimulatedPack) -> dict:
         "series": pack.n_series,
         "parallel": pack.spec.n_parallel,
         "cell_capacity_ah": pack.chem.capacity_ah,
+        "cells_true": pack.aging.summary(),  # true capacity and resistance range, and age
         "final": {
             "state": act.state,
             "contactors": act.contactors.describe(),

@@ -161,3 +161,106 @@ def test_the_benchmark_quick_run_loses_nothing():
     assert run["lost"] == 0 and run["state_tail_lost"] == 0
     assert run["received"] > 0 and run["latency_ms"]["p99"] >= run["latency_ms"]["p50"] >= 0
     assert isinstance(run["goal_met"], bool)
+
+
+def started_pids(out: str) -> dict[str, str]:
+    """pack id -> pid, from the `pack X started: pid P, seed S` lines."""
+    return {line.split()[1]: line.split("pid ")[1].split(",")[0]
+            for line in out.splitlines() if " started: pid " in line}
+
+
+def test_a_batch_steps_several_packs_in_one_process_with_one_session(mqtt_broker):
+    p = fleet("--packs", "5", "--packs-per-process", "3", "--series", "8", "--duration", "3",
+              "--mqtt", mqtt_broker.url, "--pack-prefix", "bt")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    pids = started_pids(out)
+    assert list(pids) == [f"bt-{k}" for k in range(1, 6)]
+    assert pids["bt-1"] == pids["bt-2"] == pids["bt-3"] != pids["bt-4"] == pids["bt-5"]
+    assert sum(" done: 3 s simulated" in line for line in out.splitlines()) == 5, out
+    states = {k: json.loads(v) for k, v in retained(mqtt_broker.port, "state", 5).items()}
+    assert set(states) == set(pids) and all(s["pack_id"] == k for k, s in states.items())
+    assert len({(s["cell_v_min"], s["cell_v_max"]) for s in states.values()}) == 5
+    assert retained(mqtt_broker.port, "availability", 5) == dict.fromkeys(pids, b"offline")
+    log = mqtt_broker.log_path.read_text()
+    assert "Received DISCONNECT from bms-emu-batch-bt-1..bt-3" in log  # clean, not the will
+    assert "Received DISCONNECT from bms-emu-batch-bt-4..bt-5" in log
+
+
+def test_sigterm_stops_a_batch_cleanly_each_pack_saying_offline(mqtt_broker):
+    p = fleet("--packs", "3", "--packs-per-process", "3", "--series", "8", "--duration", "1h",
+              "--mqtt", mqtt_broker.url, "--pack-prefix", "bs")
+    ids = {"bs-1", "bs-2", "bs-3"}
+    try:
+        deadline = time.monotonic() + 30
+        while retained(mqtt_broker.port, "availability", 3, wait_s=0.5) != dict.fromkeys(
+                ids, b"online"):
+            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=20)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert out.count("stopped") == 3, out
+    assert retained(mqtt_broker.port, "availability", 3) == dict.fromkeys(ids, b"offline")
+    assert "Received DISCONNECT from bms-emu-batch-bs-1..bs-3" in mqtt_broker.log_path.read_text()
+
+
+def test_a_pack_that_fails_in_a_batch_is_named_and_the_others_run(mqtt_broker, tmp_path):
+    (tmp_path / "run-g-2.csv").mkdir()  # pack 2 cannot write its record
+    p = fleet("--packs", "3", "--packs-per-process", "3", "--series", "8", "--duration", "1",
+              "--mqtt", mqtt_broker.url, "--pack-prefix", "g", "--record",
+              str(tmp_path / "run.csv"))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1
+    assert "pack g-2 (pid" in err and "exited with 2" in err
+    assert "run-g-2.csv': is a directory: give a file name" in err
+    assert "Traceback" not in err
+    assert err.strip().endswith("1 of 3 pack(s) failed: g-2")
+    assert "pack g-1 done: 1 s simulated" in out and "pack g-3 done: 1 s simulated" in out
+    assert (tmp_path / "run-g-1.csv").is_file() and (tmp_path / "run-g-3.csv").is_file()
+
+
+def test_a_shard_runs_its_share_with_the_ids_and_seeds_the_whole_fleet_gives(mqtt_broker):
+    p = fleet("--packs", "5", "--shard", "2/2", "--series", "8", "--duration", "1",
+              "--mqtt", mqtt_broker.url, "--pack-prefix", "sh", "--seed", "10", "--json")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    started = [json.loads(line) for line in out.splitlines() if '"started"' in line]
+    assert [(e["pack_id"], e["seed"]) for e in started] == [
+        ("sh-3", 12), ("sh-4", 13), ("sh-5", 14)]
+    assert set(retained(mqtt_broker.port, "state", 3)) == {"sh-3", "sh-4", "sh-5"}
+
+
+@pytest.mark.parametrize(("packs", "hosts"), [(5, 2), (7, 3), (1000, 7), (4, 4)])
+def test_the_shards_of_a_fleet_cover_every_pack_once_each_a_contiguous_share(packs, hosts):
+    shares = [fleet_cmd.shard_range(f"{k}/{hosts}", packs) for k in range(1, hosts + 1)]
+    assert [n for share in shares for n in share] == list(range(1, packs + 1))
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+@pytest.mark.parametrize(("shard", "says"), [
+    ("0/2", "--shard = '0/2': K must be within [1, N = 2]"),
+    ("3/2", "--shard = '3/2': K must be within [1, N = 2]"),
+    ("x/y", "--shard = 'x/y': must be K/N with whole numbers"),
+    ("1/0", "--shard = '1/0': N must be within [1, --packs = 4]"),
+    ("1/5", "--shard = '1/5': N must be within [1, --packs = 4]"),
+])
+def test_a_bad_shard_is_refused_naming_it(shard, says, capsys):
+    assert main(["fleet", "--packs", "4", "--shard", shard, "--mqtt", "mqtt://127.0.0.1:1"]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("0", "--packs-per-process = '0': must be within [1, 1000]"),
+    ("some", "--packs-per-process = 'some': must be 'auto' or a whole number")])
+def test_a_bad_packs_per_process_is_refused_naming_it(value, says, capsys):
+    assert main(["fleet", "--packs", "4", "--packs-per-process", value,
+                 "--mqtt", "mqtt://127.0.0.1:1"]) == 2
+    assert says in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("packs", "cores", "expected"), [(500, 2, 50), (100, 2, 50),
+                                                         (3, 2, 2), (1, 8, 1), (9, 4, 3)])
+def test_auto_makes_as_many_processes_as_cores_of_50_packs_at_most(packs, cores, expected):
+    assert fleet_cmd.packs_per_process("auto", packs, cores) == expected

@@ -106,22 +106,26 @@ class MqttSession:
     def __init__(self, broker: Broker, client_id: str,
                  will: tuple[str, bytes] | None = None, online: tuple[str, bytes] | None = None,
                  queue_size: int = 2000, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 read_budget: ReadBudget = READ_BUDGET, keepalive_s: int = KEEPALIVE_S):
+                 read_budget: ReadBudget = READ_BUDGET, keepalive_s: int = KEEPALIVE_S,
+                 wake_on_publish: bool = True):
         """`will` is published by the broker if this session dies (retained); `online` is
         published, retained, on every connect. A message received of over
         `max_message_bytes` is dropped unread (`inbound` counts it); the socket is read
-        within `read_budget` (`reader.throttled` counts the windows that spent it)."""
+        within `read_budget` (`reader.throttled` counts the windows that spent it).
+        `wake_on_publish` False: the owner calls `flush` once it has published a burst (a
+        batch, once a tick), and the session's thread wakes once for all of it."""
         self.inbound = InboundGate(max_message_bytes)
         self.reader = SocketReader(read_budget, self._deliver,
                                    max_message_bytes + PACKET_OVERHEAD_BYTES, EpisodeLog())
         self.keepalive_s = keepalive_s
+        self.wake_on_publish = wake_on_publish
         self.broker = broker
         self.client_id = client_id
         self.will = will
         self.online = online
         self._lock = threading.Lock()
         self._queue: deque[Outgoing] = deque(maxlen=queue_size)
-        self.outbox: Outbox | None = None  # see use_outbox
+        self.outboxes: list[Outbox] = []  # see use_outbox
         self._retained: dict[str, Outgoing] = {}
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
         # Called in the session's thread on every connect and every loss of the connection.
@@ -134,7 +138,7 @@ class MqttSession:
         self.last_error = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None  # an ordinary message is queued
-        self._wake_kept: asyncio.Event | None = None  # the outbox has one
+        self._wakes_kept: list[asyncio.Event] = []  # for each outbox: it has one
         self._halt: asyncio.Event | None = None  # set by stop(): ends a backoff wait
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -151,13 +155,23 @@ class MqttSession:
 
     def use_outbox(self, outbox: Outbox) -> None:
         """Before `start`: `outbox`'s messages go at QoS 1, in order, each until the broker
-        has acknowledged it, beside the ordinary ones (`_send_kept`)."""
-        self.outbox = outbox
-        outbox.on_change = lambda: self._set_in_loop(self._wake_kept)
+        has acknowledged it, beside the ordinary ones (`_send_kept`). A session shared by
+        several packs (a batch) has one outbox a pack, each sent on its own: one pack's
+        backlog holds up no other's."""
+        index = len(self.outboxes)
+        self.outboxes.append(outbox)
+        outbox.on_change = lambda: self._set_in_loop(self._kept_wake(index))
+
+    def _kept_wake(self, index: int) -> asyncio.Event | None:
+        wakes = self._wakes_kept
+        return wakes[index] if index < len(wakes) else None
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0,
                 retain: bool = False) -> None:
-        """Queues a message; never blocks."""
+        """Queues a message; never blocks. The sender is woken only when the queue was
+        empty (it empties the queue before it waits again), and not at all while the owner
+        flushes instead: each wake-up is a write to the loop's self-pipe and a fight for the
+        GIL with the owner's thread."""
         data = payload.encode() if isinstance(payload, str) else bytes(payload)
         item = Outgoing(topic, data, qos, retain)
         with self._lock:
@@ -165,8 +179,17 @@ class MqttSession:
                 self._retained[topic] = item
             if len(self._queue) == self._queue.maxlen:
                 self.dropped += 1
+            was_empty = not self._queue
             self._queue.append(item)
-        self._notify()
+        if was_empty and self.wake_on_publish:
+            self._notify()
+
+    def flush(self) -> None:
+        """Wakes the sender for what has been published since it last emptied the queue."""
+        with self._lock:
+            waiting = bool(self._queue)
+        if waiting:
+            self._notify()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()),
@@ -177,7 +200,8 @@ class MqttSession:
         """Delivers what is queued (within `timeout_s`), says offline, disconnects."""
         self._stopping = True
         self._notify()
-        self._set_in_loop(self._wake_kept)
+        for index in range(len(self.outboxes)):
+            self._set_in_loop(self._kept_wake(index))
         self._set_in_loop(self._halt)
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -186,7 +210,7 @@ class MqttSession:
     def backlog(self) -> int:
         with self._lock:
             queued = len(self._queue)
-        return queued + (self.outbox.waiting if self.outbox is not None else 0)
+        return queued + sum(outbox.waiting for outbox in self.outboxes)
 
     @property
     def behind(self) -> bool:
@@ -211,7 +235,7 @@ class MqttSession:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._wake_kept = asyncio.Event()
+        self._wakes_kept = [asyncio.Event() for _ in self.outboxes]
         self._halt = asyncio.Event()
         backoff_s = BACKOFF_FIRST_S
         while True:
@@ -246,8 +270,8 @@ class MqttSession:
                                   protocol=aiomqtt.ProtocolVersion.V5,
                                   properties=self._connect_properties(),
                                   queue_type=self._dispatching_queue()) as client:
-            for topic_filter, _ in self._handlers:
-                await client.subscribe(topic_filter, qos=1)
+            for topic_filter in dict.fromkeys(f for f, _ in self._handlers):
+                await client.subscribe(topic_filter, qos=1)  # once, if packs share it
             if self.online:
                 await self._publish(client, Outgoing(*self.online, qos=1, retain=True))
             with self._lock:
@@ -309,10 +333,14 @@ class MqttSession:
 
     def _deliver(self, topic: str, payload: bytes) -> None:
         """Each handler whose subscription matches gets the message, if the inbound gate
-        takes it."""
+        takes it: judged once a subscription, so the packs of a batch that share one (Home
+        Assistant's status) all get what it takes."""
+        admitted: dict[str, bool] = {}
         for topic_filter, handler in self._handlers:
-            if self.inbound.matches(topic_filter, topic) and self.inbound.admit(
-                    topic_filter, topic, payload):
+            if topic_filter not in admitted:
+                admitted[topic_filter] = self.inbound.matches(
+                    topic_filter, topic) and self.inbound.admit(topic_filter, topic, payload)
+            if admitted[topic_filter]:
                 try:
                     handler(topic, payload)
                 except Exception:  # noqa: BLE001 - one bad message must not end the session
@@ -333,7 +361,8 @@ class MqttSession:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._send(client))
-                group.create_task(self._send_kept(client))
+                for index in range(len(self.outboxes)):
+                    group.create_task(self._send_kept(client, index))
         except* aiomqtt.MqttError as failed:
             raise failed.exceptions[0] from None
 
@@ -352,20 +381,24 @@ class MqttSession:
                 self._wake.clear()
                 await self._wake.wait()
 
-    async def _send_kept(self, client: BudgetedClient) -> None:
-        """The outbox's messages, beside the ordinary ones: in order, one at a time, each
+    async def _send_kept(self, client: BudgetedClient, index: int = 0) -> None:
+        """Outbox `index`'s messages, beside the ordinary ones: in order, one at a time, each
         leaving the outbox once the broker has acknowledged it, however late its PUBACK
         comes (behind a flood held in TCP, say; keep-alive tells if the broker is gone).
         So a backlog of events holds up no telemetry, and one waiting for its PUBACK none
         either."""
-        while self.outbox is not None:
-            kept = self.outbox.next()
+        if index >= len(self.outboxes):
+            return
+        outbox = self.outboxes[index]
+        while True:
+            kept = outbox.next()
             if kept is not None:
                 await client.publish(kept[0], kept[1], qos=1, timeout=math.inf)
-                self.outbox.done()
+                outbox.done()
                 self.published += 1
             elif self._stopping:
                 return
             else:
-                self._wake_kept.clear()
-                await self._wake_kept.wait()
+                wake = self._wakes_kept[index]
+                wake.clear()
+                await wake.wait()

@@ -10,6 +10,7 @@ import aiomqtt
 import pytest
 
 from bms.data.validation import InputError
+from bms.links.mqtt.inbound import Intake
 from bms.links.mqtt.outbox import Outbox
 from bms.links.mqtt.session import PASSWORD_ENV, MqttSession, parse_broker
 
@@ -151,3 +152,59 @@ def test_the_last_retained_payload_of_each_topic_is_remembered_for_a_reconnect()
     s.publish("bms/p/state", "new", retain=True)
     s.publish("bms/p/cells", "not retained")
     assert {t: i.payload for t, i in s._retained.items()} == {"bms/p/state": b"new"}
+
+
+def test_a_session_shared_by_packs_sends_each_pack_outbox_in_order_on_its_own():
+    s = session()
+    boxes = [Outbox(None, lambda gap, p=p: (f"bms/{p}/events/lost", b"")) for p in "ab"]
+    for p, box in zip("ab", boxes, strict=True):
+        s.use_outbox(box)
+        box.put([(seq, f"bms/{p}/events", f"{p}{seq}".encode()) for seq in (1, 2, 3)])
+    assert s.backlog == 6
+    s._stopping = True
+    broker = Broker()
+
+    async def both() -> None:
+        await asyncio.gather(s._send_kept(broker, 0), s._send_kept(broker, 1))
+    asyncio.run(both())
+    for p in "ab":
+        assert [m for t, m, _ in broker.sent if t == f"bms/{p}/events"] == [
+            f"{p}{seq}".encode() for seq in (1, 2, 3)]
+    assert s.backlog == 0
+
+
+def count_wakes(s: MqttSession) -> list[int]:
+    wakes = [0]
+    s._notify = lambda: wakes.__setitem__(0, wakes[0] + 1)
+    return wakes
+
+
+def test_a_burst_of_publishes_wakes_the_sender_once():
+    s = session()
+    wakes = count_wakes(s)
+    for k in range(5):
+        s.publish("bms/p/cells", f"c{k}")
+    assert wakes == [1] and s.backlog == 5
+
+
+def test_a_batch_session_wakes_the_sender_only_when_flushed_with_something_queued():
+    s = session(wake_on_publish=False)
+    wakes = count_wakes(s)
+    s.flush()
+    assert wakes == [0]
+    for k in range(5):
+        s.publish("bms/p/cells", f"c{k}")
+    assert wakes == [0]
+    s.flush()
+    assert wakes == [1]
+
+
+def test_packs_sharing_a_subscription_each_get_what_its_intake_admits():
+    s = session()
+    got: list[str] = []
+    for p in "abc":
+        s.subscribe("homeassistant/status", lambda t, m, p=p: got.append(p),
+                    Intake(rate_per_s=1.0))
+    s._deliver("homeassistant/status", b"online")
+    s._deliver("homeassistant/status", b"online")  # over the rate: refused for all
+    assert got == ["a", "b", "c"]
