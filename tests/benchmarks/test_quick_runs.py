@@ -247,3 +247,31 @@ def test_can_rates_quick_reports_each_identifiers_rate_and_the_bms_sides_cpu(mul
     sim = out["simulated"]
     assert sim["bms_cpu_s_per_sim_hour"] >= sim["can_link_cpu_s_per_sim_hour"] > 0
     assert sim["frames_per_sim_s"]["0x351"]["fps"] == 1.0 and sim["events"] == []
+
+
+def test_scenario_sweep_quick_reports_both_times_and_that_the_outcomes_agree():
+    out = quick("scenario_sweep.py")
+    assert out["benchmark"] == "scenario_sweep" and out["scenarios"] == 5
+    assert out["serial_s"] > 0 and out["parallel_s"] > 0 and out["ratio"] > 0
+    assert out["identical"] is True and out["passed"] == 5
+    assert isinstance(out["goal_met"], bool)
+
+
+def test_fit_accuracy_quick_reports_the_fit_against_the_truth():
+    case = quick("fit_accuracy.py")["cases"]["na-nfm"]
+    assert abs(case["capacity_error_pct"]) < 1.0
+    assert abs(case["coulombic_efficiency"] - case["coulombic_efficiency_true"]) < 0.003
+    assert all(b["rms_mv"] < 10.0 for b in case["ocv_10_90_pct"].values())
+    assert abs(case["r0_50pct_error_pct"]) < 8.0
+    assert {r["part"] for r in case["residuals"]} == {"fitted", "held-out"}
+
+
+def test_coulombic_efficiency_quick_learns_on_the_second_cycle():
+    out = quick("coulombic_efficiency.py", "--offset-sigma-c", "0.002")
+    assert out["benchmark"] == "coulombic_efficiency"
+    learning, fixed = out["learning"], out["fixed"]
+    assert learning["state"] == fixed["state"] == "RUN"
+    # No earlier anchor of a kind in the first cycle; the second's samples move it down.
+    assert learning["efficiency_by_cycle"][0] == 1.0 == fixed["efficiency_by_cycle"][-1]
+    assert 0.95 <= learning["efficiency_by_cycle"][-1] < 0.98
+    assert 0.0 < learning["rmse_pct"] < 2.0 and 0.0 < fixed["rmse_pct"] < 2.0
