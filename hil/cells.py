@@ -15,7 +15,43 @@ OCV_SLOPE_STEP = 2e-3  # SoC step of the secant that linearises the OCV between 
 ECM_REFRESH_SLOW_STEPS = 10
 
 
-class CellArray:
+class SeriesParallel:
+    """The network every cell model steps through: each cell a source voltage behind its
+    one-tick step resistance, cells in parallel within a group, groups in series. A model
+    sets `parallel`, `r_step_ohm`, `g_step_s`, `group_r_ohm`, `pack_r_ohm` and
+    `coulombic_efficiency`, and keeps `current_sum_a`, `current_sq_sum`, `ticks_since_slow`."""
+
+    def _thevenin(self, e_v: np.ndarray) -> tuple[float, float]:
+        """With each cell's source voltage for the coming tick: the pack's EMF (V) and
+        resistance (ohm) at the terminals, which the charger and the precharge need."""
+        self._e_v = e_v
+        if self.parallel == 1:
+            return float(e_v.sum()), self.pack_r_ohm
+        self._group_norton_a = (e_v * self.g_step_s).sum(axis=1)
+        return float((self._group_norton_a * self.group_r_ohm).sum()), self.pack_r_ohm
+
+    def _flow(self, group_current_a: np.ndarray | float) -> tuple[np.ndarray | float,
+                                                                  np.ndarray]:
+        """Each cell's current for the groups' currents (a number when all groups carry the
+        same), and the groups' terminal voltages; counts the charge each cell stores."""
+        if self.parallel == 1:
+            i = group_current_a if np.isscalar(group_current_a) else group_current_a[:, None]
+            v = self._e_v + self.r_step_ohm * i
+        else:
+            v = ((group_current_a + self._group_norton_a) * self.group_r_ohm)[:, None]
+            i = (v - self._e_v) * self.g_step_s
+        self.current_a = i
+        self.current_sq_sum += i * i
+        self.ticks_since_slow += 1
+        # The efficiency is at most 1: the smaller of i and i * efficiency is what is stored,
+        # for a charge (i > 0) and a discharge alike, in two array operations (a float: the
+        # one current of every cell, numpy's float included).
+        eff = self.coulombic_efficiency
+        self.current_sum_a += min(i, i * eff) if isinstance(i, float) else np.minimum(i, i * eff)
+        return i, v[:, 0]
+
+
+class CellArray(SeriesParallel):
     """The cells' electrochemical state and its time step (no thermal, no sensors)."""
 
     def __init__(
@@ -144,28 +180,11 @@ class CellArray:
         e = self.ocv_v()
         e += self.v_rc[0]
         e += self.v_rc[1]
-        self._e_v = e
-        if self.parallel == 1:
-            return float(e.sum()), self.pack_r_ohm
-        self._group_norton_a = (e * self.g_step_s).sum(axis=1)
-        return float((self._group_norton_a * self.group_r_ohm).sum()), self.pack_r_ohm
+        return self._thevenin(e)
 
     def advance(self, group_current_a: np.ndarray | float) -> np.ndarray:
         """Steps the cells with each series group's current (a number when all groups carry
         the same); returns the groups' terminal voltages."""
-        if self.parallel == 1:
-            i = group_current_a if np.isscalar(group_current_a) else group_current_a[:, None]
-            v = self._e_v + self.r_step_ohm * i
-        else:
-            v = ((group_current_a + self._group_norton_a) * self.group_r_ohm)[:, None]
-            i = (v - self._e_v) * self.g_step_s
-        self.current_a = i
-        self.current_sq_sum += i * i
-        self.ticks_since_slow += 1
+        i, v = self._flow(group_current_a)
         self.v_rc += self.b_rc * i
-        # The efficiency is at most 1: the smaller of i and i * efficiency is what is stored,
-        # for a charge (i > 0) and a discharge alike, in two array operations (a float: the
-        # one current of every cell, numpy's float included).
-        eff = self.coulombic_efficiency
-        self.current_sum_a += min(i, i * eff) if isinstance(i, float) else np.minimum(i, i * eff)
-        return v[:, 0]
+        return v

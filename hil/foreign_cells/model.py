@@ -24,6 +24,7 @@ from bms.data.chemistry import (
     arrhenius_factor,
     separable_ecm,
 )
+from hil.cells import SeriesParallel
 
 OCV_SLOPE_STEP = 2e-3  # SoC step of the secant that linearises the OCV between slow steps
 PARAM_REFRESH_SLOW_STEPS = 10  # resistances and time constants follow SoC and temperature
@@ -87,7 +88,7 @@ class ForeignCellSpec:
         return functools.partial(ForeignCells, self, seed)
 
 
-class ForeignCells:
+class ForeignCells(SeriesParallel):
     """The cells of a `ForeignCellSpec`, vectorised over (n_series, n_parallel).
 
     Linear parts (RC pairs and the diffusion modes) step exactly over a tick for a constant
@@ -101,6 +102,7 @@ class ForeignCells:
                  soc: np.ndarray, capacity_ah: np.ndarray, r_factor: np.ndarray,
                  self_discharge_per_s: np.ndarray, dt_s: float, temperature_c: np.ndarray):
         self.spec = spec
+        self.coulombic_efficiency = spec.coulombic_efficiency
         self.chem = chemistry
         self.dt_s = dt_s
         self.parallel = soc.shape[1]
@@ -258,26 +260,12 @@ class ForeignCells:
         self.x *= self.a
         e = self.ocv_at_slow_v + self.ocv_per_a * self.current_sum_a + (
             self.out * self.x).sum(axis=0)
-        self._e_v = e
-        if self.parallel == 1:
-            return float(e.sum()), self.pack_r_ohm
-        self._group_norton_a = (e * self.g_step_s).sum(axis=1)
-        return float((self._group_norton_a * self.group_r_ohm).sum()), self.pack_r_ohm
+        return self._thevenin(e)
 
     def advance(self, group_current_a: np.ndarray | float) -> np.ndarray:
         """Steps the cells with each series group's current; returns the groups' terminal
         voltages."""
-        if self.parallel == 1:
-            i = group_current_a if np.isscalar(group_current_a) else group_current_a[:, None]
-            v = self._e_v + self.r_step_ohm * i
-        else:
-            v = ((group_current_a + self._group_norton_a) * self.group_r_ohm)[:, None]
-            i = (v - self._e_v) * self.g_step_s
-        self.current_a = i
-        self.current_sq_sum += i * i
-        self.ticks_since_slow += 1
+        i, v = self._flow(group_current_a)
         self.x += self.b * i
-        ce = self.spec.coulombic_efficiency
-        self.current_sum_a += i if ce == 1.0 else np.where(np.asarray(i) > 0.0, ce * i, i)
-        return v[:, 0]
+        return v
 
