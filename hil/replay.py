@@ -10,7 +10,6 @@ import dataclasses
 import math
 import re
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -70,14 +69,8 @@ def read_trace(path: str | Path, chemistry: Chemistry) -> Trace:
     table = read_table(path)
     header = table.header
     problems = Problems(table.source)
-    twice = sorted(name for name, count in Counter(header).items() if count > 1 and name)
-    if twice:
-        problems.add("line 1 (header)", twice[0], "a column name appears more than once")
-    missing = [c for c in ("time_s", "current_a", "v1") if c not in header]
-    if missing:
-        problems.add("line 1 (header)", table.first.text[:80] if table.first else "",
-                     f"missing column(s) {', '.join(missing)}; need time_s, current_a, "
-                     "v1..vN and optionally t1..tM")
+    if not table.check_header(problems, ("time_s", "current_a", "v1"),
+                              "time_s, current_a, v1..vN and optionally t1..tM"):
         problems.raise_if_any()
     v_cols = _numbered_columns(header, "v")
     t_cols = _numbered_columns(header, "t")

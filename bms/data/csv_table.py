@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -89,6 +90,18 @@ class CsvTable:
     header: list[str]
     first: CsvRow | None  # the header row as written; None for an empty file
     rows: list[CsvRow]
+
+    def check_header(self, problems: Problems, required: Sequence[str], need: str) -> bool:
+        """Adds a problem for a column named twice and for missing `required` columns (`need`
+        says what a file needs); True when every required column is there."""
+        twice = sorted(name for name, count in Counter(self.header).items() if count > 1 and name)
+        if twice:
+            problems.add("line 1 (header)", twice[0], "a column name appears more than once")
+        missing = [c for c in required if c not in self.header]
+        if missing:
+            problems.add("line 1 (header)", self.first.text[:80] if self.first else "",
+                         f"missing column(s) {', '.join(missing)}; need {need}")
+        return not missing
 
     def numbers(self, columns: Sequence[int]) -> Numbers:
         """The columns at these header indices as floats, every cell of every row whose field

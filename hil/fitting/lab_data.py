@@ -4,7 +4,6 @@ by its line and column, so that a fit never runs on half a file."""
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,14 +40,8 @@ def read_lab_csv(path: str | Path) -> LabTrace:
     table = read_table(path)
     header = table.header
     problems = Problems(table.source)
-    twice = sorted(name for name, count in Counter(header).items() if count > 1 and name)
-    if twice:
-        problems.add("line 1 (header)", twice[0], "a column name appears more than once")
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        problems.add("line 1 (header)", table.first.text[:80] if table.first else "",
-                     f"missing column(s) {', '.join(missing)}; need "
-                     "time_s,current_a,voltage_v and optionally temp_c")
+    table.check_header(problems, REQUIRED_COLUMNS,
+                       "time_s,current_a,voltage_v and optionally temp_c")
     problems.raise_if_any()
     names = [c for c in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if c in header]
     nums = table.numbers([header.index(c) for c in names])
