@@ -19,7 +19,19 @@ class SeriesParallel:
     """The network every cell model steps through: each cell a source voltage behind its
     one-tick step resistance, cells in parallel within a group, groups in series. A model
     sets `parallel`, `r_step_ohm`, `g_step_s`, `group_r_ohm`, `pack_r_ohm` and
-    `coulombic_efficiency`, and keeps `current_sum_a`, `current_sq_sum`, `ticks_since_slow`."""
+    `coulombic_efficiency`, and keeps `soc_at_slow`, `soc_per_as`, `current_sum_a`,
+    `current_sq_sum`, `ticks_since_slow`."""
+
+    @property
+    def soc(self) -> np.ndarray:
+        """Each cell's state of charge, fraction (what it holds over its capacity; below 0
+        toward 0 V): as at the last slow step, plus what it stored since."""
+        return self.soc_at_slow + self.soc_per_as * self.current_sum_a
+
+    @soc.setter
+    def soc(self, value: np.ndarray) -> None:
+        self.soc_at_slow = np.array(value, dtype=float)
+        self.current_sum_a = 0.0
 
     def _thevenin(self, e_v: np.ndarray) -> tuple[float, float]:
         """With each cell's source voltage for the coming tick: the pack's EMF (V) and
@@ -120,16 +132,6 @@ class CellArray(SeriesParallel):
         self.ocv_at_slow_v = here_v
         self.ocv_per_a = (ahead_v - here_v) / step * self.soc_per_as
         return heat_w
-
-    @property
-    def soc(self) -> np.ndarray:
-        """Each cell's state of charge, fraction (below 0 toward 0 V)."""
-        return self.soc_at_slow + self.soc_per_as * self.current_sum_a
-
-    @soc.setter
-    def soc(self, value: np.ndarray) -> None:
-        self.soc_at_slow = np.array(value, dtype=float)
-        self.current_sum_a = 0.0
 
     def _refresh_ecm(self, temperature_c: np.ndarray) -> None:
         params = self.chem.ecm.lookup(self.soc, temperature_c)  # r0, r1, tau1, r2, tau2

@@ -139,16 +139,6 @@ class ForeignCells(SeriesParallel):
         self._e_v = self.ocv_at_slow_v
 
     @property
-    def soc(self) -> np.ndarray:
-        """Each cell's bulk SoC, fraction (what it holds over its capacity)."""
-        return self.soc_at_slow + self.soc_per_as * self.current_sum_a
-
-    @soc.setter
-    def soc(self, value: np.ndarray) -> None:
-        self.soc_at_slow = np.array(value, dtype=float)
-        self.current_sum_a = 0.0
-
-    @property
     def surface_soc(self) -> np.ndarray:
         """The SoC at the particles' surface, which sets the OCV (the bulk without diffusion):
         the bulk, the simulated modes and the steady lead of those left out."""
