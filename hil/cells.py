@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bms.data.chemistry import BELOW_EMPTY_SOC, Chemistry
+from bms.data.chemistry import BELOW_EMPTY_SOC, Chemistry, OcvCurve
 
 OCV_SLOPE_STEP = 2e-3  # SoC step of the secant that linearises the OCV between slow steps
 # ECM parameters are re-read every this many slow steps: resistance moves by about 1 %
@@ -32,6 +32,31 @@ class SeriesParallel:
     def soc(self, value: np.ndarray) -> None:
         self.soc_at_slow = np.array(value, dtype=float)
         self.current_sum_a = 0.0
+
+    def _short_soc(self) -> np.ndarray:
+        """The SoC whose OCV drives an injected internal short."""
+        return self.soc
+
+    def _leak(self, ocv: OcvCurve, temperature_c: np.ndarray, elapsed_s: float,
+              heat_w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Self-discharge and any injected internal short over `elapsed_s`: SoC falls, and
+        the hysteresis state moves (a leak is a discharge like any other). Returns the SoC
+        moved since the last slow step, and `heat_w` with the short's heat added."""
+        soc = self.soc
+        if self.short_conductance_s.any():
+            ocv_now = ocv.voltage_v(self._short_soc(), self.hysteresis, temperature_c)
+            short_a = self.short_conductance_s * np.maximum(ocv_now, 0.0)
+            heat_w = heat_w + short_a * ocv_now
+            soc -= short_a * elapsed_s / self.capacity_as
+        soc -= self.self_discharge_per_s * elapsed_s
+        soc = np.maximum(soc, -BELOW_EMPTY_SOC)
+        d_soc = soc - self.soc_at_slow
+        direction = np.sign(d_soc)
+        self.hysteresis = direction + (self.hysteresis - direction) * np.exp(
+            -ocv.hysteresis_rate * np.abs(d_soc)
+        )
+        self.soc = soc
+        return d_soc, heat_w
 
     def _thevenin(self, e_v: np.ndarray) -> tuple[float, float]:
         """With each cell's source voltage for the coming tick: the pack's EMF (V) and
@@ -103,29 +128,13 @@ class CellArray(SeriesParallel):
     def slow_step(self, temperature_c: np.ndarray, elapsed_s: float) -> np.ndarray:
         """Hysteresis, leakage, parameters and OCV linearisation, `elapsed_s` after the last
         slow step. Returns the mean heat released in each cell over that interval, W."""
-        heat_w = self._interval_heat_w()
-        soc = self.soc
         ocv = self.chem.ocv
-        if self.short_conductance_s.any():
-            ocv_now = ocv.voltage_v(soc, self.hysteresis, temperature_c)
-            short_a = self.short_conductance_s * np.maximum(ocv_now, 0.0)
-            heat_w = heat_w + short_a * ocv_now
-            soc -= short_a * elapsed_s / self.capacity_as
-        soc -= self.self_discharge_per_s * elapsed_s
-        soc = np.maximum(soc, -BELOW_EMPTY_SOC)
-        # Leakage is a discharge too: it moves the hysteresis state like any other.
-        d_soc = soc - self.soc_at_slow
-        direction = np.sign(d_soc)
-        self.hysteresis = direction + (self.hysteresis - direction) * np.exp(
-            -ocv.hysteresis_rate * np.abs(d_soc)
-        )
-        self.soc = soc
-
+        d_soc, heat_w = self._leak(ocv, temperature_c, elapsed_s, self._interval_heat_w())
         self.slow_steps += 1
         if self.slow_steps % ECM_REFRESH_SLOW_STEPS == 1:
             self._refresh_ecm(temperature_c)
 
-        step = OCV_SLOPE_STEP * np.where(direction < 0, -1.0, 1.0)
+        step = OCV_SLOPE_STEP * np.where(d_soc < 0, -1.0, 1.0)
         here_v, ahead_v = ocv.voltage_v(
             np.stack([self.soc, self.soc + step]), self.hysteresis, temperature_c
         )

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from bms.data.chemistry import (
-    BELOW_EMPTY_SOC,
     CellLimits,
     Chemistry,
     OcvCurve,
@@ -145,6 +144,10 @@ class ForeignCells(SeriesParallel):
         return (self.soc + self.x[:self.n_modes].sum(axis=0)
                 + self.static_lead_per_a * self.current_a)
 
+    def _short_soc(self) -> np.ndarray:
+        """An internal short is driven by the OCV the terminals see: the surface's."""
+        return self.surface_soc
+
     def rest_ocv_v(self) -> np.ndarray:
         """The OCV of the bulk SoC: where the cell's voltage ends after a long enough rest."""
         return self.spec.ocv.voltage_v(self.soc, self.hysteresis, self.temperature_c)
@@ -152,32 +155,19 @@ class ForeignCells(SeriesParallel):
     def slow_step(self, temperature_c: np.ndarray, elapsed_s: float) -> np.ndarray:
         """Hysteresis, leakage, parameters and the OCV's linearisation, `elapsed_s` after the
         last slow step. Returns the mean heat released in each cell over that interval, W."""
-        heat_w = self._interval_heat_w()
         self.temperature_c = np.broadcast_to(temperature_c, self.soc_at_slow.shape)
         ocv = self.spec.ocv
-        soc = self.soc
-        if self.short_conductance_s.any():
-            ocv_now = ocv.voltage_v(self.surface_soc, self.hysteresis, temperature_c)
-            short_a = self.short_conductance_s * np.maximum(ocv_now, 0.0)
-            heat_w = heat_w + short_a * ocv_now
-            soc -= short_a * elapsed_s / self.capacity_as
-        soc -= self.self_discharge_per_s * elapsed_s
-        soc = np.maximum(soc, -BELOW_EMPTY_SOC)
-        d_soc = soc - self.soc_at_slow
-        direction = np.sign(d_soc)
-        self.hysteresis = direction + (self.hysteresis - direction) * np.exp(
-            -ocv.hysteresis_rate * np.abs(d_soc))
+        d_soc, heat_w = self._leak(ocv, temperature_c, elapsed_s, self._interval_heat_w())
         resting = np.abs(d_soc) * 3600.0 <= REST_C * elapsed_s
         self.hysteresis = np.where(
             resting, self.hysteresis * np.exp(-elapsed_s / self.spec.hysteresis_rest_s),
             self.hysteresis)
-        self.soc = soc
         self.slow_steps += 1
         if self.slow_steps % PARAM_REFRESH_SLOW_STEPS == 1:
             self._refresh_params(temperature_c)
 
         surface = self.surface_soc
-        step = OCV_SLOPE_STEP * np.where(direction < 0, -1.0, 1.0)
+        step = OCV_SLOPE_STEP * np.where(d_soc < 0, -1.0, 1.0)
         here_v, ahead_v = ocv.voltage_v(np.stack([surface, surface + step]), self.hysteresis,
                                         temperature_c)
         slope = (ahead_v - here_v) / step  # V per unit SoC at the surface
