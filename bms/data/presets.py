@@ -6,13 +6,13 @@ Why and how: docs/internals.md, bms/data/presets.py.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 
 from bms.data.chemistry import (
     GENERIC_AGING,
-    AgingParams,
     CellLimits,
     Chemistry,
     OcvCurve,
@@ -177,17 +177,13 @@ NA_NVPF = full_at_charge_voltage(Chemistry(
     # ASSUMPTIONS: NVPF / hard-carbon 18650s are reported to keep 80 % after 4,000+ cycles
     # (a more stable cathode than layered oxide), so 4 %/1,000 cycles; a slightly slower
     # calendar fade (2 %/sqrt(year)) and resistance growth; the rest as GENERIC_AGING.
-    aging=AgingParams(
+    aging=dataclasses.replace(
+        GENERIC_AGING,
         calendar_capacity_pct_per_sqrt_year=2.0,
         calendar_resistance_pct_per_sqrt_year=3.0,
         cycle_capacity_pct_per_kcycle=4.0,
         cycle_resistance_pct_per_kcycle=6.0,
-        activation_j_per_mol=50e3,
-        high_soc_factor=2.0,
-        low_soc_factor=0.6,
-        cold_activation_j_per_mol=30e3,
         c_rate_factor_per_c=0.2,
-        spread_rel=0.15,
     ),
 ))
 
