@@ -14,6 +14,7 @@ import pytest
 from hypothesis import settings
 
 from tests.support.mqtt_broker import Broker, require_mosquitto
+from tests.support.processes import Proc, stop_left_running
 
 # Property tests in `make test` and CI draw the same examples every run (derandomize: the
 # seed comes from each test's name), so a run can fail only on a change, never by chance.
@@ -40,6 +41,15 @@ def multicast_alone() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_running() -> Iterator[None]:
+    """A test that fails before it stops its `bms-emu` processes does not leave them
+    running into the next tests (a module's fixtures, set up before this one, keep theirs)."""
+    kept = set(Proc.running)
+    yield
+    stop_left_running(kept)
 
 
 @pytest.fixture(autouse=True, scope="session")

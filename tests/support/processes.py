@@ -32,9 +32,12 @@ def wait_until(predicate: Callable[[], object], timeout_s: float, what: str,
 class Proc:
     """A `bms-emu` subprocess whose output (stdout and stderr) is collected as it comes."""
 
+    running: set[Proc] = set()  # not yet stopped: `stop_left_running` ends them
+
     def __init__(self, *args: str):
         self.popen = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE,
                                       stderr=subprocess.STDOUT, text=True)
+        Proc.running.add(self)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)
         self._reader.start()
@@ -66,3 +69,12 @@ class Proc:
                 self.popen.kill()
                 self.popen.wait()
         self._reader.join(5)
+        Proc.running.discard(self)
+
+
+def stop_left_running(kept: set[Proc]) -> None:
+    """Stops every `Proc` a test left running but those in `kept` (a module's fixtures'):
+    a test that failed before its own stop must not leave a `serve` behind, which keeps
+    reopening its pty by path and answers on a later test's pty."""
+    for proc in list(Proc.running - kept):
+        proc.stop()
