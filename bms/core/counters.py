@@ -52,15 +52,21 @@ class Counters:
     def see(self, cell_v_min: float, cell_v_max: float, temp_c_min: float, temp_c_max: float,
             current_a: float) -> None:
         """Widens the extremes by one step's trusted readings (a NaN widens nothing)."""
+        # Called every step and most steps widen nothing: compared first, stored (as a
+        # float) only when wider; the same result as max() and min(), a NaN widening nothing.
         x = self.extremes
-        cell_v_min, cell_v_max, temp_c_min, temp_c_max, current_a = map(
-            float, (cell_v_min, cell_v_max, temp_c_min, temp_c_max, current_a))
-        x["cell_v_max"] = max(x["cell_v_max"], cell_v_max)
-        x["cell_v_min"] = min(x["cell_v_min"], cell_v_min)
-        x["temp_c_max"] = max(x["temp_c_max"], temp_c_max)
-        x["temp_c_min"] = min(x["temp_c_min"], temp_c_min)
-        x["current_a_max"] = max(x["current_a_max"], current_a)
-        x["current_a_min"] = min(x["current_a_min"], current_a)
+        if cell_v_max > x["cell_v_max"]:
+            x["cell_v_max"] = float(cell_v_max)
+        if cell_v_min < x["cell_v_min"]:
+            x["cell_v_min"] = float(cell_v_min)
+        if temp_c_max > x["temp_c_max"]:
+            x["temp_c_max"] = float(temp_c_max)
+        if temp_c_min < x["temp_c_min"]:
+            x["temp_c_min"] = float(temp_c_min)
+        if current_a > x["current_a_max"]:
+            x["current_a_max"] = float(current_a)
+        if current_a < x["current_a_min"]:
+            x["current_a_min"] = float(current_a)
 
     def cycles(self, capacity_ah: float) -> float:
         """Equivalent full cycles: the charge taken out over the pack's nominal capacity."""

@@ -296,7 +296,7 @@ class Estimator:
                                       np.minimum(sigma, STORED_SOC_SIGMA)))
         self.filter = SocFilter(self.chem, soc, sigma, self.noise)
         self._ecm(t, now_s)
-        self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.x[:, 3], t)[0]
+        self.filter.ocv_v = self.chem.ocv.with_slope(soc, self.filter.by_state[HYST], t)[0]
         self._read_rest_soc(v, finite, i_a, t, r[0])
         self._publish(m, t)
 
@@ -421,11 +421,11 @@ class Estimator:
             return
         f, cfg = self.filter, self.cfg
         ir_v = r0_ohm * i_a
-        rc_v = f.x[:, V1] + f.x[:, V2]
+        rc_v = f.by_state[V1] + f.by_state[V2]
         soc, slope = self.chem.ocv.soc_on_branch(np.where(valid, v - ir_v - rc_v, 0.0),
-                                                 f.x[:, HYST], t)
+                                                 f.by_state[HYST], t)
         doubt_v = math.hypot(cfg.voltage_noise_v, cfg.model_error_v) + self.noise.model_dynamic * (
-            np.abs(ir_v) + np.abs(f.x[:, V1]) + np.abs(f.x[:, V2]))
+            np.abs(ir_v) + np.abs(f.by_state[V1]) + np.abs(f.by_state[V2]))
         sigma = doubt_v / np.maximum(slope, 1e-6)
         self._rest_soc = np.where(valid, soc, np.nan)
         self._rest_soc_sigma = np.where(valid, sigma, np.inf)
@@ -440,8 +440,8 @@ class Estimator:
         `new_epoch`: a reset other than a repeat within one rest, which moves cells by
         their coulomb count's error (the internal-short check starts over)."""
         f = self.filter
-        ocv_v = v - r0_ohm * i_a - f.x[:, V1] - f.x[:, V2]
-        hyst = f.x[:, 3] if branch is None else np.full(self.n, branch)
+        ocv_v = v - r0_ohm * i_a - f.by_state[V1] - f.by_state[V2]
+        hyst = f.by_state[HYST] if branch is None else np.full(self.n, branch)
         soc, slope = self.chem.ocv.soc_on_branch(np.where(valid, ocv_v, 0.0), hyst, t)
         trusted = valid & (slope >= self.trusted_slope)
         sigma = math.hypot(self.cfg.voltage_noise_v, self.cfg.model_error_v) / np.maximum(

@@ -230,6 +230,8 @@ class Firmware:
         self._last_v: np.ndarray | None = None  # last cell readings, to spot a stuck one
         self._last_v_s = 0.0  # when they were read
         self._stuck_s = np.zeros(n_series)  # how long each has repeated while the pack moved
+        self._none_stuck = True  # every one of `_stuck_s` is 0.0 (see `_count_repeats`)
+        self._change_means_v = (0.0, 0.0)  # bounds on `_mean_at_change_v` (`_may_count`)
         self._mean_at_change_v = np.zeros(n_series)  # the mean reading when each last changed
         self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
         self._temp_key: tuple | None = None  # the readings `_temp_figures` were worked from
@@ -369,14 +371,13 @@ class Firmware:
         self.temp_window_c = temperature_window_c(cfg, self.chem)
         # While one of these is over its threshold or raised, the readings are in doubt and
         # the pack sensor's ratio to the cells is not learnt (`_quantities`).
-        self._voltage_sensor_rows = [i for i, r in enumerate(cfg.protection)
-                                     if r.fault == "VOLTAGE_SENSOR_FAULT"]
+        self._voltage_sensor_rows = tuple(i for i, r in enumerate(cfg.protection)
+                                          if r.fault == "VOLTAGE_SENSOR_FAULT")
         # The rows on the charge temperatures, by quantity (see `_quantities`): a few
         # indices, looked up one by one faster than an array mask is applied.
-        self._charge_temp_rows = {
-            quantity: tuple(i for i, r in enumerate(self.protection.rows)
-                            if r.quantity == quantity)
-            for quantity in ("charge_temp_max", "charge_temp_min")}
+        self._charge_temp_max_rows, self._charge_temp_min_rows = (
+            tuple(i for i, r in enumerate(self.protection.rows) if r.quantity == quantity)
+            for quantity in ("charge_temp_max", "charge_temp_min"))
         # Leaving storage and ending a recovery charge need each under-voltage FAULT row's
         # quantity past its release; the cell row is the one a failed recovery latches again.
         uv_rows = [r for r in cfg.protection if r.fault in UNDERVOLTAGE and r.level == Level.FAULT]
@@ -523,11 +524,9 @@ class Firmware:
         # the neutral one as the charger pauses, it would clear, and trip again as the
         # charger resumes.
         charging = i_a > self.cfg.rest_current_a
-        active, rows = self.protection.active, self._charge_temp_rows
-        charge_t = (t_max if charging or any(active[i] for i in rows["charge_temp_max"])
-                    else neutral,
-                    t_min if charging or any(active[i] for i in rows["charge_temp_min"])
-                    else neutral)
+        raised = self.protection.any_row_active
+        charge_t = (t_max if charging or raised(self._charge_temp_max_rows) else neutral,
+                    t_min if charging or raised(self._charge_temp_min_rows) else neutral)
         idle_a = 0.0 if m.contactors.main_closed or m.contactors.precharge else abs(i_a)
         # From the AFE's open-wire test where the source runs it, else (fallback) from the
         # readings. Bleeding shifts the readings of a cell and its neighbours in opposite
@@ -536,8 +535,8 @@ class Firmware:
         clean = not self._bleeding and (m.balancing is None or not m.balancing.any())
         open_wire_v = self.open_wire.update(v, m.open_wire_test_v, clean,
                                             self._open_wire_spread_v, self.cfg.open_wire)
-        self._count_repeats(v, v_sum / v.size)  # the mean as v.mean() gives it, bit for bit
-        stuck_s = math.inf if unreadable else float(self._stuck_s.max())
+        longest_s = self._count_repeats(v, v_sum / v.size)  # the mean as v.mean() gives it
+        stuck_s = math.inf if unreadable else longest_s
         # The SoC estimates of the step before: this step's come after protection. A
         # suspected internal short latches: the fall is held until a clear request.
         if self._clearing:
@@ -594,7 +593,7 @@ class Firmware:
         The temperatures are sampled far less often than the cells are (once a second in the
         simulated pack, every tick in the cell readings): the figures of a sample are kept
         and reused while the readings repeat to the bit, which gives them again exactly."""
-        key = (t.dtype.str, t.shape, t.tobytes())
+        key = (t.dtype, t.shape, t.tobytes())  # the dtype itself: `.str` builds a string
         if key == self._temp_key:
             return self._temp_figures
         lo, hi = TEMP_PLAUSIBLE_C
@@ -623,28 +622,52 @@ class Firmware:
         self._temp_key, self._temp_figures = key, (t_reading, t_max, t_min)
         return self._temp_figures
 
-    def _count_repeats(self, v: np.ndarray, mean_v: float) -> None:
-        """How long each reading has repeated to the bit while the pack moved. At rest, or
-        held at constant voltage, readings that do not move are right, and noise smaller
-        than the converter's step leaves some readings unchanged for hours: time counts for
-        a reading only once the pack's mean reading has moved `STUCK_PACK_MOVE_V` since it
-        last changed, so a reading is stuck when it stands still while the pack does not."""
+    def _count_repeats(self, v: np.ndarray, mean_v: float) -> float:
+        """How long each reading has repeated to the bit while the pack moved; returns the
+        longest, s (infinite for an unreadable cell). At rest, or held at constant voltage,
+        readings that do not move are right, and noise smaller than the converter's step
+        leaves some readings unchanged for hours: time counts for a reading only once the
+        pack's mean reading has moved `STUCK_PACK_MOVE_V` since it last changed, so a reading
+        is stuck when it stands still while the pack does not."""
         if not math.isfinite(mean_v):  # an unreadable cell: the sensor rows deal with it
             self._last_v = None
-            return
+            return math.inf
         if self._last_v is None or self._last_v.shape != v.shape:
             self._stuck_s = np.zeros(v.shape)
             self._mean_at_change_v = np.full(v.shape, mean_v)
+            self._change_means_v = (mean_v, mean_v)
+            self._none_stuck = True  # every count is exactly 0.0
         else:
             # In place, with `where=` masks rather than np.where: both arrays are the
             # firmware's own, and the masked forms skip a temporary and a scalar broadcast.
             changed = v != self._last_v
             np.copyto(self._mean_at_change_v, mean_v, where=changed)
-            should_move = np.abs(self._mean_at_change_v - mean_v) > STUCK_PACK_MOVE_V
-            dt_s = self.last_s - self._last_v_s
-            np.add(self._stuck_s, dt_s, out=self._stuck_s, where=should_move)
-            np.copyto(self._stuck_s, 0.0, where=changed)  # a reading that changed starts again
+            # Most steps no reading counts and none has: the counts stay 0.0, and the
+            # passes that count, restart and find the longest would change nothing.
+            # (`_may_count` first: it keeps its bounds every step.)
+            if self._may_count(mean_v) or not self._none_stuck:
+                should_move = np.abs(self._mean_at_change_v - mean_v) > STUCK_PACK_MOVE_V
+                dt_s = self.last_s - self._last_v_s
+                np.add(self._stuck_s, dt_s, out=self._stuck_s, where=should_move)
+                np.copyto(self._stuck_s, 0.0, where=changed)  # a changed reading starts again
+                self._none_stuck = not self._stuck_s.any()
         self._last_v, self._last_v_s = v, self.last_s
+        return 0.0 if self._none_stuck else float(self._stuck_s.max())
+
+    def _may_count(self, mean_v: float) -> bool:
+        """Whether a reading's time may count this step: the mean has moved
+        STUCK_PACK_MOVE_V from the lowest or the highest of the means at the readings' last
+        changes. Exact: |x - mean| rounds in the order of x on either side of the mean, so
+        no x between those two is further than both. They are bounds kept without a pass
+        over the cells (this step's changes stored `mean_v`, so they only widen to it), made
+        exact (two passes) only when they leave the answer open."""
+        lo_v, hi_v = self._change_means_v
+        lo_v, hi_v = min(lo_v, mean_v), max(hi_v, mean_v)
+        if hi_v - mean_v > STUCK_PACK_MOVE_V or mean_v - lo_v > STUCK_PACK_MOVE_V:
+            lo_v = float(self._mean_at_change_v.min())
+            hi_v = float(self._mean_at_change_v.max())
+        self._change_means_v = (lo_v, hi_v)
+        return hi_v - mean_v > STUCK_PACK_MOVE_V or mean_v - lo_v > STUCK_PACK_MOVE_V
 
     def _figure(self, quantity: str) -> float:
         """This step's figure of one quantity."""

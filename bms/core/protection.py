@@ -43,11 +43,11 @@ class Protection:
         self.quantity_index = np.array([QUANTITY_INDEX[r.quantity] for r in rows], dtype=np.intp)
         # Flip "below" rows so that every condition reads `value * sign > threshold * sign`.
         self.sign = np.array([1.0 if r.above else -1.0 for r in rows])
+        self.enabled = np.ones(n, dtype=bool)
         self._tune(rows)
         self.latching = [r.level == Level.FAULT for r in rows]
         self.bits = np.array([1 << FAULT_CODES[r.fault] for r in rows], dtype=np.int64)
         self.active = np.zeros(n, dtype=bool)
-        self.enabled = np.ones(n, dtype=bool)
         self.over_since_s: dict[int, float] = {}  # rows over their threshold, since when
         self.safe_since_s: dict[int, float] = {}  # active rows back past release, since when
         self.value = np.zeros(n)  # each row's quantity at the last step, sign-flipped
@@ -61,6 +61,12 @@ class Protection:
         self.safe_below = [r.release * (1.0 if r.above else -1.0) for r in rows]
         self.debounce_s = [r.debounce_s - TIME_EPS_S for r in rows]
         self.release_s = [r.release_s - TIME_EPS_S for r in rows]
+        self._trip_if_enabled()
+
+    def _trip_if_enabled(self) -> None:
+        """Each row's trip point, +inf for a row turned off: nothing is over +inf (a NaN
+        and +inf included), so `evaluate` needs no separate mask for the rows that are off."""
+        self._enabled_trip_at = np.where(self.enabled, self.trip_at, np.inf)
 
     def retune(self, rows: tuple[ProtectionRow, ...]) -> None:
         """New numbers for the same rows (a configuration change at run time). Each row's
@@ -91,14 +97,12 @@ class Protection:
         value = quantities[self.quantity_index]
         value *= self.sign
         self.value = value
-        over = value > self.trip_at
-        over &= self.enabled
+        over = value > self._enabled_trip_at
         hot = (over | self.active).nonzero()[0]  # flatnonzero, without its two wrappers
         if not hot.size and not self.over_since_s:
             return []
         changes: list[Change] = []
-        for i in set(hot.tolist()) | set(self.over_since_s):
-            i = int(i)
+        for i in set(hot.tolist()) | set(self.over_since_s):  # Python ints
             if over[i]:
                 start_s = self.over_since_s.setdefault(i, now_s)
                 if not self.active[i] and now_s - start_s >= self.debounce_s[i]:
@@ -135,9 +139,19 @@ class Protection:
         """A FAULT row is over its threshold, tripped or not: no time to close contactors."""
         return any(self.latching[i] for i in self.over_since_s)
 
-    def over_or_active(self, rows: list[int]) -> bool:
+    def over_or_active(self, rows: tuple[int, ...]) -> bool:
         """One of these rows is over its threshold (debouncing) or raised."""
-        return any(self.active[i] or i in self.over_since_s for i in rows)
+        for i in rows:  # noqa: SIM110 - every step, for a few rows: any(generator) costs more
+            if self.active[i] or i in self.over_since_s:
+                return True
+        return False
+
+    def any_row_active(self, rows: tuple[int, ...]) -> bool:
+        """One of these rows is raised."""
+        for i in rows:  # noqa: SIM110 - as in `over_or_active`
+            if self.active[i]:
+                return True
+        return False
 
     def held_rows(self) -> list[int]:
         """The FAULT rows raised whose quantity was not back past its release at the last
@@ -176,5 +190,6 @@ class Protection:
                     self.active[i] = False
                     self.over_since_s.pop(i, None)
                     self.safe_since_s.pop(i, None)
+        self._trip_if_enabled()
         self._summarise()
         return changes

@@ -119,7 +119,9 @@ class OcvCurve:
         """OCV, its slope dOCV/dSoC (V per unit SoC) and the half hysteresis gap, per cell:
         what a filter needs each run, in a few array operations."""
         start, mid0, half0, mid_slope, half_slope = self._segments
-        k = np.clip(np.searchsorted(start, soc, side="right") - 1, 0, start.size - 1)
+        # Clipped by minimum and maximum: np.clip on integers looks up their range each call.
+        k = np.minimum(np.maximum(np.searchsorted(start, soc, side="right") - 1, 0),
+                       start.size - 1)
         ds = soc - start[k]
         half = half0[k] + half_slope[k] * ds
         slope = mid_slope[k] + hysteresis * half_slope[k]
