@@ -29,11 +29,16 @@ from bms.links.mqtt.session import MqttSession
 from bms_emu import run_cmd
 from bms_emu.cli_errors import input_error_text
 from bms_emu.lifetime import StopRequest, stop_requests
-from bms_emu.mqtt_args import broker
+from bms_emu.mqtt_links import broker
 from hil.batch import run_batch, stagger
 from hil.runner import PackRun, RunResult
 
 QUEUE_PER_PACK = 2000  # the session's queue, as a pack's own session has it
+# The packs' clocks start once the session is up and has sent what it queued on connecting
+# (`MqttSession.wait_idle`), or after this long without: their first messages wait neither
+# for the connection nor behind the packs' discovery messages (a second of latency as the
+# fleet starts); a batch without a broker still runs.
+CONNECT_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -81,8 +86,8 @@ def _build(args, slot: Slot, session: MqttSession | None) -> run_cmd.Built | Non
 
 def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: str) -> int:
     """Builds, runs and reports every pack; 0, or 1 if any pack failed (its slot says how).
-    The packs start staggered over the longer telemetry period, so they do not all
-    publish in the same tick."""
+    The packs start once the session is idle (CONNECT_WAIT_S), staggered over the longer
+    telemetry period, so they do not all publish in the same tick."""
     args = [run_parser.parse_args(slot.argv) for slot in slots]
     first = args[0]
     session = shared_session(first, name, len(slots)) if first.mqtt is not None else None
@@ -102,7 +107,9 @@ def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: 
                            run_cmd.after_step(b.bridge, b.keeper, b.can))
                 for j, b in built.items()}
         try:
-            with stop_requests() as stop:
+            with stop_requests() as stop:  # also while the session comes up
+                if session is not None:
+                    session.wait_idle(CONNECT_WAIT_S, stop)
                 results, failed = run_batch(list(runs.values()), ticks, some.options.tick_s,
                                             some.options.speed, stop,
                                             session.flush if session is not None else None)

@@ -3,11 +3,15 @@ frame set, checked before anything runs."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bms.data.validation import Problems
 from bms.host.device import Device
 from bms.links.can.bus_spec import FORMS, parse_bus_spec
 from bms.links.can.frame_sets import DEFAULT, NAMES, SPECS, frame_set
-from bms.links.can.link import CanLink
+
+if TYPE_CHECKING:
+    from bms.links.can.link import CanLink
 
 
 def add_can_arguments(p) -> None:
@@ -29,4 +33,7 @@ def can_links(args, device: Device) -> list[CanLink]:
     """The link --can asks for (checked already), if any."""
     if args.can is None:
         return []
+    # here, not at the top: python-can and cantools only with --can (start-up time)
+    from bms.links.can.link import CanLink
+
     return [CanLink(parse_bus_spec(args.can), frame_set(args.can_protocol), device)]

@@ -10,7 +10,7 @@ from bms.links.can.frame_sets import NAMES, SPECS, dbc_text
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "can-dbc", help="print the DBC file of a CAN frame set",
+        "can-dbc",
         description="Print the DBC file of a CAN frame set (docs/can.md): "
         + "; ".join(f"{name}: {spec.summary}" for name, spec in SPECS.items())
         + ". `bms-emu can-dbc pylon-lv > pylon_lv.dbc` loads in any DBC tool.")

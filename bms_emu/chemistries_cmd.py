@@ -12,7 +12,7 @@ from bms.data.presets import PRESETS, resolve_chemistry
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("chemistries", help="list the sodium-ion chemistry presets",
+    p = sub.add_parser("chemistries",
                        description="List the built-in chemistry presets (or describe a cell "
                        "profile file) with their voltage, temperature and current windows "
                        "and their coulombic efficiency.")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from bms.data.validation import InputError
 
+EXIT_NO_LINK = 4  # a command that needs a link (serial, MQTT, CAN) could not open it
+
 
 def input_error_text(command: str, exc: InputError) -> str:
     """`bms-emu COMMAND: error: ...`; a problem list whose source is the command itself (its

@@ -10,7 +10,7 @@ from bms.data.validation import Problems
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "config", help="print the default firmware configuration, or check a file",
+        "config",
         description="Print the firmware configuration defaults for a pack as TOML (every key "
         "with its unit and meaning), or check a configuration file against a pack. A file may "
         "set any subset of the keys; `bms-emu run --config FILE` uses it. Pack voltage and "

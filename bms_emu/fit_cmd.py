@@ -11,8 +11,7 @@ from bms_emu.output_paths import check_output_path
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "fit", help="fit a cell profile TOML to lab data (OCV, R0 + RC pairs, capacity, "
-        "coulombic efficiency)",
+        "fit",
         description="Fit a cell profile to lab files of one cell (CSV time_s,current_a,"
         "voltage_v[,temp_c], positive = charging): the OCV's charge and discharge branches "
         "from C/20 runs (or long rests), R0 and two RC pairs by SoC (and temperature, given "

@@ -56,7 +56,6 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "fleet", parents=[run_parser], conflict_handler="resolve",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        help="run N simulated packs publishing to one MQTT broker",
         description="Run N simulated sodium-ion packs in processes forked from the fleet, "
         "each holding one pack (as `bms-emu run`) or a batch of packs stepped on one clock "
         "with one MQTT session (--packs-per-process), publishing "

@@ -15,8 +15,8 @@ from bms.data.validation import Problems
 from bms.host.periodic import Periodic
 from bms.links.can.bus_spec import parse_bus_spec
 from bms.links.can.frame_sets import DEFAULT, NAMES, frame_set
+from bms_emu.cli_errors import EXIT_NO_LINK
 from bms_emu.lifetime import stop_requests
-from bms_emu.query_cmd import EXIT_NO_LINK
 from bms_emu.serve_cmd import add_duration_argument
 from hil.inverter_node import InverterLink, InverterNode
 from hil.ups_duty import parse_duty
@@ -27,7 +27,7 @@ WAIT_SLICE_S = 0.1  # a stop request is seen within this
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "inverter", help="run a simulated UPS inverter/charger against `serve --can`",
+        "inverter",
         description="Run a simulated UPS inverter/charger on a CAN bus, in real time: it "
         "decodes the battery's frames with the frame set's DBC, sends the inverter's "
         "keep-alive, charges CC-CV to the CVL at up to the CCL while the mains is up, "

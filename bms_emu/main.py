@@ -5,39 +5,61 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Collection, Sequence
+from importlib import import_module
 
 from bms import __version__
 from bms.data.validation import InputError
-from bms_emu import (
-    can_dbc_cmd,
-    chemistries_cmd,
-    config_cmd,
-    fit_cmd,
-    fleet_cmd,
-    inverter_cmd,
-    modbus_map_cmd,
-    monitor_cmd,
-    nvm_cmd,
-    plot_cmd,
-    pty_cmd,
-    query_cmd,
-    replay_cmd,
-    rig_cmd,
-    run_cmd,
-    scenario_cmd,
-    serve_cmd,
-    spec_cmd,
-)
 from bms_emu.cli_errors import input_error_text
 
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command Ctrl-C ended
 
-SUBCOMMANDS = (run_cmd, replay_cmd, serve_cmd, rig_cmd, pty_cmd, config_cmd, chemistries_cmd,
-               plot_cmd, spec_cmd, query_cmd, monitor_cmd, fleet_cmd, nvm_cmd,
-               scenario_cmd, can_dbc_cmd, modbus_map_cmd, inverter_cmd, fit_cmd)
+# The commands, in the order the help lists them: the module that adds each one's options
+# and handler, and its line in `bms-emu --help` (the module's parser gets it from here).
+# A command's module is imported only when that command runs or its options are asked
+# for: between them they pull in python-can, cantools, aiomqtt, pymodbus and rich, and
+# every `bms-emu` process would pay for all of them (start-up time).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("run_cmd", "run the firmware against a simulated pack (headless)"),
+    "replay": ("replay_cmd",
+               "run the firmware on recorded measurements (software in the loop)"),
+    "serve": ("serve_cmd",
+              "run the firmware in real time and serve the protocol on a serial port"),
+    "rig": ("rig_cmd",
+            "run the simulated pack as a rig driving `serve --hil` on a serial port"),
+    "pty": ("pty_cmd", "create a linked pair of pseudo-terminals and relay between them"),
+    "config": ("config_cmd", "print the default firmware configuration, or check a file"),
+    "chemistries": ("chemistries_cmd", "list the sodium-ion chemistry presets"),
+    "plot": ("plot_cmd", "draw a recorded run as a multi-panel PNG"),
+    "spec": ("spec_cmd", "print the binary protocol reference as Markdown"),
+    "query": ("query_cmd",
+              "ask a running emulator for status, cells, faults, config; set, command"),
+    "monitor": ("monitor_cmd", "live view of a running emulator: state, cells, faults, link"),
+    "fleet": ("fleet_cmd", "run N simulated packs publishing to one MQTT broker"),
+    "nvm": ("nvm_cmd", "show, export or reset a persistent store"),
+    "scenario": ("scenario_cmd", "run scripted scenarios (TOML) and report pass / fail"),
+    "can-dbc": ("can_dbc_cmd", "print the DBC file of a CAN frame set"),
+    "modbus-map": ("modbus_map_cmd", "print the Modbus (SunSpec) map reference as Markdown"),
+    "inverter": ("inverter_cmd", "run a simulated UPS inverter/charger against `serve --can`"),
+    "fit": ("fit_cmd", "fit a cell profile TOML to lab data (OCV, R0 + RC pairs, capacity, "
+            "coulombic efficiency)"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+class _CommandHelp:
+    """The subparsers action as a command's module sees it: the parser it adds gets the
+    command's help line from COMMANDS, so the line is written once."""
+
+    def __init__(self, sub: argparse._SubParsersAction) -> None:
+        self._sub = sub
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        return self._sub.add_parser(name, help=COMMANDS[name][1], **kwargs)
+
+
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of `bms-emu`. Only `commands` (default: all) get their options, their
+    modules imported; the others are a name and a help line, as the top-level help shows."""
     parser = argparse.ArgumentParser(
         prog="bms-emu",
         description="Sodium-ion battery management system firmware emulator. "
@@ -45,13 +67,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"bms-emu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in SUBCOMMANDS:
-        module.add_parser(sub)
+    for name, (module, help_line) in COMMANDS.items():
+        if commands is None or name in commands:
+            import_module(f"bms_emu.{module}").add_parser(_CommandHelp(sub))
+        else:
+            sub.add_parser(name, help=help_line)
     return parser
 
 
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command `argv` names: its first word that is not an option (the options before
+    the command, --help and --version, take no value)."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = command_in(argv)
+    parser = build_parser(() if command is None else (command,))
     args = parser.parse_args(argv)
     try:
         return args.handler(args) or 0

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from bms.data.validation import InputError, Problems
 from bms.host.device import Device
 from bms.host.policy import parse_policy
 from bms.links.modbus.address import FORMS, parse_address
 from bms.links.modbus.pack_view import nameplate_of
-from bms.links.modbus.server import ModbusLink
 from bms.links.modbus.sunspec_points import WRITABLE_COMMANDS
+
+if TYPE_CHECKING:
+    from bms.links.modbus.server import ModbusLink
 
 UNIT_RANGE = (1, 247)  # a Modbus serial line's unit addresses
 DEFAULT_UNIT = 1
@@ -57,6 +61,9 @@ def modbus_links(args, device: Device, cells_per_temp_sensor: int) -> list[Modbu
     """The Modbus link `--modbus` asks for, if any (the options checked already)."""
     if args.modbus is None:
         return []
+    # here, not at the top: pymodbus only with --modbus (start-up time)
+    from bms.links.modbus.server import ModbusLink
+
     policy = parse_policy(args.modbus_commands, SOURCE)
     plate = nameplate_of(device, args.pack_id, args.modbus_unit, cells_per_temp_sensor,
                          remote_control=policy.enabled("state"))

@@ -18,7 +18,7 @@ CELLS_PER_TEMP_SENSOR = 4  # `serve`'s default
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "modbus-map", help="print the Modbus (SunSpec) map reference as Markdown",
+        "modbus-map",
         description="Print the reference of what `serve --modbus` serves - every SunSpec "
         "point's address, type, scale factor and value, the writes, exceptions, state and "
         "alarm tables - as Markdown, generated from the definitions: "

@@ -305,7 +305,7 @@ async def cell_window(client: Client, timeout_s: float) -> tuple[float, float] |
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "monitor", help="live view of a running emulator: state, cells, faults, link",
+        "monitor",
         description="A live terminal view of a device speaking the bms-emu protocol: state, "
         "contactors, pack voltage and current (positive = charging), SoC and SoH, current "
         "limits, remaining energy and runtime, one bar per cell (balancing cells marked), "

@@ -1,23 +1,26 @@
-"""The MQTT options of `run`, `serve`, `rig`, `query` and `monitor`, and the one place they
-become a broker session, a protocol link over MQTT and the emulator's MQTT bridge."""
+"""The MQTT options of `run`, `serve`, `rig`, `query` and `monitor`: added and checked
+without importing aiomqtt and paho; `bms_emu.mqtt_links` makes them a session, a protocol
+link and the bridge when a command is given --mqtt (start-up time)."""
 
 from __future__ import annotations
 
 import re
-import secrets
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bms.data.validation import Problems
-from bms.host.device import Device
 from bms.host.policy import COMMANDS, parse_policy
-from bms.links.mqtt.bridge import MqttBridge, MqttOptions, availability, pack_topic
+from bms.links.mqtt.defaults import (
+    COMMAND_RATE_PER_S,
+    MAX_MESSAGE_BYTES,
+    MIN_FRAME_RATE_PER_S,
+    PASSWORD_ENV,
+)
 from bms.links.mqtt.inbound import DEFAULT_MAX_MESSAGE_BYTES
-from bms.links.mqtt.link import MAX_MESSAGE_BYTES, MIN_FRAME_RATE_PER_S, mqtt_link
-from bms.links.mqtt.session import PASSWORD_ENV, MqttSession, parse_broker
-from bms.links.serial_link import LinkFactory
-from bms.store.nvm import NvmStore
-from bms.store.outbox import StoredOutbox
+
+if TYPE_CHECKING:
+    from bms.links.serial_link import LinkFactory
 
 PACK_ID = re.compile(r"[A-Za-z0-9_.-]+")
 
@@ -45,7 +48,7 @@ def add_mqtt_arguments(p, device: bool, protocol: bool = False) -> None:
                    metavar="N", help="the largest MQTT message taken; a bigger one is dropped "
                    "unread and counted (default: %(default)s; give the broker a matching "
                    "message_size_limit)")
-    p.add_argument("--mqtt-command-rate", type=float, default=MqttOptions.command_rate_per_s,
+    p.add_argument("--mqtt-command-rate", type=float, default=COMMAND_RATE_PER_S,
                    metavar="PER_S", help="messages a second taken on each cmd/<name> topic; "
                    "the rest are dropped unread and counted (default: %(default)s)")
     if protocol:
@@ -91,37 +94,6 @@ def check_mqtt_arguments(args, problems: Problems, serial: str | None = None) ->
         problems.take(parse_policy, args.mqtt_commands)
 
 
-def broker(args):
-    return parse_broker(args.mqtt, args.mqtt_ca, args.mqtt_cert, args.mqtt_key)
-
-
-def device_session(args) -> MqttSession:
-    """The emulator's session: its will says `offline` when it dies."""
-    b = broker(args)
-    will, online = availability(b.prefix, args.pack_id)
-    return MqttSession(b, f"bms-emu-{args.pack_id}", will=will, online=online,
-                       max_message_bytes=args.mqtt_max_bytes)
-
-
-def device_bridge(args, session: MqttSession, device: Device,
-                  store: NvmStore | None) -> MqttBridge:
-    """`store`: the pack's, where fault events wait for the broker (None: in memory)."""
-    options = MqttOptions(args.state_period, args.arrays_period, args.ha_discovery,
-                          parse_policy(args.mqtt_commands,
-                                       param_names=[p.name for p in device.params]),
-                          args.mqtt_command_rate)
-    return MqttBridge(session, device, args.pack_id, options,
-                      StoredOutbox(store) if store is not None else None)
-
-
-def client_link(args) -> LinkFactory:
-    """A client's protocol link to the pack `--pack-id` (its own session)."""
-    b = broker(args)
-    session = MqttSession(b, f"bms-emu-client-{secrets.token_hex(4)}")
-    return mqtt_link(session, pack_topic(b.prefix, args.pack_id), device_side=False,
-                     owns_session=True)
-
-
 def check_one_link(args, problems: Problems) -> None:
     """A client talks to one emulator: over a serial port or over MQTT, not both."""
     if (args.serial is None) == (args.mqtt is None):
@@ -130,6 +102,15 @@ def check_one_link(args, problems: Problems) -> None:
     check_mqtt_arguments(args, problems)
 
 
+def link_name(args) -> str:
+    """The link a client uses, as a person reads it: the serial port, or the pack on MQTT."""
+    return args.serial if args.serial else f"{args.mqtt} pack {args.pack_id}"
+
+
 def client_target(args) -> str | LinkFactory:
     """What a client's Endpoint opens: the serial port, or the pack's MQTT topics."""
-    return args.serial if args.serial is not None else client_link(args)
+    if args.serial is not None:
+        return args.serial
+    from bms_emu.mqtt_links import client_link  # aiomqtt only with --mqtt (start-up time)
+
+    return client_link(args)

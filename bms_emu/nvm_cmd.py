@@ -19,7 +19,7 @@ SHOWN_CHANGES = 10
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "nvm", help="show, export or reset a persistent store",
+        "nvm",
         description="Inspect a pack's persistent store (serve keeps one under "
         "$XDG_DATA_HOME/bms-emu/nvm/<pack-id>-<sim|hil>.sqlite by default; run with --nvm "
         "PATH). show: a summary; export: everything as JSON; reset: delete it, so the pack "

@@ -9,7 +9,7 @@ from bms_emu.output_paths import check_output_path
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("plot", help="draw a recorded run as a multi-panel PNG",
+    p = sub.add_parser("plot",
                        description="Draw a CSV written by `bms-emu run --record` as one figure: "
                        "pack voltage and current with limits, SoC (estimated and true), cell "
                        "voltages, temperatures, state, faults and balancing.")

@@ -9,7 +9,7 @@ from hil.pty_pair import PtyPair
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "pty", help="create a linked pair of pseudo-terminals and relay between them",
+        "pty",
         description="Create two pseudo-terminals linked like a null-modem cable, print their "
         "paths (one per line) and relay bytes between them until interrupted. Give --link "
         "twice to have stable names (symlinks) instead of /dev/pts/N.")

@@ -26,12 +26,12 @@ from bms.data.validation import Problems, close_names
 from bms.host import views
 from bms.links.client import Client, Refused
 from bms.links.serial_link import DEFAULT_BAUD
-from bms_emu.mqtt_args import check_one_link, client_target
+from bms_emu.cli_errors import EXIT_NO_LINK
+from bms_emu.mqtt_args import check_one_link, client_target, link_name
 from protocol import messages as pm
 from protocol.framing import LATEST_REVISION, REVISIONS
 
 EXIT_REFUSED = 3
-EXIT_NO_LINK = 4
 PAGE = 32  # entries asked for per paged request (the device's page)
 CONFIG_CHUNK = 64  # parameter values per GetConfig: the answer stays well inside a frame
 DEFAULT_TIMEOUT_S = 2.0
@@ -97,13 +97,9 @@ MQTT_LINK_OPTIONS = (
 )
 
 
-def link_name(args) -> str:
-    return args.serial if args.serial else f"{args.mqtt} pack {args.pack_id}"
-
-
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "query", help="ask a running emulator for status, cells, faults, config; set, command",
+        "query",
         description="Ask a device speaking the bms-emu protocol (e.g. `bms-emu serve`) over "
         "a serial port. Readings are in SI units with the unit shown; SoC in percent; "
         "current positive when charging; cells and sensors numbered from 1 (as on a pack "

@@ -11,7 +11,7 @@ from bms_emu.output_paths import check_output_path
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "replay", help="run the firmware on recorded measurements (software in the loop)",
+        "replay",
         description="Run the firmware on a CSV of recorded measurements, one firmware step "
         "per row at the row's time: time_s, current_a (positive = charging), v1..vN and "
         "optionally t1..tM (25 °C when absent); other columns are ignored. Writes the "

@@ -10,9 +10,8 @@ import sys
 from bms.data.validation import Problems
 from bms.links.client import Client
 from bms_emu.lifetime import run_until_signalled
-from bms_emu.mqtt_args import add_mqtt_arguments, check_one_link, client_target
+from bms_emu.mqtt_args import add_mqtt_arguments, check_one_link, client_target, link_name
 from bms_emu.pack_args import add_pack_arguments, plant_inputs
-from bms_emu.query_cmd import link_name
 from bms_emu.serve_cmd import add_duration_argument, add_serial_arguments, check_realtime_arguments
 from hil.pack_options import build_pack
 from hil.plant import Plant
@@ -22,7 +21,7 @@ from protocol.framing import LATEST_REVISION
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "rig", help="run the simulated pack as a rig driving `serve --hil` on a serial port",
+        "rig",
         description="Run the simulated sodium-ion pack in real time as a hardware-in-the-loop "
         "rig: every tick it sends a measurement frame to an emulator in `serve --hil` and "
         "applies the actuation frames that come back (contactors, balancing, current "

@@ -10,26 +10,19 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from bms.core.firmware import Firmware
 from bms.core.signals import Actuation, Measurement
 from bms.data.durations import parse_duration_s
 from bms.data.validation import Problems
 from bms.host.device import Device, Identity
-from bms.links.can.link import CanLink
-from bms.links.mqtt.bridge import MqttBridge
-from bms.links.mqtt.session import MqttSession
 from bms.runtime.after_step import AfterStep
 from bms.store.persistence import Keeper
 from bms_emu.can_args import add_can_arguments, can_links, check_can_arguments
+from bms_emu.cli_errors import EXIT_NO_LINK
 from bms_emu.lifetime import stop_requests
-from bms_emu.mqtt_args import (
-    add_mqtt_arguments,
-    check_mqtt_arguments,
-    device_bridge,
-    device_session,
-)
+from bms_emu.mqtt_args import add_mqtt_arguments, check_mqtt_arguments
 from bms_emu.nvm_args import (
     add_nvm_arguments,
     check_nvm_arguments,
@@ -43,12 +36,16 @@ from bms_emu.pack_args import (
     check_pack_arguments,
     plant_inputs,
 )
-from bms_emu.query_cmd import EXIT_NO_LINK
 from hil.inverter_load import InverterLoad
 from hil.pack import SimulatedPack
 from hil.pack_options import build_pack, firmware_config
 from hil.runner import RunOptions, RunResult, run, summary
 from protocol.messages import Mode
+
+if TYPE_CHECKING:
+    from bms.links.can.link import CanLink
+    from bms.links.mqtt.bridge import MqttBridge
+    from bms.links.mqtt.session import MqttSession
 
 # The run went through, but its store does not hold all of it (a full or read-only disk).
 EXIT_SAVE_FAILED = 5
@@ -56,7 +53,7 @@ EXIT_SAVE_FAILED = 5
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "run", help="run the firmware against a simulated pack (headless)",
+        "run",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run the BMS firmware against a simulated sodium-ion pack on a simulated "
         "clock, as fast as possible or paced, and print a summary. Durations accept seconds "
@@ -165,6 +162,9 @@ def build(args, session: MqttSession | None = None) -> Built:
                         on_config_change=keeper.config_written if keeper else None,
                         store=keeper)
     if args.mqtt:
+        # here, not at the top: aiomqtt and paho only with --mqtt (start-up time)
+        from bms_emu.mqtt_links import device_bridge, device_session
+
         bridge = device_bridge(args, session or device_session(args), device,
                                keeper.store if keeper else None)
     can = can_links(args, device) if device is not None else []

@@ -29,7 +29,7 @@ from hil.scenario_sweep_dask import DaskEngine
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "scenario", help="run scripted scenarios (TOML) and report pass / fail",
+        "scenario",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run each scenario file against the simulated pack: its pack and load, "
         "a timeline of injections, host requests, configuration writes and rig silences, and "

@@ -15,8 +15,6 @@ from pathlib import Path
 from bms.data.validation import Problems
 from bms.host.device import Device, Identity
 from bms.host.policy import TRUSTED, CommandPolicy
-from bms.links.mqtt.bridge import pack_topic
-from bms.links.mqtt.link import frame_rate_per_s, mqtt_link
 from bms.links.no_link import no_link
 from bms.links.serial_link import DEFAULT_BAUD, Endpoint
 from bms.runtime.realtime import Runtime
@@ -24,12 +22,7 @@ from bms_emu.build_info import firmware_build
 from bms_emu.can_args import add_can_arguments, can_links, check_can_arguments
 from bms_emu.lifetime import run_until_signalled
 from bms_emu.modbus_args import add_modbus_arguments, check_modbus_arguments, modbus_links
-from bms_emu.mqtt_args import (
-    add_mqtt_arguments,
-    check_mqtt_arguments,
-    device_bridge,
-    device_session,
-)
+from bms_emu.mqtt_args import add_mqtt_arguments, check_mqtt_arguments
 from bms_emu.nvm_args import (
     add_nvm_arguments,
     check_nvm_arguments,
@@ -86,7 +79,7 @@ def check_realtime_arguments(args, problems: Problems) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "serve", help="run the firmware in real time and serve the protocol on a serial port",
+        "serve",
         description="Run the BMS firmware in real time and serve the binary protocol "
         "(docs/protocol.md) on a serial port. --sim: against the emulator's own simulated "
         "pack. --hil: against measurement frames from a rig; the firmware steps on each one "
@@ -157,16 +150,19 @@ def build(args) -> tuple[Runtime, str | None]:
                     inject=plant.inject if plant is not None else None,
                     on_config_change=keeper.config_written if keeper is not None else None,
                     store=keeper)
-    session = device_session(args) if args.mqtt else None
-    store = keeper.store if keeper is not None else None
-    bridge = device_bridge(args, session, device, store) if session else None
+    bridge = on_mqtt = None
+    if args.mqtt:
+        # here, not at the top: aiomqtt and paho only with --mqtt (start-up time)
+        from bms_emu.mqtt_links import device_bridge, device_link, device_session
+
+        session = device_session(args)
+        bridge = device_bridge(args, session, device,
+                               keeper.store if keeper is not None else None)
+        on_mqtt = device_link(args, session)
     # The protocol goes on the serial port when there is one (trusted: a cable), else on the
     # MQTT proto topics, held to the same command policy as cmd/*; else nowhere (--sim with
     # only field links).
-    link = (args.serial if args.serial else no_link if field_only else
-            mqtt_link(session, pack_topic(session.broker.prefix, args.pack_id),
-                      device_side=True, owns_session=False,
-                      rate_per_s=args.mqtt_frame_rate or frame_rate_per_s(args.tick)))
+    link = args.serial if args.serial else no_link if field_only else on_mqtt
     who = (f"protocol on {args.serial}" if args.serial else "no protocol link" if field_only
            else "protocol on MQTT")
     policy = (TRUSTED if args.serial else CommandPolicy() if field_only

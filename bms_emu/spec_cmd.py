@@ -22,7 +22,7 @@ SERIES = 16  # the pack `bms-emu config --defaults` describes; ids do not depend
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
-        "spec", help="print the binary protocol reference as Markdown",
+        "spec",
         description="Print the binary protocol reference (frame layout, CRC, every message "
         "byte by byte, error codes, states, faults, configuration parameters, example frames) "
         "as Markdown, generated from the definitions: `bms-emu spec > docs/protocol.md`.")

@@ -10,10 +10,13 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import can
-import cantools
-from cantools.database.can import Database, Message
+from bms.links.can.bus_spec import python_can
+
+if TYPE_CHECKING:
+    import can
+    from cantools.database.can import Database, Message
 
 SETPOINT = "dc_setpoint"
 
@@ -37,6 +40,8 @@ def dbc_text() -> str:
 
 @functools.cache
 def _database() -> Database:
+    import cantools  # here, not at the top: `run` and `serve` import this module (start-up time)
+
     return cantools.database.load_string(dbc_text(), "dbc", strict=True)
 
 
@@ -56,9 +61,9 @@ def period_s() -> float:
 
 def encode_setpoint(setpoint: DcSetpoint) -> can.Message:
     message = setpoint_message()
-    return can.Message(arbitration_id=message.frame_id, is_extended_id=True,
-                       data=message.encode({"current_setpoint": setpoint.current_a,
-                                            "voltage_limit": setpoint.voltage_limit_v}))
+    return python_can().Message(arbitration_id=message.frame_id, is_extended_id=True,
+                                data=message.encode({"current_setpoint": setpoint.current_a,
+                                                     "voltage_limit": setpoint.voltage_limit_v}))
 
 
 def is_setpoint(frame: can.Message) -> bool:

@@ -8,13 +8,15 @@ has its power stage off: after SILENT_AFTER_S without a setpoint the pack draws 
 from __future__ import annotations
 
 import logging
-
-import can
+from typing import TYPE_CHECKING
 
 from bms.links.can.bus_spec import BusSpec, open_bus
 from bms.links.can.kept_bus import KeptBus, Opener
 from hil.dc_bus import OFF, bitrate, decode_setpoint
 from hil.loads import Demand
+
+if TYPE_CHECKING:
+    import can
 
 log = logging.getLogger(__name__)
 

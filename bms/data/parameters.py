@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from bms.data.chemistry import Chemistry
-from bms.data.config import FirmwareConfig, default_config
+from bms.data.config import FirmwareConfig, ProtectionRow, default_config
 from bms.data.config_toml import (
     FIELD_DOCS,
     ROW_FIELDS,
@@ -78,13 +78,14 @@ def limits(chem: Chemistry, n_series: int,
     against on its own, narrowed to one interval."""
     cfg = default_config(chem, n_series, pack_capacity_ah)
     bounds = static_bounds(chem, n_series, pack_capacity_ah)
+    rows = rows_by_key(cfg)
     out = {}
     for p in catalogue(cfg):
         lows = [(b.low, b.low_open) for b in bounds.get(p.path, ()) if b.low is not None]
         highs = [(b.high, not b.high_open) for b in bounds.get(p.path, ()) if b.high is not None]
         low, low_open = max(lows, default=(None, False))  # the highest, open before closed
         high, high_closed = min(highs, default=(None, True))  # the lowest, open first
-        out[p.id] = Limits(low, high, low_open, not high_closed, value_of(cfg, p))
+        out[p.id] = Limits(low, high, low_open, not high_closed, value_of(cfg, p, rows))
     return out
 
 
@@ -100,8 +101,9 @@ class ConfigChange:
 def changes_between(old: FirmwareConfig, new: FirmwareConfig) -> list[ConfigChange]:
     """The parameters whose value differs."""
     changes = []
+    old_rows, new_rows = rows_by_key(old), rows_by_key(new)
     for p in catalogue(new):
-        before, after = value_of(old, p), value_of(new, p)
+        before, after = value_of(old, p, old_rows), value_of(new, p, new_rows)
         if before != after:
             changes.append(ConfigChange(p.name, before, after))
     return changes
@@ -151,12 +153,21 @@ def catalogue(cfg: FirmwareConfig) -> tuple[Parameter, ...]:
     return tuple(params)
 
 
-def value_of(cfg: FirmwareConfig, param: Parameter) -> float | int | bool | str:
-    """The parameter's value in `cfg`."""
+def rows_by_key(cfg: FirmwareConfig) -> dict[tuple[str, ...], ProtectionRow]:
+    """`cfg`'s protection rows by their path under [protection] (`row_keys`)."""
+    return dict(zip(row_keys(cfg.protection), cfg.protection, strict=True))
+
+
+def value_of(cfg: FirmwareConfig, param: Parameter,
+             rows: dict[tuple[str, ...], ProtectionRow] | None = None,
+             ) -> float | int | bool | str:
+    """The parameter's value in `cfg`. `rows`: `rows_by_key(cfg)`, from a caller that looks
+    up every parameter (finding a row's key is a pass over all rows: limits took 50 ms a
+    pack, the most of building one for a fleet)."""
     *where, name = param.path
     obj: object = cfg
     if where and where[0] == "protection":
-        obj = cfg.protection[row_keys(cfg.protection).index(tuple(where[1:]))]
+        obj = (rows if rows is not None else rows_by_key(cfg))[tuple(where[1:])]
     elif where:
         obj = getattr(cfg, where[0])
     value = getattr(obj, name)

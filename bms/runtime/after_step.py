@@ -8,11 +8,14 @@ that requests and telemetry answer from it; then MQTT publishes it. How the loop
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bms.core.signals import Actuation, Measurement
 from bms.host.device import Device
-from bms.links.mqtt.bridge import MqttBridge
 from bms.store.persistence import Keeper
+
+if TYPE_CHECKING:  # a bridge is handed in: aiomqtt is imported only by runs with MQTT
+    from bms.links.mqtt.bridge import MqttBridge
 
 
 @dataclass(frozen=True, eq=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -22,7 +22,6 @@ from bms.core.signals import OPEN, Actuation, Measurement, State
 from bms.host.device import Device, nack
 from bms.host.frames import actuation_frame, measurement_of
 from bms.host.policy import TRUSTED, CommandPolicy
-from bms.links.mqtt.bridge import MqttBridge
 from bms.links.serial_link import Endpoint
 from bms.runtime.after_step import AfterStep
 from bms.runtime.pacing import ticks
@@ -32,6 +31,9 @@ from bms.store.persistence import Keeper
 from protocol import messages as pm
 from protocol.codec import Frame
 from protocol.framing import REVISION_1_0, REVISIONS, Flags, FrameError, FrameErrorKind, Header
+
+if TYPE_CHECKING:  # a bridge is handed in: aiomqtt is imported only by runs with MQTT
+    from bms.links.mqtt.bridge import MqttBridge
 
 log = logging.getLogger(__name__)
 

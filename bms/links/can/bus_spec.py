@@ -9,17 +9,30 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-
-import can
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from bms.data.validation import InputError
+
+if TYPE_CHECKING:
+    import can
 
 FORMS = ("socketcan:can0", "slcan:/dev/ttyACM0@500000", "udp_multicast:239.74.163.2",
          "virtual:NAME")
 BITRATE_RANGE = (10_000, 1_000_000)  # classic CAN
 # Interfaces whose bitrate python-can does not set: the kernel's, or none (no wire).
 NO_BITRATE = frozenset({"socketcan", "udp_multicast", "virtual", "socketcand"})
+
+
+@functools.cache
+def python_can() -> ModuleType:
+    """python-can, imported when a bus is first named or opened: its ~50 ms would otherwise
+    be paid by every `bms-emu` start, most of which have no CAN bus (start-up time)."""
+    import can
+
+    return can
 
 
 @dataclass(frozen=True)
@@ -42,9 +55,9 @@ def parse_bus_spec(text: str, where: str = "--can", source: str = "bms-emu") -> 
     problems = []
     if not sep or not interface or not channel:
         problems.append(f"{where} = {text!r}: must be {allowed}")
-    elif interface not in can.interfaces.VALID_INTERFACES:
+    elif interface not in (known := python_can().interfaces.VALID_INTERFACES):
         problems.append(f"{where} = {text!r}: unknown interface {interface!r}; python-can "
-                        f"knows {', '.join(sorted(can.interfaces.VALID_INTERFACES))}")
+                        f"knows {', '.join(sorted(known))}")
     bitrate = None
     if at:
         low, high = BITRATE_RANGE
@@ -63,4 +76,4 @@ def open_bus(spec: BusSpec, default_bitrate: int) -> can.BusABC:
     kwargs: dict = {}
     if spec.bitrate is not None or spec.interface not in NO_BITRATE:
         kwargs["bitrate"] = spec.bitrate or default_bitrate
-    return can.Bus(interface=spec.interface, channel=spec.channel, **kwargs)
+    return python_can().Bus(interface=spec.interface, channel=spec.channel, **kwargs)

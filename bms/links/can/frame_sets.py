@@ -10,9 +10,10 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import TYPE_CHECKING
 
-import cantools
-from cantools.database.can import Database, Message
+if TYPE_CHECKING:
+    from cantools.database.can import Database, Message
 
 BMS_NODE = "BMS"  # the DBC node that sends what the emulator sends
 
@@ -75,6 +76,8 @@ def dbc_text(name: str) -> str:
 @functools.cache
 def frame_set(name: str) -> FrameSet:
     """The named frame set (one of NAMES); KeyError for another name."""
+    import cantools  # here, not at the top: the names and specs serve every `bms-emu` start
+
     spec = SPECS[name]
     db = cantools.database.load_string(dbc_text(name), "dbc", strict=True)
     sent = [m for m in db.messages if BMS_NODE in m.senders]

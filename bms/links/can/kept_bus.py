@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import can
+from bms.links.can.bus_spec import BusSpec, open_bus, python_can
 
-from bms.links.can.bus_spec import BusSpec, open_bus
+if TYPE_CHECKING:
+    import can
 
 FRAMES_PER_POLL = 200  # a flood waits for the next poll rather than hold up the caller
 REOPEN_FIRST_S = 0.5
 REOPEN_MAX_S = 5.0
 
-Opener = Callable[[BusSpec, int], can.BusABC]
+Opener = Callable[[BusSpec, int], "can.BusABC"]
 
 
 class KeptBus:
@@ -55,7 +57,7 @@ class KeptBus:
                     break
                 self._send(take(frame))
             self._send(due())
-        except (can.CanError, OSError) as exc:
+        except (python_can().CanError, OSError) as exc:
             self._fail(now_s, f"CAN bus {self.spec.describe()} failed: {exc}")
 
     def shutdown(self) -> None:
@@ -76,7 +78,7 @@ class KeptBus:
         for frame in frames:
             try:
                 self.bus.send(frame, timeout=0.0)
-            except can.CanError:
+            except python_can().CanError:
                 self.send_failures += 1
                 raise
 
@@ -85,7 +87,7 @@ class KeptBus:
             self.bus = self.opener(self.spec, self.bitrate)
         # python-can raises its own errors, OSError, or ImportError / ValueError for an
         # interface whose driver or arguments are missing
-        except (can.CanError, OSError, ImportError, ValueError) as exc:
+        except (python_can().CanError, OSError, ImportError, ValueError) as exc:
             self._fail(now_s, f"cannot open CAN bus {self.spec.describe()}: {exc}")
             return False
         self.opens += 1

@@ -20,9 +20,10 @@ from bms.host import views
 from bms.host.device import Device
 from bms.host.periodic import Periodic
 from bms.links.mqtt.commands import CommandPolicy, Parsed, parse_command, run_command
+from bms.links.mqtt.defaults import COMMAND_RATE_PER_S
 from bms.links.mqtt.discovery import HA_ONLINE, HA_STATUS_TOPIC, discovery_messages
 from bms.links.mqtt.inbound import BACKLOG_FULL, Intake
-from bms.links.mqtt.outbox import Gap, Outbox, OutboxStore
+from bms.links.mqtt.outbox import WINDOW, Gap, Outbox, OutboxStore
 from bms.links.mqtt.session import MqttSession
 
 AVAILABLE, UNAVAILABLE = b"online", b"offline"
@@ -47,14 +48,15 @@ class MqttOptions:
     arrays_period_s: float = 1.0
     ha_discovery: bool = True
     commands: CommandPolicy | None = None  # None: every command refused (NOT_ENABLED)
-    command_rate_per_s: float = 10.0  # taken on each cmd/<name>; the rest refused unread
+    command_rate_per_s: float = COMMAND_RATE_PER_S
+    outbox_window: int = WINDOW  # fault events held in memory (the rest wait in the store)
 
 
 class MqttBridge:
     def __init__(self, session: MqttSession, device: Device, pack_id: str,
                  options: MqttOptions, outbox_store: OutboxStore | None = None):
         """`outbox_store`: the pack's store, where fault events wait for the broker over
-        any outage and a restart (None: in memory, up to outbox.WINDOW of them)."""
+        any outage and a restart (None: in memory, up to `options.outbox_window` of them)."""
         self.session = session
         self.device = device
         self.pack_id = pack_id
@@ -66,7 +68,7 @@ class MqttBridge:
         self._state_due = Periodic(options.state_period_s)
         self._arrays_due = Periodic(options.arrays_period_s)
         self._last_change: tuple[str, int] | None = None
-        self.outbox = Outbox(outbox_store, self._gap_report)
+        self.outbox = Outbox(outbox_store, self._gap_report, options.outbox_window)
         session.use_outbox(self.outbox)
         # Events are numbered on from the store's last: a restart starts no second seq 1.
         self._seq = {"state": 0, "cells": 0, "temperatures": 0, "balancing": 0,
@@ -91,8 +93,8 @@ class MqttBridge:
             self._publish("state", self.state(now_s), qos=1, retain=True)
         if self._arrays_due.due(now_s):
             d = self.device
-            self._publish("cells", views.cells_dict(d.cell_voltages()))
-            self._publish("temperatures", views.temps_dict(d.temperatures()))
+            self._publish("cells", views.cells_dict(d.cell_voltages(), views.floats_text))
+            self._publish("temperatures", views.temps_dict(d.temperatures(), views.floats_text))
             self._publish("balancing", views.balancing_dict(d.balancing()))
 
     def poll(self, now_s: float) -> None:
@@ -155,7 +157,7 @@ class MqttBridge:
         self._seq[sub] += 1
         body = {**body, "seq": self._seq[sub], "pack_id": self.pack_id,
                 "unix_time_s": round(time.time(), 6)}
-        return self._seq[sub], f"{self.base}/{sub}", json.dumps(body, allow_nan=False).encode()
+        return self._seq[sub], f"{self.base}/{sub}", views.dumps(body).encode()
 
     def _publish(self, sub: str, body: dict, qos: int = 0, retain: bool = False) -> None:
         _, topic, payload = self._message(sub, body)

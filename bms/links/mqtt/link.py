@@ -18,13 +18,12 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
+from bms.links.mqtt.defaults import MAX_MESSAGE_BYTES, MIN_FRAME_RATE_PER_S
 from bms.links.mqtt.inbound import BACKLOG_FULL, Intake
 from bms.links.mqtt.session import MqttSession
 from bms.links.serial_link import LinkFactory
-from protocol.framing import DELIMITER, MAX_ENCODED_BYTES
+from protocol.framing import DELIMITER
 
-MAX_MESSAGE_BYTES = MAX_ENCODED_BYTES + 2 * len(DELIMITER)  # the longest frame, delimited
-MIN_FRAME_RATE_PER_S = 50.0  # requests a host may send while a slow rig sends too
 NOT_ONE_FRAME = "not_one_frame"
 BACKLOG = 100  # messages waiting for the owner's loop (half a second at 200/s); more refused
 

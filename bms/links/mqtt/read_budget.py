@@ -25,7 +25,7 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from bms.links.mqtt.inbound import EpisodeLog
-from bms.links.mqtt.wire import WireError, packet_end, qos0_publish
+from bms.links.mqtt.wire import WireError, answers_own_publish, packet_end, qos0_publish
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,8 @@ class SocketReader:
                 message = qos0_publish(raw, start, end)
                 if message is None:
                     stream.for_paho += raw[start:end]
-                    self._parsed += 1
+                    if not answers_own_publish(raw, start):  # bounded by what is in flight
+                        self._parsed += 1
                 else:
                     self.deliver(*message)
                 self._packets += 1
@@ -289,11 +290,18 @@ class BudgetedClient(aiomqtt.Client):
 
     def publish_unacknowledged(self, topic: str, payload: bytes, qos: int,
                                retain: bool) -> None:
-        """A QoS 1 or 2 publish not waited for: paho sends it and takes its PUBACK whenever
-        it comes (behind a flood held in TCP, seconds later), and nothing waits meanwhile."""
+        """A publish not waited for: paho sends it with the next write the loop makes (all
+        it holds at once), and takes a QoS 1 or 2 one's PUBACK whenever it comes (behind a
+        flood held in TCP, seconds later); nothing waits meanwhile."""
         info = self._client.publish(topic, payload, qos, retain)
         if info.rc != paho.MQTT_ERR_SUCCESS:
             raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+
+    @property
+    def pending(self) -> int:
+        """What paho holds of this session's: packets not yet written, and QoS 1 and 2
+        publishes not yet acknowledged (in flight, or waiting for room in its window)."""
+        return len(self._client._out_packet) + len(self._client._out_messages)
 
     def _read_paho(self) -> None:
         """As aiomqtt's reader: an exception ends the connection."""

@@ -8,6 +8,9 @@ Why and how: docs/internals.md, bms/links/mqtt/read_budget.py.
 from __future__ import annotations
 
 PUBLISH = 3  # the packet type, in the high nibble of the first byte
+# The broker's answers to this session's own QoS 1 and 2 publishes (PUBACK, PUBREC,
+# PUBCOMP): no more come than the session has in flight (paho's window, 20).
+ANSWERS = frozenset({4, 5, 7})
 QOS_BITS = 0b0110
 MAX_LENGTH_BYTES = 4  # a Remaining Length takes 1..4 bytes
 
@@ -37,6 +40,11 @@ def packet_end(buf: bytes | bytearray, start: int, max_packet_bytes: int) -> int
             return end if end <= len(buf) else -1
         shift += 7
     raise WireError("the broker sent a packet with a Remaining Length of over 4 bytes")
+
+
+def answers_own_publish(buf: bytes | bytearray, start: int) -> bool:
+    """Whether the packet at `start` is the broker's answer to a publish of this session."""
+    return buf[start] >> 4 in ANSWERS
 
 
 def qos0_publish(buf: bytes | bytearray, start: int, end: int) -> tuple[str, bytes] | None:

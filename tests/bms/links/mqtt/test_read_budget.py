@@ -103,12 +103,24 @@ def test_a_window_takes_its_packets_then_the_socket_rests_until_the_next():
 
 
 def test_packets_for_paho_have_a_budget_of_their_own():
-    sent = PUBACK * 5 + publish(b"t", b"x")
+    qos1 = publish(b"bms/p/cmd/config", b"{}", qos=1)
+    sent = qos1 * 5 + publish(b"t", b"x")
     budget = ReadBudget(parsed=2, window_s=WINDOW_S)
     delivered, paho, reader = run(budget, sent, lambda d, p, r: r.throttled == 1)
-    assert bytes(paho.read) == PUBACK * 2 and delivered == []
+    assert bytes(paho.read) == qos1 * 2 and delivered == []
     delivered, paho, reader = run(budget, sent, lambda d, p, r: len(d) == 1)
-    assert bytes(paho.read) == PUBACK * 5 and reader.throttled == 2
+    assert bytes(paho.read) == qos1 * 5 and reader.throttled == 2
+
+
+@pytest.mark.parametrize("answer", [PUBACK, packet(0x50, b"\x00\x07"), packet(0x70, b"\x00\x07")],
+                         ids=["PUBACK", "PUBREC", "PUBCOMP"])
+def test_the_answers_to_the_sessions_own_publishes_spend_no_parsed_budget(answer):
+    """No more come than the session has in flight: a batch's discovery messages at start
+    (16 a pack at QoS 1) drained at 8 PUBACKs a window, and the packs' states waited."""
+    sent = answer * 40 + publish(b"t", b"x")
+    budget = ReadBudget(parsed=2, window_s=WINDOW_S)
+    delivered, paho, reader = run(budget, sent, lambda d, p, r: len(d) == 1)
+    assert bytes(paho.read) == answer * 40 and reader.throttled == 0
 
 
 def test_a_window_reads_its_bytes_from_the_socket_and_no_more():
