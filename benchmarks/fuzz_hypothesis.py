@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PATHS = ["tests/fuzz", "tests/bms/test_safety_invariants.py"]
+DEFAULT_PATHS = ["tests/fuzz", "tests/bms/core/test_safety_invariants.py"]
 FAILED = re.compile(r"^FAILED (\S+)", re.M)
 
 

@@ -292,10 +292,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--repo", type=Path, default=REPO,
                    help="run the emulators from this checkout (default: this one)")
     p.add_argument("--quick", action="store_true",
-                   help="the CI run: 8 s runs, 4 MB + 0.5 MB + 10000 messages")
+                   help="the CI run: 4 s runs, 4 MB + 0.5 MB + 10000 messages")
     a = p.parse_args()
     if a.quick:
-        a.seconds, a.big_mb, a.big_proto_mb, a.small = 8.0, 4.0, 0.5, 10_000
+        a.seconds, a.big_mb, a.big_proto_mb, a.small = 4.0, 4.0, 0.5, 10_000
     return a
 
 

@@ -7,8 +7,8 @@ line.
 The files are read once, before either run (as the command does); each run is only the
 sweep, `hil.scenario_sweep.run_cases`. `identical` says whether the two runs' outcomes
 agree (wall times aside). Goal: `--jobs 2` at least 1.5x faster than serial on an idle
-2-core machine; the library's longest scenario (six hours of float, a third of the serial
-time) bounds the ratio below 2. `--quick`: five short files (what tests/benchmarks checks).
+2-core machine; the library's longest scenario bounds the ratio below 2. `--quick`: five
+short files (what tests/benchmarks checks).
 """
 
 from __future__ import annotations

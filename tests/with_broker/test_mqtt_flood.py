@@ -1,7 +1,7 @@
 """A flood at an emulator, against a real Mosquitto, faster than its read budget takes
-(mosquitto_pub from a pipe, some 100 000 messages a second): the session reads a window's
-budget and leaves the rest in TCP and at the broker (each such window counted and logged
-once), while
+(mosquitto_pub from a pipe, tens of thousands of 1 kB messages a second): the session reads a
+window's budget and leaves the rest in TCP and at the broker (each such window counted and
+logged once), while
 
 - its telemetry goes on, every message in order (a QoS 1 state's PUBACK, late behind the
   flood, holds nothing up), and a legitimate command gets through once the flood ends (sent
@@ -10,7 +10,11 @@ once), while
   nothing (paho sends PINGREQs, their PINGRESPs come late behind the flood).
 
 The broker logs errors and warnings only: a line for each message would slow it below the
-flood this needs. Every wait has a deadline; nothing is timed.
+flood this needs. Each flood message is padded to about 1 kB (JSON allows the trailing
+blanks): when the flood stops, TCP's buffers and the broker still hold megabytes of it, which
+the session reads at its budget before anything sent after the flood; at 1 kB a message that
+takes a second or two, where 17-byte messages took a quarter of a minute. Every wait has a
+deadline; nothing is timed.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ from tests.with_broker.test_mqtt_links import Watcher, serve, wait_ready
 
 QUIET = "log_type none\nlog_type error\nlog_type warning"
 DRAIN_S = 120.0  # for what the broker and TCP hold of a flood to come through a busy machine
-RUN = b'{"state": "run"}\n'  # refused by the policies below: answered NOT_ENABLED
+PAD_BYTES = 1000  # blanks after each flood message's JSON: see above
+# refused by the policies below: answered NOT_ENABLED
+RUN = b'{"state": "run"}' + b" " * PAD_BYTES + b"\n"
 TELEMETRY_DURING_FLOOD = 10
 
 

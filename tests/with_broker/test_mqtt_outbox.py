@@ -1,15 +1,18 @@
 """Fault events over a broker outage longer than memory holds, against a real Mosquitto:
 with a store every event arrives once, in order, also when the emulator restarts during
-the outage; without one the first `outbox.WINDOW` arrive and the rest are counted and
-reported in their place on `events/lost`; `run --mqtt` that never reaches its broker
-exits 4 and says what became of its events.
+the outage; without one the first `MEMORY` (the outbox's window) arrive and the rest are
+counted and reported in their place on `events/lost`; `run --mqtt` that never reaches its
+broker exits 4 and says what became of its events.
 
 The emulator's MQTT side runs in this process (a real Device, MqttBridge, MqttSession and
 SQLite store), the test being its control loop: each step carries one event of a flapping
-fault, far faster than any real pack raises them. Its outage is either the broker stopped
-or a TcpGate between it and the broker shut: behind the gate only the emulator is cut off,
-and the test's subscriber, on the broker all along, sees everything delivered after it.
-Every wait has a deadline.
+fault, far faster than any real pack raises them. Its outbox holds `MEMORY` events in
+memory, a tenth of the default `outbox.WINDOW`, so that an outage longer than memory holds
+is a few hundred events, not thousands (each is delivered and acknowledged in turn: a
+backlog's wall time is its length). Its outage is either the broker stopped or a TcpGate
+between it and the broker shut: behind the gate only the emulator is cut off, and the
+test's subscriber, on the broker all along, sees everything delivered after it. Every wait
+has a deadline.
 """
 
 from __future__ import annotations
@@ -43,9 +46,12 @@ from tests.support.tcp_gate import TcpGate
 PACK = "p1"
 CHEM = PRESETS["na-nfm"]
 SERIES = 4
-OUTAGE_EVENTS = 2500  # well past what memory holds (WINDOW) and the old cap of 1000
+MEMORY = WINDOW // 10  # the emulator's outbox window: events held in memory
+OUTAGE_EVENTS = 2 * MEMORY + 50  # well past what memory holds
+KEPT, MORE = MEMORY + MEMORY // 2, MEMORY // 2  # kept over a restart, raised after it
+LOST = MEMORY // 2  # events past the window of an outbox without a store
 EVENTS_PER_STEP = 10  # the fault flaps on every cell at once
-DELIVERY_S = 120.0  # deadline for a backlog of thousands to come through a busy machine
+DELIVERY_S = 120.0  # deadline for a backlog to come through a busy machine
 
 
 class Emulator:
@@ -60,7 +66,8 @@ class Emulator:
         broker = parse_broker(f"mqtt://{HOST}:{port}")
         will, online = availability(broker.prefix, PACK)
         self.session = MqttSession(broker, f"bms-emu-{PACK}", will=will, online=online)
-        self.bridge = MqttBridge(self.session, self.device, PACK, MqttOptions(ha_discovery=False),
+        self.bridge = MqttBridge(self.session, self.device, PACK,
+                                 MqttOptions(ha_discovery=False, outbox_window=MEMORY),
                                  None if self.store is None else StoredOutbox(self.store))
         self.now_s = 0.0
         self.act = fw.step(None, self.now_s)
@@ -173,25 +180,25 @@ def test_an_emulator_restarted_during_an_outage_delivers_what_its_store_kept(
         first.raise_events(2)
         first.tick_until(lambda: first.bridge.counts()["kept"] == 0, "2 events delivered")
         broker.stop()
-        first.raise_events(1500)
+        first.raise_events(KEPT)
     finally:
         first.close()  # the power goes, the broker still away
     second = Emulator(broker.port, path)  # the restart
     subscriber = None
     try:
-        assert second.bridge.counts()["kept"] == 1500
-        second.raise_events(500)  # numbered on from the first run's
+        assert second.bridge.counts()["kept"] == KEPT
+        second.raise_events(MORE)  # numbered on from the first run's
         broker.start()
         subscriber = Subscriber(broker)
         # Its session starts after the subscriber is on the restarted broker: one already
         # retrying could deliver before the subscriber is there to see it.
         second.start()
-        second.tick_until(lambda: len(subscriber.seqs()) >= 2000, "2000 events")
+        second.tick_until(lambda: len(subscriber.seqs()) >= KEPT + MORE, "every kept event")
     finally:
         second.close()
         if subscriber is not None:
             subscriber.stop()
-    assert subscriber.seqs() == list(range(3, 2003))
+    assert subscriber.seqs() == list(range(3, 3 + KEPT + MORE))
     assert second.bridge.counts()["kept"] == 0
 
 
@@ -203,25 +210,25 @@ def test_without_a_store_the_first_events_arrive_and_the_rest_are_reported_lost_
     try:
         gate.shut()
         wait_until(lambda: not emulator.session.connected.is_set(), 20, "still connected")
-        emulator.raise_events(WINDOW + 500)
+        emulator.raise_events(MEMORY + LOST)
         counts = emulator.bridge.counts()
-        assert (counts["kept"], counts["kept_dropped"]) == (WINDOW, 500)
+        assert (counts["kept"], counts["kept_dropped"]) == (MEMORY, LOST)
         gate.open()
-        emulator.tick_until(lambda: len(subscriber.received) >= WINDOW + 1, "the window")
+        emulator.tick_until(lambda: len(subscriber.received) >= MEMORY + 1, "the window")
         emulator.raise_events(1)
-        emulator.tick_until(lambda: len(subscriber.received) >= WINDOW + 2, "the event after")
+        emulator.tick_until(lambda: len(subscriber.received) >= MEMORY + 2, "the event after")
     finally:
         emulator.close()
         gate.shut()
         subscriber.stop()
     stream = subscriber.received
-    assert [body["seq"] for _, body in stream[:WINDOW]] == list(range(1, WINDOW + 1))
-    topic, report = stream[WINDOW]
+    assert [body["seq"] for _, body in stream[:MEMORY]] == list(range(1, MEMORY + 1))
+    topic, report = stream[MEMORY]
     assert topic == "lost" and report["pack_id"] == PACK
     assert (report["dropped"], report["first_seq"], report["last_seq"]) == (
-        500, WINDOW + 1, WINDOW + 500)
-    assert stream[WINDOW + 1:] == [("events", stream[WINDOW + 1][1])]
-    assert stream[WINDOW + 1][1]["seq"] == WINDOW + 501
+        LOST, MEMORY + 1, MEMORY + LOST)
+    assert stream[MEMORY + 1:] == [("events", stream[MEMORY + 1][1])]
+    assert stream[MEMORY + 1][1]["seq"] == MEMORY + LOST + 1
 
 
 # --- run --mqtt ---------------------------------------------------------------------------

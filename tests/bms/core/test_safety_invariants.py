@@ -667,9 +667,12 @@ class FirmwareSafety(RuleBasedStateMachine):
 
 # Many short runs rather than few long ones: a fresh pack reaches RUN within five ticks, and
 # most findings need a running pack, one excursion and the time to hold it (each rule that
-# changes the pack runs on for up to 12 s). About 40 s on a two-core machine.
+# changes the pack runs on for up to 12 s). 250 runs: with the examples drawn as `make test`
+# draws them, debounces tripping late (under-voltage by 0.3 s; every row by 0.25 s) and a
+# FAULT that leaves the charge limit up failed at runs 2, ~105 and ~150; 450 runs caught no
+# more of those tried. The long search: benchmarks/fuzz_hypothesis.py. About 17 s.
 FirmwareSafety.TestCase.settings = settings(
-    max_examples=450, stateful_step_count=20, deadline=None,
+    max_examples=250, stateful_step_count=20, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestFirmwareSafety = pytest.mark.filterwarnings(
     # NaN and infinite readings are the point: numpy says so while the firmware copes.
