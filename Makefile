@@ -5,6 +5,13 @@ BIN := $(VENV)/bin
 
 .PHONY: run test bench clean mosquitto
 
+# The tests start hundreds of `bms-emu` processes: with bytecode not written (a setting some
+# machines have), each one would compile every source file again.
+unexport PYTHONDONTWRITEBYTECODE
+# Test workers: half again as many as cores, since about a quarter of a worker's time is
+# spent waiting on the processes, brokers and pseudo-terminals its tests drive.
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 3 / 2 )))
+
 $(BIN)/bms-emu: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -34,7 +41,7 @@ mosquitto:
 test: $(VENV)/.test-extras mosquitto
 	$(BIN)/ruff check bms bms_emu protocol hil tests benchmarks
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/pytest -q -n auto --dist worksteal --durations=8
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=8
 
 bench: $(BIN)/bms-emu
 	$(BIN)/python benchmarks/headless_rtf.py
