@@ -12,15 +12,21 @@ unexport PYTHONDONTWRITEBYTECODE
 # spent waiting on the processes, brokers and pseudo-terminals its tests drive.
 TEST_WORKERS ?= $(shell echo $$(( $$(nproc) * 3 / 2 )))
 
-$(BIN)/bms-emu: pyproject.toml
+# The venv with the package installed editable, with the extras given (once: a fresh
+# clone's `make test` installs the test extras in one go).
+define install
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e '.$(1)'
+endef
+
+$(BIN)/bms-emu: pyproject.toml
+	$(call install,)
 	touch $@
 
-$(VENV)/.test-extras: $(BIN)/bms-emu
-	$(BIN)/pip install --quiet -e '.[test]'
-	touch $@
+$(VENV)/.test-extras: pyproject.toml
+	$(call install,[test])
+	touch $@ $(BIN)/bms-emu
 
 run: $(BIN)/bms-emu
 	$(BIN)/bms-emu run

@@ -184,6 +184,8 @@ def test_fuzz_protocol_quick_never_crashes_and_loses_nothing():
 
 
 def test_duty_cycles_quick_passes_every_run_and_names_its_command():
+    """Also the only run of the 2C na-nfm cycle and the UPS outage on na-nvpf 16S in the
+    suite (tests/hil/test_duty_cycles.py leaves them to this test)."""
     out = quick("duty_cycles.py", "--jobs", "2")
     assert out["benchmark"] == "duty_cycles"
     names = [r["name"] for r in out["runs"]]
@@ -275,3 +277,15 @@ def test_coulombic_efficiency_quick_learns_on_the_second_cycle():
     assert learning["efficiency_by_cycle"][0] == 1.0 == fixed["efficiency_by_cycle"][-1]
     assert 0.95 <= learning["efficiency_by_cycle"][-1] < 0.98
     assert 0.0 < learning["rmse_pct"] < 2.0 and 0.0 < fixed["rmse_pct"] < 2.0
+
+
+def test_headless_rtf_steps_a_batch_and_reports_it_per_pack():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "headless_rtf.py"), "--packs", "3",
+                           "--series", "4", "--duration-s", "5", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    assert (out["packs"], out["series"], out["sim_s"]) == (3, 4, 5.0)
+    assert out["goal_rtf"] == 100  # a batch's goal, not one pack's
+    assert math.isclose(out["cell_s_per_s"], out["rtf"] * 4 * 3, rel_tol=0.01)
+    assert math.isclose(out["us_per_pack_tick"] * 3, out["us_per_tick"], rel_tol=0.01)
