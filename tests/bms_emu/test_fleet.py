@@ -19,7 +19,7 @@ import pytest
 
 from bms_emu import fleet_cmd
 from bms_emu.main import build_parser, main
-from tests.support.mqtt_broker import require_mosquitto
+from tests.support.mqtt_broker import Broker, require_mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,22 +70,28 @@ def test_each_pack_publishes_its_own_retained_state_and_all_exit_0(mqtt_broker):
     assert retained(mqtt_broker.port, "availability", 3) == dict.fromkeys(states, b"offline")
 
 
-def test_sigterm_stops_every_pack_cleanly_each_saying_offline(mqtt_broker):
-    p = fleet("--packs", "2", "--series", "8", "--duration", "1h", "--mqtt", mqtt_broker.url,
-              "--pack-prefix", "st")
+
+def sigterm_once_online_then_all_offline(p: subprocess.Popen, broker: Broker,
+                                         ids: set[str]) -> None:
+    """SIGTERM to the fleet once every pack in `ids` is online: it exits 0, says each
+    stopped, and each pack's retained availability is `offline`."""
     try:
         deadline = time.monotonic() + 30
-        while retained(mqtt_broker.port, "availability", 2, wait_s=0.5) != {
-                "st-1": b"online", "st-2": b"online"}:
+        while retained(broker.port, "availability", len(ids), wait_s=0.5) != dict.fromkeys(
+                ids, b"online"):
             assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=20)
     finally:
         p.kill()
     assert p.returncode == 0, err
-    assert out.count("stopped") == 2, out
-    assert retained(mqtt_broker.port, "availability", 2) == {"st-1": b"offline",
-                                                            "st-2": b"offline"}
+    assert out.count("stopped") == len(ids), out
+    assert retained(broker.port, "availability", len(ids)) == dict.fromkeys(ids, b"offline")
+
+def test_sigterm_stops_every_pack_cleanly_each_saying_offline(mqtt_broker):
+    p = fleet("--packs", "2", "--series", "8", "--duration", "1h", "--mqtt", mqtt_broker.url,
+              "--pack-prefix", "st")
+    sigterm_once_online_then_all_offline(p, mqtt_broker, {"st-1", "st-2"})
     log = mqtt_broker.log_path.read_text()
     assert "Received DISCONNECT from bms-emu-st-1" in log  # a clean stop, not the will
     assert "Received DISCONNECT from bms-emu-st-2" in log
@@ -190,19 +196,7 @@ def test_a_batch_steps_several_packs_in_one_process_with_one_session(mqtt_broker
 def test_sigterm_stops_a_batch_cleanly_each_pack_saying_offline(mqtt_broker):
     p = fleet("--packs", "3", "--packs-per-process", "3", "--series", "8", "--duration", "1h",
               "--mqtt", mqtt_broker.url, "--pack-prefix", "bs")
-    ids = {"bs-1", "bs-2", "bs-3"}
-    try:
-        deadline = time.monotonic() + 30
-        while retained(mqtt_broker.port, "availability", 3, wait_s=0.5) != dict.fromkeys(
-                ids, b"online"):
-            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
-        p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=20)
-    finally:
-        p.kill()
-    assert p.returncode == 0, err
-    assert out.count("stopped") == 3, out
-    assert retained(mqtt_broker.port, "availability", 3) == dict.fromkeys(ids, b"offline")
+    sigterm_once_online_then_all_offline(p, mqtt_broker, {"bs-1", "bs-2", "bs-3"})
     assert "Received DISCONNECT from bms-emu-batch-bs-1..bs-3" in mqtt_broker.log_path.read_text()
 
 

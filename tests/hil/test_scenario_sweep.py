@@ -32,6 +32,7 @@ from hil.scenario_sweep import (
     run_cases,
 )
 from hil.scenario_sweep_dask import DaskEngine
+from tests.hil.test_replay import USER_CELL  # the README's example cell profile
 from tests.hil.test_scenario import BASE, FAILING, PASSING, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,24 +84,12 @@ def test_jobs_gives_the_serial_runs_reports(tmp_path, capsys):
     assert len(names) == 2 * len(files) and names[-1] == "quick [pack.seed=2]"
 
 
-CELL = """
-name = "my-cell"
-capacity_ah = 3.0
-[limits]
-v_min = 2.0
-v_max = 4.3
-[ocv]
-soc_pct = [0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
-voltage_v = [2.0, 2.3, 2.7, 2.8, 2.9, 3.05, 3.2, 3.45, 3.6, 3.85, 4.1]
-"""
-
-
 def test_a_case_is_data_its_files_are_not_needed_to_run_it(tmp_path):
     """What a pool or a cluster is sent: the case pickled, its cell profile and CSV load
     inside. Run after its folder is gone, it gives what it gave beside its files."""
     folder = tmp_path / "files"
     folder.mkdir()
-    (folder / "cell.toml").write_text(CELL, encoding="utf-8")
+    (folder / "cell.toml").write_text(USER_CELL, encoding="utf-8")
     (folder / "load.csv").write_text("time_s,current_a\n0,0\n5,-1\n", encoding="utf-8")
     path = write(folder, PASSING.replace("series = 4,", 'series = 4, chemistry = "cell.toml",')
                  + '\n[load]\nprofile = "load.csv"\n')
