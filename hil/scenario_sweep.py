@@ -9,9 +9,10 @@ An engine only moves cases out and outcomes back; what a case's outcome is belon
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -101,7 +102,8 @@ def _pool_map(fn: CaseRunner, cases: Sequence[Scenario], jobs: int) -> list[Outc
     """Each case's outcome, None where the pool broke before it was done."""
     pool = ProcessPoolExecutor(max(1, min(jobs, len(cases))), initializer=_ignore_interrupts)
     try:
-        futures = [pool.submit(fn, sc) for sc in cases]
+        with _interrupts_held():
+            futures = [pool.submit(fn, sc) for sc in cases]
         return [_done(f, sc) for f, sc in zip(futures, cases, strict=True)]
     except BaseException:  # Ctrl-C: the running cases are ended, not waited for
         _stop_workers(pool)
@@ -118,6 +120,18 @@ def _done(future: Future, sc: Scenario) -> Outcome | None:
     except Exception as exc:  # the case or its outcome could not cross between processes
         message = f"could not pass between processes: {type(exc).__name__}: {exc}"
         return CaseError(sc, message, message)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """A Ctrl-C while the pool starts its workers and takes the cases is held until they are
+    in: raised inside `submit`, it could leave the pool's own lock taken, and the shutdown
+    that ends the workers then waits for it forever. Released, it is raised here."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _ignore_interrupts() -> None:
