@@ -323,7 +323,9 @@ def test_pack_soc_is_in_range_and_never_falls_when_a_cell_gains(cells, which, ga
 
 
 def test_capacity_of_a_weak_cell_is_learnt_over_full_and_empty():
-    rig = Rig(initial_soc=0.9, seed=0)
+    # Hours of 0.5C at a 2 s tick: the filter runs every step (its period is 1 s), and a
+    # finer tick only adds plant steps (the same estimates within 0.2 %, at 0.4 of the cost).
+    rig = Rig(initial_soc=0.9, seed=0, tick_s=2.0)
     cells = rig.pack.cells
     cells.capacity_as[2] *= 0.8
     cells.soc_per_as = cells.dt_s / cells.capacity_as
