@@ -127,8 +127,9 @@ def test_hil_loop_closes_and_the_load_keeps_to_the_published_limit(relay, emulat
     assert done.returncode == 0, done.stderr
     d = json.loads(done.stdout)
     f, final = d["frames"], d["final"]
-    assert [e["text"] for e in d["events"] if e["kind"] == "state"] == [
-        "STANDBY", "PRECHARGE", "RUN"]
+    states = [e["text"] for e in d["events"] if e["kind"] == "state"]
+    # A frame sent before the firmware's first step (a loaded machine) shows it still in INIT.
+    assert states in (["STANDBY", "PRECHARGE", "RUN"], ["INIT", "STANDBY", "PRECHARGE", "RUN"])
     assert (final["state"], final["faults"]) == ("RUN", [])
     assert final["contactors_commanded"] == final["contactors"] == "closed"
     assert abs(final["bus_v"] - final["pack_v"]) < 0.5  # the bus was charged, then connected
