@@ -330,7 +330,9 @@ class Estimator:
             self._ecm_table = self.chem.ecm.lookup(np.clip(self.filter.soc, 0.0, 1.0), t)
             self._ecm_due_s = now_s + ECM_REFRESH_S
         p = self._ecm_table.copy()
-        p[[0, 1, 3]] *= self.r_scale * self.r_factor
+        scale = self.r_scale * self.r_factor
+        for resistance_ohm in p[0], p[1], p[3]:  # rows in place: cheaper than p[[0, 1, 3]]
+            resistance_ohm *= scale
         self._ecm_now = p
         return p
 
@@ -343,7 +345,8 @@ class Estimator:
         cell_as = self._charge_as - self._bleed_as
         lost_as = (1.0 - self.efficiency) * self._charge_in_as  # not stored of the charge
         at_rest = abs(mean_a - f.offset_a) < self.rest_current_a
-        f.predict(cell_as, period_s, self.capacity_ah * 3600.0, p[[1, 3]], p[[2, 4]],
+        # The RC pairs' rows as views: p[1::2] is (r1, r2), p[2::2] is (tau1, tau2).
+        f.predict(cell_as, period_s, self.capacity_ah * 3600.0, p[1::2], p[2::2],
                   self._samples, at_rest, lost_as)
         self._since_anchor_as += cell_as - f.offset_a * period_s - lost_as
         if math.isfinite(self._charge_as):  # an unreadable current counts nothing
@@ -378,8 +381,9 @@ class Estimator:
     def _events(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,
                 r0_ohm: np.ndarray, now_s: float) -> None:
         cfg = self.cfg
-        v_max = float(np.max(v, where=valid, initial=-np.inf))
-        v_min = float(np.min(v, where=valid, initial=np.inf))
+        # The reductions np.max and np.min call, without their Python wrappers.
+        v_max = float(np.maximum.reduce(v, where=valid, initial=-np.inf))
+        v_min = float(np.minimum.reduce(v, where=valid, initial=np.inf))
         at_rest = abs(i_a) < self.rest_current_a
         if at_rest:
             if self._rest_since_s is None:
@@ -429,8 +433,8 @@ class Estimator:
         sigma = doubt_v / np.maximum(slope, 1e-6)
         self._rest_soc = np.where(valid, soc, np.nan)
         self._rest_soc_sigma = np.where(valid, sigma, np.inf)
-        high = float(np.max(soc - sigma, where=valid, initial=-np.inf))
-        low = float(np.min(soc + sigma, where=valid, initial=np.inf))
+        high = float(np.maximum.reduce(soc - sigma, where=valid, initial=-np.inf))
+        low = float(np.minimum.reduce(soc + sigma, where=valid, initial=np.inf))
         self._soc_spread = max(high - low, 0.0)
 
     def _voltage_anchor(self, v: np.ndarray, valid: np.ndarray, i_a: float, t: np.ndarray,

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bms.data.chemistry import BELOW_EMPTY_SOC, Chemistry
+from bms.data.clipping import clip
 
 SOC, V1, V2, HYST, OFFSET = range(5)
+RC = slice(V1, V2 + 1)  # the two RC pairs' rows, each updated alike
 N_STATES = 5
 MODEL_ERROR_CAP = 4.0  # the model error seen in the innovations counts up to this x model_v
 SOC_MAX = 1.05  # SoC is kept inside [-BELOW_EMPTY_SOC, SOC_MAX]
@@ -122,9 +124,8 @@ class SocFilter:
         direction = np.sign(d_soc)
         decay = np.exp(-self.chem.ocv.hysteresis_rate * np.abs(d_soc))
 
-        x[SOC] = np.clip(x[SOC] + d_soc, -BELOW_EMPTY_SOC, SOC_MAX)
-        x[V1] = a[0] * x[V1] + gain[0] * (mean_current_a - b)
-        x[V2] = a[1] * x[V2] + gain[1] * (mean_current_a - b)
+        clip(x[SOC] + d_soc, -BELOW_EMPTY_SOC, SOC_MAX, out=x[SOC])
+        x[RC] = a * x[RC] + gain * (mean_current_a - b)
         x[HYST] = direction + (x[HYST] - direction) * decay
 
         # P <- F P F' with F = diag(d) + c e_b' (the offset column): written out, because
@@ -132,9 +133,9 @@ class SocFilter:
         # term by term into buffers kept from run to run. Per element, in this order:
         # d_i P_ij d_j + p_i c_j + c_i p_j + P_bb c_i c_j, with p = D P e_b.
         d = np.ones_like(x)
-        d[V1], d[V2], d[HYST] = a[0], a[1], decay
+        d[RC], d[HYST] = a, decay
         c = np.zeros_like(d)
-        c[SOC], c[V1], c[V2] = -period_s / capacity_as, -gain[0], -gain[1]
+        c[SOC], c[RC] = -period_s / capacity_as, -gain
         P, term = self.P, self._term
         p_b = P[:, OFFSET] * d  # (D P e_b)
         P_next = np.multiply(d[:, None], P, out=self._P_next)
@@ -192,7 +193,8 @@ class SocFilter:
         H = np.ones_like(self.x, order="C")  # (cell, state), as the matrix product takes it
         H[:, SOC], H[:, HYST], H[:, OFFSET] = slope, half, -r0_ohm
         PH = self._times(H)
-        explained = (H * PH).sum(axis=1) + nz.voltage_v ** 2
+        hph = (H * PH).sum(axis=1)  # the state's part of the reading's variance
+        explained = hph + nz.voltage_v ** 2
         # The model's error as seen: the innovations' mean square beyond what the state's
         # uncertainty and the sensor explain (covariance matching). A cell the model fits
         # worse than assumed - a resistance or an OCV off by more than model_v - is then
@@ -226,7 +228,7 @@ class SocFilter:
         self.innovation_ms += weight * (np.where(valid, innovation * innovation,
                                                  self.innovation_ms) - self.innovation_ms)
         soc_before = x[SOC].copy()
-        gain = self._correct(H, innovation, r, PH)
+        gain = self._correct(H, innovation, r, PH, hph)
         # As _shift_levels, on the rows _weigh_levels gathered: one scatter instead of two.
         self._stats[:, BIAS] -= (slope * (x[SOC] - soc_before))[:, None]
         self.levels[self._row] = self._stats
@@ -252,9 +254,7 @@ class SocFilter:
         shift and store."""
         level = int(np.searchsorted(LEVEL_EDGES_C, current_c))
         n = self.by_state.shape[1]
-        # Clipped by minimum and maximum: np.clip on integers looks up their range each call.
-        region = np.minimum(np.maximum((self.by_state[SOC] * REGIONS).astype(np.intp), 0),
-                            REGIONS - 1)
+        region = clip((self.by_state[SOC] * REGIONS).astype(np.intp), 0, REGIONS - 1)
         self._row = np.arange(n) * REGIONS + region
         stats = self._stats = self.levels[self._row]  # (n, 3, LEVELS), a copy
         bias, evidence, dynamic = stats[:, BIAS], stats[:, EVIDENCE], stats[:, DYNAMIC]
@@ -265,12 +265,13 @@ class SocFilter:
         dynamic[:, level] += step * (dynamic_abs_v - dynamic[:, level])
         evidence[:, level] = np.where(valid, grown, evidence[:, level])
         seen = evidence >= EVIDENCE_MIN
-        smallest_v = np.min(np.abs(bias), axis=1, where=seen, initial=NONE_SEEN_V)
+        # The reductions np.min calls, without its Python wrapper.
+        smallest_v = np.minimum.reduce(np.abs(bias), axis=1, where=seen, initial=NONE_SEEN_V)
         rising = (seen & (bias > 0.0)).any(axis=1)
         falling = (seen & (bias < 0.0)).any(axis=1)
         state_v = np.where(rising != falling, np.where(rising, smallest_v, -smallest_v), 0.0)
         level_err_v = bias[:, level] - state_v  # not yet seen: all of it is in doubt
-        least_dynamic_v = np.min(dynamic, axis=1, where=seen, initial=NONE_SEEN_V)
+        least_dynamic_v = np.minimum.reduce(dynamic, axis=1, where=seen, initial=NONE_SEEN_V)
         agreed = (rising != falling) & (evidence.sum(axis=1) >= EVIDENCE_STATE)
         excess_v = np.where(agreed, np.maximum(
             smallest_v - MODEL_ERROR_CAP * self.noise.model_v - least_dynamic_v, 0.0), 0.0)
@@ -289,17 +290,18 @@ class SocFilter:
         self._correct(H, mean_current_a - self.by_state[OFFSET], np.full(H.shape[0], r))
 
     def _correct(self, H: np.ndarray, innovation: np.ndarray, r: np.ndarray,
-                 PH: np.ndarray | None = None) -> np.ndarray:
-        """One scalar measurement per cell. P - PH PH' / s stays symmetric as written."""
+                 PH: np.ndarray | None = None, hph: np.ndarray | None = None) -> np.ndarray:
+        """One scalar measurement per cell. P - PH PH' / s stays symmetric as written.
+        `PH` and `hph` (H' P H per cell): as `update` has worked them out already."""
         if PH is None:
             PH = self._times(H)
-        s = (H * PH).sum(axis=1) + r
+        s = ((H * PH).sum(axis=1) if hph is None else hph) + r
         K = PH / s[:, None]  # a cell with r = inf gets K = 0
         self.by_state += K.T * innovation
         self.P -= np.multiply(K.T[:, None], PH.T[None], out=self._term)
         x = self.by_state
-        np.clip(x[SOC], -BELOW_EMPTY_SOC, SOC_MAX, out=x[SOC])
-        np.clip(x[HYST], -1.0, 1.0, out=x[HYST])
+        clip(x[SOC], -BELOW_EMPTY_SOC, SOC_MAX, out=x[SOC])
+        clip(x[HYST], -1.0, 1.0, out=x[HYST])
         return K
 
     def _times(self, H: np.ndarray) -> np.ndarray:

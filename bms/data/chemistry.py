@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bms.data.clipping import clip
 from bms.data.validation import Problems, read_toml
 
 # Below the 0 % point of the OCV table a sodium-ion cell may still be discharged
@@ -119,9 +120,7 @@ class OcvCurve:
         """OCV, its slope dOCV/dSoC (V per unit SoC) and the half hysteresis gap, per cell:
         what a filter needs each run, in a few array operations."""
         start, mid0, half0, mid_slope, half_slope = self._segments
-        # Clipped by minimum and maximum: np.clip on integers looks up their range each call.
-        k = np.minimum(np.maximum(np.searchsorted(start, soc, side="right") - 1, 0),
-                       start.size - 1)
+        k = clip(np.searchsorted(start, soc, side="right") - 1, 0, start.size - 1)
         ds = soc - start[k]
         half = half0[k] + half_slope[k] * ds
         slope = mid_slope[k] + hysteresis * half_slope[k]
@@ -136,15 +135,15 @@ class OcvCurve:
         soc_t, mid, half = self.lookup_tables
         corrected = np.asarray(voltage_v) - self.temp_coeff_v_per_k * (
             np.asarray(temperature_c) - 25.0)
-        curves = mid + np.asarray(hysteresis, dtype=float)[:, None] * half  # (n, table)
-        last = soc_t.size - 2
-        k = np.clip((curves <= corrected[:, None]).sum(axis=1) - 1, 0, last)
-        rows = np.arange(curves.shape[0])
-        low, high = curves[rows, k], curves[rows, k + 1]
+        # (table, n): the count below runs over rows, a third faster than over columns.
+        curves = mid[:, None] + half[:, None] * np.asarray(hysteresis, dtype=float)
+        k = clip((curves <= corrected).sum(axis=0) - 1, 0, soc_t.size - 2)
+        cells = np.arange(curves.shape[1])
+        low, high = curves[k, cells], curves[k + 1, cells]
         slope = (high - low) / (soc_t[k + 1] - soc_t[k])
         soc = soc_t[k] + (corrected - low) / np.where(slope > 0, slope, np.inf)
         # A reading above the full cell's says full: the voltage alone never says more.
-        return np.clip(soc, soc_t[0], self.soc[-1]), slope
+        return clip(soc, soc_t[0], self.soc[-1]), slope
 
 
 @dataclass(frozen=True, eq=False)

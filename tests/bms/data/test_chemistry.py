@@ -267,3 +267,33 @@ def test_thresholds_out_of_order_are_refused(thresholds, problem):
     with pytest.raises(InputError) as err:
         parse_profile(data, "inline")
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+
+
+def _soc_on_branch_one_cell(ocv: OcvCurve, voltage_v: float, hysteresis: float,
+                            temperature_c: float) -> tuple[float, float]:
+    """soc_on_branch's reading for one cell, as its docstring tells it, step by step."""
+    soc_t, mid, half = ocv.lookup_tables
+    corrected = voltage_v - ocv.temp_coeff_v_per_k * (temperature_c - 25.0)
+    curve = mid + hysteresis * half
+    k = min(max(int(np.count_nonzero(curve <= corrected)) - 1, 0), soc_t.size - 2)
+    slope = (curve[k + 1] - curve[k]) / (soc_t[k + 1] - soc_t[k])
+    soc = soc_t[k] + (corrected - curve[k]) / (slope if slope > 0 else np.inf)
+    return float(np.clip(soc, soc_t[0], ocv.soc[-1])), float(slope)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_soc_on_branch_reads_every_cell_as_it_would_read_that_cell_alone(name):
+    """The vectorised lookup (issue 19: laid out table x cell) gives each cell's bits, NaN
+    and readings beyond either end of the table included."""
+    ocv = PRESETS[name].ocv
+    rng = np.random.default_rng(19)
+    n = 64
+    v = rng.uniform(-0.5, 4.6, n)
+    v[:4] = (np.nan, -np.inf, np.inf, ocv.lookup_tables[1][3])  # the last: on a table point
+    h = rng.uniform(-1.0, 1.0, n)
+    h[4:6] = (-1.0, 1.0)
+    t = rng.uniform(-30.0, 60.0, n)
+    soc, slope = ocv.soc_on_branch(v, h, t)
+    alone = np.array([_soc_on_branch_one_cell(ocv, *cell) for cell in zip(v, h, t, strict=True)])
+    assert soc.tobytes() == alone[:, 0].tobytes()
+    assert slope.tobytes() == alone[:, 1].tobytes()
