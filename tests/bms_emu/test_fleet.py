@@ -7,6 +7,7 @@ retained state and availability."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -258,3 +259,60 @@ def test_a_bad_packs_per_process_is_refused_naming_it(value, says, capsys):
                                                          (3, 2, 2), (1, 8, 1), (9, 4, 3)])
 def test_auto_makes_as_many_processes_as_cores_of_50_packs_at_most(packs, cores, expected):
     assert fleet_cmd.packs_per_process("auto", packs, cores) == expected
+
+
+def readme_bridge_conf(central_port: int) -> str:
+    """The README's bridge.conf for host 2, pointed at the central broker on this machine."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("# /etc/mosquitto/conf.d/bridge.conf on host 2")[1].split("```")[0]
+    conf = block.split("\n", 1)[1]  # after the comment line
+    assert "address central.example:1883" in conf
+    return conf.replace("central.example:1883", f"127.0.0.1:{central_port}")
+
+
+def command_result(port: int, pack_id: str, command: dict, wait_s: float = 15.0) -> dict:
+    """Sends `command` to `bms/<pack_id>/cmd/state` on the broker at `port` (again each
+    second, as a host whose first try may beat the bridge's subscription does) and returns
+    the first result read back there."""
+
+    async def ask() -> dict:
+        async with aiomqtt.Client("127.0.0.1", port, identifier="test-bridge-host") as client:
+            await client.subscribe(f"bms/{pack_id}/cmd/state/result", qos=1)
+            async with asyncio.timeout(wait_s):
+                while True:
+                    await client.publish(f"bms/{pack_id}/cmd/state", json.dumps(command), qos=1)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0):
+                            async for message in client.messages:
+                                return json.loads(message.payload)
+
+    try:
+        return asyncio.run(ask())
+    except TimeoutError:
+        pytest.fail(f"no result to {command} for {pack_id} came in {wait_s:g} s")
+
+
+def test_the_readmes_two_host_layout_puts_both_shards_on_the_central_broker(
+        mqtt_broker_factory):
+    """Host 1 on the central broker, host 2 on a broker of its own bridged to it with the
+    README's bridge.conf: the central broker sees every pack, and a host's command there
+    reaches a pack behind the bridge and is answered."""
+    central = mqtt_broker_factory()
+    edge = mqtt_broker_factory(extra_config=readme_bridge_conf(central.port))
+    shared = ("--packs", "4", "--series", "8", "--duration", "1h", "--pack-prefix", "br",
+              "--mqtt-commands", "state=run|standby")
+    host1 = fleet(*shared, "--shard", "1/2", "--mqtt", central.url)
+    host2 = fleet(*shared, "--shard", "2/2", "--mqtt", edge.url)
+    try:
+        states = retained(central.port, "state", 4, wait_s=30)
+        assert set(states) == {"br-1", "br-2", "br-3", "br-4"}, (host1.poll(), host2.poll())
+        assert all(json.loads(s)["pack_id"] == k for k, s in states.items())
+        result = command_result(central.port, "br-4", {"id": 7, "state": "standby"})
+        assert (result["id"], result["ok"]) == (7, True), result
+    finally:
+        for host in (host1, host2):
+            host.send_signal(signal.SIGTERM)
+        outs = [host.communicate(timeout=30) for host in (host1, host2)]
+    assert [host.returncode for host in (host1, host2)] == [0, 0], outs
+    # Host 2's packs said `offline` on its own broker, and the bridge carried it on.
+    assert retained(central.port, "availability", 4) == dict.fromkeys(states, b"offline")
