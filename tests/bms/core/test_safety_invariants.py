@@ -44,6 +44,12 @@ injected sensor and contactor faults. After every step it checks:
      reading through it.
    Only steps with a well-formed measurement are checked: a silent rig gives the firmware
    nothing to debounce, and the measurement timeout opens the contactors instead.
+   Beyond a FAULT row's own threshold, the same and tighter: while the row's quantity
+   reads straight off the measurement (`straight_figures`: cell extremes and pack voltage
+   with every cell readable and none bleeding, temperatures with every reading plausible,
+   the charge temperatures while charging, currents when readable), it counts from the
+   first measurement past the threshold in force and must open within that row's own
+   debounce in force - so a threshold or a debounce a host retuned binds too.
 3. Published limits: 0 <= charge_limit_a <= cfg.limits.max_charge_a and
    0 <= discharge_limit_a <= cfg.limits.max_discharge_a of the configuration in force
    (a write binds from the next step, with or without a measurement), both finite, both
@@ -57,6 +63,17 @@ injected sensor and contactor faults. After every step it checks:
    typed passes a bound computed as 16 x 4.1 = 65.59999999999999). The firmware takes
    every configuration `apply_changes` accepts. A refused write raises ParameterError
    and leaves `fw.cfg` and the overrides as they were.
+5. A FAULT is latched: the state leaves FAULT only in the measured step that answers a
+   clear-faults or service-reset the firmware took (or, a timeout before the first
+   measurement ever, with that measurement), and then every FAULT row that was due
+   (invariant 2, by its threshold) reads back past its release - unless it is an
+   under-voltage row a recovery charge suspends.
+
+The machine reaches a case only as often as its draws do; the cases a short search holds
+too rarely (a reading just past a FAULT threshold for exactly the debounce, through sensor
+dropouts too; a retuned row; a reading between threshold and release at a clear; a
+recovery charge; a silent rig while charging; a write just past each bound) are driven
+through the same machine, and the same checks, by the plain tests at the end.
 """
 
 from __future__ import annotations
@@ -77,6 +94,7 @@ from bms.data.config import (
     CELL_V_IMPLAUSIBLE_MARGIN,
     TEMP_PLAUSIBLE_C,
     FirmwareConfig,
+    ProtectionRow,
     default_config,
 )
 from bms.data.faults import FAULT_CODES, bitmap
@@ -115,6 +133,55 @@ def fault_row(cfg: FirmwareConfig, fault: str, quantity: str | None = None):
             and (quantity is None or r.quantity == quantity)]
     assert len(rows) == 1, (fault, quantity, rows)
     return rows[0]
+
+
+def straight_figures(m: Measurement, cfg: FirmwareConfig, bleeding: bool) -> dict[str, float]:
+    """The protection quantities a measurement gives straight, where the firmware has no
+    judgement to make: cell extremes and pack voltage with every cell readable (and, for
+    the extremes, none bleeding: a bleed's drop in the sense wires is taken off the
+    readings); temperatures with every reading plausible (else a sensor stands at its last
+    plausible reading); the charge temperatures only while charging (above the configured
+    rest current); the currents when readable; the raw extremes of readable temperatures,
+    and the magnitudes the current and bus plausibility rows watch (an unreadable one is
+    infinite)."""
+    v, t, i_a = m.cell_voltage_v, m.temperature_c, m.current_a
+    figures: dict[str, float] = {}
+    if np.isfinite(v).all():
+        figures["pack_v"] = float(v.sum())
+        if not bleeding:
+            figures.update(cell_v_max=float(v.max()), cell_v_min=float(v.min()))
+    lo, hi = TEMP_PLAUSIBLE_C
+    if t.size and np.isfinite(t).all():
+        figures.update(temp_reading_max=float(t.max()), temp_reading_min=float(t.min()))
+    if t.size and bool(((t >= lo) & (t <= hi)).all()):
+        t_max, t_min = float(t.max()), float(t.min())
+        figures.update(discharge_temp_max=t_max, discharge_temp_min=t_min)
+        if math.isfinite(i_a) and i_a > cfg.rest_current_a:
+            figures.update(charge_temp_max=t_max, charge_temp_min=t_min)
+    if math.isfinite(i_a):
+        figures.update(charge_a=i_a, discharge_a=-i_a)
+    figures["current_reading_a"] = math.inf if math.isnan(i_a) else abs(i_a)
+    bus_v = m.bus_voltage_v
+    figures["bus_v_reading_v"] = math.inf if math.isnan(bus_v) else abs(bus_v)
+    return figures
+
+
+# The quantities `straight_figures` can give, and the under-voltage faults a recovery charge
+# or STORAGE suspends.
+STRAIGHT = frozenset({"pack_v", "cell_v_max", "cell_v_min", "discharge_temp_max",
+                      "discharge_temp_min", "charge_temp_max", "charge_temp_min", "charge_a",
+                      "discharge_a", "temp_reading_max", "temp_reading_min",
+                      "current_reading_a", "bus_v_reading_v"})
+UNDERVOLTAGE = frozenset({"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE"})
+
+
+def over(row: ProtectionRow, value: float) -> bool:
+    """The row's quantity is beyond its threshold (the debouncer's own comparison)."""
+    return value > row.threshold if row.above else value < row.threshold
+
+
+def past_release(row: ProtectionRow, value: float) -> bool:
+    return value < row.release if row.above else value > row.release
 
 
 def absolute_windows(chem, n_series: int) -> dict[str, tuple[float, float]]:
@@ -269,6 +336,18 @@ class FirmwareSafety(RuleBasedStateMachine):
         # Invariant 2: since when each absolute limit has been exceeded (None: not now).
         self.onset_s: dict[str, float | None] = dict.fromkeys(
             ("cell_high", "cell_low", "hot", "cold", "charge_hot", "charge_cold"))
+        # And by each FAULT row's own threshold (by row index): since when its quantity has
+        # read straight past it; the rows that got to their debounce (due to be latched).
+        self.row_onset_s: dict[int, float] = {}
+        self.due_rows: set[int] = set()
+        self._fault_rows_of: FirmwareConfig | None = None  # see `_fault_rows`
+        self._fault_rows_list: list[tuple[int, ProtectionRow]] = []
+        # The firmware's balancing mask as of its last measured step (what it judges a
+        # measurement without the plant's own balancing feedback by).
+        self.bleed_mask = np.zeros(n_series, dtype=bool)
+        # Invariant 5: a clear the firmware took and has not yet answered; any measurement yet.
+        self.clear_sent = False
+        self.measured = False
 
     def _healthy_v(self, level: float) -> float:
         """A cell voltage between under-voltage release and the charge voltage."""
@@ -328,18 +407,80 @@ class FirmwareSafety(RuleBasedStateMachine):
         pre_state = self.fw.state
         was_open = self.act is None or self.act.contactors == OPEN
         cfg = self.fw.cfg  # reconfiguration happens between steps: this is the one in force
+        first = m is not None and not self.measured
+        well_formed = m is not None and m.cell_voltage_v.shape == (self.n,)
+        figures: dict[str, float] = {}
+        if well_formed:
+            bleed = m.balancing if m.balancing is not None else self.bleed_mask
+            figures = straight_figures(m, cfg, bool(bleed.any()))
         act = self.fw.step(m, self.now_s)
         self.act = act
         if was_open and act.contactors != OPEN:  # a closing starts: no FAULT row may be due
             assert not self.fw.protection.fault_pending(), (act.state, act.contactors)
-        well_formed = m is not None and m.cell_voltage_v.shape == (self.n,)
         if well_formed:
             self._track_onsets(m, pre_state, cfg)
+            self._track_rows(pre_state, cfg, figures)
         self._check_fault_means_open(act)
+        # A clear is answered in the next step with a measurement (none crashed on).
+        cleared = first or (self.clear_sent and m is not None)
+        self._check_fault_ends_by_clear(act, pre_state, figures, cfg, cleared)
         if well_formed:
             self._check_limit_deadlines(act, cfg)
+            self._check_row_deadlines(act, cfg)
+            self.bleed_mask = act.balance_mask
+            self.clear_sent = False  # the firmware answered it in this step
+        self.measured = self.measured or m is not None
         self._check_limits(act)
         self.k += 1
+
+    def _track_rows(self, pre_state: str, cfg: FirmwareConfig,
+                    figures: dict[str, float]) -> None:
+        """Each FAULT row's excursion: from the first measurement with its quantity straight
+        past its threshold in force, to one without (or with the quantity not straight, or
+        the row suspended: under-voltage in STORAGE or during a recovery charge)."""
+        suspended = pre_state == "STORAGE" or self.fw.recovering_since_s is not None
+        for i, row in self._fault_rows(cfg):
+            value = figures.get(row.quantity)
+            if value is None or not over(row, value) or (suspended
+                                                         and row.fault in UNDERVOLTAGE):
+                self.row_onset_s.pop(i, None)
+            else:
+                self.row_onset_s.setdefault(i, self.now_s)
+
+    def _fault_rows(self, cfg: FirmwareConfig) -> list[tuple[int, ProtectionRow]]:
+        """The FAULT rows of `cfg` (by index) whose quantity can read straight."""
+        if self._fault_rows_of is not cfg:
+            self._fault_rows_of = cfg
+            self._fault_rows_list = [(i, r) for i, r in enumerate(cfg.protection)
+                                     if r.level == "FAULT" and r.quantity in STRAIGHT]
+        return self._fault_rows_list
+
+    def _check_row_deadlines(self, act: Actuation, cfg: FirmwareConfig) -> None:
+        for i, onset_s in self.row_onset_s.items():
+            row = cfg.protection[i]
+            if self.now_s - onset_s >= row.debounce_s - TIME_EPS_S:
+                assert act.contactors == OPEN, (
+                    f"{row.fault} {row.quantity} past {row.threshold} since {onset_s:.1f} s, "
+                    f"now {self.now_s:.1f} s (debounce {row.debounce_s} s): contactors "
+                    f"{act.contactors}, state {act.state}, bitmap {act.fault_bitmap:#x}")
+                self.due_rows.add(i)
+
+    def _check_fault_ends_by_clear(self, act: Actuation, pre_state: str,
+                                   figures: dict[str, float], cfg: FirmwareConfig,
+                                   cleared: bool) -> None:
+        if pre_state != "FAULT" or act.state == "FAULT":
+            return
+        assert cleared, (
+            f"FAULT left for {act.state} at {self.now_s:.1f} s with no clear taken")
+        recovering = self.fw.recovering_since_s is not None
+        for i in self.due_rows:
+            row = cfg.protection[i]
+            value = figures.get(row.quantity)
+            if value is None or recovering and row.fault in UNDERVOLTAGE:
+                continue
+            assert past_release(row, value), (
+                f"{row.fault} {row.quantity} cleared at {value} (release {row.release})")
+        self.due_rows.clear()
 
     def _track_onsets(self, m: Measurement, pre_state: str, cfg: FirmwareConfig) -> None:
         """Each excursion starts with a reading beyond the limit and ends with a
@@ -473,7 +614,13 @@ class FirmwareSafety(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(HOST_REQUESTS))
     def request(self, name: str) -> None:
-        self.fw.request(name)
+        self._request(name)
+
+    def _request(self, name: str) -> str | None:
+        answer = self.fw.request(name)
+        if answer is None and name in ("clear-faults", "service-reset"):
+            self.clear_sent = True
+        return answer
 
     @rule(data=st.data())
     def back_to_health(self, data: st.DataObject) -> None:
@@ -485,8 +632,8 @@ class FirmwareSafety(RuleBasedStateMachine):
         self.open_wire = self.offset = self.cell_flicker = self.temp_flicker = None
         self.stuck = {}
         self._step(self._measure())  # the firmware judges a clear on the readings it has
-        self.fw.request("clear-faults")
-        self.fw.request("run")
+        self._request("clear-faults")
+        self._request("run")
         self._then_run(data)
 
     # --- the pack ---------------------------------------------------------------------------
@@ -605,7 +752,8 @@ class FirmwareSafety(RuleBasedStateMachine):
 
     # --- configuration -----------------------------------------------------------------------
 
-    def _write(self, changes: list[tuple[object, object]]) -> None:
+    def _write(self, changes: list[tuple[object, object]]) -> bool:
+        """A host's write by parameter id; whether it was accepted."""
         cfg_before, overrides_before = self.fw.cfg, copy.deepcopy(self.overrides)
         try:
             cfg, overrides = apply_changes(self.overrides, changes, self.chem, self.n,
@@ -613,12 +761,13 @@ class FirmwareSafety(RuleBasedStateMachine):
         except ParameterError:
             assert self.fw.cfg is cfg_before
             assert self.overrides == overrides_before
-            return
+            return False
         assert self.overrides == overrides_before  # the overrides in effect are not touched
         check_accepted(cfg, self.chem, self.n, self.capacity_ah)
         self.fw.reconfigure(cfg)  # anything apply_changes accepts, the firmware takes
         assert self.fw.cfg is cfg
         self.overrides = overrides
+        return True
 
     @rule(data=st.data())
     def write_config(self, data: st.DataObject) -> None:
@@ -667,13 +816,248 @@ class FirmwareSafety(RuleBasedStateMachine):
 
 # Many short runs rather than few long ones: a fresh pack reaches RUN within five ticks, and
 # most findings need a running pack, one excursion and the time to hold it (each rule that
-# changes the pack runs on for up to 12 s). 250 runs: with the examples drawn as `make test`
-# draws them, debounces tripping late (under-voltage by 0.3 s; every row by 0.25 s) and a
-# FAULT that leaves the charge limit up failed at runs 2, ~105 and ~150; 450 runs caught no
-# more of those tried. The long search: benchmarks/fuzz_hypothesis.py. About 17 s.
+# changes the pack runs on for up to 12 s). What a short search holds too rarely, the plain
+# tests below drive on purpose; of the 23 firmware mutations tried for issue 19, two are
+# left to the machine alone - a closing started while a FAULT row debounces, a crash that
+# leaves the contactors closed - and with the examples drawn as `make test` draws them, 10
+# runs catch both (at runs 6 and 11). 60 runs: a margin for that and for what no one has
+# tried yet. The draws follow this class's source: an edit to it draws others, so check
+# again after one. The long randomised search is benchmarks/fuzz_hypothesis.py (this many
+# runs a round: give it more rounds). About 5 s.
 FirmwareSafety.TestCase.settings = settings(
-    max_examples=250, stateful_step_count=20, deadline=None,
+    max_examples=60, stateful_step_count=20, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 TestFirmwareSafety = pytest.mark.filterwarnings(
     # NaN and infinite readings are the point: numpy says so while the firmware copes.
     "ignore:invalid value encountered:RuntimeWarning")(FirmwareSafety.TestCase)
+
+
+# --- the same machine, driven through the cases a short search holds too rarely ----------
+#
+# Each FAULT row on a reading a rig sends (a cell, a temperature, the current), held just past its
+# threshold in a running pack: every step goes through `FirmwareSafety._step`, so all the
+# invariants above are checked on the way too.
+
+READING_ROWS = {  # (fault, quantity) -> (what the rig's reading is of, charging)
+    ("CHARGE_OVERCURRENT", "charge_a"): ("current", False),
+    ("DISCHARGE_OVERCURRENT", "discharge_a"): ("current", False),
+    ("SHORT_CIRCUIT", "discharge_a"): ("current", False),
+    ("CELL_OVERVOLTAGE", "cell_v_max"): ("cell", False),
+    ("CELL_UNDERVOLTAGE", "cell_v_min"): ("cell", False),
+    ("VOLTAGE_SENSOR_FAULT", "cell_v_max"): ("cell", False),
+    ("VOLTAGE_SENSOR_FAULT", "cell_v_min"): ("cell", False),
+    ("DISCHARGE_OVERTEMP", "discharge_temp_max"): ("temp", False),
+    ("DISCHARGE_UNDERTEMP", "discharge_temp_min"): ("temp", False),
+    ("CHARGE_OVERTEMP", "charge_temp_max"): ("temp", True),
+    ("CHARGE_UNDERTEMP", "charge_temp_min"): ("temp", True),
+    ("TEMP_SENSOR_FAULT", "temp_reading_max"): ("temp", False),
+    ("TEMP_SENSOR_FAULT", "temp_reading_min"): ("temp", False)}
+ROW_CASES = [pytest.param(chem, key, id=f"{chem}-{key[0]}-{key[1]}")
+             for chem in sorted(PRESETS) for key in READING_ROWS]
+# The current stops as the contactors open: a current row cannot be held between its
+# threshold and release in FAULT.
+LATCH_CASES = [case for case in ROW_CASES if READING_ROWS[case.values[1]][0] != "current"]
+ALLOWED_S = 60.0  # the longest any of these waits is given: far beyond every debounce
+RowName = tuple[str, str]  # fault, quantity
+
+
+def running(chem_name: str, charging: bool) -> FirmwareSafety:
+    """A 4S pack in RUN, at rest or charging at half its maximum."""
+    machine = FirmwareSafety()
+    machine.build(chem_name=chem_name, n_series=4, n_temp=2, parallel=4, level=0.5)
+    if charging:
+        cfg = machine.fw.cfg
+        machine.current_a = cfg.rest_current_a + 0.5 * cfg.limits.max_charge_a
+    run_until(machine, lambda act: act.state == "RUN")
+    return machine
+
+
+def run_until(machine: FirmwareSafety, done, measured: bool = True) -> int:
+    """Steps (with measurements, or silent) until `done(actuation)`; returns how many."""
+    for ticks in range(1, round(ALLOWED_S / TICK_S)):
+        machine._step(machine._measure() if measured else None)
+        if done(machine.act):
+            return ticks
+    raise AssertionError(f"not within {ALLOWED_S} s: state {machine.act.state}")
+
+
+def run_for(machine: FirmwareSafety, duration_s: float) -> None:
+    for _ in range(round(duration_s / TICK_S)):
+        machine._step(machine._measure())
+
+
+def set_reading(machine: FirmwareSafety, name: RowName, value: float) -> None:
+    """One cell, or one temperature sensor, or the current (as charge_a or discharge_a),
+    reads `value` from the next step on."""
+    kind = READING_ROWS[name][0]
+    if kind == "cell":
+        machine.cells[0] = value
+    elif kind == "temp":
+        machine.temps[0] = value
+    else:
+        machine.current_a = value if name[1] == "charge_a" else -value
+
+
+def healthy_reading(machine: FirmwareSafety, name: RowName) -> float:
+    return {"cell": machine._healthy_v(0.5), "temp": 25.0, "current": 0.0}[
+        READING_ROWS[name][0]]
+
+
+def just_past(row: ProtectionRow, threshold: float) -> float:
+    """Past `threshold` by a hundredth of the row's hysteresis: past it on every tick (the
+    plant's cell noise is far smaller), and short of the next limit out."""
+    step = 0.01 * abs(row.threshold - row.release)
+    return threshold + step if row.above else threshold - step
+
+
+def ticks_of(debounce_s: float) -> int:
+    """The ticks a debounce takes at TICK_S: it trips on the tick that completes it."""
+    return math.ceil((debounce_s - TIME_EPS_S) / TICK_S)
+
+
+def trip(machine: FirmwareSafety, name: RowName, value: float, debounce_s: float) -> None:
+    """Holds the reading at `value` from the next tick on, in RUN: the contactors stay
+    closed for as long as the debounce, and open into FAULT, the fault's bit set, on the
+    tick that completes it."""
+    set_reading(machine, name, value)
+    ticks = run_until(machine, lambda act: act.contactors == OPEN)
+    assert ticks == ticks_of(debounce_s) + 1, (name, value, ticks, debounce_s)
+    act = machine.act
+    assert act.state == "FAULT" and act.fault_bitmap & (1 << FAULT_CODES[name[0]]), (
+        act.state, act.fault_bitmap)
+
+
+@pytest.mark.parametrize(("chem_name", "name"), ROW_CASES)
+def test_a_reading_just_past_a_fault_threshold_opens_on_the_tick_its_debounce_ends(
+        chem_name: str, name: RowName) -> None:
+    machine = running(chem_name, READING_ROWS[name][1])
+    row = fault_row(machine.fw.cfg, *name)
+    trip(machine, name, just_past(row, row.threshold), row.debounce_s)
+
+
+@pytest.mark.parametrize("dropout", [NAN, -60.0, 150.0])
+@pytest.mark.parametrize(("chem_name", "name"), [
+    case for case in ROW_CASES if case.values[1][0] in ("DISCHARGE_OVERTEMP",
+                                                        "DISCHARGE_UNDERTEMP")])
+def test_a_temperature_past_its_fault_threshold_trips_on_time_through_sensor_dropouts(
+        chem_name: str, name: RowName, dropout: float) -> None:
+    """A loose sensor wire: every other reading drops out (unreadable, an open NTC's -60 °C,
+    a shorted one's 150 °C). The firmware holds the sensor's last plausible reading through
+    them, so the row's debounce runs on from the first reading past its threshold."""
+    machine = running(chem_name, charging=False)
+    row = fault_row(machine.fw.cfg, *name)
+    machine.temp_flicker = (0, dropout)  # on odd ticks
+    first_drops_out = machine.k % 2  # then the excursion starts a tick later
+    trip(machine, name, just_past(row, row.threshold), row.debounce_s + first_drops_out * TICK_S)
+
+
+@pytest.mark.parametrize(("chem_name", "name"), LATCH_CASES)
+def test_a_tripped_fault_stays_latched_until_a_clear_finds_its_reading_past_release(
+        chem_name: str, name: RowName) -> None:
+    machine = running(chem_name, READING_ROWS[name][1])
+    # Recovery off: a clear with a cell below the under-voltage release would otherwise
+    # start a recovery charge, its way out by design (the last test but one).
+    assert machine._write([(next(p.id for p in machine.params
+                                 if p.name == "limits.recovery_charge_a"), 0.0)])
+    row = fault_row(machine.fw.cfg, *name)
+    trip(machine, name, just_past(row, row.threshold), row.debounce_s)
+    wait_s = 2.0 * row.release_s + 1.0  # a row that releases by itself would have by then
+    # Between release and threshold: no longer tripping, not yet safe.
+    set_reading(machine, name, 0.5 * (row.threshold + row.release))
+    run_for(machine, wait_s)
+    assert machine.act.state == "FAULT"
+    assert machine._request("clear-faults") is not None  # refused, and why
+    run_for(machine, 1.0)
+    assert machine.act.state == "FAULT" and machine.act.contactors == OPEN
+    # Past release: safe, yet latched until a clear.
+    set_reading(machine, name, healthy_reading(machine, name))
+    run_for(machine, wait_s)
+    assert machine.act.state == "FAULT" and machine.act.contactors == OPEN
+    assert machine._request("clear-faults") is None
+    run_until(machine, lambda act: act.state == "RUN")  # and the pack runs again
+
+
+@pytest.mark.parametrize(("chem_name", "name"), ROW_CASES)
+def test_a_fault_row_a_host_retunes_in_run_trips_on_its_new_numbers(
+        chem_name: str, name: RowName) -> None:
+    """Threshold moved halfway to the nearest of its release and the fault's lower levels'
+    thresholds, debounce halved, written by parameter id as a host writes them: a reading
+    past the new threshold but short of the old one trips on the new debounce."""
+    machine = running(chem_name, READING_ROWS[name][1])
+    cfg = machine.fw.cfg
+    row = fault_row(cfg, *name)
+    inner = [r.threshold for r in cfg.protection
+             if (r.fault, r.quantity) == name and r is not row] + [row.release]
+    threshold = 0.5 * (row.threshold + min(inner, key=lambda x: abs(x - row.threshold)))
+    base = PROTECTION_BASE + IDS_PER_ROW * cfg.protection.index(row)  # its threshold's id
+    assert machine._write([(base, threshold), (base + 2, 0.5 * row.debounce_s)])
+    run_for(machine, TICK_S)
+    assert machine.act.state == "RUN"
+    trip(machine, name, 0.5 * (threshold + row.threshold), 0.5 * row.debounce_s)
+
+
+@pytest.mark.parametrize("chem_name", sorted(PRESETS))
+def test_a_rig_silent_while_charging_opens_at_the_timeout_with_both_limits_zero(
+        chem_name: str) -> None:
+    """Steps without a measurement leave the limits alone (`Firmware._limits`) until the
+    measurement timeout's FAULT, which must still take them to 0 (invariant 3)."""
+    machine = running(chem_name, charging=True)
+    run_until(machine, lambda act: act.charge_limit_a > 0.0)
+    timeout_s = machine.fw.cfg.measurement_timeout_s
+    last_measured_s = machine.now_s - TICK_S
+    run_until(machine, lambda act: act.contactors == OPEN, measured=False)
+    opened_s = machine.now_s - TICK_S
+    assert opened_s - TICK_S - last_measured_s <= timeout_s < opened_s - last_measured_s
+    act = machine.act
+    assert act.state == "FAULT" and act.charge_limit_a == act.discharge_limit_a == 0.0
+
+
+@pytest.mark.parametrize("chem_name", sorted(PRESETS))
+def test_an_under_voltage_fault_cleared_below_its_release_recovers_by_a_charge_alone(
+        chem_name: str) -> None:
+    """The way out of CELL_UNDERVOLTAGE with a cell still below the release: a clear starts
+    a recovery charge - RECOVERY, no discharge, a charge limit of at most
+    `limits.recovery_charge_a` (invariant 3, every step) - that ends in RUN once the cell
+    is back past the release."""
+    name = ("CELL_UNDERVOLTAGE", "cell_v_min")
+    machine = running(chem_name, charging=False)
+    row = fault_row(machine.fw.cfg, *name)
+    trip(machine, name, just_past(row, row.threshold), row.debounce_s)
+    set_reading(machine, name, 0.5 * (row.threshold + row.release))
+    machine.current_a = machine.fw.cfg.limits.recovery_charge_a  # a trickle charger
+    assert machine._request("clear-faults") is None
+    run_until(machine, lambda act: act.state == "RECOVERY")
+    run_for(machine, 5.0)
+    assert machine.act.state == "RECOVERY"
+    set_reading(machine, name, healthy_reading(machine, name))
+    run_until(machine, lambda act: act.state == "RUN")
+
+
+@pytest.mark.parametrize("chem_name", sorted(PRESETS))
+def test_a_write_just_past_a_safety_bound_is_refused_or_keeps_invariant_4(
+        chem_name: str) -> None:
+    """Every safety parameter written alone just either side of its default, and each FAULT
+    row's threshold and release just either side of the edges of the chemistry's window,
+    through `_write` (which checks invariant 4 on whatever is accepted, and that a refusal
+    changes nothing): the bounds the random writes reach only now and then, every one of
+    them, each from the defaults."""
+    machine = FirmwareSafety()
+    machine.build(chem_name=chem_name, n_series=4, n_temp=2, parallel=4, level=0.5)
+    windows = absolute_windows(machine.chem, machine.n)
+    answers = []
+    for param in machine.safety_params:
+        if param.kind != "float":
+            continue
+        default = machine._current_value(param)
+        values = [default * (1 + 1e-6) + 1e-6, default * (1 - 1e-6) - 1e-6]
+        path = param.path  # protection.FAULT.LEVEL[.quantity].field for a row's
+        if path[0] == "protection" and path[-1] in ("threshold", "release") and (
+                path[1] in windows):
+            values += [x + d * (1e-6 * abs(x) + 1e-6) for x in windows[path[1]]
+                       for d in (-1, 1)]
+        for value in values:
+            answers.append(machine._write([(param.id, value)]))
+            if answers[-1]:
+                machine.fw.reconfigure(machine.default_cfg)
+                machine.overrides = {}
+    assert any(answers) and not all(answers)  # both sides of the bounds were reached
