@@ -85,6 +85,8 @@ STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current t
 # The states with the pack on the bus through its main contactors: the only ones whose
 # published limits may be above 0.
 CONNECTED = frozenset({State.RUN, State.RECOVERY})
+TEMP_HIGH_SIDE, TEMP_LOW_SIDE = 1, 2  # a temperature reading beyond the plausible window
+TEMP_BOTH_SIDES = TEMP_HIGH_SIDE | TEMP_LOW_SIDE
 # Suspended in STORAGE, where cells may be taken to 0 V, and during a recovery charge out of
 # under-voltage: there their voltages say nothing of under-voltage, imbalance or sense wires.
 LOW_CELL_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
@@ -235,6 +237,8 @@ class Firmware:
         self._mean_at_change_v = np.zeros(n_series)  # the mean reading when each last changed
         self._temp_held_c = np.zeros(0)  # each sensor's last plausible reading (NaN: none)
         self._temp_key: tuple | None = None  # the readings `_temp_figures` were worked from
+        # Each sensor's sides of the plausible window read since its last plausible reading.
+        self._temp_sides = np.zeros(0, dtype=np.int8)
         self._temp_figures: tuple[tuple[float, float], float, float] | None = None
         self._derive_from(self.cfg)
         self.counters = Counters()
@@ -597,6 +601,20 @@ class Firmware:
         if key == self._temp_key:
             return self._temp_figures
         lo, hi = TEMP_PLAUSIBLE_C
+        # A reading on the window's edge is plausible (the TEMP_SENSOR_FAULT rows trip only
+        # beyond it): were it left out here too, a sensor at exactly 125 °C would trip nothing.
+        plausible = (t >= lo) & (t <= hi)
+        if self._temp_held_c.shape != t.shape:  # the first reading, or another sensor count
+            self._temp_held_c = np.full(t.shape, np.nan)
+            self._temp_sides = np.zeros(t.shape, dtype=np.int8)
+        # A sensor that has read beyond both sides (or unreadable and too cold) with no
+        # plausible reading between is broken, not hot nor cold: each row alone would see
+        # an excursion of one reading and restart its debounce at the next.
+        side = np.where(np.isfinite(t) & (t < lo), TEMP_LOW_SIDE, TEMP_HIGH_SIDE).astype(np.int8)
+        self._temp_sides = sides = np.where(plausible, 0, self._temp_sides | side).astype(
+            np.int8)
+        if (sides == TEMP_BOTH_SIDES).any():
+            t = self._readable_temperatures(t)
         # An unreadable reading (NaN, infinite), or none at all, is no reading a working
         # sensor gives: it counts as the highest, one sensor fault (the lowest is then
         # among the readable ones).
@@ -604,11 +622,7 @@ class Firmware:
         t_reading = (float(t.max()) if t.size and t_read.size == t.size else math.inf,
                      float(t_read.min()) if t_read.size else hi)
         neutral = self._charge_temp_neutral_c
-        # A reading on the window's edge is plausible (the TEMP_SENSOR_FAULT rows trip only
-        # beyond it): were it left out here too, a sensor at exactly 125 °C would trip nothing.
-        if self._temp_held_c.shape != t.shape:  # the first reading, or another sensor count
-            self._temp_held_c = np.full(t.shape, np.nan)
-        self._temp_held_c = held = np.where((t >= lo) & (t <= hi), t, self._temp_held_c)
+        self._temp_held_c = held = np.where(plausible, t, self._temp_held_c)
         if lo <= t_reading[1] and t_reading[0] <= hi:
             t_max, t_min = t_reading
         else:
@@ -621,6 +635,11 @@ class Firmware:
                 neutral, neutral)
         self._temp_key, self._temp_figures = key, (t_reading, t_max, t_min)
         return self._temp_figures
+
+    def _readable_temperatures(self, t: np.ndarray) -> np.ndarray:
+        """The readings, a sensor read beyond both sides of the plausible window since its
+        last plausible reading as unreadable (NaN)."""
+        return np.where(self._temp_sides == TEMP_BOTH_SIDES, np.nan, t)
 
     def _count_repeats(self, v: np.ndarray, mean_v: float) -> float:
         """How long each reading has repeated to the bit while the pack moved; returns the
@@ -710,7 +729,7 @@ class Firmware:
             case Offender.COLDEST_SENSOR:
                 return int(np.argmin(_readable(t, np.inf)))
             case Offender.HOTTEST_READING if t.size:
-                return _first_unreadable(t, int(np.argmax(t)))
+                return _first_unreadable(self._readable_temperatures(t), int(np.argmax(t)))
         return None
 
     def _count(self, m: Measurement, dt_s: float) -> None:

@@ -60,7 +60,8 @@ QUANTITIES: tuple[Quantity, ...] = (
              Offender.OPEN_WIRE_CELL, magnitude=True),
     Quantity("temp_reading_max", "°C",
              "highest raw temperature reading; infinite when one is unreadable (NaN, "
-             "infinite) or there is none", Offender.HOTTEST_READING),
+             "infinite, or beyond both sides of the plausible window in turn since its last "
+             "plausible reading) or there is none", Offender.HOTTEST_READING),
     # An unreadable reading counts as the highest (one sensor fault, not two), so the
     # lowest is among the readable ones.
     Quantity("temp_reading_min", "°C", "lowest raw temperature reading",

@@ -951,6 +951,27 @@ def test_a_temperature_past_its_fault_threshold_trips_on_time_through_sensor_dro
     trip(machine, name, just_past(row, row.threshold), row.debounce_s + first_drops_out * TICK_S)
 
 
+@pytest.mark.parametrize(("reading", "dropout"), [(NAN, -60.0), (150.0, -60.0), (-np.inf, -60.0),
+                                                  (-60.0, NAN), (-60.0, 150.0)])
+@pytest.mark.parametrize("chem_name", sorted(PRESETS))
+def test_a_sensor_that_reads_beyond_both_sides_of_its_window_in_turn_trips_its_fault(
+        chem_name: str, reading: float, dropout: float) -> None:
+    """A sensor that gives no plausible reading, in turn too hot (or unreadable) and too
+    cold, is broken: the highest-reading row trips it within its debounce of the first
+    reading once both sides are seen, and names it. Each row alone would see one reading
+    at a time and restart its debounce at the next, and the pack ran on blind."""
+    machine = running(chem_name, charging=False)
+    name = ("TEMP_SENSOR_FAULT", "temp_reading_max")
+    row = fault_row(machine.fw.cfg, *name)
+    machine.temp_flicker = (0, dropout)  # on odd ticks
+    # The highest-reading row starts at the first reading past its side: the first one
+    # unless it is too cold, when both sides are seen a reading later.
+    late = (reading if machine.k % 2 == 0 else dropout) == -60.0
+    trip(machine, name, reading, row.debounce_s + late * TICK_S)
+    assert [(e.name, e.index) for e in machine.act.events if e.action == "raised"] == [
+        ("TEMP_SENSOR_FAULT", 0)]
+
+
 @pytest.mark.parametrize(("chem_name", "name"), LATCH_CASES)
 def test_a_tripped_fault_stays_latched_until_a_clear_finds_its_reading_past_release(
         chem_name: str, name: RowName) -> None:
