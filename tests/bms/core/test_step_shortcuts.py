@@ -1,6 +1,7 @@
 """The step's shortcuts (issue 19: the firmware's fixed cost a step) give what the full work
 gives: the stuck-reading count that skips its passes while no reading can count, rows turned
-off by an infinite trip point, and extremes widened only when a reading is wider."""
+off by an infinite trip point, extremes widened only when a reading is wider, row look-ups
+that answer a quiet table from its bitmap, and the step's one finding of an unreadable cell."""
 
 from __future__ import annotations
 
@@ -108,3 +109,50 @@ def test_extremes_widen_by_readable_readings_only_and_are_kept_as_floats():
     assert (x["cell_v_min"], x["cell_v_max"], x["temp_c_min"], x["temp_c_max"],
             x["current_a_min"], x["current_a_max"]) == (3.1, 3.3, 19.0, 25.0, -4.0, 1.0)
     assert all(type(value) is float for value in x.values())
+
+
+def reference_over_or_active(protection: Protection, rows: tuple[int, ...]) -> bool:
+    """A look at each row: what `over_or_active` gave before it looked at the bitmap first."""
+    return any(protection.active[i] or i in protection.over_since_s for i in rows)
+
+
+def test_row_look_ups_that_skip_a_quiet_table_equal_a_look_at_each_row():
+    fw = Firmware(PRESETS["na-nfm"], 16, 10.0)
+    protection = fw.protection
+    rng = np.random.default_rng(5)
+    n = len(protection.rows)
+    rows = tuple(int(i) for i in rng.choice(n, 6, replace=False))
+    seen = set()
+    for k in range(400):
+        # Mostly quiet, like the steps that take the shortcut; now and then rows raised
+        # (summarised, as every change of the table is) or one debouncing.
+        protection.active[:] = rng.random(n) < (0.0 if k % 3 else 0.1)
+        protection._summarise()
+        protection.over_since_s = ({int(rng.integers(n)): 0.0} if k % 5 == 0 else {})
+        expected = reference_over_or_active(protection, rows)
+        seen.add(expected)
+        assert protection.over_or_active(rows) == expected
+        assert protection.any_row_active(rows) == any(protection.active[i] for i in rows)
+        assert protection.any_fault == protection.any_active("FAULT")
+        assert protection.any_alarm == protection.any_active("ALARM")
+    assert seen == {True, False}  # both answers were exercised
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # inf - inf, as ever
+@pytest.mark.parametrize("bleeding", [False, True], ids=["no-bleed", "bleed"])
+def test_the_step_knows_an_unreadable_cell_as_a_look_at_every_reading_does(bleeding):
+    """The voltage room (`_voltage_room_a`) takes `_quantities`' finding rather than its own
+    pass over the readings: the two agree for NaN and infinite readings, under a bleed too."""
+    fw = Firmware(PRESETS["na-nfm"], 16, 10.0)
+    rng = np.random.default_rng(11)
+    mask = np.zeros(16, dtype=bool)
+    mask[::3] = bleeding
+    found = []
+    for k in range(300):
+        v = np.round(3.9 + rng.normal(0.0, 0.01, 16), 3)
+        if k % 4 == 1:
+            v[rng.integers(16)] = rng.choice([np.nan, np.inf, -np.inf])
+        fw.step(Measurement(v, np.full(4, 25.0), 1.0, 0.0, OPEN, balancing=mask), k * TICK_S)
+        found.append(fw._cells_unreadable)
+        assert fw._cells_unreadable == (not np.isfinite(v).all())
+    assert True in found and False in found
