@@ -19,7 +19,6 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import replace
 
 from bms.core.firmware import Firmware
 from bms.core.signals import Measurement
@@ -33,8 +32,7 @@ def record(args) -> tuple[float, list[tuple[float, Measurement]]]:
     """A headless run's (now_s, measurement) at every step, and the pack's capacity."""
     pack = SimulatedPack(PRESETS[args.chemistry], PackSpec(n_series=args.series), args.tick_s)
     firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
-    profile = datacenter(pack.energy_wh)
-    shifted = replace(profile, times_s=tuple(t - 9 * 3600.0 for t in profile.times_s))
+    shifted = datacenter(pack.energy_wh, start_h=9.0)
     steps: list[tuple[float, Measurement]] = []
     run(pack, firmware, shifted, RunOptions(duration_s=args.duration_s, tick_s=args.tick_s),
         on_step=lambda now_s, m, act: steps.append((now_s, m)))

@@ -2,7 +2,7 @@
 firmware included. Prints one JSON line.
 
     .venv/bin/python benchmarks/headless_rtf.py [--series 416] [--duration-s 3600] [--repeat 3]
-        [--packs N]
+        [--packs N] [--start-h 9]
 
 Goal: real-time factor >= 1440 (a day in a minute), i.e. >= 600,000 cell-seconds per second.
 With --packs N, N packs (seeds 0..N-1) are stepped in one process on one clock
@@ -30,9 +30,8 @@ def pack_run(args, seed: int) -> PackRun:
     pack = SimulatedPack(PRESETS[args.chemistry], PackSpec(n_series=args.series, seed=seed),
                          args.tick_s)
     firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
-    # Start at the outage (09:00) so the hour covers discharge, recharge and rest.
-    profile = datacenter(pack.energy_wh)
-    shifted = replace(profile, times_s=tuple(t - 9 * 3600.0 for t in profile.times_s))
+    # By default from the outage (09:00): the hour covers discharge, recharge and rest.
+    shifted = datacenter(pack.energy_wh, args.start_h)
     return PackRun(pack, firmware, shifted, RunOptions(duration_s=args.duration_s,
                                                        tick_s=args.tick_s))
 
@@ -57,6 +56,9 @@ def main() -> None:
     parser.add_argument("--duration-s", type=float, default=3600.0)
     parser.add_argument("--tick-s", type=float, default=0.1)
     parser.add_argument("--chemistry", default="na-nfm")
+    parser.add_argument("--start-h", type=float, default=9.0,
+                        help="hour of the data-centre day to start at (0: the night's float "
+                             "near full, where a pack spends most of a day)")
     parser.add_argument("--packs", type=int, default=1,
                         help="packs stepped in one process on one clock (hil.batch)")
     parser.add_argument("--repeat", type=int, default=3,
@@ -71,6 +73,7 @@ def main() -> None:
         "packs": args.packs,
         "chemistry": args.chemistry,
         "tick_s": args.tick_s,
+        "start_h": args.start_h,
         "sim_s": result.sim_s,
         "wall_s": round(result.wall_s, 3),
         "rtf": round(result.rtf, 1),

@@ -18,7 +18,6 @@ import hashlib
 import json
 import platform
 import time
-from dataclasses import replace
 
 import numpy as np
 
@@ -53,8 +52,7 @@ def record(args) -> tuple[tuple, list[tuple[str, tuple, dict]]]:
     try:
         pack = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=args.series), 0.1)
         firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
-        profile = datacenter(pack.energy_wh)
-        shifted = replace(profile, times_s=tuple(t - 9 * 3600.0 for t in profile.times_s))
+        shifted = datacenter(pack.energy_wh, start_h=9.0)
         run(pack, firmware, shifted, RunOptions(duration_s=args.duration_s, tick_s=0.1))
     finally:
         for name, method in originals.items():

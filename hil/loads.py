@@ -77,10 +77,11 @@ def constant(value: float, unit: str) -> StepProfile:
     return StepProfile((0.0,), (value,), unit)
 
 
-def datacenter(pack_energy_wh: float) -> StepProfile:
-    """The built-in data-centre day for a pack of the given nominal energy."""
+def datacenter(pack_energy_wh: float, start_h: float = 0.0) -> StepProfile:
+    """The built-in data-centre day for a pack of the given nominal energy, from hour
+    `start_h` of the day on (the benchmarks start at the 09:00 outage)."""
     return StepProfile(
-        tuple(h * 3600.0 for h, _ in DATACENTER_DAY),
+        tuple(h * 3600.0 - start_h * 3600.0 for h, _ in DATACENTER_DAY),
         tuple(f * pack_energy_wh for _, f in DATACENTER_DAY),
         "w",
         period_s=DAY_S,

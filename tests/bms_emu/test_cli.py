@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -74,8 +73,7 @@ def datacenter_hours(start_h: float, end_h: float, tick_s: float) -> dict:
     from hour `start_h` to `end_h` of the day: the whole day is `benchmarks/headless_rtf.py
     --duration-s 86400`; the tests take its two working windows, each a few hours."""
     pack = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=16, initial_soc=0.9), tick_s)
-    profile = datacenter(pack.energy_wh)
-    shifted = replace(profile, times_s=tuple(t - start_h * 3600.0 for t in profile.times_s))
+    shifted = datacenter(pack.energy_wh, start_h)
     firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
     result = run(pack, firmware, shifted,
                  RunOptions(duration_s=(end_h - start_h) * 3600.0, tick_s=tick_s))

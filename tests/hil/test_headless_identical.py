@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +86,7 @@ def stream_digest(name: str) -> dict:
     chemistry, series, start_h, texts = RUNS[name]
     pack = SimulatedPack(PRESETS[chemistry], PackSpec(n_series=series, seed=7), TICK_S)
     firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
-    profile = datacenter(pack.energy_wh)
-    profile = replace(profile, times_s=tuple(t - start_h * 3600.0 for t in profile.times_s))
+    profile = datacenter(pack.energy_wh, start_h)
     injections = tuple(parse_injection(t, pack.n_series, pack.sensors.n_temp) for t in texts)
     h = StreamHash()
     seen = {"states": set(), "bleeding_ticks": 0, "wire_tests": 0}
