@@ -17,7 +17,7 @@ import contextlib
 import json
 import sys
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +84,12 @@ def _build(args, slot: Slot, session: MqttSession | None) -> run_cmd.Built | Non
     return None
 
 
-def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: str) -> int:
+def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: str,
+              start_gate: Callable[[Callable[[], bool]], None] | None = None) -> int:
     """Builds, runs and reports every pack; 0, or 1 if any pack failed (its slot says how).
-    The packs start once the session is idle (CONNECT_WAIT_S), staggered over the longer
-    telemetry period, so they do not all publish in the same tick."""
+    The packs start once the session is idle (CONNECT_WAIT_S) and `start_gate(stop)` has
+    returned (the fleet's other processes ready too: `bms_emu.start_gate`), staggered over
+    the longer telemetry period, so they do not all publish in the same tick."""
     args = [run_parser.parse_args(slot.argv) for slot in slots]
     first = args[0]
     session = shared_session(first, name, len(slots)) if first.mqtt is not None else None
@@ -110,6 +112,8 @@ def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: 
             with stop_requests() as stop:  # also while the session comes up
                 if session is not None:
                     session.wait_idle(CONNECT_WAIT_S, stop)
+                if start_gate is not None:
+                    start_gate(stop)
                 results, failed = run_batch(list(runs.values()), ticks, some.options.tick_s,
                                             some.options.speed, stop,
                                             session.flush if session is not None else None)
@@ -166,11 +170,11 @@ def _report(slot: Slot, args, b: run_cmd.Built, record_to: TextIO | None,
     return code
 
 
-def main_in_child(run_parser: argparse.ArgumentParser, slots: Sequence[Slot],
-                  name: str) -> int:
+def main_in_child(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: str,
+                  start_gate: Callable[[Callable[[], bool]], None] | None = None) -> int:
     """The batch's whole life in a forked child (whose own stdout and stderr are a file)."""
     try:
-        return run_packs(run_parser, slots, name)
+        return run_packs(run_parser, slots, name, start_gate)
     except Exception:  # noqa: BLE001 - said in the batch's error output, each pack fails
         traceback.print_exc(file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from bms.data.validation import InputError, Problems
 from bms_emu import batch_run, run_cmd
 from bms_emu.cli_errors import input_error_text
 from bms_emu.mqtt_args import PACK_ID, default_pack_id
+from bms_emu.start_gate import StartGate
 
 MAX_PACKS = 1000
 STOP_GRACE_S = 10.0
@@ -239,9 +240,9 @@ def _run_in_child(work: Callable[[], int], out_path: Path, err_path: Path,
         return exc.code if isinstance(exc.code, int) else 1
 
 
-def _work(args, children: list[Child]) -> tuple[Callable[[], int], str]:
-    """What a process runs for `children` (one: `bms-emu run`; more: a batch), and the name
-    of its output files."""
+def _work(args, children: list[Child], gate: StartGate) -> tuple[Callable[[], int], str]:
+    """What a process runs for `children` (one: `bms-emu run`; more: a batch, which waits
+    at the fleet's start gate), and the name of its output files."""
     parser = args.run_parser
     if len(children) == 1:
         (c,) = children
@@ -250,12 +251,13 @@ def _work(args, children: list[Child]) -> tuple[Callable[[], int], str]:
     name = f"{children[0].pack_id}..{children[-1].pack_id}"
     slots = [batch_run.Slot(run_argv(args, c.pack_id, c.seed), c.out_path, c.err_path,
                             c.code_path) for c in children]
-    return (lambda: batch_run.main_in_child(parser, slots, name)), f"batch-{children[0].k}"
+    return ((lambda: batch_run.main_in_child(parser, slots, name, gate.wait)),
+            f"batch-{children[0].k}")
 
 
-def _fork(args, children: list[Child], workdir: Path) -> None:
+def _fork(args, children: list[Child], workdir: Path, gate: StartGate) -> None:
     """Starts one process for `children` (each gets its pid)."""
-    work, stem = _work(args, children)
+    work, stem = _work(args, children, gate)
     out_path, err_path = workdir / f"{stem}.process.out", workdir / f"{stem}.process.err"
     if len(children) == 1:
         out_path, err_path = children[0].out_path, children[0].err_path
@@ -275,6 +277,7 @@ def _fork(args, children: list[Child], workdir: Path) -> None:
         return
     code = 1
     try:
+        gate.in_child(waits=len(children) > 1)
         code = _run_in_child(work, out_path, err_path, parent_pid)
     except BaseException:  # noqa: BLE001 - a child must never return into the fleet's code
         with contextlib.suppress(BaseException):
@@ -336,6 +339,7 @@ class Fleet:
         self.stop_sent_at: float | None = None
         self.killed = ""  # why the packs still running were killed
         self.failed: list[Child] = []
+        self.gate = StartGate()
 
     # --- output ------------------------------------------------------------------------
 
@@ -386,17 +390,21 @@ class Fleet:
         a = self.args
         numbers = shard_range(a.shard, a.packs)
         per_process = packs_per_process(a.packs_per_process, len(numbers))
-        for first in range(0, len(numbers), per_process):
-            if self.signals:
-                return
-            share = numbers[first:first + per_process]
-            group = [Child(k, pack_id, a.seed + k - 1, self.workdir / f"{k}.out",
-                           self.workdir / f"{k}.err", code_path=self.workdir / f"{k}.code")
-                     for k, pack_id in zip(share, pack_ids(a.pack_prefix, share), strict=True)]
-            _fork(a, group, self.workdir)
-            for c in group:
-                self.children.append(c)
-                self._started(c)
+        try:
+            for first in range(0, len(numbers), per_process):
+                if self.signals:
+                    return
+                share = numbers[first:first + per_process]
+                group = [Child(k, pack_id, a.seed + k - 1, self.workdir / f"{k}.out",
+                               self.workdir / f"{k}.err", code_path=self.workdir / f"{k}.code")
+                         for k, pack_id in zip(share, pack_ids(a.pack_prefix, share),
+                                               strict=True)]
+                _fork(a, group, self.workdir, self.gate)
+                for c in group:
+                    self.children.append(c)
+                    self._started(c)
+        finally:
+            self.gate.forked()
 
     def running(self) -> list[Child]:
         return [c for c in self.children if c.returncode is None]
@@ -412,6 +420,7 @@ class Fleet:
 
     def wait_all(self) -> None:
         while True:
+            self.gate.poll()
             for pid in self._pids():
                 code = _reap(pid)
                 if code is None:
@@ -441,6 +450,7 @@ def handle(args) -> int:
             fleet.start_all()
             fleet.wait_all()
         finally:
+            fleet.gate.close()
             if fleet.running():  # an exception here: leave no pack behind
                 fleet._send(signal.SIGKILL)
                 for pid in fleet._pids():

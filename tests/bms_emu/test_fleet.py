@@ -316,3 +316,19 @@ def test_the_readmes_two_host_layout_puts_both_shards_on_the_central_broker(
     assert [host.returncode for host in (host1, host2)] == [0, 0], outs
     # Host 2's packs said `offline` on its own broker, and the bridge carried it on.
     assert retained(central.port, "availability", 4) == dict.fromkeys(states, b"offline")
+
+
+def test_a_batch_whose_packs_all_fail_does_not_hold_the_others_at_the_start_gate(
+        mqtt_broker, tmp_path):
+    """The fleet's processes start their clocks together, once each is ready or has ended
+    (`bms_emu.start_gate`): a process none of whose packs could be built ends before it is
+    ready, and the other process's packs still run."""
+    for k in (1, 2):
+        (tmp_path / f"run-gf-{k}.csv").mkdir()  # packs 1 and 2 cannot write their records
+    p = fleet("--packs", "4", "--packs-per-process", "2", "--series", "8", "--duration", "1",
+              "--mqtt", mqtt_broker.url, "--pack-prefix", "gf", "--record",
+              str(tmp_path / "run.csv"))
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, err
+    assert err.strip().endswith("2 of 4 pack(s) failed: gf-1, gf-2"), err
+    assert "pack gf-3 done: 1 s simulated" in out and "pack gf-4 done: 1 s simulated" in out
