@@ -240,7 +240,7 @@ class Firmware:
         self._cells_unreadable = False  # a cell reading this step is NaN or infinite
         self._temp_key: tuple | None = None  # the readings `_temp_figures` were worked from
         # Each sensor's sides of the plausible window read since its last plausible reading.
-        self._temp_sides = np.zeros(0, dtype=np.int8)
+        self._temp_sides = np.zeros(0, dtype=int)
         self._temp_figures: tuple[tuple[float, float], float, float] | None = None
         self._derive_from(self.cfg)
         self.counters = Counters()
@@ -609,13 +609,12 @@ class Firmware:
         plausible = (t >= lo) & (t <= hi)
         if self._temp_held_c.shape != t.shape:  # the first reading, or another sensor count
             self._temp_held_c = np.full(t.shape, np.nan)
-            self._temp_sides = np.zeros(t.shape, dtype=np.int8)
+            self._temp_sides = np.zeros(t.shape, dtype=int)
         # A sensor that has read beyond both sides (or unreadable and too cold) with no
         # plausible reading between is broken, not hot nor cold: each row alone would see
         # an excursion of one reading and restart its debounce at the next.
-        side = np.where(np.isfinite(t) & (t < lo), TEMP_LOW_SIDE, TEMP_HIGH_SIDE).astype(np.int8)
-        self._temp_sides = sides = np.where(plausible, 0, self._temp_sides | side).astype(
-            np.int8)
+        side = np.where(np.isfinite(t) & (t < lo), TEMP_LOW_SIDE, TEMP_HIGH_SIDE)
+        self._temp_sides = sides = np.where(plausible, 0, self._temp_sides | side)
         if (sides == TEMP_BOTH_SIDES).any():
             t = self._readable_temperatures(t)
         # An unreadable reading (NaN, infinite), or none at all, is no reading a working
