@@ -12,7 +12,12 @@ import numpy as np
 
 from bms.core.balancing import sense_wire_shift_v
 
-NOISE_BLOCK_TICKS = 512  # noise is drawn in blocks: one RNG call per 512 ticks
+# Noise is drawn in blocks of about this many values (at most 512 rows): one RNG call per
+# 19 ticks for 416 cells, per 512 for a one-wide reading. A small block keeps a pack's first
+# tick and each redraw cheap (a fleet steps hundreds of packs whose blocks run out in the
+# same second) and its memory small; the values do not depend on it (see NoiseStream).
+NOISE_BLOCK_VALUES = 8192
+NOISE_BLOCK_MAX_ROWS = 512
 
 
 @dataclass(frozen=True)
@@ -39,23 +44,24 @@ class NoiseStream:
     The distribution is triangular (the sum of two uniforms), which has the given rms, is
     bounded at 2.45 sigma like a real converter's noise, and costs a third of a Gaussian
     draw: with hundreds of cells per tick the draw is a visible share of the run time.
+    Row k is made of the stream's uniforms 2kw to 2kw + 2w - 1 (w the width), whatever the
+    block size: the generator gives the same values drawn in one call or in several.
     """
 
     def __init__(self, rng: np.random.Generator, width: int, sigma: float):
         self.rng = rng
         self.width = width
         self.sigma = sigma
+        self.block_rows = min(NOISE_BLOCK_MAX_ROWS, max(1, NOISE_BLOCK_VALUES // width))
         self.block = np.empty((0, width))
         self.values: list[float] = []  # a one-wide block's column, as Python floats
         self.row = 0
 
     def next(self) -> np.ndarray:
         if self.row == self.block.shape[0]:
-            uniform = self.rng.random((2, NOISE_BLOCK_TICKS, self.width))
-            # (u0 + u1 - 1) * scale, worked in place in u0: the same operations in the same
-            # order, without three temporaries the size of the block.
-            block = uniform[0]
-            block += uniform[1]
+            uniform = self.rng.random((self.block_rows, 2, self.width))
+            # (u0 + u1 - 1) * scale, worked in place in the sum: one block-sized array kept.
+            block = np.add(uniform[:, 0], uniform[:, 1])
             block -= 1.0
             block *= self.sigma * np.sqrt(6.0)
             self.block = block

@@ -12,7 +12,7 @@ from bms.core.signals import Actuation, Contactors
 from bms.data.presets import PRESETS
 from hil.loads import Demand
 from hil.pack import PackSpec, SimulatedPack
-from hil.sensors import OpenWire, Sensors, SensorSpec
+from hil.sensors import NOISE_BLOCK_VALUES, NoiseStream, OpenWire, Sensors, SensorSpec
 
 # Noise-free, finely quantised sensors, for tests about one effect at a time.
 IDEAL = SensorSpec(cell_noise_v=0.0, cell_lsb_v=1e-9, current_noise_c=0.0,
@@ -42,6 +42,37 @@ def test_cell_voltage_noise_has_the_specified_rms():
     assert err.std() == pytest.approx(2e-3, rel=0.03)
     # Mean error's standard error: 2 mV / sqrt(32 000) = 11 uV; allow 5 of them.
     assert abs(err.mean()) < 5 * 2e-3 / math.sqrt(err.size)
+
+
+@pytest.mark.parametrize("width", [1, 7, 416])
+def test_a_noise_stream_gives_the_same_rows_whatever_its_block_size(width):
+    """Row k is the stream's uniforms 2kw..2kw+2w-1 however the draws are cut into blocks,
+    so a block size chosen for speed or memory never moves a seeded run's readings."""
+    rows = 700
+    default = NoiseStream(np.random.default_rng(11), width, 1e-3)
+    got = {}
+    for block_rows in (default.block_rows, 1, 3, 64, rows):
+        stream = NoiseStream(np.random.default_rng(11), width, 1e-3)
+        stream.block_rows = block_rows
+        got[block_rows] = np.array([stream.next().copy() for _ in range(rows)])
+    first = got[default.block_rows]
+    assert all(np.array_equal(first, g) for g in got.values())
+    uniforms = np.random.default_rng(11).random(2 * width * rows).reshape(rows, 2, width)
+    np.testing.assert_array_equal(
+        first, (uniforms[:, 0] + uniforms[:, 1] - 1.0) * (1e-3 * np.sqrt(6.0)))
+
+
+def test_a_wide_noise_stream_draws_and_holds_a_small_block():
+    """416 cells: a block of at most NOISE_BLOCK_VALUES values and nothing else held (a
+    fleet holds hundreds of packs, and their first ticks and redraws fall in the same
+    second: a 512-tick block was 3.4 MB and 2 ms a pack)."""
+    stream = NoiseStream(np.random.default_rng(0), 416, 1e-3)
+    stream.next()
+    assert stream.block.shape == (NOISE_BLOCK_VALUES // 416, 416)
+    assert stream.block.base is None  # not a view keeping the uniforms alive
+    one_wide = NoiseStream(np.random.default_rng(0), 1, 1e-3)
+    assert one_wide.next_value() == one_wide.block[0, 0]
+    assert one_wide.block.shape == (512, 1)
 
 
 def test_default_noise_plus_quantisation_adds_in_quadrature():

@@ -234,7 +234,7 @@ def test_a_charger_that_obeys_the_limits_raises_no_charge_temperature_row(
     assert result.last.discharge_limit_a > 0.0
 
 
-@pytest.mark.parametrize(("ambient_c", "fault"), [(-17.0, "CHARGE_UNDERTEMP"),
+@pytest.mark.parametrize(("ambient_c", "fault"), [(-18.0, "CHARGE_UNDERTEMP"),
                                                   (52.5, "CHARGE_OVERTEMP")])
 def test_a_raised_charge_temperature_row_holds_while_the_charger_waits(ambient_c, fault):
     """A charger that disregards the zero limit pushes 1C for 20 s, waits 30 s, pushes
