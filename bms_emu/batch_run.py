@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
@@ -31,7 +32,7 @@ from bms_emu.cli_errors import input_error_text
 from bms_emu.lifetime import StopRequest, stop_requests
 from bms_emu.mqtt_links import broker
 from hil.batch import run_batch, stagger
-from hil.runner import PackRun, RunResult
+from hil.runner import PackRun, RunResult, sleep_until
 
 QUEUE_PER_PACK = 2000  # the session's queue, as a pack's own session has it
 # The packs' clocks start once the session is up and has sent what it queued on connecting
@@ -85,11 +86,15 @@ def _build(args, slot: Slot, session: MqttSession | None) -> run_cmd.Built | Non
 
 
 def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: str,
-              start_gate: Callable[[Callable[[], bool]], None] | None = None) -> int:
+              start_gate: Callable[[Callable[[], bool]], None] | None = None,
+              tick_phase: float = 0.0) -> int:
     """Builds, runs and reports every pack; 0, or 1 if any pack failed (its slot says how).
     The packs start once the session is idle (CONNECT_WAIT_S) and `start_gate(stop)` has
     returned (the fleet's other processes ready too: `bms_emu.start_gate`), staggered over
-    the longer telemetry period, so they do not all publish in the same tick."""
+    the longer telemetry period, so they do not all publish in the same tick. A paced
+    batch's ticks begin `tick_phase` (a fraction) of a tick after the gate: the fleet gives
+    its processes phases spread over the tick, so that they do not all wake, step and send
+    at the same instants and queue for the cores (and the subscriber) together."""
     args = [run_parser.parse_args(slot.argv) for slot in slots]
     first = args[0]
     session = shared_session(first, name, len(slots)) if first.mqtt is not None else None
@@ -114,6 +119,9 @@ def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: 
                     session.wait_idle(CONNECT_WAIT_S, stop)
                 if start_gate is not None:
                     start_gate(stop)
+                if some.options.speed:
+                    sleep_until(time.perf_counter()
+                                + tick_phase * some.options.tick_s / some.options.speed, stop)
                 results, failed = run_batch(list(runs.values()), ticks, some.options.tick_s,
                                             some.options.speed, stop,
                                             session.flush if session is not None else None)
@@ -171,10 +179,11 @@ def _report(slot: Slot, args, b: run_cmd.Built, record_to: TextIO | None,
 
 
 def main_in_child(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: str,
-                  start_gate: Callable[[Callable[[], bool]], None] | None = None) -> int:
+                  start_gate: Callable[[Callable[[], bool]], None] | None = None,
+                  tick_phase: float = 0.0) -> int:
     """The batch's whole life in a forked child (whose own stdout and stderr are a file)."""
     try:
-        return run_packs(run_parser, slots, name, start_gate)
+        return run_packs(run_parser, slots, name, start_gate, tick_phase)
     except Exception:  # noqa: BLE001 - said in the batch's error output, each pack fails
         traceback.print_exc(file=sys.stderr)
         return 1

@@ -240,9 +240,11 @@ def _run_in_child(work: Callable[[], int], out_path: Path, err_path: Path,
         return exc.code if isinstance(exc.code, int) else 1
 
 
-def _work(args, children: list[Child], gate: StartGate) -> tuple[Callable[[], int], str]:
+def _work(args, children: list[Child], gate: StartGate,
+          tick_phase: float) -> tuple[Callable[[], int], str]:
     """What a process runs for `children` (one: `bms-emu run`; more: a batch, which waits
-    at the fleet's start gate), and the name of its output files."""
+    at the fleet's start gate and then `tick_phase` of a tick), and the name of its output
+    files."""
     parser = args.run_parser
     if len(children) == 1:
         (c,) = children
@@ -251,13 +253,14 @@ def _work(args, children: list[Child], gate: StartGate) -> tuple[Callable[[], in
     name = f"{children[0].pack_id}..{children[-1].pack_id}"
     slots = [batch_run.Slot(run_argv(args, c.pack_id, c.seed), c.out_path, c.err_path,
                             c.code_path) for c in children]
-    return ((lambda: batch_run.main_in_child(parser, slots, name, gate.wait)),
+    return ((lambda: batch_run.main_in_child(parser, slots, name, gate.wait, tick_phase)),
             f"batch-{children[0].k}")
 
 
-def _fork(args, children: list[Child], workdir: Path, gate: StartGate) -> None:
+def _fork(args, children: list[Child], workdir: Path, gate: StartGate,
+          tick_phase: float) -> None:
     """Starts one process for `children` (each gets its pid)."""
-    work, stem = _work(args, children, gate)
+    work, stem = _work(args, children, gate, tick_phase)
     out_path, err_path = workdir / f"{stem}.process.out", workdir / f"{stem}.process.err"
     if len(children) == 1:
         out_path, err_path = children[0].out_path, children[0].err_path
@@ -399,7 +402,9 @@ class Fleet:
                                self.workdir / f"{k}.err", code_path=self.workdir / f"{k}.code")
                          for k, pack_id in zip(share, pack_ids(a.pack_prefix, share),
                                                strict=True)]
-                _fork(a, group, self.workdir, self.gate)
+                # Each batch process its own phase of the tick: the share of this host's
+                # packs before its first (`batch_run.run_packs`).
+                _fork(a, group, self.workdir, self.gate, first / len(numbers))
                 for c in group:
                     self.children.append(c)
                     self._started(c)

@@ -261,6 +261,19 @@ def test_auto_makes_as_many_processes_as_cores_of_50_packs_at_most(packs, cores,
     assert fleet_cmd.packs_per_process("auto", packs, cores) == expected
 
 
+def test_the_batch_processes_take_phases_spread_over_the_tick(monkeypatch, tmp_path):
+    """Each batch process starts its ticks at its own phase, the share of the host's packs
+    before its first, so the fleet's processes do not all wake and send at once."""
+    forked = []
+    monkeypatch.setattr(fleet_cmd, "_fork", lambda a, group, workdir, gate, phase: forked.append(
+        ([c.pack_id for c in group], phase)))
+    args = build_parser().parse_args(["fleet", "--packs", "10", "--packs-per-process", "4",
+                                      "--shard", "2/2", "--pack-prefix", "p"])
+    fleet_cmd.Fleet(args, tmp_path).start_all()
+    assert forked == [(["p-6", "p-7", "p-8", "p-9"], 0.0),
+                      (["p-10"], 0.8)]
+
+
 def readme_bridge_conf(central_port: int) -> str:
     """The README's bridge.conf for host 2, pointed at the central broker on this machine."""
     readme = (ROOT / "README.md").read_text()
