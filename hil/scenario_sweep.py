@@ -10,6 +10,7 @@ An engine only moves cases out and outcomes back; what a case's outcome is belon
 from __future__ import annotations
 
 import contextlib
+import queue
 import signal
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -101,10 +102,16 @@ class ProcessPoolEngine:
 def _pool_map(fn: CaseRunner, cases: Sequence[Scenario], jobs: int) -> list[Outcome | None]:
     """Each case's outcome, None where the pool broke before it was done."""
     pool = ProcessPoolExecutor(max(1, min(jobs, len(cases))), initializer=_ignore_interrupts)
+    finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
     try:
         with _interrupts_held():
             futures = [pool.submit(fn, sc) for sc in cases]
-        return [_done(f, sc) for f, sc in zip(futures, cases, strict=True)]
+            for future in futures:
+                future.add_done_callback(finished.put)
+        for _ in futures:
+            finished.get()  # the wait a Ctrl-C ends: in C, it leaves no lock taken
+        with _interrupts_held():
+            return [_done(f, sc) for f, sc in zip(futures, cases, strict=True)]
     except BaseException:  # Ctrl-C: the running cases are ended, not waited for
         _stop_workers(pool)
         raise
@@ -124,9 +131,12 @@ def _done(future: Future, sc: Scenario) -> Outcome | None:
 
 @contextlib.contextmanager
 def _interrupts_held() -> Iterator[None]:
-    """A Ctrl-C while the pool starts its workers and takes the cases is held until they are
-    in: raised inside `submit`, it could leave the pool's own lock taken, and the shutdown
-    that ends the workers then waits for it forever. Released, it is raised here."""
+    """A Ctrl-C while the main thread takes the pool's or the futures' locks is held until it
+    is out. Python raises KeyboardInterrupt between two bytecodes, also inside a lock's
+    `__enter__` written in Python (threading.Condition's: `submit` and `Future.result` take
+    one) once the lock is taken: it stays taken, and the pool's thread, which takes it to
+    settle the cases, waits forever, and the command's exit with it. Released, a Ctrl-C is
+    raised here."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield

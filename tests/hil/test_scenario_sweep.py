@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -232,6 +233,44 @@ def test_ctrl_c_stops_the_pool_and_its_running_cases(tmp_path):
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "bms-emu scenario: interrupted" in err and "Traceback" not in err
     assert workers and not any(_running(w) for w in workers)
+
+
+def test_a_ctrl_c_as_the_parent_takes_a_futures_lock_still_ends_the_pool():
+    """Python runs a SIGINT's handler between two bytecodes of the main thread, so also
+    inside `threading.Condition.__enter__` once its lock is taken, before the `with` that
+    would release it has begun: a future's lock taken so stays taken, and the pool's thread,
+    which takes it to settle the case, waits forever, and the command's exit with it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from tests.hil.test_scenario_sweep import "
+         "ctrl_c_as_a_futures_lock_is_taken as run; run()"], cwd=REPO, capture_output=True,
+        text=True, timeout=60)  # a hang guard, not a timing check
+    assert proc.returncode == 0, proc.stderr
+
+
+def ctrl_c_as_a_futures_lock_is_taken() -> None:
+    """In a process of its own: a pool of two long cases, one of which sends the parent a
+    Ctrl-C, and one more Ctrl-C wherever the parent's main thread takes a future's lock while
+    SIGINT is not blocked, handled right after the lock is taken."""
+    enter = threading.Condition.__enter__
+
+    def enter_then_ctrl_c(self):
+        entered = enter(self)
+        taker = sys._getframe(1).f_code.co_filename
+        if (threading.get_ident() == threading.main_thread().ident
+                and taker.endswith(os.path.join("concurrent", "futures", "_base.py"))
+                and signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])):
+            os.kill(os.getpid(), signal.SIGINT)  # its handler runs before this returns
+        return entered
+
+    threading.Condition.__enter__ = enter_then_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        scenario_sweep._pool_map(_ctrl_c_to_the_parent, ["ctrl-c", "long"], 2)
+
+
+def _ctrl_c_to_the_parent(case: str) -> None:
+    if case == "ctrl-c":
+        os.kill(os.getppid(), signal.SIGINT)
+    time.sleep(3600)
 
 
 def _ignores_sigint(pid: int) -> bool:
