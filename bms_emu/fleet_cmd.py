@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bms.data.validation import InputError, Problems
+from bms.runtime.process_life import end_with_parent
 from bms_emu import batch_run, run_cmd
 from bms_emu.cli_errors import input_error_text
 from bms_emu.mqtt_args import PACK_ID, default_pack_id
@@ -211,12 +212,7 @@ def _run_in_child(work: Callable[[], int], out_path: Path, err_path: Path,
     """In a forked child: a process of its own, then `work` (`bms-emu run ARGV`, or a batch);
     its exit code."""
     os.setsid()  # out of the terminal's process group: the fleet forwards Ctrl-C
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, int(signal.SIGINT))
-    if os.getppid() != parent_pid:  # the fleet died before prctl
+    if not end_with_parent(parent_pid, signal.SIGINT):  # the fleet died before it could ask
         return 1
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

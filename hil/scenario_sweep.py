@@ -10,6 +10,8 @@ An engine only moves cases out and outcomes back; what a case's outcome is belon
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
 import queue
 import signal
 import traceback
@@ -19,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Protocol
 
+from bms.runtime.process_life import end_with_parent
 from hil.scenario import ScenarioResult, run_scenario
 from hil.scenario_file import Scenario
 
@@ -101,7 +104,10 @@ class ProcessPoolEngine:
 
 def _pool_map(fn: CaseRunner, cases: Sequence[Scenario], jobs: int) -> list[Outcome | None]:
     """Each case's outcome, None where the pool broke before it was done."""
-    pool = ProcessPoolExecutor(max(1, min(jobs, len(cases))), initializer=_ignore_interrupts)
+    # Forked, as Python 3.11 does by default on Linux (3.14 forks a server first): the
+    # workers are this process's children, forked by its main thread (`end_with_parent`).
+    pool = ProcessPoolExecutor(max(1, min(jobs, len(cases))), multiprocessing.get_context("fork"),
+                               initializer=_end_with_parent_only, initargs=(os.getpid(),))
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
     try:
         with _interrupts_held():
@@ -144,9 +150,14 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _ignore_interrupts() -> None:
-    """A terminal's Ctrl-C reaches the workers too: the parent alone decides what it ends."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _end_with_parent_only(parent_pid: int) -> None:
+    """A worker ends when its parent does, by whatever means: a parent killed by SIGKILL (a
+    CI runner's timeout, the OOM killer) cannot end its workers, so Linux sends them SIGTERM.
+    A terminal's Ctrl-C reaches the workers too: the parent alone decides what it ends."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler the fork copied
+    if not end_with_parent(parent_pid, signal.SIGTERM):
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # last: tests take it as the set-up's end
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

@@ -3,6 +3,7 @@ processes; a case that raises or kills its worker is that case's error; Ctrl-C s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -208,24 +209,35 @@ def _children(pid: int) -> list[int]:
         return [int(p) for p in f.read().split()]
 
 
-def test_ctrl_c_stops_the_pool_and_its_running_cases(tmp_path):
-    """Two long cases on two workers: SIGINT to the command ends it as Ctrl-C ends any
-    command (status 130), its workers with it, long before the cases would have ended."""
+def _two_long_cases(tmp_path: Path, **streams) -> subprocess.Popen:
+    """`scenario` of two 24 h cases on two workers, started."""
     long_case = write(tmp_path, BASE.replace('"20s"', '"24h"') + """
         tick = 1.0
         expect = { at = "24h", state = "RUN" }
     """)
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "bms_emu", "scenario", str(long_case), "--grid",
-         "pack.seed=1,2", "--jobs", "2"], cwd=REPO, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
+         "pack.seed=1,2", "--jobs", "2"], cwd=REPO, text=True, **streams)
+
+
+def _both_workers(proc: subprocess.Popen) -> list[int]:
+    """The command's two workers once both are set up (or what there is when the command
+    has ended or the hang guard has given up)."""
+    workers: list[int] = []
+    give_up = time.monotonic() + 120  # a hang guard, not a timing check
+    while not (len(workers) == 2 and all(map(_ignores_sigint, workers))) \
+            and proc.poll() is None and time.monotonic() < give_up:
+        time.sleep(0.05)
+        workers = _children(proc.pid)
+    return workers
+
+
+def test_ctrl_c_stops_the_pool_and_its_running_cases(tmp_path):
+    """Two long cases on two workers: SIGINT to the command ends it as Ctrl-C ends any
+    command (status 130), its workers with it, long before the cases would have ended."""
+    proc = _two_long_cases(tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        workers: list[int] = []
-        give_up = time.monotonic() + 120  # a hang guard, not a timing check
-        while not (len(workers) == 2 and all(map(_ignores_sigint, workers))) \
-                and proc.poll() is None and time.monotonic() < give_up:
-            time.sleep(0.05)
-            workers = _children(proc.pid)
+        workers = _both_workers(proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -233,6 +245,30 @@ def test_ctrl_c_stops_the_pool_and_its_running_cases(tmp_path):
     assert proc.returncode == EXIT_INTERRUPTED, err
     assert "bms-emu scenario: interrupted" in err and "Traceback" not in err
     assert workers and not any(_running(w) for w in workers)
+
+
+def test_the_workers_end_when_the_command_is_killed(tmp_path):
+    """SIGKILL (a CI runner's timeout, the OOM killer) leaves the command no say: its
+    workers end all the same, long before their 24 h cases would, not orphaned and running."""
+    with open(tmp_path / "err.txt", "w") as err:  # not a pipe the workers would hold open
+        proc = _two_long_cases(tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+    workers: list[int] = []
+    try:
+        workers = _both_workers(proc)
+        proc.kill()
+        proc.wait()
+        give_up = time.monotonic() + 60  # a hang guard, not a timing check
+        while any(map(_running, workers)) and time.monotonic() < give_up:
+            time.sleep(0.05)
+        orphans = [w for w in workers if _running(w)]
+    finally:
+        proc.kill()
+        for worker in workers:  # those the fix missed, so that they do not outlive the test
+            if _running(worker):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker, signal.SIGKILL)
+    assert len(workers) == 2, (tmp_path / "err.txt").read_text()
+    assert orphans == []
 
 
 def test_a_ctrl_c_as_the_parent_takes_a_futures_lock_still_ends_the_pool():
