@@ -105,7 +105,8 @@ class ProcessPoolEngine:
 def _pool_map(fn: CaseRunner, cases: Sequence[Scenario], jobs: int) -> list[Outcome | None]:
     """Each case's outcome, None where the pool broke before it was done."""
     # Forked, as Python 3.11 does by default on Linux (3.14 forks a server first): the
-    # workers are this process's children, forked by its main thread (`end_with_parent`).
+    # workers are this process's children, forked by its main thread (`end_with_parent`,
+    # Linux's). The project runs on POSIX systems only (pseudo-terminals, sessions).
     pool = ProcessPoolExecutor(max(1, min(jobs, len(cases))), multiprocessing.get_context("fork"),
                                initializer=_end_with_parent_only, initargs=(os.getpid(),))
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
@@ -119,7 +120,8 @@ def _pool_map(fn: CaseRunner, cases: Sequence[Scenario], jobs: int) -> list[Outc
         with _interrupts_held():
             return [_done(f, sc) for f, sc in zip(futures, cases, strict=True)]
     except BaseException:  # Ctrl-C: the running cases are ended, not waited for
-        _stop_workers(pool)
+        with _interrupts_held():  # a second Ctrl-C must not stop the ending half-way
+            _stop_workers(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

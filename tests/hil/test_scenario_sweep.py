@@ -276,11 +276,36 @@ def test_a_ctrl_c_as_the_parent_takes_a_futures_lock_still_ends_the_pool():
     inside `threading.Condition.__enter__` once its lock is taken, before the `with` that
     would release it has begun: a future's lock taken so stays taken, and the pool's thread,
     which takes it to settle the case, waits forever, and the command's exit with it."""
+    _in_a_process_of_its_own("ctrl_c_as_a_futures_lock_is_taken")
+
+
+def test_a_second_ctrl_c_while_the_workers_are_ended_does_not_leave_them_running():
+    """Users press Ctrl-C twice: a second one while the first is ending the workers waits
+    until they are ended, else the pool's shutdown waits for their cases."""
+    _in_a_process_of_its_own("second_ctrl_c_as_the_workers_are_ended")
+
+
+def _in_a_process_of_its_own(story: str) -> None:
+    """Runs `story` of this module in a child interpreter, which must end, and cleanly."""
     proc = subprocess.run(
-        [sys.executable, "-c", "from tests.hil.test_scenario_sweep import "
-         "ctrl_c_as_a_futures_lock_is_taken as run; run()"], cwd=REPO, capture_output=True,
-        text=True, timeout=60)  # a hang guard, not a timing check
+        [sys.executable, "-c", f"from tests.hil.test_scenario_sweep import {story}; {story}()"],
+        cwd=REPO, capture_output=True, text=True,
+        timeout=60)  # a hang guard, not a timing check
     assert proc.returncode == 0, proc.stderr
+
+
+def second_ctrl_c_as_the_workers_are_ended() -> None:
+    """In a process of its own: a pool of two long cases, one of which sends the parent a
+    Ctrl-C, and a second Ctrl-C just before the parent ends the workers."""
+    stop_workers = scenario_sweep._stop_workers
+
+    def ctrl_c_then_stop(pool) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # its handler runs at once, unless held
+        stop_workers(pool)
+
+    scenario_sweep._stop_workers = ctrl_c_then_stop
+    with pytest.raises(KeyboardInterrupt):
+        scenario_sweep._pool_map(_ctrl_c_to_the_parent, ["ctrl-c", "long"], 2)
 
 
 def ctrl_c_as_a_futures_lock_is_taken() -> None:
