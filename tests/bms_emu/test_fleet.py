@@ -14,11 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import aiomqtt
 import pytest
 
-from bms_emu import fleet_cmd
+from bms_emu import batch_run, fleet_cmd
 from bms_emu.main import build_parser, main
 from tests.support.mqtt_broker import Broker, require_mosquitto
 
@@ -267,11 +268,25 @@ def test_the_batch_processes_take_phases_spread_over_the_tick(monkeypatch, tmp_p
     forked = []
     monkeypatch.setattr(fleet_cmd, "_fork", lambda a, group, workdir, gate, phase: forked.append(
         ([c.pack_id for c in group], phase)))
-    args = build_parser().parse_args(["fleet", "--packs", "10", "--packs-per-process", "4",
+    args = build_parser().parse_args(["fleet", "--packs", "12", "--packs-per-process", "3",
                                       "--shard", "2/2", "--pack-prefix", "p"])
     fleet_cmd.Fleet(args, tmp_path).start_all()
-    assert forked == [(["p-6", "p-7", "p-8", "p-9"], 0.0),
-                      (["p-10"], 0.8)]
+    assert forked == [(["p-7", "p-8", "p-9"], 0.0), (["p-10", "p-11", "p-12"], 0.5)]
+
+
+@pytest.mark.parametrize(("speed", "phase", "delay_s"), [("1", 0.5, 0.05), ("2", 0.25, 0.0125)])
+def test_a_batch_starts_its_ticks_its_phase_of_a_tick_after_the_gate(speed, phase, delay_s,
+                                                                     monkeypatch, tmp_path):
+    """`run_packs` waits `tick_phase` of a (paced) tick before its first: 0.1 s ticks."""
+    waits = []
+    monkeypatch.setattr(batch_run, "sleep_until", lambda wall_s, stop: waits.append(wall_s))
+    monkeypatch.setattr(batch_run, "time", SimpleNamespace(perf_counter=lambda: 100.0))
+    args = build_parser().parse_args(["fleet", "--packs", "2", "--series", "4", "--speed",
+                                      speed, "--duration", "0.3"])
+    slots = [batch_run.Slot(fleet_cmd.run_argv(args, f"p-{k}", k), tmp_path / f"{k}.out",
+                            tmp_path / f"{k}.err", tmp_path / f"{k}.code") for k in (1, 2)]
+    assert batch_run.run_packs(args.run_parser, slots, "b", tick_phase=phase) == 0
+    assert waits == [pytest.approx(100.0 + delay_s, abs=1e-12)]
 
 
 def readme_bridge_conf(central_port: int) -> str:
