@@ -84,17 +84,18 @@ def command_in(argv: Sequence[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = command_in(argv)
-    parser = build_parser(() if command is None else (command,))
-    args = parser.parse_args(argv)
     try:
+        # Importing a command's module takes a moment: a Ctrl-C then is an interruption
+        # too, said in one line, not a traceback.
+        parser = build_parser(() if command is None else (command,))
+        args = parser.parse_args(argv)
         return args.handler(args) or 0
     except InputError as exc:
         print(input_error_text(args.command, exc), file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # `run` takes a first Ctrl-C itself (bms_emu.lifetime)
-        print(f"bms-emu {args.command}: interrupted", file=sys.stderr)
+        print(f"bms-emu{f' {command}' if command else ''}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
 
 if __name__ == "__main__":
     sys.exit(main())

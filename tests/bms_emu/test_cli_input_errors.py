@@ -192,6 +192,19 @@ def test_ctrl_c_in_any_command_is_one_line_and_exit_130(capsys, monkeypatch):
     assert captured.err == "bms-emu config: interrupted\n"
 
 
+def test_ctrl_c_while_a_command_loads_is_one_line_and_exit_130(capsys, monkeypatch):
+    """A Ctrl-C in the moment the command's module is imported (numpy and the firmware: the
+    first half second) is said as any other, not a traceback."""
+    import bms_emu.main as main_module
+
+    def loading(_commands):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(main_module, "build_parser", loading)
+    assert main(["fleet", "--packs", "2"]) == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "bms-emu fleet: interrupted\n"
+
+
 def test_a_run_not_interrupted_says_so(capsys):
     assert main(["run", *SHORT, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["interrupted"] is None
