@@ -28,7 +28,7 @@ from bms.data.validation import InputError
 from bms.links.mqtt.bridge import availability
 from bms.links.mqtt.session import MqttSession
 from bms_emu import run_cmd
-from bms_emu.cli_errors import input_error_text
+from bms_emu.cli_errors import EXIT_NO_LINK, input_error_text
 from bms_emu.lifetime import StopRequest, stop_requests
 from bms_emu.mqtt_links import broker
 from hil.batch import run_batch, stagger
@@ -162,9 +162,12 @@ def _report(slot: Slot, args, b: run_cmd.Built, record_to: TextIO | None,
             result: RunResult, stop: StopRequest) -> int:
     """The pack's recording finished and its summary written where `run`'s would go. A pack
     stopped before its staggered start has no summary: it says it stopped."""
-    if result.last is None:
-        slot.write(stop.exit_code or 1, f"stopped by {stop.name} before its first step\n")
-        return stop.exit_code or 1
+    if result.last is None:  # the batch's session never up: as its stepped packs say it
+        never = run_cmd.never_connected(b)
+        code = EXIT_NO_LINK if never else stop.exit_code or 1
+        slot.write(code, f"bms-emu run: stopped by {stop.name} before its first step\n"
+                   + (f"{never}\n" if never else ""))
+        return code
     with open(slot.out_path, "w", encoding="utf-8") as out, \
             open(slot.err_path, "a", encoding="utf-8") as err, \
             contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -25,7 +25,7 @@ from pathlib import Path
 from bms.data.validation import InputError, Problems
 from bms.runtime.process_life import end_with_parent
 from bms_emu import batch_run, run_cmd
-from bms_emu.cli_errors import input_error_text
+from bms_emu.cli_errors import EXIT_NO_LINK, input_error_text
 from bms_emu.mqtt_args import PACK_ID, default_pack_id
 from bms_emu.start_gate import StartGate
 
@@ -37,7 +37,10 @@ STDERR_TAIL_LINES = 12
 FLEET_SET = {"help", "pack_id", "seed", "speed", "json", "quiet", "record", "plot", "nvm"}
 PER_PACK_FILES = ("record", "plot", "nvm")  # each pack writes its own, the pack id added
 STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
-CLEAN_STOP_CODES = {0, -signal.SIGINT, 128 + signal.SIGINT}
+# How a pack's process ends when the fleet forwards a stop signal to it: `run`'s 128 + the
+# signal, or the signal itself (a process not yet past its start-up).
+CLEAN_STOP_CODES = {0} | {c for sig in STOP_SIGNALS for c in (-sig, 128 + sig)}
+SECOND_SIGNAL = "a second stop signal"
 SHARD = re.compile(r"(\d+)/(\d+)")
 # `auto` batches no more packs than this: a batch's messages wait for the rest of its tick
 # (it sends once a tick) and a process gets one share of a busy machine's cores. Measured,
@@ -329,15 +332,27 @@ def _reap(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
+def _end_text(c: Child, event: str) -> str:
+    """`pack X done: ...` / `pack X stopped: ...` with its summary's figures."""
+    s = c.summary
+    if s is None:
+        return f"pack {c.pack_id} {event} before its first step"
+    return (f"pack {c.pack_id} {event}: {s['sim_s']:g} s simulated in {s['wall_s']:g} s "
+            f"(rtf {s['rtf']:g}), {s['final']['state']}, SoC {s['final']['soc_pct']:g} %"
+            f"{_mqtt_counts(s.get('mqtt'))}")
+
 class Fleet:
     def __init__(self, args, workdir: Path):
         self.args = args
         self.children: list[Child] = []
         self.workdir = workdir
         self.signals = 0
+        self.stop_signum: int | None = None  # the first stop signal, forwarded to the packs
         self.stop_sent_at: float | None = None
         self.killed = ""  # why the packs still running were killed
         self.failed: list[Child] = []
+        self.cut_short: list[Child] = []  # killed by a second stop signal, as asked
+        self.ends: dict[str, int] = {}  # packs by how they ended: done, stopped
         self.gate = StartGate()
 
     # --- output ------------------------------------------------------------------------
@@ -354,19 +369,21 @@ class Fleet:
                   f"pack {c.pack_id} started: pid {pid}, seed {c.seed}", always=True)
 
     def _ended(self, c: Child) -> None:
+        """Says how the pack ended: done (its whole duration), stopped (by the fleet's stop
+        signal: its summary is of the run so far), killed (by a second stop signal: asked
+        for, not a failure), or failed (named on stderr with its error output)."""
         code = c.returncode
-        stopping = self.stop_sent_at is not None
-        if code == 0 or (stopping and code in CLEAN_STOP_CODES):
-            c.summary = _summary(c.out_path) if code == 0 else None
-            s = c.summary
-            if s is not None:
-                text = (f"pack {c.pack_id} done: {s['sim_s']:g} s simulated in "
-                        f"{s['wall_s']:g} s (rtf {s['rtf']:g}), {s['final']['state']}, "
-                        f"SoC {s['final']['soc_pct']:g} %{_mqtt_counts(s.get('mqtt'))}")
-            else:
-                text = f"pack {c.pack_id} stopped"
-            self._say({"event": "done" if s is not None else "stopped", "pack_id": c.pack_id,
-                       "returncode": code, "summary": s}, text)
+        if code == 0 or (self.stop_sent_at is not None and code in CLEAN_STOP_CODES):
+            c.summary = _summary(c.out_path)
+            event = "done" if code == 0 else "stopped"
+            self.ends[event] = self.ends.get(event, 0) + 1
+            self._say({"event": event, "pack_id": c.pack_id, "returncode": code,
+                       "summary": c.summary}, _end_text(c, event))
+            return
+        if self.killed == SECOND_SIGNAL and code == -signal.SIGKILL:
+            self.cut_short.append(c)
+            self._say({"event": "killed", "pack_id": c.pack_id, "returncode": code},
+                      f"pack {c.pack_id} killed by {SECOND_SIGNAL}")
             return
         self.failed.append(c)
         tail = _tail(c.err_path) or (_tail(c.process_err_path) if c.process_err_path else "")
@@ -381,8 +398,10 @@ class Fleet:
 
     # --- lifetime ----------------------------------------------------------------------
 
-    def on_signal(self, _signum, _frame) -> None:
+    def on_signal(self, signum, _frame) -> None:
         self.signals += 1  # acted on in the loop, not here
+        if self.stop_signum is None:
+            self.stop_signum = signum
 
     def start_all(self) -> None:
         """This host's share of the fleet, M packs a process."""
@@ -433,14 +452,39 @@ class Fleet:
                 return
             if self.signals and self.stop_sent_at is None:
                 self.stop_sent_at = time.monotonic()
-                self._send(signal.SIGINT)
+                self._send(self.stop_signum)
             elif self.stop_sent_at is not None and not self.killed and (
                     self.signals > 1 or time.monotonic() - self.stop_sent_at > STOP_GRACE_S):
-                self.killed = ("a second stop signal" if self.signals > 1
+                self.killed = (SECOND_SIGNAL if self.signals > 1
                                else f"{STOP_GRACE_S:g} s without stopping")
                 self._send(signal.SIGKILL)
             time.sleep(POLL_S)
 
+
+    def exit_code(self) -> int:
+        """Says how the fleet ended; its exit code: 1 if a pack failed (EXIT_NO_LINK if
+        every failed pack never reached the broker), else 128 + the stop signal (as `run`),
+        else 0."""
+        if self.stop_signum is not None:
+            planned = len(shard_range(self.args.shard, self.args.packs))
+            parts = []
+            if self.ends.get("stopped") or not self.cut_short:
+                parts.append(f"{self.ends.get('stopped', 0)} of {len(self.children)} pack(s) "
+                             "stopped early (their summaries are of the run so far)")
+            if self.cut_short:
+                parts.append(f"{len(self.cut_short)} killed by {SECOND_SIGNAL}: "
+                             + ", ".join(c.pack_id for c in self.cut_short))
+            if len(self.children) < planned:
+                parts.append(f"{planned - len(self.children)} never started")
+            print(f"bms-emu fleet: interrupted by {signal.Signals(self.stop_signum).name}: "
+                  + "; ".join(parts), file=sys.stderr)
+        if self.failed:
+            names = ", ".join(c.pack_id for c in self.failed)
+            print(f"bms-emu fleet: {len(self.failed)} of {len(self.children)} pack(s) failed: "
+                  f"{names}", file=sys.stderr)
+            return (EXIT_NO_LINK if all(c.returncode == EXIT_NO_LINK for c in self.failed)
+                    else 1)
+        return 0 if self.stop_signum is None else 128 + self.stop_signum
 
 def handle(args) -> int:
     check(args)
@@ -458,9 +502,4 @@ def handle(args) -> int:
                     os.waitpid(pid, 0)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-    if fleet.failed:
-        names = ", ".join(c.pack_id for c in fleet.failed)
-        print(f"bms-emu fleet: {len(fleet.failed)} of {len(fleet.children)} pack(s) failed: "
-              f"{names}", file=sys.stderr)
-        return 1
-    return 0
+    return fleet.exit_code()

@@ -282,8 +282,8 @@ def report(args, b: Built, result: RunResult, stopped_by: str | None, stop_code:
     if b.keeper is not None and b.keeper.failures:
         print(_saves_failed(b.keeper), file=sys.stderr)
         code = EXIT_SAVE_FAILED
-    if bridge is not None and bridge.session.connects == 0:
-        print(_never_connected(bridge, kept_in_store=b.keeper is not None), file=sys.stderr)
+    if (never := never_connected(b)) is not None:
+        print(never, file=sys.stderr)
         return EXIT_NO_LINK
     return code or stop_code
 
@@ -300,9 +300,14 @@ def _saves_failed(keeper: Keeper) -> str:
             f"failed (the last: {keeper.last_error}); it holds {held}")
 
 
-def _never_connected(bridge: MqttBridge, kept_in_store: bool) -> str:
+def never_connected(b: Built) -> str | None:
+    """The line that says the run's MQTT session never reached its broker (the run then
+    exits EXIT_NO_LINK), or None."""
+    bridge = b.bridge
+    if bridge is None or bridge.session.connects:
+        return None
     session = bridge.session
-    where = "wait in the store for the next start" if kept_in_store else "are lost"
+    where = "wait in the store for the next start" if b.keeper is not None else "are lost"
     return (f"bms-emu run: never reached the broker {session.broker.describe()} "
             f"({session.last_error or 'no answer'}): {bridge.outbox.waiting} fault event(s) "
             f"{where}")

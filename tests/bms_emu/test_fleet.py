@@ -21,7 +21,7 @@ import pytest
 
 from bms_emu import batch_run, fleet_cmd
 from bms_emu.main import build_parser, main
-from tests.support.mqtt_broker import Broker, require_mosquitto
+from tests.support.mqtt_broker import Broker, free_port, require_mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,21 +73,30 @@ def test_each_pack_publishes_its_own_retained_state_and_all_exit_0(mqtt_broker):
 
 
 
+def online(p: subprocess.Popen, broker: Broker, ids: set[str]) -> None:
+    """Until every pack in `ids` says it is online (the fleet still running)."""
+    deadline = time.monotonic() + 30
+    while retained(broker.port, "availability", len(ids), wait_s=0.5) != dict.fromkeys(
+            ids, b"online"):
+        assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
+
+
 def sigterm_once_online_then_all_offline(p: subprocess.Popen, broker: Broker,
                                          ids: set[str]) -> None:
-    """SIGTERM to the fleet once every pack in `ids` is online: it exits 0, says each
-    stopped, and each pack's retained availability is `offline`."""
+    """SIGTERM to the fleet once every pack in `ids` is online: it exits 143 as `run` does
+    (128 + SIGTERM), says each pack stopped and that it was interrupted, and each pack's
+    retained availability is `offline`."""
     try:
-        deadline = time.monotonic() + 30
-        while retained(broker.port, "availability", len(ids), wait_s=0.5) != dict.fromkeys(
-                ids, b"online"):
-            assert time.monotonic() < deadline and p.poll() is None, p.stderr.read()
+        online(p, broker, ids)
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=20)
     finally:
         p.kill()
-    assert p.returncode == 0, err
-    assert out.count("stopped") == len(ids), out
+    assert p.returncode == 128 + signal.SIGTERM, err
+    # Each with its figures so far, or (SIGTERM came as soon as they were online) before
+    # its staggered first step.
+    assert out.count(" stopped") == len(ids), out
+    assert f"interrupted by SIGTERM: {len(ids)} of {len(ids)} pack(s) stopped early" in err
     assert retained(broker.port, "availability", len(ids)) == dict.fromkeys(ids, b"offline")
 
 def test_sigterm_stops_every_pack_cleanly_each_saying_offline(mqtt_broker):
@@ -341,7 +350,7 @@ def test_the_readmes_two_host_layout_puts_both_shards_on_the_central_broker(
         for host in (host1, host2):
             host.send_signal(signal.SIGTERM)
         outs = [host.communicate(timeout=30) for host in (host1, host2)]
-    assert [host.returncode for host in (host1, host2)] == [0, 0], outs
+    assert [host.returncode for host in (host1, host2)] == [128 + signal.SIGTERM] * 2, outs
     # Host 2's packs said `offline` on its own broker, and the bridge carried it on.
     assert retained(central.port, "availability", 4) == dict.fromkeys(states, b"offline")
 
@@ -360,3 +369,94 @@ def test_a_batch_whose_packs_all_fail_does_not_hold_the_others_at_the_start_gate
     assert p.returncode == 1, err
     assert err.strip().endswith("2 of 4 pack(s) failed: gf-1, gf-2"), err
     assert "pack gf-3 done: 1 s simulated" in out and "pack gf-4 done: 1 s simulated" in out
+
+
+# --- interrupted -----------------------------------------------------------------------------
+
+
+def test_an_interrupted_fleet_keeps_each_packs_summary_so_far_in_its_json(mqtt_broker):
+    """Ctrl-C: exit 130, and each pack's JSON event carries its summary so far, marked
+    interrupted by the fleet's signal (forwarded to the packs as it came), as `run`'s."""
+    ids = {"js-1", "js-2", "js-3"}
+    p = fleet("--packs", "3", "--packs-per-process", "2", "--series", "8", "--duration", "1h",
+              "--speed", "1", "--mqtt", mqtt_broker.url, "--pack-prefix", "js", "--json")
+    try:
+        online(p, mqtt_broker, ids)
+        time.sleep(1.5)  # every pack past its staggered first step
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGINT, err
+    ends = {e["pack_id"]: e for e in map(json.loads, out.splitlines())
+            if e["event"] != "started"}
+    assert set(ends) == ids, out
+    for e in ends.values():
+        assert (e["event"], e["returncode"]) == ("stopped", 128 + signal.SIGINT), e
+        assert e["summary"]["interrupted"] == "SIGINT" and e["summary"]["sim_s"] > 0, e
+    assert err.strip() == ("bms-emu fleet: interrupted by SIGINT: 3 of 3 pack(s) stopped "
+                           "early (their summaries are of the run so far)")
+
+
+def test_a_second_stop_signal_kills_what_still_runs_as_asked_not_as_failures(mqtt_broker,
+                                                                             tmp_path):
+    """A second Ctrl-C while the packs stop (each drawing its --plot, which takes a while):
+    they are killed; that is what the user asked, so the fleet exits 130 naming them killed,
+    and reports no pack failed."""
+    p = fleet("--packs", "4", "--packs-per-process", "2", "--series", "8", "--duration",
+              "1h", "--speed", "1", "--mqtt", mqtt_broker.url, "--pack-prefix", "tw",
+              "--plot", str(tmp_path / "run.png"))
+    try:
+        online(p, mqtt_broker, {"tw-1", "tw-2", "tw-3", "tw-4"})
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 128 + signal.SIGINT, err
+    assert "failed" not in err, err
+    ended = [line.split()[1] for line in out.splitlines()
+             if " stopped" in line or " killed by a second stop signal" in line]
+    assert sorted(ended) == ["tw-1", "tw-2", "tw-3", "tw-4"], out
+    assert "killed by a second stop signal" in out, out
+    assert "bms-emu fleet: interrupted by SIGINT: " in err
+
+
+def test_a_pack_killed_by_the_second_signal_is_killed_one_past_its_grace_failed(tmp_path):
+    """How the fleet tells the packs it killed apart: after a second stop signal, as asked;
+    after STOP_GRACE_S without stopping, a failure (exit 1)."""
+    args = SimpleNamespace(json=False, quiet=False, shard="1/1", packs=2)
+    fleet_ = fleet_cmd.Fleet(args, tmp_path)
+    fleet_.children = [fleet_cmd.Child(k, f"k-{k}", k - 1, tmp_path / f"{k}.out",
+                                       tmp_path / f"{k}.err") for k in (1, 2)]
+    fleet_.stop_signum, fleet_.stop_sent_at = signal.SIGTERM, 0.0
+    fleet_.killed = fleet_cmd.SECOND_SIGNAL
+    fleet_.children[0].returncode = -signal.SIGKILL
+    fleet_._ended(fleet_.children[0])
+    fleet_.killed = f"{fleet_cmd.STOP_GRACE_S:g} s without stopping"
+    fleet_.children[1].returncode = -signal.SIGKILL
+    fleet_._ended(fleet_.children[1])
+    assert [c.pack_id for c in fleet_.cut_short] == ["k-1"]
+    assert [c.pack_id for c in fleet_.failed] == ["k-2"]
+    assert fleet_.exit_code() == 1
+    fleet_.failed.clear()
+    assert fleet_.exit_code() == 128 + signal.SIGTERM
+
+
+def test_no_broker_and_a_ctrl_c_blames_every_pack_alike_and_exits_4():
+    """No broker: every pack of a batch says it never reached it, those stopped before
+    their staggered first step too (the batch's one session never connected), and the
+    fleet exits 4 as `run` does."""
+    url = f"mqtt://127.0.0.1:{free_port()}/bms"  # nothing listens there
+    p = fleet("--packs", "4", "--packs-per-process", "2", "--series", "8", "--duration", "1h",
+              "--speed", "1", "--mqtt", url, "--pack-prefix", "nb")
+    try:
+        time.sleep(5)  # built, waiting for the broker (batch_run.CONNECT_WAIT_S)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 4, err
+    assert err.strip().endswith("4 of 4 pack(s) failed: nb-1, nb-2, nb-3, nb-4"), err
+    assert err.count("never reached the broker") == 4, err
