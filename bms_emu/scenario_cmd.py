@@ -63,14 +63,18 @@ def add_parser(sub) -> None:
 def parse_changes(items: list[str], option: str = "--set",
                   read: Callable[[str], object] | None = None) -> dict[str, object]:
     """`--set KEY=VALUE` items: each value read as a TOML value (416, 0.5, true), else
-    taken as text (na-nvpf). The keys and values are checked with the file's. `read` reads
-    another option's values (`--grid`)."""
+    taken as text (na-nvpf). The keys and values are checked with the file's; a key given
+    twice is refused. `read` reads another option's values (`--grid`)."""
     changes, problems = {}, []
     for item in items:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key or "" in key.split("."):
             problems.append(f"{item!r}: give KEY=VALUE, e.g. pack.series=416")
+            continue
+        if key in changes:  # the last would win silently, the first lost
+            problems.append(f"{key}: given twice: give each key once"
+                            + (", all its values in one (KEY=V1,V2,...)" if read else ""))
             continue
         try:
             changes[key] = (read or _value_or_text)(text)

@@ -62,6 +62,20 @@ def test_cli_grid_replaces_the_files_key_and_adds_its_own(tmp_path):
         (7, 25.0, 6), (7, 35.0, 6)]
 
 
+@pytest.mark.parametrize(("option", "items", "named"), [
+    ("--grid", ["pack.seed=1,2", "pack.seed=3"],
+     "pack.seed: given twice: give each key once, all its values in one (KEY=V1,V2,...)"),
+    ("--set", ["pack.series=6", " pack.series=8"], "pack.series: given twice"),
+])
+def test_a_key_given_twice_on_the_command_line_is_refused_not_half_taken(
+        tmp_path, capsys, option, items, named):
+    """`--grid pack.seed=1,2 --grid pack.seed=3` ran seed 3 alone: the first was lost."""
+    args = [arg for item in items for arg in (option, item)]
+    assert main(["scenario", str(write(tmp_path, OFFSET)), *args]) == 2
+    captured = capsys.readouterr()
+    assert named in captured.err and captured.out == ""
+
+
 @pytest.mark.parametrize(("campaign", "named"), [
     ('"pack.seed" = 3', "campaign.pack.seed = 3: must be a non-empty array"),
     ('"pack.seed" = []', "campaign.pack.seed = []: must be a non-empty array"),
