@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -144,6 +145,12 @@ def handle(args) -> int:
     problems.raise_if_any()
     cases = load_all(args.files, parse_changes(args.changes), parse_grid(args.grid))
     results = run_cases(cases, engine)
+    if isinstance(engine, ProcessPoolEngine) and (reran := engine.reran):
+        names = "; ".join(f"{sc.path} ({sc.name})" for sc in reran)
+        print(f"bms-emu scenario: a worker process died while running {len(reran)} case(s); "
+              f"each ran again alone, in a process of its own, and its verdict is of that "
+              f"run (a case that killed its worker again is an ERROR): {names}",
+              file=sys.stderr)
     if args.junit:
         write_junit(results, args.junit)
     if args.json:

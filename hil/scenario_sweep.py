@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from bms.runtime.process_life import end_with_parent
@@ -79,46 +79,63 @@ class SerialEngine:
         return [fn(sc) for sc in cases]
 
 
-WORKER_DIED = ("its worker process died while running it (killed by a signal, out of "
-               "memory, or an exit from the interpreter); the other cases ran")
+WORKER_DIED = ("its worker process died while running it, and again when it ran alone "
+               "(killed by a signal, out of memory, or an exit from the interpreter); the "
+               "other cases ran")
+NO_WORKER = ("the pool's worker processes died before any case started (out of memory or "
+             "processes?); this case never ran")
 
 
 @dataclass(frozen=True)
 class ProcessPoolEngine:
-    """`jobs` worker processes on this machine."""
+    """`jobs` worker processes on this machine. `reran` lists the cases a dying worker took
+    with it, which ran again alone (the command names them)."""
 
     jobs: int
+    reran: list[Scenario] = field(default_factory=list, compare=False)
 
     def map(self, fn: CaseRunner, cases: Sequence[Scenario]) -> list[Outcome]:
-        outcomes = _pool_map(fn, cases, self.jobs)
-        # A worker that dies breaks the pool, and with it every case not yet done: those run
-        # again one at a time, each in a process of its own, so only the case that kills
-        # its worker is lost.
+        outcomes, started = _pool_map(fn, cases, self.jobs)
+        # A worker that dies breaks the pool, and with it every case not yet done. Those a
+        # worker had started (one of them may have killed it: a crash, the OOM killer) run
+        # again, each alone in a process of its own, so that only a case that kills its
+        # worker again is lost; those no worker had started go on in a new pool of `jobs`.
+        waiting = [i for i, o in enumerate(outcomes) if o is None and not started[i]]
         for i, outcome in enumerate(outcomes):
-            if outcome is None:
-                (again,) = _pool_map(fn, [cases[i]], 1)
-                lost = CaseError(cases[i], WORKER_DIED, WORKER_DIED)
-                outcomes[i] = lost if again is None else again
+            if outcome is None and started[i]:
+                self.reran.append(cases[i])
+                (again,), _ = _pool_map(fn, [cases[i]], 1)
+                outcomes[i] = again or CaseError(cases[i], WORKER_DIED, WORKER_DIED)
+        if waiting and not any(started):  # no worker got as far as a case: it would recur
+            for i in waiting:
+                outcomes[i] = CaseError(cases[i], NO_WORKER, NO_WORKER)
+        elif waiting:
+            for i, outcome in zip(waiting, self.map(fn, [cases[i] for i in waiting]),
+                                  strict=True):
+                outcomes[i] = outcome
         return outcomes
 
 
-def _pool_map(fn: CaseRunner, cases: Sequence[Scenario], jobs: int) -> list[Outcome | None]:
-    """Each case's outcome, None where the pool broke before it was done."""
+def _pool_map(fn: CaseRunner, cases: Sequence[Scenario],
+              jobs: int) -> tuple[list[Outcome | None], Sequence[int]]:
+    """Each case's outcome, None where the pool broke before it was done; and for each case
+    whether a worker started it (1), in memory the workers share."""
+    started = multiprocessing.get_context("fork").RawArray("b", len(cases))
     # Forked, as Python 3.11 does by default on Linux (3.14 forks a server first): the
     # workers are this process's children, forked by its main thread (`end_with_parent`,
     # Linux's). The project runs on POSIX systems only (pseudo-terminals, sessions).
     pool = ProcessPoolExecutor(max(1, min(jobs, len(cases))), multiprocessing.get_context("fork"),
-                               initializer=_end_with_parent_only, initargs=(os.getpid(),))
+                               initializer=_start_worker, initargs=(os.getpid(), started))
     finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
     try:
         with _interrupts_held():
-            futures = [pool.submit(fn, sc) for sc in cases]
+            futures = [pool.submit(_tracked, fn, i, sc) for i, sc in enumerate(cases)]
             for future in futures:
                 future.add_done_callback(finished.put)
         for _ in futures:
             finished.get()  # the wait a Ctrl-C ends: in C, it leaves no lock taken
         with _interrupts_held():
-            return [_done(f, sc) for f, sc in zip(futures, cases, strict=True)]
+            return [_done(f, sc) for f, sc in zip(futures, cases, strict=True)], started
     except BaseException:  # Ctrl-C: the running cases are ended, not waited for
         with _interrupts_held():  # a second Ctrl-C must not stop the ending half-way
             _stop_workers(pool)
@@ -152,10 +169,22 @@ def _interrupts_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _end_with_parent_only(parent_pid: int) -> None:
+_started: Sequence[int] = ()  # in a worker: the sweep's `started` flags (`_start_worker`)
+
+
+def _tracked(fn: CaseRunner, i: int, sc: Scenario) -> Outcome:
+    """In a worker: case i flagged started, then run."""
+    _started[i] = 1
+    return fn(sc)
+
+
+def _start_worker(parent_pid: int, started: Sequence[int]) -> None:
     """A worker ends when its parent does, by whatever means: a parent killed by SIGKILL (a
     CI runner's timeout, the OOM killer) cannot end its workers, so Linux sends them SIGTERM.
-    A terminal's Ctrl-C reaches the workers too: the parent alone decides what it ends."""
+    A terminal's Ctrl-C reaches the workers too: the parent alone decides what it ends.
+    `started`, shared memory the fork hands down, is where it flags the cases it starts."""
+    global _started
+    _started = started
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler the fork copied
     if not end_with_parent(parent_pid, signal.SIGTERM):
         os._exit(1)

@@ -187,6 +187,47 @@ def test_a_case_that_kills_its_worker_is_its_error_and_the_others_still_run(tmp_
     assert "worker process died" in error.message
 
 
+def _dies_once_for_crash(sc):
+    """`run_scenario`, but the first time case `crash` runs (a marker file beside it) its
+    worker dies, as the OOM killer or a `kill -9` would leave it: the case itself is sound."""
+    marker = Path(sc.path).with_suffix(".died")
+    if sc.name == "crash" and not marker.exists():
+        marker.touch()
+        os._exit(9)
+    return ORIGINAL_RUN(sc)
+
+
+@pytest.mark.skipif(not FORKED, reason="the pool's workers would not see the patched run")
+def test_the_cases_a_dying_worker_took_run_again_alone_and_the_rest_in_parallel(
+        tmp_path, monkeypatch):
+    """A worker killed from outside: the case it ran (and the other worker's, lost with the
+    pool) run again each alone and pass, and are listed as run again; the cases no worker
+    had started go back to a pool, not one at a time after the death."""
+    names = ["a", "crash", *"bcdefgh"]
+    cases = [load_scenario(write(tmp_path, PASSING.replace('"quick"', f'"{name}"'),
+                                 f"{name}.toml")) for name in names]
+    monkeypatch.setattr(scenario_sweep, "run_scenario", _dies_once_for_crash)
+    engine = ProcessPoolEngine(2)
+    outcomes = run_cases(cases, engine)
+    assert [type(o).__name__ for o in outcomes] == ["ScenarioResult"] * len(names)
+    assert all(o.passed for o in outcomes)
+    reran = [sc.name for sc in engine.reran]
+    assert "crash" in reran and len(reran) <= 2, reran  # the two workers' cases at most
+
+
+@pytest.mark.skipif(not FORKED, reason="the pool's workers would not see the patched run")
+def test_the_command_names_the_cases_run_again_after_their_worker_died(tmp_path, capsys,
+                                                                      monkeypatch):
+    monkeypatch.setattr(scenario_sweep, "run_scenario", _dies_once_for_crash)
+    paths = [write(tmp_path, PASSING.replace('"quick"', f'"{name}"'), f"{name}.toml")
+             for name in ("a", "crash")]
+    assert main(["scenario", *map(str, paths), "--jobs", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "PASS " in captured.out and "ERROR" not in captured.out
+    assert "a worker process died while running" in captured.err
+    assert f"{paths[1]} (crash)" in captured.err
+
+
 @pytest.mark.parametrize(("args", "named"), [
     (["--jobs", "-1"], "--jobs = -1: must be within [0, inf]"),
     (["--jobs", "2", "--dask", "tcp://127.0.0.1:8786"], "give --jobs or --dask, not both")])
