@@ -26,7 +26,7 @@ from bms.data.validation import InputError, Problems
 from bms.runtime.process_life import end_with_parent
 from bms_emu import batch_run, run_cmd
 from bms_emu.cli_errors import EXIT_NO_LINK, input_error_text
-from bms_emu.mqtt_args import PACK_ID, default_pack_id
+from bms_emu.mqtt_args import PACK_ID, default_pack_id, short_lived_text
 from bms_emu.start_gate import StartGate
 
 MAX_PACKS = 1000
@@ -311,7 +311,7 @@ def _mqtt_counts(m: dict | None) -> str:
     if m is None:
         return ""
     return (f"; MQTT {m['published']} published, {m['dropped']} dropped, {m['kept']} fault "
-            f"events kept, {m['kept_dropped']} lost")
+            f"events kept, {m['kept_dropped']} lost{short_lived_text(m)}")
 
 
 def _pack_code(c: Child, process_code: int) -> int:

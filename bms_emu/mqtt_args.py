@@ -114,3 +114,11 @@ def client_target(args) -> str | LinkFactory:
     from bms_emu.mqtt_links import client_link  # aiomqtt only with --mqtt (start-up time)
 
     return client_link(args)
+
+
+def short_lived_text(m: dict) -> str:
+    """What `run`'s summary and `fleet`'s lines add for connections the broker ended soon
+    after accepting them (`MqttBridge.counts`)."""
+    n = m.get("short_lived", 0)
+    return (f"; {n} connection(s) ended by the broker within seconds (another client with "
+            "this client id? two emulators with one pack id)") if n else ""

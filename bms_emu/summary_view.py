@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bms.data.faults import subject_text
+from bms_emu.mqtt_args import short_lived_text
 
 
 def _duration(seconds: float) -> str:
@@ -39,7 +40,8 @@ def _mqtt_rows(m: dict | None) -> list[tuple[str, str]]:
         return []
     return [("MQTT", f"{m['connects']} connection(s); {m['published']} published, "
              f"{m['dropped']} dropped; fault events: {m['kept']} kept for the broker, "
-             f"{m['kept_dropped']} lost")]
+             f"{m['kept_dropped']} lost{short_lived_text(m)}")]
+
 
 
 def _nvm_rows(n: dict | None) -> list[tuple[str, str]]:

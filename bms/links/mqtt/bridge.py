@@ -140,14 +140,16 @@ class MqttBridge:
         room (`kept_dropped`, reported on `events/lost`). What came in and was refused:
         messages dropped unread (`refused_messages`, by subscription and reason) and
         commands answered with an error (`refused_commands`, by code), and the read windows
-        whose budget ran out (`throttled`: the rest waited in TCP, or the broker dropped it)."""
+        whose budget ran out (`throttled`: the rest waited in TCP, or the broker dropped it).
+        `short_lived`: connections the broker ended within `STABLE_S` of accepting them
+        (another client with the session's client id: a second emulator with this pack id?)."""
         s = self.session
         with self._refused_lock:
             refused_commands = dict(self.refused_commands)
         return {"connects": s.connects, "published": s.published, "dropped": s.dropped,
                 "kept": self.outbox.waiting, "kept_dropped": self.outbox.lost,
                 "refused_messages": s.inbound.counts(), "refused_commands": refused_commands,
-                "throttled": s.reader.throttled}
+                "throttled": s.reader.throttled, "short_lived": s.short_lived}
 
     # --- plumbing ------------------------------------------------------------------------
 

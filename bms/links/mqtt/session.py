@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "bms"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+# A connection the broker ends sooner than this after accepting it, after one it ended as
+# soon, was not a link that worked: the retries go on from the backoff reached (a first
+# loss is retried at once, as any). The usual cause is another client with the same client
+# id (two emulators given one pack id, two fleets one --shard): the broker hands the id to
+# the newer connection, and each takes it back in turn. Said once SHORT_LIVED_WARN come in
+# a row.
+STABLE_S = 10.0
+SHORT_LIVED_WARN = 3
 KEEPALIVE_S = 10
 PACKET_OVERHEAD_BYTES = 1024  # a PUBLISH's header and topic, beside its payload
 # A QoS 1 publish waits for its PUBACK: sent behind a small QoS 0 message not yet
@@ -144,6 +152,9 @@ class MqttSession:
         self.published = 0
         self.dropped = 0  # ordinary messages pushed out of a full queue
         self.last_error = ""
+        self.short_lived = 0  # connections the broker ended within STABLE_S of accepting
+        self._short_in_row = 0
+        self._connected_at_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None  # an ordinary message is queued
         self._wakes_kept: list[asyncio.Event] = []  # for each outbox: it has one
@@ -275,7 +286,12 @@ class MqttSession:
                 self.last_error = str(exc)
             if self.connected.is_set():
                 self.connected.clear()
-                backoff_s = BACKOFF_FIRST_S  # it was up: the first retry comes soon again
+                if self._stopping or time.monotonic() - self._connected_at_s >= STABLE_S:
+                    self._short_in_row = 0
+                else:
+                    self._lost_soon()
+                if self._short_in_row < 2:  # it was up: the first retry comes soon again
+                    backoff_s = BACKOFF_FIRST_S
                 for callback in self.on_disconnect:
                     callback()
             if self._stopping:
@@ -285,6 +301,17 @@ class MqttSession:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._halt.wait(), backoff_s * random.uniform(0.5, 1.5))
             backoff_s = min(2 * backoff_s, BACKOFF_MAX_S)
+
+    def _lost_soon(self) -> None:
+        self.short_lived += 1
+        self._short_in_row += 1
+        if self._short_in_row == SHORT_LIVED_WARN:
+            log.warning("MQTT %s: the broker ended the session %d times in a row within %g s "
+                        "of accepting it: is another client using the client id %r (two "
+                        "emulators with the same pack id, two fleets with the same --shard)? "
+                        "The broker's log then says it is closing the old connection. "
+                        "Retrying at a growing interval", self.broker.describe(),
+                        SHORT_LIVED_WARN, STABLE_S, self.client_id)
 
     async def _connected_session(self) -> None:
         b = self.broker
@@ -313,6 +340,7 @@ class MqttSession:
                 await self._publish(client, item)
             self.connects += 1
             self.last_error = ""
+            self._connected_at_s = time.monotonic()
             self.connected.set()
             log.info("MQTT connected to %s", b.describe())
             for callback in self.on_connect:

@@ -1,0 +1,49 @@
+"""Two sessions with one client id on one broker (two emulators given the same pack id, two
+fleets given the same --shard): the broker hands the id to the newer connection and closes
+the older, and each takes it back in turn. Against a real Mosquitto (which closes the old
+connection without saying why): the session says what it looks like, naming its client id,
+counts the connections so ended, and backs off instead of fighting twice a second."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+
+from bms.links.mqtt.session import SHORT_LIVED_WARN, MqttSession, parse_broker
+
+FIGHT_S = 8.0
+
+
+def test_a_session_whose_client_id_is_taken_in_turn_says_so_and_backs_off(mqtt_broker,
+                                                                           caplog):
+    caplog.set_level(logging.WARNING, logger="bms.links.mqtt.session")
+    sessions = [MqttSession(parse_broker(f"{mqtt_broker.url}/t"), "bms-emu-twin")
+                for _ in range(2)]
+    for s in sessions:
+        s.start()
+        assert s.connected.wait(30)
+    try:
+        time.sleep(FIGHT_S)
+    finally:
+        for s in sessions:
+            s.stop()
+    assert sum(s.short_lived for s in sessions) >= SHORT_LIVED_WARN
+    said = [r.getMessage() for r in caplog.records if "another client" in r.getMessage()]
+    assert said and "'bms-emu-twin'" in said[0] and "same pack id" in said[0], said
+    # A retry at the first backoff after each loss made ~16 connections a session in
+    # FIGHT_S; growing from 0.5 s, one takes 3.75 s for its first four.
+    assert sum(s.connects for s in sessions) <= 14, [s.connects for s in sessions]
+
+
+def test_two_runs_with_one_pack_id_each_count_the_connections_lost_soon(mqtt_broker):
+    argv = [sys.executable, "-m", "bms_emu.main", "run", "--series", "4", "--duration", "12",
+            "--speed", "1", "--pack-id", "twin", "--mqtt", mqtt_broker.url, "--json"]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    ends = [r.communicate(timeout=60) for r in runs]
+    lost = [json.loads(out)["mqtt"]["short_lived"] for out, _ in ends]
+    assert sum(lost) >= SHORT_LIVED_WARN, ends
+    assert any("client id 'bms-emu-twin'" in err for _, err in ends), ends
