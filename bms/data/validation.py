@@ -36,7 +36,10 @@ class Problems:
     items: list[str] = field(default_factory=list)
 
     def add(self, where: str, value: object, allowed: str) -> None:
-        self.items.append(f"{where} = {_shown(value)}: {allowed}")
+        """`where = value: allowed`; a value of None is one not given (TOML has no null, an
+        option left out is None): `where: allowed`."""
+        shown = "" if value is None else f" = {_shown(value)}"
+        self.items.append(f"{where}{shown}: {allowed}")
 
     def check_range(
         self, where: str, value: float, low: float | None = None, high: float | None = None

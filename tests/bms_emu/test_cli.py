@@ -227,7 +227,7 @@ def test_chemistries_lists_both_presets(capsys):
         (["--inject", "10:meteor-strike"], "KIND = 'meteor-strike'"),
         (["--inject", "10:sensor-offset:cell=99,offset_v=0.1"],
          "cell = 99: must be within [1, 16]"),
-        (["--inject", "10:sensor-offset:cell=2"], "offset_v = None: is required"),
+        (["--inject", "10:sensor-offset:cell=2"], "offset_v: is required"),
         (["--inject", "soon:cooling-failure"], "AT = 'soon'"),
     ],
 )

@@ -142,7 +142,7 @@ def test_every_bad_option_is_named_at_once_before_any_pack_starts(capsys):
     assert code == 2
     err = capsys.readouterr().err
     for says in ("--speed = 'fast'", "--pack-id = 'x'", "--pack-prefix = 'a/b'",
-                 "--mqtt = None"):
+                 "--mqtt: a fleet publishes over MQTT: give --mqtt URL"):
         assert says in err
 
 

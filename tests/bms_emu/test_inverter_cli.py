@@ -26,7 +26,7 @@ BUS = "udp_multicast:239.74.0.1"
     (["inverter", "--can", "virtual:bench"],
      "a virtual bus reaches only buses of the same process"),
     (["inverter", "--can", BUS, "--outage", "60:300"],
-     "--load-w = None: give the power the load draws (W)"),
+     "--load-w: give the power the load draws (W)"),
     (["inverter", "--can", BUS, "--outage", "60:300", "--outage", "2m:1m", "--load-w", "50"],
      "--outage = '120:60': overlaps the outage 60-360 s"),
     (["inverter", "--can", BUS, "--outage", "1h", "--load-w", "50"],

@@ -187,7 +187,7 @@ def test_a_duty_reads_outages_as_durations_and_knows_when_the_mains_is_away():
     (["60:soon"], 100.0, "--outage = '60:soon': must be AT:LEN, two durations"),
     (["60:0"], 100.0, "--outage = '60:0': the outage must start at a finite time and last"),
     (["60:300", "200:100"], 100.0, "overlaps the outage 60-360 s"),
-    (["60:300"], None, "--load-w = None: give the power the load draws"),
+    (["60:300"], None, "--load-w: give the power the load draws"),
     ([], -5.0, "--load-w = -5.0: must be within [0.001, 10000000]"),
 ])
 def test_a_bad_duty_is_refused_naming_the_value(outages, load_w, words):

@@ -126,7 +126,7 @@ def test_a_row_with_two_quantities_at_one_level_may_be_named_by_quantity(tmp_pat
 
 
 def test_a_scenario_that_checks_nothing_is_refused(tmp_path):
-    assert has(problems_of(write(tmp_path, BASE)), "expect = None", "must check something")
+    assert has(problems_of(write(tmp_path, BASE)), "expect: a scenario", "must check something")
     path = write(tmp_path, BASE + """
         [[expect]]
         at = "5s"

@@ -30,7 +30,7 @@ def test_the_profile_ecm_tables_load_by_soc_and_temperature():
 @pytest.mark.parametrize(("ecm", "expected"), [
     ({"soc_pct": [90, 10]}, "ecm.soc_pct = [90.0, 10.0]: must be strictly ascending within "
                             "[0, 100]"),
-    ({"temperature_c": [25]}, "ecm.soc_pct = None: is required with ecm.temperature_c"),
+    ({"temperature_c": [25]}, "ecm.soc_pct: is required with ecm.temperature_c"),
     ({"soc_pct": [50]}, "ecm.soc_pct = [50.0]: needs at least 2 values"),
     ({"soc_pct": [10, 90], "temperature_c": [0, 25], "tau1_s": [[1, 2], [3, 0]]},
      "ecm.tau1_s = [[1, 2], [3, 0]]: each value must be within [0.001, 10000]"),
