@@ -152,12 +152,14 @@ def check_applied(chem: Chemistry, data: dict) -> None:
 
 
 def names_something(problem: str, data: dict) -> bool:
-    """The problem starts with `where = `, `where` a field given or a field of the schema
-    (a list element as `ocv.soc_pct[2]`)."""
+    """The problem starts with `where = ` (a value given) or `where: ` (a required one left
+    out), `where` a field given or a field of the schema (a list element as
+    `ocv.soc_pct[2]`)."""
     indexed = re.match(r"([\w.]+)\[\d+\] = ", problem)
     if indexed:
         return indexed.group(1) in SCHEMA
-    return any(problem.startswith(f"{where} = ") for where in dotted(data) | SCHEMA)
+    return any(problem.startswith((f"{where} = ", f"{where}: "))
+               for where in dotted(data) | SCHEMA)
 
 
 @FUZZ
