@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bms.data.validation import InputError, Problems
 from bms.runtime.process_life import end_with_parent
-from bms_emu import batch_run, run_cmd
+from bms_emu import batch_run, error_relay, run_cmd
 from bms_emu.cli_errors import EXIT_NO_LINK, input_error_text
 from bms_emu.mqtt_args import PACK_ID, default_pack_id, short_lived_text
 from bms_emu.start_gate import StartGate
@@ -249,16 +249,20 @@ def _work(args, children: list[Child], gate: StartGate,
         (c,) = children
         argv = run_argv(args, c.pack_id, c.seed)
         return (lambda: run_cmd.handle(parser.parse_args(argv))), str(c.k)
-    name = f"{children[0].pack_id}..{children[-1].pack_id}"
+    name = _batch_name(children)
     slots = [batch_run.Slot(run_argv(args, c.pack_id, c.seed), c.out_path, c.err_path,
                             c.code_path) for c in children]
     return ((lambda: batch_run.main_in_child(parser, slots, name, gate.wait, tick_phase)),
             f"batch-{children[0].k}")
 
 
+def _batch_name(children: list[Child]) -> str:
+    return f"{children[0].pack_id}..{children[-1].pack_id}"
+
+
 def _fork(args, children: list[Child], workdir: Path, gate: StartGate,
-          tick_phase: float) -> None:
-    """Starts one process for `children` (each gets its pid)."""
+          tick_phase: float) -> Path:
+    """Starts one process for `children` (each gets its pid); its error output's path."""
     work, stem = _work(args, children, gate, tick_phase)
     out_path, err_path = workdir / f"{stem}.process.out", workdir / f"{stem}.process.err"
     if len(children) == 1:
@@ -276,7 +280,7 @@ def _fork(args, children: list[Child], workdir: Path, gate: StartGate,
             c.pid = pid
             if len(children) > 1:
                 c.process_err_path = err_path
-        return
+        return err_path
     code = 1
     try:
         gate.in_child(waits=len(children) > 1)
@@ -354,6 +358,7 @@ class Fleet:
         self.cut_short: list[Child] = []  # killed by a second stop signal, as asked
         self.ends: dict[str, int] = {}  # packs by how they ended: done, stopped
         self.gate = StartGate()
+        self.relay = error_relay.ErrorRelay()
 
     # --- output ------------------------------------------------------------------------
 
@@ -419,7 +424,9 @@ class Fleet:
                                                strict=True)]
                 # Each batch process its own phase of the tick: the share of this host's
                 # packs before its first (`batch_run.run_packs`).
-                _fork(a, group, self.workdir, self.gate, first / len(numbers))
+                err_path = _fork(a, group, self.workdir, self.gate, first / len(numbers))
+                name = group[0].pack_id if len(group) == 1 else _batch_name(group)
+                self.relay.watch(group[0].pid, name, err_path)
                 for c in group:
                     self.children.append(c)
                     self._started(c)
@@ -439,12 +446,17 @@ class Fleet:
                 os.kill(pid, sig)
 
     def wait_all(self) -> None:
+        relayed_at = time.monotonic()
         while True:
             self.gate.poll()
+            if self.stop_sent_at is None and time.monotonic() - relayed_at >= error_relay.PERIOD_S:
+                self.relay.relay()  # stopping, each pack says why in its own line
+                relayed_at = time.monotonic()
             for pid in self._pids():
                 code = _reap(pid)
                 if code is None:
                     continue
+                self.relay.forget(pid)
                 for c in [c for c in self.running() if c.pid == pid]:
                     c.returncode = _pack_code(c, code)
                     self._ended(c)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import select
 import signal
 import subprocess
 import sys
@@ -444,15 +445,30 @@ def test_a_pack_killed_by_the_second_signal_is_killed_one_past_its_grace_failed(
     assert fleet_.exit_code() == 128 + signal.SIGTERM
 
 
-def test_no_broker_and_a_ctrl_c_blames_every_pack_alike_and_exits_4():
-    """No broker: every pack of a batch says it never reached it, those stopped before
-    their staggered first step too (the batch's one session never connected), and the
-    fleet exits 4 as `run` does."""
+def stderr_line(p: subprocess.Popen, says: str, wait_s: float = 30.0) -> str:
+    """The first line of the running fleet's stderr that has `says` in it."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and p.poll() is None:
+        if select.select([p.stderr], [], [], 0.5)[0]:
+            line = p.stderr.readline()
+            if says in line:
+                return line
+    pytest.fail(f"the fleet never said {says!r} while it ran")
+
+
+def test_no_broker_is_said_while_the_fleet_runs_and_blames_every_pack_alike():
+    """No broker: each batch process's warning is passed on as it comes, under its name;
+    then Ctrl-C: every pack of a batch says it never reached the broker, those stopped
+    before their staggered first step too (the batch's one session never connected), and
+    the fleet exits 4 as `run` does."""
     url = f"mqtt://127.0.0.1:{free_port()}/bms"  # nothing listens there
     p = fleet("--packs", "4", "--packs-per-process", "2", "--series", "8", "--duration", "1h",
               "--speed", "1", "--mqtt", url, "--pack-prefix", "nb")
     try:
-        time.sleep(5)  # built, waiting for the broker (batch_run.CONNECT_WAIT_S)
+        line = stderr_line(p, "Connection refused")
+        assert line.startswith(("bms-emu fleet: nb-1..nb-2: MQTT ",
+                                "bms-emu fleet: nb-3..nb-4: MQTT ")), line
+        time.sleep(1)  # the packs wait for the broker (batch_run.CONNECT_WAIT_S)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
     finally:
