@@ -8,10 +8,6 @@ import sys
 from collections.abc import Collection, Sequence
 from importlib import import_module
 
-from bms import __version__
-from bms.data.validation import InputError
-from bms_emu.cli_errors import input_error_text
-
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # as a shell reports a command Ctrl-C ended
 
 # The commands, in the order the help lists them: the module that adds each one's options
@@ -65,6 +61,8 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
         description="Sodium-ion battery management system firmware emulator. "
         "Units are SI (V, A, °C, s, Ah, Wh); current is positive when charging.",
     )
+    from bms import __version__  # numpy and the firmware, as every command needs (main)
+
     parser.add_argument("--version", action="version", version=f"bms-emu {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module, help_line) in COMMANDS.items():
@@ -85,17 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = command_in(argv)
     try:
-        # Importing a command's module takes a moment: a Ctrl-C then is an interruption
-        # too, said in one line, not a traceback.
-        parser = build_parser(() if command is None else (command,))
-        args = parser.parse_args(argv)
+        return _run(argv, command)
+    except KeyboardInterrupt:  # `run` takes a first Ctrl-C itself (bms_emu.lifetime)
+        print(f"bms-emu{f' {command}' if command else ''}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _run(argv: list[str], command: str | None) -> int:
+    """The command's exit code. Everything past the standard library is imported here, not
+    as this module loads: numpy, the firmware and the command's module take a third of a
+    second or more, and a Ctrl-C meanwhile is an interruption like any other (`main`), not
+    a traceback."""
+    from bms.data.validation import InputError
+    from bms_emu.cli_errors import input_error_text
+
+    args = build_parser(() if command is None else (command,)).parse_args(argv)
+    try:
         return args.handler(args) or 0
     except InputError as exc:
         print(input_error_text(args.command, exc), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # `run` takes a first Ctrl-C itself (bms_emu.lifetime)
-        print(f"bms-emu{f' {command}' if command else ''}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -203,6 +205,15 @@ def test_ctrl_c_while_a_command_loads_is_one_line_and_exit_130(capsys, monkeypat
     monkeypatch.setattr(main_module, "build_parser", loading)
     assert main(["fleet", "--packs", "2"]) == 128 + signal.SIGINT
     assert capsys.readouterr().err == "bms-emu fleet: interrupted\n"
+
+
+def test_the_entry_point_loads_nothing_a_ctrl_c_could_interrupt_before_main_runs():
+    """The console script imports `bms_emu.main` before `main` can catch anything: numpy
+    and the firmware (a third of a second) load inside it, where a Ctrl-C is one line."""
+    code = "import sys, bms_emu.main; print(sorted({'numpy', 'bms'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_a_run_not_interrupted_says_so(capsys):
