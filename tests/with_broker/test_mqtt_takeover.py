@@ -47,3 +47,27 @@ def test_two_runs_with_one_pack_id_each_count_the_connections_lost_soon(mqtt_bro
     lost = [json.loads(out)["mqtt"]["short_lived"] for out, _ in ends]
     assert sum(lost) >= SHORT_LIVED_WARN, ends
     assert any("client id 'bms-emu-twin'" in err for _, err in ends), ends
+
+
+def test_a_broker_restarted_soon_after_connecting_is_not_taken_for_a_twin(mqtt_broker,
+                                                                         caplog):
+    """A broker killed and started again a second later, three times, each within seconds
+    of the session connecting: it refuses a try each time, so no connection counts as
+    taken by another client, nothing warns of one, and each comes back at once."""
+    caplog.set_level(logging.WARNING, logger="bms.links.mqtt.session")
+    s = MqttSession(parse_broker(f"{mqtt_broker.url}/t"), "bms-emu-alone")
+    s.start()
+    try:
+        for restart in range(1, 4):
+            assert s.connected.wait(30)
+            assert s.connects == restart
+            mqtt_broker.kill()
+            time.sleep(1.0)  # tries refused meanwhile
+            mqtt_broker.start()
+            deadline = time.monotonic() + 30
+            while s.connects == restart and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        s.stop()
+    assert (s.connects, s.short_lived) == (4, 0)
+    assert not [r for r in caplog.records if "another client" in r.getMessage()]

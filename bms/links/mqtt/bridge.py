@@ -141,8 +141,9 @@ class MqttBridge:
         messages dropped unread (`refused_messages`, by subscription and reason) and
         commands answered with an error (`refused_commands`, by code), and the read windows
         whose budget ran out (`throttled`: the rest waited in TCP, or the broker dropped it).
-        `short_lived`: connections the broker ended within `STABLE_S` of accepting them
-        (another client with the session's client id: a second emulator with this pack id?)."""
+        `short_lived`: connections the broker ended within `STABLE_S` of accepting them and
+        the next try made again at once (another client with the session's client id: a
+        second emulator with this pack id?)."""
         s = self.session
         with self._refused_lock:
             refused_commands = dict(self.refused_commands)

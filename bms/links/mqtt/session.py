@@ -40,12 +40,13 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "bms"
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
-# A connection the broker ends sooner than this after accepting it, after one it ended as
-# soon, was not a link that worked: the retries go on from the backoff reached (a first
-# loss is retried at once, as any). The usual cause is another client with the same client
-# id (two emulators given one pack id, two fleets one --shard): the broker hands the id to
-# the newer connection, and each takes it back in turn. Said once SHORT_LIVED_WARN come in
-# a row.
+# A connection the broker ends sooner than this after accepting it, and that the next try
+# makes again at once, after one more such, was not a link that worked: the retries go on
+# from the backoff reached (a first loss is retried at once, as any). The cause is another
+# client with the same client id (two emulators given one pack id, two fleets one --shard):
+# the broker hands the id to the newer connection, and each takes it back in turn (Mosquitto
+# 2.0 says no reason). A broker that restarts refuses a try first. Said once
+# SHORT_LIVED_WARN come in a row.
 STABLE_S = 10.0
 SHORT_LIVED_WARN = 3
 KEEPALIVE_S = 10
@@ -154,6 +155,7 @@ class MqttSession:
         self.last_error = ""
         self.short_lived = 0  # connections the broker ended within STABLE_S of accepting
         self._short_in_row = 0
+        self._lost_soon = False  # the broker ended the last connection within STABLE_S
         self._connected_at_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None  # an ordinary message is queued
@@ -281,15 +283,18 @@ class MqttSession:
                 await self._connected_session()
                 backoff_s = BACKOFF_FIRST_S
             except aiomqtt.MqttError as exc:
-                if str(exc) != self.last_error:
+                if str(exc) != self.last_error and self._short_in_row < SHORT_LIVED_WARN:
                     log.warning("MQTT %s: %s; retrying", self.broker.describe(), exc)
                 self.last_error = str(exc)
+                if not self.connected.is_set():  # the broker away: not a client id taken
+                    self._lost_soon = False
+                    self._short_in_row = 0
             if self.connected.is_set():
                 self.connected.clear()
-                if self._stopping or time.monotonic() - self._connected_at_s >= STABLE_S:
+                self._lost_soon = (time.monotonic() - self._connected_at_s < STABLE_S
+                                   and not self._stopping)
+                if not self._lost_soon:
                     self._short_in_row = 0
-                else:
-                    self._lost_soon()
                 if self._short_in_row < 2:  # it was up: the first retry comes soon again
                     backoff_s = BACKOFF_FIRST_S
                 for callback in self.on_disconnect:
@@ -302,7 +307,13 @@ class MqttSession:
                 await asyncio.wait_for(self._halt.wait(), backoff_s * random.uniform(0.5, 1.5))
             backoff_s = min(2 * backoff_s, BACKOFF_MAX_S)
 
-    def _lost_soon(self) -> None:
+    def _reconnected(self) -> None:
+        """A connection the broker ended soon after accepting it, then taken again at the
+        first try: what a client id taken in turn looks like (a broker that restarts refuses
+        a try or more first)."""
+        if not self._lost_soon:
+            return
+        self._lost_soon = False
         self.short_lived += 1
         self._short_in_row += 1
         if self._short_in_row == SHORT_LIVED_WARN:
@@ -341,6 +352,7 @@ class MqttSession:
             self.connects += 1
             self.last_error = ""
             self._connected_at_s = time.monotonic()
+            self._reconnected()
             self.connected.set()
             log.info("MQTT connected to %s", b.describe())
             for callback in self.on_connect:
