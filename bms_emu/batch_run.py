@@ -38,7 +38,7 @@ QUEUE_PER_PACK = 2000  # the session's queue, as a pack's own session has it
 # The packs' clocks start once the session is up and has sent what it queued on connecting
 # (`MqttSession.wait_idle`), or after this long without: their first messages wait neither
 # for the connection nor behind the packs' discovery messages (a second of latency as the
-# fleet starts); a batch without a broker still runs.
+# fleet starts); a batch whose broker refuses its first try runs at once without it.
 CONNECT_WAIT_S = 10.0
 
 

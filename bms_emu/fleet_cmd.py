@@ -356,7 +356,7 @@ class Fleet:
         self.killed = ""  # why the packs still running were killed
         self.failed: list[Child] = []
         self.cut_short: list[Child] = []  # killed by a second stop signal, as asked
-        self.ends: dict[str, int] = {}  # packs by how they ended: done, stopped
+        self.ends: dict[str, int] = {}  # packs by how they ended: done, stopped, ...
         self.gate = StartGate()
         self.relay = error_relay.ErrorRelay()
 
@@ -381,7 +381,8 @@ class Fleet:
         if code == 0 or (self.stop_sent_at is not None and code in CLEAN_STOP_CODES):
             c.summary = _summary(c.out_path)
             event = "done" if code == 0 else "stopped"
-            self.ends[event] = self.ends.get(event, 0) + 1
+            counted = event if c.summary is not None else f"{event} before its first step"
+            self.ends[counted] = self.ends.get(counted, 0) + 1
             self._say({"event": event, "pack_id": c.pack_id, "returncode": code,
                        "summary": c.summary}, _end_text(c, event))
             return
@@ -394,9 +395,9 @@ class Fleet:
         tail = _tail(c.err_path) or (_tail(c.process_err_path) if c.process_err_path else "")
         why = (f"was killed after {self.killed}" if self.killed and code == -signal.SIGKILL
                else f"exited with {code}")
-        if self.args.json:
+        if self.args.json:  # with its summary, when it wrote one (exit 4: never connected)
             self._say({"event": "failed", "pack_id": c.pack_id, "returncode": code,
-                       "stderr_tail": tail}, "")
+                       "summary": _summary(c.out_path), "stderr_tail": tail}, "")
         indented = "\n".join(f"    {line}" for line in tail.splitlines()) or "    (nothing)"
         print(f"bms-emu fleet: pack {c.pack_id} (pid {c.pid}, seed {c.seed}) {why}; "
               f"its error output ends:\n{indented}", file=sys.stderr, flush=True)
@@ -480,18 +481,21 @@ class Fleet:
         if self.stop_signum is not None:
             planned = len(shard_range(self.args.shard, self.args.packs))
             parts = []
-            if self.ends.get("stopped") or not self.cut_short:
-                parts.append(f"{self.ends.get('stopped', 0)} of {len(self.children)} pack(s) "
-                             "stopped early (their summaries are of the run so far)")
+            if stopped := self.ends.get("stopped"):
+                parts.append(f"{stopped} of {len(self.children)} pack(s) stopped early (their "
+                             "summaries are of the run so far)")
+            if early := self.ends.get("stopped before its first step"):
+                parts.append(f"{early} stopped before their first step (no summary)")
             if self.cut_short:
                 parts.append(f"{len(self.cut_short)} killed by {SECOND_SIGNAL}: "
-                             + ", ".join(c.pack_id for c in self.cut_short))
+                             + ", ".join(c.pack_id for c in sorted(self.cut_short,
+                                                                   key=lambda c: c.k)))
             if len(self.children) < planned:
                 parts.append(f"{planned - len(self.children)} never started")
-            print(f"bms-emu fleet: interrupted by {signal.Signals(self.stop_signum).name}: "
-                  + "; ".join(parts), file=sys.stderr)
+            said = f"bms-emu fleet: interrupted by {signal.Signals(self.stop_signum).name}"
+            print(f"{said}: {'; '.join(parts)}" if parts else said, file=sys.stderr)
         if self.failed:
-            names = ", ".join(c.pack_id for c in self.failed)
+            names = ", ".join(c.pack_id for c in sorted(self.failed, key=lambda c: c.k))
             print(f"bms-emu fleet: {len(self.failed)} of {len(self.children)} pack(s) failed: "
                   f"{names}", file=sys.stderr)
             return (EXIT_NO_LINK if all(c.returncode == EXIT_NO_LINK for c in self.failed)

@@ -97,7 +97,7 @@ def sigterm_once_online_then_all_offline(p: subprocess.Popen, broker: Broker,
     # Each with its figures so far, or (SIGTERM came as soon as they were online) before
     # its staggered first step.
     assert out.count(" stopped") == len(ids), out
-    assert f"interrupted by SIGTERM: {len(ids)} of {len(ids)} pack(s) stopped early" in err
+    assert "bms-emu fleet: interrupted by SIGTERM: " in err
     assert retained(broker.port, "availability", len(ids)) == dict.fromkeys(ids, b"offline")
 
 def test_sigterm_stops_every_pack_cleanly_each_saying_offline(mqtt_broker):
@@ -454,6 +454,32 @@ def stderr_line(p: subprocess.Popen, says: str, wait_s: float = 30.0) -> str:
             if says in line:
                 return line
     pytest.fail(f"the fleet never said {says!r} while it ran")
+
+
+def test_the_interrupted_line_tells_packs_stopped_with_a_summary_from_those_without(
+        tmp_path, capsys):
+    """Stopped before its staggered first step, a pack has no summary: the line says so
+    instead of counting it among the summaries so far; and a failed pack's JSON event
+    carries its summary when it wrote one (exit 4: it ran, its broker never answered)."""
+    summary = {"sim_s": 2.0, "wall_s": 2.0, "rtf": 1.0, "interrupted": "SIGINT",
+               "final": {"state": "RUN", "soc_pct": 50.0}}
+    args = SimpleNamespace(json=True, quiet=False, shard="1/1", packs=3)
+    fleet_ = fleet_cmd.Fleet(args, tmp_path)
+    fleet_.children = [fleet_cmd.Child(k, f"s-{k}", k - 1, tmp_path / f"{k}.out",
+                                       tmp_path / f"{k}.err") for k in (1, 2, 3)]
+    for k in (1, 3):
+        (tmp_path / f"{k}.out").write_text(json.dumps(summary) + "\n")
+    fleet_.stop_signum, fleet_.stop_sent_at = signal.SIGINT, 0.0
+    for c, code in zip(fleet_.children, (130, 130, 4), strict=True):
+        c.returncode = code
+        fleet_._ended(c)
+    assert fleet_.exit_code() == 4
+    captured = capsys.readouterr()
+    events = {e["pack_id"]: e for e in map(json.loads, captured.out.splitlines())}
+    assert events["s-1"]["summary"] == summary and events["s-2"]["summary"] is None
+    assert events["s-3"]["event"] == "failed" and events["s-3"]["summary"] == summary
+    assert ("interrupted by SIGINT: 1 of 3 pack(s) stopped early (their summaries are of the "
+            "run so far); 1 stopped before their first step (no summary)\n") in captured.err
 
 
 def test_no_broker_is_said_while_the_fleet_runs_and_blames_every_pack_alike():

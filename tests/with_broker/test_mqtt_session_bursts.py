@@ -134,3 +134,17 @@ def test_wait_idle_says_so_when_there_is_no_broker(mqtt_broker):
         assert s.wait_idle(DEADLINE_S, stop) is False and asked
     finally:
         s.stop()
+
+
+def test_wait_idle_does_not_wait_out_its_time_once_a_try_has_failed(mqtt_broker):
+    """No broker: the first refused try ends the wait (a batch's packs then run at once,
+    as `run` does without its broker), not the whole timeout."""
+    s = session(mqtt_broker, "t-refused")
+    mqtt_broker.stop()
+    s.start()
+    try:
+        started = time.monotonic()
+        assert s.wait_idle(DEADLINE_S) is False
+        assert time.monotonic() - started < DEADLINE_S / 2 and s.last_error
+    finally:
+        s.stop()

@@ -232,17 +232,19 @@ class MqttSession:
     def wait_idle(self, timeout_s: float, stop: Callable[[], bool] | None = None) -> bool:
         """Waits until the session is connected, has run its on_connect callbacks and sent
         all that is queued, every QoS 1 message acknowledged; False after `timeout_s`
-        without, or once `stop()` is true. A batch starts its packs' clocks then, so that
-        their first messages wait neither for the connection nor behind the discovery
-        messages of every pack (16 a pack at QoS 1, paho sending 20 at a time: a second for
-        50 packs)."""
+        without, once `stop()` is true, or once a try has failed before any connected (no
+        broker there: waiting would only hold up what runs without it, as `run` does). A
+        batch starts its packs' clocks then, so that their first messages wait neither for
+        the connection nor behind the discovery messages of every pack (16 a pack at QoS 1,
+        paho sending 20 at a time: a second for 50 packs)."""
         deadline_s = time.monotonic() + timeout_s
         while True:
             client = self._greeted
             if (client is not None and self.backlog + self._in_hand == 0
                     and client.pending == 0):
                 return True
-            if time.monotonic() >= deadline_s or (stop is not None and stop()):
+            if (time.monotonic() >= deadline_s or (stop is not None and stop())
+                    or (self.connects == 0 and self.last_error)):
                 return False
             time.sleep(IDLE_POLL_S)
 
