@@ -147,10 +147,10 @@ def handle(args) -> int:
     results = run_cases(cases, engine)
     if isinstance(engine, ProcessPoolEngine) and (reran := engine.reran):
         names = "; ".join(f"{sc.path} ({sc.name})" for sc in reran)
-        print(f"bms-emu scenario: a worker process died while running {len(reran)} case(s); "
-              f"each ran again alone, in a process of its own, and its verdict is of that "
-              f"run (a case that killed its worker again is an ERROR): {names}",
-              file=sys.stderr)
+        print(f"bms-emu scenario: a worker process died, and its pool with it: the "
+              f"{len(reran)} case(s) its workers were running ran again, and their verdicts "
+              f"are of that run (one in flight when two pools broke ran alone; its worker "
+              f"dying then too, it is an ERROR): {names}", file=sys.stderr)
     if args.junit:
         write_junit(results, args.junit)
     if args.json:

@@ -79,9 +79,9 @@ class SerialEngine:
         return [fn(sc) for sc in cases]
 
 
-WORKER_DIED = ("its worker process died while running it, and again when it ran alone "
-               "(killed by a signal, out of memory, or an exit from the interpreter); the "
-               "other cases ran")
+WORKER_DIED = ("its worker process died each time it ran (twice beside other cases, then "
+               "alone: killed by a signal, out of memory, or an exit from the interpreter); "
+               "the other cases ran")
 NO_WORKER = ("the pool's worker processes died before any case started (out of memory or "
              "processes?); this case never ran")
 
@@ -89,30 +89,33 @@ NO_WORKER = ("the pool's worker processes died before any case started (out of m
 @dataclass(frozen=True)
 class ProcessPoolEngine:
     """`jobs` worker processes on this machine. `reran` lists the cases a dying worker took
-    with it, which ran again alone (the command names them)."""
+    with it, which ran again (the command names them)."""
 
     jobs: int
     reran: list[Scenario] = field(default_factory=list, compare=False)
 
     def map(self, fn: CaseRunner, cases: Sequence[Scenario]) -> list[Outcome]:
-        outcomes, started = _pool_map(fn, cases, self.jobs)
-        # A worker that dies breaks the pool, and with it every case not yet done. Those a
-        # worker had started (one of them may have killed it: a crash, the OOM killer) run
-        # again, each alone in a process of its own, so that only a case that kills its
-        # worker again is lost; those no worker had started go on in a new pool of `jobs`.
-        waiting = [i for i, o in enumerate(outcomes) if o is None and not started[i]]
+        """A worker that dies breaks the pool, and with it every case not yet done: its own
+        and the other workers' (the pool ends them). Those go to a new pool of `jobs`
+        with the cases not yet started: an outside kill (the OOM killer, `kill -9`) costs
+        one more run of a few cases, not the sweep's parallelism. A case in flight when two
+        pools broke may be the one that kills its worker: it runs alone at the end, so that
+        no other case is lost with it again."""
+        outcomes: list[Outcome | None] = [None] * len(cases)
+        lost = [0] * len(cases)  # pools that broke while it ran
+        while pooled := [i for i, o in enumerate(outcomes) if o is None and lost[i] < 2]:
+            got, started = _pool_map(fn, [cases[i] for i in pooled], self.jobs)
+            for i, outcome, ran in zip(pooled, got, started, strict=True):
+                outcomes[i] = outcome
+                lost[i] += outcome is None and bool(ran)
+            if not any(started):  # no worker got as far as a case: it would recur
+                for i in pooled:
+                    outcomes[i] = outcomes[i] or CaseError(cases[i], NO_WORKER, NO_WORKER)
         for i, outcome in enumerate(outcomes):
-            if outcome is None and started[i]:
-                self.reran.append(cases[i])
+            if outcome is None:
                 (again,), _ = _pool_map(fn, [cases[i]], 1)
                 outcomes[i] = again or CaseError(cases[i], WORKER_DIED, WORKER_DIED)
-        if waiting and not any(started):  # no worker got as far as a case: it would recur
-            for i in waiting:
-                outcomes[i] = CaseError(cases[i], NO_WORKER, NO_WORKER)
-        elif waiting:
-            for i, outcome in zip(waiting, self.map(fn, [cases[i] for i in waiting]),
-                                  strict=True):
-                outcomes[i] = outcome
+        self.reran.extend(sc for sc, n in zip(cases, lost, strict=True) if n)
         return outcomes
 
 

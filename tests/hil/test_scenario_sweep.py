@@ -198,21 +198,31 @@ def _dies_once_for_crash(sc):
 
 
 @pytest.mark.skipif(not FORKED, reason="the pool's workers would not see the patched run")
-def test_the_cases_a_dying_worker_took_run_again_alone_and_the_rest_in_parallel(
+def test_the_cases_a_dying_worker_took_run_again_with_the_rest_on_a_pool(
         tmp_path, monkeypatch):
     """A worker killed from outside: the case it ran (and the other worker's, lost with the
-    pool) run again each alone and pass, and are listed as run again; the cases no worker
-    had started go back to a pool, not one at a time after the death."""
+    pool) run again and pass, and are listed as run again; they and the cases no worker had
+    started go back to a pool of two, not one at a time after the death."""
     names = ["a", "crash", *"bcdefgh"]
     cases = [load_scenario(write(tmp_path, PASSING.replace('"quick"', f'"{name}"'),
                                  f"{name}.toml")) for name in names]
     monkeypatch.setattr(scenario_sweep, "run_scenario", _dies_once_for_crash)
+    pools: list[tuple[int, int]] = []  # (cases, workers) of each pool the sweep made
+    pool_map = scenario_sweep._pool_map
+
+    def counted(fn, some, jobs):
+        pools.append((len(some), jobs))
+        return pool_map(fn, some, jobs)
+
+    monkeypatch.setattr(scenario_sweep, "_pool_map", counted)
     engine = ProcessPoolEngine(2)
     outcomes = run_cases(cases, engine)
     assert [type(o).__name__ for o in outcomes] == ["ScenarioResult"] * len(names)
     assert all(o.passed for o in outcomes)
     reran = [sc.name for sc in engine.reran]
     assert "crash" in reran and len(reran) <= 2, reran  # the two workers' cases at most
+    # The rest went back to a pool of two: none ran alone, one after another.
+    assert len(pools) == 2 and pools[0] == (len(names), 2) and pools[1][1] == 2, pools
 
 
 @pytest.mark.skipif(not FORKED, reason="the pool's workers would not see the patched run")
@@ -224,7 +234,7 @@ def test_the_command_names_the_cases_run_again_after_their_worker_died(tmp_path,
     assert main(["scenario", *map(str, paths), "--jobs", "2"]) == 0
     captured = capsys.readouterr()
     assert "PASS " in captured.out and "ERROR" not in captured.out
-    assert "a worker process died while running" in captured.err
+    assert "a worker process died, and its pool with it" in captured.err
     assert f"{paths[1]} (crash)" in captured.err
 
 
