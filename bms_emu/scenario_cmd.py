@@ -143,7 +143,11 @@ def handle(args) -> int:
     check_output_path(problems, "--junit", args.junit)
     engine = choose_engine(problems, args.jobs, args.dask)
     problems.raise_if_any()
-    cases = load_all(args.files, parse_changes(args.changes), parse_grid(args.grid))
+    changes, grid = parse_changes(args.changes), parse_grid(args.grid)
+    if both := [key for key in changes if key in grid]:  # one would be lost
+        raise InputError("bms-emu scenario", [
+            f"{key}: given to both --set and --grid: give it to one" for key in both])
+    cases = load_all(args.files, changes, grid)
     results = run_cases(cases, engine)
     if isinstance(engine, ProcessPoolEngine) and (reran := engine.reran):
         names = "; ".join(f"{sc.path} ({sc.name})" for sc in reran)

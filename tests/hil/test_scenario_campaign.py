@@ -76,6 +76,15 @@ def test_a_key_given_twice_on_the_command_line_is_refused_not_half_taken(
     assert named in captured.err and captured.out == ""
 
 
+def test_a_key_given_to_both_set_and_grid_is_refused_naming_it(tmp_path, capsys):
+    """`--grid pack.seed=1,2 --set pack.seed=3` ran seeds 1 and 2: the --set was lost."""
+    assert main(["scenario", str(write(tmp_path, OFFSET)), "--grid", "pack.seed=1,2",
+                 "--set", "pack.seed=3"]) == 2
+    captured = capsys.readouterr()
+    assert "pack.seed: given to both --set and --grid: give it to one" in captured.err
+    assert captured.out == ""
+
+
 @pytest.mark.parametrize(("campaign", "named"), [
     ('"pack.seed" = 3', "campaign.pack.seed = 3: must be a non-empty array"),
     ('"pack.seed" = []', "campaign.pack.seed = []: must be a non-empty array"),
