@@ -26,6 +26,7 @@ from bms.data.validation import InputError, Problems
 from bms.runtime.process_life import end_with_parent
 from bms_emu import batch_run, error_relay, run_cmd
 from bms_emu.cli_errors import EXIT_NO_LINK, input_error_text
+from bms_emu.help_format import DefaultsShown
 from bms_emu.mqtt_args import PACK_ID, default_pack_id, short_lived_text
 from bms_emu.start_gate import StartGate
 
@@ -60,7 +61,7 @@ def add_parser(sub) -> None:
     run_parser = _run_parser()
     p = sub.add_parser(
         "fleet", parents=[run_parser], conflict_handler="resolve",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsShown,
         description="Run N simulated sodium-ion packs in processes forked from the fleet, "
         "each holding one pack (as `bms-emu run`) or a batch of packs stepped on one clock "
         "with one MQTT session (--packs-per-process), publishing "
@@ -68,8 +69,10 @@ def add_parser(sub) -> None:
         "applies to each pack; pack k gets the seed --seed + k - 1, so the packs differ. Real "
         "time by default. --record, --plot and --nvm write one file per pack, the pack id added "
         "before the suffix. Prints one line per pack started and one per pack ended; Ctrl-C or "
-        "SIGTERM stops every pack cleanly (each publishes `offline`). Exits 1 if any pack "
-        "failed, naming it with the end of its error output.",
+        "SIGTERM stops every pack cleanly (each publishes `offline`; a second signal kills "
+        "them). Exits 1 if any pack failed, naming it with the end of its error output (4 if "
+        "every failed pack never reached the broker); else 130 or 143 when a signal stopped "
+        "it, 0 when every pack ran its duration.",
     )
     p.add_argument("--packs", type=int, required=True, metavar="N", default=argparse.SUPPRESS,
                    help=f"packs to run, 1..{MAX_PACKS}")

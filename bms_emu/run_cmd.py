@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -21,6 +20,7 @@ from bms.runtime.after_step import AfterStep
 from bms.store.persistence import Keeper
 from bms_emu.can_args import add_can_arguments, can_links, check_can_arguments
 from bms_emu.cli_errors import EXIT_NO_LINK
+from bms_emu.help_format import DefaultsShown
 from bms_emu.lifetime import stop_requests
 from bms_emu.mqtt_args import add_mqtt_arguments, check_mqtt_arguments
 from bms_emu.nvm_args import (
@@ -54,7 +54,7 @@ EXIT_SAVE_FAILED = 5
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "run",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsShown,
         description="Run the BMS firmware against a simulated sodium-ion pack on a simulated "
         "clock, as fast as possible or paced, and print a summary. Durations accept seconds "
         "or a number with s, m, h or d (3600, 90m, 24h, 1h30m).",

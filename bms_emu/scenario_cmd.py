@@ -3,7 +3,6 @@ per expectation, an exit status for CI and an optional JUnit XML report."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from bms.data.validation import InputError, Problems
 from bms_emu.campaign_table import print_campaign_table
+from bms_emu.help_format import DefaultsShown
 from bms_emu.output_paths import check_output_path
 from hil.scenario_campaign import Grid, check_grid, load_cases
 from hil.scenario_file import Scenario
@@ -31,7 +31,7 @@ from hil.scenario_sweep_dask import DaskEngine
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "scenario",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsShown,
         description="Run each scenario file against the simulated pack: its pack and load, "
         "a timeline of injections, host requests, configuration writes and rig silences, and "
         "its expectations. Prints one line per expectation; exits 1 if any fails, 2 if a file "

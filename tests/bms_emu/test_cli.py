@@ -291,3 +291,13 @@ def test_a_full_nvpf_pack_that_does_not_balance_is_quiet(capsys, tmp_path, profi
                  "--duration", "5m", "--profile", profile, "--quiet", "--config", str(config))
     assert d["events"] == []
     assert d["final"]["state"] == "RUN" and d["final"]["soc_true_pct"] > 99.0
+
+
+@pytest.mark.parametrize("command", ["run", "fleet", "scenario"])
+def test_help_gives_the_defaults_there_are_and_no_empty_ones(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines anywhere
+    for empty in ("(default: None)", "(default: [])", "(default: True)", "(default: False)"):
+        assert empty not in text
+    assert "(default: 1)" in text if command == "scenario" else "(default: 16)" in text
