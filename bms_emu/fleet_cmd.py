@@ -220,9 +220,6 @@ def _run_in_child(work: Callable[[], int], out_path: Path, err_path: Path,
     os.setsid()  # out of the terminal's process group: the fleet forwards Ctrl-C
     if not end_with_parent(parent_pid, signal.SIGINT):  # the fleet died before it could ask
         return 1
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # blocked over the fork
     random.seed()  # the fork copied the fleet's state: reconnection jitter must differ
     for fd, path in ((1, out_path), (2, err_path)):
         target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -231,7 +228,11 @@ def _run_in_child(work: Callable[[], int], out_path: Path, err_path: Path,
     stdin = os.open(os.devnull, os.O_RDONLY)
     os.dup2(stdin, 0)
     os.close(stdin)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
+        # Blocked over the fork: a stop sent meanwhile lands here, a stop like any other.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         return work() or 0
     except InputError as exc:  # as `bms-emu run` says it (bms_emu.main)
         print(input_error_text("run", exc), file=sys.stderr)
@@ -349,10 +350,10 @@ def _end_text(c: Child, event: str) -> str:
             f"{_mqtt_counts(s.get('mqtt'))}")
 
 class Fleet:
-    def __init__(self, args, workdir: Path):
+    def __init__(self, args, workdir: Path | None = None):
         self.args = args
         self.children: list[Child] = []
-        self.workdir = workdir
+        self.workdir = workdir  # where the packs' output files go, once made
         self.signals = 0
         self.stop_signum: int | None = None  # the first stop signal, forwarded to the packs
         self.stop_sent_at: float | None = None
@@ -506,19 +507,26 @@ class Fleet:
         return 0 if self.stop_signum is None else 128 + self.stop_signum
 
 def handle(args) -> int:
-    check(args)
-    with tempfile.TemporaryDirectory(prefix="bms-fleet-") as workdir:
-        fleet = Fleet(args, Path(workdir))
-        previous = {sig: signal.signal(sig, fleet.on_signal) for sig in STOP_SIGNALS}
-        try:
-            fleet.start_all()
-            fleet.wait_all()
-        finally:
-            fleet.gate.close()
-            if fleet.running():  # an exception here: leave no pack behind
-                fleet._send(signal.SIGKILL)
-                for pid in fleet._pids():
-                    os.waitpid(pid, 0)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+    fleet = Fleet(args)
+    # Counted from the start: a Ctrl-C while `check` builds a probe pack (and imports the
+    # MQTT modules) would otherwise be a KeyboardInterrupt that an import may swallow.
+    previous = {sig: signal.signal(sig, fleet.on_signal) for sig in STOP_SIGNALS}
+    try:
+        check(args)
+        if fleet.signals:
+            return fleet.exit_code()  # interrupted: every pack never started
+        with tempfile.TemporaryDirectory(prefix="bms-fleet-") as workdir:
+            fleet.workdir = Path(workdir)
+            try:
+                fleet.start_all()
+                fleet.wait_all()
+            finally:
+                fleet.gate.close()
+                if fleet.running():  # an exception here: leave no pack behind
+                    fleet._send(signal.SIGKILL)
+                    for pid in fleet._pids():
+                        os.waitpid(pid, 0)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return fleet.exit_code()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from collections.abc import Collection, Sequence
 from importlib import import_module
 
@@ -92,12 +93,23 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str], command: str | None) -> int:
     """The command's exit code. Everything past the standard library is imported here, not
     as this module loads: numpy, the firmware and the command's module take a third of a
-    second or more, and a Ctrl-C meanwhile is an interruption like any other (`main`), not
-    a traceback."""
-    from bms.data.validation import InputError
-    from bms_emu.cli_errors import input_error_text
+    second or more. A Ctrl-C meanwhile is noted and acted on once they are loaded: raised
+    inside an import, Python may swallow it (in a module lock's callback) and the command
+    would run on as if never asked to stop."""
+    asked: list[int] = []
+    held = threading.current_thread() is threading.main_thread()  # where Python takes signals
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: asked.append(signum)) \
+        if held else None
+    try:
+        from bms.data.validation import InputError
+        from bms_emu.cli_errors import input_error_text
 
-    args = build_parser(() if command is None else (command,)).parse_args(argv)
+        args = build_parser(() if command is None else (command,)).parse_args(argv)
+    finally:
+        if held:
+            signal.signal(signal.SIGINT, previous)
+    if asked:
+        raise KeyboardInterrupt
     try:
         return args.handler(args) or 0
     except InputError as exc:

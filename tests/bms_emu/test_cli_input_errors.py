@@ -216,6 +216,29 @@ def test_the_entry_point_loads_nothing_a_ctrl_c_could_interrupt_before_main_runs
     assert done.stdout.strip() == "[]"
 
 
+def test_a_ctrl_c_while_a_command_loads_is_acted_on_once_loaded_never_lost(capsys,
+                                                                          monkeypatch):
+    """Raised inside an import, a KeyboardInterrupt may be swallowed by Python (a module
+    lock's callback) and the command run on: while loading, Ctrl-C is noted instead, and
+    acted on once loaded."""
+    import bms_emu.main as main_module
+
+    build = main_module.build_parser
+    loaded: list[bool] = []
+
+    def loading(commands):
+        signal.raise_signal(signal.SIGINT)  # as if it came in the middle of an import
+        loaded.append(True)  # not cut short: the load goes on to its end
+        return build(commands)
+
+    monkeypatch.setattr(main_module, "build_parser", loading)
+    assert main(["config", "--defaults"]) == 128 + signal.SIGINT
+    assert loaded == [True]
+    captured = capsys.readouterr()
+    assert captured.err == "bms-emu config: interrupted\n" and captured.out == ""
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_a_run_not_interrupted_says_so(capsys):
     assert main(["run", *SHORT, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["interrupted"] is None

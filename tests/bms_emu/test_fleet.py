@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import select
 import signal
 import subprocess
@@ -502,3 +503,27 @@ def test_no_broker_is_said_while_the_fleet_runs_and_blames_every_pack_alike():
     assert p.returncode == 4, err
     assert err.strip().endswith("4 of 4 pack(s) failed: nb-1, nb-2, nb-3, nb-4"), err
     assert err.count("never reached the broker") == 4, err
+
+
+def test_a_stop_held_back_over_the_fork_is_a_clean_stop_said_in_the_childs_own_output(
+        tmp_path):
+    """A Ctrl-C that reaches a pack's process as it is forked waits, blocked, until the
+    child has its own handlers and output: it stops the pack (130), and no traceback goes
+    to the fleet's terminal."""
+    out, err = tmp_path / "out", tmp_path / "err"
+
+    def work() -> int:
+        raise AssertionError("the stop should have come first")
+
+    pid = os.fork()
+    if pid == 0:  # the child, as _fork leaves it: the stop pending, blocked
+        code = 1
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, fleet_cmd.STOP_SIGNALS)
+            os.kill(os.getpid(), signal.SIGINT)
+            code = fleet_cmd._run_in_child(work, out, err, os.getppid())
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGINT
+    assert "Traceback" not in err.read_text()
