@@ -72,7 +72,7 @@ def add_parser(sub) -> None:
         "SIGTERM stops every pack cleanly (each publishes `offline`; a second signal kills "
         "them). Exits 1 if any pack failed, naming it with the end of its error output (4 if "
         "every failed pack never reached the broker); else 130 or 143 when a signal stopped "
-        "it, 0 when every pack ran its duration.",
+        "it, 0 when every pack ran its duration, 2 for bad options (nothing started).",
     )
     p.add_argument("--packs", type=int, required=True, metavar="N", default=argparse.SUPPRESS,
                    help=f"packs to run, 1..{MAX_PACKS}")

@@ -153,8 +153,7 @@ def handle(args) -> int:
         names = "; ".join(f"{sc.path} ({sc.name})" for sc in reran)
         print(f"bms-emu scenario: a worker process died, and its pool with it: the "
               f"{len(reran)} case(s) its workers were running ran again, and their verdicts "
-              f"are of that run (one in flight when two pools broke ran alone; its worker "
-              f"dying then too, it is an ERROR): {names}", file=sys.stderr)
+              f"are of that run: {names}", file=sys.stderr)
     if args.junit:
         write_junit(results, args.junit)
     if args.json:

@@ -56,6 +56,10 @@ def load_cases(path: str | Path, changes: dict[str, object] | None = None,
         problems.add("campaign", table, "must be a table of KEY = [VALUES]")
         table = {}
     full_grid = {**check_grid(problems, table, "campaign"), **(grid or {})}
+    for key in (changes or {}):  # the grid's values would replace it: one would be lost
+        if key in full_grid:
+            problems.add(f"--set {key}", changes[key], "the file's [campaign] varies this key: "
+                         f"give its values with --grid {key}=V1,V2,... instead")
     n_cases = math.prod(len(v) for v in full_grid.values())
     if n_cases > MAX_CASES:  # said before a case is read
         problems.add("campaign", {k: len(v) for k, v in full_grid.items()},

@@ -157,3 +157,13 @@ def test_cli_bad_grid_items_exit_2_and_run_nothing(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "'pack.seed': give KEY=VALUE" in captured.err
+
+
+def test_a_set_key_the_files_campaign_varies_is_refused_naming_it(tmp_path, capsys):
+    """`--set pack.seed=3` on a file whose [campaign] varies pack.seed ran the campaign's
+    seeds: the --set was lost."""
+    path = write(tmp_path, OFFSET + "\n[campaign]\n\"pack.seed\" = [1, 2]\n")
+    assert main(["scenario", str(path), "--set", "pack.seed=3"]) == 2
+    captured = capsys.readouterr()
+    assert "--set pack.seed = 3: the file's [campaign] varies this key" in captured.err
+    assert captured.out == ""
