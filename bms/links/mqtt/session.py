@@ -156,6 +156,7 @@ class MqttSession:
         self.short_lived = 0  # connections the broker ended within STABLE_S of accepting
         self._short_in_row = 0
         self._lost_soon = False  # the broker ended the last connection within STABLE_S
+        self._accepted = False  # the broker accepted this try's connection
         self._connected_at_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None  # an ordinary message is queued
@@ -281,6 +282,7 @@ class MqttSession:
         self._halt = asyncio.Event()
         backoff_s = BACKOFF_FIRST_S
         while True:
+            self._accepted = False
             try:
                 await self._connected_session()
                 backoff_s = BACKOFF_FIRST_S
@@ -288,17 +290,18 @@ class MqttSession:
                 if str(exc) != self.last_error and self._short_in_row < SHORT_LIVED_WARN:
                     log.warning("MQTT %s: %s; retrying", self.broker.describe(), exc)
                 self.last_error = str(exc)
-                if not self.connected.is_set():  # the broker away: not a client id taken
-                    self._lost_soon = False
-                    self._short_in_row = 0
-            if self.connected.is_set():
-                self.connected.clear()
+            if not self._accepted:  # refused or unreachable: the broker away, no id taken
+                self._lost_soon = False
+                self._short_in_row = 0
+            else:  # lost once the broker had accepted it, greeted or not yet
                 self._lost_soon = (time.monotonic() - self._connected_at_s < STABLE_S
                                    and not self._stopping)
                 if not self._lost_soon:
                     self._short_in_row = 0
                 if self._short_in_row < 2:  # it was up: the first retry comes soon again
                     backoff_s = BACKOFF_FIRST_S
+            if self.connected.is_set():
+                self.connected.clear()
                 for callback in self.on_disconnect:
                     callback()
             if self._stopping:
@@ -337,6 +340,9 @@ class MqttSession:
                                   protocol=aiomqtt.ProtocolVersion.V5,
                                   properties=self._connect_properties(),
                                   queue_type=self._dispatching_queue()) as client:
+            self._accepted = True  # the broker's CONNACK: it took the client id
+            self._connected_at_s = time.monotonic()
+            self._reconnected()
             filters = list(dict.fromkeys(f for f, _ in self._handlers))  # once, if packs share it
             for first in range(0, len(filters), SUBSCRIBE_FILTERS):
                 await client.subscribe([(f, 1) for f in filters[first:first + SUBSCRIBE_FILTERS]])
@@ -353,8 +359,6 @@ class MqttSession:
                 await self._publish(client, item)
             self.connects += 1
             self.last_error = ""
-            self._connected_at_s = time.monotonic()
-            self._reconnected()
             self.connected.set()
             log.info("MQTT connected to %s", b.describe())
             for callback in self.on_connect:
