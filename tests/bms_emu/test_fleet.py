@@ -527,3 +527,14 @@ def test_a_stop_held_back_over_the_fork_is_a_clean_stop_said_in_the_childs_own_o
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 128 + signal.SIGINT
     assert "Traceback" not in err.read_text()
+
+
+def test_a_healthy_fleet_starts_without_a_throttling_warning(mqtt_broker):
+    """The broker answers a batch's discovery messages (16 a pack at QoS 1) with as many
+    PUBACKs at once: answers to the session's own messages, not a flood; counted against
+    the read budget they made every fleet of 16 packs or more warn that it was throttled."""
+    p = fleet("--packs", "16", "--packs-per-process", "8", "--series", "8", "--duration", "3",
+              "--mqtt", mqtt_broker.url, "--pack-prefix", "hd", "--quiet")
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "throttled" not in err, err

@@ -185,11 +185,15 @@ class SocketReader:
                 message = qos0_publish(raw, start, end)
                 if message is None:
                     stream.for_paho += raw[start:end]
-                    if not answers_own_publish(raw, start):  # bounded by what is in flight
-                        self._parsed += 1
+                    # An answer to this session's own publish (a PUBACK) is bounded by what
+                    # it has in flight: not a flood, and not counted against the window (a
+                    # batch's discovery messages are answered 800 at once).
+                    counted = not answers_own_publish(raw, start)
+                    self._parsed += counted
+                    self._packets += counted
                 else:
                     self.deliver(*message)
-                self._packets += 1
+                    self._packets += 1
                 start = end
         except WireError as exc:
             log.warning("MQTT: %s; reconnecting", exc)
