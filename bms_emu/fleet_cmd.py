@@ -349,6 +349,7 @@ def _end_text(c: Child, event: str) -> str:
             f"(rtf {s['rtf']:g}), {s['final']['state']}, SoC {s['final']['soc_pct']:g} %"
             f"{_mqtt_counts(s.get('mqtt'))}")
 
+
 class Fleet:
     def __init__(self, args, workdir: Path | None = None):
         self.args = args
@@ -477,7 +478,6 @@ class Fleet:
                 self._send(signal.SIGKILL)
             time.sleep(POLL_S)
 
-
     def exit_code(self) -> int:
         """Says how the fleet ended; its exit code: 1 if a pack failed (EXIT_NO_LINK if
         every failed pack never reached the broker), else 128 + the stop signal (as `run`),
@@ -505,6 +505,7 @@ class Fleet:
             return (EXIT_NO_LINK if all(c.returncode == EXIT_NO_LINK for c in self.failed)
                     else 1)
         return 0 if self.stop_signum is None else 128 + self.stop_signum
+
 
 def handle(args) -> int:
     fleet = Fleet(args)
