@@ -172,7 +172,13 @@ def test_each_pack_publishes_the_same_messages_in_a_batch_as_alone(both):
     one, many, _ = both
     mine = {t: v for t, v in many.published.items()
             if "/batch/" not in t and not t.endswith("/availability")}
-    assert mine == one.published
+    assert mine.keys() == one.published.keys()
+    for topic, messages in one.published.items():
+        if topic.startswith("homeassistant/"):
+            assert [alone_config(p) for p, *_ in mine[topic]] == [
+                json.loads(p) for p, *_ in messages], topic
+        else:
+            assert mine[topic] == messages, topic
     assert any(t.endswith("/events") for t in one.published)  # the injections were reported
     assert sum(t.startswith("homeassistant/") for t in one.published) > 3 * 10
 
@@ -187,6 +193,19 @@ def test_the_shared_session_says_each_pack_online_then_offline_and_which_packs_i
         "bms/batch/b-1..b-3/availability": b"offline",
         **{f"bms/{p}/availability": b"offline" for p, _ in PACKS}}
     assert json.loads(found["bms/batch/b-1..b-3/packs"]) == ["b-1", "b-2", "b-3"]
+
+
+def alone_config(payload: bytes) -> dict:
+    """A batched pack's discovery config as the pack alone publishes it: the batch adds its
+    process's will as a second availability topic that must say online too."""
+    config = json.loads(payload)
+    own, shared = config.pop("availability")
+    assert config.pop("availability_mode") == "all"
+    assert shared["topic"] == "bms/batch/b-1..b-3/availability"
+    assert own["topic"].endswith("/availability") and "/batch/" not in own["topic"]
+    return {"availability_topic": own["topic"], **config,
+            "payload_available": own["payload_available"],
+            "payload_not_available": own["payload_not_available"]}
 
 
 @pytest.mark.parametrize(("n", "period", "expected"), [

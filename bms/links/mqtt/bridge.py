@@ -200,6 +200,12 @@ class MqttBridge:
         ident = self.device.identity
         model = (f"{ident.chemistry} {self.device.fw.n_series}S{ident.n_parallel}P "
                  f"{ident.capacity_ah:g} Ah")
-        for topic, payload in discovery_messages(self.session.broker.prefix, self.pack_id,
-                                                 f"BMS {self.pack_id}", model, __version__):
+        prefix = self.session.broker.prefix
+        # A session shared by a batch has a will of its own: the only word the broker
+        # gives should the process die, so the entities are available only while it is
+        # online too.
+        will = self.session.will[0] if self.session.will else None
+        shared = will if will not in (None, availability(prefix, self.pack_id)[0][0]) else None
+        for topic, payload in discovery_messages(prefix, self.pack_id, f"BMS {self.pack_id}",
+                                                 model, __version__, also_available=shared):
             self.session.publish(topic, payload, qos=1, retain=True)

@@ -120,7 +120,20 @@ def config_topic(component: str, node: str, key: str,
     return f"{discovery_prefix}/{component}/{node}/{key}/config"
 
 
-def _entity_config(e: Entity, node: str, state: str, available: str, device: dict) -> dict:
+def _availability(available: tuple[str, ...]) -> dict:
+    """The availability keys: one topic, or several that must all say `online` (a pack in
+    a batch: its own topic, and its process's will, the one the broker sends if it dies)."""
+    if len(available) == 1:
+        return {"availability_topic": available[0], "payload_available": PAYLOAD_AVAILABLE,
+                "payload_not_available": PAYLOAD_NOT_AVAILABLE}
+    return {"availability": [{"topic": topic, "payload_available": PAYLOAD_AVAILABLE,
+                              "payload_not_available": PAYLOAD_NOT_AVAILABLE}
+                             for topic in available],
+            "availability_mode": "all"}
+
+
+def _entity_config(e: Entity, node: str, state: str, available: tuple[str, ...],
+                   device: dict) -> dict:
     """The discovery payload of one entity (the one renderer for every row)."""
     unique_id = f"{node}_{e.key}"
     config = {
@@ -129,9 +142,7 @@ def _entity_config(e: Entity, node: str, state: str, available: str, device: dic
         "default_entity_id": f"{e.component}.{unique_id.lower().replace('-', '_')}",
         "state_topic": state,
         "value_template": e.template,
-        "availability_topic": available,
-        "payload_available": PAYLOAD_AVAILABLE,
-        "payload_not_available": PAYLOAD_NOT_AVAILABLE,
+        **_availability(available),
         "device": device,
         "origin": ORIGIN,
     }
@@ -159,12 +170,17 @@ def _entity_config(e: Entity, node: str, state: str, available: str, device: dic
 
 def discovery_messages(prefix: str, pack_id: str, device_name: str, model: str,
                        sw_version: str, *, discovery_prefix: str = DISCOVERY_PREFIX,
-                       manufacturer: str = MANUFACTURER) -> list[tuple[str, str]]:
-    """(topic, JSON payload) for every entity of the pack, to publish retained."""
+                       manufacturer: str = MANUFACTURER,
+                       also_available: str | None = None) -> list[tuple[str, str]]:
+    """(topic, JSON payload) for every entity of the pack, to publish retained.
+    `also_available`: a second availability topic that must say `online` too (the will of
+    a batch process the pack shares with others)."""
     node = node_id(prefix, pack_id)
     device = {"identifiers": [node], "name": device_name, "manufacturer": manufacturer,
               "model": model, "sw_version": sw_version}
-    state, available = state_topic(prefix, pack_id), availability_topic(prefix, pack_id)
+    state = state_topic(prefix, pack_id)
+    available = (availability_topic(prefix, pack_id),
+                 *((also_available,) if also_available else ()))
     return [(config_topic(e.component, node, e.key, discovery_prefix),
              json.dumps(_entity_config(e, node, state, available, device),
                         ensure_ascii=False, separators=(",", ":")))

@@ -83,6 +83,23 @@ def test_every_payload_has_the_required_keys_and_the_pack_topics():
         assert not c["name"].startswith("Pack 1")  # HA prefixes the device name itself
 
 
+def test_a_pack_in_a_batch_is_available_only_while_its_process_is_online_too():
+    cfgs = configs(*ARGS, also_available="bms/batch/b1/availability")
+    assert len(cfgs) == len(md.ENTITIES)
+    for c in cfgs.values():
+        assert "availability_topic" not in c
+        assert c["availability_mode"] == "all"
+        assert c["availability"] == [
+            {"topic": t, "payload_available": "online", "payload_not_available": "offline"}
+            for t in ("bms/pack1/availability", "bms/batch/b1/availability")]
+    alone = configs(*ARGS)
+    for topic, c in cfgs.items():  # nothing else differs
+        assert ({k: v for k, v in c.items() if not k.startswith("availability")}
+                == {k: v for k, v in alone[topic].items()
+                    if not k.startswith(("availability", "payload_"))
+                    or k in ("payload_on", "payload_off")})
+
+
 def test_topics_unique_ids_and_entity_ids_follow_ha_rules():
     cfgs = configs(*ARGS)
     uids = [c["unique_id"] for c in cfgs.values()]
