@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -43,6 +44,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose "expected one argument" says why when the value given
+    starts with '-' (`--shard -1/2`, `--offset -0.5e-3`): argparse reads it as an option."""
+
+    _argv: list[str] = []
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message: str):
+        m = re.fullmatch(r"argument (\S+): expected one argument", message)
+        if m:
+            names = m[1].split("/")
+            after = [self._argv[i + 1] for i, arg in enumerate(self._argv[:-1])
+                     if arg in names and self._argv[i + 1].startswith("-")]
+            if after:
+                message += (f" ({after[0]!r} starts with '-', so it is read as an option: "
+                            f"give it as {names[-1]}={after[0]})")
+        super().error(message)
+
+
 class _CommandHelp:
     """The subparsers action as a command's module sees it: the parser it adds gets the
     command's help line from COMMANDS, so the line is written once."""
@@ -57,7 +80,7 @@ class _CommandHelp:
 def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The parser of `bms-emu`. Only `commands` (default: all) get their options, their
     modules imported; the others are a name and a help line, as the top-level help shows."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bms-emu",
         description="Sodium-ion battery management system firmware emulator. "
         "Units are SI (V, A, °C, s, Ah, Wh); current is positive when charging.",
@@ -65,7 +88,8 @@ def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentPa
     from bms import __version__  # numpy and the firmware, as every command needs (main)
 
     parser.add_argument("--version", action="version", version=f"bms-emu {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     for name, (module, help_line) in COMMANDS.items():
         if commands is None or name in commands:
             import_module(f"bms_emu.{module}").add_parser(_CommandHelp(sub))

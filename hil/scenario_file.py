@@ -128,6 +128,10 @@ def set_keys(data: dict, changes: dict[str, object], path: str, source: str = "-
     problems = Problems(source)
     for key, value in changes.items():
         *tables, last = key.split(".")
+        top = _INDEXED.sub(r"\1", (tables or [last])[0])
+        if top not in TOP_KEYS:  # a new table named here would be reported as the file's
+            problems.add(key, value, f"unknown key or table {top!r}; allowed: {list(TOP_KEYS)}")
+            continue
         table = data
         for name in tables:
             table = _child_table(table, name)

@@ -262,3 +262,21 @@ def test_replay_checks_its_output_before_reading_the_trace(capsys, tmp_path):
                            "--out", str(tmp_path / "no" / "out.csv")])
     assert "--out" in err and "does not exist" in err
     assert "absent.csv" not in err
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["fleet", "--packs", "2", "--shard", "-1/2"], "give it as --shard=-1/2"),
+    (["run", *SHORT, "--pack-id", "-p1"], "give it as --pack-id=-p1")])
+def test_a_value_that_starts_with_a_dash_is_refused_saying_how_to_give_it(capsys, argv, hint):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected one argument" in err and hint in err
+
+
+def test_an_option_missing_its_value_gets_no_such_hint(capsys):
+    with pytest.raises(SystemExit):
+        main(["fleet", "--packs", "2", "--shard"])
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith("argument --shard: expected one argument")

@@ -328,7 +328,9 @@ def test_cli_set_runs_the_story_on_another_pack_and_load(tmp_path, capsys):
 @pytest.mark.parametrize(("item", "named"), [
     ("pack.series", "give KEY=VALUE"), ("pack..series=4", "give KEY=VALUE"),
     ("pack.series=0", "pack.series = 0"), ("pack.cells=4", "pack.cells = 4: unknown key"),
-    ("name.x=1", "name is not a table")])
+    ("name.x=1", "name is not a table"),
+    ("PACK.seed=4", "--set: PACK.seed = 4: unknown key or table 'PACK'; allowed: ['name'"),
+    ("tmeline[0].at=4", "unknown key or table 'tmeline'")])
 def test_cli_set_refuses_what_it_cannot_set_and_runs_nothing(tmp_path, capsys, item, named):
     assert main(["scenario", str(write(tmp_path, PASSING)), "--set", item]) == 2
     captured = capsys.readouterr()
