@@ -81,6 +81,11 @@ class SocFilter:
         self.P[OFFSET, OFFSET] = noise.offset_a ** 2
         self._P_next = np.empty_like(self.P)  # predict builds the next covariance here
         self._term = np.empty_like(self.P)  # and each of its terms here
+        # F's diagonal and offset column (predict), and the reading's H (update): the rows
+        # (columns of H) that never change are set once; each run writes the others.
+        self._d = np.ones((N_STATES, n))
+        self._c = np.zeros((N_STATES, n))
+        self._H = np.ones((n, N_STATES))
         self.ocv_v = np.zeros(n)  # each cell's OCV at the last update
         self.ocv_slope_v = np.zeros(n)  # and its slope there, V per unit SoC
         self.innovation_ms = np.full(n, noise.model_v ** 2)  # running mean square, V^2
@@ -142,9 +147,8 @@ class SocFilter:
         # a batched matrix product of 5x5 matrices costs more than these element-wise terms,
         # term by term into buffers kept from run to run. Per element, in this order:
         # d_i P_ij d_j + p_i c_j + c_i p_j + P_bb c_i c_j, with p = D P e_b.
-        d = np.ones_like(x)
+        d, c = self._d, self._c  # d[SOC], d[OFFSET] stay 1; c[HYST], c[OFFSET] stay 0
         d[RC], d[HYST] = a, decay
-        c = np.zeros_like(d)
         c[SOC], c[RC] = -period_s / capacity_as, -gain
         P, term = self.P, self._term
         p_b = P[:, OFFSET] * d  # (D P e_b)
@@ -200,7 +204,7 @@ class SocFilter:
         # "My state is wrong": the state's doubt is raised to what the levels agree on
         # beyond any model error, so the voltage pulls it back (a stale stored SoC).
         self.P[SOC, SOC] = np.maximum(self.P[SOC, SOC], np.square(excess_v / abs_slope))
-        H = np.ones_like(self.x, order="C")  # (cell, state), as the matrix product takes it
+        H = self._H  # (cell, state), as the matrix product takes it; H[:, RC] stays 1
         H[:, SOC], H[:, HYST], H[:, OFFSET] = slope, half, -r0_ohm
         PH = self._times(H)
         hph = _fold(np.add, H * PH)  # the state's part of the reading's variance

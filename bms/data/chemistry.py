@@ -109,22 +109,26 @@ class OcvCurve:
         )
 
     @functools.cached_property
-    def _segments(self) -> tuple[np.ndarray, ...]:
-        """Per table segment: start SoC, mid and half-gap at the start, and their slopes."""
+    def _segments(self) -> np.ndarray:
+        """Per table segment (column): start SoC, mid and half-gap at the start, and their
+        slopes; one array, so that a cell's row of each is one gather."""
         soc_t, mid, half = self.lookup_tables
         d_soc = np.diff(soc_t)
-        return (soc_t[:-1], mid[:-1], half[:-1], np.diff(mid) / d_soc, np.diff(half) / d_soc)
+        return np.stack((soc_t[:-1], mid[:-1], half[:-1], np.diff(mid) / d_soc,
+                         np.diff(half) / d_soc))
 
     def with_slope(self, soc: np.ndarray, hysteresis: np.ndarray, temperature_c: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """OCV, its slope dOCV/dSoC (V per unit SoC) and the half hysteresis gap, per cell:
         what a filter needs each run, in a few array operations."""
-        start, mid0, half0, mid_slope, half_slope = self._segments
+        segments = self._segments
+        start = segments[0]
         k = clip(np.searchsorted(start, soc, side="right") - 1, 0, start.size - 1)
-        ds = soc - start[k]
-        half = half0[k] + half_slope[k] * ds
-        slope = mid_slope[k] + hysteresis * half_slope[k]
-        ocv = (mid0[k] + mid_slope[k] * ds + hysteresis * half
+        start_k, mid0, half0, mid_slope, half_slope = segments.take(k, axis=1)
+        ds = soc - start_k
+        half = half0 + half_slope * ds
+        slope = mid_slope + hysteresis * half_slope
+        ocv = (mid0 + mid_slope * ds + hysteresis * half
                + self.temp_coeff_v_per_k * (temperature_c - 25.0))
         return ocv, slope, half
 
