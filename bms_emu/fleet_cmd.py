@@ -27,7 +27,13 @@ from bms.runtime.process_life import end_with_parent
 from bms_emu import batch_run, error_relay, run_cmd
 from bms_emu.cli_errors import EXIT_NO_LINK, input_error_text
 from bms_emu.help_format import DefaultsShown
-from bms_emu.mqtt_args import PACK_ID, default_pack_id, short_lived_text
+from bms_emu.mqtt_args import (
+    MAX_PACK_ID_CHARS,
+    PACK_ID,
+    check_pack_id,
+    default_pack_id,
+    short_lived_text,
+)
 from bms_emu.start_gate import StartGate
 
 MAX_PACKS = 1000
@@ -115,7 +121,8 @@ def shard_range(text: str, packs: int) -> range:
     fewer when N does not divide the fleet. ValueError says what is wrong."""
     match = SHARD.fullmatch(text.strip())
     if match is None:
-        raise ValueError("must be K/N with whole numbers, e.g. 2/3 for host 2 of 3")
+        raise ValueError("must be K/N with whole numbers 1 <= K <= N, e.g. 2/3 for host 2 "
+                         "of 3")
     k, n = int(match[1]), int(match[2])
     if not 1 <= n <= packs:
         raise ValueError(f"N must be within [1, --packs = {packs}]")
@@ -136,7 +143,7 @@ def packs_per_process(text: str, packs: int, cores: int | None = None) -> int:
     except ValueError:
         raise ValueError("must be 'auto' or a whole number") from None
     if not 1 <= value <= MAX_PACKS:
-        raise ValueError(f"must be within [1, {MAX_PACKS}]")
+        raise ValueError(f"must be 'auto' or within [1, {MAX_PACKS}]")
     return value
 
 
@@ -153,14 +160,17 @@ def check(args) -> None:
     checks, as pack 1 would be given it."""
     problems = Problems("bms-emu fleet")
     problems.check_range("--packs", args.packs, 1, MAX_PACKS)
+    packs_ok = 1 <= args.packs <= MAX_PACKS  # the shares of a fleet of no size: not told
     for flag, parse in (("--shard", shard_range), ("--packs-per-process", packs_per_process)):
         value = getattr(args, flag[2:].replace("-", "_"))
         try:
-            parse(value, max(1, args.packs))
+            parse(value, args.packs if packs_ok else 1)
         except ValueError as exc:
-            problems.add(flag, value, str(exc))
-    if not PACK_ID.fullmatch(args.pack_prefix):
-        problems.add("--pack-prefix", args.pack_prefix, "letters, digits, '_', '.' and '-' only")
+            if packs_ok or "--packs" not in str(exc):
+                problems.add(flag, value, str(exc))
+    # Room for the largest pack number: a pack id is <prefix>-<k>.
+    check_pack_id(problems, "--pack-prefix", args.pack_prefix,
+                  MAX_PACK_ID_CHARS - len(f"-{MAX_PACKS}"))
     if args.pack_id is not None:
         problems.add("--pack-id", args.pack_id,
                      "a fleet names its packs <pack-prefix>-<k>: use --pack-prefix")

@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bms.data.validation import Problems
+from bms.data.validation import InputError, Problems
 from bms.host.policy import COMMANDS, parse_policy
 from bms.links.mqtt.defaults import (
     COMMAND_RATE_PER_S,
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from bms.links.serial_link import LinkFactory
 
 PACK_ID = re.compile(r"[A-Za-z0-9_.-]+")
+# A pack id is a topic level, part of a client id and of file names (a fleet's per-pack
+# files): 128 characters, as a file name of 255 bytes has room for it.
+MAX_PACK_ID_CHARS = 128
 
 
 def add_mqtt_arguments(p, device: bool, protocol: bool = False) -> None:
@@ -69,18 +72,36 @@ def default_pack_id(serial: str | None) -> str:
     return f"{host}-{Path(serial).name}" if serial else host
 
 
+def check_pack_id(problems: Problems, flag: str, pack_id: str,
+                  max_chars: int = MAX_PACK_ID_CHARS) -> None:
+    """A pack id (or a fleet's prefix of them) as topics, client ids and file names take it."""
+    if not pack_id:
+        problems.add(flag, pack_id, "must not be empty")
+    elif not PACK_ID.fullmatch(pack_id):
+        problems.add(flag, pack_id, "letters, digits, '_', '.' and '-' only")
+    elif len(pack_id) > max_chars:
+        problems.add(flag, f"{pack_id[:20]}...", f"{len(pack_id)} characters; at most "
+                     f"{max_chars}")
+
+
 def check_mqtt_arguments(args, problems: Problems, serial: str | None = None) -> None:
     """Fills in args.pack_id; adds a problem for each bad option."""
     if args.pack_id is None:
         args.pack_id = re.sub(r"[^A-Za-z0-9_.-]", "-", default_pack_id(serial))
-    elif not PACK_ID.fullmatch(args.pack_id):
-        problems.add("--pack-id", args.pack_id, "letters, digits, '_', '.' and '-' only")
+    else:
+        check_pack_id(problems, "--pack-id", args.pack_id)
     if args.mqtt is None:
         for flag in ("mqtt_ca", "mqtt_cert", "mqtt_key"):
             if getattr(args, flag):
                 problems.add(f"--{flag.replace('_', '-')}", getattr(args, flag),
                              "needs --mqtt")
         return
+    from bms.links.mqtt.session import parse_broker  # aiomqtt: only once --mqtt is given
+
+    try:
+        parse_broker(args.mqtt, args.mqtt_ca, args.mqtt_cert, args.mqtt_key)
+    except InputError as exc:  # each problem names --mqtt (or the TLS options) itself
+        problems.items += exc.problems
     for flag in ("state_period", "arrays_period"):
         if hasattr(args, flag):
             problems.check_range(f"--{flag.replace('_', '-')}", getattr(args, flag), 0.01, 3600)

@@ -155,13 +155,13 @@ def build(args, session: MqttSession | None = None) -> Built:
     options = RunOptions(duration_s=duration_s, tick_s=args.tick, speed=speed,
                          record_every_s=record_every_s, injections=injections)
     bridge = device = None
-    if args.mqtt or args.can:
+    if args.mqtt is not None or args.can:
         identity = Identity(pack.chem.name, Mode.SIM, args.parallel, pack.capacity_ah,
                             pack.sensors.n_temp)
         device = Device(firmware, pack.chem, identity, started.overrides,
                         on_config_change=keeper.config_written if keeper else None,
                         store=keeper)
-    if args.mqtt:
+    if args.mqtt is not None:
         # here, not at the top: aiomqtt and paho only with --mqtt (start-up time)
         from bms_emu.mqtt_links import device_bridge, device_session
 

@@ -151,7 +151,7 @@ def build(args) -> tuple[Runtime, str | None]:
                     on_config_change=keeper.config_written if keeper is not None else None,
                     store=keeper)
     bridge = on_mqtt = None
-    if args.mqtt:
+    if args.mqtt is not None:
         # here, not at the top: aiomqtt and paho only with --mqtt (start-up time)
         from bms_emu.mqtt_links import device_bridge, device_link, device_session
 
@@ -179,7 +179,7 @@ def handle(args) -> int:
                         format="%(asctime)s %(levelname)s %(message)s")
     mode = "sim" if args.sim else "hil"
     where = [f"{args.serial} at {args.baud} baud"] if args.serial else []
-    if args.mqtt:
+    if args.mqtt is not None:
         where.append(f"{runtime.bridge.session.broker.describe()}/{args.pack_id}")
     where += [link.describe() for link in runtime.field_links]
     print(f"bms-emu serve: {mode}, {runtime.fw.n_series} cells "

@@ -280,3 +280,29 @@ def test_an_option_missing_its_value_gets_no_such_hint(capsys):
         main(["fleet", "--packs", "2", "--shard"])
     err = capsys.readouterr().err
     assert err.rstrip().endswith("argument --shard: expected one argument")
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["run", *SHORT, "--mqtt", ""], "--mqtt = '': must start with mqtt://"),
+    (["run", *SHORT, "--mqtt", "mqtt://[::1:1883/x"], "Invalid IPv6 URL"),
+    (["run", *SHORT, "--mqtt", "mqtt://127.0.0.1:0/x"], "port must be a number 1..65535"),
+    (["run", *SHORT, "--mqtt", "mqtt://127.0.0.1/$SYS"], "starts with '$'"),
+    (["run", *SHORT, "--mqtt", "mqtt://127.0.0.1/x", "--pack-id", "p" * 129],
+     "129 characters; at most 128"),
+    (["run", *SHORT, "--mqtt", "mqtt://127.0.0.1/x", "--pack-id", ""], "must not be empty"),
+    (["fleet", "--packs", "2", "--mqtt", ""], "--mqtt = '': must start with mqtt://"),
+    (["fleet", "--packs", "2", "--mqtt", "mqtt://127.0.0.1/x", "--pack-prefix", "p" * 124],
+     "124 characters; at most 123"),
+    (["fleet", "--packs", "2", "--mqtt", "mqtt://127.0.0.1/x", "--packs-per-process", "0"],
+     "must be 'auto' or within [1, 1000]"),
+    (["query", "status", "--mqtt", "", "--pack-id", "p1"], "must start with mqtt://")])
+def test_a_broker_url_or_pack_id_no_broker_takes_is_refused_before_anything_runs(
+        capsys, argv, says):
+    err = refused(capsys, argv)
+    assert says in err
+
+
+def test_a_fleet_of_no_size_is_told_without_the_shares_it_cannot_have(capsys):
+    err = refused(capsys, ["fleet", "--packs", "0", "--shard", "0/0",
+                           "--mqtt", "mqtt://127.0.0.1/x"])
+    assert "--packs = 0: must be within [1, 1000]" in err and "--shard" not in err

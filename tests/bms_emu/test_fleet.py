@@ -259,7 +259,7 @@ def test_a_bad_shard_is_refused_naming_it(shard, says, capsys):
 
 
 @pytest.mark.parametrize(("value", "says"), [
-    ("0", "--packs-per-process = '0': must be within [1, 1000]"),
+    ("0", "--packs-per-process = '0': must be 'auto' or within [1, 1000]"),
     ("some", "--packs-per-process = 'some': must be 'auto' or a whole number")])
 def test_a_bad_packs_per_process_is_refused_naming_it(value, says, capsys):
     assert main(["fleet", "--packs", "4", "--packs-per-process", value,

@@ -61,6 +61,9 @@ SEND_BURST = 128
 # Topic filters a SUBSCRIBE asks for: a batch's packs (a `cmd/+` each) subscribe in a few
 # round trips, not one each, before anything queued goes out.
 SUBSCRIBE_FILTERS = 100
+# The topic prefix, in bytes: a topic is at most 65,535 (an MQTT length field); a prefix
+# this long leaves room for any pack id and topic below it.
+MAX_PREFIX_BYTES = 1024
 IDLE_POLL_S = 0.01  # `wait_idle`'s look at the session, before a batch starts
 
 
@@ -75,7 +78,8 @@ class Broker:
 
     def describe(self) -> str:
         scheme = "mqtts" if self.tls else "mqtt"
-        return f"{scheme}://{self.host}:{self.port}/{self.prefix}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6, as written
+        return f"{scheme}://{host}:{self.port}/{self.prefix}"
 
 
 def parse_broker(url: str, ca: str | None = None, cert: str | None = None,
@@ -84,20 +88,35 @@ def parse_broker(url: str, ca: str | None = None, cert: str | None = None,
     instead come from $BMS_MQTT_PASSWORD, out of the process list. InputError names what is
     wrong."""
     problems = []
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        given_port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", a port out of range or not a number
+        port_text = "port" in str(exc).lower()
+        raise InputError("--mqtt", [f"--mqtt = {url!r}: " + (
+            "the port must be a number 1..65535" if port_text else
+            f"{exc} (mqtt://HOST[:PORT][/PREFIX], an IPv6 host in brackets: "
+            "mqtt://[::1]:1883)")]) from None
     if parts.scheme not in ("mqtt", "mqtts"):
         problems.append(f"--mqtt = {url!r}: must start with mqtt:// or mqtts://")
     if not parts.hostname:
         problems.append(f"--mqtt = {url!r}: no host (mqtt://HOST[:PORT][/PREFIX])")
-    try:
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    except ValueError:
+    elif any(c.isspace() or not c.isprintable() for c in parts.hostname):
+        problems.append(f"--mqtt = {url!r}: the host {parts.hostname!r} has a space or a "
+                        "control character")
+    if given_port == 0 or (given_port is None and parts.netloc.endswith(":")):
         problems.append(f"--mqtt = {url!r}: the port must be a number 1..65535")
-        port = 0
+    port = given_port or (8883 if parts.scheme == "mqtts" else 1883)
     prefix = parts.path.strip("/") or DEFAULT_PREFIX
     if any(c in prefix for c in "+#") or "//" in prefix or "#" in url or parts.query:
         problems.append(f"--mqtt = {url!r}: the prefix may have no wildcards (+, #), query or "
                         "empty levels")
+    if prefix.startswith("$"):
+        problems.append(f"--mqtt = {url!r}: the prefix {prefix!r} starts with '$', which "
+                        "brokers keep for themselves ($SYS): clients cannot publish there")
+    if len(prefix.encode()) > MAX_PREFIX_BYTES:
+        problems.append(f"--mqtt = {url[:40]!r}...: the prefix has {len(prefix.encode())} "
+                        f"bytes; at most {MAX_PREFIX_BYTES}")
     if parts.scheme != "mqtts" and (ca or cert or key):
         problems.append("--mqtt-ca, --mqtt-cert and --mqtt-key need an mqtts:// URL")
     if bool(cert) != bool(key):

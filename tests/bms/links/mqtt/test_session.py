@@ -34,11 +34,28 @@ def test_the_password_can_come_from_the_environment(monkeypatch):
     ("mqtt://", "no host"),
     ("mqtt://broker:99999", "port"),
     ("mqtt://broker/a/#", "wildcards"),
+    ("", "must start with mqtt://"),
+    ("mqtt://[::1:1883/x", "Invalid IPv6 URL"),
+    ("mqtt://broker:0/x", "port must be a number 1..65535"),
+    ("mqtt://broker:/x", "port must be a number 1..65535"),
+    ("mqtt://broker:abc/x", "port must be a number 1..65535"),
+    ("mqtt://broker/$SYS", "starts with '$'"),
+    ("mqtt:// broker/x", "has a space"),
 ])
 def test_a_bad_url_is_refused_with_the_reason(url, says):
     with pytest.raises(InputError) as err:
         parse_broker(url)
     assert says in str(err.value) and url in str(err.value)
+
+
+def test_an_ipv6_host_is_read_and_described_in_brackets():
+    b = parse_broker("mqtt://[::1]:1884/site")
+    assert (b.host, b.port, b.describe()) == ("::1", 1884, "mqtt://[::1]:1884/site")
+
+
+def test_a_prefix_longer_than_a_topic_can_carry_is_refused():
+    with pytest.raises(InputError, match="at most 1024"):
+        parse_broker("mqtt://broker/" + "p" * 1100)
 
 
 def test_tls_files_need_mqtts():
