@@ -9,7 +9,8 @@ crash of the process leaves them `online` - the broker publishes only the batch'
 `offline` on `<prefix>/batch/<name>/availability`, and `<prefix>/batch/<name>/packs`
 (retained) lists the packs whose availability it stands for. Each pack's Home Assistant
 discovery names both topics, so its entities go unavailable with the process
-(`MqttBridge._publish_discovery`).
+(`MqttBridge._publish_discovery`), and the fleet says the packs `offline` when it sees the
+process killed (`bms_emu.offline_notice`).
 """
 
 from __future__ import annotations

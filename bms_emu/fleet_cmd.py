@@ -34,6 +34,7 @@ from bms_emu.mqtt_args import (
     default_pack_id,
     short_lived_text,
 )
+from bms_emu.offline_notice import OfflineNotice
 from bms_emu.start_gate import StartGate
 
 MAX_PACKS = 1000
@@ -192,6 +193,11 @@ def check(args) -> None:
         problems.items += [p if exc.source == "bms-emu run" else f"{exc.source}: {p}"
                            for p in exc.problems]
     problems.raise_if_any()
+
+
+def _by_signal(returncode: int) -> bool:
+    """A process ended by a signal (subprocess gives -SIGNUM), one Python knows by name."""
+    return returncode < 0 and -returncode in signal.valid_signals()
 
 
 def _per_pack_path(path: str, pack_id: str) -> str:
@@ -374,6 +380,7 @@ class Fleet:
         self.ends: dict[str, int] = {}  # packs by how they ended: done, stopped, ...
         self.gate = StartGate()
         self.relay = error_relay.ErrorRelay()
+        self.notice = OfflineNotice(args)
 
     # --- output ------------------------------------------------------------------------
 
@@ -409,6 +416,7 @@ class Fleet:
         self.failed.append(c)
         tail = _tail(c.err_path) or (_tail(c.process_err_path) if c.process_err_path else "")
         why = (f"was killed after {self.killed}" if self.killed and code == -signal.SIGKILL
+               else f"was killed by {signal.Signals(-code).name}" if _by_signal(code)
                else f"exited with {code}")
         if self.args.json:  # with its summary, when it wrote one (exit 4: never connected)
             self._say({"event": "failed", "pack_id": c.pack_id, "returncode": code,
@@ -473,9 +481,14 @@ class Fleet:
                 if code is None:
                     continue
                 self.relay.forget(pid)
-                for c in [c for c in self.running() if c.pid == pid]:
+                ended = [c for c in self.running() if c.pid == pid]
+                for c in ended:
                     c.returncode = _pack_code(c, code)
                     self._ended(c)
+                # A batch killed before it closed its packs: their `offline` is the fleet's
+                # to say (a pack alone has its own will).
+                self.notice.send([c.pack_id for c in ended
+                                  if c.code_path is not None and _by_signal(c.returncode)])
             if not self.running():
                 return
             if self.signals and self.stop_sent_at is None:
@@ -540,4 +553,6 @@ def handle(args) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    for line in fleet.notice.wait():
+        print(line, file=sys.stderr)
     return fleet.exit_code()

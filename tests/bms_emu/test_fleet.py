@@ -446,12 +446,14 @@ def test_a_pack_killed_by_the_second_signal_is_killed_one_past_its_grace_failed(
     assert fleet_.exit_code() == 128 + signal.SIGTERM
 
 
-def stderr_line(p: subprocess.Popen, says: str, wait_s: float = 30.0) -> str:
-    """The first line of the running fleet's stderr that has `says` in it."""
+def stderr_line(p: subprocess.Popen, says: str, wait_s: float = 30.0, stdout: bool = False
+                ) -> str:
+    """The first line of the running fleet's stderr (or stdout) that has `says` in it."""
+    stream = p.stdout if stdout else p.stderr
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and p.poll() is None:
-        if select.select([p.stderr], [], [], 0.5)[0]:
-            line = p.stderr.readline()
+        if select.select([stream], [], [], 0.5)[0]:
+            line = stream.readline()
             if says in line:
                 return line
     pytest.fail(f"the fleet never said {says!r} while it ran")
@@ -538,3 +540,26 @@ def test_a_healthy_fleet_starts_without_a_throttling_warning(mqtt_broker):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "throttled" not in err, err
+
+
+def test_a_batch_process_killed_outright_has_its_packs_said_offline_by_the_fleet(mqtt_broker):
+    """kill -9 of a batch process: the broker sends only the batch's will; the fleet says
+    each of its packs `offline` itself and names the signal that ended them."""
+    p = fleet("--packs", "4", "--packs-per-process", "2", "--series", "8", "--duration", "1h",
+              "--mqtt", mqtt_broker.url, "--pack-prefix", "kx")
+    try:
+        started = stderr_line(p, "pack kx-1 started", stdout=True)
+        online(p, mqtt_broker, {"kx-1", "kx-2", "kx-3", "kx-4"})
+        os.kill(int(started.split("pid ")[1].split(",")[0]), signal.SIGKILL)
+        first = stderr_line(p, "was killed by SIGKILL")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert first.startswith("bms-emu fleet: pack kx-1 (pid")
+    assert "pack kx-2 (pid" in err and "was killed by SIGKILL" in err  # the batch's other
+    assert "2 of 4 pack(s) failed: kx-1, kx-2" in err
+    assert "said `offline` for the packs of batch processes that were killed before closing " \
+           "them: kx-1, kx-2" in err
+    assert retained(mqtt_broker.port, "availability", 4) == dict.fromkeys(
+        ["kx-1", "kx-2", "kx-3", "kx-4"], b"offline")
