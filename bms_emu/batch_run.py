@@ -7,7 +7,7 @@ The shared session: one connection, so one will. Each pack still publishes its r
 `availability` `online` (again on every reconnect) and `offline` on a clean stop; but a
 crash of the process leaves them `online` - the broker publishes only the batch's own will,
 `offline` on `<prefix>/batch/<name>/availability`, and `<prefix>/batch/<name>/packs`
-(retained) lists the packs whose availability it stands for. Each pack's Home Assistant
+(retained) lists the packs whose availability it stands for; a clean stop removes both. Each pack's Home Assistant
 discovery names both topics, so its entities go unavailable with the process
 (`MqttBridge._publish_discovery`), and the fleet says the packs `offline` when it sees the
 process killed (`bms_emu.offline_notice`).
@@ -67,12 +67,15 @@ def batch_topic(prefix: str, name: str) -> str:
 
 
 def shared_session(args, name: str, n_packs: int) -> MqttSession:
-    """One session for the batch: its will says the batch is `offline`; it sends once a
-    batch tick what the tick published (`run_batch`'s `after_tick`)."""
+    """One session for the batch: its will says the batch is `offline`; a clean stop
+    removes its retained topics instead (`close_all`: each pack says `offline` itself, and
+    a later fleet laid out in other batches finds no stale ones). It sends once a batch
+    tick what the tick published (`run_batch`'s `after_tick`)."""
     b = broker(args)
     topic = f"{batch_topic(b.prefix, name)}/availability"
     return MqttSession(b, f"bms-emu-batch-{name}", will=(topic, b"offline"),
-                       online=(topic, b"online"), queue_size=QUEUE_PER_PACK * n_packs,
+                       online=(topic, b"online"), farewell=(topic, b""),
+                       queue_size=QUEUE_PER_PACK * n_packs,
                        max_message_bytes=args.mqtt_max_bytes, wake_on_publish=False)
 
 
@@ -129,7 +132,7 @@ def run_packs(run_parser: argparse.ArgumentParser, slots: Sequence[Slot], name: 
                                             some.options.speed, stop,
                                             session.flush if session is not None else None)
         finally:
-            close_all(session, built.values())
+            close_all(session, name, built.values())
         for index, ((j, b), result) in enumerate(zip(built.items(), results, strict=True)):
             if index in failed:  # as `run` would end: its traceback, exit 1
                 exc = failed[index]
@@ -149,13 +152,18 @@ def announce(session: MqttSession, name: str, pack_ids: list[str]) -> None:
         session.publish(*availability(session.broker.prefix, pack_id)[1], qos=1, retain=True)
 
 
-def close_all(session: MqttSession | None, built: Iterable[run_cmd.Built]) -> None:
-    """Each pack says `offline`, the session delivers what it can and stops, then each pack
-    closes as `run` closes it (its bridge forgets what the broker acknowledged)."""
+def close_all(session: MqttSession | None, name: str, built: Iterable[run_cmd.Built]) -> None:
+    """Each pack says `offline`, the batch's retained topics are removed, the session
+    delivers what it can and stops, then each pack closes as `run` closes it (its bridge
+    forgets what the broker acknowledged)."""
     if session is not None:
         for b in built:
             session.publish(*availability(session.broker.prefix, b.bridge.pack_id)[0],
                             qos=1, retain=True)
+        # An empty retained message removes the retained one (the batch's availability
+        # goes the same way: the session's farewell).
+        session.publish(f"{batch_topic(session.broker.prefix, name)}/packs", b"", qos=1,
+                        retain=True)
         session.stop()
     for b in built:
         run_cmd.close(b)

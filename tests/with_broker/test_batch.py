@@ -127,7 +127,7 @@ def batched(url: str) -> Tap:
         results, failed = run_batch(runs, stagger(len(runs), 10), 0.1, None,
                                     after_tick=session.flush)
     finally:
-        batch_run.close_all(session, built)
+        batch_run.close_all(session, "b-1..b-3", built)
     assert [r.sim_s for r in results] == [20.0] * len(PACKS) and not failed
     return tap
 
@@ -188,11 +188,16 @@ def test_the_shared_session_says_each_pack_online_then_offline_and_which_packs_i
     for pack_id, _ in PACKS:
         assert many.published[f"bms/{pack_id}/availability"] == [
             (b"online", 1, True), (b"offline", 1, True)]
+    packs_said = many.published["bms/batch/b-1..b-3/packs"]
+    assert [(json.loads(p), q, r) for p, q, r in packs_said[:1]] == [
+        (["b-1", "b-2", "b-3"], 1, True)]
+    assert packs_said[1:] == [(b"", 1, True)]  # removed on the clean stop
+    # A clean stop leaves each pack `offline` and nothing of the batch retained: a fleet
+    # laid out in other batches later finds no stale list of packs.
     found = retained(broker.port, "bms/#")
     assert {t: v for t, v in found.items() if t.endswith("availability")} == {
-        "bms/batch/b-1..b-3/availability": b"offline",
-        **{f"bms/{p}/availability": b"offline" for p, _ in PACKS}}
-    assert json.loads(found["bms/batch/b-1..b-3/packs"]) == ["b-1", "b-2", "b-3"]
+        f"bms/{p}/availability": b"offline" for p, _ in PACKS}
+    assert not any("/batch/" in t for t in found)
 
 
 def alone_config(payload: bytes) -> dict:

@@ -143,9 +143,10 @@ class MqttSession:
                  will: tuple[str, bytes] | None = None, online: tuple[str, bytes] | None = None,
                  queue_size: int = 2000, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  read_budget: ReadBudget = READ_BUDGET, keepalive_s: int = KEEPALIVE_S,
-                 wake_on_publish: bool = True):
+                 wake_on_publish: bool = True, farewell: tuple[str, bytes] | None = None):
         """`will` is published by the broker if this session dies (retained); `online` is
-        published, retained, on every connect. A message received of over
+        published, retained, on every connect; `farewell` (default: the will) on a clean
+        stop. A message received of over
         `max_message_bytes` is dropped unread (`inbound` counts it); the socket is read
         within `read_budget` (`reader.throttled` counts the windows that spent it).
         `wake_on_publish` False: the owner calls `flush` once it has published a burst (a
@@ -158,6 +159,7 @@ class MqttSession:
         self.broker = broker
         self.client_id = client_id
         self.will = will
+        self.farewell = farewell or will
         self.online = online
         self._lock = threading.Lock()
         self._queue: deque[Outgoing] = deque(maxlen=queue_size)
@@ -394,8 +396,8 @@ class MqttSession:
                 task.cancel()
             for task in done:
                 task.result()  # a lost connection raises MqttError here: reconnect
-            if self.will:  # a clean stop: say so, as the will would have after a crash
-                await client.publish(self.will[0], self.will[1], qos=1, retain=True)
+            if self.farewell:  # a clean stop: say so, as the will would have after a crash
+                await client.publish(*self.farewell, qos=1, retain=True)
 
     def _connect_properties(self) -> Properties:
         """MQTT 5's Maximum Packet Size: the broker sends this session nothing bigger than
