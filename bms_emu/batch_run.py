@@ -7,10 +7,10 @@ The shared session: one connection, so one will. Each pack still publishes its r
 `availability` `online` (again on every reconnect) and `offline` on a clean stop; but a
 crash of the process leaves them `online` - the broker publishes only the batch's own will,
 `offline` on `<prefix>/batch/<name>/availability`, and `<prefix>/batch/<name>/packs`
-(retained) lists the packs whose availability it stands for; a clean stop removes both. Each pack's Home Assistant
-discovery names both topics, so its entities go unavailable with the process
-(`MqttBridge._publish_discovery`), and the fleet says the packs `offline` when it sees the
-process killed (`bms_emu.offline_notice`).
+(retained) lists the packs whose availability it stands for; a clean stop removes both.
+Each pack's Home Assistant discovery names both topics, so its entities go unavailable with
+the process (`MqttBridge._publish_discovery`), and the fleet says the packs `offline` when
+it sees the process killed (`bms_emu.offline_notice`).
 """
 
 from __future__ import annotations
