@@ -140,6 +140,8 @@ def client_target(args) -> str | LinkFactory:
 def short_lived_text(m: dict) -> str:
     """What `run`'s summary and `fleet`'s lines add for connections the broker ended soon
     after accepting them (`MqttBridge.counts`)."""
-    n = m.get("short_lived", 0)
-    return (f"; {n} connection(s) ended by the broker within seconds (another client with "
-            "this client id? two emulators with one pack id)") if n else ""
+    n, others = m.get("short_lived", 0), m.get("availability_from_others", 0)
+    return ((f"; {n} connection(s) ended by the broker within seconds (another client with "
+             "this client id? two emulators with one pack id)") if n else "") + (
+        (f"; {others} availability message(s) from another client (another emulator with "
+         "this pack id?)") if others else "")

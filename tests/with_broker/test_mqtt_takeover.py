@@ -6,11 +6,14 @@ counts the connections so ended, and backs off instead of fighting twice a secon
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
 import sys
 import time
+
+import aiomqtt
 
 from bms.links.mqtt.session import SHORT_LIVED_WARN, MqttSession, parse_broker
 
@@ -71,3 +74,49 @@ def test_a_broker_restarted_soon_after_connecting_is_not_taken_for_a_twin(mqtt_b
         s.stop()
     assert (s.connects, s.short_lived) == (4, 0)
     assert not [r for r in caplog.records if "another client" in r.getMessage()]
+
+
+def test_a_pack_id_run_twice_under_other_client_ids_is_told_by_its_availability(mqtt_broker):
+    """A `run` and a fleet's batch with the same pack id have different client ids, so the
+    broker lets both be: each hears the other's `online` or `offline` on the pack's
+    availability topic (its own it never hears: no-local), counts it and warns; an `offline`
+    said by the other while it runs is answered with its own `online`."""
+    base = [sys.executable, "-m", "bms_emu.main"]
+    alone = subprocess.Popen([*base, "run", "--series", "4", "--duration", "6", "--speed", "1",
+                              "--pack-id", "dup-1", "--mqtt", mqtt_broker.url, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # connected, online said
+    batch = subprocess.Popen([*base, "fleet", "--packs", "2", "--packs-per-process", "2",
+                              "--series", "4", "--duration", "10", "--pack-prefix", "dup",
+                              "--mqtt", mqtt_broker.url, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = alone.communicate(timeout=60)
+    time.sleep(1.5)  # the batch hears the run's `offline` and answers within a tick or so
+    still_running = batch.poll() is None
+    said = retained_availability(mqtt_broker.port, "dup-1")
+    fleet_out, fleet_err = batch.communicate(timeout=60)
+    assert still_running and said == b"online"
+    assert alone.returncode == 0 and batch.returncode == 0, (err, fleet_err)
+    # The run heard the batch's `online` for dup-1; the batch heard the run's `offline`.
+    assert json.loads(out)["mqtt"]["availability_from_others"] >= 1
+    assert "another emulator or fleet with pack id 'dup-1'" in err
+    ends = {e["pack_id"]: e for e in map(json.loads, fleet_out.splitlines())
+            if e["event"] == "done"}
+    assert ends["dup-1"]["summary"]["mqtt"]["availability_from_others"] >= 1
+    assert ends["dup-2"]["summary"]["mqtt"]["availability_from_others"] == 0
+    assert "another emulator or fleet with pack id 'dup-1'" in fleet_err
+
+
+def retained_availability(port: int, pack_id: str) -> bytes | None:
+    async def read() -> bytes | None:
+        async with aiomqtt.Client("127.0.0.1", port, identifier="test-availability") as c:
+            await c.subscribe(f"bms/{pack_id}/availability", qos=1)
+            try:
+                async with asyncio.timeout(3.0):
+                    async for message in c.messages:
+                        return bytes(message.payload)
+            except TimeoutError:
+                return None
+        return None
+
+    return asyncio.run(read())

@@ -7,6 +7,7 @@ Why and how: docs/internals.md, bms/links/mqtt/bridge.py.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 import time
@@ -26,9 +27,12 @@ from bms.links.mqtt.inbound import BACKLOG_FULL, Intake
 from bms.links.mqtt.outbox import WINDOW, Gap, Outbox, OutboxStore
 from bms.links.mqtt.session import MqttSession
 
+log = logging.getLogger(__name__)
+
 AVAILABLE, UNAVAILABLE = b"online", b"offline"
 HA_STATUS_RATE_PER_S = 1.0  # Home Assistant announces itself once a start
 COMMANDS_PER_POLL = 4  # done a tick at most: a burst waits, it does not stall the loop
+OTHERS_AVAILABILITY_RATE_PER_S = 1.0  # another client on a pack's availability topic
 INBOX_SIZE = 64  # commands waiting for the loop; more are refused unread
 
 
@@ -79,6 +83,13 @@ class MqttBridge:
         if options.ha_discovery:
             session.subscribe(HA_STATUS_TOPIC, self._ha_status, Intake(HA_STATUS_RATE_PER_S))
             session.on_connect.append(self._publish_discovery)
+        # Another client publishing this pack's availability: a second emulator (or fleet)
+        # with this pack id, whose messages mix with these on every topic; or a dead one's
+        # will saying `offline` while this one runs. Only others' messages come (no-local).
+        self.availability_from_others = 0
+        self._availability = availability(session.broker.prefix, pack_id)
+        session.subscribe(self._availability[0][0], self._availability_from_other,
+                          Intake(OTHERS_AVAILABILITY_RATE_PER_S), others_only=True)
 
     # --- from the control loop ---------------------------------------------------------
 
@@ -143,14 +154,17 @@ class MqttBridge:
         whose budget ran out (`throttled`: the rest waited in TCP, or the broker dropped it).
         `short_lived`: connections the broker ended within `STABLE_S` of accepting them and
         the next try made again at once (another client with the session's client id: a
-        second emulator with this pack id?)."""
+        second emulator with this pack id?). `availability_from_others`: messages another
+        client published on this pack's availability topic (another emulator with this
+        pack id under another client id: a batch, another fleet's layout)."""
         s = self.session
         with self._refused_lock:
             refused_commands = dict(self.refused_commands)
         return {"connects": s.connects, "published": s.published, "dropped": s.dropped,
                 "kept": self.outbox.waiting, "kept_dropped": self.outbox.lost,
                 "refused_messages": s.inbound.counts(), "refused_commands": refused_commands,
-                "throttled": s.reader.throttled, "short_lived": s.short_lived}
+                "throttled": s.reader.throttled, "short_lived": s.short_lived,
+                "availability_from_others": self.availability_from_others}
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -192,6 +206,21 @@ class MqttBridge:
         self.session.publish(f"{self.base}/cmd/{name}/result",
                              json.dumps(result, allow_nan=False), qos=1)
 
+    def _availability_from_other(self, topic: str, payload: bytes) -> None:
+        """From the session's thread. Warned once; an `offline` is answered with this
+        pack's `online` again (it runs), an `online` is not (two live emulators answering
+        each other's would never stop)."""
+        self.availability_from_others += 1
+        if self.availability_from_others == 1:
+            log.warning("MQTT %s: another client published %r on %s while this pack runs: "
+                        "another emulator or fleet with pack id %r on this broker? Their "
+                        "messages mix on every topic of the pack. Give each its own "
+                        "--pack-id / --pack-prefix (hosts splitting one fleet: the same "
+                        "--packs with --shard K/N)", self.session.broker.describe(),
+                        payload[:20], topic, self.pack_id)
+        if payload == UNAVAILABLE:
+            self.session.publish(*self._availability[1], qos=1, retain=True)
+
     def _ha_status(self, _topic: str, payload: bytes) -> None:
         if payload.strip() == HA_ONLINE.encode():
             self._publish_discovery()
@@ -205,7 +234,7 @@ class MqttBridge:
         # gives should the process die, so the entities are available only while it is
         # online too.
         will = self.session.will[0] if self.session.will else None
-        shared = will if will not in (None, availability(prefix, self.pack_id)[0][0]) else None
+        shared = will if will not in (None, self._availability[0][0]) else None
         for topic, payload in discovery_messages(prefix, self.pack_id, f"BMS {self.pack_id}",
                                                  model, __version__, also_available=shared):
             self.session.publish(topic, payload, qos=1, retain=True)

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bms.data.validation import InputError
 from bms.links.mqtt.defaults import PASSWORD_ENV
@@ -166,6 +167,7 @@ class MqttSession:
         self.outboxes: list[Outbox] = []  # see use_outbox
         self._retained: dict[str, Outgoing] = {}
         self._handlers: list[tuple[str, Callable[[str, bytes], None]]] = []
+        self._options: dict[str, SubscribeOptions] = {}  # a filter's, where not plain QoS 1
         # Called in the session's thread on every connect and every loss of the connection.
         self.on_connect: list[Callable[[], None]] = []
         self.on_disconnect: list[Callable[[], None]] = []
@@ -191,10 +193,14 @@ class MqttSession:
     # --- for the owner's thread -------------------------------------------------------
 
     def subscribe(self, topic_filter: str, handler: Callable[[str, bytes], None],
-                  intake: Intake | None = None) -> None:
+                  intake: Intake | None = None, others_only: bool = False) -> None:
         """Before `start`: messages matching `topic_filter` go to `handler(topic, payload)`,
-        within `intake`'s bounds (rate, size, check) and the session's size cap."""
+        within `intake`'s bounds (rate, size, check) and the session's size cap.
+        `others_only`: only what other clients publish there from now on (MQTT 5 no-local;
+        no retained message on subscribing)."""
         self._handlers.append((topic_filter, handler))
+        if others_only:
+            self._options[topic_filter] = SubscribeOptions(qos=1, noLocal=True, retainHandling=2)
         if intake is not None:
             self.inbound.add(topic_filter, intake)
 
@@ -366,7 +372,8 @@ class MqttSession:
             self._reconnected()
             filters = list(dict.fromkeys(f for f, _ in self._handlers))  # once, if packs share it
             for first in range(0, len(filters), SUBSCRIBE_FILTERS):
-                await client.subscribe([(f, 1) for f in filters[first:first + SUBSCRIBE_FILTERS]])
+                await client.subscribe([(f, self._options.get(f, 1))
+                                        for f in filters[first:first + SUBSCRIBE_FILTERS]])
             if self.online:
                 await self._publish(client, Outgoing(*self.online, qos=1, retain=True))
             with self._lock:
