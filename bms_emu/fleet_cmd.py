@@ -421,9 +421,12 @@ class Fleet:
         if self.args.json:  # with its summary, when it wrote one (exit 4: never connected)
             self._say({"event": "failed", "pack_id": c.pack_id, "returncode": code,
                        "summary": _summary(c.out_path), "stderr_tail": tail}, "")
+        said = f"bms-emu fleet: pack {c.pack_id} (pid {c.pid}, seed {c.seed}) {why}"
+        if not tail and _by_signal(code):  # a kill leaves nothing to show, pack by pack
+            print(f"{said}, saying nothing", file=sys.stderr, flush=True)
+            return
         indented = "\n".join(f"    {line}" for line in tail.splitlines()) or "    (nothing)"
-        print(f"bms-emu fleet: pack {c.pack_id} (pid {c.pid}, seed {c.seed}) {why}; "
-              f"its error output ends:\n{indented}", file=sys.stderr, flush=True)
+        print(f"{said}; its error output ends:\n{indented}", file=sys.stderr, flush=True)
 
     # --- lifetime ----------------------------------------------------------------------
 

@@ -557,7 +557,7 @@ def test_a_batch_process_killed_outright_has_its_packs_said_offline_by_the_fleet
     finally:
         p.kill()
     assert first.startswith("bms-emu fleet: pack kx-1 (pid")
-    assert "pack kx-2 (pid" in err and "was killed by SIGKILL" in err  # the batch's other
+    assert "pack kx-2 (pid" in err and "was killed by SIGKILL, saying nothing" in err
     assert "2 of 4 pack(s) failed: kx-1, kx-2" in err
     assert "said `offline` for the packs of batch processes that were killed before closing " \
            "them: kx-1, kx-2" in err
