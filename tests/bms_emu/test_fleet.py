@@ -448,14 +448,21 @@ def test_a_pack_killed_by_the_second_signal_is_killed_one_past_its_grace_failed(
 
 def stderr_line(p: subprocess.Popen, says: str, wait_s: float = 30.0, stdout: bool = False
                 ) -> str:
-    """The first line of the running fleet's stderr (or stdout) that has `says` in it."""
-    stream = p.stdout if stdout else p.stderr
+    """The first line of the running fleet's stderr (or stdout) that has `says` in it.
+
+    Read a byte at a time from the descriptor: a buffered readline could take the next
+    lines along, and `communicate` (which reads the descriptors) would never see them."""
+    fd = (p.stdout if stdout else p.stderr).fileno()
     deadline = time.monotonic() + wait_s
+    line = b""
     while time.monotonic() < deadline and p.poll() is None:
-        if select.select([stream], [], [], 0.5)[0]:
-            line = stream.readline()
-            if says in line:
-                return line
+        if select.select([fd], [], [], 0.5)[0]:
+            byte = os.read(fd, 1)
+            line += byte
+            if byte in (b"\n", b""):
+                if says in line.decode():
+                    return line.decode()
+                line = b""
     pytest.fail(f"the fleet never said {says!r} while it ran")
 
 
