@@ -3,8 +3,9 @@ is to hardware. Bytes written to one end come out of the other.
 
 Each pty's master is relayed to the other's; both slave ends are set raw (no echo, no line
 editing) at once, before anyone opens them, and kept open by the relay so that a program
-closing and reopening its end sees no hang-up. Closing the relay hangs up both ends, as
-pulling a USB adapter does.
+closing and reopening its end sees no hang-up. No byte is lost in between: while one end
+is not read, the relay stops reading the other, whose writer then finds its buffer full.
+Closing the relay hangs up both ends, as pulling a USB adapter does.
 """
 
 from __future__ import annotations
@@ -37,37 +38,54 @@ class PtyPair:
                 path = str(link)
             self.paths.append(path)
         self.relayed = [0, 0]  # bytes carried a -> b and b -> a
-        self.dropped = [0, 0]  # bytes lost because the receiving end was not read
+        self._waiting = [memoryview(b""), memoryview(b"")]  # read, not yet taken by the other
 
-    def _pump(self, src: int, dst: int, index: int) -> None:
+    def _pump(self, src: int, dst: int) -> None:
+        """What `src` wrote, to `dst`. While `dst` is full (its reader slow or away) `src`
+        is not read: its writer finds its own buffer full, as behind a cable with flow
+        control, and no byte is lost between them."""
         try:
             data = os.read(self.masters[src], 65536)
-        except BlockingIOError:
+        except OSError:  # EAGAIN; EIO: nobody has the slave open (never, while we hold it)
             return
-        except OSError:  # EIO: nobody has the slave open (never, while we hold it)
-            return
-        view = memoryview(data)
+        self._waiting[src] = self._write(src, dst, memoryview(data))
+        if self._waiting[src]:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self.masters[src])
+            loop.add_writer(self.masters[dst], self._drain, src, dst)
+
+    def _drain(self, src: int, dst: int) -> None:
+        """`dst` takes bytes again: what waits first, then `src` is read again."""
+        self._waiting[src] = self._write(src, dst, self._waiting[src])
+        if not self._waiting[src]:
+            loop = asyncio.get_running_loop()
+            loop.remove_writer(self.masters[dst])
+            loop.add_reader(self.masters[src], self._pump, src, dst)
+
+    def _write(self, src: int, dst: int, view: memoryview) -> memoryview:
+        """Writes as much of `view` as `dst` takes; what it did not."""
         while view:
             try:
                 n = os.write(self.masters[dst], view)
-            except (BlockingIOError, OSError):
-                # Nobody reads the other end and its buffer is full: the bytes are lost,
-                # as on a wire with no receiver.
-                self.dropped[index] += len(view)
-                return
+            except BlockingIOError:
+                return view
+            except OSError:  # the end is gone (closing): what waits goes with it
+                return memoryview(b"")
             view = view[n:]
-            self.relayed[index] += n
+            self.relayed[src] += n
+        return view
 
     async def relay(self) -> None:
         """Carries bytes both ways until cancelled, then closes both ends."""
         loop = asyncio.get_running_loop()
-        loop.add_reader(self.masters[0], self._pump, 0, 1, 0)
-        loop.add_reader(self.masters[1], self._pump, 1, 0, 1)
+        loop.add_reader(self.masters[0], self._pump, 0, 1)
+        loop.add_reader(self.masters[1], self._pump, 1, 0)
         try:
             await asyncio.Future()
         finally:
             for fd in self.masters:
                 loop.remove_reader(fd)
+                loop.remove_writer(fd)
             self.close()
 
     def close(self) -> None:

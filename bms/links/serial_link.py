@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import serial
@@ -26,12 +28,46 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BAUD = 921600
 REOPEN_EVERY_S = 0.5
+# Bytes that may wait for a port whose other end reads slower than we write (0.7 s of
+# output at 921600 baud); past them frames are dropped until a quarter of it is left.
+MAX_QUEUED_BYTES = 64 * 1024
+
+
+class _Transport(serial_asyncio_fast.SerialTransport):
+    """serial_asyncio_fast's transport with its write path mended (POSIX).
+
+    Two faults of the library (0.16) when the other end stops reading: once its buffer
+    had drained it left the writer registered, so every wake-up after raised "Write buffer
+    should not be empty" (thousands a second, the log growing by megabytes a second); and
+    pyserial's non-blocking write retries without end while the port's buffer is full,
+    freezing the event loop (the firmware's ticks with it) until the other end reads. Here
+    a write goes to the descriptor once; what it did not take waits for the writer, which
+    is removed once everything went."""
+
+    def _write_data(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            n = os.write(self._serial.fileno(), data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal write error on serial transport")
+            return
+        if n == len(data):
+            self._remove_writer()
+            if self._closing:
+                self._close()
+            return
+        self._write_buffer.append(data[n:])
+        self._maybe_pause_protocol()
+        self._ensure_writer()
 
 
 class _Receiver(asyncio.Protocol):
-    def __init__(self, on_data: Callable[[bytes], None], lost: asyncio.Future):
+    def __init__(self, on_data: Callable[[bytes], None], lost: asyncio.Future,
+                 on_paused: Callable[[bool], None]):
         self.on_data = on_data
         self.lost = lost
+        self.on_paused = on_paused
 
     def data_received(self, data: bytes) -> None:
         self.on_data(data)
@@ -40,13 +76,20 @@ class _Receiver(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(exc)
 
+    def pause_writing(self) -> None:
+        self.on_paused(True)
+
+    def resume_writing(self) -> None:
+        self.on_paused(False)
+
 
 class SerialLink:
     """A serial port kept open: `run()` opens it, waits for it to fail, reopens it.
 
     8 data bits, no parity, 1 stop bit, no flow control. Bytes written while the port is
     away are dropped (`send` returns False): frames are not worth queueing, a fresh one
-    follows.
+    follows. So are frames sent while more than MAX_QUEUED_BYTES wait for an other end
+    that does not read (counted in `frames_dropped`), until it has caught up.
     """
 
     def __init__(self, port: str, baud: int, on_data: Callable[[bytes], None],
@@ -61,6 +104,8 @@ class SerialLink:
         self.opened = asyncio.Event()
         self.connects = 0  # times the port was opened
         self.last_error = ""
+        self.writing_paused = False  # the other end is not keeping up
+        self.frames_dropped = 0  # for it, since the start
 
     @property
     def connected(self) -> bool:
@@ -68,6 +113,9 @@ class SerialLink:
 
     def send(self, data: bytes) -> bool:
         if self.transport is None:
+            return False
+        if self.writing_paused:
+            self.frames_dropped += 1
             return False
         self.transport.write(data)
         return True
@@ -79,14 +127,15 @@ class SerialLink:
             while True:
                 lost: asyncio.Future = loop.create_future()
                 try:
-                    transport, _ = await serial_asyncio_fast.create_serial_connection(
-                        loop, lambda lost=lost: _Receiver(self.on_data, lost), self.port,
-                        baudrate=self.baud)
+                    port = await loop.run_in_executor(
+                        None, partial(serial.serial_for_url, self.port, baudrate=self.baud))
                 # ValueError: settings the port refuses (pyserial's word for a bad baud rate)
                 except (serial.SerialException, OSError, ValueError) as exc:
                     self._note_error(f"cannot open {self.port}: {exc}")
                     await asyncio.sleep(self.reopen_every_s)
                     continue
+                transport = _Transport(loop, _Receiver(self.on_data, lost, self._paused), port)
+                transport.set_write_buffer_limits(high=MAX_QUEUED_BYTES)
                 self._up(transport)
                 exc = await lost
                 self._down(f"{self.port} lost: {exc}" if exc else f"{self.port} closed")
@@ -105,9 +154,19 @@ class SerialLink:
         if self.on_connection is not None:
             self.on_connection(True)
 
+    def _paused(self, paused: bool) -> None:
+        self.writing_paused = paused
+        if paused:
+            log.warning("%s: the other end is not reading what we write; frames are dropped "
+                        "until it catches up", self.port)
+        else:
+            log.info("%s: the other end caught up (%d frames dropped so far)", self.port,
+                     self.frames_dropped)
+
     def _down(self, why: str | None) -> None:
         """The port is gone: `why`, or None when we closed it ourselves."""
         self.transport = None
+        self.writing_paused = False
         self.opened.clear()
         if why is not None:
             log.warning("%s", why)
@@ -163,6 +222,7 @@ class Endpoint:
         self.frames_in = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.frames_unsent = 0  # dropped: the port away or its other end not reading
         # A random start: a late answer to a previous session's request is unlikely to
         # match one of this session's.
         self._seq = random.randrange(0x10000)
@@ -180,6 +240,8 @@ class Endpoint:
         data = encode(msg, seq, flags, revision)
         if self.link.send(data):
             self.bytes_out += len(data)
+        else:
+            self.frames_unsent += 1
         return seq
 
     def _connection(self, up: bool) -> None:

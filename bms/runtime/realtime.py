@@ -206,6 +206,7 @@ class Runtime:
                 "resets": self.resets,
                 "tick_errors": self.errors, "refused_measurements": self.refused_measurements,
                 "frames_in": ep.frames_in, "bytes_in": ep.bytes_in, "bytes_out": ep.bytes_out,
+                "frames_unsent": ep.frames_unsent,
                 "decode_errors": dict(ep.errors),
                 "not_enabled": dict(self.device.not_enabled),
                 **({"nvm": self.keeper.figures()} if self.keeper is not None else {}),

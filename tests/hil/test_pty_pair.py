@@ -1,0 +1,83 @@
+"""The pty pair carries every byte: a write larger than a pty's buffer, and a reader that
+stops for a while, lose nothing; the writer is held back instead, as behind a cable with
+flow control."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+
+from hil.pty_pair import PtyPair
+
+
+def _open(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY)
+    os.set_blocking(fd, False)
+    return fd
+
+
+async def _read(fd: int, n: int, pause_s: float = 0.0, wait_s: float = 20.0) -> bytes:
+    """Reads until n bytes came (or wait_s passed), pausing between reads."""
+    got = b""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while len(got) < n and asyncio.get_running_loop().time() < deadline:
+        with contextlib.suppress(BlockingIOError):
+            got += os.read(fd, 4096)
+        await asyncio.sleep(pause_s)
+    return got
+
+
+async def _write_all(fd: int, data: bytes) -> int:
+    """Writes everything, waiting while the pty takes nothing; the times it was full."""
+    view, full = memoryview(data), 0
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            full += 1
+            await asyncio.sleep(0.005)
+    return full
+
+
+async def _with_pair(body) -> None:
+    pair = PtyPair()
+    relay = asyncio.create_task(pair.relay())
+    a, b = _open(pair.paths[0]), _open(pair.paths[1])
+    try:
+        await body(pair, a, b)
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        os.close(a)
+        os.close(b)
+
+
+async def test_one_write_far_larger_than_a_ptys_buffer_arrives_whole():
+    data = bytes(range(256)) * 400  # 102,400 bytes
+
+    async def body(pair, a, b):
+        writer = asyncio.create_task(_write_all(a, data))
+        got = await _read(b, len(data), pause_s=0.01)  # a reader slower than the writer
+        await writer
+        assert got == data
+        assert pair.relayed == [len(data), 0]
+
+    await _with_pair(body)
+
+
+async def test_a_reader_that_stops_holds_the_writer_back_and_loses_nothing():
+    data = os.urandom(300_000)
+
+    async def body(pair, a, b):
+        writer = asyncio.create_task(_write_all(a, data))
+        await asyncio.sleep(1.0)  # b reads nothing for a second
+        assert not writer.done()  # held back, its bytes not thrown away
+        got = await _read(b, len(data))
+        full = await writer
+        assert full > 0 and got == data
+        os.write(b, b"and back")  # the other way is unaffected
+        assert await _read(a, 8) == b"and back"
+
+    await _with_pair(body)
