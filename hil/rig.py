@@ -205,7 +205,8 @@ class Rig:
                 else contactors_of(last.contactors).describe(),
                 "contactors": pack.power_path.actual.describe(),
                 "interlocked": self.interlocked,
-                "soc_pct": None if last is None else round(float(last.soc_pct), 2),
+                "soc_pct": None if last is None or not np.isfinite(last.soc_pct)
+                else round(float(last.soc_pct), 2),  # NaN: no estimate yet
                 "soc_true_pct": round(pack.true_pack_soc * 100.0, 2),
                 "charge_limit_a": None if last is None else round(last.charge_limit_a, 3),
                 "discharge_limit_a": None if last is None

@@ -53,7 +53,7 @@ class FrameErrorKind(IntEnum):
     BAD_COBS = 32  # not valid COBS (a zero inside, or a block running past the end)
     TOO_SHORT = 33  # shorter than header and CRC
     BAD_CRC = 34  # the CRC does not match: the header is not trusted either
-    BAD_LENGTH = 35  # the header's payload length is not what arrived
+    BAD_LENGTH = 35  # the header's payload length is not what arrived, or over 4096
     OVERSIZE = 36  # no delimiter within MAX_ENCODED_BYTES: the run was thrown away
 
 
@@ -119,6 +119,10 @@ def decode_frame(encoded: bytes) -> RawFrame | FrameError:
     if revision not in REVISIONS:
         return FrameError(FrameErrorKind.UNSUPPORTED_VERSION,
                           f"revision {revision}; this end speaks {spoken()}", header)
+    if length > MAX_PAYLOAD_BYTES:  # COBS's slack lets a few more bytes through
+        return FrameError(FrameErrorKind.BAD_LENGTH,
+                          f"header says {length} payload bytes; at most {MAX_PAYLOAD_BYTES}",
+                          header)
     if length != len(body) - HEADER_BYTES:
         return FrameError(FrameErrorKind.BAD_LENGTH,
                           f"header says {length} payload bytes, "

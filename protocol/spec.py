@@ -71,6 +71,7 @@ MEANINGS = {
     "fault_level_bitmap": "bit n set: fault code n has a FAULT row active (latched until "
                           "cleared)",
     "Status.soc_pct": "%, NaN before the first estimate (the first measurement)",
+    "ActuationFrame.soc_pct": "%, NaN before the first estimate (as Status)",
     "Status.bus_voltage_v": "V, the bus (load side of the contactors) as last measured; NaN "
                             "before the first measurement",
     "contactor_feedback": "contactor bits as the auxiliary contacts last reported them (0 "
@@ -462,12 +463,14 @@ def matching() -> str:
   `request_type` set to the request's type id, an ErrorCode and a readable `detail`.
 - A host may have several requests outstanding: it matches the answers by `seq`.
 - A request is done or refused as a whole: a Nack means nothing was changed.
-- A frame with the REQUEST flag whose type is a response or event type (a
-  MeasurementFrame included) is answered with Nack NOT_A_REQUEST, decided from the header
-  alone: the payload is not looked at, so it is NOT_A_REQUEST whether or not the payload
-  would parse. A REQUEST frame whose header passed the CRC but which cannot be served is
-  answered with a Nack: UNKNOWN_TYPE, UNSUPPORTED_VERSION, or BAD_PAYLOAD (for BAD_PAYLOAD
-  and BAD_LENGTH; see Refusals for its detail). Frames with bad COBS, a bad CRC or too
+- A frame with the REQUEST flag whose type is a response or event type of the frame's
+  revision (a MeasurementFrame included) is answered with Nack NOT_A_REQUEST, decided from
+  the header alone: the payload is not looked at, so it is NOT_A_REQUEST whether or not
+  the payload would parse. A type the frame's revision lacks (CounterPage in a revision-1
+  frame) is UNKNOWN_TYPE, whatever its flags. A REQUEST frame whose header passed the
+  CRC but which cannot be served is answered with a Nack: UNKNOWN_TYPE,
+  UNSUPPORTED_VERSION, or BAD_PAYLOAD (for BAD_PAYLOAD and BAD_LENGTH; see Refusals for
+  its detail). Frames with bad COBS, a bad CRC or too
   short are dropped without an answer: their `seq` cannot be trusted. Should the device
   fail to build an answer, it sends Nack INTERNAL.
 - An Ack means done: the device acts on the request from its next step. A request it

@@ -6,6 +6,7 @@ Why and how: docs/internals.md, bms/core/estimator.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple
 
@@ -217,7 +218,19 @@ class Estimator:
         clean = bleed_mask is None and voltages_trusted
         if self._elapsed_s >= self.cfg.period_s and (clean or self._elapsed_s >= MAX_WAIT_S):
             self._run_filter(m, now_s, clean)
+        elif self.estimate.runtime_s is not None and not (
+                current_a - self.filter.offset_a < -self.rest_current_a):
+            self._discharge_ended()
         return self.estimate
+
+    def _discharge_ended(self) -> None:
+        """Between filter runs (up to MAX_WAIT_S apart while cells bleed) the discharge the
+        runtime was of has ended: there is no runtime when not discharging, and the
+        remaining energy is again the reference power's."""
+        e = self.estimate
+        self.estimate = dataclasses.replace(
+            e, runtime_s=None,
+            remaining_wh=e.runtime_reference_s * self.cfg.reference_power_w / 3600.0)
 
     def _learn_resistance(self, current_a: float, valid: np.ndarray) -> None:
         """Between two filter runs with a current step (or a ramp) between them, the model's

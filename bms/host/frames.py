@@ -76,7 +76,8 @@ def actuation_frame(act: Actuation, rig_seq: int, now_s: float) -> pm.ActuationF
     warning, alarm, fault = act.level_bitmaps
     return pm.ActuationFrame(
         rig_seq, now_s, State(act.state).code, contactor_bits(act.contactors),
-        act.fault_bitmap, act.charge_limit_a, act.discharge_limit_a, act.soc * 100.0,
+        act.fault_bitmap, act.charge_limit_a, act.discharge_limit_a,
+        math.nan if act.estimate is None else act.soc * 100.0,  # as Status: none before one
         np.asarray(act.balance_mask, bool),
         charge_voltage_limit_v=_or_nan(act.charge_voltage_limit_v),
         discharge_voltage_limit_v=_or_nan(act.discharge_voltage_limit_v),

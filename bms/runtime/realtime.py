@@ -277,7 +277,7 @@ class Runtime:
             return
         if header.flags & Flags.REQUEST:
             wrong_kind = _not_a_request(header)
-            if wrong_kind is not None and error.kind != FrameErrorKind.UNSUPPORTED_VERSION:
+            if wrong_kind is not None:
                 code, detail = pm.ErrorCode.NOT_A_REQUEST, wrong_kind
         elif header.msg_type == pm.BY_CLASS[pm.MeasurementFrame].type_id:
             self.refused_measurements += 1
@@ -329,14 +329,17 @@ class Runtime:
             return None
         state = State.FAULT if act.state == State.FAULT else State.STANDBY
         return Actuation(state, OPEN, np.zeros(self.fw.n_series, bool), 0.0, 0.0,
-                         act.fault_bitmap, act.soc, level_bitmaps=act.level_bitmaps)
+                         act.fault_bitmap, act.soc, estimate=act.estimate,
+                         level_bitmaps=act.level_bitmaps)
 
 
 def _not_a_request(header: Header) -> str | None:
     """Why a frame with the REQUEST flag is not one, from its header alone; None when its
-    type is a request type (or unknown: that is UNKNOWN_TYPE)."""
+    type is a request type, or not in the frame's revision (that is UNKNOWN_TYPE, as a
+    device of that revision answers, and UNSUPPORTED_VERSION for a revision we lack)."""
     mt = pm.REGISTRY.get(header.msg_type)
-    if mt is None or mt.flags is Flags.REQUEST:
+    if mt is None or mt.flags is Flags.REQUEST or not pm.in_revision(header.msg_type,
+                                                                       header.revision):
         return None
     kind = "an event" if mt.flags is Flags.EVENT else "a response"
     return (f"{mt.name} (0x{mt.type_id:02X}) is {kind}, not a request: only request types "

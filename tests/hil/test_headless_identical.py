@@ -7,7 +7,9 @@ from main at 6053334 (where the faster code gave the same bits), recorded again 
 issue 18's model changes (coulombic efficiency, ageing, the SoC filter's evidence), and again
 when the sensors' noise streams took their rows tick by tick (issue 19: the same
 distribution, other draws; the outage run then names cell 6, the open wire's other side,
-for the imbalance, and trips the over-voltage 0.8 s sooner).
+for the imbalance, and trips the over-voltage 0.8 s sooner), and when the runtime came to
+end with the discharge instead of at the next filter run (estimates only: measurements,
+actuations, events and quantities gave the same bits).
 Regenerate it only for a deliberate change of behaviour (a model or firmware change that
 moves numbers), from the code whose behaviour is the reference, run
 outside the repository so that its own tree is imported:

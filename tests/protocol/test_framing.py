@@ -263,6 +263,20 @@ def test_bad_length(delta: int):
     assert err.kind is FrameErrorKind.BAD_LENGTH and err.header.seq == 7
 
 
+def test_a_payload_over_the_limit_is_bad_length_though_it_arrived_whole():
+    """A payload of zeros costs COBS nothing, so a frame a few bytes over 7 + 4096 + 4
+    passes the buffer bound (which allows for the worst case); its length is still outside
+    0..4096."""
+    payload = bytes(MAX_PAYLOAD_BYTES + 5)
+    data = wire(status_body(payload=payload))
+    assert len(data) - 1 <= MAX_ENCODED_BYTES  # within the decoder's buffer
+    (err,) = Decoder().feed(data)
+    assert err.kind is FrameErrorKind.BAD_LENGTH and err.header.seq == 7
+    assert err.detail == f"header says {MAX_PAYLOAD_BYTES + 5} payload bytes; at most 4096"
+    (ok,) = Decoder().feed(wire(status_body(payload=b"\x01" * MAX_PAYLOAD_BYTES)))
+    assert ok.kind is FrameErrorKind.BAD_PAYLOAD  # as long as allowed: read, as a GetStatus
+
+
 @pytest.mark.parametrize("chunk", [None, 100, 4125, 1])
 def test_oversize_is_reported_once_then_the_next_frame_decodes(chunk: int | None):
     data = bytes([0x55]) * 5000 + b"\x00" + encode(GetStatus(), 1)

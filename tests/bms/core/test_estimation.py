@@ -504,6 +504,27 @@ def test_remaining_energy_and_runtime_at_the_reference_power():
     assert np.median(-np.diff(runtimes)) == pytest.approx(300.0, rel=0.1)
 
 
+def test_the_runtime_ends_with_the_discharge_not_at_the_next_filter_run():
+    """No runtime when not discharging (the protocol's NaN), from the first step at rest:
+    the filter runs once a second (up to 30 s apart while cells bleed), its runtime was of
+    a discharge that has ended."""
+    rig = Rig(initial_soc=0.8, seed=0, tick_s=0.1)
+    power_w = rig.fw.cfg.estimation.reference_power_w
+    for _ in range(300):
+        act = rig.tick(Demand(-power_w, "w"))
+    rig.tick(Demand(0.0, "a"))  # measured before the load stopped
+    assert act.estimate.runtime_s is not None
+    stops = 0
+    for _ in range(30):
+        act = rig.tick(Demand(0.0, "a"))
+        if rig.fw.estimator._elapsed_s > 0.0:  # a step between filter runs
+            stops += 1
+        est = act.estimate
+        assert est.runtime_s is None
+        assert est.remaining_wh == pytest.approx(est.runtime_reference_s * power_w / 3600.0)
+    assert stops > 0
+
+
 # --- 8. the start -------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from bms.host.device import Device, Identity
 from bms.runtime.realtime import Runtime
 from protocol import messages as pm
 from protocol.codec import Decoder, Frame, encode
-from protocol.framing import Flags, encode_frame
+from protocol.framing import REVISION_1_0, Flags, encode_frame
 
 CHEM = PRESETS["na-nfm"]
 N_SERIES, N_TEMP = 4, 2
@@ -86,6 +86,17 @@ def test_a_good_response_frame_with_the_request_flag_gets_the_same_answer():
     assert nack.error == pm.ErrorCode.NOT_A_REQUEST and "Status (0x04) is a response" in nack.detail
 
 
+@pytest.mark.parametrize("cls", [pm.CounterPage, pm.FaultEvent])
+def test_a_newer_revisions_response_or_event_type_in_an_older_frame_is_an_unknown_type(cls):
+    """A 1.0 device has no such type, whatever its flags: UNKNOWN_TYPE, as it would say."""
+    rt, ep = hil_runtime()
+    deliver(ep, encode_frame(TYPE[cls], int(Flags.REQUEST), 9, b"\x01", REVISION_1_0))
+    ((nack, seq, flags),) = ep.take()
+    assert (nack.request_type, nack.error, seq, flags) == (
+        TYPE[cls], pm.ErrorCode.UNKNOWN_TYPE, 9, NACK)
+    assert "revision 1" in nack.detail and cls.__name__ in nack.detail
+
+
 def test_a_request_whose_payload_does_not_parse_is_told_the_field_in_protocol_terms():
     rt, ep = hil_runtime()
     deliver(ep, encode_frame(TYPE[pm.GetFaultLog], int(Flags.REQUEST), 7, b"\x01"))
@@ -150,12 +161,20 @@ def test_a_tick_after_a_measurement_sends_no_watchdog_frame():
     assert [(f.time_s, f.rig_seq) for f in frames] == [(0.1, 0), (0.15, 9), (0.3, 9)]
 
 
-def test_status_before_any_estimate_has_no_soc_rather_than_zero():
+def test_status_and_actuation_before_any_estimate_have_no_soc_rather_than_zero():
     rt, ep = hil_runtime()
     for k in range(1, 4):
         rt._tick(0.1 * k)  # watchdog steps: an actuation, but no estimate
     status = rt.device.status(0.3)
     assert math.isnan(status.soc_pct) and math.isnan(status.remaining_wh)
+    frames = [m for m, _, _ in ep.take() if isinstance(m, pm.ActuationFrame)]
+    assert len(frames) == 3 and all(math.isnan(f.soc_pct) for f in frames)
     rt.now_s = lambda: 0.35
     deliver(ep, encode(measurement(), 1, Flags.EVENT))
-    assert 0.0 <= rt.device.status(0.35).soc_pct <= 100.0
+    soc_pct = rt.device.status(0.35).soc_pct
+    assert 0.0 <= soc_pct <= 100.0
+    (answer,) = [m for m, _, _ in ep.take() if isinstance(m, pm.ActuationFrame)]
+    assert answer.soc_pct == pytest.approx(soc_pct)
+    rt._send_final_actuation()  # all open at the end: the SoC it last had
+    ((final, _, _),) = ep.take()
+    assert final.contactors == 0 and final.soc_pct == pytest.approx(soc_pct)

@@ -44,7 +44,8 @@ def hil_runtime(path) -> tuple[Runtime, FakeEndpoint, Clock, Keeper]:
     device = Device(fw, CHEM, Identity(CHEM.name, pm.Mode.HIL, 1, CHEM.capacity_ah, N_TEMP),
                     on_config_change=keeper.config_written, store=keeper)
     ep = FakeEndpoint()
-    ep.frames_in = ep.bytes_in = ep.bytes_out = ep.frames_unsent = 0  # what stats() reads of an Endpoint
+    # what stats() reads of an Endpoint
+    ep.frames_in = ep.bytes_in = ep.bytes_out = ep.frames_unsent = 0
     ep.errors = {}
     rt = Runtime(device, ep, 0.1, None, None, keeper)
     clock = Clock()
