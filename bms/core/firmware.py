@@ -81,6 +81,9 @@ PRECHARGING = Contactors(negative=True, precharge=True)
 CLOSING = Contactors(negative=True, precharge=True, positive=True)
 CLOSED = Contactors(negative=True, positive=True)
 TEMP_TAPER_C = 5.0  # limits fall to 0 over this last stretch before a temperature stop
+# Empty: the voltage leaves the discharge limit less than this share of its most (a load
+# that follows the limit never takes it to 0 exactly; on the wire it is 0 already).
+EMPTY_LIMIT_SHARE = 0.01
 STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
 # The states with the pack on the bus through its main contactors: the only ones whose
 # published limits may be above 0.
@@ -225,6 +228,10 @@ class Firmware:
         self.opened_at_s: float | None = None  # when the main contactors were last opened
         self.charge_limit_a = 0.0
         self.discharge_limit_a = 0.0
+        # Emptied: the discharge limit reached 0 at the floor; the charge taken since, A s
+        # (None: not held; `_limits`).
+        self.empty_charge_as: float | None = None
+        self.capacity_as = pack_capacity_ah * 3600.0
         self.no_balancing = np.zeros(n_series, dtype=bool)
         self._mask = self.no_balancing
         self._bleeding = False
@@ -255,7 +262,7 @@ class Firmware:
         self._soc_with_bled_of: Estimate | None = None  # see `_soc_with_bled`
         self._soc_with_bled_v = np.zeros(n_series)
         self._resistance_of: Estimate | None = None  # see `_cell_resistance`
-        self._resistance = (np.zeros(n_series), 0.0, 0.0)
+        self._resistance = (np.zeros(n_series), 0.0, 0.0, np.zeros(n_series))
         lim = chemistry.limits
         self._charge_temp_neutral_c = 0.5 * (lim.charge_temp_min_c + lim.charge_temp_max_c)
 
@@ -988,32 +995,60 @@ class Firmware:
                 _ramp((1.0 - self.soc) / lc.soc_taper),
                 _ramp((self.ceiling_v - self._figure("cell_v_max")) / lc.charge_taper_v),
             )
-            discharge = lc.max_discharge_a * min(
+            charge_ir_a, discharge_ir_a = self._voltage_room_a(m)
+            by_voltage = min(discharge_ir_a, lc.max_discharge_a * _ramp(
+                (self._taper_v_min(m) - self.floor_v) / lc.discharge_taper_v))
+            discharge = min(by_voltage, lc.max_discharge_a * min(
                 _ramp((discharge_hi - t_max) / TEMP_TAPER_C),
                 _ramp((t_min - discharge_lo) / TEMP_TAPER_C),
-                # SoC only trims the discharge limit to a fifth: the voltage taper below is
+                # SoC only trims the discharge limit to a fifth: the voltage taper above is
                 # what ends a discharge, so an estimate that is off cannot cut a UPS
                 # ride-through short.
-                _ramp(self.soc / lc.soc_taper + 0.2),
-                _ramp((self._figure("cell_v_min") - self.floor_v) / lc.discharge_taper_v),
-            )
-            charge_ir_a, discharge_ir_a = self._voltage_room_a(m)
-            charge, discharge = min(charge, charge_ir_a), min(discharge, discharge_ir_a)
+                _ramp(self.soc / lc.soc_taper + 0.2)))
+            # Empty - the voltage ends the discharge and the estimate agrees (a dip under a
+            # load the model underrates, at a SoC the estimate still gives, is not): held
+            # at 0 until charged, though the voltage recovers at rest.
+            if (by_voltage < EMPTY_LIMIT_SHARE * lc.max_discharge_a and self.soc <= lc.soc_taper
+                    and lc.empty_release_fraction):
+                self.empty_charge_as = 0.0
+            if self.empty_charge_as is not None:
+                discharge = 0.0
+            charge = min(charge, charge_ir_a)
             if self.state == State.RECOVERY:  # a trickle in, nothing out
                 charge, discharge = min(charge, lc.recovery_charge_a), 0.0
             if self.protection.any_alarm:
                 charge *= lc.alarm_fraction
                 discharge *= lc.alarm_fraction
+        if self.empty_charge_as is not None:
+            self.empty_charge_as += max(m.current_a, 0.0) * dt_s
+            if self.empty_charge_as >= lc.empty_release_fraction * self.capacity_as:
+                self.empty_charge_as = None
         rise_a = lc.ramp_a_per_s * dt_s
         self.charge_limit_a = min(charge, self.charge_limit_a + rise_a)
         self.discharge_limit_a = min(discharge, self.discharge_limit_a + rise_a)
+
+    def _taper_v_min(self, m: Measurement) -> float:
+        """The weakest cell's voltage as the discharge taper reads it: within the taper,
+        less each cell's ohmic drop (R0 times the current). That drop follows the current
+        at once; read with it, the limit fell as the inverter took what it allowed and rose
+        as it backed off, and an inverter that follows the DCL a frame period late hunted
+        around it near empty (a 2 s cycle of about 40 % of the DCL). The polarisation,
+        which builds over tens of seconds, stays in, and the voltage room
+        (`_voltage_room_a`) keeps the terminals off the floor. (The charge taper reads the
+        loaded voltage: near full the current is a trickle, its swing within the 0.1 A a
+        CAN limit is rounded to.)"""
+        v_min = self._figure("cell_v_min")
+        if v_min - self.floor_v >= self.cfg.limits.discharge_taper_v or self._cells_unreadable:
+            return v_min
+        r0_ohm = self._cell_resistance()[3]
+        return float(np.minimum.reduce(m.cell_voltage_v - m.current_a * r0_ohm))
 
     def _voltage_room_a(self, m: Measurement) -> tuple[float, float]:
         """(charge, discharge): the currents that would take the strongest cell to the
         ceiling and the weakest to the floor, from the voltage each would rest at. Far
         from both ends a bound from the extremes shows neither binds, and the per-cell
         figures are not worked out."""
-        r_ohm, r_max, r_min = self._cell_resistance()
+        r_ohm, r_max, r_min, _ = self._cell_resistance()
         v_max, v_min = self._figure("cell_v_max"), self._figure("cell_v_min")
         if not (r_min > 0.0 and math.isfinite(v_max) and math.isfinite(v_min)):
             return math.inf, math.inf  # no model yet, or a sensor fault deals with it
@@ -1034,13 +1069,15 @@ class Firmware:
         discharge_a = float(np.minimum.reduce((rest_v - self.floor_v) / r_ohm))
         return max(charge_a, 0.0), max(discharge_a, 0.0)
 
-    def _cell_resistance(self) -> tuple[np.ndarray, float, float]:
+    def _cell_resistance(self) -> tuple[np.ndarray, float, float, np.ndarray]:
         """The estimator's cell resistances (`Estimator.cell_resistance_ohm`), their largest
-        and their smallest. They change only with a filter run, which publishes a new
-        estimate: worked out once per estimate rather than every step."""
+        and their smallest, and the ohmic part alone (R0). They change only with a filter
+        run, which publishes a new estimate: worked out once per estimate rather than every
+        step."""
         if self.estimate is not self._resistance_of:
             r_ohm = self.estimator.cell_resistance_ohm()
-            self._resistance = (r_ohm, float(r_ohm.max()), float(r_ohm.min()))
+            self._resistance = (r_ohm, float(r_ohm.max()), float(r_ohm.min()),
+                                self.estimator.cell_ohmic_ohm())
             self._resistance_of = self.estimate
         return self._resistance
 

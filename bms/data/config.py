@@ -85,6 +85,10 @@ class LimitsConfig:
     # (`bms.core.firmware`, RECOVERY). 0 turns recovery off: such a pack stays in FAULT.
     recovery_charge_a: float = field(kw_only=True)
     recovery_timeout_s: float = 4 * 3600.0  # cells not back above the release by then: FAULT
+    # Once the discharge limit has reached 0 at the floor (empty), it stays 0 until the
+    # pack has taken back this share of its capacity: the voltage recovering at rest does
+    # not invite an inverter to start again on an empty pack. 0: no hold.
+    empty_release_fraction: float = 0.02
 
 
 class BalancingMode(StrEnum):

@@ -67,6 +67,10 @@ FIELD_DOCS: dict[tuple[str, str], tuple[str, str]] = {
         "A", "the charge limit of a recovery charge (after an under-voltage FAULT, or from "
         "storage below the release): discharge is forbidden until every cell is back above "
         "the under-voltage release; 0: no recovery charge"),
+    ("limits", "empty_release_fraction"): (
+        "fraction 0..1", "once the discharge limit reached 0 at the under-voltage end "
+        "(empty), it stays 0 until the pack has taken back this share of its capacity in "
+        "charge; 0: no hold"),
     ("limits", "recovery_timeout_s"): (
         "s", "a recovery charge that has not lifted every cell above the release by then "
         "ends in CELL_UNDERVOLTAGE FAULT"),
@@ -245,6 +249,8 @@ FIELD_RULES: dict[tuple[str, str], Callable[[_Pack], Bound | tuple[str, ...]]] =
                                                      why="a fifth C: a recovery charge is a "
                                                      "trickle"),
     ("limits", "recovery_timeout_s"): lambda p: Bound(60.0, 86400.0, why="a day"),
+    ("limits", "empty_release_fraction"): lambda p: Bound(0.0, 0.5,
+                                                          why="half the capacity"),
     # The positive contactor closes only onto a bus charged near the pack voltage.
     ("precharge", "done_fraction"): lambda p: Bound(0.8, 1.0,
                                                     why="closing onto a bus further below "

@@ -36,7 +36,7 @@ SOURCE = "parameter change"  # what parse_config's problems are reported against
 # The version of the catalogue (ids, names, kinds, units, choices) that a host may keep a
 # copy of: bump it with any change there. tests/bms/data/test_parameters.py pins each
 # version's fingerprint, so a change cannot go out under an old number.
-CONFIG_SCHEMA_VERSION = 1
+CONFIG_SCHEMA_VERSION = 2  # 2: limits.empty_release_fraction added
 
 
 @dataclass(frozen=True)

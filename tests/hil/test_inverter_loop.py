@@ -67,15 +67,23 @@ def test_an_outage_to_empty_is_carried_within_the_dcl_then_dropped_then_recharge
             if -s[k].current_a > newest_limit(s, k, "discharge_limit_a") + WIRE_A]
     assert over == []
     assert min(s[k].discharge_limit_a for k in carried) < 1.0  # the DCL did taper
-    # Dropped: nothing drawn until the mains returns, though the DCL recovers at rest.
+    # Dropped: nothing drawn until the mains returns; the DCL stays 0 though the voltage
+    # recovers at rest (an inverter that restarts on a DCL would find nothing to take).
     dropped = between(s, cut_s + LATENCY_S, outage.end_s)
     assert {x.mode for x in dropped} == {str(Mode.CUT_OFF)}
     assert all(x.current_a == 0.0 for x in dropped)
-    assert max(x.discharge_limit_a for x in dropped) > WIRE_A
-    # Recharged at the CCL once the mains is back.
+    assert max(x.discharge_limit_a for x in dropped) == 0.0
+    # Recharged at the CCL once the mains is back; the DCL returns once the pack has taken
+    # back its share (limits.empty_release_fraction, 2 %).
     charging = between(s, outage.end_s + LATENCY_S, 1500.0)
     assert {x.mode for x in charging} == {str(Mode.CHARGE_CC)}
     assert all(x.current_a == pytest.approx(x.charge_limit_a, abs=WIRE_A) for x in charging)
+    back = next(x for x in charging if x.discharge_limit_a > 0.0)
+    taken_as = sum(x.current_a for x in between(s, outage.end_s, back.t_s)) * 0.5
+    release_as = 0.02 * loop.pack.capacity_ah * 3600.0
+    # Observed 114 A s for 108: the firmware counts the current as measured (its sensor's
+    # error), a tick old.
+    assert release_as <= taken_as <= 1.1 * release_as
     assert above_warning(loop) == [] and timeouts(loop) == []
     assert loop.link.node.keepalives >= 1490 and loop.link.node.unknown_ids.keys() == {
         "0x1FFFDC00"}  # the DC setpoints: no real BMS takes them

@@ -12,7 +12,7 @@ from bms.core.firmware import Firmware
 from bms.core.signals import Actuation, Measurement
 from bms.data.presets import PRESETS
 from hil.injections import parse_injection
-from hil.loads import constant
+from hil.loads import StepProfile, constant
 from hil.pack import PackSpec, SimulatedPack
 from hil.runner import RunOptions, run
 
@@ -59,6 +59,32 @@ def test_a_discharge_that_keeps_to_the_limits_ends_empty_without_a_voltage_row(
     assert result.last.discharge_limit_a < 0.05 * firmware.cfg.limits.max_discharge_a
     # The weakest cell stopped inside the under-voltage WARNING, with the margin.
     assert result.totals.cell_v_min >= firmware.floor_v - 0.01
+
+
+def test_an_emptied_pack_allows_no_discharge_until_it_has_taken_its_share_back():
+    """Empty, the voltage recovers at rest and would allow a little again (0.1 - 0.2 A):
+    an inverter that restarts on a DCL would pulse an empty pack. The DCL stays 0 through
+    a rest and a load asking again, until the pack has taken back
+    limits.empty_release_fraction of its capacity."""
+    pack = SimulatedPack(PRESETS["na-nfm"], PackSpec(n_series=16, initial_soc=0.15), TICK_S)
+    firmware = Firmware(pack.chem, pack.n_series, pack.capacity_ah)
+    one_c_a = pack.capacity_ah
+    # 1C out to empty, 30 min at rest, the load again, then 0.2C in.
+    profile = StepProfile((0.0, 1800.0, 3600.0, 3900.0), (-one_c_a, 0.0, -one_c_a,
+                                                          0.2 * one_c_a), "a")
+    seen: list[tuple[float, float, float]] = []
+    run(pack, firmware, profile, RunOptions(duration_s=5400.0, tick_s=TICK_S),
+        on_step=lambda now_s, m, act: seen.append((now_s, act.discharge_limit_a,
+                                                   m.current_a)))
+    emptied_s = next(t for t, dcl, _ in seen if t > 60.0 and dcl == 0.0)
+    assert emptied_s < 1800.0
+    held = [(t, dcl) for t, dcl, _ in seen if emptied_s <= t < 3900.0 and dcl > 0.0]
+    assert held == []
+    back_s = next(t for t, dcl, _ in seen if t >= 3900.0 and dcl > 0.0)
+    taken_as = sum(i for t, _, i in seen if 3900.0 <= t < back_s) * TICK_S
+    release_as = firmware.cfg.limits.empty_release_fraction * pack.capacity_ah * 3600.0
+    assert release_as <= taken_as <= 1.05 * release_as
+    assert firmware.empty_charge_as is None and firmware.state == "RUN"
 
 
 @pytest.mark.parametrize(("chemistry", "n_series", "wire_test"), [
