@@ -100,17 +100,23 @@ def exceptions() -> str:
         (f"{ExcCodes.ILLEGAL_FUNCTION:02d} ILLEGAL_FUNCTION",
          "a write the policy does not enable (the default: every write), or one the firmware "
          "will not act on in its present state (`run` while a FAULT is latched; a clear that "
-         "would leave the FAULT); any function but 03, 06 and 16"),
+         "would leave the FAULT); any function but 03, 06 and 16, under its own code "
+         "(coils, input registers, diagnostics and device identification included)"),
         (f"{ExcCodes.ILLEGAL_ADDRESS:02d} ILLEGAL_DATA_ADDRESS",
          "a register outside the map; a write to a register that is not part of a point a "
          "client may write (read-only, not implemented, a marker), or to part of one"),
         (f"{ExcCodes.ILLEGAL_VALUE:02d} ILLEGAL_DATA_VALUE",
-         "a value the point does not take (the writes table)"),
+         "a value the point does not take (the writes table); a read (03) of 0 or more "
+         "than 125 registers, a write (16) of 0 or more than 123"),
         (f"{ExcCodes.DEVICE_FAILURE:02d} SERVER_DEVICE_FAILURE",
          "anything else that went wrong serving the request; logged with its traceback"),
     ]
     return ("## Exceptions\n\nA refused write changes nothing; the log (INFO) says why.\n\n"
-            + table(("Exception", "When"), rows))
+            + table(("Exception", "When"), rows)
+            + "\nOne request at a time on a connection: a client that sends the next before "
+            "the answer (pipelining) gets the first answered only (pymodbus's server "
+            "reads one frame per arrival of data); open a connection per outstanding "
+            "request instead.\n")
 
 
 def writes(sunspec_map: SunSpecMap) -> str:

@@ -12,7 +12,8 @@ application protocol:
 - a write the policy does not enable (the default: read-only), or that the firmware will
   not act on in its present state: ILLEGAL_FUNCTION (01), "not a request this server
   processes now" (Modbus: "the server is in the wrong state to process a request of this
-  type"); so is any function but 03 (read holding registers), 06 and 16 (write);
+  type"); so is any function but 03 (read holding registers), 06 and 16 (write), under
+  its own code (`bms.links.modbus.functions`);
 - anything else going wrong: SERVER_DEVICE_FAILURE (04), logged with its traceback.
 
 TCP answers any unit id (a direct connection has only this device behind it); RTU answers
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections import Counter
 from collections.abc import Callable
@@ -40,6 +42,7 @@ from bms.core.signals import Actuation, Measurement
 from bms.host.device import Device
 from bms.host.policy import CommandPolicy
 from bms.links.modbus.address import ModbusAddress
+from bms.links.modbus.functions import CUSTOM_PDUS
 from bms.links.modbus.pack_view import Nameplate, view_of
 from bms.links.modbus.register_map import SunSpecMap, WriteRefused
 from bms.links.tasks import start_task, stop_task
@@ -48,6 +51,7 @@ from protocol import messages as pm
 log = logging.getLogger(__name__)
 
 REOPEN_EVERY_S = 1.0
+PYMODBUS_LOGGER = "pymodbus.logging"  # `pymodbus.logging.Log`'s
 READ_HOLDING, WRITE_ONE, WRITE_MANY = 3, 6, 16
 # What a refusal of the device means on Modbus (any other refusal: SERVER_DEVICE_FAILURE).
 REFUSALS: dict[int, ExcCodes] = {
@@ -55,6 +59,25 @@ REFUSALS: dict[int, ExcCodes] = {
     pm.ErrorCode.NOT_NOW: ExcCodes.ILLEGAL_FUNCTION,
     pm.ErrorCode.BAD_VALUE: ExcCodes.ILLEGAL_VALUE,
 }
+
+
+class _OneLineOnce(logging.Filter):
+    """pymodbus's errors on one line each, and each text at most once a minute: it appends
+    the last 20 frames it saw (any client's) to every error as a hex dump, so a client
+    sending a bad header flooded the log with other clients' traffic."""
+
+    def __init__(self, every_s: float = 60.0):
+        super().__init__()
+        self.every_s = every_s
+        self.said_s: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage().split("\n", 1)[0]
+        if record.created - self.said_s.get(text, -math.inf) < self.every_s:
+            return False
+        self.said_s[text] = record.created
+        record.msg, record.args = f"Modbus: {text} (said once a minute at most)", ()
+        return True
 
 
 class ModbusLink:
@@ -89,6 +112,9 @@ class ModbusLink:
 
     async def start(self, now_s: Callable[[], float]) -> None:
         logging.getLogger("pymodbus").setLevel(logging.ERROR)
+        said = logging.getLogger(PYMODBUS_LOGGER)  # where pymodbus logs everything
+        if not any(isinstance(f, _OneLineOnce) for f in said.filters):
+            said.addFilter(_OneLineOnce())
         self._now_s = now_s
         self._task = start_task(self._keep_serving(), name=self.who)
 
@@ -137,9 +163,9 @@ class ModbusLink:
                            action=self._action)
         a = self.address
         if a.transport == "tcp":
-            return ModbusTcpServer(device, address=(a.host, a.port))
+            return ModbusTcpServer(device, address=(a.host, a.port), custom_pdu=CUSTOM_PDUS)
         return ModbusSerialServer(device, port=a.device, baudrate=a.baud, parity=a.parity,
-                                  stopbits=a.stop_bits, bytesize=8,
+                                  stopbits=a.stop_bits, bytesize=8, custom_pdu=CUSTOM_PDUS,
                                   trace_pdu=self._only_this_unit,
                                   trace_connect=self._connection)
 
@@ -149,8 +175,10 @@ class ModbusLink:
         self.opened.set()
         self.last_error = ""
         self.counts["opened"] += 1
-        log.info("Modbus server on %s (SunSpec map at %d)", self.address.describe(self.port),
-                 self.map.base)
+        # Port 0 asked the system for one: the banner could not say which, this line does.
+        log.log(logging.WARNING if self.address.transport == "tcp" and not self.address.port
+                else logging.INFO, "Modbus server on %s (SunSpec map at %d)",
+                self.address.describe(self.port), self.map.base)
 
     def _down(self, why: str) -> None:
         self.opened.clear()

@@ -13,7 +13,11 @@ from pathlib import Path
 
 from pymodbus.framer import FramerRTU
 from pymodbus.pdu import DecodePDU
-from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
+from pymodbus.pdu.diag_message import DiagnosticBase
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersRequest,
+    ReadInputRegistersRequest,
+)
 
 from tests.bms.links.modbus.pack_bench import UNIT, Bench, serving
 
@@ -90,3 +94,19 @@ async def test_rtu_answers_its_own_unit_and_comes_back_after_the_port_vanishes(t
     assert len(warnings) == 2, warnings
     assert "went away" in warnings[0] and "cannot open" in warnings[1]
     assert str(path) in warnings[1]
+
+
+async def test_rtu_refuses_other_functions_under_their_own_code(tmp_path):
+    """Read input registers (04) and diagnostics (08): ILLEGAL_FUNCTION, each framed by
+    its RTU size; then a read is answered as before."""
+    path = tmp_path / "ttyRS485"
+    pty = Pty(path)
+    async with serving(Bench(), address=f"rtu:{path}@19200,8N1"):
+        for pdu in (ReadInputRegistersRequest(address=40000, count=2, dev_id=UNIT),
+                    DiagnosticBase(message=0x1234, dev_id=UNIT)):
+            os.write(pty.master, FramerRTU(DecodePDU(False)).buildFrame(pdu))
+            refused = await answer(pty, 5)
+            assert refused[:3] == bytes([UNIT, pdu.function_code | 0x80, 1])
+        os.write(pty.master, request(UNIT, 40000, 2))
+        assert (await answer(pty, 9))[:7] == bytes([UNIT, 3, 4]) + b"SunS"
+    pty.close()

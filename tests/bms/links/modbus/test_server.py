@@ -184,3 +184,50 @@ async def test_a_warning_and_an_alarm_show_on_their_own_bits(key):
     assert quiet == 0
     assert at_warning == (warning, vendor)
     assert at_alarm == warning | alarm  # the WARNING row still stands above 54 °C
+
+
+async def test_a_client_sending_bad_headers_costs_one_log_line_a_minute_not_a_flood(caplog):
+    """pymodbus appends the last frames it saw (any client's) to each error it logs, as a
+    hex dump: a bad MBAP protocol id, sent again and again, is one line."""
+    bench = Bench()
+    async with serving(bench) as link:
+        reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+        good = await client_for(link)
+        await good.read_holding_registers(link.map.base, count=2, device_id=1)
+        for tid in range(5):  # protocol id 7: not Modbus
+            writer.write(tid.to_bytes(2, "big") + b"\x00\x07\x00\x06\x01\x03\x9c\x40\x00\x01")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        good.close()
+        writer.close()
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("pymodbus")]
+    assert said == ["Modbus: Invalid Modbus protocol id: 7 (said once a minute at most)"]
+
+
+async def ask_raw(link: ModbusLink, pdu: bytes) -> bytes:
+    """The PDU of the server's answer to `pdu`, over a bare socket (unit 1)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+    try:
+        writer.write(b"\x00\x2a\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + b"\x01" + pdu)
+        header = await asyncio.wait_for(reader.readexactly(7), 5)
+        assert header[:2] == b"\x00\x2a"  # the transaction id echoed
+        return await asyncio.wait_for(reader.readexactly(int.from_bytes(header[4:6]) - 1), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(("pdu", "expected"), [
+    (b"\x01\x00\x00\x00\x01", b"\x81\x01"),  # coils: none here
+    (b"\x04\x9c\x40\x00\x01", b"\x84\x01"),  # input registers: the map is holding ones
+    (b"\x07", b"\x87\x01"), (b"\x08\x00\x00\x12\x34", b"\x88\x01"),  # diagnostics
+    (b"\x11", b"\x91\x01"),  # report server id (pymodbus's said "Pymodbus")
+    (b"\x2b\x0e\x01\x00", b"\xab\x01"),  # read device identification
+    (b"\x41", b"\xc1\x01"),  # a code no standard assigns: its own code, not 0x80
+    (b"\x03\x9c\x40\x00\x00", b"\x83\x03"), (b"\x03\x9c\x40\x00\x7e", b"\x83\x03"),
+], ids=["01", "04", "07", "08", "11", "2B", "41", "03 count 0", "03 count 126"])
+async def test_functions_other_than_03_06_16_are_illegal_under_their_own_code(pdu, expected):
+    """Per the Modbus application protocol: the exception carries the request's function
+    code with its top bit set; a read of 0 or over 125 registers is ILLEGAL_DATA_VALUE."""
+    async with serving(Bench()) as link:
+        assert await ask_raw(link, pdu) == expected
+        assert (await ask_raw(link, b"\x03\x9c\x40\x00\x7d"))[:2] == b"\x03\xfa"  # 125: read
