@@ -3,7 +3,9 @@ end of the wire the simulated inverter and the simulated pack's DC side (`hil`).
 when due; any error of the bus (opening it, receiving, sending: an adapter unplugged, an
 interface gone down, frames nobody acknowledges) closes it, and it is opened again 0.5 s
 later, then after 1, 2, 4 and every 5 s, logged once as the episode starts and once as it
-ends. Nothing here ever waits: a poll with no bus returns at once.
+ends. A frame that arrived and cannot be read (a stray datagram on a udp_multicast group)
+is not an error of the bus: it is skipped and counted. Nothing here ever waits: a poll
+with no bus returns at once.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class KeptBus:
         self.opens = 0  # times the bus was opened
         self.failures = 0  # episodes of a bus that failed or would not open
         self.send_failures = 0  # frames that could not be handed to the bus
+        self.unreadable_frames = 0  # arrived but could not be read: skipped (`_skip`)
         self.last_error = ""
         self._reopen_at_s = 0.0
         self._backoff_s = REOPEN_FIRST_S
@@ -52,7 +55,13 @@ class KeptBus:
             return
         try:
             for _ in range(FRAMES_PER_POLL):
-                frame = self.bus.recv(timeout=0.0)
+                try:
+                    frame = self.bus.recv(timeout=0.0)
+                except python_can().CanOperationError as exc:
+                    if not _unreadable_frame(exc):
+                        raise
+                    self._skip(exc)
+                    continue
                 if frame is None:
                     break
                 self._send(take(frame))
@@ -72,7 +81,17 @@ class KeptBus:
     def bus_stats(self) -> dict:
         return {"bus": self.spec.describe(), "connected": self.bus is not None,
                 "opens": self.opens, "failures": self.failures,
-                "send_failures": self.send_failures, "last_error": self.last_error}
+                "send_failures": self.send_failures,
+                "unreadable_frames": self.unreadable_frames, "last_error": self.last_error}
+
+    def _skip(self, exc: Exception) -> None:
+        """A frame that arrived and cannot be read: noise on the wire, not a failed bus.
+        Said once, then counted."""
+        self.unreadable_frames += 1
+        if self.unreadable_frames == 1:
+            self.log.warning("CAN bus %s: a frame that cannot be read (%s: %s), skipped; "
+                             "more are only counted", self.spec.describe(), exc,
+                             exc.__cause__)
 
     def _send(self, frames: list[can.Message]) -> None:
         for frame in frames:
@@ -108,3 +127,10 @@ class KeptBus:
         self.last_error = why
         self._reopen_at_s = now_s + self._backoff_s
         self._backoff_s = min(2.0 * self._backoff_s, REOPEN_MAX_S)
+
+
+def _unreadable_frame(exc: Exception) -> bool:
+    """python-can's word for a frame it received but could not decode (udp_multicast: a
+    datagram that is not a packed message): an operation error caused by the decoder,
+    not by the socket (an OSError there is the bus failing)."""
+    return exc.__cause__ is not None and not isinstance(exc.__cause__, OSError)

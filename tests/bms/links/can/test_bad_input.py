@@ -178,3 +178,64 @@ def test_a_bus_that_cannot_be_opened_never_raises_and_says_why():
         assert bench.act.state == "RUN"
     finally:
         bench.close()
+
+
+class Noisy:
+    """A bus on which stray datagrams arrive: each `raises` entry is raised by one recv, as
+    python-can's udp_multicast raises for a datagram it cannot unpack."""
+
+    def __init__(self, bus: can.BusABC):
+        self.bus = bus
+        self.raises: list[Exception] = []
+
+    def recv(self, timeout=None):
+        if self.raises:
+            raise self.raises.pop(0)
+        return self.bus.recv(timeout)
+
+    def send(self, msg, timeout=None):
+        self.bus.send(msg, timeout)
+
+    def shutdown(self):
+        self.bus.shutdown()
+
+
+def unreadable() -> can.CanOperationError:
+    try:
+        try:
+            raise ValueError("unpack(b) received extra data")  # what msgpack says
+        except ValueError as cause:
+            raise can.CanOperationError("could not unpack received message") from cause
+    except can.CanOperationError as exc:
+        return exc
+
+
+def test_a_frame_that_cannot_be_read_is_skipped_not_a_failed_bus(caplog):
+    """One stray datagram used to close and reopen the bus (a WARNING pair each time); a
+    socket error is still the bus failing."""
+    bench = CanBench("pylon-lv")
+    noisy: list[Noisy] = []
+    bench.link.shutdown()
+    bench.link.opener = lambda spec, bitrate: noisy.append(
+        Noisy(can.Bus(interface="virtual", channel=spec.channel))) or noisy[-1]
+    bench.link._reopen_at_s = 0.0
+    caplog.set_level(logging.INFO, logger="bms.links.can.link")
+    try:
+        bench.run(2.0)
+        opens = bench.link.opens
+        noisy[0].raises += [unreadable() for _ in range(FRAMES_PER_POLL + 5)]
+        bench.run(20.0)  # keep-alives all along
+        stats = bench.link.stats()
+        assert (stats["opens"], stats["failures"], stats["unreadable_frames"]) == (
+            opens, 0, FRAMES_PER_POLL + 5)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert len(warnings) == 1 and "cannot be read" in warnings[0], warnings
+        assert "extra data" in warnings[0]
+        assert [e for e in bench.events if e.name == "INVERTER_TIMEOUT"] == []
+        socket_error = can.CanOperationError("recv failed")
+        socket_error.__cause__ = OSError(100, "Network is down")
+        noisy[0].raises.append(socket_error)
+        bench.run(1.0)
+        assert bench.link.stats()["failures"] == 1
+    finally:
+        bench.close()
