@@ -31,7 +31,7 @@ MESSAGE_NAMES = {t: mt.name for t, mt in pm.REGISTRY.items()}
 SIGNIFICANT_DIGITS = 7  # what a float32 on the wire carries; 25.200000000000003 reads 25.2
 
 
-def _num(x: float | None) -> float | None:
+def number(x: float | None) -> float | None:
     """A float for strict JSON: None for no number (None, NaN, infinite: an unreadable
     reading), rounded to what the readings carry."""
     if x is None:
@@ -42,14 +42,14 @@ def _num(x: float | None) -> float | None:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _num_remembered(x: float) -> float | None:
-    return _num(x)
+    return number(x)
 
 
 def _floats(a: np.ndarray) -> list[float | None]:
-    """Each as `_num` gives it, remembered: readings are quantised (an ADC's steps), so the
+    """Each as `number` gives it, remembered: readings are quantised (an ADC's steps), so the
     few thousand values a pack reads are formatted once each, not 416 times a message (a
     fifth of a fleet's CPU). Zero goes round the memory: it would give -0.0 for 0.0."""
-    return [_num_remembered(x) if x else _num(x)
+    return [_num_remembered(x) if x else number(x)
             for x in np.asarray(a, dtype=np.float64).tolist()]
 
 
@@ -57,14 +57,14 @@ class JsonText(str):
     """A value already written as JSON, as json.dumps writes it: `dumps` puts it in as is."""
 
 
-# The JSON text of `_num(x)` for each finite, non-zero x met (zero's sign would be lost in a
+# The JSON text of `number(x)` for each finite, non-zero x met (zero's sign would be lost in a
 # dict, and NaN is never found again); emptied when it is full.
 _TEXTS: dict[float, str] = {}
 TEXTS_KEPT = 1 << 16
 
 
 def _text(x: float) -> str:
-    text = json.dumps(_num(x))
+    text = json.dumps(number(x))
     if x and math.isfinite(x):
         if len(_TEXTS) >= TEXTS_KEPT:
             _TEXTS.clear()
@@ -141,30 +141,30 @@ def status_dict(s: pm.Status, revision: int = LATEST_REVISION) -> dict:
         "contactors_closed": closed_contactors(s.contactors),
         "faults": names_in(s.fault_bitmap),
         "fault_bitmap": s.fault_bitmap,
-        "charge_limit_a": _num(s.charge_limit_a),
-        "discharge_limit_a": _num(s.discharge_limit_a),
-        "pack_voltage_v": _num(s.pack_voltage_v),
-        "current_a": _num(s.current_a),
-        "soc_pct": _num(s.soc_pct),
-        "soh_pct": _num(s.soh_pct),
-        "remaining_wh": _num(s.remaining_wh),
-        "runtime_s": _num(s.runtime_s),
-        "cell_v_min": _num(s.cell_v_min),
+        "charge_limit_a": number(s.charge_limit_a),
+        "discharge_limit_a": number(s.discharge_limit_a),
+        "pack_voltage_v": number(s.pack_voltage_v),
+        "current_a": number(s.current_a),
+        "soc_pct": number(s.soc_pct),
+        "soh_pct": number(s.soh_pct),
+        "remaining_wh": number(s.remaining_wh),
+        "runtime_s": number(s.runtime_s),
+        "cell_v_min": number(s.cell_v_min),
         "cell_v_min_cell": _number_of(s.cell_v_min_index, s.cell_v_min),
-        "cell_v_max": _num(s.cell_v_max),
+        "cell_v_max": number(s.cell_v_max),
         "cell_v_max_cell": _number_of(s.cell_v_max_index, s.cell_v_max),
-        "temp_c_min": _num(s.temp_c_min),
+        "temp_c_min": number(s.temp_c_min),
         "temp_c_min_sensor": _number_of(s.temp_c_min_index, s.temp_c_min),
-        "temp_c_max": _num(s.temp_c_max),
+        "temp_c_max": number(s.temp_c_max),
         "temp_c_max_sensor": _number_of(s.temp_c_max_index, s.temp_c_max),
         "balancing_count": s.balancing_count,
         "store": store_state(s.store),
         "save_failures": s.save_failures,
-        "charge_voltage_limit_v": _num(s.charge_voltage_limit_v),
-        "discharge_voltage_limit_v": _num(s.discharge_voltage_limit_v),
+        "charge_voltage_limit_v": number(s.charge_voltage_limit_v),
+        "discharge_voltage_limit_v": number(s.discharge_voltage_limit_v),
         "faults_by_level": {level.value: names_in(bits) for level, bits in zip(
             Level, (s.warning_bitmap, s.alarm_bitmap, s.fault_level_bitmap), strict=True)},
-        "bus_voltage_v": _num(s.bus_voltage_v),
+        "bus_voltage_v": number(s.bus_voltage_v),
         "contactor_feedback": closed_contactors(s.contactor_feedback),
     }
     if revision < REVISION_1_1:
@@ -175,7 +175,7 @@ def status_dict(s: pm.Status, revision: int = LATEST_REVISION) -> dict:
 def _number_of(index: int, value: float) -> int | None:
     """The cell or sensor of an extreme, numbered from 1; None when there is no reading
     (the payload's index is then 0 and means nothing)."""
-    return None if _num(value) is None else index + 1
+    return None if number(value) is None else index + 1
 
 
 def store_state(bits: int) -> str:
@@ -199,7 +199,7 @@ def info_dict(i: pm.DeviceInfo) -> dict:
         "n_series": i.n_series,
         "n_parallel": i.n_parallel,
         "n_temp_sensors": i.n_temp_sensors,
-        "capacity_ah": _num(i.capacity_ah),
+        "capacity_ah": number(i.capacity_ah),
         "capabilities": [c.name for c in pm.Capability if i.capabilities & c],
         # from 1.1; None (or empty) from a 1.0 device
         "pack_id": i.pack_id or None,
@@ -247,9 +247,9 @@ def fault_entry_dict(e: dict) -> dict:
         "level": level_name(e["level"]),
         "action": "raised" if e["action"] == 1 else "cleared",
         **subject_fields(name, e["index"]),
-        "value": _num(e["value"]),
+        "value": number(e["value"]),
         "state": state_name(e["state"]),
-        "soc_pct": _num(e["soc_pct"]),
+        "soc_pct": number(e["soc_pct"]),
         "boot": e.get("boot") or None,
         "utc_s": _time(e.get("utc_s", math.nan)),
     }
@@ -262,7 +262,7 @@ def fault_event_dict(ev: pm.FaultEvent) -> dict:
     return {"log_index": ev.log_index, "boot": ev.boot or None, "t_s": ev.time_s,
             "utc_s": _time(ev.utc_s), "name": name, "code": ev.code,
             "level": level_name(ev.level), "action": "raised" if ev.action == 1 else "cleared",
-            **subject_fields(name, ev.index), "value": _num(ev.value)}
+            **subject_fields(name, ev.index), "value": number(ev.value)}
 
 
 def _time(x: float) -> float | None:
@@ -277,9 +277,9 @@ def counter_dicts(entries: list[dict]) -> list[dict]:
 
 def cell_health_dicts(entries: list[dict]) -> list[dict]:
     """CellHealthPage entries from the first cell on: numbered from 1 as `cell`."""
-    return [{"cell": i + 1, "soh_pct": _num(e["soh_pct"]), "capacity_ah": _num(e["capacity_ah"]),
-             "resistance_ohm": _num(e["resistance_ohm"]),
-             "resistance_pct": _num(e["resistance_pct"])} for i, e in enumerate(entries)]
+    return [{"cell": i + 1, "soh_pct": number(e["soh_pct"]),
+             "capacity_ah": number(e["capacity_ah"]), "resistance_ohm": number(e["resistance_ohm"]),
+             "resistance_pct": number(e["resistance_pct"])} for i, e in enumerate(entries)]
 
 
 def config_log_dict(e: dict) -> dict:

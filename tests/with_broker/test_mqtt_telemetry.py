@@ -247,8 +247,11 @@ async def test_state_cells_and_temperatures_carry_sane_consistent_values(
         assert all(isinstance(s["levels"][level], bool) for level in LEVELS), s["levels"]
         if not s["faults"]:
             assert not any(s["levels"].values()), s
-        assert s["power_w"] == pytest.approx(s["pack_voltage_v"] * s["current_a"], rel=1e-9,
+        # Rounded to 7 significant digits, as every figure of the state.
+        assert s["power_w"] == pytest.approx(s["pack_voltage_v"] * s["current_a"], rel=1e-6,
                                              abs=1e-12)
+        for key in ("power_w", "charge_voltage_limit_v", "discharge_voltage_limit_v"):
+            assert s[key] is None or float(f"{s[key]:.7g}") == s[key], (key, s)
         assert 1 <= s["cell_v_min_cell"] <= series and 1 <= s["cell_v_max_cell"] <= series
         assert not any(key.endswith("_index") for key in s), s  # 0-based: payloads only
         assert s["cell_v_min"] <= s["cell_v_max"]

@@ -131,11 +131,9 @@ class MqttBridge:
         fw = self.device.fw
         levels = {level: fw.protection.any_active(level) for level in Level}
         levels[Level.FAULT] = levels[Level.FAULT] or bool(fw.event_faults)
-        act = self.device.act
-        return {**d, "power_w": None if v is None or i is None else v * i, "levels": levels,
-                "charge_voltage_limit_v": None if act is None else act.charge_voltage_limit_v,
-                "discharge_voltage_limit_v":
-                    None if act is None else act.discharge_voltage_limit_v}
+        # Rounded as every figure of the status (30.88 V, not 30.880000000000003).
+        return {**d, "power_w": None if v is None or i is None else views.number(v * i),
+                "levels": levels}
 
     def close(self) -> None:
         """Stops the session (it delivers what it can in its time, then says offline) and
