@@ -21,11 +21,28 @@ def payload_problem(definition: c.Struct, payload: bytes) -> str:
     try:
         definition.parse(payload)
     except c.StringError:  # raised without a path
-        return "a text is not valid UTF-8"
+        return f"{_text_field(definition, payload)} is not valid UTF-8"
     except c.ConstructError as exc:
         where = field_path(exc.path)
         return f"`{where}`: {_problem(exc)}" if where else _problem(exc)
     return "the payload does not parse as its type"
+
+
+def _text_field(definition: c.Struct, payload: bytes) -> str:
+    """The field whose text is not UTF-8, found by parsing ever longer heads of the layout
+    (construct's StringError carries no path); inside a list or a choice, the field that
+    holds it."""
+    for k, sub in enumerate(definition.subcons, start=1):
+        try:
+            c.Struct(*definition.subcons[:k]).parse(payload)
+        except c.StringError:
+            if not sub.name:
+                return "a text"
+            direct = isinstance(getattr(sub, "subcon", None), c.StringEncoded)
+            return f"`{sub.name}`" if direct else f"a text in `{sub.name}`"
+        except c.ConstructError:
+            break
+    return "a text"
 
 
 def field_path(path: str | None) -> str:

@@ -39,7 +39,9 @@ def detail_of(type_id: int, payload: bytes, revision: int = REVISION_1_0) -> str
      "SetConfig: `values[].value`: flag byte 0x02; 0 (false) or 1 (true)"),
     (0x13, b"\x01\x00\x01\x00\x00\x01\x02",
      "SetConfig: `values[].value`: the payload ends inside it (8 bytes needed, 2 left)"),
-    (0x13, b"\x01\x00\x01\x00\x03\x02\xff\xfe", "SetConfig: a text is not valid UTF-8"),
+    (0x13, b"\x01\x00\x01\x00\x03\x02\xff\xfe",
+     "SetConfig: a text in `values` is not valid UTF-8"),
+    (0x18, b"\x02\x00\xff\xfe", "Inject: `spec` is not valid UTF-8"),
     (0x15, b"\x01\x04", "Subscribe: `subscriptions[].period_ms`: the payload ends inside it"),
     (0x18, b"\x05ab", "Inject: `spec`: the payload ends inside it (5 bytes needed, 2 left)"),
     (0x20, bytes(21) + (513).to_bytes(2, "little"), "MeasurementFrame: `n_cells` = 513; at "
