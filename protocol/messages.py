@@ -451,7 +451,8 @@ class SetConfig:
 @message(0x14, REQ, "command" / U8, "argument" / U8)
 @frozen
 class CommandRequest:
-    """A Command; BALANCING_MODE takes a BalancingMode as argument, the others 0."""
+    """A Command; BALANCING_MODE takes a BalancingMode as argument, the others 0 (another
+    argument is BAD_VALUE)."""
 
     command: int
     argument: int

@@ -403,6 +403,10 @@ class Device:
             raise RequestError(pm.ErrorCode.BAD_VALUE, f"command {req.command}; allowed in "
                                f"protocol {REVISIONS[self._revision]}: "
                                + ", ".join(f"{int(c)} {c.name}" for c in allowed))
+        if req.command != pm.Command.BALANCING_MODE and req.argument != 0:
+            raise RequestError(pm.ErrorCode.BAD_VALUE,
+                               f"`argument` {req.argument} for {pm.Command(req.command).name}: "
+                               "it takes none (0); only BALANCING_MODE takes one")
         if req.command == pm.Command.RESET:
             self.reset()
             return ack

@@ -522,6 +522,20 @@ def test_a_bad_command_or_mode_changes_nothing(bench, command, argument):
     assert not bench.fw.clear_requested
 
 
+@pytest.mark.parametrize("command", [pm.Command.RUN, pm.Command.STANDBY, pm.Command.RESET,
+                                     pm.Command.FACTORY_DEFAULTS])
+def test_an_argument_for_a_command_that_takes_none_is_refused(bench, command):
+    """The spec: BALANCING_MODE takes an argument, the others 0. A stray one is refused
+    (a host sending one means something the device would not do) and nothing happens."""
+    resets = []
+    bench.device.on_reset = lambda: resets.append(1)
+    cfg, requested = bench.fw.cfg, bench.fw.requested
+    detail = nack(bench.ask(pm.CommandRequest(command, 1)), pm.ErrorCode.BAD_VALUE)
+    assert detail == (f"`argument` 1 for {command.name}: it takes none (0); only "
+                      "BALANCING_MODE takes one")
+    assert bench.fw.cfg is cfg and bench.fw.requested == requested and resets == []
+
+
 # --- telemetry ----------------------------------------------------------------------------
 
 def subscribe(*subs: tuple[type, int]) -> pm.Subscribe:
