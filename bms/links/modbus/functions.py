@@ -1,6 +1,7 @@
 """The function codes the Modbus server answers, as pymodbus custom PDUs: 03 (read holding
 registers) with its count checked as the standard asks, and every other code but 06 and 16
-(writes) refused with ILLEGAL_FUNCTION under its own code.
+(writes) refused with ILLEGAL_FUNCTION under its own code (on RTU, those pymodbus can frame:
+`custom_pdus`).
 
 pymodbus, left to itself, answered a code it does not know - and a read of 0 or over 125
 registers - with function 0x80 (no function) and exception 01, and served its own
@@ -32,7 +33,7 @@ class ReadHolding(ReadHoldingRegistersRequest):
 
 class Refused(ModbusPDU):
     """A function this server does not serve: ILLEGAL_FUNCTION, under the function's code.
-    It keeps pymodbus's RTU frame size for the code where pymodbus knows one."""
+    It keeps pymodbus's RTU frame size for the code."""
 
     def decode(self, data: bytes) -> None:
         """Nothing in it is looked at."""
@@ -41,14 +42,23 @@ class Refused(ModbusPDU):
         return ExceptionResponse(self.function_code, ExcCodes.ILLEGAL_FUNCTION)
 
 
-def _refused(code: int) -> type[ModbusPDU]:
-    known = DecodePDU.pdu_table.get(code, (None, None))[0]
-    sizes = {} if known is None else {
-        "rtu_frame_size": known.rtu_frame_size, "rtu_byte_count_pos": known.rtu_byte_count_pos,
-        "calculateRtuFrameSize": known.calculateRtuFrameSize}
+def _refused(code: int, sized_by: type[ModbusPDU] | None) -> type[ModbusPDU]:
+    sizes = {} if sized_by is None else {"rtu_frame_size": sized_by.rtu_frame_size,
+                                         "rtu_byte_count_pos": sized_by.rtu_byte_count_pos}
     return type(f"Refused{code:02X}", (Refused,), {"function_code": code, **sizes})
 
 
-# Codes 1..127 (128 and above are exception responses).
-CUSTOM_PDUS: list[type[ModbusPDU]] = [ReadHolding] + [
-    _refused(code) for code in range(1, 0x80) if code not in SERVED]
+def custom_pdus(transport: str) -> list[type[ModbusPDU]]:
+    """TCP: every code 1..127 but the served ones (128 and above are exception responses;
+    the MBAP header says where a frame ends). RTU: only the codes whose frame size pymodbus
+    knows from the code alone - an RTU frame has no length, and a code whose size cannot
+    be told jammed pymodbus's framer for the next ~500 bytes (its own classes skip a byte
+    and resynchronise); 2B (read device identification) is sized by its sub-function and
+    stays pymodbus's."""
+    if transport == "tcp":
+        return [ReadHolding] + [_refused(code, None) for code in range(1, 0x80)
+                                if code not in SERVED]
+    return [ReadHolding] + [_refused(code, known) for code, (known, _) in
+                            sorted(DecodePDU.pdu_table.items())
+                            if code not in SERVED
+                            and (known.rtu_frame_size or known.rtu_byte_count_pos)]

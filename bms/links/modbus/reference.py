@@ -101,7 +101,9 @@ def exceptions() -> str:
          "a write the policy does not enable (the default: every write), or one the firmware "
          "will not act on in its present state (`run` while a FAULT is latched; a clear that "
          "would leave the FAULT); any function but 03, 06 and 16, under its own code "
-         "(coils, input registers, diagnostics and device identification included)"),
+         "(coils, input registers, diagnostics and device identification included; on RTU "
+         "the codes whose frame has a fixed size or a byte count - a frame of another code "
+         "has no length to tell where it ends: 2B is pymodbus's, others go unanswered)"),
         (f"{ExcCodes.ILLEGAL_ADDRESS:02d} ILLEGAL_DATA_ADDRESS",
          "a register outside the map; a write to a register that is not part of a point a "
          "client may write (read-only, not implemented, a marker), or to part of one"),

@@ -28,13 +28,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import socket
+import termios
 from collections import Counter
 from collections.abc import Callable
 
 import serial
 from pymodbus.constants import ExcCodes
-from pymodbus.pdu import ModbusPDU
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -42,7 +44,7 @@ from bms.core.signals import Actuation, Measurement
 from bms.host.device import Device
 from bms.host.policy import CommandPolicy
 from bms.links.modbus.address import ModbusAddress
-from bms.links.modbus.functions import CUSTOM_PDUS
+from bms.links.modbus.functions import custom_pdus
 from bms.links.modbus.pack_view import Nameplate, view_of
 from bms.links.modbus.register_map import SunSpecMap, WriteRefused
 from bms.links.tasks import start_task, stop_task
@@ -52,6 +54,7 @@ log = logging.getLogger(__name__)
 
 REOPEN_EVERY_S = 1.0
 PYMODBUS_LOGGER = "pymodbus.logging"  # `pymodbus.logging.Log`'s
+DIGITS = re.compile(r"\d+")
 READ_HOLDING, WRITE_ONE, WRITE_MANY = 3, 6, 16
 # What a refusal of the device means on Modbus (any other refusal: SERVER_DEVICE_FAILURE).
 REFUSALS: dict[int, ExcCodes] = {
@@ -62,9 +65,10 @@ REFUSALS: dict[int, ExcCodes] = {
 
 
 class _OneLineOnce(logging.Filter):
-    """pymodbus's errors on one line each, and each text at most once a minute: it appends
-    the last 20 frames it saw (any client's) to every error as a hex dump, so a client
-    sending a bad header flooded the log with other clients' traffic."""
+    """pymodbus's errors on one line each, and each kind (the text, numbers aside) at most
+    once a minute: it appends the last 20 frames it saw (any client's) to every error as a
+    hex dump, so a client sending bad headers flooded the log with other clients'
+    traffic."""
 
     def __init__(self, every_s: float = 60.0):
         super().__init__()
@@ -73,9 +77,10 @@ class _OneLineOnce(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage().split("\n", 1)[0]
-        if record.created - self.said_s.get(text, -math.inf) < self.every_s:
+        kind = DIGITS.sub("#", text)  # "protocol id: 7" and "...: 8" are one kind
+        if record.created - self.said_s.get(kind, -math.inf) < self.every_s:
             return False
-        self.said_s[text] = record.created
+        self.said_s[kind] = record.created
         record.msg, record.args = f"Modbus: {text} (said once a minute at most)", ()
         return True
 
@@ -139,7 +144,9 @@ class ModbusLink:
                 self._server = self._make_server()
                 try:
                     await self._server.serve_forever(background=True)
-                except RuntimeError:  # pymodbus: could not open / listen
+                # pymodbus: could not open / listen; termios: a port that refuses the
+                # framing (a pseudo-terminal takes no parity)
+                except (RuntimeError, OSError, termios.error):
                     await self._server.shutdown()
                     self.counts["open_failed"] += 1
                     self._note_error(self._why_not_open())
@@ -163,22 +170,26 @@ class ModbusLink:
                            action=self._action)
         a = self.address
         if a.transport == "tcp":
-            return ModbusTcpServer(device, address=(a.host, a.port), custom_pdu=CUSTOM_PDUS)
+            return ModbusTcpServer(device, address=(a.host, a.port),
+                                   custom_pdu=custom_pdus("tcp"), trace_pdu=self._trace)
         return ModbusSerialServer(device, port=a.device, baudrate=a.baud, parity=a.parity,
-                                  stopbits=a.stop_bits, bytesize=8, custom_pdu=CUSTOM_PDUS,
-                                  trace_pdu=self._only_this_unit,
+                                  stopbits=a.stop_bits, bytesize=8,
+                                  custom_pdu=custom_pdus("rtu"),
+                                  trace_pdu=self._trace,
                                   trace_connect=self._connection)
 
     def _up(self) -> None:
         if self.address.transport == "tcp":
             self.port = self._server.transport.sockets[0].getsockname()[1]
         self.opened.set()
+        # Said as loudly as the trouble before it (the end of an episode of warnings), or
+        # as the only word of the port the system chose for port 0 (the banner could not).
+        said = self.last_error or self.counts["lost"] or (self.address.transport == "tcp"
+                                                           and not self.address.port)
         self.last_error = ""
         self.counts["opened"] += 1
-        # Port 0 asked the system for one: the banner could not say which, this line does.
-        log.log(logging.WARNING if self.address.transport == "tcp" and not self.address.port
-                else logging.INFO, "Modbus server on %s (SunSpec map at %d)",
-                self.address.describe(self.port), self.map.base)
+        log.log(logging.WARNING if said else logging.INFO, "Modbus server on %s (SunSpec "
+                "map at %d)", self.address.describe(self.port), self.map.base)
 
     def _down(self, why: str) -> None:
         self.opened.clear()
@@ -197,8 +208,8 @@ class ModbusLink:
                 with socket.create_server((a.host, a.port)):
                     pass
             else:
-                serial.Serial(a.device, a.baud).close()
-        except (OSError, ValueError) as exc:
+                serial.Serial(a.device, a.baud, parity=a.parity, stopbits=a.stop_bits).close()
+        except (OSError, ValueError, termios.error) as exc:
             return f"{a.describe()}: cannot {'listen' if a.transport == 'tcp' else 'open'}: {exc}"
         return f"{a.describe()}: could not be opened"
 
@@ -206,9 +217,15 @@ class ModbusLink:
         if not up:
             self._lost.set()
 
-    def _only_this_unit(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
-        """RTU: a request for another unit, or a broadcast, is dropped unanswered."""
-        if sending or pdu.dev_id == self.plate.unit_id:
+    def _trace(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        """Each exception sent is counted by its code (`serve --stats`), whoever raised it
+        (this module or pymodbus's framing); RTU: a request for another unit, or a
+        broadcast, is dropped unanswered."""
+        if sending:
+            if isinstance(pdu, ExceptionResponse):
+                self.counts[f"exception_{ExcCodes(pdu.exception_code).name}"] += 1
+            return pdu
+        if self.address.transport == "tcp" or pdu.dev_id == self.plate.unit_id:
             return pdu
         self.counts["other_unit"] += 1
         return None
@@ -229,11 +246,11 @@ class ModbusLink:
             if function in (WRITE_ONE, WRITE_MANY):
                 if values is None:  # pymodbus reading back what was written, to echo it
                     return None
-                return self._refuse(self._write(address, values))
-            return self._refuse(ExcCodes.ILLEGAL_FUNCTION)
+                return self._write(address, values)
+            return ExcCodes.ILLEGAL_FUNCTION
         except Exception:  # noqa: BLE001 - a bad request must not take the server down
             log.exception("Modbus request %d at %d failed", function, address)
-            return self._refuse(ExcCodes.DEVICE_FAILURE)
+            return ExcCodes.DEVICE_FAILURE
 
     def _write(self, address: int, values: list[int]) -> ExcCodes | None:
         try:
@@ -250,10 +267,6 @@ class ModbusLink:
             self.counts["writes"] += 1
         return None
 
-    def _refuse(self, code: ExcCodes | None) -> ExcCodes | None:
-        if code is not None:
-            self.counts[f"exception_{code.name}"] += 1
-        return code
 
     def _current_image(self) -> list[int]:
         """The map as of the firmware's latest step (and the heartbeat's second)."""

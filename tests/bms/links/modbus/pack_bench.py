@@ -74,15 +74,18 @@ class Bench:
 
 @contextlib.asynccontextmanager
 async def serving(bench: Bench, policy: CommandPolicy | None = None,
-                  address: str = "tcp://127.0.0.1:0") -> AsyncIterator[ModbusLink]:
-    """The bench's device on Modbus until the block ends; the link's clock is the bench's."""
+                  address: str = "tcp://127.0.0.1:0", wait: bool = True
+                  ) -> AsyncIterator[ModbusLink]:
+    """The bench's device on Modbus until the block ends; the link's clock is the bench's.
+    `wait`: the block starts once the server is up (else at once)."""
     policy = policy or CommandPolicy()
     plate = nameplate_of(bench.device, PACK_ID, UNIT, CELLS_PER_SENSOR,
                          remote_control=policy.enabled("state"))
     link = ModbusLink(parse_address(address), bench.device, plate, policy, reopen_every_s=0.05)
     await link.start(lambda: bench.now_s)
     try:
-        await asyncio.wait_for(link.opened.wait(), 10)
+        if wait:
+            await asyncio.wait_for(link.opened.wait(), 10)
         yield link
     finally:
         await link.close()

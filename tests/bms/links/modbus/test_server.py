@@ -194,8 +194,9 @@ async def test_a_client_sending_bad_headers_costs_one_log_line_a_minute_not_a_fl
         reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
         good = await client_for(link)
         await good.read_holding_registers(link.map.base, count=2, device_id=1)
-        for tid in range(5):  # protocol id 7: not Modbus
-            writer.write(tid.to_bytes(2, "big") + b"\x00\x07\x00\x06\x01\x03\x9c\x40\x00\x01")
+        for tid in range(5):  # protocol ids 7, 8, ...: not Modbus
+            writer.write(tid.to_bytes(2, "big") + bytes([0, 7 + tid])
+                         + b"\x00\x06\x01\x03\x9c\x40\x00\x01")
             await writer.drain()
             await asyncio.sleep(0.05)
         good.close()
@@ -231,3 +232,5 @@ async def test_functions_other_than_03_06_16_are_illegal_under_their_own_code(pd
     async with serving(Bench()) as link:
         assert await ask_raw(link, pdu) == expected
         assert (await ask_raw(link, b"\x03\x9c\x40\x00\x7d"))[:2] == b"\x03\xfa"  # 125: read
+        name = {1: "ILLEGAL_FUNCTION", 3: "ILLEGAL_VALUE"}[expected[1]]
+        assert link.stats()[f"exception_{name}"] == 1  # counted, whoever refused it
