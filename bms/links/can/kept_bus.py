@@ -60,10 +60,13 @@ class KeptBus:
                 except python_can().CanOperationError as exc:
                     if not _unreadable_frame(exc):
                         raise
-                    self._skip(exc)
+                    self._skip(f"{exc}: {exc.__cause__}")
                     continue
                 if frame is None:
                     break
+                if (why := _malformed(frame)) is not None:
+                    self._skip(why)
+                    continue
                 self._send(take(frame))
             self._send(due())
         except (python_can().CanError, OSError) as exc:
@@ -84,14 +87,13 @@ class KeptBus:
                 "send_failures": self.send_failures,
                 "unreadable_frames": self.unreadable_frames, "last_error": self.last_error}
 
-    def _skip(self, exc: Exception) -> None:
+    def _skip(self, why: str) -> None:
         """A frame that arrived and cannot be read: noise on the wire, not a failed bus.
         Said once, then counted."""
         self.unreadable_frames += 1
         if self.unreadable_frames == 1:
-            self.log.warning("CAN bus %s: a frame that cannot be read (%s: %s), skipped; "
-                             "more are only counted", self.spec.describe(), exc,
-                             exc.__cause__)
+            self.log.warning("CAN bus %s: a frame that cannot be read (%s), skipped; more "
+                             "are only counted", self.spec.describe(), why)
 
     def _send(self, frames: list[can.Message]) -> None:
         for frame in frames:
@@ -134,3 +136,16 @@ def _unreadable_frame(exc: Exception) -> bool:
     datagram that is not a packed message): an operation error caused by the decoder,
     not by the socket (an OSError there is the bus failing)."""
     return exc.__cause__ is not None and not isinstance(exc.__cause__, OSError)
+
+
+def _malformed(frame: can.Message) -> str | None:
+    """Why a frame python-can handed over is no CAN frame, or None: its udp_multicast
+    interface takes any msgpack datagram, an identifier of 1.5 included, which no frame
+    set can look up (the whole poll was lost to it, keep-alives and all)."""
+    frame_id = frame.arbitration_id
+    if type(frame_id) is not int or not 0 <= frame_id < (
+            1 << (29 if frame.is_extended_id else 11)):
+        return f"identifier {frame_id!r}"
+    if len(frame.data) > 64:
+        return f"{len(frame.data)} data bytes"
+    return None

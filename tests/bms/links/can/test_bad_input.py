@@ -239,3 +239,21 @@ def test_a_frame_that_cannot_be_read_is_skipped_not_a_failed_bus(caplog):
         assert bench.link.stats()["failures"] == 1
     finally:
         bench.close()
+
+
+def test_a_frame_no_bus_could_carry_is_skipped_and_the_poll_goes_on(lv, caplog):
+    """udp_multicast takes any msgpack datagram as a frame, an identifier of 1.5 or 2**40
+    included: such a frame once raised in the frame set's lookup and lost the whole poll,
+    keep-alives and all (a flood of them put the inverter into "BMS lost")."""
+    caplog.set_level(logging.INFO, logger="bms.links.can.link")
+    for _ in range(30):
+        send(lv, can.Message(arbitration_id=1.5, data=bytes(8), is_extended_id=False),
+             can.Message(arbitration_id=1 << 40, data=bytes(8), is_extended_id=True),
+             lv.keepalive)
+        lv.run(1.0)
+    stats = lv.link.stats()
+    assert stats["unreadable_frames"] == 60 and stats["errors"] == 0
+    assert [e for e in lv.events if e.name == "INVERTER_TIMEOUT"] == []
+    assert lv.link.node.keepalives >= 30
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "identifier 1.5" in warnings[0], warnings
