@@ -3,8 +3,10 @@ is to hardware. Bytes written to one end come out of the other.
 
 Each pty's master is relayed to the other's; both slave ends are set raw (no echo, no line
 editing) at once, before anyone opens them, and kept open by the relay so that a program
-closing and reopening its end sees no hang-up. No byte is lost in between: while one end
-is not read, the relay stops reading the other, whose writer then finds its buffer full.
+closing and reopening its end sees no hang-up. A slow reader loses no byte: while one end
+takes nothing, the relay stops reading the other, whose writer finds its buffer full. An
+end that takes nothing for STALL_S has no reader: what it does not take is dropped, as on a
+wire, until it reads again.
 Closing the relay hangs up both ends, as pulling a USB adapter does.
 """
 
@@ -15,6 +17,8 @@ import contextlib
 import os
 import tty
 from pathlib import Path
+
+STALL_S = 2.0  # an end that takes nothing for this long has no reader
 
 
 class PtyPair:
@@ -38,29 +42,63 @@ class PtyPair:
                 path = str(link)
             self.paths.append(path)
         self.relayed = [0, 0]  # bytes carried a -> b and b -> a
+        self.dropped = [0, 0]  # bytes an end did not take within STALL_S: lost, as on a wire
         self._waiting = [memoryview(b""), memoryview(b"")]  # read, not yet taken by the other
+        self._stalls = [0, 0]  # counts each direction's holds, so a late timer knows its own
+        self._dropping = [False, False]  # the other end gave up on: its bytes go
 
     def _pump(self, src: int, dst: int) -> None:
-        """What `src` wrote, to `dst`. While `dst` is full (its reader slow or away) `src`
-        is not read: its writer finds its own buffer full, as behind a cable with flow
-        control, and no byte is lost between them."""
+        """What `src` wrote, to `dst`. While `dst` is full (its reader slow) `src` is not
+        read: its writer finds its own buffer full, and no byte is lost. A reader that
+        takes nothing for STALL_S is away (not started, stopped, gone): from then on what
+        it does not take is dropped, as on a wire with no receiver - a writer is never
+        held up for long, and a program that starts later does not get a backlog."""
         try:
             data = os.read(self.masters[src], 65536)
         except OSError:  # EAGAIN; EIO: nobody has the slave open (never, while we hold it)
             return
-        self._waiting[src] = self._write(src, dst, memoryview(data))
-        if self._waiting[src]:
-            loop = asyncio.get_running_loop()
-            loop.remove_reader(self.masters[src])
-            loop.add_writer(self.masters[dst], self._drain, src, dst)
+        rest = self._write(src, dst, memoryview(data))
+        if rest and self._dropping[src]:
+            self.dropped[src] += len(rest)
+        elif rest:
+            self._hold(src, dst, rest)
+        else:
+            self._dropping[src] = False  # it took everything: reading again
+
+    def _hold(self, src: int, dst: int, rest: memoryview) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiting[src] = rest
+        self._stalls[src] += 1
+        loop.remove_reader(self.masters[src])
+        loop.add_writer(self.masters[dst], self._drain, src, dst)
+        loop.call_later(STALL_S, self._give_up, src, dst, self._stalls[src])
 
     def _drain(self, src: int, dst: int) -> None:
-        """`dst` takes bytes again: what waits first, then `src` is read again."""
+        """`dst` takes bytes again: what waits first, then `src` is read again. Taking
+        some is reading: the STALL_S starts over."""
+        before = len(self._waiting[src])
         self._waiting[src] = self._write(src, dst, self._waiting[src])
         if not self._waiting[src]:
-            loop = asyncio.get_running_loop()
-            loop.remove_writer(self.masters[dst])
-            loop.add_reader(self.masters[src], self._pump, src, dst)
+            self._resume(src, dst)
+        elif len(self._waiting[src]) < before:
+            self._stalls[src] += 1
+            asyncio.get_running_loop().call_later(STALL_S, self._give_up, src, dst,
+                                                  self._stalls[src])
+
+    def _give_up(self, src: int, dst: int, stall: int) -> None:
+        """STALL_S on one hold: `dst` is away; what waits for it is dropped."""
+        if stall != self._stalls[src] or not self._waiting[src]:
+            return  # that hold ended
+        self.dropped[src] += len(self._waiting[src])
+        self._waiting[src] = memoryview(b"")
+        self._dropping[src] = True
+        self._resume(src, dst)
+
+    def _resume(self, src: int, dst: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._stalls[src] += 1  # the hold ended: its timer does nothing
+        loop.remove_writer(self.masters[dst])
+        loop.add_reader(self.masters[src], self._pump, src, dst)
 
     def _write(self, src: int, dst: int, view: memoryview) -> memoryview:
         """Writes as much of `view` as `dst` takes; what it did not."""

@@ -16,7 +16,7 @@ class NoLink:
     def __init__(self) -> None:
         self.opened = asyncio.Event()  # never set
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, event: bool = False) -> bool:
         return False  # dropped, as a serial link drops frames while its port is away
 
     async def run(self) -> None:

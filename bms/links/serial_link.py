@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
@@ -23,14 +24,21 @@ import serial_asyncio_fast
 from bms.links.tasks import start_task, stop_task
 from protocol.codec import Decoder, Frame, encode
 from protocol.framing import REVISION_1_0, Flags, FrameError
+from protocol.messages import BY_CLASS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BAUD = 921600
 REOPEN_EVERY_S = 0.5
-# Bytes that may wait for a port whose other end reads slower than we write (0.7 s of
-# output at 921600 baud); past them frames are dropped until a quarter of it is left.
+# What may wait for an other end that reads slower than we write. An answer waits while
+# less than MAX_QUEUED_BYTES do (a host that floods requests and never reads is bounded;
+# and each wake-up of the writer joins what waits: a megabyte made ticks 40 ms late);
+# an unasked frame (telemetry, a fault event, an actuation: a fresh one follows) only while
+# less than EVENT_QUEUE_BYTES do (90 ms at 921600 baud), so a slow host reads fresh frames
+# rather than a backlog, and a host that arrives after a silent one is answered at once.
 MAX_QUEUED_BYTES = 64 * 1024
+EVENT_QUEUE_BYTES = 8 * 1024
+WARN_EVERY_S = 60.0  # a host that stays slow is told of once a minute, with the count
 
 
 class _Transport(serial_asyncio_fast.SerialTransport):
@@ -42,15 +50,16 @@ class _Transport(serial_asyncio_fast.SerialTransport):
     pyserial's non-blocking write retries without end while the port's buffer is full,
     freezing the event loop (the firmware's ticks with it) until the other end reads. Here
     a write goes to the descriptor once; what it did not take waits for the writer, which
-    is removed once everything went."""
+    is removed once everything went. A port gone while writing is lost, as on reading (not
+    an ERROR with a traceback)."""
 
     def _write_data(self, data: bytes | bytearray | memoryview) -> None:
         try:
             n = os.write(self._serial.fileno(), data)
         except (BlockingIOError, InterruptedError):
             n = 0
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal write error on serial transport")
+        except OSError as exc:  # the port gone (EIO): lost, as a read finds it
+            self._abort(exc)
             return
         if n == len(data):
             self._remove_writer()
@@ -63,11 +72,9 @@ class _Transport(serial_asyncio_fast.SerialTransport):
 
 
 class _Receiver(asyncio.Protocol):
-    def __init__(self, on_data: Callable[[bytes], None], lost: asyncio.Future,
-                 on_paused: Callable[[bool], None]):
+    def __init__(self, on_data: Callable[[bytes], None], lost: asyncio.Future):
         self.on_data = on_data
         self.lost = lost
-        self.on_paused = on_paused
 
     def data_received(self, data: bytes) -> None:
         self.on_data(data)
@@ -76,20 +83,14 @@ class _Receiver(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(exc)
 
-    def pause_writing(self) -> None:
-        self.on_paused(True)
-
-    def resume_writing(self) -> None:
-        self.on_paused(False)
-
 
 class SerialLink:
     """A serial port kept open: `run()` opens it, waits for it to fail, reopens it.
 
     8 data bits, no parity, 1 stop bit, no flow control. Bytes written while the port is
     away are dropped (`send` returns False): frames are not worth queueing, a fresh one
-    follows. So are frames sent while more than MAX_QUEUED_BYTES wait for an other end
-    that does not read (counted in `frames_dropped`), until it has caught up.
+    follows. So are frames sent while the other end does not keep up (EVENT_QUEUE_BYTES,
+    MAX_QUEUED_BYTES), counted in `frames_dropped` and said at most once a minute.
     """
 
     def __init__(self, port: str, baud: int, on_data: Callable[[bytes], None],
@@ -104,21 +105,38 @@ class SerialLink:
         self.opened = asyncio.Event()
         self.connects = 0  # times the port was opened
         self.last_error = ""
-        self.writing_paused = False  # the other end is not keeping up
-        self.frames_dropped = 0  # for it, since the start
+        self.frames_dropped = 0  # for an other end not keeping up, since the start
+        self._told_dropped: tuple[float, int] | None = None  # when said, at what count
 
     @property
     def connected(self) -> bool:
         return self.transport is not None
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, event: bool = False) -> bool:
+        """Writes a frame; False when it was dropped. `event`: an unasked frame."""
         if self.transport is None:
             return False
-        if self.writing_paused:
-            self.frames_dropped += 1
+        waiting = self.transport.get_write_buffer_size()
+        if waiting + len(data) > (EVENT_QUEUE_BYTES if event else MAX_QUEUED_BYTES):
+            self._dropped(waiting)
             return False
+        if waiting == 0 and self._told_dropped is not None:
+            log.info("%s: the other end caught up (%d frames dropped so far)", self.port,
+                     self.frames_dropped)
+            self._told_dropped = None
         self.transport.write(data)
         return True
+
+    def _dropped(self, waiting: int) -> None:
+        self.frames_dropped += 1
+        now_s = time.monotonic()
+        told = self._told_dropped
+        if told is None or now_s - told[0] >= WARN_EVERY_S:
+            log.warning("%s: the other end does not keep up (%d bytes wait); %d frames "
+                        "dropped so far%s", self.port, waiting, self.frames_dropped,
+                        "" if told is None else f", {self.frames_dropped - told[1]} in the "
+                        "last minute")
+            self._told_dropped = (now_s, self.frames_dropped)
 
     async def run(self) -> None:
         """Open, serve, reopen; until cancelled."""
@@ -134,9 +152,7 @@ class SerialLink:
                     self._note_error(f"cannot open {self.port}: {exc}")
                     await asyncio.sleep(self.reopen_every_s)
                     continue
-                transport = _Transport(loop, _Receiver(self.on_data, lost, self._paused), port)
-                transport.set_write_buffer_limits(high=MAX_QUEUED_BYTES)
-                self._up(transport)
+                self._up(_Transport(loop, _Receiver(self.on_data, lost), port))
                 exc = await lost
                 self._down(f"{self.port} lost: {exc}" if exc else f"{self.port} closed")
                 await asyncio.sleep(self.reopen_every_s)
@@ -154,19 +170,10 @@ class SerialLink:
         if self.on_connection is not None:
             self.on_connection(True)
 
-    def _paused(self, paused: bool) -> None:
-        self.writing_paused = paused
-        if paused:
-            log.warning("%s: the other end is not reading what we write; frames are dropped "
-                        "until it catches up", self.port)
-        else:
-            log.info("%s: the other end caught up (%d frames dropped so far)", self.port,
-                     self.frames_dropped)
-
     def _down(self, why: str | None) -> None:
         """The port is gone: `why`, or None when we closed it ourselves."""
         self.transport = None
-        self.writing_paused = False
+        self._told_dropped = None
         self.opened.clear()
         if why is not None:
             log.warning("%s", why)
@@ -188,7 +195,7 @@ class Link(Protocol):
 
     @property
     def connected(self) -> bool: ...
-    def send(self, data: bytes) -> bool: ...
+    def send(self, data: bytes, event: bool = False) -> bool: ...
     async def run(self) -> None: ...
 
 
@@ -238,7 +245,8 @@ class Endpoint:
         its sequence number."""
         seq = self.next_seq() if seq is None else seq
         data = encode(msg, seq, flags, revision)
-        if self.link.send(data):
+        kind = flags if flags is not None else BY_CLASS[type(msg)].flags
+        if self.link.send(data, event=bool(kind & Flags.EVENT)):
             self.bytes_out += len(data)
         else:
             self.frames_unsent += 1

@@ -1,6 +1,7 @@
-"""The pty pair carries every byte: a write larger than a pty's buffer, and a reader that
-stops for a while, lose nothing; the writer is held back instead, as behind a cable with
-flow control."""
+"""The pty pair carries every byte to a reader: a write larger than a pty's buffer, and a
+reader that pauses, lose nothing; the writer is held back instead. An end nobody reads
+(STALL_S without taking a byte) loses what is sent to it, as on a wire, and its writer is
+not held up for long."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import contextlib
 import os
 
-from hil.pty_pair import PtyPair
+from hil.pty_pair import STALL_S, PtyPair
 
 
 def _open(path: str) -> int:
@@ -79,5 +80,30 @@ async def test_a_reader_that_stops_holds_the_writer_back_and_loses_nothing():
         assert full > 0 and got == data
         os.write(b, b"and back")  # the other way is unaffected
         assert await _read(a, 8) == b"and back"
+
+    await _with_pair(body)
+
+
+async def test_an_end_nobody_reads_loses_bytes_as_a_wire_and_never_holds_the_writer_long():
+    """A `serve` not running yet, or stopped: a rig writing to it must not block (a
+    pyserial host with a blocking write hung) nor leave a backlog for the next program."""
+    async def body(pair, a, b):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        full = await _write_all(a, os.urandom(400_000))  # nobody reads b
+        held_s = loop.time() - started
+        assert full > 0 and held_s < STALL_S + 2.0
+        assert pair.dropped[0] > 0 and pair.relayed[0] + pair.dropped[0] <= 400_000
+        kept, quiet = 0, 0  # b's reader arrives: what the ptys kept comes first
+        while quiet < 5:
+            try:
+                kept += len(os.read(b, 1 << 20))
+                quiet = 0
+            except BlockingIOError:
+                quiet += 1
+                await asyncio.sleep(0.05)
+        assert 0 < kept <= 256 * 1024 and pair.relayed[0] + pair.dropped[0] == 400_000
+        os.write(a, b"fresh")
+        assert await _read(b, 5) == b"fresh"
 
     await _with_pair(body)

@@ -77,7 +77,8 @@ class MqttLink:
         error = self.session.last_error
         return f"cannot connect to {where}: {error}" if error else f"no connection to {where}"
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, event: bool = False) -> bool:
+        """`event` (an unasked frame) changes nothing here: the session's queue is bounded."""
         if not self.connected:
             return False
         self.session.publish(self.outbound, data)

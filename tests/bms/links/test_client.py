@@ -37,7 +37,7 @@ class MemoryLink:
     def connected(self) -> bool:
         return True
 
-    def send(self, data: bytes) -> bool:
+    def send(self, data: bytes, event: bool = False) -> bool:
         for frame in self.decoder.feed(data):
             self.revisions.append(frame.header.revision)
             reply, revision = self.answer(frame)

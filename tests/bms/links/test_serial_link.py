@@ -11,9 +11,10 @@ import tty
 
 import numpy as np
 
-from bms.links.serial_link import MAX_QUEUED_BYTES, Endpoint
+from bms.links.serial_link import EVENT_QUEUE_BYTES, MAX_QUEUED_BYTES, Endpoint
 from protocol import messages as pm
 from protocol.codec import Decoder, Frame, encode
+from protocol.framing import Flags
 
 
 def test_a_failing_handler_does_not_lose_the_frames_after_it():
@@ -58,12 +59,13 @@ def _filled(fd: int) -> int:
     return taken
 
 
-async def test_an_other_end_that_stops_reading_costs_frames_never_the_loop():
-    """The host stops reading: the link keeps at most MAX_QUEUED_BYTES waiting and drops
-    (counts) frames past them; the loop keeps running and raises nothing (a library's
-    drained-buffer writer once raised thousands of AssertionErrors a second, and its
-    non-blocking write spun while the port was full); when the host reads again it gets
-    whole frames and the link sends again."""
+async def test_an_other_end_that_stops_reading_costs_events_never_answers_nor_the_loop():
+    """The host stops reading: unasked frames (telemetry) are dropped, counted, once at
+    most EVENT_QUEUE_BYTES wait; answers still wait for it (a host that arrives after a
+    silent subscriber is answered at once); the loop keeps running and raises nothing (a
+    library's drained-buffer writer once raised thousands of AssertionErrors a second, and
+    its non-blocking write spun while the port was full). When the host reads again it
+    gets whole frames, every answer among them."""
     loop = asyncio.get_running_loop()
     raised = []
     loop.set_exception_handler(lambda _loop, context: raised.append(context))
@@ -76,27 +78,23 @@ async def test_an_other_end_that_stops_reading_costs_frames_never_the_loop():
         port = os.open(os.ttyname(slave), os.O_WRONLY | os.O_NOCTTY)
         _filled(port)  # the host's side full before the link writes at all
         os.close(port)
-        ticks = 0
-        for _ in range(200):  # 1,000 frames of ~300 bytes, the loop turning between
+        answers = []
+        for k in range(200):  # 1,000 events of ~270 bytes and 200 answers, the loop turning
             for _ in range(5):
-                ep.send(pm.CellVoltages(np.full(64, 3.1)))
+                ep.send(pm.CellVoltages(np.full(64, 3.1)), flags=Flags.EVENT)
+            answers.append(ep.send(pm.Ack(k % 256), flags=Flags.RESPONSE))
             await asyncio.sleep(0)
-            ticks += 1
-        await asyncio.sleep(0.3)
         link = ep.link
-        assert ticks == 200 and link.writing_paused and link.frames_dropped > 0
-        assert ep.frames_unsent == link.frames_dropped
-        assert link.transport.get_write_buffer_size() <= MAX_QUEUED_BYTES + 4096
+        waiting = link.transport.get_write_buffer_size()
+        assert 0 < link.frames_dropped < 1000 and ep.frames_unsent == link.frames_dropped
+        assert EVENT_QUEUE_BYTES < waiting < EVENT_QUEUE_BYTES + 200 * 20  # answers past it
         assert raised == []
         got = b""  # the host reads again
         deadline = loop.time() + 10
-        while (link.writing_paused or link.transport.get_write_buffer_size()) \
-                and loop.time() < deadline:
+        while link.transport.get_write_buffer_size() and loop.time() < deadline:
             with contextlib.suppress(BlockingIOError):
                 got += os.read(master, 65536)
             await asyncio.sleep(0.01)
-        assert not link.writing_paused and link.transport.get_write_buffer_size() == 0
-        dropped = link.frames_dropped
         ep.send(pm.GetStatus())
         deadline = loop.time() + 5
         while not got.endswith(encode(pm.GetStatus(), ep._seq)) and loop.time() < deadline:
@@ -105,8 +103,26 @@ async def test_an_other_end_that_stops_reading_costs_frames_never_the_loop():
             await asyncio.sleep(0.01)
         frames = list(Decoder().feed(got.lstrip(b"\0")))
         assert all(isinstance(f, Frame) for f in frames), frames[:3]
-        assert isinstance(frames[-1].message, pm.GetStatus)
-        assert link.frames_dropped == dropped and raised == []
+        assert [f.header.seq for f in frames if isinstance(f.message, pm.Ack)] == answers
+        assert isinstance(frames[-1].message, pm.GetStatus) and raised == []
+    finally:
+        await ep.close()
+        os.close(master)
+        os.close(slave)
+
+
+async def test_answers_to_a_host_that_never_reads_are_bounded_too():
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    ep = Endpoint(os.ttyname(slave))
+    try:
+        await ep.start()
+        await ep.wait_connected(5)
+        big = pm.CellVoltages(np.full(512, 3.1))  # ~2 KB
+        for _ in range(100):  # 200 KB of answers
+            ep.send(big, flags=Flags.RESPONSE)
+        assert ep.link.transport.get_write_buffer_size() <= MAX_QUEUED_BYTES
+        assert ep.link.frames_dropped > 0
     finally:
         await ep.close()
         os.close(master)
