@@ -46,17 +46,35 @@ def encode(msg: object, seq: int, flags: Flags | None = None,
     return encode_frame(msg_type, flags, seq, payload, revision)
 
 
+def _unknown_type(header: Header) -> FrameError | None:
+    """UNKNOWN_TYPE for a type the frame's revision does not have, whatever else is wrong
+    with the frame (a device of that revision knows no more of it)."""
+    if in_revision(header.msg_type, header.revision):
+        return None
+    known = REGISTRY.get(header.msg_type)
+    detail = (f"message type 0x{header.msg_type:02X} is not in the catalogue"
+              if known is None else
+              f"{known.name} (0x{header.msg_type:02X}) is protocol "
+              f"{REVISIONS[known.since]} (revision {known.since}) and later; this frame "
+              f"is revision {header.revision}")
+    return FrameError(FrameErrorKind.UNKNOWN_TYPE, detail, header)
+
+
+def _named(error: FrameError) -> FrameError:
+    """A BAD_LENGTH in the payload's words: UNKNOWN_TYPE for a type the revision lacks,
+    else `Type: problem`, as BAD_PAYLOAD's detail is."""
+    header = error.header
+    if error.kind is not FrameErrorKind.BAD_LENGTH or header is None:
+        return error
+    return _unknown_type(header) or FrameError(
+        error.kind, f"{REGISTRY[header.msg_type].name}: {error.detail}", header)
+
+
 def decode(raw: RawFrame) -> Frame | FrameError:
     """The message in a frame whose framing and CRC were good, read in its revision."""
     header = raw.header
-    if not in_revision(header.msg_type, header.revision):
-        known = REGISTRY.get(header.msg_type)
-        detail = (f"message type 0x{header.msg_type:02X} is not in the catalogue"
-                  if known is None else
-                  f"{known.name} (0x{header.msg_type:02X}) is protocol "
-                  f"{REVISIONS[known.since]} (revision {known.since}) and later; this frame "
-                  f"is revision {header.revision}")
-        return FrameError(FrameErrorKind.UNKNOWN_TYPE, detail, header)
+    if (unknown := _unknown_type(header)) is not None:
+        return unknown
     try:
         return Frame(header, decode_payload(header.msg_type, raw.payload, header.revision))
     except PayloadError as exc:
@@ -71,5 +89,5 @@ class Decoder:
         self.frames = FrameDecoder()
 
     def feed(self, data: bytes) -> list[Frame | FrameError]:
-        return [decode(item) if isinstance(item, RawFrame) else item
+        return [decode(item) if isinstance(item, RawFrame) else _named(item)
                 for item in self.frames.feed(bytes(data))]

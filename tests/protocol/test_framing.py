@@ -272,9 +272,17 @@ def test_a_payload_over_the_limit_is_bad_length_though_it_arrived_whole():
     assert len(data) - 1 <= MAX_ENCODED_BYTES  # within the decoder's buffer
     (err,) = Decoder().feed(data)
     assert err.kind is FrameErrorKind.BAD_LENGTH and err.header.seq == 7
-    assert err.detail == f"header says {MAX_PAYLOAD_BYTES + 5} payload bytes; at most 4096"
+    assert err.detail == (f"GetStatus: header says {MAX_PAYLOAD_BYTES + 5} payload bytes; at "
+                          "most 4096")  # `Type: problem`, as every payload error
     (ok,) = Decoder().feed(wire(status_body(payload=b"\x01" * MAX_PAYLOAD_BYTES)))
     assert ok.kind is FrameErrorKind.BAD_PAYLOAD  # as long as allowed: read, as a GetStatus
+
+
+@pytest.mark.parametrize("msg_type", [0x1B, 0x55])  # CounterPage (1.1 only), no such type
+def test_a_type_the_revision_lacks_is_unknown_whatever_its_length(msg_type: int):
+    data = wire(status_body(msg_type=msg_type, payload=bytes(MAX_PAYLOAD_BYTES + 5)))
+    (err,) = Decoder().feed(data)
+    assert err.kind is FrameErrorKind.UNKNOWN_TYPE and err.header.msg_type == msg_type
 
 
 @pytest.mark.parametrize("chunk", [None, 100, 4125, 1])
