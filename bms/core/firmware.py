@@ -81,11 +81,13 @@ PRECHARGING = Contactors(negative=True, precharge=True)
 CLOSING = Contactors(negative=True, precharge=True, positive=True)
 CLOSED = Contactors(negative=True, positive=True)
 TEMP_TAPER_C = 5.0  # limits fall to 0 over this last stretch before a temperature stop
-# Empty: the voltage leaves the discharge limit less than this share of its most - the
-# weakest cell, its ohmic drop taken out, within 10 mV of the floor (a 200 mV taper). A
-# load that follows the limit never takes it to 0, and an inverter stops at the step its
-# bus carries (0.1 A on CAN: 2 % of a 1.5 Ah pack's 4.5 A), before a smaller share.
-EMPTY_LIMIT_SHARE = 0.05
+# Empty: the voltage leaves the discharge limit less than EMPTY_LIMIT_SHARE of its most (a
+# load that follows the limit never takes it to 0 exactly); or less than EMPTY_REST_SHARE
+# with no current flowing - the weakest cell, its ohmic drop taken out, within 10 mV of
+# the floor - as when an inverter stopped at the step its bus carries (0.1 A on CAN: 2 %
+# of a 1.5 Ah pack's 4.5 A).
+EMPTY_LIMIT_SHARE = 0.01
+EMPTY_REST_SHARE = 0.05
 STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
 # The states with the pack on the bus through its main contactors: the only ones whose
 # published limits may be above 0.
@@ -1010,9 +1012,10 @@ class Firmware:
             # Empty - the voltage ends the discharge and the estimate agrees (a dip under a
             # load the model underrates, at a SoC the estimate still gives, is not): held
             # at 0 until charged, though the voltage recovers at rest.
+            share = (EMPTY_REST_SHARE if abs(m.current_a) < self.cfg.rest_current_a
+                     else EMPTY_LIMIT_SHARE)
             if (self.empty_charge_as is None and lc.empty_release_fraction
-                    and by_voltage < EMPTY_LIMIT_SHARE * lc.max_discharge_a
-                    and self.soc <= lc.soc_taper):
+                    and by_voltage < share * lc.max_discharge_a and self.soc <= lc.soc_taper):
                 self.empty_charge_as = 0.0  # held from here; the count is not restarted
             if self.empty_charge_as is not None:
                 discharge = 0.0
