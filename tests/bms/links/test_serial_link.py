@@ -69,13 +69,8 @@ async def test_an_other_end_that_stops_reading_costs_events_never_answers_nor_th
     loop = asyncio.get_running_loop()
     raised = []
     loop.set_exception_handler(lambda _loop, context: raised.append(context))
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    ep = Endpoint(os.ttyname(slave))
-    try:
-        await ep.start()
-        await ep.wait_connected(5)
-        port = os.open(os.ttyname(slave), os.O_WRONLY | os.O_NOCTTY)
+    async with on_a_pty() as (ep, master, slave_path):
+        port = os.open(slave_path, os.O_WRONLY | os.O_NOCTTY)
         _filled(port)  # the host's side full before the link writes at all
         os.close(port)
         answers = []
@@ -105,24 +100,28 @@ async def test_an_other_end_that_stops_reading_costs_events_never_answers_nor_th
         assert all(isinstance(f, Frame) for f in frames), frames[:3]
         assert [f.header.seq for f in frames if isinstance(f.message, pm.Ack)] == answers
         assert isinstance(frames[-1].message, pm.GetStatus) and raised == []
-    finally:
-        await ep.close()
-        os.close(master)
-        os.close(slave)
 
 
 async def test_answers_to_a_host_that_never_reads_are_bounded_too():
+    async with on_a_pty() as (ep, _master, _slave_path):
+        big = pm.CellVoltages(np.full(512, 3.1))  # ~2 KB
+        for _ in range(100):  # 200 KB of answers
+            ep.send(big, flags=Flags.RESPONSE)
+        assert ep.link.transport.get_write_buffer_size() <= MAX_QUEUED_BYTES
+        assert ep.link.frames_dropped > 0
+
+
+@contextlib.asynccontextmanager
+async def on_a_pty():
+    """(an Endpoint open on a pty's slave, the master (the host's end), the slave's
+    path)."""
     master, slave = os.openpty()
     tty.setraw(slave)
     ep = Endpoint(os.ttyname(slave))
     try:
         await ep.start()
         await ep.wait_connected(5)
-        big = pm.CellVoltages(np.full(512, 3.1))  # ~2 KB
-        for _ in range(100):  # 200 KB of answers
-            ep.send(big, flags=Flags.RESPONSE)
-        assert ep.link.transport.get_write_buffer_size() <= MAX_QUEUED_BYTES
-        assert ep.link.frames_dropped > 0
+        yield ep, master, os.ttyname(slave)
     finally:
         await ep.close()
         os.close(master)
