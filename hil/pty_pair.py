@@ -27,6 +27,7 @@ class PtyPair:
         self.masters: list[int] = []
         self.paths: list[str] = []
         self.links = [Path(p) if p else None for p in links]
+        self.ttys: list[str] = []  # the pseudo-terminals behind the links
         for link in self.links:
             master, slave = os.openpty()
             tty.setraw(slave)
@@ -34,6 +35,7 @@ class PtyPair:
             self._fds += [master, slave]
             self.masters.append(master)
             path = os.ttyname(slave)
+            self.ttys.append(path)
             if link is not None:
                 tmp = link.with_name(link.name + ".tmp")
                 tmp.unlink(missing_ok=True)
@@ -131,6 +133,9 @@ class PtyPair:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
-        for link in self.links:
-            if link is not None:
-                link.unlink(missing_ok=True)
+        for link, tty_path in zip(self.links, self.ttys, strict=True):
+            # Only a link still ours: another pair started since with the same --link owns
+            # it now (it took it over), and keeps it.
+            with contextlib.suppress(OSError):
+                if link is not None and os.readlink(link) == tty_path:
+                    link.unlink()

@@ -107,3 +107,15 @@ async def test_an_end_nobody_reads_loses_bytes_as_a_wire_and_never_holds_the_wri
         assert await _read(b, 5) == b"fresh"
 
     await _with_pair(body)
+
+
+def test_a_pair_closing_leaves_links_another_pair_has_taken_over(tmp_path):
+    """Two `bms-emu pty --link A --link B` one after the other: the first one's exit must
+    not delete the links the second one now owns."""
+    links = (str(tmp_path / "a"), str(tmp_path / "b"))
+    first = PtyPair(links)
+    second = PtyPair(links)
+    first.close()
+    assert [os.readlink(link) for link in links] == second.ttys
+    second.close()
+    assert not any(os.path.lexists(link) for link in links)
