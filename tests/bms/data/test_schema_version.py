@@ -12,7 +12,8 @@ from bms.data.config import default_config
 from bms.data.parameters import CONFIG_SCHEMA_VERSION, catalogue
 from bms.data.presets import DEFAULT_PRESET, PRESETS, resolve_chemistry
 
-FINGERPRINTS = {1: "16eeed9c247ea2d2", 2: "d592495ee959f2d9"}  # version -> the catalogue's, as `fingerprint` gives it
+# version -> the catalogue's, as `fingerprint` gives it
+FINGERPRINTS = {1: "16eeed9c247ea2d2", 2: "d592495ee959f2d9"}
 
 
 def fingerprint(chem_name: str = DEFAULT_PRESET, n_series: int = 16) -> str:
