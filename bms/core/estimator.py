@@ -523,11 +523,6 @@ class Estimator:
         p = self._ecm_now
         return p[0] + p[1] + p[3]
 
-    def cell_ohmic_ohm(self) -> np.ndarray:
-        """Each cell's ohmic resistance (R0), the part of its drop that follows the current
-        at once, at the last filter run; zeros before the first."""
-        return self._ecm_now[0]
-
     def pack_model(self) -> PackModel:
         """The pack as one cell of the model at the last filter run, learnt factors
         included; all zeros before the first."""

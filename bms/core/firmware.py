@@ -83,11 +83,11 @@ CLOSED = Contactors(negative=True, positive=True)
 TEMP_TAPER_C = 5.0  # limits fall to 0 over this last stretch before a temperature stop
 # Empty: the voltage leaves the discharge limit less than EMPTY_LIMIT_SHARE of its most (a
 # load that follows the limit never takes it to 0 exactly); or less than EMPTY_REST_SHARE
-# with no current flowing - the weakest cell, its ohmic drop taken out, within 10 mV of
-# the floor - as when an inverter stopped at the step its bus carries (0.1 A on CAN: 2 %
-# of a 1.5 Ah pack's 4.5 A).
+# with no current to speak of (under EMPTY_LIMIT_SHARE of the most), as when an inverter
+# stopped at the step its bus carries (0.1 A on CAN: 2 % of a 1.5 Ah pack's 4.5 A).
 EMPTY_LIMIT_SHARE = 0.01
 EMPTY_REST_SHARE = 0.05
+TAPER_RISE_SHARE_PER_S = 0.004  # within the discharge taper the limit climbs this at most
 STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
 # The states with the pack on the bus through its main contactors: the only ones whose
 # published limits may be above 0.
@@ -266,7 +266,7 @@ class Firmware:
         self._soc_with_bled_of: Estimate | None = None  # see `_soc_with_bled`
         self._soc_with_bled_v = np.zeros(n_series)
         self._resistance_of: Estimate | None = None  # see `_cell_resistance`
-        self._resistance = (np.zeros(n_series), 0.0, 0.0, np.zeros(n_series))
+        self._resistance = (np.zeros(n_series), 0.0, 0.0)
         lim = chemistry.limits
         self._charge_temp_neutral_c = 0.5 * (lim.charge_temp_min_c + lim.charge_temp_max_c)
 
@@ -1001,7 +1001,7 @@ class Firmware:
             )
             charge_ir_a, discharge_ir_a = self._voltage_room_a(m)
             by_voltage = min(discharge_ir_a, lc.max_discharge_a * _ramp(
-                (self._taper_v_min(m) - self.floor_v) / lc.discharge_taper_v))
+                (self._figure("cell_v_min") - self.floor_v) / lc.discharge_taper_v))
             discharge = min(by_voltage, lc.max_discharge_a * min(
                 _ramp((discharge_hi - t_max) / TEMP_TAPER_C),
                 _ramp((t_min - discharge_lo) / TEMP_TAPER_C),
@@ -1012,7 +1012,8 @@ class Firmware:
             # Empty - the voltage ends the discharge and the estimate agrees (a dip under a
             # load the model underrates, at a SoC the estimate still gives, is not): held
             # at 0 until charged, though the voltage recovers at rest.
-            share = (EMPTY_REST_SHARE if abs(m.current_a) < self.cfg.rest_current_a
+            share = (EMPTY_REST_SHARE
+                     if abs(m.current_a) < EMPTY_LIMIT_SHARE * lc.max_discharge_a
                      else EMPTY_LIMIT_SHARE)
             if (self.empty_charge_as is None and lc.empty_release_fraction
                     and by_voltage < share * lc.max_discharge_a and self.soc <= lc.soc_taper):
@@ -1025,36 +1026,26 @@ class Firmware:
             if self.protection.any_alarm:
                 charge *= lc.alarm_fraction
                 discharge *= lc.alarm_fraction
-        if self.empty_charge_as is not None:
-            self.empty_charge_as += max(m.current_a, 0.0) * dt_s
+        if self.empty_charge_as is not None and m.current_a > self.cfg.rest_current_a:
+            # A charge, not a current sensor's offset (which released a hold with none).
+            self.empty_charge_as += m.current_a * dt_s
             if self.empty_charge_as >= lc.empty_release_fraction * self.capacity_as:
                 self.empty_charge_as = None
         rise_a = lc.ramp_a_per_s * dt_s
         self.charge_limit_a = min(charge, self.charge_limit_a + rise_a)
+        # Within the discharge taper the limit falls at once but climbs back slowly: read
+        # on the loaded voltage it rose as soon as an inverter backed off, and one that
+        # follows it a frame late hunted around it (a 2 s cycle of 40 % of the DCL).
+        if self._figure("cell_v_min") - self.floor_v < lc.discharge_taper_v:
+            rise_a = min(rise_a, TAPER_RISE_SHARE_PER_S * lc.max_discharge_a * dt_s)
         self.discharge_limit_a = min(discharge, self.discharge_limit_a + rise_a)
-
-    def _taper_v_min(self, m: Measurement) -> float:
-        """The weakest cell's voltage as the discharge taper reads it: within the taper,
-        less each cell's ohmic drop (R0 times the current). That drop follows the current
-        at once; read with it, the limit fell as the inverter took what it allowed and rose
-        as it backed off, and an inverter that follows the DCL a frame period late hunted
-        around it near empty (a 2 s cycle of about 40 % of the DCL). The polarisation,
-        which builds over tens of seconds, stays in, and the voltage room
-        (`_voltage_room_a`) keeps the terminals off the floor. (The charge taper reads the
-        loaded voltage: near full the current is a trickle, its swing within the 0.1 A a
-        CAN limit is rounded to.)"""
-        v_min = self._figure("cell_v_min")
-        if v_min - self.floor_v >= self.cfg.limits.discharge_taper_v or self._cells_unreadable:
-            return v_min
-        r0_ohm = self._cell_resistance()[3]
-        return float(np.minimum.reduce(m.cell_voltage_v - m.current_a * r0_ohm))
 
     def _voltage_room_a(self, m: Measurement) -> tuple[float, float]:
         """(charge, discharge): the currents that would take the strongest cell to the
         ceiling and the weakest to the floor, from the voltage each would rest at. Far
         from both ends a bound from the extremes shows neither binds, and the per-cell
         figures are not worked out."""
-        r_ohm, r_max, r_min, _ = self._cell_resistance()
+        r_ohm, r_max, r_min = self._cell_resistance()
         v_max, v_min = self._figure("cell_v_max"), self._figure("cell_v_min")
         if not (r_min > 0.0 and math.isfinite(v_max) and math.isfinite(v_min)):
             return math.inf, math.inf  # no model yet, or a sensor fault deals with it
@@ -1075,15 +1066,13 @@ class Firmware:
         discharge_a = float(np.minimum.reduce((rest_v - self.floor_v) / r_ohm))
         return max(charge_a, 0.0), max(discharge_a, 0.0)
 
-    def _cell_resistance(self) -> tuple[np.ndarray, float, float, np.ndarray]:
+    def _cell_resistance(self) -> tuple[np.ndarray, float, float]:
         """The estimator's cell resistances (`Estimator.cell_resistance_ohm`), their largest
-        and their smallest, and the ohmic part alone (R0). They change only with a filter
-        run, which publishes a new estimate: worked out once per estimate rather than every
-        step."""
+        and their smallest. They change only with a filter run, which publishes a new
+        estimate: worked out once per estimate rather than every step."""
         if self.estimate is not self._resistance_of:
             r_ohm = self.estimator.cell_resistance_ohm()
-            self._resistance = (r_ohm, float(r_ohm.max()), float(r_ohm.min()),
-                                self.estimator.cell_ohmic_ohm())
+            self._resistance = (r_ohm, float(r_ohm.max()), float(r_ohm.min()))
             self._resistance_of = self.estimate
         return self._resistance
 
