@@ -70,10 +70,9 @@ class PtyPair:
     def _hold(self, src: int, dst: int, rest: memoryview) -> None:
         loop = asyncio.get_running_loop()
         self._waiting[src] = rest
-        self._stalls[src] += 1
         loop.remove_reader(self.masters[src])
         loop.add_writer(self.masters[dst], self._drain, src, dst)
-        loop.call_later(STALL_S, self._give_up, src, dst, self._stalls[src])
+        self._give_up_later(src, dst)
 
     def _drain(self, src: int, dst: int) -> None:
         """`dst` takes bytes again: what waits first, then `src` is read again. Taking
@@ -83,9 +82,14 @@ class PtyPair:
         if not self._waiting[src]:
             self._resume(src, dst)
         elif len(self._waiting[src]) < before:
-            self._stalls[src] += 1
-            asyncio.get_running_loop().call_later(STALL_S, self._give_up, src, dst,
-                                                  self._stalls[src])
+            self._give_up_later(src, dst)
+
+    def _give_up_later(self, src: int, dst: int) -> None:
+        """`_give_up` in STALL_S, unless the hold ends or makes progress before (either
+        moves `_stalls` on)."""
+        self._stalls[src] += 1
+        asyncio.get_running_loop().call_later(STALL_S, self._give_up, src, dst,
+                                              self._stalls[src])
 
     def _give_up(self, src: int, dst: int, stall: int) -> None:
         """STALL_S on one hold: `dst` is away; what waits for it is dropped."""

@@ -984,6 +984,7 @@ class Firmware:
         likewise reaches 0 at the first temperature row of its direction
         (`temperature_window_c`)."""
         lc, thr = self.cfg.limits, self.chem.thresholds
+        above_floor_v = self._figure("cell_v_min") - self.floor_v
         charge = discharge = 0.0
         if self.state in CONNECTED and self.requested == "run" and not self.fault_active:
             t_max, t_min = self._figure("discharge_temp_max"), self._figure("discharge_temp_min")
@@ -1001,7 +1002,7 @@ class Firmware:
             )
             charge_ir_a, discharge_ir_a = self._voltage_room_a(m)
             by_voltage = min(discharge_ir_a, lc.max_discharge_a * _ramp(
-                (self._figure("cell_v_min") - self.floor_v) / lc.discharge_taper_v))
+                above_floor_v / lc.discharge_taper_v))
             discharge = min(by_voltage, lc.max_discharge_a * min(
                 _ramp((discharge_hi - t_max) / TEMP_TAPER_C),
                 _ramp((t_min - discharge_lo) / TEMP_TAPER_C),
@@ -1036,7 +1037,7 @@ class Firmware:
         # Within the discharge taper the limit falls at once but climbs back slowly: read
         # on the loaded voltage it rose as soon as an inverter backed off, and one that
         # follows it a frame late hunted around it (a 2 s cycle of 40 % of the DCL).
-        if self._figure("cell_v_min") - self.floor_v < lc.discharge_taper_v:
+        if above_floor_v < lc.discharge_taper_v:
             rise_a = min(rise_a, TAPER_RISE_SHARE_PER_S * lc.max_discharge_a * dt_s)
         self.discharge_limit_a = min(discharge, self.discharge_limit_a + rise_a)
 

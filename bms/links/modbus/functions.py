@@ -11,6 +11,8 @@ coil reads (01, 02, 05) on a device that has none.
 
 from __future__ import annotations
 
+import functools
+
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersRequest
@@ -48,7 +50,8 @@ def _refused(code: int, sized_by: type[ModbusPDU] | None) -> type[ModbusPDU]:
     return type(f"Refused{code:02X}", (Refused,), {"function_code": code, **sizes})
 
 
-def custom_pdus(transport: str) -> list[type[ModbusPDU]]:
+@functools.cache  # the classes once, not again at each reopening of the server
+def custom_pdus(transport: str) -> tuple[type[ModbusPDU], ...]:
     """TCP: every code 1..127 but the served ones (128 and above are exception responses;
     the MBAP header says where a frame ends). RTU: only the codes whose frame size pymodbus
     knows from the code alone - an RTU frame has no length, and a code whose size cannot
@@ -56,9 +59,9 @@ def custom_pdus(transport: str) -> list[type[ModbusPDU]]:
     and resynchronise); 2B (read device identification) is sized by its sub-function and
     stays pymodbus's."""
     if transport == "tcp":
-        return [ReadHolding] + [_refused(code, None) for code in range(1, 0x80)
-                                if code not in SERVED]
-    return [ReadHolding] + [_refused(code, known) for code, (known, _) in
-                            sorted(DecodePDU.pdu_table.items())
-                            if code not in SERVED
-                            and (known.rtu_frame_size or known.rtu_byte_count_pos)]
+        return (ReadHolding, *(_refused(code, None) for code in range(1, 0x80)
+                               if code not in SERVED))
+    return (ReadHolding, *(_refused(code, known) for code, (known, _) in
+                           sorted(DecodePDU.pdu_table.items())
+                           if code not in SERVED
+                           and (known.rtu_frame_size or known.rtu_byte_count_pos)))

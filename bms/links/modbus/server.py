@@ -171,10 +171,10 @@ class ModbusLink:
         a = self.address
         if a.transport == "tcp":
             return ModbusTcpServer(device, address=(a.host, a.port),
-                                   custom_pdu=custom_pdus("tcp"), trace_pdu=self._trace)
+                                   custom_pdu=list(custom_pdus("tcp")), trace_pdu=self._trace)
         return ModbusSerialServer(device, port=a.device, baudrate=a.baud, parity=a.parity,
                                   stopbits=a.stop_bits, bytesize=8,
-                                  custom_pdu=custom_pdus("rtu"),
+                                  custom_pdu=list(custom_pdus("rtu")),
                                   trace_pdu=self._trace,
                                   trace_connect=self._connection)
 
