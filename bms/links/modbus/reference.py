@@ -115,10 +115,12 @@ def exceptions() -> str:
     ]
     return ("## Exceptions\n\nA refused write changes nothing; the log (INFO) says why.\n\n"
             + table(("Exception", "When"), rows)
-            + "\nOne request at a time on a connection: a client that sends the next before "
-            "the answer (pipelining) gets the first answered only (pymodbus's server "
-            "reads one frame per arrival of data); open a connection per outstanding "
-            "request instead.\n")
+            + "\nRequests may be pipelined on a connection (the next sent before the answer): "
+            "they are answered in order, up to 64 waiting before the server stops reading. A "
+            "frame whose MBAP protocol id is not 0 is skipped by its length, unanswered; a "
+            "length under 2 or over 254 closes the connection (where the next frame starts "
+            "is unknown). A function code of 0x80 or above is ILLEGAL_FUNCTION; a request "
+            "of 03, 06 or 16 whose data cannot be read is ILLEGAL_DATA_VALUE.\n")
 
 
 def writes(sunspec_map: SunSpecMap) -> str:

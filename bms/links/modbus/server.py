@@ -18,9 +18,11 @@ application protocol:
 
 TCP answers any unit id (a direct connection has only this device behind it); RTU answers
 only its own (`unit_id`) and stays silent for the others and for broadcasts, as a device
-on a shared bus must. A serial port that cannot be opened or vanishes is retried, and said
-once per episode, as the protocol's serial link does; so is a TCP address that cannot be
-listened on. pymodbus's own log is held to errors: this module says what matters once.
+on a shared bus must. TCP frames are cut by our own MBAP framing
+(`bms.links.modbus.tcp_framing`): pipelined requests are answered in order. A serial port
+that cannot be opened or vanishes is retried, and said once per episode, as the protocol's
+serial link does; so is a TCP address that cannot be listened on. pymodbus's own log is
+held to errors: this module says what matters once.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from collections.abc import Callable
 import serial
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from bms.core.signals import Actuation, Measurement
@@ -47,6 +49,8 @@ from bms.links.modbus.address import ModbusAddress
 from bms.links.modbus.functions import custom_pdus
 from bms.links.modbus.pack_view import Nameplate, view_of
 from bms.links.modbus.register_map import SunSpecMap, WriteRefused
+from bms.links.modbus.tcp_framing import TcpServer
+from bms.links.modbus.tcp_framing import log as framing_log
 from bms.links.tasks import start_task, stop_task
 from protocol import messages as pm
 
@@ -106,7 +110,7 @@ class ModbusLink:
         self.last_error = ""
         self._now_s: Callable[[], float] = lambda: 0.0
         self._task: asyncio.Task | None = None
-        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+        self._server: TcpServer | ModbusSerialServer | None = None
         self._lost = asyncio.Event()
         self._image: list[int] = []
         self._image_of: tuple[Actuation | None, Measurement | None, int] | None = None
@@ -117,9 +121,10 @@ class ModbusLink:
 
     async def start(self, now_s: Callable[[], float]) -> None:
         logging.getLogger("pymodbus").setLevel(logging.ERROR)
-        said = logging.getLogger(PYMODBUS_LOGGER)  # where pymodbus logs everything
-        if not any(isinstance(f, _OneLineOnce) for f in said.filters):
-            said.addFilter(_OneLineOnce())
+        # Where pymodbus logs everything, and where our TCP framing says what it refused.
+        for said in logging.getLogger(PYMODBUS_LOGGER), framing_log:
+            if not any(isinstance(f, _OneLineOnce) for f in said.filters):
+                said.addFilter(_OneLineOnce())
         self._now_s = now_s
         self._task = start_task(self._keep_serving(), name=self.who)
 
@@ -164,14 +169,14 @@ class ModbusLink:
                 self._server = None
             self.opened.clear()
 
-    def _make_server(self) -> ModbusTcpServer | ModbusSerialServer:
+    def _make_server(self) -> TcpServer | ModbusSerialServer:
         device = SimDevice(0, simdata=[SimData(self.map.base, values=[0] * self.map.size,
                                                datatype=DataType.REGISTERS)],
                            action=self._action)
         a = self.address
         if a.transport == "tcp":
-            return ModbusTcpServer(device, address=(a.host, a.port),
-                                   custom_pdu=list(custom_pdus("tcp")), trace_pdu=self._trace)
+            return TcpServer(device, address=(a.host, a.port), custom_pdu=list(custom_pdus("tcp")),
+                             trace_pdu=self._trace, counts=self.counts)
         return ModbusSerialServer(device, port=a.device, baudrate=a.baud, parity=a.parity,
                                   stopbits=a.stop_bits, bytesize=8,
                                   custom_pdu=list(custom_pdus("rtu")),

@@ -187,22 +187,76 @@ async def test_a_warning_and_an_alarm_show_on_their_own_bits(key):
 
 
 async def test_a_client_sending_bad_headers_costs_one_log_line_a_minute_not_a_flood(caplog):
-    """pymodbus appends the last frames it saw (any client's) to each error it logs, as a
-    hex dump: a bad MBAP protocol id, sent again and again, is one line."""
+    """A frame with a protocol id other than 0 (not Modbus) is skipped by its length and
+    the next frame is read; said once a minute, counted each time."""
     bench = Bench()
     async with serving(bench) as link:
         reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
-        good = await client_for(link)
-        await good.read_holding_registers(link.map.base, count=2, device_id=1)
         for tid in range(5):  # protocol ids 7, 8, ...: not Modbus
             writer.write(tid.to_bytes(2, "big") + bytes([0, 7 + tid])
                          + b"\x00\x06\x01\x03\x9c\x40\x00\x01")
-            await writer.drain()
-            await asyncio.sleep(0.05)
-        good.close()
+        writer.write(frame(9, b"\x03\x9c\x40\x00\x01"))
+        await writer.drain()
+        tid, pdu = await answer(reader)
         writer.close()
-    said = [r.getMessage() for r in caplog.records if r.name.startswith("pymodbus")]
-    assert said == ["Modbus: Invalid Modbus protocol id: 7 (said once a minute at most)"]
+        assert (tid, pdu[:2]) == (9, b"\x03\x02")  # the good one after them: answered
+        assert link.stats()["not_modbus"] == 5
+    said = [r.getMessage() for r in caplog.records if "Modbus:" in r.getMessage()]
+    assert len(said) == 1 and "protocol id 7 is not 0 (Modbus): frame skipped" in said[0]
+
+
+def frame(tid: int, pdu: bytes, unit: int = 1) -> bytes:
+    """A Modbus TCP frame (MBAP header and PDU)."""
+    return tid.to_bytes(2, "big") + b"\x00\x00" + (len(pdu) + 1).to_bytes(2, "big") + bytes(
+        [unit]) + pdu
+
+
+async def answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """The next answer's transaction id and PDU."""
+    header = await asyncio.wait_for(reader.readexactly(7), 5)
+    return int.from_bytes(header[:2]), await asyncio.wait_for(
+        reader.readexactly(int.from_bytes(header[4:6]) - 1), 5)
+
+
+async def test_pipelined_requests_are_all_answered_in_order():
+    """A client may send its next requests before the answers (the Modbus messaging guide):
+    200 reads in one write, then a read sent a byte at a time, each answered in order
+    under its own transaction id."""
+    async with serving(Bench()) as link:
+        reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+        base = link.map.base
+        writer.write(b"".join(frame(tid, b"\x03" + (base + tid % 60).to_bytes(2, "big")
+                                    + b"\x00\x01") for tid in range(200)))
+        split = frame(500, b"\x03" + base.to_bytes(2, "big") + b"\x00\x02")
+        for byte in split:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        answers = [await answer(reader) for _ in range(201)]
+        writer.close()
+    image = link._current_image()
+    assert [tid for tid, _ in answers] == [*range(200), 500]
+    for tid, pdu in answers[:200]:
+        assert pdu == b"\x03\x02" + image[tid % 60].to_bytes(2, "big")
+    assert answers[200][1][:2] == b"\x03\x04"
+    assert link.stats()["reads"] == 201
+
+
+@pytest.mark.parametrize("length", [0, 1, 255, 0xFFFF])
+async def test_a_length_no_modbus_frame_has_closes_the_connection_after_the_answers_before(
+        length):
+    """Where the next frame starts is then unknown: the requests before it are answered,
+    the connection is closed, and the server goes on serving new ones."""
+    async with serving(Bench()) as link:
+        reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+        read = b"\x03" + link.map.base.to_bytes(2, "big") + b"\x00\x01"
+        writer.write(frame(1, read) + b"\x00\x02\x00\x00" + length.to_bytes(2, "big")
+                     + b"\x01\x03" + frame(3, read))
+        await writer.drain()
+        assert (await answer(reader))[0] == 1
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, 3 unanswered
+        writer.close()
+        assert link.stats()["bad_length"] == 1
+        assert (await ask_raw(link, read))[:2] == b"\x03\x02"
 
 
 async def ask_raw(link: ModbusLink, pdu: bytes) -> bytes:
@@ -224,8 +278,11 @@ async def ask_raw(link: ModbusLink, pdu: bytes) -> bytes:
     (b"\x11", b"\x91\x01"),  # report server id (pymodbus's said "Pymodbus")
     (b"\x2b\x0e\x01\x00", b"\xab\x01"),  # read device identification
     (b"\x41", b"\xc1\x01"),  # a code no standard assigns: its own code, not 0x80
+    (b"\x81", b"\x81\x01"), (b"\xff\x00", b"\xff\x01"),  # no request has such a code
+    (b"\x10\x9c\x40\x00\x02\x04\x00", b"\x90\x03"),  # 16 with fewer bytes than it says
     (b"\x03\x9c\x40\x00\x00", b"\x83\x03"), (b"\x03\x9c\x40\x00\x7e", b"\x83\x03"),
-], ids=["01", "04", "07", "08", "11", "2B", "41", "03 count 0", "03 count 126"])
+], ids=["01", "04", "07", "08", "11", "2B", "41", "81", "FF", "16 short", "03 count 0",
+     "03 count 126"])
 async def test_functions_other_than_03_06_16_are_illegal_under_their_own_code(pdu, expected):
     """Per the Modbus application protocol: the exception carries the request's function
     code with its top bit set; a read of 0 or over 125 registers is ILLEGAL_DATA_VALUE."""

@@ -1,0 +1,138 @@
+"""Modbus TCP framing of our own (the MBAP header), under pymodbus's request handling.
+
+pymodbus's server reads one frame each time data arrives and drops the rest of the buffer
+when it answers, so a client that pipelines (sends its next requests before the answers,
+as the Modbus messaging guide allows) got only its first answered; after a header with a
+protocol id other than 0 it stayed silent until its buffer overflowed (~43 requests); and
+a request code of 0x80 or above was taken for an exception response and answered with
+SERVER_DEVICE_FAILURE. Here each connection:
+
+- answers every whole request in what arrives, in order (`MAX_WAITING` at most wait:
+  beyond that the connection stops reading, and TCP holds the client back);
+- skips a frame whose protocol id is not 0 (Modbus) by its length, unanswered, as the
+  messaging guide says, and reads on;
+- closes on a length no Modbus frame has (under 2: no unit and function; over 254: a PDU
+  is 253 bytes at most): where the next frame starts is then unknown;
+- answers a function code of 0x80 or above, which no request has, ILLEGAL_FUNCTION, and a
+  served function whose data cannot be read ILLEGAL_DATA_VALUE.
+
+Each is counted in the link's stats and said once a minute at most (the link's log filter).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections import Counter, deque
+
+from pymodbus.constants import ExcCodes
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+
+from bms.links.modbus.functions import SERVED
+
+log = logging.getLogger(__name__)
+
+MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
+LENGTH_MIN, LENGTH_MAX = 2, 254  # the unit id and the PDU (1 + at most 253 bytes)
+MAX_WAITING = 64  # requests read and not yet answered on one connection
+
+
+class TcpServer(ModbusTcpServer):
+    """pymodbus's TCP server, each connection framed by `TcpConnection`; `counts` is the
+    link's, where the connections count what they refused."""
+
+    def __init__(self, *args, counts: Counter[str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.counts = counts
+
+    def callback_new_connection(self) -> TcpConnection:
+        return TcpConnection(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
+class TcpConnection(ServerRequestHandler):
+    """One client's connection: frames cut by their MBAP length, answered one after another."""
+
+    def __init__(self, owner: TcpServer, *args):
+        super().__init__(owner, *args)
+        self.counts = owner.counts
+        self._unread = bytearray()  # the start of a frame not yet whole
+        self._waiting: deque[ModbusPDU] = deque()
+        self._answering = False
+        self._closing = False
+
+    def datagram_received(self, data: bytes, addr: tuple | None) -> None:
+        """(pymodbus's `data_received` hands each arrival here.)"""
+        if self._closing:
+            return
+        self._unread += data
+        while len(self._unread) >= MBAP.size:
+            tid, protocol, length, unit = MBAP.unpack_from(self._unread)
+            if not LENGTH_MIN <= length <= LENGTH_MAX:
+                self._refuse("bad_length", f"MBAP length {length} is not "
+                             f"{LENGTH_MIN}..{LENGTH_MAX}: connection closed")
+                self._unread.clear()
+                self._closing = True  # once the requests before it are answered
+                self.transport.pause_reading()
+                break
+            end = 6 + length
+            if len(self._unread) < end:
+                break
+            pdu_bytes = bytes(self._unread[MBAP.size:end])
+            del self._unread[:end]
+            if protocol != 0:
+                self._refuse("not_modbus", f"MBAP protocol id {protocol} is not 0 (Modbus): "
+                             "frame skipped")
+                continue
+            pdu = self._request(pdu_bytes)
+            pdu.transaction_id, pdu.dev_id = tid, unit
+            self._waiting.append(pdu)
+        if self._waiting and not self._answering:
+            self._answering = True
+            asyncio.get_running_loop().create_task(self._answer_waiting(addr))
+        elif self._closing and not self._answering:
+            self.transport.close()
+        if len(self._waiting) >= MAX_WAITING:
+            self.transport.pause_reading()
+
+    def _request(self, pdu_bytes: bytes) -> ModbusPDU:
+        """The request, or the exception that answers it."""
+        code = pdu_bytes[0]
+        pdu = self.framer.decoder.decode(pdu_bytes) if code < 0x80 else None
+        if pdu is not None:
+            return pdu
+        self.counts["undecodable"] += 1
+        return _Answered(code, ExcCodes.ILLEGAL_VALUE if code in SERVED
+                         else ExcCodes.ILLEGAL_FUNCTION)
+
+    async def _answer_waiting(self, addr: tuple | None) -> None:
+        try:
+            while self._waiting and self.transport is not None:
+                self.last_pdu, self.last_addr = self.trace_pdu(False, self._waiting.popleft()), addr
+                await self.handle_request()  # answers last_pdu (None: dropped by the trace)
+                if (len(self._waiting) < MAX_WAITING and not self._closing
+                        and self.transport is not None):
+                    self.transport.resume_reading()
+        finally:
+            self._answering = False
+            if self._closing and self.transport is not None:
+                self.transport.close()  # its answers are written first
+
+    def _refuse(self, what: str, text: str) -> None:
+        self.counts[what] += 1
+        host, port = self.transport.get_extra_info("peername")[:2]
+        log.warning("client %s:%d: %s", host, port, text)
+
+
+class _Answered(ModbusPDU):
+    """A request answered by an exception without reading it (its code, or its data, is
+    not one this server can read)."""
+
+    def __init__(self, code: int, exception: ExcCodes):
+        super().__init__()
+        self.function_code, self.exception = code, exception
+
+    async def datastore_update(self, context, device_id: int) -> ModbusPDU:
+        return ExceptionResponse(self.function_code, self.exception)
