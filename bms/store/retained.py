@@ -6,6 +6,7 @@ Why and how: docs/internals.md, bms/store/retained.py.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ class Retained:
     log_dropped: int = 0
     log_recorded: int = 0
     locked_out: tuple[str, ...] = ()  # FAULTs locked out until a service action
+    # The empty hold: the charge taken back since it engaged, A s (None: no hold).
+    empty_charge_as: float | None = None
 
 
 def retain(fw: Firmware) -> Retained:
@@ -48,6 +51,7 @@ def retain(fw: Firmware) -> Retained:
         log_dropped=fw.log.dropped,
         log_recorded=fw.log.recorded,
         locked_out=tuple(sorted(fw.locked_out)),
+        empty_charge_as=fw.empty_charge_as,
     )
 
 
@@ -74,6 +78,14 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
             fw.locked_out.add(name)
         else:
             lost.append(f"lockout of {name} is not one this firmware knows")
+    # So is an empty hold: an emptied pack that wakes (or a host's reset) must not invite
+    # the inverter back before it has taken charge.
+    held_as = kept.empty_charge_as
+    if held_as is not None and not (math.isfinite(held_as) and held_as >= 0.0):
+        lost.append(f"the empty hold's charge taken back ({held_as} A s) is not a count: "
+                    "held from 0")
+        held_as = 0.0
+    fw.empty_charge_as = held_as
     fw.counters = Counters.from_dict(kept.counters.as_dict())
     fw.log.restore(list(kept.log), kept.log_recorded)
     if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise

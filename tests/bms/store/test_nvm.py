@@ -3,14 +3,18 @@ when the keeper saves. Real SQLite files in a temporary directory; simulated tim
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import sqlite3
 
 import numpy as np
 import pytest
 
+from bms.core.firmware import Firmware
 from bms.data.config_toml import parse_config
 from bms.host.device import Device, Identity
+from bms.runtime.restart import restarted
 from bms.store.nvm import (
     APPLICATION_ID,
     MIGRATIONS,
@@ -18,9 +22,10 @@ from bms.store.nvm import (
     NvmError,
     NvmStore,
     PackIdentity,
+    export,
 )
 from bms.store.persistence import Keeper, resume
-from bms.store.retained import retain
+from bms.store.retained import restore, retain
 from bms_emu.nvm_args import data_dir
 from protocol import messages as pm
 from tests.bms.core.test_firmware import TICK_S, Bench
@@ -412,3 +417,64 @@ def test_mqtt_configuration_commands_are_logged_as_such(store_path):
     assert done["ok"] and not refused["ok"]
     rows = kept.store.db.execute("SELECT who, param, new, t_s FROM config_changes").fetchall()
     assert rows == [("MQTT command", "limits.max_charge_a", "1.25", 3.0)]
+
+
+def empty_and_held(kept: Kept) -> None:
+    """1C out of a pack at 8 % until its discharge is held at empty."""
+    kept.fw.request("run")
+    one_c_a = kept.pack.capacity_ah
+    for _ in range(int(1800.0 / TICK_S)):
+        kept.tick(demand_a=-one_c_a)
+        if kept.fw.empty_charge_as is not None:
+            break
+    assert kept.fw.empty_charge_as == 0.0
+    kept.run(30.0)  # at rest: the voltage recovers, the hold stands
+
+
+def test_an_empty_hold_outlives_a_power_cycle_until_the_pack_has_taken_charge(store_path):
+    """An emptied pack whose BMS loses power (or is reset) must not, on waking, invite the
+    inverter back to an empty pack: the hold is kept in the store with the charge it has
+    seen taken back, and released only once the share is in."""
+    kept = Kept(store_path, initial_soc=0.08)
+    empty_and_held(kept)
+    kept.reboot(off_s=600.0, clean=False)  # the power just went: the period's save stands
+    assert kept.fw.empty_charge_as == 0.0
+    kept.fw.request("run")
+    kept.run(60.0)
+    assert kept.history[-1][1].contactors.main_closed
+    assert max(act.discharge_limit_a for _, act in kept.history[-300:]) == 0.0
+    kept.run(30.0, demand_a=0.5)  # some charge in, short of the share
+    taken_as = kept.fw.empty_charge_as
+    assert 0.0 < taken_as < kept.fw.cfg.limits.empty_release_fraction * kept.fw.capacity_as
+    kept.keeper.close(kept.now_s)  # a clean shutdown: `nvm export` shows the hold
+    assert export(store_path)["saved"]["empty_hold_charged_ah"] == pytest.approx(
+        taken_as / 3600.0)
+    kept.boot()
+    assert kept.fw.empty_charge_as == taken_as  # the count carries on, not from 0
+    kept.fw.request("run")
+    kept.run(300.0, demand_a=0.5)
+    assert kept.fw.empty_charge_as is None and kept.history[-1][1].discharge_limit_a > 0.0
+    kept.keeper.close(kept.now_s)
+    assert export(store_path)["saved"]["empty_hold_charged_ah"] is None
+
+
+def test_a_hosts_reset_keeps_the_empty_hold():
+    kept = Bench(initial_soc=0.08)
+    kept.fw.request("run")
+    for _ in range(int(1800.0 / TICK_S)):
+        kept.tick(demand_a=-kept.pack.capacity_ah)
+        if kept.fw.empty_charge_as is not None:
+            break
+    fw, lost = restarted(kept.fw, kept.pack.capacity_ah, boot=1, now_s=kept.now_s)
+    assert lost == [] and fw.empty_charge_as == 0.0
+
+
+@pytest.mark.parametrize("stored_as", [-5.0, math.inf])
+def test_a_stored_hold_that_is_no_count_holds_from_zero_and_says_so(stored_as):
+    bench = Bench()
+    kept = dataclasses.replace(retain(bench.fw), empty_charge_as=stored_as)
+    fw = Firmware(bench.pack.chem, bench.pack.n_series, bench.pack.capacity_ah)
+    lost = restore(fw, kept, off_s=1.0)
+    assert fw.empty_charge_as == 0.0
+    assert lost == [f"the empty hold's charge taken back ({stored_as} A s) is not a count: "
+                    "held from 0"]
