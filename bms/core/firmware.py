@@ -38,6 +38,7 @@ from bms.data.config import (
     KEEPALIVE_LEVELS,
     TEMP_PLAUSIBLE_C,
     FirmwareConfig,
+    ProtectionRow,
     default_config,
     inverter_rows,
 )
@@ -256,6 +257,8 @@ class Firmware:
         self._derive_from(self.cfg)
         self.counters = Counters()
         self.event_faults: set[str] = set()  # latched faults raised outside the table
+        # The cell or sensor each raised row named, by row and level, for its clear.
+        self._raised_offender: dict[tuple[str, str, bool, str], int | None] = {}
         self._low_cell_suspended = False
         # A recovery charge is under way (or starting: STANDBY, PRECHARGE): since when, and
         # since when the pack has been discharging in it (None: not).
@@ -474,7 +477,8 @@ class Firmware:
         for change in self.protection.evaluate(q, now_s, clear):
             row = self.protection.rows[change.row]
             self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
-                                         change.action, self._offender(row.quantity, m),
+                                         change.action,
+                                         self._row_offender(row, change.action, m),
                                          self.protection.last_value(change.row)),
                       note if change.action == "cleared" else "")
         if clear:  # with a measurement in hand, a timeout is over too
@@ -714,6 +718,19 @@ class Firmware:
             self._soc_with_bled_v = e.cell_soc + e.cell_bled_soc
         return self._soc_with_bled_v
 
+    def _row_offender(self, row: ProtectionRow, action: str, m: Measurement) -> int | None:
+        """The cell or sensor a row's event names: at its raise, the one behind it; at its
+        clear, the one named at the raise, so that a monitor pairs the two (the one behind
+        the quantity then may be another). A row latched before a restart was raised by
+        another firmware: its clear names the one behind it now."""
+        key = (*row_key(row), row.level)
+        if action == "cleared" and key in self._raised_offender:
+            return self._raised_offender.pop(key)
+        offender = self._offender(row.quantity, m)
+        if action == "raised":
+            self._raised_offender[key] = offender
+        return offender
+
     def _offender(self, quantity: str, m: Measurement) -> int | None:
         """The cell or sensor (0-based) behind a quantity, located only when a row changes."""
         v, t = m.cell_voltage_v, m.temperature_c
@@ -936,7 +953,7 @@ class Firmware:
         self.protection.latch([row_key(row) for row in self._recovery_latch])
         for row in self._recovery_latch:
             self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
-                                         "raised", self._offender(row.quantity, m),
+                                         "raised", self._row_offender(row, "raised", m),
                                          self._figure(row.quantity)), why)
         self._open(now_s)
         self.state = State.FAULT

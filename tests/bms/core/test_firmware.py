@@ -643,3 +643,27 @@ def test_a_precharge_retry_waits_while_a_fault_is_due():
         bench.k += 1
     assert bench.now_s > retry_at_s and bench.fw.protection.fault_pending()
     assert all(a.contactors == OPEN for a in acts)
+
+
+def test_a_rows_clear_names_the_cell_its_raise_named():
+    """Cell 3 over the over-voltage WARNING raises it; it clears once cell 3 is back, while
+    cell 1 is then the highest (under the release): the clear names cell 3, as the raise
+    did, so that a monitor pairs them (it named cell 1, the highest at the clear)."""
+    fw = Firmware(PRESETS["na-nfm"], 4, 3.0)
+    row = next(r for r in fw.cfg.protection
+               if r.fault == "CELL_OVERVOLTAGE" and r.level == "WARNING")
+    temps_c = np.array([25.0, 25.0])
+    events = []
+
+    def hold(cells_v, seconds: float, t0_s: float) -> float:
+        for k in range(round(seconds / TICK_S)):
+            m = Measurement(np.array(cells_v), temps_c, 0.0, 0.0, OPEN)
+            events.extend(fw.step(m, t0_s + k * TICK_S).events)
+        return t0_s + seconds
+
+    t_s = hold([3.6, 3.6, 3.6, 3.6], 5.0, 0.0)
+    over_v = row.threshold + 0.005  # under the ALARM's
+    t_s = hold([3.6, 3.6, over_v, 3.6], 5.0, t_s)
+    hold([row.release - 0.05, 3.6, 3.6, 3.6], 5.0, t_s)
+    ours = [(e.action, e.index) for e in events if e.name == "CELL_OVERVOLTAGE"]
+    assert ours == [("raised", 2), ("cleared", 2)]
