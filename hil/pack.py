@@ -190,7 +190,8 @@ class SimulatedPack:
 
     @property
     def true_group_temperature_c(self) -> np.ndarray:
-        return self.thermal.temperature_c.mean(axis=1)
+        t = self.thermal.temperature_c  # (series, parallel)
+        return np.add.reduce(t, axis=1) / t.shape[1]  # what t.mean(axis=1) gives, unwrapped
 
     @property
     def true_soc(self) -> np.ndarray:

@@ -164,7 +164,7 @@ class Sensors:
         if self.temp_faults:
             t = np.where(self.temp_forced, self.temp_forced_c, t + self.temp_offset_c)
         lsb = self.spec.temp_lsb_c
-        return np.round(t / lsb) * lsb
+        return np.rint(t / lsb) * lsb  # what np.round gives to 0 decimals, without its wrapper
 
 
 @dataclass

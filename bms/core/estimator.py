@@ -150,6 +150,8 @@ class Estimator:
         self._rest_soc_sigma = np.full(n_series, np.inf)
         self._soc_spread = 0.0
         self._pack_model_of: np.ndarray | None = None  # the _ecm_now it was worked out from
+        self._resistance_of: np.ndarray | None = None  # likewise for `cell_resistance_ohm`
+        self._resistance_ohm = np.zeros(n_series)
         self._ecm_due_s = -np.inf
         self._sensor_of_cell: np.ndarray | None = None
         self._sensor_count = 0
@@ -519,9 +521,13 @@ class Estimator:
 
     def cell_resistance_ohm(self) -> np.ndarray:
         """Each cell's resistance to a steady current (R0 + R1 + R2) at the last filter run,
-        learnt factors included; zeros before the first."""
+        learnt factors included; zeros before the first. Worked out once per run (the
+        firmware's limits and `_publish` both read it); not to be changed in place."""
         p = self._ecm_now
-        return p[0] + p[1] + p[3]
+        if self._resistance_of is not p:
+            self._resistance_ohm = p[0] + p[1] + p[3]
+            self._resistance_of = p
+        return self._resistance_ohm
 
     def pack_model(self) -> PackModel:
         """The pack as one cell of the model at the last filter run, learnt factors
@@ -546,8 +552,7 @@ class Estimator:
         out_ah, in_ah = _room_ah(soc, cap)  # soc is clipped to 0..1 above
         pack_ocv_v = float(f.ocv_v.sum())
         stored_wh = float(self.energy.wh(soc, soc - out_ah / cap, cap, t).sum())
-        p = self._ecm_now
-        pack_r_ohm = float((p[0] + p[1] + p[3]).sum())
+        pack_r_ohm = float(self.cell_resistance_ohm().sum())
         i_a = m.current_a - f.offset_a
         pack_v = float(m.cell_voltage_v.sum())
         if not math.isfinite(pack_v):  # an unreadable cell: the model's OCV stands in

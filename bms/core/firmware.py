@@ -109,6 +109,11 @@ VOLTAGE_DOUBT = bitmap({"OPEN_WIRE", "VOLTAGE_SENSOR_FAULT"})
 
 # A step's figures, from `_quantities`'s dict, in the order of QUANTITIES: one C call.
 _IN_QUANTITY_ORDER = operator.itemgetter(*(quantity.name for quantity in QUANTITIES))
+# The figures every step reads back (`_figure_values`) by their place: a dozen reads a step,
+# each a method call and a dict look-up less than `_figure`'s.
+CELL_V_MAX, CELL_V_MIN, PACK_V, TEMP_MAX, TEMP_MIN = (
+    QUANTITY_INDEX[name] for name in ("cell_v_max", "cell_v_min", "pack_v",
+                                      "discharge_temp_max", "discharge_temp_min"))
 
 
 def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
@@ -494,7 +499,7 @@ class Firmware:
         self._limits(m, since_measurement_s)  # steps without a measurement leave them alone
         self._suspend_low_cell_rows(events, now_s)
         mask = self.balancer.step(
-            m.cell_voltage_v, self.estimate.cell_soc, self._figure("discharge_temp_max"),
+            m.cell_voltage_v, self.estimate.cell_soc, self._figure_values[TEMP_MAX],
             m.current_a,
             self.cfg.rest_current_a,
             # An alarm stops balancing: bleeding healthy cells toward one with an internal
@@ -765,14 +770,13 @@ class Firmware:
     def _count(self, m: Measurement, dt_s: float) -> None:
         """Throughput always; voltage extremes only from readings not in doubt (an open
         sense wire's reading is not a cell's)."""
-        c = self.counters
-        c.count_charge(m.current_a, self._figure("pack_v"), dt_s)
+        c, figure = self.counters, self._figure_values
+        c.count_charge(m.current_a, figure[PACK_V], dt_s)
         if self.protection.active_bitmap() & VOLTAGE_DOUBT:
             v_min, v_max = math.inf, -math.inf
         else:
-            v_min, v_max = self._figure("cell_v_min"), self._figure("cell_v_max")
-        c.see(v_min, v_max, self._figure("discharge_temp_min"), self._figure("discharge_temp_max"),
-              m.current_a)
+            v_min, v_max = figure[CELL_V_MIN], figure[CELL_V_MAX]
+        c.see(v_min, v_max, figure[TEMP_MIN], figure[TEMP_MAX], m.current_a)
 
     def _estimate(self, m: Measurement, dt_s: float, now_s: float) -> None:
         if m.balancing is None:
@@ -1000,11 +1004,11 @@ class Firmware:
         rest, through its resistance, is the most allowed; each temperature derating
         likewise reaches 0 at the first temperature row of its direction
         (`temperature_window_c`)."""
-        lc, thr = self.cfg.limits, self.chem.thresholds
-        above_floor_v = self._figure("cell_v_min") - self.floor_v
+        lc, thr, figure = self.cfg.limits, self.chem.thresholds, self._figure_values
+        above_floor_v = figure[CELL_V_MIN] - self.floor_v
         charge = discharge = 0.0
         if self.state in CONNECTED and self.requested == "run" and not self.fault_active:
-            t_max, t_min = self._figure("discharge_temp_max"), self._figure("discharge_temp_min")
+            t_max, t_min = figure[TEMP_MAX], figure[TEMP_MIN]
             # Each temperature derating ends at the first temperature row of its direction.
             charge_lo, charge_hi, discharge_lo, discharge_hi = self.temp_window_c
             cold = _ramp((t_min - charge_lo)
@@ -1015,7 +1019,7 @@ class Firmware:
                 cold,
                 _ramp((charge_hi - t_max) / TEMP_TAPER_C),
                 _ramp((1.0 - self.soc) / lc.soc_taper),
-                _ramp((self.ceiling_v - self._figure("cell_v_max")) / lc.charge_taper_v),
+                _ramp((self.ceiling_v - figure[CELL_V_MAX]) / lc.charge_taper_v),
             )
             charge_ir_a, discharge_ir_a = self._voltage_room_a(m)
             by_voltage = min(discharge_ir_a, lc.max_discharge_a * _ramp(
@@ -1064,7 +1068,7 @@ class Firmware:
         from both ends a bound from the extremes shows neither binds, and the per-cell
         figures are not worked out."""
         r_ohm, r_max, r_min = self._cell_resistance()
-        v_max, v_min = self._figure("cell_v_max"), self._figure("cell_v_min")
+        v_max, v_min = self._figure_values[CELL_V_MAX], self._figure_values[CELL_V_MIN]
         if not (r_min > 0.0 and math.isfinite(v_max) and math.isfinite(v_min)):
             return math.inf, math.inf  # no model yet, or a sensor fault deals with it
         i_a, lc = m.current_a, self.cfg.limits
