@@ -60,7 +60,7 @@ class TcpConnection(ServerRequestHandler):
         self.counts = owner.counts
         self._unread = bytearray()  # the start of a frame not yet whole
         self._waiting: deque[ModbusPDU] = deque()
-        self._answering = False
+        self._answering: asyncio.Task | None = None  # held: the loop keeps only a weak one
         self._closing = False
 
     def datagram_received(self, data: bytes, addr: tuple | None) -> None:
@@ -89,10 +89,9 @@ class TcpConnection(ServerRequestHandler):
             pdu = self._request(pdu_bytes)
             pdu.transaction_id, pdu.dev_id = tid, unit
             self._waiting.append(pdu)
-        if self._waiting and not self._answering:
-            self._answering = True
-            asyncio.get_running_loop().create_task(self._answer_waiting(addr))
-        elif self._closing and not self._answering:
+        if self._waiting and self._answering is None:
+            self._answering = asyncio.get_running_loop().create_task(self._answer_waiting(addr))
+        elif self._closing and self._answering is None:
             self.transport.close()
         if len(self._waiting) >= MAX_WAITING:
             self.transport.pause_reading()
@@ -116,7 +115,7 @@ class TcpConnection(ServerRequestHandler):
                         and self.transport is not None):
                     self.transport.resume_reading()
         finally:
-            self._answering = False
+            self._answering = None
             if self._closing and self.transport is not None:
                 self.transport.close()  # its answers are written first
 
