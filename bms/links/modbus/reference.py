@@ -116,11 +116,16 @@ def exceptions() -> str:
     return ("## Exceptions\n\nA refused write changes nothing; the log (INFO) says why.\n\n"
             + table(("Exception", "When"), rows)
             + "\nRequests may be pipelined on a connection (the next sent before the answer): "
-            "they are answered in order, up to 64 waiting before the server stops reading. A "
-            "frame whose MBAP protocol id is not 0 is skipped by its length, unanswered; a "
-            "length under 2 or over 254 closes the connection (where the next frame starts "
-            "is unknown). A function code of 0x80 or above is ILLEGAL_FUNCTION; a request "
-            "of 03, 06 or 16 whose data cannot be read is ILLEGAL_DATA_VALUE.\n")
+            "they are answered in order, one at a time between the firmware's steps. Up to "
+            "64 wait; past that, or while the client does not read its answers, the server "
+            "stops reading its requests and TCP holds it back. Requests sent before a "
+            "half-close are answered, then the connection is closed. A frame whose MBAP "
+            "protocol id is not 0 is skipped by its length, unanswered; a length under 2 or "
+            "over 254 closes the connection once the requests before it are answered (where "
+            "the next frame starts is unknown). A function code of 0x80 or above is "
+            "ILLEGAL_FUNCTION; a request of 03, 06 or 16 whose data cannot be read, or is "
+            "longer than the function's, is ILLEGAL_DATA_VALUE. Connections are not timed "
+            "out or capped.\n")
 
 
 def writes(sunspec_map: SunSpecMap) -> str:

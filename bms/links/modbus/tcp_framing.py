@@ -7,14 +7,17 @@ protocol id other than 0 it stayed silent until its buffer overflowed (~43 reque
 a request code of 0x80 or above was taken for an exception response and answered with
 SERVER_DEVICE_FAILURE. Here each connection:
 
-- answers every whole request in what arrives, in order (`MAX_WAITING` at most wait:
-  beyond that the connection stops reading, and TCP holds the client back);
+- answers every whole request in what arrives, in order, one at a time between the
+  firmware's ticks (`MAX_WAITING` at most wait, and answers only while the socket takes
+  them: beyond that the connection stops reading, and TCP holds the client back);
+- answers what a client sent before it half-closed, then closes;
 - skips a frame whose protocol id is not 0 (Modbus) by its length, unanswered, as the
   messaging guide says, and reads on;
 - closes on a length no Modbus frame has (under 2: no unit and function; over 254: a PDU
   is 253 bytes at most): where the next frame starts is then unknown;
 - answers a function code of 0x80 or above, which no request has, ILLEGAL_FUNCTION, and a
-  served function whose data cannot be read ILLEGAL_DATA_VALUE.
+  served function whose data cannot be read, or is longer than the function's,
+  ILLEGAL_DATA_VALUE.
 
 Each is counted in the link's stats and said once a minute at most (the link's log filter).
 """
@@ -38,6 +41,7 @@ log = logging.getLogger(__name__)
 MBAP = struct.Struct(">HHHB")  # transaction id, protocol id, length, unit id
 LENGTH_MIN, LENGTH_MAX = 2, 254  # the unit id and the PDU (1 + at most 253 bytes)
 MAX_WAITING = 64  # requests read and not yet answered on one connection
+FIXED_SIZE = {3: 5, 6: 5}  # PDU bytes of the served requests of one size (16 gives its count)
 
 
 class TcpServer(ModbusTcpServer):
@@ -58,28 +62,61 @@ class TcpConnection(ServerRequestHandler):
     def __init__(self, owner: TcpServer, *args):
         super().__init__(owner, *args)
         self.counts = owner.counts
-        self._unread = bytearray()  # the start of a frame not yet whole
+        self._unread = bytearray()  # what arrived and is not yet cut into requests
         self._waiting: deque[ModbusPDU] = deque()
+        self._addr: tuple | None = None
         self._answering: asyncio.Task | None = None  # held: the loop keeps only a weak one
+        # Close once what waits is answered: a length that loses the frames' boundaries, or
+        # the client's end of sending (a half-close).
         self._closing = False
+        self._writable = asyncio.Event()  # cleared while the socket's send buffer is full
+        self._writable.set()
+
+    # --- asyncio's calls ------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple | None) -> None:
         """(pymodbus's `data_received` hands each arrival here.)"""
         if self._closing:
             return
         self._unread += data
-        while len(self._unread) >= MBAP.size:
+        self._addr = addr
+        self._cut_frames()
+        self._keep_answering()
+
+    def eof_received(self) -> bool:
+        """The client has sent all it will: what it sent is answered, then the connection
+        closed (True keeps it open for the answers; asyncio closes it on False)."""
+        self._closing = True
+        return self._answering is not None
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+        self._keep_answering()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+        self._keep_answering()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._writable.set()  # an answering task waiting to write ends
+        super().connection_lost(exc)
+
+    # --- framing and answering ------------------------------------------------------------
+
+    def _cut_frames(self) -> None:
+        """Whole frames out of what arrived, into the requests that wait (MAX_WAITING at
+        most: the rest stays unread until they are answered)."""
+        while len(self._waiting) < MAX_WAITING and len(self._unread) >= MBAP.size:
             tid, protocol, length, unit = MBAP.unpack_from(self._unread)
             if not LENGTH_MIN <= length <= LENGTH_MAX:
                 self._refuse("bad_length", f"MBAP length {length} is not "
                              f"{LENGTH_MIN}..{LENGTH_MAX}: connection closed")
                 self._unread.clear()
                 self._closing = True  # once the requests before it are answered
-                self.transport.pause_reading()
-                break
+                return
             end = 6 + length
             if len(self._unread) < end:
-                break
+                return
             pdu_bytes = bytes(self._unread[MBAP.size:end])
             del self._unread[:end]
             if protocol != 0:
@@ -89,35 +126,52 @@ class TcpConnection(ServerRequestHandler):
             pdu = self._request(pdu_bytes)
             pdu.transaction_id, pdu.dev_id = tid, unit
             self._waiting.append(pdu)
+
+    def _keep_answering(self) -> None:
+        """Answers what waits (one task, in order); closes a connection to be closed once
+        nothing does; reads on only while requests and answers have room (TCP then holds
+        the client back, as it holds a client that does not read its answers)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
         if self._waiting and self._answering is None:
-            self._answering = asyncio.get_running_loop().create_task(self._answer_waiting(addr))
+            self._answering = asyncio.get_running_loop().create_task(self._answer_waiting())
         elif self._closing and self._answering is None:
-            self.transport.close()
-        if len(self._waiting) >= MAX_WAITING:
-            self.transport.pause_reading()
+            t.close()
+            return
+        if self._closing or len(self._waiting) >= MAX_WAITING or not self._writable.is_set():
+            t.pause_reading()
+        else:
+            t.resume_reading()
+
+    async def _answer_waiting(self) -> None:
+        try:
+            while self._waiting:
+                await self._writable.wait()
+                if self.transport is None or self.transport.is_closing():
+                    return  # the client has gone: its requests go unanswered
+                self.last_pdu = self.trace_pdu(False, self._waiting.popleft())
+                self.last_addr = self._addr
+                await self.handle_request()  # answers last_pdu (None: dropped by the trace)
+                self._cut_frames()  # frames read while the queue was full
+                self._keep_answering()
+                # The firmware's ticks and the other connections run between two answers: a
+                # client pipelining thousands held the loop for seconds.
+                await asyncio.sleep(0)
+        finally:
+            self._answering = None
+            self._keep_answering()
 
     def _request(self, pdu_bytes: bytes) -> ModbusPDU:
         """The request, or the exception that answers it."""
         code = pdu_bytes[0]
-        pdu = self.framer.decoder.decode(pdu_bytes) if code < 0x80 else None
+        sized = FIXED_SIZE.get(code, len(pdu_bytes)) == len(pdu_bytes)
+        pdu = self.framer.decoder.decode(pdu_bytes) if code < 0x80 and sized else None
         if pdu is not None:
             return pdu
         self.counts["undecodable"] += 1
         return _Answered(code, ExcCodes.ILLEGAL_VALUE if code in SERVED
                          else ExcCodes.ILLEGAL_FUNCTION)
-
-    async def _answer_waiting(self, addr: tuple | None) -> None:
-        try:
-            while self._waiting and self.transport is not None:
-                self.last_pdu, self.last_addr = self.trace_pdu(False, self._waiting.popleft()), addr
-                await self.handle_request()  # answers last_pdu (None: dropped by the trace)
-                if (len(self._waiting) < MAX_WAITING and not self._closing
-                        and self.transport is not None):
-                    self.transport.resume_reading()
-        finally:
-            self._answering = None
-            if self._closing and self.transport is not None:
-                self.transport.close()  # its answers are written first
 
     def _refuse(self, what: str, text: str) -> None:
         self.counts[what] += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 
 import pytest
 import sunspec2.modbus.client as sunspec_client
@@ -241,6 +242,57 @@ async def test_pipelined_requests_are_all_answered_in_order():
     assert link.stats()["reads"] == 201
 
 
+async def test_a_client_pipelining_thousands_leaves_room_for_the_others():
+    """Requests are answered one at a time with the event loop's other work between them
+    (the firmware's ticks, other connections): a client that sent 3,000 at once held the
+    loop until all were answered. Another client's request is answered meanwhile."""
+    async with serving(Bench()) as link:
+        read = b"\x03" + link.map.base.to_bytes(2, "big") + b"\x00\x01"
+        greedy_r, greedy_w = await asyncio.open_connection("127.0.0.1", link.port)
+        greedy_w.write(b"".join(frame(tid, read) for tid in range(3000)))
+        await greedy_w.drain()
+        await asyncio.sleep(0.05)  # its requests have arrived
+        assert (await ask_raw(link, read))[:2] == b"\x03\x02"
+        answered_before_the_other = link.stats()["reads"] - 1
+        answers = [await answer(greedy_r) for _ in range(3000)]
+        greedy_w.close()
+    assert answered_before_the_other < 3000
+    assert [tid for tid, _ in answers] == list(range(3000))
+
+
+async def test_a_client_that_does_not_read_its_answers_is_held_back_not_buffered():
+    """Answers wait only while the socket takes them: a client that sends and does not read
+    is held back by TCP (the server stops reading its requests) instead of the server
+    buffering every answer (8 MB/s grew without bound); once it reads, it gets them all."""
+    count = 30000
+    async with serving(Bench()) as link:
+        read = b"\x03" + link.map.base.to_bytes(2, "big") + b"\x00\x7d"  # 125 registers
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", link.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"".join(frame(tid % 65536, read) for tid in range(count)))
+        await asyncio.sleep(2.0)
+        held = link.stats()["reads"]
+        answers = [await answer(reader) for _ in range(count)]
+        writer.close()
+    assert held < count  # 259 bytes an answer: the rest of the 7.8 MB was not made
+    assert [tid for tid, _ in answers] == [tid % 65536 for tid in range(count)]
+
+
+async def test_requests_sent_before_a_half_close_are_answered():
+    async with serving(Bench()) as link:
+        read = b"\x03" + link.map.base.to_bytes(2, "big") + b"\x00\x01"
+        reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+        writer.write(b"".join(frame(tid, read) for tid in range(200)))
+        await writer.drain()
+        writer.write_eof()
+        answers = [await answer(reader) for _ in range(200)]
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # then closed
+        writer.close()
+    assert [tid for tid, _ in answers] == list(range(200))
+
+
 @pytest.mark.parametrize("length", [0, 1, 255, 0xFFFF])
 async def test_a_length_no_modbus_frame_has_closes_the_connection_after_the_answers_before(
         length):
@@ -280,8 +332,9 @@ async def ask_raw(link: ModbusLink, pdu: bytes) -> bytes:
     (b"\x41", b"\xc1\x01"),  # a code no standard assigns: its own code, not 0x80
     (b"\x81", b"\x81\x01"), (b"\xff\x00", b"\xff\x01"),  # no request has such a code
     (b"\x10\x9c\x40\x00\x02\x04\x00", b"\x90\x03"),  # 16 with fewer bytes than it says
+    (b"\x03\x9c\x40\x00\x01\x00\x00", b"\x83\x03"),  # 03 longer than a 03
     (b"\x03\x9c\x40\x00\x00", b"\x83\x03"), (b"\x03\x9c\x40\x00\x7e", b"\x83\x03"),
-], ids=["01", "04", "07", "08", "11", "2B", "41", "81", "FF", "16 short", "03 count 0",
+], ids=["01", "04", "07", "08", "11", "2B", "41", "81", "FF", "16 short", "03 long", "03 count 0",
      "03 count 126"])
 async def test_functions_other_than_03_06_16_are_illegal_under_their_own_code(pdu, expected):
     """Per the Modbus application protocol: the exception carries the request's function
