@@ -39,6 +39,7 @@ class Keeper:
         self.saved_at_s: float | None = None  # the last save that reached the store
         self._tried_at_s: float | None = None  # the last attempt: the period counts from it
         self._state = fw.state
+        self._held_empty = fw.empty_charge_as is not None
         self.saves = 0
         self.failures = 0  # failed saves since start, configuration writes included
         self.last_error: str | None = None
@@ -55,11 +56,14 @@ class Keeper:
             reason = "fault"
         elif act.state != self._state:
             reason = "state"
+        elif (self.fw.empty_charge_as is not None) != self._held_empty:
+            reason = "empty hold"  # engaged or released: a power-down must not lose it
         elif self._tried_at_s is None or now_s - self._tried_at_s >= self.period_s:
             reason = "period"
         else:
             return
         self._state = act.state
+        self._held_empty = self.fw.empty_charge_as is not None
         self.save(now_s, reason)
 
     def save(self, now_s: float, reason: str) -> bool:

@@ -435,9 +435,9 @@ def test_an_empty_hold_outlives_a_power_cycle_until_the_pack_has_taken_charge(st
     """An emptied pack whose BMS loses power (or is reset) must not, on waking, invite the
     inverter back to an empty pack: the hold is kept in the store with the charge it has
     seen taken back, and released only once the share is in."""
-    kept = Kept(store_path, initial_soc=0.08)
+    kept = Kept(store_path, initial_soc=0.08, period_s=3600.0)
     empty_and_held(kept)
-    kept.reboot(off_s=600.0, clean=False)  # the power just went: the period's save stands
+    kept.reboot(off_s=600.0, clean=False)  # the power just went: the hold's save stands
     assert kept.fw.empty_charge_as == 0.0
     kept.fw.request("run")
     kept.run(60.0)
