@@ -71,6 +71,8 @@ class TcpConnection(ServerRequestHandler):
         self._closing = False
         self._writable = asyncio.Event()  # cleared while the socket's send buffer is full
         self._writable.set()
+        self._uncut = False  # whole frames may wait in `_unread`, past a pass's share
+        self._said: set[str] = set()  # what this connection's refusals have logged
 
     # --- asyncio's calls ------------------------------------------------------------------
 
@@ -104,9 +106,14 @@ class TcpConnection(ServerRequestHandler):
     # --- framing and answering ------------------------------------------------------------
 
     def _cut_frames(self) -> None:
-        """Whole frames out of what arrived, into the requests that wait (MAX_WAITING at
-        most: the rest stays unread until they are answered)."""
-        while len(self._waiting) < MAX_WAITING and len(self._unread) >= MBAP.size:
+        """Whole frames out of what arrived, into the requests that wait: MAX_WAITING at
+        most wait, and a pass cuts MAX_WAITING frames at most, skipped ones included (a
+        flood of frames that are not Modbus held the loop for a second a read); the rest
+        stays uncut for the answering task's next pass."""
+        self._uncut = False
+        for _ in range(MAX_WAITING):
+            if len(self._waiting) >= MAX_WAITING or len(self._unread) < MBAP.size:
+                break
             tid, protocol, length, unit = MBAP.unpack_from(self._unread)
             if not LENGTH_MIN <= length <= LENGTH_MAX:
                 self._refuse("bad_length", f"MBAP length {length} is not "
@@ -116,7 +123,7 @@ class TcpConnection(ServerRequestHandler):
                 return
             end = 6 + length
             if len(self._unread) < end:
-                return
+                return  # the rest of the frame is still to come
             pdu_bytes = bytes(self._unread[MBAP.size:end])
             del self._unread[:end]
             if protocol != 0:
@@ -126,6 +133,8 @@ class TcpConnection(ServerRequestHandler):
             pdu = self._request(pdu_bytes)
             pdu.transaction_id, pdu.dev_id = tid, unit
             self._waiting.append(pdu)
+        else:
+            self._uncut = len(self._unread) >= MBAP.size
 
     def _keep_answering(self) -> None:
         """Answers what waits (one task, in order); closes a connection to be closed once
@@ -134,26 +143,28 @@ class TcpConnection(ServerRequestHandler):
         t = self.transport
         if t is None or t.is_closing():
             return
-        if self._waiting and self._answering is None:
+        if (self._waiting or self._uncut) and self._answering is None:
             self._answering = asyncio.get_running_loop().create_task(self._answer_waiting())
         elif self._closing and self._answering is None:
             t.close()
             return
-        if self._closing or len(self._waiting) >= MAX_WAITING or not self._writable.is_set():
+        if (self._closing or self._uncut or len(self._waiting) >= MAX_WAITING
+                or not self._writable.is_set()):
             t.pause_reading()
         else:
             t.resume_reading()
 
     async def _answer_waiting(self) -> None:
         try:
-            while self._waiting:
+            while self._waiting or self._uncut:
                 await self._writable.wait()
                 if self.transport is None or self.transport.is_closing():
                     return  # the client has gone: its requests go unanswered
-                self.last_pdu = self.trace_pdu(False, self._waiting.popleft())
-                self.last_addr = self._addr
-                await self.handle_request()  # answers last_pdu (None: dropped by the trace)
-                self._cut_frames()  # frames read while the queue was full
+                if self._waiting:
+                    self.last_pdu = self.trace_pdu(False, self._waiting.popleft())
+                    self.last_addr = self._addr
+                    await self.handle_request()  # answers last_pdu (None: dropped by the trace)
+                self._cut_frames()  # frames read while the queue was full, or past a share
                 self._keep_answering()
                 # The firmware's ticks and the other connections run between two answers: a
                 # client pipelining thousands held the loop for seconds.
@@ -174,9 +185,13 @@ class TcpConnection(ServerRequestHandler):
                          else ExcCodes.ILLEGAL_FUNCTION)
 
     def _refuse(self, what: str, text: str) -> None:
+        """Counted each time; said once a connection (and the log's filter holds each kind
+        to once a minute over all of them): a flood of one costs no log call a frame."""
         self.counts[what] += 1
-        host, port = self.transport.get_extra_info("peername")[:2]
-        log.warning("client %s:%d: %s", host, port, text)
+        if what not in self._said:
+            self._said.add(what)
+            host, port = self.transport.get_extra_info("peername")[:2]
+            log.warning("client %s:%d: %s", host, port, text)
 
 
 class _Answered(ModbusPDU):
