@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from bms.core.firmware import Firmware
 from bms.core.signals import Actuation, FaultEvent, Measurement
 from bms.data.faults import Level
+from bms.runtime.restart import restarted
 from hil.loads import Demand, StepProfile
 from hil.pack import SimulatedPack
 from hil.pack_options import build_pack
@@ -43,22 +44,31 @@ class TimelineLoad:
 
 
 class TimelineFirmware:
-    """The firmware as the runner steps it, with the timeline's host side applied first."""
+    """The firmware as the runner steps it, with the timeline's host side applied first. A
+    `reset` request replaces the firmware as a host's Reset does (`bms.runtime.restart`);
+    `resets` counts them (the boot the next one ends)."""
 
-    def __init__(self, fw: Firmware, actions: list[Action], tick_s: float):
+    def __init__(self, fw: Firmware, actions: list[Action], tick_s: float, capacity_ah: float):
         self.fw = fw
         self.tick_s = tick_s
+        self.capacity_ah = capacity_ah
         self.pending = [a for a in actions if a.kind != "load"]
         self.silent = False
+        self.resets = 0
 
     def step(self, m: Measurement, now_s: float) -> Actuation:
         step = round(now_s / self.tick_s)
         while self.pending and self.pending[0].step <= step:
-            self._apply(self.pending.pop(0))
+            self._apply(self.pending.pop(0), now_s)
         return self.fw.step(None if self.silent else m, now_s)
 
-    def _apply(self, action: Action) -> None:
+    def _apply(self, action: Action, now_s: float) -> None:
         match action.kind:
+            case "request" if action.value == "reset":
+                self.resets += 1
+                self.fw, lost = restarted(self.fw, self.capacity_ah, self.resets, now_s)
+                if lost:  # one firmware hands the same one over: nothing may be lost
+                    raise RuntimeError(f"a reset lost {lost}")
             case "request":
                 self.fw.request(action.value)
             case "config":
@@ -105,15 +115,18 @@ def scenario_pack(sc: Scenario) -> SimulatedPack:
 def run_scenario(sc: Scenario) -> ScenarioResult:
     pack = scenario_pack(sc)
     fw = Firmware(pack.chem, pack.n_series, pack.capacity_ah, sc.config)
-    driver = TimelineFirmware(fw, list(sc.actions), sc.tick_s)
+    driver = TimelineFirmware(fw, list(sc.actions), sc.tick_s, pack.capacity_ah)
     load = TimelineLoad(sc.load.profile, [a for a in sc.actions if a.kind == "load"])
     verdicts = [Verdict(check) for check in sc.checks]
     active: frozenset[ActiveRow] = frozenset()
+    seen = [fw]  # the firmware the active set was read from
 
     def on_step(now_s: float, m: Measurement, act: Actuation) -> None:
         nonlocal active
-        if act.events or now_s == 0.0:  # the active set changes only with an event
-            active = active_rows(fw)
+        if act.events or now_s == 0.0 or driver.fw is not seen[0]:
+            # The active set changes only with an event, or a new firmware (a reset).
+            active = active_rows(driver.fw)
+            seen[0] = driver.fw
         view = StepView(round(now_s / sc.tick_s), now_s, act, active, pack)
         for verdict in verdicts:
             verdict.observe(view)

@@ -43,6 +43,9 @@ DEFAULT_TICK_S = 0.1
 TICK_RANGE_S = (1e-3, 10.0)  # as `run --tick`
 MAX_DURATION_S = 366 * 86400.0
 TIME_EPS = 1e-9  # in ticks: a time a rounding error past a step still belongs to it
+# A host's requests, and its Reset: a new firmware as after a power cycle
+# (`bms.runtime.restart`), with what a store hands a firmware at power-up.
+SCENARIO_REQUESTS = (*HOST_REQUESTS, "reset")
 TIMELINE_ACTIONS = ("inject", "request", "config", "rig", "load")
 RIG_WORDS = ("silent", "back")
 CONTACTOR_WORDS = ("open", "closed")
@@ -411,7 +414,7 @@ def _action_value(problems: Problems, where: str, kind: str, text: object,
         except InputError as exc:
             _nested_problems(problems, where, text, exc)
             return None
-    allowed = {"request": HOST_REQUESTS, "rig": RIG_WORDS}[kind]
+    allowed = {"request": SCENARIO_REQUESTS, "rig": RIG_WORDS}[kind]
     if text not in allowed:
         problems.add(where, text, f"must be one of {list(allowed)}")
         return None

@@ -90,7 +90,8 @@ def test_every_problem_of_a_bad_file_is_named_at_once(tmp_path):
     path.write_text(good_pack)
     problems = problems_of(path)
     assert has(problems, "load.profile = 'sine:3'", "current:A")
-    assert has(problems, "timeline[0].request = 'reboot'", "must be one of", "clear-faults")
+    assert has(problems, "timeline[0].request = 'reboot'", "must be one of", "clear-faults",
+               "'reset'")
     assert has(problems, "timeline[1]", "needs exactly one of")
     assert has(problems, "timeline[2].inject = 'sensor-ofset:cell=2'", "KIND", "sense-open")
     assert has(problems, "expect[0].at = '30s'", "must be at most the duration, 20 s")
@@ -251,10 +252,59 @@ def test_a_silent_rig_steps_the_firmware_without_a_measurement():
     from hil.scenario_file import Action
     driver = TimelineFirmware(Recording(), [Action(2, 0.2, "rig", True, "timeline[0]"),
                                             Action(4, 0.4, "rig", False, "timeline[1]")],
-                              tick_s=0.1)
+                              tick_s=0.1, capacity_ah=1.0)
     for k in range(6):
         driver.step(f"m{k}", k * 0.1)
     assert seen == ["m0", "m1", None, None, "m4", "m5"]
+
+
+FORTY_S = BASE.replace('"20s"', '"40s"')
+
+
+def test_a_reset_is_a_new_firmware_that_keeps_what_a_store_keeps(tmp_path):
+    """A host's Reset in the timeline: the firmware starts again (STANDBY, contactors
+    open, then RUN again at its own request) with what it keeps over a power-down - here a
+    latched sensor fault, which stays latched and keeps the contactors open."""
+    path = write(tmp_path, FORTY_S + """
+        [[timeline]]
+        at = "5s"
+        inject = "sensor-offset:cell=2,offset_v=1.5"
+        [[timeline]]
+        at = "12s"
+        inject = "sensor-offset:cell=2,offset_v=0"
+        [[timeline]]
+        at = "15s"
+        request = "reset"
+        [[expect]]
+        at = "10s"
+        fault = "VOLTAGE_SENSOR_FAULT"
+        state = "FAULT"
+        [[expect]]
+        at = "16s"
+        until = "39s"
+        fault = "VOLTAGE_SENSOR_FAULT"
+        state = "FAULT"
+        contactors = "open"
+    """)
+    sc = load_scenario(path)
+    result = run_scenario(sc)
+    assert result.passed, [v.message for v in result.verdicts if not v.passed]
+    clean = write(tmp_path, FORTY_S + """
+        [[timeline]]
+        at = "15s"
+        request = "reset"
+        [[expect]]
+        at = "15s"
+        state = "STANDBY"
+        contactors = "open"
+        [[expect]]
+        at = "30s"
+        until = "39s"
+        state = "RUN"
+        contactors = "closed"
+    """, "clean.toml")
+    result = run_scenario(load_scenario(clean))
+    assert result.passed, [v.message for v in result.verdicts if not v.passed]
 
 
 def test_an_expectation_that_does_not_hold_fails_with_what_was_found(tmp_path):
