@@ -95,6 +95,9 @@ def summary_lines(data: dict, path: str) -> list[str]:
             "latched: " + (", ".join(sorted({r[0] for r in saved["latched_rows"]}
                                              | set(saved["latched_faults"]))) or "none"),
             "locked out until a service action: " + (", ".join(saved["locked_out"]) or "none"),
+            "trips towards lockout: " + (", ".join(
+                f"{name} {len(ages)}" for name, ages in sorted(
+                    saved["lockout_trip_ages_s"].items())) or "none"),
             "empty hold: " + ("none" if saved["empty_hold_charged_ah"] is None else
                               f"discharge held until charged, "
                               f"{saved['empty_hold_charged_ah']:.4g} Ah taken back so far"),

@@ -226,6 +226,9 @@ class Firmware:
         # open until a service action; the times each FAULT tripped, newest last.
         self.locked_out: set[str] = set()
         self._trips_s: dict[str, list[float]] = {}
+        # Trips a restart handed over (`hand_over_trips`), by their age at this firmware's
+        # first step, when they are put on its clock.
+        self._trip_ages_s: dict[str, list[float]] = {}
         self.soc = 0.0
         self.last_s: float | None = None
         self.first_step_s = 0.0  # a silence from start times out from here
@@ -446,6 +449,8 @@ class Firmware:
             self.counters.count_time(self.state, now_s - self.last_s)
         else:
             self.first_step_s = now_s
+            self._trips_s = {name: [now_s - age_s for age_s in ages_s]
+                             for name, ages_s in self._trip_ages_s.items()}
         self.last_s = now_s
         events: list[FaultEvent] = []
         if m is None:
@@ -1148,6 +1153,24 @@ class Firmware:
         if unreadable:
             out["unreadable"] = ", ".join(unreadable)
         return out
+
+    def trip_ages_s(self) -> dict[str, list[float]]:
+        """How long ago, as of the last step, each FAULT tripped within the lockout window:
+        what a restart must hand over, or a host resetting (or cycling the supply) between
+        its clears would close the pack onto a short without end, never reaching lockout."""
+        if self.last_s is None:
+            return {name: list(ages_s) for name, ages_s in self._trip_ages_s.items()}
+        window_s = self.cfg.lockout_window_s
+        ages = {name: [self.last_s - t for t in times if self.last_s - t < window_s]
+                for name, times in self._trips_s.items()}
+        return {name: ages_s for name, ages_s in ages.items() if ages_s}
+
+    def hand_over_trips(self, ages_s: dict[str, list[float]]) -> None:
+        """Before the first step: trips of an earlier firmware, by their age then (counted
+        towards lockout as if this firmware had seen them)."""
+        if self.last_s is not None:
+            raise RuntimeError("trips are handed over before the first step")
+        self._trip_ages_s = {name: list(ages) for name, ages in ages_s.items()}
 
     def _count_trip(self, name: str, now_s: float) -> str:
         """Counts a FAULT's trip; the note for the log when it locks the pack out."""

@@ -59,6 +59,12 @@ def _numbers(v: object) -> bool:
     return _finite(v) or v is None or (isinstance(v, dict) and all(map(_numbers, v.values())))
 
 
+def _trip_ages(v: object, _n: int | None) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(ages, list) and all(_finite(a) and a >= 0 for a in ages)
+        for ages in v.values())
+
+
 def _counters(v: object, _n: int | None) -> bool:
     return isinstance(v, dict) and _numbers(v) and Counters.from_dict(v) is not None
 
@@ -74,6 +80,8 @@ JSON_COLUMNS: dict[tuple[str, str], JsonColumn] = {
                                              _rows),
     ("snapshot", "event_faults"): JsonColumn("a list of fault names", "array", _names),
     ("snapshot", "locked_out"): JsonColumn("a list of fault names", "array", _names),
+    ("snapshot", "trip_ages_s"): JsonColumn("an object of fault name: trip ages, s", "object",
+                                            _trip_ages),
     ("snapshot", "counters"): JsonColumn("the counters, an object of numbers", "object",
                                          _counters),
     ("config", "overrides"): JsonColumn("the configuration, an object", "object"),

@@ -7,7 +7,7 @@ Why and how: docs/internals.md, bms/store/retained.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +34,8 @@ class Retained:
     locked_out: tuple[str, ...] = ()  # FAULTs locked out until a service action
     # The empty hold: the charge taken back since it engaged, A s (None: no hold).
     empty_charge_as: float | None = None
+    # FAULT trips within the lockout window, by how long before the save each was, s.
+    trip_ages_s: dict[str, list[float]] = field(default_factory=dict)
 
 
 def retain(fw: Firmware) -> Retained:
@@ -52,6 +54,7 @@ def retain(fw: Firmware) -> Retained:
         log_recorded=fw.log.recorded,
         locked_out=tuple(sorted(fw.locked_out)),
         empty_charge_as=fw.empty_charge_as,
+        trip_ages_s=fw.trip_ages_s(),
     )
 
 
@@ -86,6 +89,15 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
                     "held from 0")
         held_as = 0.0
     fw.empty_charge_as = held_as
+    # And the trips towards lockout, older by the time off (unknown: as if none, the side
+    # that locks out sooner); a fault this firmware does not know is said.
+    trips = {}
+    for name, ages_s in kept.trip_ages_s.items():
+        if name in FAULT_CODES:
+            trips[name] = [age_s + (off_s or 0.0) for age_s in ages_s]
+        else:
+            lost.append(f"trips of {name} towards lockout: not a fault this firmware knows")
+    fw.hand_over_trips(trips)
     fw.counters = Counters.from_dict(kept.counters.as_dict())
     fw.log.restore(list(kept.log), kept.log_recorded)
     if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise

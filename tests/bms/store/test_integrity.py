@@ -79,6 +79,9 @@ DAMAGE = {  # what is done to a good store, and the words its refusal must hold
     "a latched row of another shape": (
         lambda p: sql(p, "UPDATE snapshot SET latched_rows = '[[\"CELL_OVERVOLTAGE\"]]'"),
         "snapshot.latched_rows of row 1 is not a list of [fault, quantity, above]"),
+    "a trip towards lockout in the future": (
+        lambda p: sql(p, "UPDATE snapshot SET trip_ages_s = '{\"SHORT_CIRCUIT\": [-5.0]}'"),
+        "snapshot.trip_ages_s of row 1 is not an object of fault name: trip ages, s"),
     "a fault log entry's readings not an object": (
         lambda p: sql(p, "INSERT INTO fault_log VALUES (99, 1, 1.0, 'CELL_OVERVOLTAGE', 1, "
                          "'FAULT', 'raised', 0, 4.3, '[1, 2]')"),

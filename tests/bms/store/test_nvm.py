@@ -478,3 +478,38 @@ def test_a_stored_hold_that_is_no_count_holds_from_zero_and_says_so(stored_as):
     assert fw.empty_charge_as == 0.0
     assert lost == [f"the empty hold's charge taken back ({stored_as} A s) is not a count: "
                     "held from 0"]
+
+
+def test_trips_towards_lockout_outlive_a_power_cycle(store_path):
+    """A host that cycles the BMS's supply before each clear of a short that stays: the
+    trips are kept with the time off added, so the third within the window still locks the
+    pack out (a power cycle forgot them, and the pack closed onto the short at every
+    clear)."""
+    kept = Kept(store_path)
+    kept.fw.request("run")
+    kept.run(10.0)
+    for _ in range(3):
+        kept.inject("0:sensor-offset:cell=2,offset_v=1.5")  # an implausible reading
+        kept.run(3.0)
+        kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")  # gone again
+        kept.reboot(off_s=30.0, clean=False)  # the trip's save stands
+        kept.fw.request("clear-faults")
+        kept.run(15.0)
+    assert "VOLTAGE_SENSOR_FAULT" in kept.fw.locked_out
+    kept.keeper.close(kept.now_s)
+    saved = export(store_path)["saved"]
+    ages = saved["lockout_trip_ages_s"]["VOLTAGE_SENSOR_FAULT"]
+    assert len(ages) == 3 and ages == sorted(ages, reverse=True)
+
+
+def test_trips_older_than_the_window_by_the_time_off_are_forgotten(store_path):
+    kept = Kept(store_path)
+    kept.fw.request("run")
+    kept.run(10.0)
+    kept.inject("0:sensor-offset:cell=2,offset_v=1.5")
+    kept.run(3.0)
+    kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")
+    window_s = kept.fw.cfg.lockout_window_s
+    kept.reboot(off_s=window_s + 1.0, clean=False)
+    kept.tick()
+    assert kept.fw.trip_ages_s() == {}
