@@ -169,6 +169,14 @@ def test_a_latched_event_fault_stays_latched(store_path):
     assert act.state == "FAULT" and kept.fw.event_faults == {"MEASUREMENT_TIMEOUT"}
 
 
+def trip_a_sensor_fault(kept: Kept) -> None:
+    """VOLTAGE_SENSOR_FAULT raised by an implausible reading of cell 2, then the reading
+    back: a trip that a clear-faults may clear."""
+    kept.inject("0:sensor-offset:cell=2,offset_v=1.5")
+    kept.run(3.0)
+    kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")
+
+
 def test_a_lockout_outlives_a_power_cycle_until_a_service_action(store_path):
     """Three trips lock the pack out; a power cycle (a host's way round clear-faults) leaves
     it locked out, clear-faults is still refused, and only a service action frees it."""
@@ -176,9 +184,7 @@ def test_a_lockout_outlives_a_power_cycle_until_a_service_action(store_path):
     kept.fw.request("run")
     kept.run(10.0)
     for _ in range(3):
-        kept.inject("0:sensor-offset:cell=2,offset_v=1.5")  # an implausible reading
-        kept.run(3.0)
-        kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")  # gone again
+        trip_a_sensor_fault(kept)
         kept.tick()  # a clear is judged on the readings the firmware has
         kept.fw.request("clear-faults")
         kept.run(15.0)
@@ -489,9 +495,7 @@ def test_trips_towards_lockout_outlive_a_power_cycle(store_path):
     kept.fw.request("run")
     kept.run(10.0)
     for _ in range(3):
-        kept.inject("0:sensor-offset:cell=2,offset_v=1.5")  # an implausible reading
-        kept.run(3.0)
-        kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")  # gone again
+        trip_a_sensor_fault(kept)
         kept.reboot(off_s=30.0, clean=False)  # the trip's save stands
         kept.fw.request("clear-faults")
         kept.run(15.0)
@@ -506,9 +510,7 @@ def test_trips_older_than_the_window_by_the_time_off_are_forgotten(store_path):
     kept = Kept(store_path)
     kept.fw.request("run")
     kept.run(10.0)
-    kept.inject("0:sensor-offset:cell=2,offset_v=1.5")
-    kept.run(3.0)
-    kept.inject("0:sensor-offset:cell=2,offset_v=-1.5")
+    trip_a_sensor_fault(kept)
     window_s = kept.fw.cfg.lockout_window_s
     kept.reboot(off_s=window_s + 1.0, clean=False)
     kept.tick()
