@@ -59,14 +59,14 @@ class TimelineFirmware:
     def step(self, m: Measurement, now_s: float) -> Actuation:
         step = round(now_s / self.tick_s)
         while self.pending and self.pending[0].step <= step:
-            self._apply(self.pending.pop(0), now_s)
+            self._apply(self.pending.pop(0))
         return self.fw.step(None if self.silent else m, now_s)
 
-    def _apply(self, action: Action, now_s: float) -> None:
+    def _apply(self, action: Action) -> None:
         match action.kind:
             case "request" if action.value == "reset":
                 self.resets += 1
-                self.fw, lost = restarted(self.fw, self.capacity_ah, self.resets, now_s)
+                self.fw, lost = restarted(self.fw, self.capacity_ah, self.resets)
                 if lost:  # one firmware hands the same one over: nothing may be lost
                     raise RuntimeError(f"a reset lost {lost}")
             case "request":

@@ -229,6 +229,9 @@ class Firmware:
         # Trips a restart handed over (`hand_over_trips`), by their age at this firmware's
         # first step, when they are put on its clock.
         self._trip_ages_s: dict[str, list[float]] = {}
+        # A restart found contactors closed, or a weld check under way: this firmware checks
+        # for a weld from its first step before it closes anything (`hand_over_weld_check`).
+        self._weld_check_at_start = False
         self.soc = 0.0
         self.last_s: float | None = None
         self.first_step_s = 0.0  # a silence from start times out from here
@@ -451,6 +454,8 @@ class Firmware:
             self.first_step_s = now_s
             self._trips_s = {name: [now_s - age_s for age_s in ages_s]
                              for name, ages_s in self._trip_ages_s.items()}
+            if self._weld_check_at_start:
+                self.opened_at_s = now_s
         self.last_s = now_s
         events: list[FaultEvent] = []
         if m is None:
@@ -1171,6 +1176,20 @@ class Firmware:
         if self.last_s is not None:
             raise RuntimeError("trips are handed over before the first step")
         self._trip_ages_s = {name: list(ages) for name, ages in ages_s.items()}
+
+    @property
+    def weld_check_due(self) -> bool:
+        """A contactor is commanded closed, or the weld check of an opening is under way:
+        a restart now must check for a weld before closing (a reset inside the check, or a
+        power cycle while closed, let a welded pack precharge onto its live bus and run)."""
+        return self.contactors != OPEN or self.opened_at_s is not None
+
+    def hand_over_weld_check(self) -> None:
+        """Before the first step: check for a weld from it (`weld_check_due` of the firmware
+        before), as after an opening."""
+        if self.last_s is not None:
+            raise RuntimeError("a weld check is handed over before the first step")
+        self._weld_check_at_start = True
 
     def _count_trip(self, name: str, now_s: float) -> str:
         """Counts a FAULT's trip; the note for the log when it locks the pack out."""

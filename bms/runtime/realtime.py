@@ -187,8 +187,7 @@ class Runtime:
                                flags=Flags.EVENT, revision=self.rig_revision)
         if self.keeper is not None:
             self.keeper.save(now_s, "reset")
-        fw, lost = restarted(self.fw, self.device.identity.capacity_ah, self.device.boot,
-                             now_s)
+        fw, lost = restarted(self.fw, self.device.identity.capacity_ah, self.device.boot)
         if self.keeper is not None:
             self.keeper.restarted(fw, now_s)
         self.device.restarted(fw)

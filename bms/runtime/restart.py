@@ -15,18 +15,16 @@ from bms.core.firmware import Firmware
 from bms.store.retained import restore, retain
 
 
-def restarted(old: Firmware, capacity_ah: float, boot: int,
-              now_s: float) -> tuple[Firmware, list[str]]:
+def restarted(old: Firmware, capacity_ah: float, boot: int) -> tuple[Firmware, list[str]]:
     """(the new firmware, what could not be handed over, in words). `capacity_ah` is the
     pack's; `boot` the boot ending: the entries the old firmware logged in it are marked
     with it, as the store marks those it hands back, so that the log still tells the boots
-    apart once the next one has begun. Main contactors the runtime opened for the restart
-    at `now_s` get the weld check an opening gets (`contactors.weld_check_s` later)."""
+    apart once the next one has begun. Contactors the runtime opened for the restart, or a
+    weld check under way, get the weld check an opening gets (`contactors.weld_check_s`
+    after the new firmware's first step: `bms.store.retained`)."""
     for entry in old.log.entries:
         entry.snapshot.setdefault("boot", boot)
     fw = Firmware(old.chem, old.n_series, capacity_ah, old.cfg, autostart=old.autostart)
     lost = restore(fw, retain(old), off_s=0.0)
     fw.inverter_watch = old.inverter_watch  # the field link's, which feeds it, goes on
-    if old.contactors.main_closed:
-        fw.opened_at_s = now_s
     return fw, lost

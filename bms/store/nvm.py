@@ -74,8 +74,10 @@ _V6 = """
 """  # version 6 keeps each boot's wall clock: UTC minus emulator time, from a host's SetTime
 _V7 = """
     ALTER TABLE snapshot ADD COLUMN empty_charge_as REAL;
-    ALTER TABLE snapshot ADD COLUMN trip_ages_s TEXT NOT NULL DEFAULT '{}'
-"""  # version 7 keeps the empty hold (NULL: none) and the trips towards lockout
+    ALTER TABLE snapshot ADD COLUMN trip_ages_s TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE snapshot ADD COLUMN weld_check_due INTEGER NOT NULL DEFAULT 0
+"""  # version 7 keeps the empty hold (NULL: none), the trips towards lockout, and whether
+# the next boot checks for a weld first (contactors closed, or a check under way)
 
 
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store runs them all.
@@ -230,7 +232,8 @@ class NvmStore:
         row = self.db.execute(
             "SELECT boot, saved_at_s, saved_unix_s, state, soc, cell_soc, cell_capacity_ah, "
             "cell_resistance_factor, latched_rows, event_faults, counters, log_dropped, "
-            "log_recorded, locked_out, empty_charge_as, trip_ages_s FROM snapshot").fetchone()
+            "log_recorded, locked_out, empty_charge_as, trip_ages_s, weld_check_due "
+            "FROM snapshot").fetchone()
         config = self.overrides()
         overrides = config or {}
         if row is None:
@@ -253,6 +256,7 @@ class NvmStore:
             locked_out=tuple(json.loads(row[13])),
             empty_charge_as=row[14],
             trip_ages_s=json.loads(row[15]),
+            weld_check_due=bool(row[16]),
         )
         return Stored(int(row[0]), float(row[1]), float(row[2]), kept, row[4], overrides)
 
@@ -268,13 +272,13 @@ class NvmStore:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?)",
+                "?, ?, ?, ?, ?, ?)",
                 (self.boot, now_s, self.unix_s(), reason, kept.state, soc,
                  _array(kept.cell_soc), _array(kept.cell_capacity_ah),
                  _array(kept.cell_resistance_factor), _json(kept.latched_rows),
                  _json(list(kept.event_faults)), _json(kept.counters.as_dict()),
                  kept.log_dropped, kept.log_recorded, _json(list(kept.locked_out)),
-                 kept.empty_charge_as, _json(kept.trip_ages_s)))
+                 kept.empty_charge_as, _json(kept.trip_ages_s), int(kept.weld_check_due)))
             self.db.executemany(
                 "INSERT OR REPLACE INTO fault_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(first + k, e.snapshot.get("boot", self.boot), e.event.t_s, e.event.name,
@@ -579,6 +583,7 @@ def _snapshot_out(row: dict) -> dict:
     held_as = row["empty_charge_as"]
     out["empty_hold_charged_ah"] = None if held_as is None else held_as / 3600.0
     out["lockout_trip_ages_s"] = json.loads(row["trip_ages_s"])  # fault: [s before the save]
+    out["weld_check_due"] = bool(row["weld_check_due"])
     out["counters"] = Counters.from_dict(json.loads(row["counters"])).as_dict()
     out["fault_log_dropped"] = row["log_dropped"]
     out["fault_log_recorded"] = row["log_recorded"]

@@ -36,6 +36,8 @@ class Retained:
     empty_charge_as: float | None = None
     # FAULT trips within the lockout window, by how long before the save each was, s.
     trip_ages_s: dict[str, list[float]] = field(default_factory=dict)
+    # Contactors closed or a weld check under way: the next firmware checks first.
+    weld_check_due: bool = False
 
 
 def retain(fw: Firmware) -> Retained:
@@ -55,6 +57,7 @@ def retain(fw: Firmware) -> Retained:
         locked_out=tuple(sorted(fw.locked_out)),
         empty_charge_as=fw.empty_charge_as,
         trip_ages_s=fw.trip_ages_s(),
+        weld_check_due=fw.weld_check_due,
     )
 
 
@@ -98,6 +101,10 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
         else:
             lost.append(f"trips of {name} towards lockout: not a fault this firmware knows")
     fw.hand_over_trips(trips)
+    # Contactors that were closed when the power went (or a reset came) drop open; one
+    # that welded meanwhile is found before anything closes again.
+    if kept.weld_check_due:
+        fw.hand_over_weld_check()
     fw.counters = Counters.from_dict(kept.counters.as_dict())
     fw.log.restore(list(kept.log), kept.log_recorded)
     if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise

@@ -143,7 +143,6 @@ def test_a_reset_in_run_opens_checks_for_a_weld_then_starts_as_at_power_up(
     clock.t += 0.1
     rt._tick(clock.t)  # a watchdog tick: the reset happens before its step
     assert actuations(ep.take())[0].contactors == 0
-    assert rt.fw.opened_at_s == pytest.approx(clock.t)  # the weld check of this opening
     weld_check_s = rt.fw.cfg.contactors.weld_check_s
     drive(rt, ep, clock, weld_check_s - 0.2)
     assert rt.fw.state == State.STANDBY and rt.fw.opened_at_s is not None

@@ -471,7 +471,7 @@ def test_a_hosts_reset_keeps_the_empty_hold():
         kept.tick(demand_a=-kept.pack.capacity_ah)
         if kept.fw.empty_charge_as is not None:
             break
-    fw, lost = restarted(kept.fw, kept.pack.capacity_ah, boot=1, now_s=kept.now_s)
+    fw, lost = restarted(kept.fw, kept.pack.capacity_ah, boot=1)
     assert lost == [] and fw.empty_charge_as == 0.0
 
 
@@ -515,3 +515,38 @@ def test_trips_older_than_the_window_by_the_time_off_are_forgotten(store_path):
     kept.reboot(off_s=window_s + 1.0, clean=False)
     kept.tick()
     assert kept.fw.trip_ages_s() == {}
+
+
+@pytest.mark.parametrize("when", ["while closed", "1 s after an opening"])
+def test_a_pack_welded_when_the_power_went_is_found_before_anything_closes(store_path, when):
+    """Contactors that were closed when the BMS's supply went (or whose opening was still
+    being checked) are checked for a weld from the first step of the next boot: the pack
+    precharged onto its live bus and ran, the weld never reported."""
+    kept = Kept(store_path, n_series=16)
+    kept.inject("0:contactor-weld:contactor=positive")
+    kept.inject("0:contactor-weld:contactor=negative")
+    kept.fw.request("run")
+    kept.run(5.0, demand_a=-0.5)  # closes: the contacts weld
+    assert kept.fw.state == "RUN"
+    if when == "1 s after an opening":
+        kept.fw.request("standby")
+        kept.run(1.0)
+        assert kept.fw.state == "STANDBY" and kept.fw.opened_at_s is not None
+    kept.reboot(off_s=2.0)
+    kept.fw.request("run")
+    kept.run(30.0, demand_a=-0.5)
+    assert "CONTACTOR_WELDED" in kept.fw.event_faults and kept.fw.state == "FAULT"
+    assert not any(act.contactors.precharge for _, act in kept.history[-300:])
+
+
+def test_a_healthy_pack_power_cycled_while_running_closes_again_after_the_check(store_path):
+    kept = Kept(store_path, n_series=16)
+    kept.fw.request("run")
+    kept.run(5.0, demand_a=-0.5)
+    kept.reboot(off_s=2.0)
+    booted = len(kept.history)
+    kept.fw.request("run")
+    kept.run(10.0, demand_a=-0.5)
+    assert kept.fw.state == "RUN" and not kept.fw.event_faults
+    closed_s = next(t for t, act in kept.history[booted:] if act.contactors.main_closed)
+    assert closed_s >= kept.fw.cfg.contactors.weld_check_s  # checked first
