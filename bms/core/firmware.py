@@ -21,7 +21,7 @@ from bms.core.fault_log import FaultLog
 from bms.core.inverter_watch import InverterWatch
 from bms.core.open_wire import OpenWireCheck
 from bms.core.pack_v_drift import PackVoltageDrift
-from bms.core.protection import TIME_EPS_S, Protection, row_key
+from bms.core.protection import TIME_EPS_S, Protection, RowKey, row_key
 from bms.core.rest_drift import RestDrift
 from bms.core.signals import (
     HOST_REQUESTS,
@@ -100,6 +100,8 @@ BALANCING_STATES = frozenset({State.STANDBY, State.RUN})  # the states balancing
 # under-voltage: there their voltages say nothing of under-voltage, imbalance or sense wires.
 LOW_CELL_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
 # The faults a recovery charge is the way out of.
+RAISED_AT_RESTART_NOTE = ("over its threshold when the firmware restarted (a reset or a "
+                          "power cycle): raised, not debounced again")
 UNDERVOLTAGE = frozenset({"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE"})
 # While one of these is active the cell readings are in doubt: estimation counts charge
 # only, and takes nothing from the voltages (a reading pulled high by an open sense wire
@@ -232,6 +234,8 @@ class Firmware:
         # A restart found contactors closed, or a weld check under way: this firmware checks
         # for a weld from its first step before it closes anything (`hand_over_weld_check`).
         self._weld_check_at_start = False
+        # FAULT rows a restart found over their threshold: raised at the first step.
+        self._raise_at_start: list[RowKey] = []
         self.soc = 0.0
         self.last_s: float | None = None
         self.first_step_s = 0.0  # a silence from start times out from here
@@ -458,6 +462,8 @@ class Firmware:
                 self.opened_at_s = now_s
         self.last_s = now_s
         events: list[FaultEvent] = []
+        if self._raise_at_start:
+            self._raise_handed_over(events, now_s)
         if m is None:
             never = self.last_measurement_s is None
             silent_s = now_s - (self.first_step_s if never else self.last_measurement_s)
@@ -1190,6 +1196,28 @@ class Firmware:
         if self.last_s is not None:
             raise RuntimeError("a weld check is handed over before the first step")
         self._weld_check_at_start = True
+
+    def hand_over_debouncing(self, keys: list[RowKey]) -> list[RowKey]:
+        """Before the first step: FAULT rows the firmware before was debouncing (over their
+        threshold, not yet raised), raised at the first step - a host resetting the BMS
+        every few seconds restarted every debounce, and a charger that ignores the limits
+        took a cell past its absolute maximum with no FAULT. Returns the keys that name no
+        FAULT row of this table."""
+        if self.last_s is not None:
+            raise RuntimeError("debouncing rows are handed over before the first step")
+        index = {row_key(r): i for i, r in enumerate(self.protection.rows)
+                 if r.level == Level.FAULT}
+        self._raise_at_start = [k for k in keys if k in index]
+        return [k for k in keys if k not in index]
+
+    def _raise_handed_over(self, events: list[FaultEvent], now_s: float) -> None:
+        keys, self._raise_at_start = self._raise_at_start, []
+        self.protection.latch(keys)
+        rows = {row_key(r): r for r in self.protection.rows if r.level == Level.FAULT}
+        for key in keys:
+            row = rows[key]
+            self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
+                                         "raised"), RAISED_AT_RESTART_NOTE)
 
     def _count_trip(self, name: str, now_s: float) -> str:
         """Counts a FAULT's trip; the note for the log when it locks the pack out."""

@@ -167,6 +167,11 @@ class Protection:
         return [int(i) for i in np.flatnonzero(self.active & self.enabled)
                 if self.latching[i] and self.value[i] >= self.safe_below[i]]
 
+    def debouncing_fault_rows(self) -> list[RowKey]:
+        """The FAULT rows over their threshold and not yet raised (debouncing)."""
+        return [row_key(self.rows[i]) for i in sorted(self.over_since_s)
+                if self.latching[i] and not self.active[i]]
+
     def latched_rows(self) -> list[RowKey]:
         """The FAULT rows raised and not yet cleared, by what identifies a row."""
         return [row_key(self.rows[i]) for i in np.flatnonzero(self.active) if self.latching[i]]

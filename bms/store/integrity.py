@@ -80,6 +80,8 @@ JSON_COLUMNS: dict[tuple[str, str], JsonColumn] = {
                                              _rows),
     ("snapshot", "event_faults"): JsonColumn("a list of fault names", "array", _names),
     ("snapshot", "locked_out"): JsonColumn("a list of fault names", "array", _names),
+    ("snapshot", "debouncing_rows"): JsonColumn("a list of [fault, quantity, above]",
+                                                "array", _rows),
     ("snapshot", "trip_ages_s"): JsonColumn("an object of fault name: trip ages, s", "object",
                                             _trip_ages),
     ("snapshot", "counters"): JsonColumn("the counters, an object of numbers", "object",

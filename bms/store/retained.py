@@ -38,6 +38,8 @@ class Retained:
     trip_ages_s: dict[str, list[float]] = field(default_factory=dict)
     # Contactors closed or a weld check under way: the next firmware checks first.
     weld_check_due: bool = False
+    # FAULT rows over their threshold, not yet raised: the next firmware raises them.
+    debouncing_rows: tuple[RowKey, ...] = ()
 
 
 def retain(fw: Firmware) -> Retained:
@@ -58,6 +60,7 @@ def retain(fw: Firmware) -> Retained:
         empty_charge_as=fw.empty_charge_as,
         trip_ages_s=fw.trip_ages_s(),
         weld_check_due=fw.weld_check_due,
+        debouncing_rows=tuple(fw.protection.debouncing_fault_rows()),
     )
 
 
@@ -105,6 +108,9 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
     # that welded meanwhile is found before anything closes again.
     if kept.weld_check_due:
         fw.hand_over_weld_check()
+    # A FAULT row that was debouncing is raised: the restart must not restart its debounce.
+    lost += [f"debouncing row {fault} ({quantity}) is not in this firmware's table"
+             for fault, quantity, _ in fw.hand_over_debouncing(list(kept.debouncing_rows))]
     fw.counters = Counters.from_dict(kept.counters.as_dict())
     fw.log.restore(list(kept.log), kept.log_recorded)
     if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise

@@ -667,3 +667,33 @@ def test_a_rows_clear_names_the_cell_its_raise_named():
     hold([row.release - 0.05, 3.6, 3.6, 3.6], 5.0, t_s)
     ours = [(e.action, e.index) for e in events if e.name == "CELL_OVERVOLTAGE"]
     assert ours == [("raised", 2), ("cleared", 2)]
+
+
+def test_a_fault_row_debouncing_when_the_firmware_restarts_is_raised_by_the_new_one():
+    """A host resetting every few seconds restarted every debounce: a charger ignoring the
+    limits took a cell past its absolute maximum with no FAULT. The new firmware raises a
+    FAULT row the old one was debouncing, at its first step, logged as such, counted
+    towards lockout."""
+    from bms.runtime.restart import restarted
+
+    fw = Firmware(PRESETS["na-nfm"], 4, 3.0)
+    row = next(r for r in fw.cfg.protection
+               if r.fault == "CELL_OVERVOLTAGE" and r.level == "FAULT")
+    temps_c = np.array([25.0, 25.0])
+
+    def m(cells_v):
+        return Measurement(np.array(cells_v), temps_c, 0.0, 0.0, OPEN)
+
+    for k in range(50):
+        fw.step(m([3.6, 3.6, 3.6, 3.6]), k * TICK_S)
+    over = [3.6, 3.6, row.threshold + 0.01, 3.6]
+    before = []
+    for k in range(50, 50 + round(row.debounce_s / 2 / TICK_S)):  # half its debounce
+        before += fw.step(m(over), k * TICK_S).events
+    assert ("CELL_OVERVOLTAGE", "FAULT") not in {(e.name, e.level) for e in before}
+    new, lost = restarted(fw, 3.0, boot=1)
+    act = new.step(m(over), 7.0)
+    raised = [(e.name, e.level) for e in act.events if e.action == "raised"]
+    assert lost == [] and ("CELL_OVERVOLTAGE", "FAULT") in raised
+    assert "restarted" in new.log.entries[-1].snapshot["note"]
+    assert new.trip_ages_s()["CELL_OVERVOLTAGE"] == [0.0]

@@ -550,3 +550,19 @@ def test_a_healthy_pack_power_cycled_while_running_closes_again_after_the_check(
     assert kept.fw.state == "RUN" and not kept.fw.event_faults
     closed_s = next(t for t, act in kept.history[booted:] if act.contactors.main_closed)
     assert closed_s >= kept.fw.cfg.contactors.weld_check_s  # checked first
+
+
+def test_what_a_restart_hands_over_is_saved_and_loaded_whole(store_path):
+    """Store version 7's columns: the empty hold, the trips towards lockout, a weld check
+    due and the FAULT rows debouncing come back from the store as they were retained."""
+    kept = Kept(store_path)
+    kept.run(1.0)
+    retained = dataclasses.replace(
+        retain(kept.fw), empty_charge_as=12.5, trip_ages_s={"SHORT_CIRCUIT": [30.0, 2.5]},
+        weld_check_due=True, debouncing_rows=(("CELL_OVERVOLTAGE", "cell_v_max", True),))
+    kept.store.save(retained, 0.5, kept.now_s, "test")
+    back = kept.store.load().retained
+    assert (back.empty_charge_as, back.trip_ages_s, back.weld_check_due,
+            back.debouncing_rows) == (12.5, {"SHORT_CIRCUIT": [30.0, 2.5]}, True,
+                                      (("CELL_OVERVOLTAGE", "cell_v_max", True),))
+    kept.store.close()
