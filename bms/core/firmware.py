@@ -236,6 +236,8 @@ class Firmware:
         self._weld_check_at_start = False
         # FAULT rows a restart found over their threshold: raised at the first step.
         self._raise_at_start: list[RowKey] = []
+        # A recovery charge a restart found under way, by its age: resumed at the first step.
+        self._recovery_age_at_start_s: float | None = None
         self.soc = 0.0
         self.last_s: float | None = None
         self.first_step_s = 0.0  # a silence from start times out from here
@@ -456,14 +458,10 @@ class Firmware:
             self.counters.count_time(self.state, now_s - self.last_s)
         else:
             self.first_step_s = now_s
-            self._trips_s = {name: [now_s - age_s for age_s in ages_s]
-                             for name, ages_s in self._trip_ages_s.items()}
-            if self._weld_check_at_start:
-                self.opened_at_s = now_s
-        self.last_s = now_s
+        first, self.last_s = self.last_s is None, now_s
         events: list[FaultEvent] = []
-        if self._raise_at_start:
-            self._raise_handed_over(events, now_s)
+        if first:
+            self._take_over(events, now_s)
         if m is None:
             never = self.last_measurement_s is None
             silent_s = now_s - (self.first_step_s if never else self.last_measurement_s)
@@ -1210,9 +1208,32 @@ class Firmware:
         self._raise_at_start = [k for k in keys if k in index]
         return [k for k in keys if k not in index]
 
-    def _raise_handed_over(self, events: list[FaultEvent], now_s: float) -> None:
+    @property
+    def recovery_age_s(self) -> float | None:
+        """How long a recovery charge has been under way, as of the last step (None: none)."""
+        if self.recovering_since_s is None or self.last_s is None:
+            return self._recovery_age_at_start_s
+        return self.last_s - self.recovering_since_s
+
+    def hand_over_recovery(self, age_s: float) -> None:
+        """Before the first step: a recovery charge under way in the firmware before, so
+        long; resumed (its trickle, its timeout): a reset had let the pack out of it into
+        RUN at full current with its cells still below the under-voltage release."""
+        if self.last_s is not None:
+            raise RuntimeError("a recovery charge is handed over before the first step")
+        self._recovery_age_at_start_s = age_s
+
+    def _take_over(self, events: list[FaultEvent], now_s: float) -> None:
+        """At the first step: what a restart handed over goes on this firmware's clock."""
+        self._trips_s = {name: [now_s - age_s for age_s in ages_s]
+                         for name, ages_s in self._trip_ages_s.items()}
+        if self._weld_check_at_start:
+            self.opened_at_s = now_s
+        if self._recovery_age_at_start_s is not None:
+            self._start_recovery(events, now_s)
+            self.recovering_since_s = now_s - self._recovery_age_at_start_s
         keys, self._raise_at_start = self._raise_at_start, []
-        self.protection.latch(keys)
+        self.protection.latch(keys)  # the rows the firmware before was debouncing
         rows = {row_key(r): r for r in self.protection.rows if r.level == Level.FAULT}
         for key in keys:
             row = rows[key]

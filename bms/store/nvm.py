@@ -76,10 +76,12 @@ _V7 = """
     ALTER TABLE snapshot ADD COLUMN empty_charge_as REAL;
     ALTER TABLE snapshot ADD COLUMN trip_ages_s TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE snapshot ADD COLUMN weld_check_due INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE snapshot ADD COLUMN debouncing_rows TEXT NOT NULL DEFAULT '[]'
+    ALTER TABLE snapshot ADD COLUMN debouncing_rows TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE snapshot ADD COLUMN recovery_age_s REAL
 """  # version 7 keeps the empty hold (NULL: none), the trips towards lockout, whether the
-# next boot checks for a weld first (contactors closed, or a check under way), and the
-# FAULT rows over their threshold, not yet raised (the next boot raises them)
+# next boot checks for a weld first (contactors closed, or a check under way), the FAULT
+# rows over their threshold, not yet raised (the next boot raises them), and a recovery
+# charge under way (its age; NULL: none)
 
 
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store runs them all.
@@ -235,7 +237,7 @@ class NvmStore:
             "SELECT boot, saved_at_s, saved_unix_s, state, soc, cell_soc, cell_capacity_ah, "
             "cell_resistance_factor, latched_rows, event_faults, counters, log_dropped, "
             "log_recorded, locked_out, empty_charge_as, trip_ages_s, weld_check_due, "
-            "debouncing_rows FROM snapshot").fetchone()
+            "debouncing_rows, recovery_age_s FROM snapshot").fetchone()
         config = self.overrides()
         overrides = config or {}
         if row is None:
@@ -260,6 +262,7 @@ class NvmStore:
             trip_ages_s=json.loads(row[15]),
             weld_check_due=bool(row[16]),
             debouncing_rows=tuple((f, q, bool(a)) for f, q, a in json.loads(row[17])),
+            recovery_age_s=row[18],
         )
         return Stored(int(row[0]), float(row[1]), float(row[2]), kept, row[4], overrides)
 
@@ -275,14 +278,14 @@ class NvmStore:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?, ?, ?)",
+                "?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.boot, now_s, self.unix_s(), reason, kept.state, soc,
                  _array(kept.cell_soc), _array(kept.cell_capacity_ah),
                  _array(kept.cell_resistance_factor), _json(kept.latched_rows),
                  _json(list(kept.event_faults)), _json(kept.counters.as_dict()),
                  kept.log_dropped, kept.log_recorded, _json(list(kept.locked_out)),
                  kept.empty_charge_as, _json(kept.trip_ages_s), int(kept.weld_check_due),
-                 _json(kept.debouncing_rows)))
+                 _json(kept.debouncing_rows), kept.recovery_age_s))
             self.db.executemany(
                 "INSERT OR REPLACE INTO fault_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(first + k, e.snapshot.get("boot", self.boot), e.event.t_s, e.event.name,
@@ -589,6 +592,7 @@ def _snapshot_out(row: dict) -> dict:
     out["lockout_trip_ages_s"] = json.loads(row["trip_ages_s"])  # fault: [s before the save]
     out["weld_check_due"] = bool(row["weld_check_due"])
     out["debouncing_rows"] = json.loads(row["debouncing_rows"])  # raised at the next boot
+    out["recovery_age_s"] = row["recovery_age_s"]  # a recovery charge under way, so long
     out["counters"] = Counters.from_dict(json.loads(row["counters"])).as_dict()
     out["fault_log_dropped"] = row["log_dropped"]
     out["fault_log_recorded"] = row["log_recorded"]

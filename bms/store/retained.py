@@ -40,6 +40,8 @@ class Retained:
     weld_check_due: bool = False
     # FAULT rows over their threshold, not yet raised: the next firmware raises them.
     debouncing_rows: tuple[RowKey, ...] = ()
+    # A recovery charge under way, how long before the save it began, s (None: none).
+    recovery_age_s: float | None = None
 
 
 def retain(fw: Firmware) -> Retained:
@@ -61,6 +63,7 @@ def retain(fw: Firmware) -> Retained:
         trip_ages_s=fw.trip_ages_s(),
         weld_check_due=fw.weld_check_due,
         debouncing_rows=tuple(fw.protection.debouncing_fault_rows()),
+        recovery_age_s=fw.recovery_age_s,
     )
 
 
@@ -108,6 +111,13 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
     # that welded meanwhile is found before anything closes again.
     if kept.weld_check_due:
         fw.hand_over_weld_check()
+    # A recovery charge goes on (its trickle, its timeout counted with the time off).
+    age_s = kept.recovery_age_s
+    if age_s is not None:
+        if not (math.isfinite(age_s) and age_s >= 0.0):
+            lost.append(f"the recovery charge's age ({age_s} s) is not a time: resumed from 0")
+            age_s = 0.0
+        fw.hand_over_recovery(age_s + (off_s or 0.0))
     # A FAULT row that was debouncing is raised: the restart must not restart its debounce.
     lost += [f"debouncing row {fault} ({quantity}) is not in this firmware's table"
              for fault, quantity, _ in fw.hand_over_debouncing(list(kept.debouncing_rows))]

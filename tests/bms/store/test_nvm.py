@@ -559,10 +559,21 @@ def test_what_a_restart_hands_over_is_saved_and_loaded_whole(store_path):
     kept.run(1.0)
     retained = dataclasses.replace(
         retain(kept.fw), empty_charge_as=12.5, trip_ages_s={"SHORT_CIRCUIT": [30.0, 2.5]},
-        weld_check_due=True, debouncing_rows=(("CELL_OVERVOLTAGE", "cell_v_max", True),))
+        weld_check_due=True, debouncing_rows=(("CELL_OVERVOLTAGE", "cell_v_max", True),),
+        recovery_age_s=42.0)
     kept.store.save(retained, 0.5, kept.now_s, "test")
     back = kept.store.load().retained
     assert (back.empty_charge_as, back.trip_ages_s, back.weld_check_due,
-            back.debouncing_rows) == (12.5, {"SHORT_CIRCUIT": [30.0, 2.5]}, True,
-                                      (("CELL_OVERVOLTAGE", "cell_v_max", True),))
+            back.debouncing_rows, back.recovery_age_s) == (
+        12.5, {"SHORT_CIRCUIT": [30.0, 2.5]}, True,
+        (("CELL_OVERVOLTAGE", "cell_v_max", True),), 42.0)
     kept.store.close()
+
+
+def test_a_stored_recovery_age_that_is_no_time_resumes_from_zero_and_says_so():
+    bench = Bench()
+    kept = dataclasses.replace(retain(bench.fw), recovery_age_s=-3.0)
+    fw = Firmware(bench.pack.chem, bench.pack.n_series, bench.pack.capacity_ah)
+    lost = restore(fw, kept, off_s=10.0)
+    assert fw.recovery_age_s == 10.0  # from 0, older by the time off
+    assert lost == ["the recovery charge's age (-3.0 s) is not a time: resumed from 0"]
