@@ -1186,6 +1186,8 @@ class Firmware:
         """A contactor is commanded closed, or the weld check of an opening is under way:
         a restart now must check for a weld before closing (a reset inside the check, or a
         power cycle while closed, let a welded pack precharge onto its live bus and run)."""
+        if self.last_s is None:  # a restart before the first step: the one handed over
+            return self._weld_check_at_start
         return self.contactors != OPEN or self.opened_at_s is not None
 
     def hand_over_weld_check(self) -> None:
@@ -1194,6 +1196,13 @@ class Firmware:
         if self.last_s is not None:
             raise RuntimeError("a weld check is handed over before the first step")
         self._weld_check_at_start = True
+
+    def debouncing_fault_rows(self) -> list[RowKey]:
+        """The FAULT rows over their threshold and not yet raised (before the first step,
+        those handed over: a second restart must not lose them)."""
+        if self.last_s is None:
+            return list(self._raise_at_start)
+        return self.protection.debouncing_fault_rows()
 
     def hand_over_debouncing(self, keys: list[RowKey]) -> list[RowKey]:
         """Before the first step: FAULT rows the firmware before was debouncing (over their
@@ -1210,10 +1219,11 @@ class Firmware:
 
     @property
     def recovery_age_s(self) -> float | None:
-        """How long a recovery charge has been under way, as of the last step (None: none)."""
-        if self.recovering_since_s is None or self.last_s is None:
+        """How long a recovery charge has been under way, as of the last step (None: none;
+        before the first step, the one handed over)."""
+        if self.last_s is None:
             return self._recovery_age_at_start_s
-        return self.last_s - self.recovering_since_s
+        return None if self.recovering_since_s is None else self.last_s - self.recovering_since_s
 
     def hand_over_recovery(self, age_s: float) -> None:
         """Before the first step: a recovery charge under way in the firmware before, so
@@ -1229,9 +1239,12 @@ class Firmware:
                          for name, ages_s in self._trip_ages_s.items()}
         if self._weld_check_at_start:
             self.opened_at_s = now_s
-        if self._recovery_age_at_start_s is not None:
+        age_s, self._recovery_age_at_start_s = self._recovery_age_at_start_s, None
+        # Not over a latched FAULT or a lockout: suspending the low-cell rows would clear
+        # the one a recovery's timeout latched.
+        if age_s is not None and not (self.fault_active or self.locked_out):
             self._start_recovery(events, now_s)
-            self.recovering_since_s = now_s - self._recovery_age_at_start_s
+            self.recovering_since_s = now_s - age_s
         keys, self._raise_at_start = self._raise_at_start, []
         self.protection.latch(keys)  # the rows the firmware before was debouncing
         rows = {row_key(r): r for r in self.protection.rows if r.level == Level.FAULT}

@@ -77,7 +77,9 @@ _V7 = """
     ALTER TABLE snapshot ADD COLUMN trip_ages_s TEXT NOT NULL DEFAULT '{}';
     ALTER TABLE snapshot ADD COLUMN weld_check_due INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE snapshot ADD COLUMN debouncing_rows TEXT NOT NULL DEFAULT '[]';
-    ALTER TABLE snapshot ADD COLUMN recovery_age_s REAL
+    ALTER TABLE snapshot ADD COLUMN recovery_age_s REAL;
+    UPDATE snapshot SET weld_check_due = 1 WHERE state IN ('PRECHARGE', 'RUN', 'RECOVERY');
+    UPDATE snapshot SET recovery_age_s = 0 WHERE state = 'RECOVERY'
 """  # version 7 keeps the empty hold (NULL: none), the trips towards lockout, whether the
 # next boot checks for a weld first (contactors closed, or a check under way), the FAULT
 # rows over their threshold, not yet raised (the next boot raises them), and a recovery

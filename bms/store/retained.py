@@ -62,7 +62,7 @@ def retain(fw: Firmware) -> Retained:
         empty_charge_as=fw.empty_charge_as,
         trip_ages_s=fw.trip_ages_s(),
         weld_check_due=fw.weld_check_due,
-        debouncing_rows=tuple(fw.protection.debouncing_fault_rows()),
+        debouncing_rows=tuple(fw.debouncing_fault_rows()),
         recovery_age_s=fw.recovery_age_s,
     )
 

@@ -94,3 +94,27 @@ def test_the_keeper_counts_a_wall_clock_it_cannot_keep_as_a_failed_save(tmp_path
     assert keeper.failures == 1 and keeper.failing
     with pytest.raises(sqlite3.ProgrammingError):
         store.utc_offsets()
+
+
+@pytest.mark.parametrize(("state", "weld_check_due", "recovery_age_s"), [
+    ("RUN", True, None), ("RECOVERY", True, 0.0), ("STANDBY", False, None)])
+def test_a_version_6_store_migrates_to_what_its_saved_state_says(
+        tmp_path, state, weld_check_due, recovery_age_s):
+    """Version 7 keeps whether the next boot checks for a weld and a recovery under way: a
+    store saved closed (or recovering) before them is migrated to say so, not to nothing."""
+    path = tmp_path / "p.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:6]:
+        for statement in migration.split(";"):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 6")
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db.execute("INSERT INTO pack VALUES (1, 'na-nfm', 4, 1.5, 0, 'rack1', 'sim')")
+    db.execute("INSERT INTO snapshot VALUES (1, 1, 5.0, 1.0e9, 'period', ?, 0.5, NULL, "
+               "'[1.5, 1.5, 1.5, 1.5]', '[1, 1, 1, 1]', '[]', '[]', '{}', 0, 0, '[]')",
+               (state,))
+    db.close()
+    store = NvmStore(path, PACK, Clock())
+    kept = store.load().retained
+    assert (kept.weld_check_due, kept.recovery_age_s) == (weld_check_due, recovery_age_s)
+    store.close()

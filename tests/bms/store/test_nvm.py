@@ -577,3 +577,33 @@ def test_a_stored_recovery_age_that_is_no_time_resumes_from_zero_and_says_so():
     lost = restore(fw, kept, off_s=10.0)
     assert fw.recovery_age_s == 10.0  # from 0, older by the time off
     assert lost == ["the recovery charge's age (-3.0 s) is not a time: resumed from 0"]
+
+
+def test_a_restart_before_the_first_step_hands_over_what_it_was_handed():
+    """Two resets in a row (or a boot shut down before its first step): the weld check and
+    the FAULT rows debouncing go on to the next firmware, not lost by the one between."""
+    bench = Bench()
+    bench.fw.request("run")
+    bench.run(5.0)
+    middle, _ = restarted(bench.fw, bench.pack.capacity_ah, boot=1)
+    middle.hand_over_debouncing([("CELL_OVERVOLTAGE", "cell_v_max", True)])
+    last, lost = restarted(middle, bench.pack.capacity_ah, boot=2)
+    assert lost == [] and last.weld_check_due
+    assert last.debouncing_fault_rows() == [("CELL_OVERVOLTAGE", "cell_v_max", True)]
+
+
+def test_a_recovery_that_ended_is_not_handed_over_again():
+    """A recovery handed over and ended (its timeout latched the under-voltage FAULT): a
+    later reset must neither resume it nor, by suspending the low-cell rows, clear that
+    FAULT."""
+    bench = Bench()
+    kept = dataclasses.replace(retain(bench.fw), recovery_age_s=5.0)
+    fw = Firmware(bench.pack.chem, bench.pack.n_series, bench.pack.capacity_ah)
+    restore(fw, kept, off_s=0.0)
+    bench.fw = fw
+    bench.tick()
+    assert fw.recovering_since_s is not None
+    fw.recovering_since_s = None  # ended (into RUN, or its timeout's FAULT)
+    bench.tick()
+    assert fw.recovery_age_s is None
+    assert retain(fw).recovery_age_s is None
