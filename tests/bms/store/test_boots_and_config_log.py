@@ -9,9 +9,10 @@ import sqlite3
 import pytest
 
 from bms.data.parameters import ConfigChange
-from bms.store.nvm import APPLICATION_ID, MIGRATIONS, NvmStore, PackIdentity, export
+from bms.store.nvm import NvmStore, PackIdentity, export
 from bms.store.persistence import Keeper
 from tests.bms.core.test_firmware import Bench
+from tests.bms.store.older import store_at_version
 
 PACK = PackIdentity("rack1", "sim", "na-nfm", 4, 1.5)
 
@@ -69,12 +70,7 @@ def test_the_configuration_log_pages_in_the_order_written(tmp_path):
 
 def test_a_version_5_store_gains_the_wall_clock_column_and_keeps_its_boots(tmp_path):
     path = tmp_path / "p.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:5]:
-        for statement in migration.split(";"):
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 5")
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db = store_at_version(path, 5)
     db.execute("INSERT INTO pack VALUES (1, 'na-nfm', 4, 1.5, 0, 'rack1', 'sim')")
     db.execute("INSERT INTO boots VALUES (1, 1.0e9, '0.1')")
     db.close()
@@ -103,12 +99,7 @@ def test_a_version_6_store_migrates_to_what_its_saved_state_says(
     """Version 7 keeps whether the next boot checks for a weld and a recovery under way: a
     store saved closed (or recovering) before them is migrated to say so, not to nothing."""
     path = tmp_path / "p.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:6]:
-        for statement in migration.split(";"):
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 6")
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db = store_at_version(path, 6)
     db.execute("INSERT INTO pack VALUES (1, 'na-nfm', 4, 1.5, 0, 'rack1', 'sim')")
     db.execute("INSERT INTO snapshot VALUES (1, 1, 5.0, 1.0e9, 'period', ?, 0.5, NULL, "
                "'[1.5, 1.5, 1.5, 1.5]', '[1, 1, 1, 1]', '[]', '[]', '{}', 0, 0, '[]')",

@@ -22,6 +22,7 @@ from bms.store.nvm import (
     open_for_reading,
     reset,
 )
+from tests.bms.store.older import store_at_version
 from tests.bms.store.test_nvm import Clock, Kept, identity
 
 
@@ -159,12 +160,7 @@ def version_4_store(tmp_path) -> tuple:
     """A store as made before pack ids (version 4), for a 4-cell na-nfm pack: its path and an
     open connection to it."""
     path = tmp_path / "pack.sqlite"
-    db = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:4]:
-        for statement in migration.split(";"):
-            db.execute(statement)
-    db.execute("PRAGMA user_version = 4")
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    db = store_at_version(path, 4)
     db.execute("INSERT INTO pack VALUES (1, 'na-nfm', 4, 1.5, 0)")
     return path, db
 
