@@ -238,6 +238,9 @@ class Firmware:
         self._raise_at_start: list[RowKey] = []
         # A recovery charge a restart found under way, by its age: resumed at the first step.
         self._recovery_age_at_start_s: float | None = None
+        # Precharge attempts of a sequence a restart interrupted: the next sequence goes on
+        # counting from them (`hand_over_precharge_attempts`).
+        self._precharges_before = 0
         self.soc = 0.0
         self.last_s: float | None = None
         self.first_step_s = 0.0  # a silence from start times out from here
@@ -823,7 +826,8 @@ class Firmware:
             if self.recovering_since_s is not None and req != "run":
                 self.recovering_since_s = None  # the host no longer asks for the charge
             elif req == "run" and self.opened_at_s is None and not self.protection.fault_pending():
-                self.precharge_attempt = 1
+                self.precharge_attempt = 1 + self._precharges_before
+                self._precharges_before = 0
                 self.contactors = NEGATIVE
                 self._enter(State.PRECHARGE, now_s)
             elif req == "storage":
@@ -1224,6 +1228,22 @@ class Firmware:
         if self.last_s is None:
             return self._recovery_age_at_start_s
         return None if self.recovering_since_s is None else self.last_s - self.recovering_since_s
+
+    @property
+    def precharge_attempts_made(self) -> int:
+        """The precharge attempts of the sequence under way, the one in progress included:
+        what a restart must hand over, or a host resetting the BMS every few seconds got
+        fresh retries each time (24 precharges in 3 minutes, no PRECHARGE_FAILED) and
+        heated the precharge resistor without end."""
+        if self.last_s is not None and self.state == State.PRECHARGE:
+            return self.precharge_attempt
+        return self._precharges_before
+
+    def hand_over_precharge_attempts(self, attempts: int) -> None:
+        """Before the first step: attempts of an interrupted sequence, counted by the next."""
+        if self.last_s is not None:
+            raise RuntimeError("precharge attempts are handed over before the first step")
+        self._precharges_before = attempts
 
     def hand_over_recovery(self, age_s: float) -> None:
         """Before the first step: a recovery charge under way in the firmware before, so

@@ -78,12 +78,13 @@ _V7 = """
     ALTER TABLE snapshot ADD COLUMN weld_check_due INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE snapshot ADD COLUMN debouncing_rows TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE snapshot ADD COLUMN recovery_age_s REAL;
+    ALTER TABLE snapshot ADD COLUMN precharge_attempts INTEGER NOT NULL DEFAULT 0;
     UPDATE snapshot SET weld_check_due = 1 WHERE state IN ('PRECHARGE', 'RUN', 'RECOVERY');
     UPDATE snapshot SET recovery_age_s = 0 WHERE state = 'RECOVERY'
 """  # version 7 keeps the empty hold (NULL: none), the trips towards lockout, whether the
 # next boot checks for a weld first (contactors closed, or a check under way), the FAULT
-# rows over their threshold, not yet raised (the next boot raises them), and a recovery
-# charge under way (its age; NULL: none)
+# rows over their threshold, not yet raised (the next boot raises them), a recovery
+# charge under way (its age; NULL: none), and the precharge attempts of a sequence under way
 
 
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store runs them all.
@@ -239,7 +240,7 @@ class NvmStore:
             "SELECT boot, saved_at_s, saved_unix_s, state, soc, cell_soc, cell_capacity_ah, "
             "cell_resistance_factor, latched_rows, event_faults, counters, log_dropped, "
             "log_recorded, locked_out, empty_charge_as, trip_ages_s, weld_check_due, "
-            "debouncing_rows, recovery_age_s FROM snapshot").fetchone()
+            "debouncing_rows, recovery_age_s, precharge_attempts FROM snapshot").fetchone()
         config = self.overrides()
         overrides = config or {}
         if row is None:
@@ -265,6 +266,7 @@ class NvmStore:
             weld_check_due=bool(row[16]),
             debouncing_rows=tuple((f, q, bool(a)) for f, q, a in json.loads(row[17])),
             recovery_age_s=row[18],
+            precharge_attempts=int(row[19]),
         )
         return Stored(int(row[0]), float(row[1]), float(row[2]), kept, row[4], overrides)
 
@@ -280,14 +282,14 @@ class NvmStore:
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-                "?, ?, ?, ?, ?, ?, ?, ?)",
+                "?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (self.boot, now_s, self.unix_s(), reason, kept.state, soc,
                  _array(kept.cell_soc), _array(kept.cell_capacity_ah),
                  _array(kept.cell_resistance_factor), _json(kept.latched_rows),
                  _json(list(kept.event_faults)), _json(kept.counters.as_dict()),
                  kept.log_dropped, kept.log_recorded, _json(list(kept.locked_out)),
                  kept.empty_charge_as, _json(kept.trip_ages_s), int(kept.weld_check_due),
-                 _json(kept.debouncing_rows), kept.recovery_age_s))
+                 _json(kept.debouncing_rows), kept.recovery_age_s, kept.precharge_attempts))
             self.db.executemany(
                 "INSERT OR REPLACE INTO fault_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(first + k, e.snapshot.get("boot", self.boot), e.event.t_s, e.event.name,
@@ -595,6 +597,7 @@ def _snapshot_out(row: dict) -> dict:
     out["weld_check_due"] = bool(row["weld_check_due"])
     out["debouncing_rows"] = json.loads(row["debouncing_rows"])  # raised at the next boot
     out["recovery_age_s"] = row["recovery_age_s"]  # a recovery charge under way, so long
+    out["precharge_attempts"] = row["precharge_attempts"]  # of a sequence under way
     out["counters"] = Counters.from_dict(json.loads(row["counters"])).as_dict()
     out["fault_log_dropped"] = row["log_dropped"]
     out["fault_log_recorded"] = row["log_recorded"]

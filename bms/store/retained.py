@@ -42,6 +42,8 @@ class Retained:
     debouncing_rows: tuple[RowKey, ...] = ()
     # A recovery charge under way, how long before the save it began, s (None: none).
     recovery_age_s: float | None = None
+    # Precharge attempts of the sequence under way (the next sequence counts on from them).
+    precharge_attempts: int = 0
 
 
 def retain(fw: Firmware) -> Retained:
@@ -64,6 +66,7 @@ def retain(fw: Firmware) -> Retained:
         weld_check_due=fw.weld_check_due,
         debouncing_rows=tuple(fw.debouncing_fault_rows()),
         recovery_age_s=fw.recovery_age_s,
+        precharge_attempts=fw.precharge_attempts_made,
     )
 
 
@@ -118,6 +121,8 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
             lost.append(f"the recovery charge's age ({age_s} s) is not a time: resumed from 0")
             age_s = 0.0
         fw.hand_over_recovery(age_s + (off_s or 0.0))
+    if kept.precharge_attempts > 0:
+        fw.hand_over_precharge_attempts(kept.precharge_attempts)
     # A FAULT row that was debouncing is raised: the restart must not restart its debounce.
     lost += [f"debouncing row {fault} ({quantity}) is not in this firmware's table"
              for fault, quantity, _ in fw.hand_over_debouncing(list(kept.debouncing_rows))]

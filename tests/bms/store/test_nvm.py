@@ -560,13 +560,13 @@ def test_what_a_restart_hands_over_is_saved_and_loaded_whole(store_path):
     retained = dataclasses.replace(
         retain(kept.fw), empty_charge_as=12.5, trip_ages_s={"SHORT_CIRCUIT": [30.0, 2.5]},
         weld_check_due=True, debouncing_rows=(("CELL_OVERVOLTAGE", "cell_v_max", True),),
-        recovery_age_s=42.0)
+        recovery_age_s=42.0, precharge_attempts=2)
     kept.store.save(retained, 0.5, kept.now_s, "test")
     back = kept.store.load().retained
     assert (back.empty_charge_as, back.trip_ages_s, back.weld_check_due,
-            back.debouncing_rows, back.recovery_age_s) == (
+            back.debouncing_rows, back.recovery_age_s, back.precharge_attempts) == (
         12.5, {"SHORT_CIRCUIT": [30.0, 2.5]}, True,
-        (("CELL_OVERVOLTAGE", "cell_v_max", True),), 42.0)
+        (("CELL_OVERVOLTAGE", "cell_v_max", True),), 42.0, 2)
     kept.store.close()
 
 
