@@ -493,6 +493,7 @@ class Firmware:
             self.locked_out.clear()
             self.pack_v_drift.restart()  # a sensor may have been replaced: learn afresh
             self._trips_s.clear()
+            self._precharges_before = 0  # the resistor was seen to: its retries start again
         clear = self._clearing
         note = SERVICE_NOTE if service else ""
         self._enable_inverter_row(events, now_s)
