@@ -890,7 +890,9 @@ class Firmware:
         if level == self._inverter_level:
             return
         self._inverter_level = level
-        changes = self.protection.set_enabled({"INVERTER_TIMEOUT"}, False)
+        # The other levels' rows only: the configured one's, raised and latched before a
+        # restart, stays raised (turned off and on at the first step, it was cleared).
+        changes = self.protection.set_enabled({"INVERTER_TIMEOUT"}, False, set(Level) - {level})
         if level is not None:
             self.protection.set_enabled({"INVERTER_TIMEOUT"}, True, {level})
         for change in changes:

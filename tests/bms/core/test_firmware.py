@@ -697,3 +697,26 @@ def test_a_fault_row_debouncing_when_the_firmware_restarts_is_raised_by_the_new_
     assert lost == [] and ("CELL_OVERVOLTAGE", "FAULT") in raised
     assert "restarted" in new.log.entries[-1].snapshot["note"]
     assert new.trip_ages_s()["CELL_OVERVOLTAGE"] == [0.0]
+
+
+def test_a_latched_inverter_timeout_fault_stays_latched_over_a_restart():
+    """With the keep-alive action `open` the INVERTER_TIMEOUT row is a FAULT, latched like
+    any: the first step of the next firmware, setting up which level's row watches the
+    inverter, turned it off and on, and so cleared it."""
+    from bms.core.protection import row_key
+    from bms.data.config import KeepaliveAction, default_config
+    from bms.runtime.restart import restarted
+
+    cfg = default_config(PRESETS["na-nfm"], 4, 3.0)
+    cfg = dataclasses.replace(cfg, can=dataclasses.replace(
+        cfg.can, keepalive_action=KeepaliveAction.OPEN))
+    fw = Firmware(PRESETS["na-nfm"], 4, 3.0, cfg)
+    m = Measurement(np.full(4, 3.6), np.array([25.0, 25.0]), 0.0, 0.0, OPEN)
+    fw.step(m, 0.0)
+    rows = [row_key(r) for r in fw.protection.rows
+            if r.fault == "INVERTER_TIMEOUT" and r.level == "FAULT"]
+    fw.protection.latch(rows)
+    new, lost = restarted(fw, 3.0, boot=1)
+    act = new.step(m, 0.1)
+    assert lost == [] and not act.events
+    assert new.protection.latched_rows() == rows and new.fault_active
