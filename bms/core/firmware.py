@@ -89,6 +89,8 @@ TEMP_TAPER_C = 5.0  # limits fall to 0 over this last stretch before a temperatu
 EMPTY_LIMIT_SHARE = 0.01
 EMPTY_REST_SHARE = 0.05
 TAPER_RISE_SHARE_PER_S = 0.004  # within the discharge taper the limit climbs this at most
+RAISED_AT_RESTART_NOTE = ("over its threshold when the firmware restarted (a reset or a "
+                          "power cycle): raised, not debounced again")
 STANDBY_OPEN_WAIT_S = 5.0  # a standby request waits this long for the current to stop
 # The states with the pack on the bus through its main contactors: the only ones whose
 # published limits may be above 0.
@@ -100,8 +102,6 @@ BALANCING_STATES = frozenset({State.STANDBY, State.RUN})  # the states balancing
 # under-voltage: there their voltages say nothing of under-voltage, imbalance or sense wires.
 LOW_CELL_SUSPENDED = {"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE", "CELL_IMBALANCE", "OPEN_WIRE"}
 # The faults a recovery charge is the way out of.
-RAISED_AT_RESTART_NOTE = ("over its threshold when the firmware restarted (a reset or a "
-                          "power cycle): raised, not debounced again")
 UNDERVOLTAGE = frozenset({"CELL_UNDERVOLTAGE", "PACK_UNDERVOLTAGE"})
 # While one of these is active the cell readings are in doubt: estimation counts charge
 # only, and takes nothing from the voltages (a reading pulled high by an open sense wire
@@ -116,6 +116,29 @@ _IN_QUANTITY_ORDER = operator.itemgetter(*(quantity.name for quantity in QUANTIT
 CELL_V_MAX, CELL_V_MIN, PACK_V, TEMP_MAX, TEMP_MIN = (
     QUANTITY_INDEX[name] for name in ("cell_v_max", "cell_v_min", "pack_v",
                                       "discharge_temp_max", "discharge_temp_min"))
+
+
+@dataclasses.dataclass(frozen=True)
+class HandOver:
+    """What one firmware passes to the next at a restart (a host's reset, a power cycle
+    through the store) beyond the pack's state: what a host resetting the BMS must not be
+    able to wipe. Ages are seconds before the hand-over."""
+
+    # FAULT trips within the lockout window: a host resetting before each clear of a
+    # standing short closed the pack onto it without end, never reaching lockout.
+    trip_ages_s: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    # A contactor closed, or an opening's weld check under way: the next firmware checks
+    # for a weld before it closes anything (a welded pack precharged onto its live bus).
+    weld_check_due: bool = False
+    # FAULT rows over their threshold, not yet raised: raised by the next firmware (resets
+    # every few seconds restarted every debounce: a cell taken past its absolute maximum).
+    debouncing_rows: tuple[RowKey, ...] = ()
+    # A recovery charge under way (None: none): resumed, its timeout counting on (a reset
+    # let the pack into RUN at full current with its cells below the release).
+    recovery_age_s: float | None = None
+    # Precharge attempts of the sequence under way, the one in progress counted: the next
+    # sequence counts on from them (resets renewed the retries: 24 precharges, no fault).
+    precharge_attempts: int = 0
 
 
 def _open_wire_spread_v(cfg: FirmwareConfig) -> float:
@@ -228,18 +251,9 @@ class Firmware:
         # open until a service action; the times each FAULT tripped, newest last.
         self.locked_out: set[str] = set()
         self._trips_s: dict[str, list[float]] = {}
-        # Trips a restart handed over (`hand_over_trips`), by their age at this firmware's
-        # first step, when they are put on its clock.
-        self._trip_ages_s: dict[str, list[float]] = {}
-        # A restart found contactors closed, or a weld check under way: this firmware checks
-        # for a weld from its first step before it closes anything (`hand_over_weld_check`).
-        self._weld_check_at_start = False
-        # FAULT rows a restart found over their threshold: raised at the first step.
-        self._raise_at_start: list[RowKey] = []
-        # A recovery charge a restart found under way, by its age: resumed at the first step.
-        self._recovery_age_at_start_s: float | None = None
-        # Precharge attempts of a sequence a restart interrupted: the next sequence goes on
-        # counting from them (`hand_over_precharge_attempts`).
+        # What a restart handed over (`take_over`), put on this firmware's clock at its
+        # first step; the precharge attempts are counted on by the next sequence.
+        self._handed = HandOver()
         self._precharges_before = 0
         self.soc = 0.0
         self.last_s: float | None = None
@@ -1170,109 +1184,50 @@ class Firmware:
             out["unreadable"] = ", ".join(unreadable)
         return out
 
-    def trip_ages_s(self) -> dict[str, list[float]]:
-        """How long ago, as of the last step, each FAULT tripped within the lockout window:
-        what a restart must hand over, or a host resetting (or cycling the supply) between
-        its clears would close the pack onto a short without end, never reaching lockout."""
+    def hand_over(self) -> HandOver:
+        """What this firmware passes to the next at a restart (before its own first step,
+        what it was handed: two restarts in a row lose nothing)."""
         if self.last_s is None:
-            return {name: list(ages_s) for name, ages_s in self._trip_ages_s.items()}
+            return self._handed
         window_s = self.cfg.lockout_window_s
         ages = {name: [self.last_s - t for t in times if self.last_s - t < window_s]
                 for name, times in self._trips_s.items()}
-        return {name: ages_s for name, ages_s in ages.items() if ages_s}
+        return HandOver(
+            trip_ages_s={name: ages_s for name, ages_s in ages.items() if ages_s},
+            weld_check_due=self.contactors != OPEN or self.opened_at_s is not None,
+            debouncing_rows=tuple(self.protection.debouncing_fault_rows()),
+            recovery_age_s=(None if self.recovering_since_s is None
+                            else self.last_s - self.recovering_since_s),
+            precharge_attempts=(self.precharge_attempt if self.state == State.PRECHARGE
+                                else self._precharges_before))
 
-    def hand_over_trips(self, ages_s: dict[str, list[float]]) -> None:
-        """Before the first step: trips of an earlier firmware, by their age then (counted
-        towards lockout as if this firmware had seen them)."""
+    def take_over(self, handed: HandOver) -> list[RowKey]:
+        """Before the first step: what the firmware before handed over. Returns the
+        debouncing rows that name no FAULT row of this table (the others are taken)."""
         if self.last_s is not None:
-            raise RuntimeError("trips are handed over before the first step")
-        self._trip_ages_s = {name: list(ages) for name, ages in ages_s.items()}
-
-    @property
-    def weld_check_due(self) -> bool:
-        """A contactor is commanded closed, or the weld check of an opening is under way:
-        a restart now must check for a weld before closing (a reset inside the check, or a
-        power cycle while closed, let a welded pack precharge onto its live bus and run)."""
-        if self.last_s is None:  # a restart before the first step: the one handed over
-            return self._weld_check_at_start
-        return self.contactors != OPEN or self.opened_at_s is not None
-
-    def hand_over_weld_check(self) -> None:
-        """Before the first step: check for a weld from it (`weld_check_due` of the firmware
-        before), as after an opening."""
-        if self.last_s is not None:
-            raise RuntimeError("a weld check is handed over before the first step")
-        self._weld_check_at_start = True
-
-    def debouncing_fault_rows(self) -> list[RowKey]:
-        """The FAULT rows over their threshold and not yet raised (before the first step,
-        those handed over: a second restart must not lose them)."""
-        if self.last_s is None:
-            return list(self._raise_at_start)
-        return self.protection.debouncing_fault_rows()
-
-    def hand_over_debouncing(self, keys: list[RowKey]) -> list[RowKey]:
-        """Before the first step: FAULT rows the firmware before was debouncing (over their
-        threshold, not yet raised), raised at the first step - a host resetting the BMS
-        every few seconds restarted every debounce, and a charger that ignores the limits
-        took a cell past its absolute maximum with no FAULT. Returns the keys that name no
-        FAULT row of this table."""
-        if self.last_s is not None:
-            raise RuntimeError("debouncing rows are handed over before the first step")
-        index = {row_key(r): i for i, r in enumerate(self.protection.rows)
-                 if r.level == Level.FAULT}
-        self._raise_at_start = [k for k in keys if k in index]
-        return [k for k in keys if k not in index]
-
-    @property
-    def recovery_age_s(self) -> float | None:
-        """How long a recovery charge has been under way, as of the last step (None: none;
-        before the first step, the one handed over)."""
-        if self.last_s is None:
-            return self._recovery_age_at_start_s
-        return None if self.recovering_since_s is None else self.last_s - self.recovering_since_s
-
-    @property
-    def precharge_attempts_made(self) -> int:
-        """The precharge attempts of the sequence under way, the one in progress included:
-        what a restart must hand over, or a host resetting the BMS every few seconds got
-        fresh retries each time (24 precharges in 3 minutes, no PRECHARGE_FAILED) and
-        heated the precharge resistor without end."""
-        if self.last_s is not None and self.state == State.PRECHARGE:
-            return self.precharge_attempt
-        return self._precharges_before
-
-    def hand_over_precharge_attempts(self, attempts: int) -> None:
-        """Before the first step: attempts of an interrupted sequence, counted by the next."""
-        if self.last_s is not None:
-            raise RuntimeError("precharge attempts are handed over before the first step")
-        self._precharges_before = attempts
-
-    def hand_over_recovery(self, age_s: float) -> None:
-        """Before the first step: a recovery charge under way in the firmware before, so
-        long; resumed (its trickle, its timeout): a reset had let the pack out of it into
-        RUN at full current with its cells still below the under-voltage release."""
-        if self.last_s is not None:
-            raise RuntimeError("a recovery charge is handed over before the first step")
-        self._recovery_age_at_start_s = age_s
+            raise RuntimeError("a hand-over is taken before the first step")
+        index = self.protection.fault_rows()
+        self._handed = dataclasses.replace(handed, debouncing_rows=tuple(
+            k for k in handed.debouncing_rows if k in index))
+        self._precharges_before = handed.precharge_attempts
+        return [k for k in handed.debouncing_rows if k not in index]
 
     def _take_over(self, events: list[FaultEvent], now_s: float) -> None:
         """At the first step: what a restart handed over goes on this firmware's clock."""
+        h = self._handed
         self._trips_s = {name: [now_s - age_s for age_s in ages_s]
-                         for name, ages_s in self._trip_ages_s.items()}
-        if self._weld_check_at_start:
+                         for name, ages_s in h.trip_ages_s.items()}
+        if h.weld_check_due:
             self.opened_at_s = now_s
-        age_s, self._recovery_age_at_start_s = self._recovery_age_at_start_s, None
         # Not over a latched FAULT or a lockout: suspending the low-cell rows would clear
         # the one a recovery's timeout latched.
-        if age_s is not None and not (self.fault_active or self.locked_out):
+        if h.recovery_age_s is not None and not (self.fault_active or self.locked_out):
             self._start_recovery(events, now_s)
-            self.recovering_since_s = now_s - age_s
-        keys, self._raise_at_start = self._raise_at_start, []
-        self.protection.latch(keys)  # the rows the firmware before was debouncing
-        rows = {row_key(r): r for r in self.protection.rows if r.level == Level.FAULT}
-        for key in keys:
-            row = rows[key]
+            self.recovering_since_s = now_s - h.recovery_age_s
+        self.protection.latch(list(h.debouncing_rows))  # those the firmware before debounced
+        index = self.protection.fault_rows()
+        for key in h.debouncing_rows:
+            row = self.protection.rows[index[key]]
             self._log(events, FaultEvent(now_s, row.fault, FAULT_CODES[row.fault], row.level,
                                          "raised"), RAISED_AT_RESTART_NOTE)
 

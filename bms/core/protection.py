@@ -176,11 +176,15 @@ class Protection:
         """The FAULT rows raised and not yet cleared, by what identifies a row."""
         return [row_key(self.rows[i]) for i in np.flatnonzero(self.active) if self.latching[i]]
 
+    def fault_rows(self) -> dict[RowKey, int]:
+        """Each FAULT row's index, by what identifies a row."""
+        return {row_key(r): i for i, r in enumerate(self.rows) if r.level == Level.FAULT}
+
     def latch(self, keys: list[RowKey]) -> list[RowKey]:
         """Raises the named FAULT rows as they were before a power-down (they clear, as
         ever, on a clear-faults request once their quantity is back). Returns the keys
         that name no FAULT row of this table."""
-        index = {row_key(r): i for i, r in enumerate(self.rows) if r.level == Level.FAULT}
+        index = self.fault_rows()
         unknown = [k for k in keys if k not in index]
         for k in keys:
             if k in index:

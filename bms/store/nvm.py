@@ -20,6 +20,7 @@ import numpy as np
 from bms import __version__
 from bms.core.counters import Counters
 from bms.core.fault_log import LogEntry, newer_than
+from bms.core.firmware import HandOver
 from bms.core.signals import FaultEvent
 from bms.data.config import FAULT_LOG_SIZE_MAX
 from bms.data.faults import subject_fields
@@ -262,11 +263,12 @@ class NvmStore:
             log_recorded=int(row[12]),
             locked_out=tuple(json.loads(row[13])),
             empty_charge_as=row[14],
-            trip_ages_s=json.loads(row[15]),
-            weld_check_due=bool(row[16]),
-            debouncing_rows=tuple((f, q, bool(a)) for f, q, a in json.loads(row[17])),
-            recovery_age_s=row[18],
-            precharge_attempts=int(row[19]),
+            hand_over=HandOver(
+                trip_ages_s=json.loads(row[15]),
+                weld_check_due=bool(row[16]),
+                debouncing_rows=tuple((f, q, bool(a)) for f, q, a in json.loads(row[17])),
+                recovery_age_s=row[18],
+                precharge_attempts=int(row[19])),
         )
         return Stored(int(row[0]), float(row[1]), float(row[2]), kept, row[4], overrides)
 
@@ -279,6 +281,7 @@ class NvmStore:
         is or becomes."""
         new = newer_than(kept.log, kept.log_recorded, self.log_saved)
         first = kept.log_recorded - len(new)
+        h = kept.hand_over
         with self._transaction():
             self.db.execute(
                 "INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -288,8 +291,8 @@ class NvmStore:
                  _array(kept.cell_resistance_factor), _json(kept.latched_rows),
                  _json(list(kept.event_faults)), _json(kept.counters.as_dict()),
                  kept.log_dropped, kept.log_recorded, _json(list(kept.locked_out)),
-                 kept.empty_charge_as, _json(kept.trip_ages_s), int(kept.weld_check_due),
-                 _json(kept.debouncing_rows), kept.recovery_age_s, kept.precharge_attempts))
+                 kept.empty_charge_as, _json(h.trip_ages_s), int(h.weld_check_due),
+                 _json(h.debouncing_rows), h.recovery_age_s, h.precharge_attempts))
             self.db.executemany(
                 "INSERT OR REPLACE INTO fault_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(first + k, e.snapshot.get("boot", self.boot), e.event.t_s, e.event.name,

@@ -6,6 +6,7 @@ Why and how: docs/internals.md, bms/store/retained.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from bms.core.counters import Counters
 from bms.core.fault_log import LogEntry
-from bms.core.firmware import Firmware
+from bms.core.firmware import Firmware, HandOver
 from bms.core.protection import RowKey
 from bms.core.signals import State
 from bms.data.faults import FAULT_CODES
@@ -34,16 +35,8 @@ class Retained:
     locked_out: tuple[str, ...] = ()  # FAULTs locked out until a service action
     # The empty hold: the charge taken back since it engaged, A s (None: no hold).
     empty_charge_as: float | None = None
-    # FAULT trips within the lockout window, by how long before the save each was, s.
-    trip_ages_s: dict[str, list[float]] = field(default_factory=dict)
-    # Contactors closed or a weld check under way: the next firmware checks first.
-    weld_check_due: bool = False
-    # FAULT rows over their threshold, not yet raised: the next firmware raises them.
-    debouncing_rows: tuple[RowKey, ...] = ()
-    # A recovery charge under way, how long before the save it began, s (None: none).
-    recovery_age_s: float | None = None
-    # Precharge attempts of the sequence under way (the next sequence counts on from them).
-    precharge_attempts: int = 0
+    # What the firmware passes to the next (ages as of the save).
+    hand_over: HandOver = field(default_factory=HandOver)
 
 
 def retain(fw: Firmware) -> Retained:
@@ -62,11 +55,7 @@ def retain(fw: Firmware) -> Retained:
         log_recorded=fw.log.recorded,
         locked_out=tuple(sorted(fw.locked_out)),
         empty_charge_as=fw.empty_charge_as,
-        trip_ages_s=fw.trip_ages_s(),
-        weld_check_due=fw.weld_check_due,
-        debouncing_rows=tuple(fw.debouncing_fault_rows()),
-        recovery_age_s=fw.recovery_age_s,
-        precharge_attempts=fw.precharge_attempts_made,
+        hand_over=fw.hand_over(),
     )
 
 
@@ -101,31 +90,23 @@ def restore(fw: Firmware, kept: Retained, off_s: float | None) -> list[str]:
                     "held from 0")
         held_as = 0.0
     fw.empty_charge_as = held_as
-    # And the trips towards lockout, older by the time off (unknown: as if none, the side
-    # that locks out sooner); a fault this firmware does not know is said.
+    # And what the firmware before passed on (`Firmware.HandOver`), its ages older by the
+    # time off (unknown: as if none, the side that locks out and times out sooner).
+    h, off = kept.hand_over, off_s or 0.0
     trips = {}
-    for name, ages_s in kept.trip_ages_s.items():
+    for name, ages_s in h.trip_ages_s.items():
         if name in FAULT_CODES:
-            trips[name] = [age_s + (off_s or 0.0) for age_s in ages_s]
+            trips[name] = [age_s + off for age_s in ages_s]
         else:
             lost.append(f"trips of {name} towards lockout: not a fault this firmware knows")
-    fw.hand_over_trips(trips)
-    # Contactors that were closed when the power went (or a reset came) drop open; one
-    # that welded meanwhile is found before anything closes again.
-    if kept.weld_check_due:
-        fw.hand_over_weld_check()
-    # A recovery charge goes on (its trickle, its timeout counted with the time off).
-    age_s = kept.recovery_age_s
-    if age_s is not None:
-        if not (math.isfinite(age_s) and age_s >= 0.0):
-            lost.append(f"the recovery charge's age ({age_s} s) is not a time: resumed from 0")
-            age_s = 0.0
-        fw.hand_over_recovery(age_s + (off_s or 0.0))
-    if kept.precharge_attempts > 0:
-        fw.hand_over_precharge_attempts(kept.precharge_attempts)
-    # A FAULT row that was debouncing is raised: the restart must not restart its debounce.
+    age_s = h.recovery_age_s
+    if age_s is not None and not (math.isfinite(age_s) and age_s >= 0.0):
+        lost.append(f"the recovery charge's age ({age_s} s) is not a time: resumed from 0")
+        age_s = 0.0
+    unknown = fw.take_over(dataclasses.replace(
+        h, trip_ages_s=trips, recovery_age_s=None if age_s is None else age_s + off))
     lost += [f"debouncing row {fault} ({quantity}) is not in this firmware's table"
-             for fault, quantity, _ in fw.hand_over_debouncing(list(kept.debouncing_rows))]
+             for fault, quantity, _ in unknown]
     fw.counters = Counters.from_dict(kept.counters.as_dict())
     fw.log.restore(list(kept.log), kept.log_recorded)
     if kept.state == State.STORAGE:  # a pack put away stays put away until asked otherwise

@@ -696,7 +696,7 @@ def test_a_fault_row_debouncing_when_the_firmware_restarts_is_raised_by_the_new_
     raised = [(e.name, e.level) for e in act.events if e.action == "raised"]
     assert lost == [] and ("CELL_OVERVOLTAGE", "FAULT") in raised
     assert "restarted" in new.log.entries[-1].snapshot["note"]
-    assert new.trip_ages_s()["CELL_OVERVOLTAGE"] == [0.0]
+    assert new.hand_over().trip_ages_s["CELL_OVERVOLTAGE"] == [0.0]
 
 
 def test_a_latched_inverter_timeout_fault_stays_latched_over_a_restart():

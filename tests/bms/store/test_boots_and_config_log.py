@@ -107,5 +107,6 @@ def test_a_version_6_store_migrates_to_what_its_saved_state_says(
     db.close()
     store = NvmStore(path, PACK, Clock())
     kept = store.load().retained
-    assert (kept.weld_check_due, kept.recovery_age_s) == (weld_check_due, recovery_age_s)
+    assert (kept.hand_over.weld_check_due, kept.hand_over.recovery_age_s) == (
+        weld_check_due, recovery_age_s)
     store.close()

@@ -11,7 +11,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from bms.core.firmware import Firmware
+from bms.core.firmware import Firmware, HandOver
 from bms.data.config_toml import parse_config
 from bms.host.device import Device, Identity
 from bms.runtime.restart import restarted
@@ -514,7 +514,7 @@ def test_trips_older_than_the_window_by_the_time_off_are_forgotten(store_path):
     window_s = kept.fw.cfg.lockout_window_s
     kept.reboot(off_s=window_s + 1.0, clean=False)
     kept.tick()
-    assert kept.fw.trip_ages_s() == {}
+    assert kept.fw.hand_over().trip_ages_s == {}
 
 
 @pytest.mark.parametrize("when", ["while closed", "1 s after an opening"])
@@ -557,25 +557,23 @@ def test_what_a_restart_hands_over_is_saved_and_loaded_whole(store_path):
     due and the FAULT rows debouncing come back from the store as they were retained."""
     kept = Kept(store_path)
     kept.run(1.0)
-    retained = dataclasses.replace(
-        retain(kept.fw), empty_charge_as=12.5, trip_ages_s={"SHORT_CIRCUIT": [30.0, 2.5]},
-        weld_check_due=True, debouncing_rows=(("CELL_OVERVOLTAGE", "cell_v_max", True),),
-        recovery_age_s=42.0, precharge_attempts=2)
+    handed = HandOver(
+        trip_ages_s={"SHORT_CIRCUIT": [30.0, 2.5]}, weld_check_due=True,
+        debouncing_rows=(("CELL_OVERVOLTAGE", "cell_v_max", True),), recovery_age_s=42.0,
+        precharge_attempts=2)
+    retained = dataclasses.replace(retain(kept.fw), empty_charge_as=12.5, hand_over=handed)
     kept.store.save(retained, 0.5, kept.now_s, "test")
     back = kept.store.load().retained
-    assert (back.empty_charge_as, back.trip_ages_s, back.weld_check_due,
-            back.debouncing_rows, back.recovery_age_s, back.precharge_attempts) == (
-        12.5, {"SHORT_CIRCUIT": [30.0, 2.5]}, True,
-        (("CELL_OVERVOLTAGE", "cell_v_max", True),), 42.0, 2)
+    assert (back.empty_charge_as, back.hand_over) == (12.5, handed)
     kept.store.close()
 
 
 def test_a_stored_recovery_age_that_is_no_time_resumes_from_zero_and_says_so():
     bench = Bench()
-    kept = dataclasses.replace(retain(bench.fw), recovery_age_s=-3.0)
+    kept = dataclasses.replace(retain(bench.fw), hand_over=HandOver(recovery_age_s=-3.0))
     fw = Firmware(bench.pack.chem, bench.pack.n_series, bench.pack.capacity_ah)
     lost = restore(fw, kept, off_s=10.0)
-    assert fw.recovery_age_s == 10.0  # from 0, older by the time off
+    assert fw.hand_over().recovery_age_s == 10.0  # from 0, older by the time off
     assert lost == ["the recovery charge's age (-3.0 s) is not a time: resumed from 0"]
 
 
@@ -586,10 +584,11 @@ def test_a_restart_before_the_first_step_hands_over_what_it_was_handed():
     bench.fw.request("run")
     bench.run(5.0)
     middle, _ = restarted(bench.fw, bench.pack.capacity_ah, boot=1)
-    middle.hand_over_debouncing([("CELL_OVERVOLTAGE", "cell_v_max", True)])
+    middle.take_over(dataclasses.replace(
+        middle.hand_over(), debouncing_rows=(("CELL_OVERVOLTAGE", "cell_v_max", True),)))
     last, lost = restarted(middle, bench.pack.capacity_ah, boot=2)
-    assert lost == [] and last.weld_check_due
-    assert last.debouncing_fault_rows() == [("CELL_OVERVOLTAGE", "cell_v_max", True)]
+    assert lost == [] and last.hand_over().weld_check_due
+    assert last.hand_over().debouncing_rows == (("CELL_OVERVOLTAGE", "cell_v_max", True),)
 
 
 def test_a_recovery_that_ended_is_not_handed_over_again():
@@ -597,7 +596,7 @@ def test_a_recovery_that_ended_is_not_handed_over_again():
     later reset must neither resume it nor, by suspending the low-cell rows, clear that
     FAULT."""
     bench = Bench()
-    kept = dataclasses.replace(retain(bench.fw), recovery_age_s=5.0)
+    kept = dataclasses.replace(retain(bench.fw), hand_over=HandOver(recovery_age_s=5.0))
     fw = Firmware(bench.pack.chem, bench.pack.n_series, bench.pack.capacity_ah)
     restore(fw, kept, off_s=0.0)
     bench.fw = fw
@@ -605,5 +604,5 @@ def test_a_recovery_that_ended_is_not_handed_over_again():
     assert fw.recovering_since_s is not None
     fw.recovering_since_s = None  # ended (into RUN, or its timeout's FAULT)
     bench.tick()
-    assert fw.recovery_age_s is None
-    assert retain(fw).recovery_age_s is None
+    assert fw.hand_over().recovery_age_s is None
+    assert retain(fw).hand_over.recovery_age_s is None
