@@ -39,6 +39,11 @@ def problems_of(path: Path) -> list[str]:
     return info.value.problems
 
 
+def failures_of(path: Path) -> list[str]:
+    """What failed when the file ran: each failing expectation's message."""
+    return [v.message for v in run_scenario(load_scenario(path)).verdicts if not v.passed]
+
+
 def has(problems: list[str], *parts: str) -> bool:
     """Some problem line contains every part."""
     return any(all(p in line for p in parts) for line in problems)
@@ -286,9 +291,7 @@ def test_a_reset_is_a_new_firmware_that_keeps_what_a_store_keeps(tmp_path):
         state = "FAULT"
         contactors = "open"
     """)
-    sc = load_scenario(path)
-    result = run_scenario(sc)
-    assert result.passed, [v.message for v in result.verdicts if not v.passed]
+    assert failures_of(path) == []
     clean = write(tmp_path, FORTY_S + """
         [[timeline]]
         at = "15s"
@@ -303,8 +306,7 @@ def test_a_reset_is_a_new_firmware_that_keeps_what_a_store_keeps(tmp_path):
         state = "RUN"
         contactors = "closed"
     """, "clean.toml")
-    result = run_scenario(load_scenario(clean))
-    assert result.passed, [v.message for v in result.verdicts if not v.passed]
+    assert failures_of(clean) == []
 
 
 def test_an_expectation_that_does_not_hold_fails_with_what_was_found(tmp_path):
@@ -485,5 +487,4 @@ def test_the_readme_example_is_a_passing_scenario(tmp_path):
     section = readme[readme.index("## Scenarios"):]
     example = section[section.index("```toml\n") + 8:section.index("```\n", section.index(
         "```toml\n") + 8)]
-    result = run_scenario(load_scenario(write(tmp_path, example)))
-    assert result.passed, [v.message for v in result.verdicts if not v.passed]
+    assert failures_of(write(tmp_path, example)) == []
