@@ -272,7 +272,6 @@ class ModbusLink:
             self.counts["writes"] += 1
         return None
 
-
     def _current_image(self) -> list[int]:
         """The map as of the firmware's latest step (and the heartbeat's second)."""
         now_s = self._now_s()
